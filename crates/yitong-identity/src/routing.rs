@@ -1,0 +1,42 @@
+//! Asking the issuing city: clients to the other cities' identity nodes.
+
+use std::collections::HashMap;
+
+use tonic::transport::Channel;
+use yitong_core::{CallLimits, CityCode, Network, peer_channel};
+use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
+
+/// Metadata key set on a request one node forwards to another. The receiver answers from its
+/// own records only and never forwards again, so a lookup crosses at most one hop.
+pub(crate) const FORWARDED: &str = "yitong-forwarded";
+
+/// Identity clients for every other enabled city.
+#[derive(Debug, Clone)]
+pub(crate) struct Peers {
+    clients: HashMap<CityCode, IdentityServiceClient<Channel>>,
+}
+
+impl Peers {
+    pub(crate) fn new(
+        network: &Network,
+        own: CityCode,
+        limits: CallLimits,
+    ) -> Result<Self, tonic::transport::Error> {
+        let mut clients = HashMap::new();
+        for city in network.enabled_cities().filter(|city| city.code != own) {
+            clients.insert(
+                city.code,
+                IdentityServiceClient::new(peer_channel(&city.identity, limits)?),
+            );
+        }
+        Ok(Peers { clients })
+    }
+
+    pub(crate) fn client(&self, city: CityCode) -> Option<IdentityServiceClient<Channel>> {
+        self.clients.get(&city).cloned()
+    }
+
+    pub(crate) fn cities(&self) -> impl Iterator<Item = CityCode> + '_ {
+        self.clients.keys().copied()
+    }
+}

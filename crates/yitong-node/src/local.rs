@@ -1,0 +1,234 @@
+//! Every service of every enabled city and the clearing house, in one process.
+//!
+//! `yitong dev` runs it on the ports of the network file; the test sandbox runs it on ports the
+//! kernel picks (port 0), and rewrites the network so the nodes find each other there.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use yitong_catalog::{CatalogNode, seed_institutions};
+use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
+use yitong_identity::{IdentityNode, PiiKeys, seed_persons};
+use yitong_ledger::LedgerNode;
+use yitong_settlement::{BenefitNode, SettlementNode};
+use yitong_store::{Location, PoolLimits, Store, StoreError};
+
+use crate::{Role, Seeds, serve};
+
+/// Where the servers of a local network listen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bind {
+    /// On the addresses the network file gives.
+    FromNetwork,
+    /// On 127.0.0.1, on ports the kernel picks.
+    Ephemeral,
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalNetworkOptions {
+    pub network: Network,
+    pub location: Location,
+    /// Loaded into stores that are still empty; `None` starts on whatever the stores hold.
+    pub seeds: Option<Seeds>,
+    pub bind: Bind,
+    pub pool: PoolLimits,
+    pub calls: CallLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {address}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("endpoint {0} is not of the form http://host:port")]
+    Endpoint(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot load the {what} seeds of {owner}")]
+    Seed {
+        what: &'static str,
+        owner: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("cannot prepare the clients to other nodes")]
+    Peers(#[from] tonic::transport::Error),
+}
+
+/// One running server: whose, which service, and where.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub owner: Owner,
+    pub service: Service,
+    pub url: String,
+}
+
+/// A running local network.
+#[derive(Debug)]
+pub struct LocalNetwork {
+    network: Arc<Network>,
+    endpoints: Vec<Endpoint>,
+    stores: Vec<Store>,
+    shutdown: CancellationToken,
+    servers: JoinSet<Result<(), tonic::transport::Error>>,
+}
+
+/// The services each enabled city runs; the ledger runs once, at the clearing house.
+const CITY_SERVICES: [Service; 3] = [Service::Identity, Service::Catalog, Service::Settlement];
+
+impl LocalNetwork {
+    /// Binds every server, opens and migrates every store, seeds empty ones, and starts serving.
+    pub async fn start(options: LocalNetworkOptions) -> Result<LocalNetwork, NodeError> {
+        let mut network = options.network;
+        let cities: Vec<CityCode> = network.enabled_cities().map(|city| city.code).collect();
+
+        // Bind first: on ephemeral ports, the addresses are only known now, and every node
+        // must be told them before it starts calling the others.
+        let mut listeners = Vec::new();
+        for (owner, service) in cities
+            .iter()
+            .flat_map(|city| CITY_SERVICES.map(|service| (Owner::City(*city), service)))
+            .chain([(Owner::ClearingHouse, Service::Ledger)])
+        {
+            let configured = match owner {
+                Owner::City(city) => {
+                    network.endpoint(network.city(city).expect("enabled city"), service)
+                }
+                Owner::ClearingHouse => network.clearing_house.ledger.clone(),
+            };
+            let address = match options.bind {
+                Bind::FromNetwork => socket_address(&configured)?,
+                Bind::Ephemeral => "127.0.0.1:0".to_owned(),
+            };
+            let listener = TcpListener::bind(&address)
+                .await
+                .map_err(|source| NodeError::Bind { address, source })?;
+            let local: SocketAddr = listener.local_addr().map_err(|source| NodeError::Bind {
+                address: configured,
+                source,
+            })?;
+            let url = format!("http://{local}");
+            let code = match owner {
+                Owner::City(city) => city,
+                Owner::ClearingHouse => cities[0],
+            };
+            network.set_endpoint(code, service, url.clone());
+            listeners.push((
+                Endpoint {
+                    owner,
+                    service,
+                    url,
+                },
+                listener,
+            ));
+        }
+        let network = Arc::new(network);
+
+        let shutdown = CancellationToken::new();
+        let mut servers = JoinSet::new();
+        let mut stores = Vec::new();
+        let mut endpoints = Vec::new();
+        for (endpoint, listener) in listeners {
+            let store = Store::open(
+                &options.location,
+                endpoint.service,
+                endpoint.owner,
+                options.pool,
+            )
+            .await?;
+            store.migrate().await?;
+            let role = match (endpoint.owner, endpoint.service) {
+                (Owner::City(city), Service::Identity) => {
+                    let keys = PiiKeys::for_development(city);
+                    if let Some(seeds) = &options.seeds {
+                        seed_persons(&store, &keys, city, &seeds.persons_of(city))
+                            .await
+                            .map_err(|source| NodeError::Seed {
+                                what: "person",
+                                owner: city.to_string(),
+                                source: source.into(),
+                            })?;
+                    }
+                    Role::Identity(IdentityNode::new(
+                        city,
+                        store.clone(),
+                        keys,
+                        network.clone(),
+                        options.calls,
+                    )?)
+                }
+                (Owner::City(city), Service::Catalog) => {
+                    if let Some(seeds) = &options.seeds {
+                        seed_institutions(&store, city, &seeds.institutions_of(city))
+                            .await
+                            .map_err(|source| NodeError::Seed {
+                                what: "institution",
+                                owner: city.to_string(),
+                                source: source.into(),
+                            })?;
+                    }
+                    Role::Catalog(CatalogNode::new(city, store.clone()))
+                }
+                (Owner::City(city), Service::Settlement) => Role::Settlement(
+                    SettlementNode::new(city, store.clone()),
+                    BenefitNode::new(city, store.clone()),
+                ),
+                (Owner::ClearingHouse, Service::Ledger) => {
+                    Role::Ledger(LedgerNode::new(store.clone()))
+                }
+                (owner, service) => unreachable!("{owner} does not run {service}"),
+            };
+            servers.spawn(serve(role, listener, shutdown.clone()));
+            stores.push(store);
+            endpoints.push(endpoint);
+        }
+        Ok(LocalNetwork {
+            network,
+            endpoints,
+            stores,
+            shutdown,
+            servers,
+        })
+    }
+
+    /// The network as it runs, with the endpoints actually bound.
+    pub fn network(&self) -> &Arc<Network> {
+        &self.network
+    }
+
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.endpoints
+    }
+
+    /// A token that stops every server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting calls, lets the calls in flight finish, and closes every store.
+    pub async fn shut_down(mut self) {
+        self.shutdown.cancel();
+        while let Some(result) = self.servers.join_next().await {
+            if let Ok(Err(error)) = result {
+                tracing::warn!(error = %yitong_core::cause_chain(&error), "server stopped with an error");
+            }
+        }
+        for store in &self.stores {
+            store.close().await;
+        }
+    }
+}
+
+/// "http://127.0.0.1:7111" -> "127.0.0.1:7111".
+fn socket_address(endpoint: &str) -> Result<String, NodeError> {
+    endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .map(|rest| rest.trim_end_matches('/').to_owned())
+        .filter(|address| address.contains(':') && !address.contains('/'))
+        .ok_or_else(|| NodeError::Endpoint(endpoint.to_owned()))
+}

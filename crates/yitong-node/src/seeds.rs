@@ -1,0 +1,194 @@
+//! Reading the seed files under `seeds/`: the designated institutions and insured persons.
+//!
+//! Seed files are CSV with a header row, one file per kind for all cities; each row names its
+//! city, so enabling a seventh city is a matter of adding rows. Values never appear in error
+//! messages (a row may hold a citizen ID); the file, line and column do.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use yitong_catalog::SeedInstitution;
+use yitong_core::{Amount, CitizenId, CityCode, InstitutionCode, Invalid, parse_date};
+use yitong_identity::{CardStatus, InsuranceStatus, SeedPerson};
+
+/// Everything a local network loads into empty stores on first start.
+#[derive(Debug, Clone, Default)]
+pub struct Seeds {
+    pub institutions: Vec<SeedInstitution>,
+    pub persons: Vec<(CityCode, SeedPerson)>,
+}
+
+impl Seeds {
+    pub fn institutions_of(&self, city: CityCode) -> Vec<SeedInstitution> {
+        self.institutions
+            .iter()
+            .filter(|institution| institution.code.city() == city)
+            .cloned()
+            .collect()
+    }
+
+    pub fn persons_of(&self, city: CityCode) -> Vec<SeedPerson> {
+        self.persons
+            .iter()
+            .filter(|(insured_city, _)| *insured_city == city)
+            .map(|(_, person)| person.clone())
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("cannot read seed file {path}")]
+    Read { path: PathBuf, source: csv::Error },
+    #[error("seed file {path}, line {line}: {problem}")]
+    Row {
+        path: PathBuf,
+        line: u64,
+        problem: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct InstitutionRow {
+    code: String,
+    name: String,
+    kind: String,
+    level: i64,
+    networked_since: String,
+}
+
+#[derive(Deserialize)]
+struct PersonRow {
+    insured_city: String,
+    citizen_id: String,
+    name: String,
+    sex: String,
+    insurance_type: i64,
+    person_type: String,
+    insured_since: String,
+    account_balance: String,
+    status: String,
+    status_since: String,
+    card_status: String,
+}
+
+/// Reads `institutions.csv` and `persons.csv` from the seeds directory.
+pub fn load_seeds(dir: &Path) -> Result<Seeds, SeedError> {
+    let institutions = read_rows(&dir.join("institutions.csv"), institution)?;
+    let persons = read_rows(&dir.join("persons.csv"), person)?;
+    Ok(Seeds {
+        institutions,
+        persons,
+    })
+}
+
+fn read_rows<R: for<'de> Deserialize<'de>, T>(
+    path: &Path,
+    convert: impl Fn(R) -> Result<T, Invalid>,
+) -> Result<Vec<T>, SeedError> {
+    let mut reader = csv::Reader::from_path(path).map_err(|source| SeedError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut rows = Vec::new();
+    for (index, record) in reader.deserialize::<R>().enumerate() {
+        // Line 1 is the header; seed files hold no multi-line fields.
+        let line = index as u64 + 2;
+        let row_error = |problem: String| SeedError::Row {
+            path: path.to_owned(),
+            line,
+            problem,
+        };
+        let row = record.map_err(|_| row_error("malformed row".into()))?;
+        rows.push(convert(row).map_err(|invalid| row_error(invalid.to_string()))?);
+    }
+    Ok(rows)
+}
+
+fn institution(row: InstitutionRow) -> Result<SeedInstitution, Invalid> {
+    let kind = match row.kind.as_str() {
+        "hospital" => 1,
+        "pharmacy" => 2,
+        _ => return Err(Invalid::new("kind", "must be hospital or pharmacy")),
+    };
+    if !(1..=3).contains(&row.level) {
+        return Err(Invalid::new("level", "must be 1, 2 or 3"));
+    }
+    let networked_since = match row.networked_since.as_str() {
+        "" => None,
+        text => Some(parse_date(text).map_err(|invalid| invalid.at("networked_since"))?),
+    };
+    Ok(SeedInstitution {
+        code: InstitutionCode::parse(&row.code).map_err(|invalid| invalid.at("code"))?,
+        name: row.name,
+        kind,
+        level: row.level,
+        networked_since,
+    })
+}
+
+fn person(row: PersonRow) -> Result<(CityCode, SeedPerson), Invalid> {
+    let city = CityCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
+    let sex = match row.sex.as_str() {
+        "male" => 1,
+        "female" => 2,
+        _ => return Err(Invalid::new("sex", "must be male or female")),
+    };
+    if !matches!(row.insurance_type, 310 | 390) {
+        return Err(Invalid::new(
+            "insurance_type",
+            "must be 310 (employee) or 390 (resident)",
+        ));
+    }
+    let person_type = match row.person_type.as_str() {
+        "in_service" => 1,
+        "retired" => 2,
+        _ => return Err(Invalid::new("person_type", "must be in_service or retired")),
+    };
+    let status = match row.status.as_str() {
+        "active" => InsuranceStatus::Active,
+        "suspended" => InsuranceStatus::Suspended,
+        "terminated" => InsuranceStatus::Terminated,
+        _ => {
+            return Err(Invalid::new(
+                "status",
+                "must be active, suspended or terminated",
+            ));
+        }
+    };
+    let card_status = match row.card_status.as_str() {
+        "active" => CardStatus::Active,
+        "lost" => CardStatus::Lost,
+        "cancelled" => CardStatus::Cancelled,
+        _ => {
+            return Err(Invalid::new(
+                "card_status",
+                "must be active, lost or cancelled",
+            ));
+        }
+    };
+    let account_balance =
+        Amount::parse(&row.account_balance).map_err(|invalid| invalid.at("account_balance"))?;
+    if row.insurance_type == 390 && account_balance != Amount::ZERO {
+        return Err(Invalid::new(
+            "account_balance",
+            "residents have no personal account",
+        ));
+    }
+    let person = SeedPerson {
+        citizen_id: CitizenId::parse(&row.citizen_id)
+            .map_err(|invalid| invalid.at("citizen_id"))?,
+        name: row.name,
+        sex,
+        insurance_type: row.insurance_type,
+        person_type,
+        insured_since: parse_date(&row.insured_since)
+            .map_err(|invalid| invalid.at("insured_since"))?,
+        account_balance,
+        status,
+        status_since: parse_date(&row.status_since)
+            .map_err(|invalid| invalid.at("status_since"))?,
+        card_status,
+    };
+    Ok((city, person))
+}

@@ -1,0 +1,114 @@
+//! One service on one listener, with grpc.health.v1 and server reflection (v1 and v1alpha).
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use yitong_catalog::CatalogNode;
+use yitong_identity::IdentityNode;
+use yitong_ledger::LedgerNode;
+use yitong_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
+use yitong_proto::identity::v1::identity_service_server::IdentityServiceServer;
+use yitong_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
+use yitong_proto::settlement::v1::benefit_service_server::BenefitServiceServer;
+use yitong_proto::settlement::v1::settlement_service_server::SettlementServiceServer;
+use yitong_settlement::{BenefitNode, SettlementNode};
+
+/// What one server runs. A settlement node serves both the HIS-facing settlement service and
+/// the node-facing benefit service, which share the city's settlement store.
+#[derive(Debug)]
+pub enum Role {
+    Identity(IdentityNode),
+    Catalog(CatalogNode),
+    Settlement(SettlementNode, BenefitNode),
+    Ledger(LedgerNode),
+}
+
+impl Role {
+    /// Fully qualified names of the gRPC services this role serves.
+    pub fn service_names(&self) -> Vec<&'static str> {
+        match self {
+            Role::Identity(_) => vec![IdentityServiceServer::<IdentityNode>::NAME],
+            Role::Catalog(_) => vec![CatalogServiceServer::<CatalogNode>::NAME],
+            Role::Settlement(..) => vec![
+                SettlementServiceServer::<SettlementNode>::NAME,
+                BenefitServiceServer::<BenefitNode>::NAME,
+            ],
+            Role::Ledger(_) => vec![LedgerServiceServer::<LedgerNode>::NAME],
+        }
+    }
+}
+
+const HEALTH: &str = "grpc.health.v1.Health";
+const REFLECTION: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Serves `role` on `listener` until `shutdown` is cancelled, then finishes the calls in
+/// flight and returns.
+pub async fn serve(
+    role: Role,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let names = role.service_names();
+    let (health, health_service) = tonic_health::server::health_reporter();
+
+    // Reflection lists exactly what this server serves, so `grpcurl list` tells the truth.
+    let reflection = || {
+        names
+            .iter()
+            .copied()
+            .chain([HEALTH])
+            .chain(REFLECTION)
+            .fold(
+                tonic_reflection::server::Builder::configure(),
+                |builder, name| builder.with_service_name(name),
+            )
+            .register_encoded_file_descriptor_set(yitong_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("descriptor sets are well formed");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("descriptor sets are well formed");
+
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let router = match role {
+        Role::Identity(node) => router.add_service(IdentityServiceServer::new(node)),
+        Role::Catalog(node) => router.add_service(CatalogServiceServer::new(node)),
+        Role::Settlement(settlement, benefit) => router
+            .add_service(SettlementServiceServer::new(settlement))
+            .add_service(BenefitServiceServer::new(benefit)),
+        Role::Ledger(node) => router.add_service(LedgerServiceServer::new(node)),
+    };
+    for name in &names {
+        health
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+
+    let shutting_down = {
+        let health = health.clone();
+        let names = names.clone();
+        async move {
+            shutdown.cancelled().await;
+            // Tell load balancers first, so no new call is routed here while we drain.
+            for name in names {
+                health
+                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+        }
+    };
+    router
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutting_down)
+        .await
+}

@@ -1,0 +1,319 @@
+//! The sandbox: the whole network (four pilot cities and the clearing house) started in-process
+//! on ports the kernel picks, against a fresh SQLite directory or a fresh PostgreSQL database,
+//! with typed clients for every service.
+//!
+//! Every end-to-end test runs through it, on both databases ([`network_test!`]). PostgreSQL is
+//! found at `DATABASE_URL`, else at `postgres://postgres@127.0.0.1:5432/postgres`; when none can
+//! be reached the PostgreSQL variants say so loudly and skip, unless `YITONG_REQUIRE_POSTGRES=1`,
+//! where that is a failure.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tonic::transport::Channel;
+use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
+use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, load_seeds};
+use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
+use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
+use yitong_store::sqlx::{self, AssertSqlSafe, Connection};
+use yitong_store::{Location, PoolLimits};
+
+/// Which database a sandbox runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    Sqlite,
+    Postgres,
+}
+
+/// The four pilot cities, by the names tests use.
+pub const JINAN: &str = "370100";
+pub const ZIBO: &str = "370300";
+pub const DONGYING: &str = "370500";
+pub const BINZHOU: &str = "371600";
+pub const PILOT_CITIES: [&str; 4] = [JINAN, ZIBO, DONGYING, BINZHOU];
+
+/// A running network and what it takes to clean up after it.
+#[derive(Debug)]
+pub struct Sandbox {
+    network: LocalNetwork,
+    database: Database,
+    location: Location,
+    /// The SQLite directory, removed when the sandbox is dropped.
+    _sqlite_dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL test database, dropped at shut-down.
+    postgres: Option<PostgresDatabase>,
+}
+
+#[derive(Debug)]
+struct PostgresDatabase {
+    admin_url: String,
+    name: String,
+}
+
+/// Test databases older than this are leftovers of aborted runs and are dropped.
+const STALE_DATABASE_SECS: u64 = 3_600;
+
+impl Sandbox {
+    /// Starts the network on a fresh database. `None` when PostgreSQL was asked for, cannot be
+    /// reached, and is not required: the caller skips.
+    pub async fn start(database: Database) -> Option<Sandbox> {
+        match database {
+            Database::Sqlite => {
+                let dir = tempfile::tempdir().expect("can create a temporary directory");
+                let location = Location::Sqlite {
+                    dir: dir.path().to_owned(),
+                };
+                Some(Self::start_on(database, location, Some(dir), None).await)
+            }
+            Database::Postgres => {
+                let postgres = create_postgres_database().await?;
+                let base = postgres
+                    .admin_url
+                    .rsplit_once('/')
+                    .expect("URL has a database")
+                    .0
+                    .to_owned();
+                let location = Location::Postgres {
+                    url: format!("{base}/{}", postgres.name),
+                };
+                Some(Self::start_on(database, location, None, Some(postgres)).await)
+            }
+        }
+    }
+
+    async fn start_on(
+        database: Database,
+        location: Location,
+        sqlite_dir: Option<tempfile::TempDir>,
+        postgres: Option<PostgresDatabase>,
+    ) -> Sandbox {
+        let network = LocalNetwork::start(Self::options(location.clone()))
+            .await
+            .expect("sandbox network starts");
+        Sandbox {
+            network,
+            database,
+            location,
+            _sqlite_dir: sqlite_dir,
+            postgres,
+        }
+    }
+
+    fn options(location: Location) -> LocalNetworkOptions {
+        let seeds = seeds_dir();
+        LocalNetworkOptions {
+            network: Network::load(&seeds.join("network.toml"))
+                .expect("seeds/network.toml is valid"),
+            location,
+            seeds: Some(load_seeds(&seeds).expect("seed files are valid")),
+            bind: Bind::Ephemeral,
+            // Thirteen stores per sandbox and two sandboxes at once must stay well inside
+            // PostgreSQL's default of 100 connections.
+            pool: PoolLimits {
+                connections_max: 3,
+                ..PoolLimits::default()
+            },
+            calls: CallLimits::default(),
+        }
+    }
+
+    /// Stops the network and starts it again on the same data, as `yitong dev` does after Ctrl-C.
+    pub async fn restart(self) -> Sandbox {
+        let Sandbox {
+            network,
+            database,
+            location,
+            _sqlite_dir,
+            postgres,
+        } = self;
+        network.shut_down().await;
+        let network = LocalNetwork::start(Self::options(location.clone()))
+            .await
+            .expect("sandbox network restarts");
+        Sandbox {
+            network,
+            database,
+            location,
+            _sqlite_dir,
+            postgres,
+        }
+    }
+
+    /// Stops every server and drops the PostgreSQL test database.
+    pub async fn shut_down(self) {
+        self.network.shut_down().await;
+        if let Some(postgres) = self.postgres {
+            drop_database(&postgres.admin_url, &postgres.name).await;
+        }
+    }
+
+    pub fn database(&self) -> Database {
+        self.database
+    }
+
+    pub fn network(&self) -> &Network {
+        self.network.network()
+    }
+
+    /// Every running server: owner, service and URL.
+    pub fn endpoints(&self) -> &[yitong_node::Endpoint] {
+        self.network.endpoints()
+    }
+
+    pub fn endpoint(&self, owner: Owner, service: Service) -> String {
+        self.endpoints()
+            .iter()
+            .find(|endpoint| endpoint.owner == owner && endpoint.service == service)
+            .map(|endpoint| endpoint.url.clone())
+            .unwrap_or_else(|| panic!("{owner} runs no {service} service"))
+    }
+
+    pub fn channel(&self, owner: Owner, service: Service) -> Channel {
+        let url = self.endpoint(owner, service);
+        tonic::transport::Endpoint::from_shared(url)
+            .expect("endpoint URL is valid")
+            .timeout(Duration::from_secs(30))
+            .connect_lazy()
+    }
+
+    pub fn identity(&self, city: &str) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(self.channel(city_owner(city), Service::Identity))
+    }
+
+    pub fn catalog(&self, city: &str) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.channel(city_owner(city), Service::Catalog))
+    }
+
+    pub fn settlement(&self, city: &str) -> SettlementServiceClient<Channel> {
+        SettlementServiceClient::new(self.channel(city_owner(city), Service::Settlement))
+    }
+
+    pub fn benefit(&self, city: &str) -> BenefitServiceClient<Channel> {
+        BenefitServiceClient::new(self.channel(city_owner(city), Service::Settlement))
+    }
+
+    pub fn ledger(&self) -> LedgerServiceClient<Channel> {
+        LedgerServiceClient::new(self.channel(Owner::ClearingHouse, Service::Ledger))
+    }
+}
+
+fn city_owner(city: &str) -> Owner {
+    Owner::City(CityCode::parse(city).expect("tests name cities by region code"))
+}
+
+/// The repository's `seeds/` directory.
+pub fn seeds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seeds")
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+fn postgres_required() -> bool {
+    std::env::var("YITONG_REQUIRE_POSTGRES").is_ok_and(|value| value == "1")
+}
+
+/// Creates an empty database for one test, after dropping leftovers of aborted runs.
+async fn create_postgres_database() -> Option<PostgresDatabase> {
+    sqlx::any::install_default_drivers();
+    let admin_url = postgres_admin_url();
+    let mut admin = match sqlx::AnyConnection::connect(&admin_url).await {
+        Ok(connection) => connection,
+        Err(error) if postgres_required() => panic!(
+            "PostgreSQL is required (YITONG_REQUIRE_POSTGRES=1) but {admin_url} cannot be reached: {error}"
+        ),
+        Err(error) => {
+            eprintln!(
+                "\n*** SKIPPED: PostgreSQL at {admin_url} cannot be reached ({error}); this test ran on SQLite only. Set YITONG_REQUIRE_POSTGRES=1 to make this a failure. ***\n"
+            );
+            return None;
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let stale: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'yitong_test_%'")
+            .fetch_all(&mut admin)
+            .await
+            .unwrap_or_default();
+    for name in stale {
+        let created = name
+            .split('_')
+            .nth(2)
+            .and_then(|secs| secs.parse::<u64>().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(created) > STALE_DATABASE_SECS {
+            let _ = sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+    let name = format!("yitong_test_{now}_{}", uuid::Uuid::new_v4().simple());
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("can create a test database");
+    let _ = admin.close().await;
+    Some(PostgresDatabase { admin_url, name })
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut admin) = sqlx::AnyConnection::connect(admin_url).await {
+        if let Err(error) = sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut admin)
+        .await
+        {
+            tracing::warn!(database = name, error = %error, "cannot drop the test database");
+        }
+        let _ = admin.close().await;
+    }
+}
+
+/// Declares an end-to-end test that runs once on SQLite and once on PostgreSQL:
+///
+/// ```text
+/// network_test! {
+///     /// What the test proves.
+///     async fn zibo_finds_a_jinan_card(net) { ... }
+/// }
+/// ```
+///
+/// expands to a module `zibo_finds_a_jinan_card` with tests `sqlite` and `postgres`. The body
+/// sees `net: &Sandbox`.
+#[macro_export]
+macro_rules! network_test {
+    ($(#[$meta:meta])* async fn $name:ident($net:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn case($net: &$crate::Sandbox) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let sandbox = $crate::Sandbox::start($crate::Database::Sqlite).await.expect("SQLite always starts");
+                case(&sandbox).await;
+                sandbox.shut_down().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(sandbox) = $crate::Sandbox::start($crate::Database::Postgres).await else { return };
+                case(&sandbox).await;
+                sandbox.shut_down().await;
+            }
+        }
+    };
+}

@@ -1,0 +1,257 @@
+//! Storage for every Yitong service: one code path over PostgreSQL and SQLite.
+//!
+//! Each running service of each owner (a city, or the clearing house) has a [`Store`] of its
+//! own: on PostgreSQL a schema named `<service>_<owner>` ("identity_370100"), on SQLite a file
+//! `<dir>/<owner>/<service>.db`. Services write SQL with `$1` placeholders, integer fen, TEXT
+//! dates and BIGINT millisecond timestamps, which both databases run unchanged; the few
+//! differences (how a writing transaction begins, how a pool is prepared) stay in this crate.
+//!
+//! Architecture invariant: no service reads or writes another service's store; they talk gRPC.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, AssertSqlSafe, Connection, Executor, Transaction};
+use yitong_core::{Owner, Service};
+
+pub use sqlx;
+
+static IDENTITY: Migrator = sqlx::migrate!("../../migrations/identity");
+static CATALOG: Migrator = sqlx::migrate!("../../migrations/catalog");
+static SETTLEMENT: Migrator = sqlx::migrate!("../../migrations/settlement");
+static LEDGER: Migrator = sqlx::migrate!("../../migrations/ledger");
+
+/// Where the databases live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// Embedded SQLite, one file per service and owner below this directory.
+    Sqlite { dir: PathBuf },
+    /// A PostgreSQL database (`postgres://...`), one schema per service and owner.
+    Postgres { url: String },
+}
+
+impl Location {
+    /// A `postgres://` or `postgresql://` URL means PostgreSQL; anything else is a directory
+    /// for SQLite files.
+    pub fn parse(text: &str) -> Self {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Location::Postgres {
+                url: text.to_owned(),
+            }
+        } else {
+            Location::Sqlite {
+                dir: PathBuf::from(text.strip_prefix("sqlite://").unwrap_or(text)),
+            }
+        }
+    }
+}
+
+/// Which database engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Limits of a store's connection pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    pub connections_max: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            connections_max: 8,
+            acquire_timeout_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the {store} store")]
+    Open { store: String, source: sqlx::Error },
+    #[error("cannot create the directory for the {store} store")]
+    Directory {
+        store: String,
+        source: std::io::Error,
+    },
+    #[error("cannot migrate the {store} store")]
+    Migrate {
+        store: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// The database of one service of one owner.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// "identity_370100": the PostgreSQL schema, and the name used in logs.
+    name: String,
+    service: Service,
+}
+
+/// How long SQLite waits for a writer lock before it reports the database busy.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+impl Store {
+    /// Opens (creating when missing) the store of `service` run by `owner`. Does not migrate.
+    pub async fn open(
+        location: &Location,
+        service: Service,
+        owner: Owner,
+        limits: PoolLimits,
+    ) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let name = format!("{service}_{owner}");
+        let open_error = |source| StoreError::Open {
+            store: name.clone(),
+            source,
+        };
+        let pool_options = AnyPoolOptions::new()
+            .max_connections(limits.connections_max)
+            .acquire_timeout(Duration::from_millis(limits.acquire_timeout_ms))
+            .idle_timeout(Duration::from_secs(60));
+        let (pool, backend) = match location {
+            Location::Sqlite { dir } => {
+                let owner_dir = dir.join(owner.to_string());
+                std::fs::create_dir_all(&owner_dir).map_err(|source| StoreError::Directory {
+                    store: name.clone(),
+                    source,
+                })?;
+                let file = owner_dir.join(format!("{service}.db"));
+                let options =
+                    AnyConnectOptions::from_str(&format!("sqlite://{}?mode=rwc", file.display()))
+                        .map_err(open_error)?;
+                let pool = pool_options
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the one writer; synchronous=FULL keeps
+                            // every committed settlement across a power cut.
+                            connection.execute("PRAGMA journal_mode = WAL").await?;
+                            connection.execute("PRAGMA synchronous = FULL").await?;
+                            sqlx::raw_sql(AssertSqlSafe(format!(
+                                "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
+                            )))
+                            .execute(&mut *connection)
+                            .await?;
+                            connection.execute("PRAGMA foreign_keys = ON").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await
+                    .map_err(open_error)?;
+                (pool, Backend::Sqlite)
+            }
+            Location::Postgres { url } => {
+                let options = AnyConnectOptions::from_str(url).map_err(open_error)?;
+                // The schema must exist before a connection can make it its search path.
+                let mut setup = sqlx::AnyConnection::connect_with(&options)
+                    .await
+                    .map_err(open_error)?;
+                // The name is ours ("identity_370100"), never a caller's.
+                sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {name}")))
+                    .execute(&mut setup)
+                    .await
+                    .map_err(open_error)?;
+                setup.close().await.map_err(open_error)?;
+                let search_path = format!("SET search_path TO {name}");
+                let pool = pool_options
+                    .after_connect(move |connection, _| {
+                        let search_path = search_path.clone();
+                        Box::pin(async move {
+                            sqlx::raw_sql(AssertSqlSafe(search_path))
+                                .execute(&mut *connection)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await
+                    .map_err(open_error)?;
+                (pool, Backend::Postgres)
+            }
+        };
+        Ok(Store {
+            pool,
+            backend,
+            name,
+            service,
+        })
+    }
+
+    /// Applies the service's migrations that have not run yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.service {
+            Service::Identity => &IDENTITY,
+            Service::Catalog => &CATALOG,
+            Service::Settlement => &SETTLEMENT,
+            Service::Ledger => &LEDGER,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                store: self.name.clone(),
+                source,
+            })?;
+        tracing::debug!(store = %self.name, "migrated");
+        Ok(())
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue on the busy timeout instead of one failing
+    /// when it upgrades a read lock; on PostgreSQL rows are locked by the statements themselves.
+    pub async fn begin_write(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Closes every connection; waits for those in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch, the form every timestamp column takes.
+pub fn now_ms() -> i64 {
+    let elapsed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    i64::try_from(elapsed.as_millis()).expect("milliseconds fit in i64 until the year 292 million")
+}
+
+/// "INSERT INTO <target> VALUES ($1, $2), ($3, $4)" for `rows` rows of `columns` values.
+pub fn multi_row_insert(target: &str, columns: usize, rows: usize) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|row| {
+            let placeholders: Vec<String> = (1..=columns)
+                .map(|column| format!("${}", row * columns + column))
+                .collect();
+            format!("({})", placeholders.join(", "))
+        })
+        .collect();
+    format!("INSERT INTO {target} VALUES {}", tuples.join(", "))
+}

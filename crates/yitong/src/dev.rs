@@ -1,0 +1,80 @@
+//! `yitong dev`: the whole network in one process, for development and HIS integration.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use yitong_core::{CallLimits, Network, Owner};
+use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, load_seeds};
+use yitong_store::{Location, PoolLimits};
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Directory of the embedded SQLite databases.
+    #[arg(long, default_value = "data")]
+    data: PathBuf,
+    /// Run on PostgreSQL instead (postgres://...), one schema per service and city.
+    #[arg(long, env = "YITONG_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Directory of the seed files; network.toml there says where each node listens.
+    #[arg(long, default_value_os_t = crate::default_seeds())]
+    seeds: PathBuf,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let network = Network::load(&args.seeds.join("network.toml"))?;
+    let seeds = load_seeds(&args.seeds)?;
+    let location = match &args.database_url {
+        Some(url) => Location::parse(url),
+        None => Location::Sqlite {
+            dir: args.data.clone(),
+        },
+    };
+    let options = LocalNetworkOptions {
+        network,
+        location: location.clone(),
+        seeds: Some(seeds),
+        bind: Bind::FromNetwork,
+        // Thirteen stores share one PostgreSQL server: keep each pool small.
+        pool: PoolLimits {
+            connections_max: 4,
+            ..PoolLimits::default()
+        },
+        calls: CallLimits::default(),
+    };
+    let running = LocalNetwork::start(options)
+        .await
+        .context("cannot start the network")?;
+
+    println!(
+        "Yitong dev network is up ({}).",
+        match location {
+            Location::Sqlite { dir } => format!("SQLite under {}", dir.display()),
+            Location::Postgres { .. } => "PostgreSQL".to_owned(),
+        }
+    );
+    println!("{:<28} {:<12} endpoint", "owner", "service");
+    for endpoint in running.endpoints() {
+        let owner = match endpoint.owner {
+            Owner::City(code) => {
+                let city = running
+                    .network()
+                    .city(code)
+                    .expect("running city is in the network");
+                format!("{} {} ({code})", city.name, city.name_zh)
+            }
+            Owner::ClearingHouse => "clearing house".to_owned(),
+        };
+        println!(
+            "{owner:<28} {:<12} {}",
+            endpoint.service.as_str(),
+            endpoint.url
+        );
+    }
+    println!("Press Ctrl-C to stop.");
+
+    crate::config::shutdown_signal().await;
+    println!("Shutting down: finishing the calls in flight.");
+    running.shut_down().await;
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! The `yitong` command line: `dev`, `serve`, `migrate` and `seed`.
+
+mod config;
+mod dev;
+mod logging;
+mod serve;
+mod stores;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Yitong (一通): direct cross-city settlement of outpatient claims in the Jinan capital
+/// economic circle.
+#[derive(Debug, Parser)]
+#[command(name = "yitong", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the four pilot cities and the clearing house in one process, on embedded SQLite
+    /// under ./data (or PostgreSQL with --database-url). Seeds empty stores on first start.
+    Dev(dev::DevArgs),
+    /// Run one service of one city (or the clearing house's ledger) as its own process.
+    Serve(serve::ServeArgs),
+    /// Apply pending migrations to the stores of the enabled cities and the clearing house.
+    Migrate(stores::StoresArgs),
+    /// Load the seed files into stores that are still empty.
+    Seed(stores::SeedArgs),
+}
+
+/// Runs the command line and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let outcome = runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => dev::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Migrate(args) => stores::migrate(args).await,
+            Command::Seed(args) => stores::seed(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("yitong: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Default location of the seed files, relative to the working directory.
+fn default_seeds() -> PathBuf {
+    PathBuf::from("seeds")
+}

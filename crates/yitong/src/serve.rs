@@ -1,0 +1,162 @@
+//! `yitong serve <service> --city <city>`: one service as its own process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use yitong_catalog::CatalogNode;
+use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
+use yitong_identity::{IdentityNode, PiiKeys};
+use yitong_ledger::LedgerNode;
+use yitong_node::{Role, serve};
+use yitong_settlement::{BenefitNode, SettlementNode};
+use yitong_store::{Location, PoolLimits, Store};
+
+use crate::config::{ConfigFile, shutdown_signal};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ServiceArg {
+    Identity,
+    Catalog,
+    Settlement,
+    Ledger,
+}
+
+impl From<ServiceArg> for Service {
+    fn from(arg: ServiceArg) -> Service {
+        match arg {
+            ServiceArg::Identity => Service::Identity,
+            ServiceArg::Catalog => Service::Catalog,
+            ServiceArg::Settlement => Service::Settlement,
+            ServiceArg::Ledger => Service::Ledger,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The service to run.
+    service: ServiceArg,
+    /// Region code of the city this node serves (not for the ledger, which the clearing house runs).
+    #[arg(long, env = "YITONG_CITY")]
+    city: Option<String>,
+    /// Configuration file (TOML); flags and environment variables override it.
+    #[arg(long, env = "YITONG_CONFIG")]
+    config: Option<PathBuf>,
+    /// The network file listing every city's endpoints.
+    #[arg(long, env = "YITONG_NETWORK")]
+    network: Option<PathBuf>,
+    /// postgres://... for production; a directory for embedded SQLite.
+    #[arg(long, env = "YITONG_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Address to listen on; defaults to this service's address in the network file.
+    #[arg(long, env = "YITONG_LISTEN")]
+    listen: Option<String>,
+    /// Base64 of the 32-byte key that seals citizen IDs (identity only).
+    #[arg(long, env = "YITONG_PII_SEAL_KEY", hide_env_values = true)]
+    pii_seal_key: Option<String>,
+    /// Base64 of the 32-byte key of the citizen-ID lookup hash (identity only).
+    #[arg(long, env = "YITONG_PII_HASH_KEY", hide_env_values = true)]
+    pii_hash_key: Option<String>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file = ConfigFile::load(args.config.as_deref())?;
+    let service = Service::from(args.service);
+    let network_path = args
+        .network
+        .or(file.network)
+        .unwrap_or_else(|| crate::default_seeds().join("network.toml"));
+    let network = Arc::new(Network::load(&network_path)?);
+    let owner = match (service, &args.city) {
+        (Service::Ledger, _) => Owner::ClearingHouse,
+        (_, None) => bail!("--city is required for the {service} service"),
+        (_, Some(code)) => {
+            let code =
+                CityCode::parse(code).map_err(|invalid| anyhow::anyhow!("--city {invalid}"))?;
+            match network.city(code) {
+                Some(city) if city.enabled => Owner::City(code),
+                Some(_) => bail!("city {code} is not enabled in {}", network_path.display()),
+                None => bail!("city {code} is not in {}", network_path.display()),
+            }
+        }
+    };
+    let database_url = args.database_url.or(file.database_url).context(
+        "no database: set --database-url, YITONG_DATABASE_URL or database_url in the config file",
+    )?;
+    let listen = match args.listen.or(file.listen) {
+        Some(listen) => listen,
+        None => {
+            let configured = match owner {
+                Owner::City(code) => {
+                    network.endpoint(network.city(code).expect("checked above"), service)
+                }
+                Owner::ClearingHouse => network.clearing_house.ledger.clone(),
+            };
+            configured
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+                .to_owned()
+        }
+    };
+    let pool = PoolLimits {
+        connections_max: file
+            .pool_connections_max
+            .unwrap_or(PoolLimits::default().connections_max),
+        ..PoolLimits::default()
+    };
+    let calls = CallLimits {
+        call_timeout_ms: file
+            .call_timeout_ms
+            .unwrap_or(CallLimits::default().call_timeout_ms),
+        ..CallLimits::default()
+    };
+
+    let store = Store::open(&Location::parse(&database_url), service, owner, pool).await?;
+    store.migrate().await?;
+    let role = match (owner, service) {
+        (Owner::City(city), Service::Identity) => {
+            let (Some(seal), Some(hash)) = (
+                args.pii_seal_key.or(file.pii_seal_key),
+                args.pii_hash_key.or(file.pii_hash_key),
+            ) else {
+                bail!(
+                    "the identity service needs YITONG_PII_SEAL_KEY and YITONG_PII_HASH_KEY (base64 of 32 random bytes each)"
+                );
+            };
+            let keys = PiiKeys::from_base64(&seal, &hash).context("malformed citizen-ID key")?;
+            Role::Identity(IdentityNode::new(
+                city,
+                store,
+                keys,
+                network.clone(),
+                calls,
+            )?)
+        }
+        (Owner::City(city), Service::Catalog) => Role::Catalog(CatalogNode::new(city, store)),
+        (Owner::City(city), Service::Settlement) => Role::Settlement(
+            SettlementNode::new(city, store.clone()),
+            BenefitNode::new(city, store),
+        ),
+        (Owner::ClearingHouse, Service::Ledger) => Role::Ledger(LedgerNode::new(store)),
+        (owner, service) => unreachable!("{owner} does not run {service}"),
+    };
+
+    let listener = TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(service = %service, owner = %owner, address = %listener.local_addr()?, "serving");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    serve(role, listener, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `yitong migrate` and `yitong seed`: preparing the stores of a network ahead of `serve`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use yitong_catalog::seed_institutions;
+use yitong_core::{Network, Owner, Service};
+use yitong_identity::{PiiKeys, seed_persons};
+use yitong_node::load_seeds;
+use yitong_store::{Location, PoolLimits, Store};
+
+#[derive(Debug, Args)]
+pub struct StoresArgs {
+    /// postgres://... or a directory of embedded SQLite databases.
+    #[arg(long, env = "YITONG_DATABASE_URL", default_value = "data")]
+    database_url: String,
+    /// Directory of the seed files (network.toml names the enabled cities).
+    #[arg(long, default_value_os_t = crate::default_seeds())]
+    seeds: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    stores: StoresArgs,
+    /// Seal citizen IDs with the well-known development keys that `yitong dev` uses, instead
+    /// of YITONG_PII_SEAL_KEY and YITONG_PII_HASH_KEY. Never for real data.
+    #[arg(long)]
+    dev_keys: bool,
+    #[arg(long, env = "YITONG_PII_SEAL_KEY", hide_env_values = true)]
+    pii_seal_key: Option<String>,
+    #[arg(long, env = "YITONG_PII_HASH_KEY", hide_env_values = true)]
+    pii_hash_key: Option<String>,
+}
+
+/// Every (owner, service) pair the enabled network runs.
+fn stores_of(network: &Network) -> Vec<(Owner, Service)> {
+    network
+        .enabled_cities()
+        .flat_map(|city| {
+            [Service::Identity, Service::Catalog, Service::Settlement]
+                .map(|service| (Owner::City(city.code), service))
+        })
+        .chain([(Owner::ClearingHouse, Service::Ledger)])
+        .collect()
+}
+
+pub async fn migrate(args: StoresArgs) -> anyhow::Result<()> {
+    let network = Network::load(&args.seeds.join("network.toml"))?;
+    let location = Location::parse(&args.database_url);
+    for (owner, service) in stores_of(&network) {
+        let store = Store::open(&location, service, owner, PoolLimits::default()).await?;
+        store.migrate().await?;
+        println!("migrated {}", store.name());
+        store.close().await;
+    }
+    Ok(())
+}
+
+pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
+    let network = Network::load(&args.stores.seeds.join("network.toml"))?;
+    let seeds = load_seeds(&args.stores.seeds)?;
+    let location = Location::parse(&args.stores.database_url);
+    for (owner, service) in stores_of(&network) {
+        let Owner::City(city) = owner else { continue };
+        let store = Store::open(&location, service, owner, PoolLimits::default()).await?;
+        store.migrate().await?;
+        let loaded = match service {
+            Service::Identity => {
+                let keys = if args.dev_keys {
+                    PiiKeys::for_development(city)
+                } else {
+                    let seal = args
+                        .pii_seal_key
+                        .as_deref()
+                        .context("YITONG_PII_SEAL_KEY is required (or --dev-keys)")?;
+                    let hash = args
+                        .pii_hash_key
+                        .as_deref()
+                        .context("YITONG_PII_HASH_KEY is required (or --dev-keys)")?;
+                    PiiKeys::from_base64(seal, hash).context("malformed citizen-ID key")?
+                };
+                seed_persons(&store, &keys, city, &seeds.persons_of(city)).await?
+            }
+            Service::Catalog => {
+                seed_institutions(&store, city, &seeds.institutions_of(city)).await?
+            }
+            Service::Settlement | Service::Ledger => 0,
+        };
+        println!("{}: {loaded} rows seeded", store.name());
+        store.close().await;
+    }
+    Ok(())
+}

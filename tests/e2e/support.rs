@@ -1,0 +1,63 @@
+//! Small helpers the end-to-end tests share.
+
+use tonic_types::StatusExt;
+use yitong_core::{CardNumber, CityCode};
+
+/// The card number of the `serial`-th seeded person of `city` (seeds number cards in file order).
+pub fn seeded_card(city: &str, serial: u32) -> String {
+    CardNumber::new(CityCode::parse(city).expect("region code"), serial).to_string()
+}
+
+/// Asserts an INVALID_ARGUMENT naming `field` in its google.rpc.BadRequest detail.
+pub fn assert_invalid(status: &tonic::Status, field: &str) {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let bad_request = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest detail in {status:?}"));
+    let fields: Vec<&str> = bad_request
+        .field_violations
+        .iter()
+        .map(|violation| violation.field.as_str())
+        .collect();
+    assert_eq!(fields, [field], "{status:?}");
+}
+
+/// Asserts a FAILED_PRECONDITION whose google.rpc.ErrorInfo gives `reason`.
+pub fn assert_refused(status: &tonic::Status, reason: &str) {
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo detail in {status:?}"));
+    assert_eq!(info.reason, reason, "{status:?}");
+}
+
+/// Asserts that no text holds any seeded citizen ID in full.
+pub fn assert_no_citizen_id(text: &str) {
+    let persons = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("persons.csv"))
+        .expect("persons.csv");
+    for line in persons.lines().skip(1) {
+        let citizen_id = line.split(',').nth(1).expect("citizen_id column");
+        assert!(
+            !text.contains(citizen_id),
+            "a full citizen ID leaked: {text}"
+        );
+        assert!(
+            !text.contains(&citizen_id[6..14]),
+            "a citizen ID's birth-date digits leaked: {text}"
+        );
+    }
+}
+
+/// The citizen ID of the `serial`-th seeded person of `city`, read from `seeds/persons.csv`.
+pub fn seeded_citizen_id(city: &str, serial: usize) -> String {
+    let persons = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("persons.csv"))
+        .expect("persons.csv");
+    persons
+        .lines()
+        .skip(1)
+        .filter(|line| line.starts_with(city))
+        .nth(serial - 1)
+        .and_then(|line| line.split(',').nth(1))
+        .expect("seeded person exists")
+        .to_owned()
+}
