@@ -53,7 +53,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             Location::Postgres { .. } => "PostgreSQL".to_owned(),
         }
     );
-    println!("{:<28} {:<12} endpoint", "owner", "service");
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(["owner", "service", "endpoint"]);
     for endpoint in running.endpoints() {
         let owner = match endpoint.owner {
             Owner::City(code) => {
@@ -65,12 +68,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             }
             Owner::ClearingHouse => "clearing house".to_owned(),
         };
-        println!(
-            "{owner:<28} {:<12} {}",
-            endpoint.service.as_str(),
-            endpoint.url
-        );
+        table.add_row([owner, endpoint.service.to_string(), endpoint.url.clone()]);
     }
+    println!("{table}");
     println!("Press Ctrl-C to stop.");
 
     crate::config::shutdown_signal().await;
