@@ -44,6 +44,9 @@ pub struct City {
     pub identity: String,
     pub catalog: String,
     pub settlement: String,
+    /// Base64 of the city's Ed25519 public key, with which every city verifies the e-vouchers
+    /// (scan codes) this city signs.
+    pub e_voucher_key: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +173,7 @@ mod tests {
         identity = "http://127.0.0.1:7111"
         catalog = "http://127.0.0.1:7112"
         settlement = "http://127.0.0.1:7113"
+        e_voucher_key = "AAAA"
 
         [[city]]
         code = "370900"
@@ -179,6 +183,7 @@ mod tests {
         identity = "http://127.0.0.1:7161"
         catalog = "http://127.0.0.1:7162"
         settlement = "http://127.0.0.1:7163"
+        e_voucher_key = "AAAA"
     "#;
 
     // Proves a network file is read, and that disabled cities are known but not enabled.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use yitong_core::{CardNumber, CityCode, Date, Invalid, PersonNo};
+use yitong_store::replies::ReplyError;
 
 use crate::InsuranceStatus;
 
@@ -28,8 +29,16 @@ pub enum IdentityError {
     NotInsuredOn { person_no: PersonNo, date: Date },
     #[error("city {0} does not take part in cross-city settlement")]
     CityNotEnabled(CityCode),
-    #[error("{0}")]
-    Unimplemented(&'static str),
+    #[error("e-voucher expired: ask the patient to refresh the code")]
+    EVoucherExpired,
+    #[error("the person already holds active card {0}: reissue it instead")]
+    AlreadyHoldsCard(CardNumber),
+    #[error("person.{0} differs from the enrolled person's record")]
+    ParticularsDiffer(&'static str),
+    #[error("{what} belongs to city {owner}: only its bureau can change it")]
+    NotOurs { what: String, owner: CityCode },
+    #[error("message id {0} was already used for a different request")]
+    MessageConflict(String),
     /// The issuing city answered with a refusal; it reaches the HIS unchanged.
     #[error("issuing city {city} answered: {}", status.message())]
     Remote { city: CityCode, status: Status },
@@ -39,6 +48,18 @@ pub enum IdentityError {
     Store(#[from] yitong_store::sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+}
+
+impl From<ReplyError> for IdentityError {
+    fn from(error: ReplyError) -> Self {
+        match error {
+            ReplyError::Conflict(message_id) => IdentityError::MessageConflict(message_id),
+            ReplyError::Store(error) => IdentityError::Store(error),
+            ReplyError::Corrupt(message_id) => {
+                IdentityError::Corrupt(format!("reply to message id {message_id}"))
+            }
+        }
+    }
 }
 
 impl IdentityError {
@@ -55,6 +76,10 @@ impl IdentityError {
             IdentityError::NotEntitled { .. } => Some("INSURANCE_TERMINATED"),
             IdentityError::NotInsuredOn { .. } => Some("NOT_INSURED_ON_DATE"),
             IdentityError::CityNotEnabled(_) => Some("CITY_NOT_ENABLED"),
+            IdentityError::EVoucherExpired => Some("E_VOUCHER_EXPIRED"),
+            IdentityError::AlreadyHoldsCard(_) => Some("ALREADY_HOLDS_CARD"),
+            IdentityError::ParticularsDiffer(_) => Some("PARTICULARS_DIFFER"),
+            IdentityError::NotOurs { .. } => Some("NOT_ISSUED_HERE"),
             _ => None,
         }
     }
@@ -70,8 +95,12 @@ impl From<IdentityError> for Status {
             | IdentityError::CardCancelled(_)
             | IdentityError::NotEntitled { .. }
             | IdentityError::NotInsuredOn { .. }
-            | IdentityError::CityNotEnabled(_) => Code::FailedPrecondition,
-            IdentityError::Unimplemented(_) => Code::Unimplemented,
+            | IdentityError::CityNotEnabled(_)
+            | IdentityError::EVoucherExpired
+            | IdentityError::AlreadyHoldsCard(_)
+            | IdentityError::ParticularsDiffer(_)
+            | IdentityError::NotOurs { .. } => Code::FailedPrecondition,
+            IdentityError::MessageConflict(_) => Code::AlreadyExists,
             IdentityError::Unavailable { .. } => Code::Unavailable,
             IdentityError::Store(_) | IdentityError::Corrupt(_) => {
                 tracing::error!(error = %yitong_core::cause_chain(&error), "identity request failed");

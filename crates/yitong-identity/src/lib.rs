@@ -4,6 +4,7 @@
 //! city's node ([`routing`]), so an HIS only ever talks to the node of its own city.
 
 mod error;
+pub mod evoucher;
 mod person;
 pub mod pii;
 mod repo;
@@ -11,7 +12,8 @@ mod routing;
 mod service;
 
 pub use error::IdentityError;
-pub use person::{CardStatus, InsuranceStatus, Person};
+pub use evoucher::{VoucherKeys, VoucherSigner};
+pub use person::{CardStatus, Enrolment, InsuranceStatus, Person};
 pub use pii::PiiKeys;
 pub use repo::{SeedPerson, seed_persons};
-pub use service::IdentityNode;
+pub use service::{IdentityNode, IdentityStartError};

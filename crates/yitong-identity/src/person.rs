@@ -1,6 +1,6 @@
 //! An insured person and the statuses that decide whether a lookup is answered.
 
-use yitong_core::{Amount, CardNumber, CityCode, Date, PersonNo};
+use yitong_core::{Amount, CardNumber, CitizenId, CityCode, Date, Invalid, PersonNo};
 use yitong_proto::identity::v1 as pb;
 
 /// Insurance status (national psn_insu_stas); the numbers are the national codes.
@@ -98,6 +98,119 @@ impl Person {
                 .as_ref()
                 .map(ToString::to_string)
                 .unwrap_or_default(),
+        }
+    }
+}
+
+/// A bureau's enrolment of a person, parsed and checked.
+#[derive(Debug, Clone)]
+pub struct Enrolment {
+    pub citizen_id: CitizenId,
+    pub name: String,
+    /// national gend: 1 male, 2 female.
+    pub sex: i64,
+    /// national insutype: 310 or 390.
+    pub insurance_type: i64,
+    /// 1 in service, 2 retired.
+    pub person_type: i64,
+    pub insured_since: Date,
+    pub account_balance: Amount,
+}
+
+/// Longest name accepted, in characters.
+const NAME_CHARS_MAX: usize = 50;
+
+impl TryFrom<Option<pb::PersonEnrolment>> for Enrolment {
+    type Error = Invalid;
+
+    fn try_from(enrolment: Option<pb::PersonEnrolment>) -> Result<Self, Invalid> {
+        let enrolment =
+            enrolment.ok_or_else(|| Invalid::new("person", "the person to enrol is required"))?;
+        let citizen_id = CitizenId::parse(&enrolment.citizen_id)
+            .map_err(|invalid| invalid.at("person.citizen_id"))?;
+        let name = enrolment.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > NAME_CHARS_MAX {
+            return Err(Invalid::new(
+                "person.name",
+                format!("must be 1 to {NAME_CHARS_MAX} characters"),
+            ));
+        }
+        let sex = match pb::Sex::try_from(enrolment.sex) {
+            Ok(pb::Sex::Male) => 1,
+            Ok(pb::Sex::Female) => 2,
+            _ => return Err(Invalid::new("person.sex", "must be SEX_MALE or SEX_FEMALE")),
+        };
+        let birth_date = yitong_core::parse_date(&enrolment.birth_date)
+            .map_err(|invalid| invalid.at("person.birth_date"))?;
+        if birth_date != citizen_id.birth_date() {
+            return Err(Invalid::new(
+                "person.birth_date",
+                "differs from the birth date in the citizen ID",
+            ));
+        }
+        let insurance_type = match pb::InsuranceType::try_from(enrolment.insurance_type) {
+            Ok(pb::InsuranceType::Employee) => 310,
+            Ok(pb::InsuranceType::Resident) => 390,
+            _ => {
+                return Err(Invalid::new(
+                    "person.insurance_type",
+                    "must be INSURANCE_TYPE_EMPLOYEE or INSURANCE_TYPE_RESIDENT",
+                ));
+            }
+        };
+        let person_type = match pb::PersonType::try_from(enrolment.person_type) {
+            Ok(pb::PersonType::InService) => 1,
+            Ok(pb::PersonType::Retired) => 2,
+            _ => {
+                return Err(Invalid::new(
+                    "person.person_type",
+                    "must be PERSON_TYPE_IN_SERVICE or PERSON_TYPE_RETIRED",
+                ));
+            }
+        };
+        let insured_since = yitong_core::parse_date(&enrolment.insured_since)
+            .map_err(|invalid| invalid.at("person.insured_since"))?;
+        if insured_since < birth_date {
+            return Err(Invalid::new(
+                "person.insured_since",
+                "is before the birth date",
+            ));
+        }
+        let account_balance = match enrolment.account_balance.as_str() {
+            "" => Amount::ZERO,
+            text => Amount::parse(text).map_err(|invalid| invalid.at("person.account_balance"))?,
+        };
+        if insurance_type == 390 && account_balance != Amount::ZERO {
+            return Err(Invalid::new(
+                "person.account_balance",
+                "must be 0.00: residents have no personal account",
+            ));
+        }
+        Ok(Enrolment {
+            citizen_id,
+            name,
+            sex,
+            insurance_type,
+            person_type,
+            insured_since,
+            account_balance,
+        })
+    }
+}
+
+impl Enrolment {
+    /// The first particular in which an enrolled person's record differs from this enrolment.
+    pub fn differs_from(&self, person: &Person) -> Option<&'static str> {
+        if person.name != self.name {
+            Some("name")
+        } else if person.sex != self.sex {
+            Some("sex")
+        } else if person.insurance_type != self.insurance_type {
+            Some("insurance_type")
+        } else if person.person_type != self.person_type {
+            Some("person_type")
+        } else {
+            None
         }
     }
 }

@@ -87,6 +87,18 @@ impl PiiKeys {
     }
 }
 
+impl PiiKeys {
+    /// The digest under which a request's first reply is kept: keyed, because identity requests
+    /// carry citizen IDs and a plain hash of one is easy to reverse.
+    pub fn request_digest(&self, request: &[u8]) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hash_key)
+            .expect("HMAC takes any key length");
+        mac.update(b"request:");
+        mac.update(request);
+        hex(&mac.finalize().into_bytes())
+    }
+}
+
 fn decode_key(text: &str) -> Result<[u8; 32], PiiKeyError> {
     let bytes = BASE64
         .decode(text.trim())

@@ -1,10 +1,10 @@
 //! The identity store's queries. Portable SQL; see `migrations/identity/`.
 
 use yitong_core::{Amount, CardNumber, CitizenId, CityCode, Date, PersonNo};
-use yitong_store::sqlx::{self, AssertSqlSafe, Row, any::AnyRow};
+use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
 use yitong_store::{Store, multi_row_insert, now_ms};
 
-use crate::person::{CardStatus, InsuranceStatus, Person};
+use crate::person::{CardStatus, Enrolment, InsuranceStatus, Person};
 use crate::{IdentityError, PiiKeys};
 
 const PERSON_COLUMNS: &str = "p.person_no, p.citizen_id_masked, p.name, p.sex, p.birth_date, p.insurance_type, \
@@ -17,42 +17,57 @@ const PERSON_COLUMNS: &str = "p.person_no, p.citizen_id_masked, p.name, p.sex, p
 
 /// The person holding a card (in any status) and the card's status.
 pub(crate) async fn person_by_card(
-    store: &Store,
+    conn: &mut AnyConnection,
     card: &CardNumber,
     date: Date,
 ) -> Result<Option<(Person, CardStatus)>, IdentityError> {
-    let row = sqlx::query("SELECT person_no, status FROM cards WHERE card_no = $1")
-        .bind(card.as_str())
-        .fetch_optional(store.pool())
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    let card_status = CardStatus::from_code(row.try_get("status")?)
-        .ok_or_else(|| IdentityError::Corrupt(format!("card {card} has an unknown status")))?;
-    let person_no: String = row.try_get("person_no")?;
-    let person = person_by_no(store, &person_no, date)
+    let Some((person_no, card_status)) = card_row(conn, card).await? else {
+        return Ok(None);
+    };
+    let person = person_by_no(conn, &person_no, date)
         .await?
         .ok_or_else(|| IdentityError::Corrupt(format!("card {card} names a missing person")))?;
     Ok(Some((person, card_status)))
 }
 
+/// A card's holder and status.
+pub(crate) async fn card_row(
+    conn: &mut AnyConnection,
+    card: &CardNumber,
+) -> Result<Option<(PersonNo, CardStatus)>, IdentityError> {
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT person_no, status FROM cards WHERE card_no = $1")
+            .bind(card.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((person_no, status)) = row else {
+        return Ok(None);
+    };
+    let status = CardStatus::from_code(status)
+        .ok_or_else(|| IdentityError::Corrupt(format!("card {card} has an unknown status")))?;
+    let person_no = PersonNo::parse(&person_no)
+        .map_err(|_| IdentityError::Corrupt(format!("card {card} names a malformed person")))?;
+    Ok(Some((person_no, status)))
+}
+
 /// A person by person number, with their status at `date`.
 pub(crate) async fn person_by_no(
-    store: &Store,
-    person_no: &str,
+    conn: &mut AnyConnection,
+    person_no: &PersonNo,
     date: Date,
 ) -> Result<Option<Person>, IdentityError> {
     let sql = format!("SELECT {PERSON_COLUMNS} FROM persons p WHERE p.person_no = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(person_no)
+        .bind(person_no.as_str())
         .bind(date.to_string())
-        .fetch_optional(store.pool())
+        .fetch_optional(&mut *conn)
         .await?;
     row.map(|row| person_from_row(&row)).transpose()
 }
 
 /// A person by citizen ID, found through its keyed hash.
 pub(crate) async fn person_by_citizen_id(
-    store: &Store,
+    conn: &mut AnyConnection,
     keys: &PiiKeys,
     id: &CitizenId,
     date: Date,
@@ -61,9 +76,116 @@ pub(crate) async fn person_by_citizen_id(
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(keys.lookup_hash(id))
         .bind(date.to_string())
-        .fetch_optional(store.pool())
+        .fetch_optional(&mut *conn)
         .await?;
     row.map(|row| person_from_row(&row)).transpose()
+}
+
+/// The next serial of a kind ('card', 'person'); inside a write transaction, so never reused.
+pub(crate) async fn next_serial(
+    conn: &mut AnyConnection,
+    kind: &str,
+) -> Result<i64, IdentityError> {
+    let value: i64 =
+        sqlx::query_scalar("UPDATE serials SET value = value + 1 WHERE kind = $1 RETURNING value")
+            .bind(kind)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(value)
+}
+
+/// Enrols a new person, active from the day their insurance starts.
+pub(crate) async fn insert_person(
+    conn: &mut AnyConnection,
+    keys: &PiiKeys,
+    person_no: &PersonNo,
+    enrolment: &Enrolment,
+) -> Result<(), IdentityError> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO persons (person_no, citizen_id_hash, citizen_id_sealed, citizen_id_masked, name, sex, birth_date, \
+         insurance_type, person_type, insured_since, account_balance_fen, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(person_no.as_str())
+    .bind(keys.lookup_hash(&enrolment.citizen_id))
+    .bind(keys.seal(&enrolment.citizen_id))
+    .bind(enrolment.citizen_id.masked())
+    .bind(enrolment.name.clone())
+    .bind(enrolment.sex)
+    .bind(enrolment.citizen_id.birth_date().to_string())
+    .bind(enrolment.insurance_type)
+    .bind(enrolment.person_type)
+    .bind(enrolment.insured_since.to_string())
+    .bind(enrolment.account_balance.fen())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    insert_status_change(
+        conn,
+        person_no,
+        InsuranceStatus::Active,
+        enrolment.insured_since,
+        "enrolment",
+    )
+    .await
+}
+
+/// Adds a status change; history is only ever added to.
+pub(crate) async fn insert_status_change(
+    conn: &mut AnyConnection,
+    person_no: &PersonNo,
+    status: InsuranceStatus,
+    effective: Date,
+    reason: &str,
+) -> Result<(), IdentityError> {
+    sqlx::query(
+        "INSERT INTO insurance_status_changes (change_id, person_no, status, effective_date, reason, recorded_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(person_no.as_str())
+    .bind(status as i64)
+    .bind(effective.to_string())
+    .bind(reason)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Issues an active card to a person.
+pub(crate) async fn insert_card(
+    conn: &mut AnyConnection,
+    card: &CardNumber,
+    person_no: &PersonNo,
+) -> Result<(), IdentityError> {
+    let now = now_ms();
+    sqlx::query("INSERT INTO cards (card_no, person_no, status, issued_at_ms, status_changed_at_ms) VALUES ($1, $2, 1, $3, $3)")
+        .bind(card.as_str())
+        .bind(person_no.as_str())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Moves a card to `status`, noting its replacement when reissued; returns when it happened.
+pub(crate) async fn set_card_status(
+    conn: &mut AnyConnection,
+    card: &CardNumber,
+    status: CardStatus,
+    replaced_by: Option<&CardNumber>,
+) -> Result<i64, IdentityError> {
+    let now = now_ms();
+    sqlx::query("UPDATE cards SET status = $2, status_changed_at_ms = $3, replaced_by = $4 WHERE card_no = $1")
+        .bind(card.as_str())
+        .bind(status as i64)
+        .bind(now)
+        .bind(replaced_by.map(|card| card.to_string()))
+        .execute(&mut *conn)
+        .await?;
+    Ok(now)
 }
 
 fn person_from_row(row: &AnyRow) -> Result<Person, IdentityError> {

@@ -2,13 +2,21 @@
 
 use std::sync::Arc;
 
+use prost::Message;
 use tonic::{Code, Request, Response, Status};
-use yitong_core::{CallLimits, CardNumber, CitizenId, CityCode, Date, Invalid, Network};
+use yitong_core::{
+    CallLimits, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network, PersonNo,
+};
 use yitong_proto::identity::v1 as pb;
 use yitong_proto::identity::v1::credential::Kind;
-use yitong_store::Store;
+use yitong_store::replies::{self, Claim};
+use yitong_store::sqlx::{Any, AnyConnection, Transaction};
+use yitong_store::{Store, now_ms};
 
-use crate::person::{CardStatus, InsuranceStatus, Person};
+use crate::evoucher::{
+    TTL_SECONDS_DEFAULT, TTL_SECONDS_MAX, VoucherError, VoucherKeys, VoucherSigner,
+};
+use crate::person::{CardStatus, Enrolment, InsuranceStatus, Person};
 use crate::routing::{FORWARDED, Peers};
 use crate::{IdentityError, PiiKeys, repo};
 
@@ -18,17 +26,31 @@ pub struct IdentityNode {
     city: CityCode,
     store: Store,
     keys: PiiKeys,
+    signer: VoucherSigner,
+    voucher_keys: VoucherKeys,
     network: Arc<Network>,
     peers: Peers,
 }
 
-/// A credential presented at the counter, parsed.
+/// Why an identity node cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityStartError {
+    #[error(transparent)]
+    PublicKey(#[from] crate::evoucher::BadPublicKey),
+    #[error("cannot prepare the clients to other cities")]
+    Peers(#[from] tonic::transport::Error),
+}
+
+/// A credential presented at the counter, parsed. Tokens are kept as text until verified.
 #[derive(Debug)]
 enum Credential {
     Card(CardNumber),
     CitizenId(CitizenId),
-    EVoucher,
+    EVoucher(String),
 }
+
+/// Longest token accepted, in bytes; ours are about 150.
+const TOKEN_BYTES_MAX: usize = 1024;
 
 impl TryFrom<Option<pb::Credential>> for Credential {
     type Error = Invalid;
@@ -49,32 +71,47 @@ impl TryFrom<Option<pb::Credential>> for Credential {
             Kind::CitizenId(text) => CitizenId::parse(&text)
                 .map(Credential::CitizenId)
                 .map_err(|invalid| invalid.at("credential.citizen_id")),
-            Kind::EVoucherToken(token) if token.is_empty() || token.len() > 1024 => Err(
-                Invalid::new("credential.e_voucher_token", "must be 1 to 1024 characters"),
-            ),
-            Kind::EVoucherToken(_) => Ok(Credential::EVoucher),
+            Kind::EVoucherToken(token) if token.is_empty() || token.len() > TOKEN_BYTES_MAX => {
+                Err(Invalid::new(
+                    "credential.e_voucher_token",
+                    format!("must be 1 to {TOKEN_BYTES_MAX} characters"),
+                ))
+            }
+            Kind::EVoucherToken(token) => Ok(Credential::EVoucher(token)),
         }
     }
 }
 
-/// A parsed GetInsuredPerson request.
-#[derive(Debug)]
-struct Lookup {
-    credential: Credential,
-    date: Date,
+impl Credential {
+    fn to_wire(&self) -> pb::Credential {
+        let kind = match self {
+            Credential::Card(card) => Kind::CardNumber(card.to_string()),
+            Credential::CitizenId(id) => Kind::CitizenId(id.expose().to_owned()),
+            Credential::EVoucher(token) => Kind::EVoucherToken(token.clone()),
+        };
+        pb::Credential { kind: Some(kind) }
+    }
 }
 
-impl TryFrom<pb::GetInsuredPersonRequest> for Lookup {
-    type Error = Invalid;
-
-    fn try_from(request: pb::GetInsuredPersonRequest) -> Result<Self, Invalid> {
-        let credential = Credential::try_from(request.credential)?;
-        let date = match request.service_date.as_str() {
-            "" => yitong_core::today(),
-            text => yitong_core::parse_date(text).map_err(|invalid| invalid.at("service_date"))?,
-        };
-        Ok(Lookup { credential, date })
+fn optional_date(text: &str, field: &str) -> Result<Date, Invalid> {
+    match text {
+        "" => Ok(yitong_core::today()),
+        text => yitong_core::parse_date(text).map_err(|invalid| invalid.at(field)),
     }
+}
+
+fn message_id(text: &str) -> Result<MessageId, Invalid> {
+    MessageId::parse(text).map_err(|invalid| invalid.at("message_id"))
+}
+
+fn card_number(text: &str) -> Result<CardNumber, Invalid> {
+    CardNumber::parse(text).map_err(|invalid| invalid.at("card_number"))
+}
+
+/// A write request's message id has either been answered before or starts a transaction.
+enum Begun<R> {
+    Replay(R),
+    Fresh(Transaction<'static, Any>),
 }
 
 impl IdentityNode {
@@ -82,77 +119,110 @@ impl IdentityNode {
         city: CityCode,
         store: Store,
         keys: PiiKeys,
+        signer: VoucherSigner,
         network: Arc<Network>,
         limits: CallLimits,
-    ) -> Result<Self, tonic::transport::Error> {
+    ) -> Result<Self, IdentityStartError> {
+        let voucher_keys = VoucherKeys::from_network(&network)?;
         let peers = Peers::new(&network, city, limits)?;
         Ok(IdentityNode {
             city,
             store,
             keys,
+            signer,
+            voucher_keys,
             network,
             peers,
         })
     }
 
+    // ---- Lookups -------------------------------------------------------------------------
+
     /// Answers a lookup, locally for this city's credentials and from the issuing city for the
-    /// others. A forwarded lookup is answered from local records only.
+    /// others. A forwarded lookup is answered from local records only. No answer is cached: a
+    /// card reported lost is refused everywhere from the next lookup on.
     async fn look_up(
         &self,
-        lookup: Lookup,
+        credential: Credential,
+        date: Date,
         forwarded: bool,
     ) -> Result<pb::InsuredPerson, IdentityError> {
-        match lookup.credential {
-            Credential::Card(card) => {
-                let issuer = card.issuer();
-                if issuer == self.city {
-                    return self
-                        .local_by_card(&card, lookup.date)
-                        .await
-                        .map(|person| person.to_wire());
-                }
-                if forwarded {
-                    return Err(IdentityError::NotFound("card number"));
-                }
-                self.check_city(issuer, "credential.card_number")?;
-                let request = pb::GetInsuredPersonRequest {
-                    credential: Some(pb::Credential {
-                        kind: Some(Kind::CardNumber(card.to_string())),
-                    }),
-                    service_date: lookup.date.to_string(),
-                    ..Default::default()
+        let issuer = match &credential {
+            Credential::Card(card) => card.issuer(),
+            Credential::EVoucher(token) => self.verify_voucher(token)?.0,
+            Credential::CitizenId(id) => {
+                let mut conn = self.store.pool().acquire().await?;
+                let local = repo::person_by_citizen_id(&mut conn, &self.keys, id, date).await?;
+                return match local {
+                    Some(person) => entitled(person, date).map(|person| person.to_wire()),
+                    None if forwarded => Err(IdentityError::NotFound("citizen ID")),
+                    None => self.look_up_everywhere(id, date).await,
                 };
-                self.ask(issuer, request).await
+            }
+        };
+        if issuer == self.city {
+            return self
+                .local(&credential, date)
+                .await
+                .map(|person| person.to_wire());
+        }
+        if forwarded {
+            return Err(IdentityError::NotFound("credential"));
+        }
+        self.check_city(issuer, credential_field(&credential))?;
+        let request = pb::GetInsuredPersonRequest {
+            credential: Some(credential.to_wire()),
+            service_date: date.to_string(),
+            ..Default::default()
+        };
+        self.ask_lookup(issuer, request).await
+    }
+
+    /// A card or e-voucher of this city, with every refusal a counter needs.
+    async fn local(&self, credential: &Credential, date: Date) -> Result<Person, IdentityError> {
+        let mut conn = self.store.pool().acquire().await?;
+        match credential {
+            Credential::Card(card) => {
+                let (person, card_status) = repo::person_by_card(&mut conn, card, date)
+                    .await?
+                    .ok_or(IdentityError::NotFound("card number"))?;
+                match card_status {
+                    CardStatus::Active => entitled(person, date),
+                    CardStatus::Lost => Err(IdentityError::CardLost(card.clone())),
+                    CardStatus::Cancelled => Err(IdentityError::CardCancelled(card.clone())),
+                }
+            }
+            Credential::EVoucher(token) => {
+                let (_, person_no) = self.verify_voucher(token)?;
+                let person = repo::person_by_no(&mut conn, &person_no, date)
+                    .await?
+                    .ok_or(IdentityError::NotFound("e-voucher"))?;
+                entitled(person, date)
             }
             Credential::CitizenId(id) => {
-                let local =
-                    repo::person_by_citizen_id(&self.store, &self.keys, &id, lookup.date).await?;
-                match local {
-                    Some(person) => entitled(person, lookup.date).map(|person| person.to_wire()),
-                    None if forwarded => Err(IdentityError::NotFound("citizen ID")),
-                    None => self.ask_every_city(&id, lookup.date).await,
-                }
+                let person = repo::person_by_citizen_id(&mut conn, &self.keys, id, date)
+                    .await?
+                    .ok_or(IdentityError::NotFound("citizen ID"))?;
+                entitled(person, date)
             }
-            Credential::EVoucher => Err(IdentityError::Unimplemented(
-                "lookup by e-voucher token is not built yet",
-            )),
         }
     }
 
-    async fn local_by_card(&self, card: &CardNumber, date: Date) -> Result<Person, IdentityError> {
-        let (person, card_status) = repo::person_by_card(&self.store, card, date)
-            .await?
-            .ok_or(IdentityError::NotFound("card number"))?;
-        match card_status {
-            CardStatus::Active => entitled(person, date),
-            CardStatus::Lost => Err(IdentityError::CardLost(card.clone())),
-            CardStatus::Cancelled => Err(IdentityError::CardCancelled(card.clone())),
+    /// Checks an e-voucher's signature with its issuer's public key, without calling the issuer.
+    fn verify_voucher(&self, token: &str) -> Result<(CityCode, PersonNo), IdentityError> {
+        match self.voucher_keys.verify(token, now_ms() / 1000) {
+            Ok(voucher) => Ok((voucher.issuer, voucher.person_no)),
+            Err(VoucherError::Expired) => Err(IdentityError::EVoucherExpired),
+            Err(VoucherError::Malformed(invalid)) => {
+                Err(invalid.at("credential.e_voucher_token").into())
+            }
         }
     }
 
     /// A citizen ID says where a person was born, not where they are insured: ask every other
-    /// enabled city at once and take the one that knows them.
-    async fn ask_every_city(
+    /// enabled city at once. A city that knows the person answers; a refusal (say, insurance
+    /// terminated in a city the person left) counts only when no city knows them as entitled.
+    async fn look_up_everywhere(
         &self,
         id: &CitizenId,
         date: Date,
@@ -168,22 +238,24 @@ impl IdentityNode {
         for city in self.peers.cities() {
             let node = self.clone();
             let request = request.clone();
-            asks.spawn(async move { node.ask(city, request).await });
+            asks.spawn(async move { node.ask_lookup(city, request).await });
         }
-        let mut unreachable = None;
+        let (mut refusal, mut unreachable) = (None, None);
         while let Some(answer) = asks.join_next().await {
             match answer.expect("lookup task does not panic") {
                 Ok(person) => return Ok(person),
                 Err(IdentityError::Remote { status, .. }) if status.code() == Code::NotFound => {}
                 Err(error @ IdentityError::Unavailable { .. }) => unreachable = Some(error),
-                Err(refusal) => return Err(refusal),
+                Err(error) => refusal = Some(error),
             }
         }
-        Err(unreachable.unwrap_or(IdentityError::NotFound("citizen ID")))
+        Err(refusal
+            .or(unreachable)
+            .unwrap_or(IdentityError::NotFound("citizen ID")))
     }
 
     /// Forwards a lookup to another city's node; its answer reaches the HIS as it came.
-    async fn ask(
+    async fn ask_lookup(
         &self,
         city: CityCode,
         request: pb::GetInsuredPersonRequest,
@@ -192,17 +264,10 @@ impl IdentityNode {
             .peers
             .client(city)
             .ok_or(IdentityError::CityNotEnabled(city))?;
-        let mut request = Request::new(request);
-        request
-            .metadata_mut()
-            .insert(FORWARDED, "1".parse().expect("ascii metadata"));
-        let reply = client.get_insured_person(request).await.map_err(|status| match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-                tracing::warn!(city = %city, code = ?status.code(), "issuing city did not answer");
-                IdentityError::Unavailable { city, status }
-            }
-            _ => IdentityError::Remote { city, status },
-        })?;
+        let reply = client
+            .get_insured_person(forwarded(request))
+            .await
+            .map_err(|status| remote_error(city, status))?;
         let person = reply.into_inner().person.ok_or_else(|| {
             IdentityError::Corrupt(format!("city {city} answered without a person"))
         })?;
@@ -223,6 +288,291 @@ impl IdentityNode {
             Some(_) => Ok(()),
         }
     }
+
+    // ---- E-vouchers ----------------------------------------------------------------------
+
+    async fn issue_voucher(
+        &self,
+        credential: Credential,
+        ttl_seconds: u32,
+        is_forwarded: bool,
+    ) -> Result<pb::IssueEVoucherResponse, IdentityError> {
+        let issuer = match &credential {
+            Credential::Card(card) => card.issuer(),
+            Credential::EVoucher(_) => unreachable!("refused when parsed"),
+            Credential::CitizenId(id) => {
+                let mut conn = self.store.pool().acquire().await?;
+                let known_here =
+                    repo::person_by_citizen_id(&mut conn, &self.keys, id, yitong_core::today())
+                        .await?
+                        .is_some();
+                match (known_here, is_forwarded) {
+                    (true, _) => self.city,
+                    (false, true) => return Err(IdentityError::NotFound("citizen ID")),
+                    (false, false) => {
+                        let person = self.look_up_everywhere(id, yitong_core::today()).await?;
+                        CityCode::parse(&person.insured_city).map_err(|_| {
+                            IdentityError::Corrupt(
+                                "a city answered with a malformed insured city".into(),
+                            )
+                        })?
+                    }
+                }
+            }
+        };
+        if issuer != self.city {
+            if is_forwarded {
+                return Err(IdentityError::NotFound("credential"));
+            }
+            self.check_city(issuer, credential_field(&credential))?;
+            let mut client = self
+                .peers
+                .client(issuer)
+                .ok_or(IdentityError::CityNotEnabled(issuer))?;
+            let request = pb::IssueEVoucherRequest {
+                credential: Some(credential.to_wire()),
+                ttl_seconds,
+            };
+            let reply = client
+                .issue_e_voucher(forwarded(request))
+                .await
+                .map_err(|status| remote_error(issuer, status))?;
+            return Ok(reply.into_inner());
+        }
+        // The insured city signs only for a person entitled today, holding the credential.
+        let person = self.local(&credential, yitong_core::today()).await?;
+        let (token, expires_at) =
+            self.signer
+                .issue(&person.person_no, now_ms() / 1000, ttl_seconds);
+        Ok(pb::IssueEVoucherResponse {
+            token,
+            expires_at: Some(prost_types_timestamp(expires_at * 1000)),
+            issuer_city: self.city.to_string(),
+        })
+    }
+
+    // ---- Bureau changes ------------------------------------------------------------------
+
+    /// Claims a message id inside a new write transaction, or returns its first reply.
+    async fn begin<R: Message + Default>(
+        &self,
+        message_id: &MessageId,
+        rpc: &str,
+        request_digest: &str,
+    ) -> Result<Begun<R>, IdentityError> {
+        let mut tx = self.store.begin_write().await?;
+        match replies::claim(&mut tx, message_id.as_str(), rpc, request_digest).await? {
+            Claim::Fresh => Ok(Begun::Fresh(tx)),
+            Claim::Replay(bytes) => {
+                let reply = R::decode(bytes.as_slice()).map_err(|_| {
+                    IdentityError::Corrupt(format!("reply to message id {message_id}"))
+                })?;
+                Ok(Begun::Replay(reply))
+            }
+        }
+    }
+
+    /// Records the reply with the change and commits both.
+    async fn finish<R: Message>(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        message_id: &MessageId,
+        reply: R,
+    ) -> Result<R, IdentityError> {
+        replies::record(&mut tx, message_id.as_str(), &reply.encode_to_vec()).await?;
+        tx.commit().await?;
+        Ok(reply)
+    }
+
+    async fn issue_card(
+        &self,
+        conn: &mut AnyConnection,
+        enrolment: Enrolment,
+    ) -> Result<pb::IssueCardResponse, IdentityError> {
+        let today = yitong_core::today();
+        let existing =
+            repo::person_by_citizen_id(conn, &self.keys, &enrolment.citizen_id, today).await?;
+        let person_no = match existing {
+            Some(person) => {
+                if let Some(field) = enrolment.differs_from(&person) {
+                    return Err(IdentityError::ParticularsDiffer(field));
+                }
+                if let Some(card) = person.active_card {
+                    return Err(IdentityError::AlreadyHoldsCard(card));
+                }
+                person.person_no
+            }
+            None => {
+                let person_no =
+                    PersonNo::new(self.city, serial(repo::next_serial(conn, "person").await?)?);
+                repo::insert_person(conn, &self.keys, &person_no, &enrolment).await?;
+                person_no
+            }
+        };
+        let card = self.new_card(conn, &person_no).await?;
+        let person = self.reread(conn, &person_no, today).await?;
+        Ok(pb::IssueCardResponse {
+            card_number: card.to_string(),
+            person: Some(person.to_wire()),
+        })
+    }
+
+    async fn new_card(
+        &self,
+        conn: &mut AnyConnection,
+        person_no: &PersonNo,
+    ) -> Result<CardNumber, IdentityError> {
+        let serial = u32::try_from(repo::next_serial(conn, "card").await?)
+            .map_err(|_| IdentityError::Corrupt("card serials exhausted".into()))?;
+        let card = CardNumber::new(self.city, serial);
+        repo::insert_card(conn, &card, person_no).await?;
+        Ok(card)
+    }
+
+    async fn reread(
+        &self,
+        conn: &mut AnyConnection,
+        person_no: &PersonNo,
+        date: Date,
+    ) -> Result<Person, IdentityError> {
+        repo::person_by_no(conn, person_no, date)
+            .await?
+            .ok_or_else(|| IdentityError::Corrupt(format!("person {person_no} vanished")))
+    }
+
+    /// The holder of a card this city issued; another city's card is refused.
+    async fn our_card(
+        &self,
+        conn: &mut AnyConnection,
+        card: &CardNumber,
+    ) -> Result<(PersonNo, CardStatus), IdentityError> {
+        if card.issuer() != self.city {
+            return Err(IdentityError::NotOurs {
+                what: format!("card {card}"),
+                owner: card.issuer(),
+            });
+        }
+        repo::card_row(conn, card)
+            .await?
+            .ok_or(IdentityError::NotFound("card number"))
+    }
+
+    async fn report_lost(
+        &self,
+        conn: &mut AnyConnection,
+        card: &CardNumber,
+    ) -> Result<pb::ReportCardLostResponse, IdentityError> {
+        match self.our_card(conn, card).await?.1 {
+            CardStatus::Active => {}
+            CardStatus::Lost => return Err(IdentityError::CardLost(card.clone())),
+            CardStatus::Cancelled => return Err(IdentityError::CardCancelled(card.clone())),
+        }
+        let at_ms = repo::set_card_status(conn, card, CardStatus::Lost, None).await?;
+        Ok(pb::ReportCardLostResponse {
+            status: pb::CardStatus::Lost as i32,
+            reported_at: Some(prost_types_timestamp(at_ms)),
+        })
+    }
+
+    async fn reissue(
+        &self,
+        conn: &mut AnyConnection,
+        card: &CardNumber,
+    ) -> Result<pb::ReissueCardResponse, IdentityError> {
+        let (person_no, status) = self.our_card(conn, card).await?;
+        if status == CardStatus::Cancelled {
+            return Err(IdentityError::CardCancelled(card.clone()));
+        }
+        let new_card = self.new_card(conn, &person_no).await?;
+        repo::set_card_status(conn, card, CardStatus::Cancelled, Some(&new_card)).await?;
+        let person = self.reread(conn, &person_no, yitong_core::today()).await?;
+        Ok(pb::ReissueCardResponse {
+            new_card_number: new_card.to_string(),
+            person: Some(person.to_wire()),
+        })
+    }
+
+    async fn set_status(
+        &self,
+        conn: &mut AnyConnection,
+        change: StatusChange,
+    ) -> Result<pb::SetInsuranceStatusResponse, IdentityError> {
+        if change.person_no.insured_city() != self.city {
+            return Err(IdentityError::NotOurs {
+                what: format!("person {}", change.person_no),
+                owner: change.person_no.insured_city(),
+            });
+        }
+        let person = repo::person_by_no(conn, &change.person_no, change.effective_date)
+            .await?
+            .ok_or(IdentityError::NotFound("person number"))?;
+        if change.effective_date < person.insured_since {
+            return Err(
+                Invalid::new("effective_date", "is before the person's insurance starts").into(),
+            );
+        }
+        repo::insert_status_change(
+            conn,
+            &change.person_no,
+            change.status,
+            change.effective_date,
+            &change.reason,
+        )
+        .await?;
+        let person = self
+            .reread(conn, &change.person_no, change.effective_date)
+            .await?;
+        Ok(pb::SetInsuranceStatusResponse {
+            person: Some(person.to_wire()),
+        })
+    }
+}
+
+/// A parsed SetInsuranceStatus request.
+#[derive(Debug)]
+struct StatusChange {
+    person_no: PersonNo,
+    status: InsuranceStatus,
+    effective_date: Date,
+    reason: String,
+}
+
+/// Longest reason accepted, in characters.
+const REASON_CHARS_MAX: usize = 200;
+
+impl TryFrom<&pb::SetInsuranceStatusRequest> for StatusChange {
+    type Error = Invalid;
+
+    fn try_from(request: &pb::SetInsuranceStatusRequest) -> Result<Self, Invalid> {
+        let person_no =
+            PersonNo::parse(&request.person_no).map_err(|invalid| invalid.at("person_no"))?;
+        let status = match pb::InsuranceStatus::try_from(request.status) {
+            Ok(pb::InsuranceStatus::Active) => InsuranceStatus::Active,
+            Ok(pb::InsuranceStatus::Suspended) => InsuranceStatus::Suspended,
+            Ok(pb::InsuranceStatus::Terminated) => InsuranceStatus::Terminated,
+            _ => {
+                return Err(Invalid::new(
+                    "status",
+                    "must be ACTIVE, SUSPENDED or TERMINATED",
+                ));
+            }
+        };
+        let effective_date = yitong_core::parse_date(&request.effective_date)
+            .map_err(|invalid| invalid.at("effective_date"))?;
+        let reason = request.reason.trim().to_owned();
+        if reason.is_empty() || reason.chars().count() > REASON_CHARS_MAX {
+            return Err(Invalid::new(
+                "reason",
+                format!("must be 1 to {REASON_CHARS_MAX} characters"),
+            ));
+        }
+        Ok(StatusChange {
+            person_no,
+            status,
+            effective_date,
+            reason,
+        })
+    }
 }
 
 /// Refuses a person who is not entitled to benefits on `date`.
@@ -241,17 +591,155 @@ fn entitled(person: Person, date: Date) -> Result<Person, IdentityError> {
     }
 }
 
+fn credential_field(credential: &Credential) -> &'static str {
+    match credential {
+        Credential::Card(_) => "credential.card_number",
+        Credential::CitizenId(_) => "credential.citizen_id",
+        Credential::EVoucher(_) => "credential.e_voucher_token",
+    }
+}
+
+/// Marks a request as forwarded by a node, so the receiver answers from its own records.
+fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, "1".parse().expect("ascii metadata"));
+    request
+}
+
+fn remote_error(city: CityCode, status: Status) -> IdentityError {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+            tracing::warn!(city = %city, code = ?status.code(), "issuing city did not answer");
+            IdentityError::Unavailable { city, status }
+        }
+        _ => IdentityError::Remote { city, status },
+    }
+}
+
+fn serial(value: i64) -> Result<u64, IdentityError> {
+    u64::try_from(value).map_err(|_| IdentityError::Corrupt("negative serial".into()))
+}
+
+fn prost_types_timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
 #[tonic::async_trait]
 impl pb::identity_service_server::IdentityService for IdentityNode {
     async fn get_insured_person(
         &self,
         request: Request<pb::GetInsuredPersonRequest>,
     ) -> Result<Response<pb::GetInsuredPersonResponse>, Status> {
-        let forwarded = request.metadata().contains_key(FORWARDED);
-        let lookup = Lookup::try_from(request.into_inner())?;
-        let person = self.look_up(lookup, forwarded).await?;
+        let is_forwarded = request.metadata().contains_key(FORWARDED);
+        let request = request.into_inner();
+        let credential = Credential::try_from(request.credential)?;
+        let date = optional_date(&request.service_date, "service_date")?;
+        let person = self.look_up(credential, date, is_forwarded).await?;
         Ok(Response::new(pb::GetInsuredPersonResponse {
             person: Some(person),
         }))
+    }
+
+    async fn issue_card(
+        &self,
+        request: Request<pb::IssueCardRequest>,
+    ) -> Result<Response<pb::IssueCardResponse>, Status> {
+        let request = request.into_inner();
+        let message_id = message_id(&request.message_id)?;
+        let digest = self.keys.request_digest(&request.encode_to_vec());
+        let enrolment = Enrolment::try_from(request.person)?;
+        let mut tx = match self.begin(&message_id, "IssueCard", &digest).await? {
+            Begun::Replay(reply) => return Ok(Response::new(reply)),
+            Begun::Fresh(tx) => tx,
+        };
+        let reply = IdentityNode::issue_card(self, &mut tx, enrolment).await?;
+        Ok(Response::new(self.finish(tx, &message_id, reply).await?))
+    }
+
+    async fn report_card_lost(
+        &self,
+        request: Request<pb::ReportCardLostRequest>,
+    ) -> Result<Response<pb::ReportCardLostResponse>, Status> {
+        let request = request.into_inner();
+        let message_id = message_id(&request.message_id)?;
+        let card = card_number(&request.card_number)?;
+        let digest = self.keys.request_digest(&request.encode_to_vec());
+        let mut tx = match self.begin(&message_id, "ReportCardLost", &digest).await? {
+            Begun::Replay(reply) => return Ok(Response::new(reply)),
+            Begun::Fresh(tx) => tx,
+        };
+        let reply = self.report_lost(&mut tx, &card).await?;
+        Ok(Response::new(self.finish(tx, &message_id, reply).await?))
+    }
+
+    async fn reissue_card(
+        &self,
+        request: Request<pb::ReissueCardRequest>,
+    ) -> Result<Response<pb::ReissueCardResponse>, Status> {
+        let request = request.into_inner();
+        let message_id = message_id(&request.message_id)?;
+        let card = card_number(&request.card_number)?;
+        let digest = self.keys.request_digest(&request.encode_to_vec());
+        let mut tx = match self.begin(&message_id, "ReissueCard", &digest).await? {
+            Begun::Replay(reply) => return Ok(Response::new(reply)),
+            Begun::Fresh(tx) => tx,
+        };
+        let reply = self.reissue(&mut tx, &card).await?;
+        Ok(Response::new(self.finish(tx, &message_id, reply).await?))
+    }
+
+    async fn set_insurance_status(
+        &self,
+        request: Request<pb::SetInsuranceStatusRequest>,
+    ) -> Result<Response<pb::SetInsuranceStatusResponse>, Status> {
+        let request = request.into_inner();
+        let message_id = message_id(&request.message_id)?;
+        let change = StatusChange::try_from(&request)?;
+        let digest = self.keys.request_digest(&request.encode_to_vec());
+        let mut tx = match self
+            .begin(&message_id, "SetInsuranceStatus", &digest)
+            .await?
+        {
+            Begun::Replay(reply) => return Ok(Response::new(reply)),
+            Begun::Fresh(tx) => tx,
+        };
+        let reply = self.set_status(&mut tx, change).await?;
+        Ok(Response::new(self.finish(tx, &message_id, reply).await?))
+    }
+
+    async fn issue_e_voucher(
+        &self,
+        request: Request<pb::IssueEVoucherRequest>,
+    ) -> Result<Response<pb::IssueEVoucherResponse>, Status> {
+        let is_forwarded = request.metadata().contains_key(FORWARDED);
+        let request = request.into_inner();
+        let credential = Credential::try_from(request.credential)?;
+        if matches!(credential, Credential::EVoucher(_)) {
+            return Err(Invalid::new(
+                "credential.e_voucher_token",
+                "an e-voucher is issued against a card number or citizen ID",
+            )
+            .into());
+        }
+        let ttl_seconds = match request.ttl_seconds {
+            0 => TTL_SECONDS_DEFAULT,
+            ttl if ttl <= TTL_SECONDS_MAX => ttl,
+            _ => {
+                return Err(Invalid::new(
+                    "ttl_seconds",
+                    format!("must be 0 (default {TTL_SECONDS_DEFAULT}) to {TTL_SECONDS_MAX}"),
+                )
+                .into());
+            }
+        };
+        Ok(Response::new(
+            self.issue_voucher(credential, ttl_seconds, is_forwarded)
+                .await?,
+        ))
     }
 }

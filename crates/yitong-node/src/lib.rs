@@ -2,12 +2,10 @@
 //!
 //! [`serve`] runs one service on one listener with health checks and reflection beside it;
 //! [`LocalNetwork`] runs every service of every enabled city and the clearing house in one
-//! process (what `yitong dev` and the test sandbox run); [`Seeds`] reads the seed files.
+//! process (what `yitong dev` and the test sandbox run).
 
 mod local;
-mod seeds;
 mod server;
 
 pub use local::{Bind, Endpoint, LocalNetwork, LocalNetworkOptions, NodeError};
-pub use seeds::{SeedError, Seeds, load_seeds};
 pub use server::{Role, serve};

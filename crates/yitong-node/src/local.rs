@@ -11,12 +11,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_institutions};
 use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
-use yitong_identity::{IdentityNode, PiiKeys, seed_persons};
+use yitong_identity::{IdentityNode, IdentityStartError, PiiKeys, VoucherSigner, seed_persons};
 use yitong_ledger::LedgerNode;
 use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_store::{Location, PoolLimits, Store, StoreError};
 
-use crate::{Role, Seeds, serve};
+use yitong_seeds::Seeds;
+
+use crate::{Role, serve};
 
 /// Where the servers of a local network listen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +57,8 @@ pub enum NodeError {
         owner: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("cannot prepare the clients to other nodes")]
-    Peers(#[from] tonic::transport::Error),
+    #[error("cannot start the identity service")]
+    Identity(#[from] IdentityStartError),
 }
 
 /// One running server: whose, which service, and where.
@@ -153,13 +155,15 @@ impl LocalNetwork {
                                 source: source.into(),
                             })?;
                     }
-                    Role::Identity(IdentityNode::new(
+                    let signer = VoucherSigner::for_development(city);
+                    Role::Identity(Box::new(IdentityNode::new(
                         city,
                         store.clone(),
                         keys,
+                        signer,
                         network.clone(),
                         options.calls,
-                    )?)
+                    )?))
                 }
                 (Owner::City(city), Service::Catalog) => {
                     if let Some(seeds) = &options.seeds {

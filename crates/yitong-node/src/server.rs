@@ -19,7 +19,7 @@ use yitong_settlement::{BenefitNode, SettlementNode};
 /// the node-facing benefit service, which share the city's settlement store.
 #[derive(Debug)]
 pub enum Role {
-    Identity(IdentityNode),
+    Identity(Box<IdentityNode>),
     Catalog(CatalogNode),
     Settlement(SettlementNode, BenefitNode),
     Ledger(LedgerNode),
@@ -82,7 +82,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let router = match role {
-        Role::Identity(node) => router.add_service(IdentityServiceServer::new(node)),
+        Role::Identity(node) => router.add_service(IdentityServiceServer::new(*node)),
         Role::Catalog(node) => router.add_service(CatalogServiceServer::new(node)),
         Role::Settlement(settlement, benefit) => router
             .add_service(SettlementServiceServer::new(settlement))

@@ -12,12 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tonic::transport::Channel;
 use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
-use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, load_seeds};
+use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
+use yitong_seeds::load_seeds;
 use yitong_store::sqlx::{self, AssertSqlSafe, Connection};
 use yitong_store::{Location, PoolLimits};
 

@@ -17,6 +17,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Connection, Executor, Transaction};
 use yitong_core::{Owner, Service};
 
+pub mod replies;
+
 pub use sqlx;
 
 static IDENTITY: Migrator = sqlx::migrate!("../../migrations/identity");

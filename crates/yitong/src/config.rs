@@ -20,6 +20,9 @@ pub struct ConfigFile {
     pub pii_seal_key: Option<String>,
     /// Base64 of the 32-byte key of the citizen-ID lookup hash (identity only).
     pub pii_hash_key: Option<String>,
+    /// Base64 of the city's 32-byte Ed25519 key that signs e-vouchers (identity only); its
+    /// public half is the city's `e_voucher_key` in the network file.
+    pub e_voucher_signing_key: Option<String>,
     /// Connections in the store's pool.
     pub pool_connections_max: Option<u32>,
     /// Deadline of every call to another node, in milliseconds.

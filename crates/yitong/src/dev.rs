@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use yitong_core::{CallLimits, Network, Owner};
-use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, load_seeds};
+use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions};
+use yitong_seeds::load_seeds;
 use yitong_store::{Location, PoolLimits};
 
 #[derive(Debug, Args)]

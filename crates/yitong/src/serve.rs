@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::CatalogNode;
 use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
-use yitong_identity::{IdentityNode, PiiKeys};
+use yitong_identity::{IdentityNode, PiiKeys, VoucherSigner};
 use yitong_ledger::LedgerNode;
 use yitong_node::{Role, serve};
 use yitong_settlement::{BenefitNode, SettlementNode};
@@ -61,6 +61,9 @@ pub struct ServeArgs {
     /// Base64 of the 32-byte key of the citizen-ID lookup hash (identity only).
     #[arg(long, env = "YITONG_PII_HASH_KEY", hide_env_values = true)]
     pii_hash_key: Option<String>,
+    /// Base64 of the 32-byte Ed25519 key that signs this city's e-vouchers (identity only).
+    #[arg(long, env = "YITONG_E_VOUCHER_SIGNING_KEY", hide_env_values = true)]
+    e_voucher_signing_key: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -129,13 +132,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 );
             };
             let keys = PiiKeys::from_base64(&seal, &hash).context("malformed citizen-ID key")?;
-            Role::Identity(IdentityNode::new(
+            let signing_key = args
+                .e_voucher_signing_key
+                .or(file.e_voucher_signing_key)
+                .context("the identity service needs YITONG_E_VOUCHER_SIGNING_KEY (base64 of a 32-byte Ed25519 key)")?;
+            let signer = VoucherSigner::from_base64(city, &signing_key)
+                .context("malformed e-voucher signing key")?;
+            let published = &network.city(city).expect("checked above").e_voucher_key;
+            if &signer.public_key_base64() != published {
+                bail!(
+                    "the e-voucher signing key does not match city {city}'s e_voucher_key in the network file"
+                );
+            }
+            Role::Identity(Box::new(IdentityNode::new(
                 city,
                 store,
                 keys,
+                signer,
                 network.clone(),
                 calls,
-            )?)
+            )?))
         }
         (Owner::City(city), Service::Catalog) => Role::Catalog(CatalogNode::new(city, store)),
         (Owner::City(city), Service::Settlement) => Role::Settlement(

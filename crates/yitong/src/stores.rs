@@ -7,7 +7,7 @@ use clap::Args;
 use yitong_catalog::seed_institutions;
 use yitong_core::{Network, Owner, Service};
 use yitong_identity::{PiiKeys, seed_persons};
-use yitong_node::load_seeds;
+use yitong_seeds::load_seeds;
 use yitong_store::{Location, PoolLimits, Store};
 
 #[derive(Debug, Args)]

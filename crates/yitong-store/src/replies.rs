@@ -1,0 +1,103 @@
+//! One effect per message id: the first reply to a state-changing request is kept, so a replay
+//! returns it and the same id with other content is refused.
+//!
+//! Every service's store has a `message_replies` table. A handler, inside the write transaction
+//! that makes its change:
+//!
+//! 1. [`claim`]s the message id first. A fresh id is inserted at once, so a concurrent request
+//!    with the same id waits on it (PostgreSQL) or on the write lock (SQLite) and then finds it.
+//! 2. makes its change;
+//! 3. [`record`]s the reply and commits.
+//!
+//! A refusal rolls the transaction back, claim included: a refused request leaves no trace, and
+//! the same message id may be used again.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha2::{Digest, Sha256};
+use sqlx::AnyConnection;
+
+use crate::now_ms;
+
+/// What a message id has done before.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Never seen: the caller goes on and records its reply.
+    Fresh,
+    /// Seen with the same request: the encoded first reply, to return as it is.
+    Replay(Vec<u8>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    /// The message id was used before for another request (or another RPC).
+    #[error("message id {0} was already used for a different request")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+    #[error("the stored reply to message id {0} is not base64")]
+    Corrupt(String),
+}
+
+/// SHA-256 (hex) of a request's encoding; two requests are "the same" when their digests match.
+pub fn digest(request: &[u8]) -> String {
+    Sha256::digest(request)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Claims `message_id` for a request of `rpc` with `digest`, inside the caller's transaction.
+pub async fn claim(
+    connection: &mut AnyConnection,
+    message_id: &str,
+    rpc: &str,
+    digest: &str,
+) -> Result<Claim, ReplyError> {
+    let inserted = sqlx::query(
+        "INSERT INTO message_replies (message_id, rpc, request_digest, reply, created_at_ms) \
+         VALUES ($1, $2, $3, '', $4) ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(message_id)
+    .bind(rpc)
+    .bind(digest)
+    .bind(now_ms())
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::Fresh);
+    }
+    let (first_rpc, first_digest, reply): (String, String, String) = sqlx::query_as(
+        "SELECT rpc, request_digest, reply FROM message_replies WHERE message_id = $1",
+    )
+    .bind(message_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    if first_rpc != rpc || first_digest != digest {
+        return Err(ReplyError::Conflict(message_id.to_owned()));
+    }
+    BASE64
+        .decode(reply)
+        .map(Claim::Replay)
+        .map_err(|_| ReplyError::Corrupt(message_id.to_owned()))
+}
+
+/// Records the reply to a claimed message id, in the same transaction as the change it made.
+pub async fn record(
+    connection: &mut AnyConnection,
+    message_id: &str,
+    reply: &[u8],
+) -> Result<(), sqlx::Error> {
+    let updated = sqlx::query("UPDATE message_replies SET reply = $2 WHERE message_id = $1")
+        .bind(message_id)
+        .bind(BASE64.encode(reply))
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    assert_eq!(
+        updated, 1,
+        "a reply is recorded only for a message id claimed in this transaction"
+    );
+    Ok(())
+}
