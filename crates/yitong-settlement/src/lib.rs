@@ -3,6 +3,8 @@
 //!
 //! The RPCs answer UNIMPLEMENTED until the settlement issue builds them.
 
+pub mod split;
+
 use yitong_core::CityCode;
 use yitong_proto::settlement::v1 as pb;
 use yitong_store::Store;

@@ -1,0 +1,926 @@
+//! Tests of the benefit arithmetic: a hand-worked table over the four pilot cities, the
+//! refusals, and properties over generated settlements.
+
+use std::str::FromStr;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const JINAN: &str = "370100";
+const ZIBO: &str = "370300";
+const DONGYING: &str = "370500";
+const BINZHOU: &str = "371600";
+const CITIES: [&str; 4] = [JINAN, ZIBO, DONGYING, BINZHOU];
+
+fn yuan(text: &str) -> Amount {
+    Amount::parse_signed(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+fn dec(text: &str) -> Decimal {
+    Decimal::from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+}
+
+fn ratio(text: &str) -> Ratio {
+    Ratio::new(dec(text)).unwrap()
+}
+
+/// A grade as the test catalogs write it.
+#[derive(Clone, Copy)]
+enum G {
+    A,
+    B(&'static str),
+    C,
+}
+
+// Illustrative catalogs of the four treatment cities: the same national codes with different
+// grades, grade-B self-pay ratios and per-unit price caps, as real city catalogs differ.
+//   code  item                  Jinan             Zibo               Dongying          Binzhou
+//   X001  amoxicillin capsule   A                 A                  B 10%             A, cap 0.50
+//   X002  atorvastatin tablet   B 10%, cap 3.00   B 5%, cap 2.80     A, cap 3.20       B 8%
+//   X008  ibuprofen tablet      A                 B 12.5%            B 7.5%            not listed
+//   Z003  patent medicine       B 20%             C                  B 15%             B 20%, cap 25.00
+//   C004  wound dressing        B 30%, cap 8.00   B 20%              C                 B 25%, cap 7.50
+//   S005  CT scan               A, cap 150.00     B 10%, cap 140.00  A, cap 160.00     A
+//   S006  consultation          A                 A                  A                 B 10%
+//   X007  cosmetic cream        C                 not listed         C                 not listed
+const CATALOGS: &[(&str, &str, G, Option<&str>)] = &[
+    (JINAN, "X001", G::A, None),
+    (JINAN, "X002", G::B("0.10"), Some("3.00")),
+    (JINAN, "X008", G::A, None),
+    (JINAN, "Z003", G::B("0.20"), None),
+    (JINAN, "C004", G::B("0.30"), Some("8.00")),
+    (JINAN, "S005", G::A, Some("150.00")),
+    (JINAN, "S006", G::A, None),
+    (JINAN, "X007", G::C, None),
+    (ZIBO, "X001", G::A, None),
+    (ZIBO, "X002", G::B("0.05"), Some("2.80")),
+    (ZIBO, "X008", G::B("0.1250"), None),
+    (ZIBO, "Z003", G::C, None),
+    (ZIBO, "C004", G::B("0.20"), None),
+    (ZIBO, "S005", G::B("0.10"), Some("140.00")),
+    (ZIBO, "S006", G::A, None),
+    (DONGYING, "X001", G::B("0.10"), None),
+    (DONGYING, "X002", G::A, Some("3.20")),
+    (DONGYING, "X008", G::B("0.0750"), None),
+    (DONGYING, "Z003", G::B("0.15"), None),
+    (DONGYING, "C004", G::C, None),
+    (DONGYING, "S005", G::A, Some("160.00")),
+    (DONGYING, "S006", G::A, None),
+    (DONGYING, "X007", G::C, None),
+    (BINZHOU, "X001", G::A, Some("0.50")),
+    (BINZHOU, "X002", G::B("0.08"), None),
+    (BINZHOU, "Z003", G::B("0.20"), Some("25.00")),
+    (BINZHOU, "C004", G::B("0.25"), Some("7.50")),
+    (BINZHOU, "S005", G::A, None),
+    (BINZHOU, "S006", G::B("0.10"), None),
+];
+
+/// The treatment city's catalog entry for a code; `None` when the city does not list it.
+fn catalog_entry(city: &str, code: &str) -> Option<CatalogEntry> {
+    let &(_, _, grade, cap) = CATALOGS
+        .iter()
+        .find(|(c, k, _, _)| *c == city && *k == code)?;
+    let grade = match grade {
+        G::A => Grade::A,
+        G::B(r) => Grade::B {
+            self_pay_ratio: ratio(r),
+        },
+        G::C => Grade::C,
+    };
+    Some(CatalogEntry::new(grade, cap.map(yuan)).unwrap())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Person {
+    EmployeeInService,
+    EmployeeRetired,
+    Resident,
+}
+
+// Illustrative policies of the four insured cities at one hospital level, per person:
+// yearly deductible, reimbursement ratio, yearly cap.
+//              employee in service       employee retired            resident
+//   Jinan      200.00  0.70  3000.00     150.00  0.80    4000.00     100.00  0.50  1500.00
+//   Zibo       100.00  0.75  2500.00     100.00  0.85    3500.00      50.00  0.55  1200.00
+//   Dongying   300.00  0.65  2000.00     200.00  0.75    3000.00       0.00  0.45   800.00
+//   Binzhou    150.00  0.60  2200.00     120.00  0.7250  3200.00      80.00  0.50  1000.00
+const POLICIES: &[(&str, Person, &str, &str, &str)] = &[
+    (
+        JINAN,
+        Person::EmployeeInService,
+        "200.00",
+        "0.70",
+        "3000.00",
+    ),
+    (JINAN, Person::EmployeeRetired, "150.00", "0.80", "4000.00"),
+    (JINAN, Person::Resident, "100.00", "0.50", "1500.00"),
+    (ZIBO, Person::EmployeeInService, "100.00", "0.75", "2500.00"),
+    (ZIBO, Person::EmployeeRetired, "100.00", "0.85", "3500.00"),
+    (ZIBO, Person::Resident, "50.00", "0.55", "1200.00"),
+    (
+        DONGYING,
+        Person::EmployeeInService,
+        "300.00",
+        "0.65",
+        "2000.00",
+    ),
+    (
+        DONGYING,
+        Person::EmployeeRetired,
+        "200.00",
+        "0.75",
+        "3000.00",
+    ),
+    (DONGYING, Person::Resident, "0.00", "0.45", "800.00"),
+    (
+        BINZHOU,
+        Person::EmployeeInService,
+        "150.00",
+        "0.60",
+        "2200.00",
+    ),
+    (
+        BINZHOU,
+        Person::EmployeeRetired,
+        "120.00",
+        "0.7250",
+        "3200.00",
+    ),
+    (BINZHOU, Person::Resident, "80.00", "0.50", "1000.00"),
+];
+
+/// The insured city's policy row for the person, and the person's insurance type.
+fn policy(city: &str, person: Person) -> (InsuranceType, Policy) {
+    let &(_, _, deductible, reimbursement_ratio, cap) = POLICIES
+        .iter()
+        .find(|(c, p, ..)| *c == city && *p == person)
+        .unwrap();
+    let insurance_type = match person {
+        Person::EmployeeInService | Person::EmployeeRetired => InsuranceType::Employee,
+        Person::Resident => InsuranceType::Resident,
+    };
+    let policy = Policy::new(yuan(deductible), ratio(reimbursement_ratio), yuan(cap)).unwrap();
+    (insurance_type, policy)
+}
+
+/// One settlement worked out by hand.
+struct Case {
+    name: &'static str,
+    treated_in: &'static str,
+    insured_in: &'static str,
+    person: Person,
+    /// Fee lines as the HIS sends them: code, quantity, unit price, amount.
+    lines: &'static [(&'static str, &'static str, &'static str, &'static str)],
+    /// Running totals before: deductible used, fund paid, account balance.
+    before: [&'static str; 3],
+    use_account: bool,
+    /// total, full self-pay, over-cap, pre-self-pay, in-scope, deductible applied, fund pay,
+    /// person's share, account pay, cash pay, deductible left, cap left, balance after.
+    want: [&'static str; 13],
+}
+
+// The basket every city-pair case bills, 295.00 in all. Classified by each treatment city:
+//   Jinan:    X002 B 10% cap 3.00: over (3.50-3.00)x10 = 5.00, pre 30.00x0.10 = 3.00, in 27.00
+//             Z003 B 20%: pre 60.00x0.20 = 12.00, in 48.00
+//             S005 A cap 150.00: over 30.00, in 150.00;  X007 C: full 20.00
+//             => full 20.00, over 35.00, pre 15.00, in-scope 225.00
+//   Zibo:     X002 B 5% cap 2.80: over 0.70x10 = 7.00, pre 28.00x0.05 = 1.40, in 26.60
+//             Z003 C: full 60.00
+//             S005 B 10% cap 140.00: over 40.00, pre 14.00, in 126.00;  X007 unlisted: full 20.00
+//             => full 80.00, over 47.00, pre 15.40, in-scope 152.60
+//   Dongying: X002 A cap 3.20: over 0.30x10 = 3.00, in 32.00
+//             Z003 B 15%: pre 9.00, in 51.00
+//             S005 A cap 160.00: over 20.00, in 160.00;  X007 C: full 20.00
+//             => full 20.00, over 23.00, pre 9.00, in-scope 243.00
+//   Binzhou:  X002 B 8%: pre 2.80, in 32.20
+//             Z003 B 20% cap 25.00: over 5.00x2 = 10.00, pre 50.00x0.20 = 10.00, in 40.00
+//             S005 A: in 180.00;  X007 unlisted: full 20.00
+//             => full 20.00, over 10.00, pre 12.80, in-scope 252.20
+// The person is an employee in service with 100.00 of the deductible used, 1000.00 paid by the
+// fund this year and 100.00 in the account, asked to pay from it. Under each insured city:
+//   Jinan deductible left 100.00, cap left 2000.00;  Zibo 0.00, 1500.00;
+//   Dongying 200.00, 1000.00;  Binzhou 50.00, 1200.00.
+const BASKET: &[(&str, &str, &str, &str)] = &[
+    ("X002", "10", "3.50", "35.00"),
+    ("Z003", "2", "30.00", "60.00"),
+    ("S005", "1", "180.00", "180.00"),
+    ("X007", "1", "20.00", "20.00"),
+];
+const BASKET_BEFORE: [&str; 3] = ["100.00", "1000.00", "100.00"];
+
+#[rustfmt::skip]
+const CASES: &[Case] = &[
+    // ---- Every ordered pair of the four cities, the basket above. ----
+    // in 225.00, deductible 100.00; fund (225.00-100.00)x0.70 = 87.50; share 295.00-87.50 = 207.50
+    // = account 100.00 + cash 107.50; cap left 2000.00-87.50 = 1912.50
+    Case { name: "pair Jinan treats, Jinan insures", treated_in: JINAN, insured_in: JINAN,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "35.00", "15.00", "225.00", "100.00", "87.50", "207.50", "100.00", "107.50", "0.00", "1912.50", "0.00"] },
+    // in 225.00, deductible 0.00; fund 225.00x0.75 = 168.75; share 126.25 = 100.00 + 26.25;
+    // cap left 1500.00-168.75 = 1331.25
+    Case { name: "pair Jinan treats, Zibo insures", treated_in: JINAN, insured_in: ZIBO,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "35.00", "15.00", "225.00", "0.00", "168.75", "126.25", "100.00", "26.25", "0.00", "1331.25", "0.00"] },
+    // in 225.00, deductible min(225.00, 200.00) = 200.00; fund 25.00x0.65 = 16.25;
+    // share 278.75 = 100.00 + 178.75; cap left 1000.00-16.25 = 983.75
+    Case { name: "pair Jinan treats, Dongying insures", treated_in: JINAN, insured_in: DONGYING,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "35.00", "15.00", "225.00", "200.00", "16.25", "278.75", "100.00", "178.75", "0.00", "983.75", "0.00"] },
+    // in 225.00, deductible 50.00; fund 175.00x0.60 = 105.00; share 190.00 = 100.00 + 90.00;
+    // cap left 1200.00-105.00 = 1095.00
+    Case { name: "pair Jinan treats, Binzhou insures", treated_in: JINAN, insured_in: BINZHOU,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "35.00", "15.00", "225.00", "50.00", "105.00", "190.00", "100.00", "90.00", "0.00", "1095.00", "0.00"] },
+    // in 152.60, deductible 100.00; fund 52.60x0.70 = 36.82; share 258.18 = 100.00 + 158.18;
+    // cap left 2000.00-36.82 = 1963.18
+    Case { name: "pair Zibo treats, Jinan insures", treated_in: ZIBO, insured_in: JINAN,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "100.00", "36.82", "258.18", "100.00", "158.18", "0.00", "1963.18", "0.00"] },
+    // in 152.60, deductible 0.00; fund 152.60x0.75 = 114.45; share 180.55 = 100.00 + 80.55;
+    // cap left 1500.00-114.45 = 1385.55
+    Case { name: "pair Zibo treats, Zibo insures", treated_in: ZIBO, insured_in: ZIBO,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "0.00", "114.45", "180.55", "100.00", "80.55", "0.00", "1385.55", "0.00"] },
+    // in 152.60 below the 200.00 left: deductible 152.60, fund 0.00; share 295.00 = 100.00 +
+    // 195.00; deductible left 300.00-(100.00+152.60) = 47.40; cap left 1000.00
+    Case { name: "pair Zibo treats, Dongying insures", treated_in: ZIBO, insured_in: DONGYING,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "152.60", "0.00", "295.00", "100.00", "195.00", "47.40", "1000.00", "0.00"] },
+    // in 152.60, deductible 50.00; fund 102.60x0.60 = 61.56; share 233.44 = 100.00 + 133.44;
+    // cap left 1200.00-61.56 = 1138.44
+    Case { name: "pair Zibo treats, Binzhou insures", treated_in: ZIBO, insured_in: BINZHOU,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "50.00", "61.56", "233.44", "100.00", "133.44", "0.00", "1138.44", "0.00"] },
+    // in 243.00, deductible 100.00; fund 143.00x0.70 = 100.10; share 194.90 = 100.00 + 94.90;
+    // cap left 2000.00-100.10 = 1899.90
+    Case { name: "pair Dongying treats, Jinan insures", treated_in: DONGYING, insured_in: JINAN,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "23.00", "9.00", "243.00", "100.00", "100.10", "194.90", "100.00", "94.90", "0.00", "1899.90", "0.00"] },
+    // in 243.00, deductible 0.00; fund 243.00x0.75 = 182.25; share 112.75 = 100.00 + 12.75;
+    // cap left 1500.00-182.25 = 1317.75
+    Case { name: "pair Dongying treats, Zibo insures", treated_in: DONGYING, insured_in: ZIBO,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "23.00", "9.00", "243.00", "0.00", "182.25", "112.75", "100.00", "12.75", "0.00", "1317.75", "0.00"] },
+    // in 243.00, deductible 200.00; fund 43.00x0.65 = 27.95; share 267.05 = 100.00 + 167.05;
+    // cap left 1000.00-27.95 = 972.05
+    Case { name: "pair Dongying treats, Dongying insures", treated_in: DONGYING, insured_in: DONGYING,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "23.00", "9.00", "243.00", "200.00", "27.95", "267.05", "100.00", "167.05", "0.00", "972.05", "0.00"] },
+    // in 243.00, deductible 50.00; fund 193.00x0.60 = 115.80; share 179.20 = 100.00 + 79.20;
+    // cap left 1200.00-115.80 = 1084.20
+    Case { name: "pair Dongying treats, Binzhou insures", treated_in: DONGYING, insured_in: BINZHOU,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "23.00", "9.00", "243.00", "50.00", "115.80", "179.20", "100.00", "79.20", "0.00", "1084.20", "0.00"] },
+    // in 252.20, deductible 100.00; fund 152.20x0.70 = 106.54; share 188.46 = 100.00 + 88.46;
+    // cap left 2000.00-106.54 = 1893.46
+    Case { name: "pair Binzhou treats, Jinan insures", treated_in: BINZHOU, insured_in: JINAN,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "10.00", "12.80", "252.20", "100.00", "106.54", "188.46", "100.00", "88.46", "0.00", "1893.46", "0.00"] },
+    // in 252.20, deductible 0.00; fund 252.20x0.75 = 189.15; share 105.85 = 100.00 + 5.85;
+    // cap left 1500.00-189.15 = 1310.85
+    Case { name: "pair Binzhou treats, Zibo insures", treated_in: BINZHOU, insured_in: ZIBO,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "10.00", "12.80", "252.20", "0.00", "189.15", "105.85", "100.00", "5.85", "0.00", "1310.85", "0.00"] },
+    // in 252.20, deductible 200.00; fund 52.20x0.65 = 33.93; share 261.07 = 100.00 + 161.07;
+    // cap left 1000.00-33.93 = 966.07
+    Case { name: "pair Binzhou treats, Dongying insures", treated_in: BINZHOU, insured_in: DONGYING,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "10.00", "12.80", "252.20", "200.00", "33.93", "261.07", "100.00", "161.07", "0.00", "966.07", "0.00"] },
+    // in 252.20, deductible 50.00; fund 202.20x0.60 = 121.32; share 173.68 = 100.00 + 73.68;
+    // cap left 1200.00-121.32 = 1078.68
+    Case { name: "pair Binzhou treats, Binzhou insures", treated_in: BINZHOU, insured_in: BINZHOU,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "10.00", "12.80", "252.20", "50.00", "121.32", "173.68", "100.00", "73.68", "0.00", "1078.68", "0.00"] },
+
+    // ---- Grades, price caps and rounding. ----
+    // X001 A: 3 x 12.50 = 37.50 all in scope; a fresh year's 200.00 deductible takes all of it,
+    // fund 0.00; share 37.50 from the account; deductible left 200.00-37.50 = 162.50;
+    // balance 500.00-37.50 = 462.50
+    Case { name: "grade A, fresh year: the deductible takes the whole in-scope amount",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("X001", "3", "12.50", "37.50")], before: ["0.00", "0.00", "500.00"], use_account: true,
+        want: ["37.50", "0.00", "0.00", "0.00", "37.50", "37.50", "0.00", "37.50", "37.50", "0.00", "162.50", "3000.00", "462.50"] },
+    // X001 A: 4 x 12.50 = 50.00 in scope; deductible used up; fund 50.00x0.70 = 35.00;
+    // share 15.00 from the account; cap left 3000.00-(500.00+35.00) = 2465.00; balance 985.00
+    Case { name: "grade A, deductible fully used",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("X001", "4", "12.50", "50.00")], before: ["200.00", "500.00", "1000.00"], use_account: true,
+        want: ["50.00", "0.00", "0.00", "0.00", "50.00", "0.00", "35.00", "15.00", "15.00", "0.00", "0.00", "2465.00", "985.00"] },
+    // S006 A in Zibo: 80.00 in scope; deductible left 100.00-60.00 = 40.00, applied 40.00;
+    // fund 40.00x0.75 = 30.00; share 50.00 all cash (account not asked); cap left 2470.00
+    Case { name: "deductible partly used and crossed; account not asked",
+        treated_in: ZIBO, insured_in: ZIBO, person: Person::EmployeeInService,
+        lines: &[("S006", "1", "80.00", "80.00")], before: ["60.00", "0.00", "200.00"], use_account: false,
+        want: ["80.00", "0.00", "0.00", "0.00", "80.00", "40.00", "30.00", "50.00", "0.00", "50.00", "0.00", "2470.00", "200.00"] },
+    // X008 B 12.5% in Zibo: 2 x 6.10 = 12.20; pre 12.20x0.125 = 1.525 -> 1.53 (half away from
+    // zero; the banker's rule would give 1.52); in 10.67; fund 10.67x0.75 = 8.0025 -> 8.00;
+    // share 4.20 from the account; balance 50.00-4.20 = 45.80; cap left 2492.00
+    Case { name: "grade-B pre-self-pay rounds half away from zero",
+        treated_in: ZIBO, insured_in: ZIBO, person: Person::EmployeeInService,
+        lines: &[("X008", "2", "6.10", "12.20")], before: ["100.00", "0.00", "50.00"], use_account: true,
+        want: ["12.20", "0.00", "0.00", "1.53", "10.67", "0.00", "8.00", "4.20", "4.20", "0.00", "0.00", "2492.00", "45.80"] },
+    // S006 A: 100.02 in scope; fund 100.02x0.75 = 75.015 -> 75.02; share 25.00; the account
+    // is asked but empty, so all cash; cap left 2500.00-75.02 = 2424.98
+    Case { name: "fund pay rounds half away from zero; empty account",
+        treated_in: ZIBO, insured_in: ZIBO, person: Person::EmployeeInService,
+        lines: &[("S006", "1", "100.02", "100.02")], before: ["100.00", "0.00", "0.00"], use_account: true,
+        want: ["100.02", "0.00", "0.00", "0.00", "100.02", "0.00", "75.02", "25.00", "0.00", "25.00", "0.00", "2424.98", "0.00"] },
+    // X007 C in Jinan: 45.00 fully self-paid; in scope 0.00, so no deductible and no fund;
+    // share 45.00 from the account; balance 55.00; deductible and cap untouched
+    Case { name: "grade C is fully self-paid",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("X007", "1", "45.00", "45.00")], before: ["0.00", "0.00", "100.00"], use_account: true,
+        want: ["45.00", "45.00", "0.00", "0.00", "0.00", "0.00", "0.00", "45.00", "45.00", "0.00", "200.00", "3000.00", "55.00"] },
+    // X007 is not in Binzhou's catalog: 2 x 15.00 = 30.00 fully self-paid; S005 A: 120.00 in
+    // scope; resident deductible 80.00 used; fund 120.00x0.50 = 60.00; share 150.00-60.00 =
+    // 90.00 in cash although the account is asked (residents have none); cap left 940.00
+    Case { name: "code not in the treatment catalog; resident asks for the account",
+        treated_in: BINZHOU, insured_in: BINZHOU, person: Person::Resident,
+        lines: &[("X007", "2", "15.00", "30.00"), ("S005", "1", "120.00", "120.00")],
+        before: ["80.00", "0.00", "300.00"], use_account: true,
+        want: ["150.00", "30.00", "0.00", "0.00", "120.00", "0.00", "60.00", "90.00", "0.00", "90.00", "0.00", "940.00", "300.00"] },
+    // S005 A cap 150.00 in Jinan at 200.00: over 50.00, in 150.00; retired row: deductible left
+    // 150.00-100.00 = 50.00; fund 100.00x0.80 = 80.00; share 120.00 from the account;
+    // cap left 4000.00-80.00 = 3920.00; balance 880.00
+    Case { name: "grade-A price cap exceeded; retired policy row",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeRetired,
+        lines: &[("S005", "1", "200.00", "200.00")], before: ["100.00", "0.00", "1000.00"], use_account: true,
+        want: ["200.00", "0.00", "50.00", "0.00", "150.00", "50.00", "80.00", "120.00", "120.00", "0.00", "0.00", "3920.00", "880.00"] },
+    // C004 B 30% cap 8.00 in Jinan: 3 x 9.00 = 27.00; over 1.00x3 = 3.00; within 24.00; pre
+    // 24.00x0.30 = 7.20; in 16.80; fund 16.80x0.70 = 11.76; share 15.24 cash; cap left 2988.24
+    Case { name: "grade-B price cap: pre-self-pay only on the part within the cap",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("C004", "3", "9.00", "27.00")], before: ["200.00", "0.00", "0.00"], use_account: false,
+        want: ["27.00", "0.00", "3.00", "7.20", "16.80", "0.00", "11.76", "15.24", "0.00", "15.24", "0.00", "2988.24", "0.00"] },
+    // X001 A cap 0.50 in Binzhou: 2.5 x 0.73 = 1.825 -> 1.83; over 0.23x2.5 = 0.575 -> 0.58;
+    // in 1.25; fund 1.25x0.60 = 0.75; share 1.08 from the account; balance 8.92;
+    // cap left 2199.25
+    Case { name: "fractional quantity: amount and over-cap part each round half away from zero",
+        treated_in: BINZHOU, insured_in: BINZHOU, person: Person::EmployeeInService,
+        lines: &[("X001", "2.5", "0.73", "1.83")], before: ["150.00", "0.00", "10.00"], use_account: true,
+        want: ["1.83", "0.00", "0.58", "0.00", "1.25", "0.00", "0.75", "1.08", "1.08", "0.00", "0.00", "2199.25", "8.92"] },
+    // X002 A cap 3.20 in Dongying at 3.00 (under the cap): 90.00; S006 A: 20.00; in 110.00;
+    // retired row 0.75 (in service would be 0.65): fund 82.50; share 27.50 from the account;
+    // cap left 3000.00-(100.00+82.50) = 2817.50; balance 472.50
+    Case { name: "retired person uses the retired policy row",
+        treated_in: DONGYING, insured_in: DONGYING, person: Person::EmployeeRetired,
+        lines: &[("X002", "30", "3.00", "90.00"), ("S006", "1", "20.00", "20.00")],
+        before: ["200.00", "100.00", "500.00"], use_account: true,
+        want: ["110.00", "0.00", "0.00", "0.00", "110.00", "0.00", "82.50", "27.50", "27.50", "0.00", "0.00", "2817.50", "472.50"] },
+    // S005 A: 99.99 in scope; Binzhou retired ratio 0.7250: fund 99.99x0.725 = 72.49275 ->
+    // 72.49; share 27.50 cash; cap left 3200.00-72.49 = 3127.51
+    Case { name: "four-digit reimbursement ratio, rounded down below the half",
+        treated_in: BINZHOU, insured_in: BINZHOU, person: Person::EmployeeRetired,
+        lines: &[("S005", "1", "99.99", "99.99")], before: ["120.00", "0.00", "0.00"], use_account: false,
+        want: ["99.99", "0.00", "0.00", "0.00", "99.99", "0.00", "72.49", "27.50", "0.00", "27.50", "0.00", "3127.51", "0.00"] },
+    // S006 A: 300.00 in scope; 300.00x0.70 = 210.00 but only 3000.00-2900.00 = 100.00 left:
+    // fund 100.00; share 200.00 from the account; cap left 0.00; balance 800.00
+    Case { name: "cap nearly exhausted: fund pay clipped to the cap left",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("S006", "1", "300.00", "300.00")], before: ["200.00", "2900.00", "1000.00"], use_account: true,
+        want: ["300.00", "0.00", "0.00", "0.00", "300.00", "0.00", "100.00", "200.00", "200.00", "0.00", "0.00", "0.00", "800.00"] },
+    // S006 A: 2 x 50.00 = 100.00 in scope; cap 2500.00 all paid: fund 0.00; 100.00 cash
+    Case { name: "cap exhausted: fund pays nothing",
+        treated_in: ZIBO, insured_in: ZIBO, person: Person::EmployeeInService,
+        lines: &[("S006", "2", "50.00", "100.00")], before: ["100.00", "2500.00", "0.00"], use_account: false,
+        want: ["100.00", "0.00", "0.00", "0.00", "100.00", "0.00", "0.00", "100.00", "0.00", "100.00", "0.00", "0.00", "0.00"] },
+    // As above, with 2600.00 already paid against a cap since lowered to 2500.00: the cap left is
+    // max(2500.00-2600.00, 0) = 0.00, never negative, and the fund pays 0.00
+    Case { name: "fund paid above a lowered cap: cap left is zero, not negative",
+        treated_in: ZIBO, insured_in: ZIBO, person: Person::EmployeeInService,
+        lines: &[("S006", "2", "50.00", "100.00")], before: ["100.00", "2600.00", "0.00"], use_account: false,
+        want: ["100.00", "0.00", "0.00", "0.00", "100.00", "0.00", "0.00", "100.00", "0.00", "100.00", "0.00", "0.00", "0.00"] },
+    // S006 A: 400.00 in scope; fund 400.00x0.65 = 260.00; share 140.00: account min(140.00,
+    // 50.00) = 50.00, cash 90.00; balance 0.00; cap left 1740.00
+    Case { name: "balance smaller than the share: the rest in cash",
+        treated_in: DONGYING, insured_in: DONGYING, person: Person::EmployeeInService,
+        lines: &[("S006", "1", "400.00", "400.00")], before: ["300.00", "0.00", "50.00"], use_account: true,
+        want: ["400.00", "0.00", "0.00", "0.00", "400.00", "0.00", "260.00", "140.00", "50.00", "90.00", "0.00", "1740.00", "0.00"] },
+    // S006 A: 33.33 in scope; Dongying residents have no deductible; fund 33.33x0.45 =
+    // 14.9985 -> 15.00; share 18.33 cash; cap left 800.00-15.00 = 785.00
+    Case { name: "resident with no deductible; fund rounds up",
+        treated_in: DONGYING, insured_in: DONGYING, person: Person::Resident,
+        lines: &[("S006", "1", "33.33", "33.33")], before: ["0.00", "0.00", "0.00"], use_account: false,
+        want: ["33.33", "0.00", "0.00", "0.00", "33.33", "0.00", "15.00", "18.33", "0.00", "18.33", "0.00", "785.00", "0.00"] },
+    // Jinan catalog, five lines:
+    //   X001 A: 2 x 5.00 = 10.00, in 10.00
+    //   X002 B 10% cap 3.00: 7 x 3.33 = 23.31; over 0.33x7 = 2.31; pre 21.00x0.10 = 2.10; in 18.90
+    //   Z003 B 20%: 1.5 x 11.11 = 16.665 -> 16.67; pre 3.334 -> 3.33; in 13.34
+    //   X007 C: 8.88 full
+    //   C004 B 30% cap 8.00 at 7.99: 15.98; pre 4.794 -> 4.79; in 11.19
+    // total 74.84 = full 8.88 + over 2.31 + pre 10.22 + in 53.43; deductible left 20.00;
+    // fund 33.43x0.70 = 23.401 -> 23.40; share 51.44 = account 30.00 + cash 21.44;
+    // cap left 2976.60
+    Case { name: "several lines of every kind",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("X001", "2", "5.00", "10.00"), ("X002", "7", "3.33", "23.31"),
+            ("Z003", "1.5", "11.11", "16.67"), ("X007", "1", "8.88", "8.88"), ("C004", "2", "7.99", "15.98")],
+        before: ["180.00", "0.00", "30.00"], use_account: true,
+        want: ["74.84", "8.88", "2.31", "10.22", "53.43", "20.00", "23.40", "51.44", "30.00", "21.44", "0.00", "2976.60", "0.00"] },
+    // X001 A: 0.3333 x 10.00 = 3.333 -> 3.33; fund 3.33x0.70 = 2.331 -> 2.33; share 1.00 cash;
+    // cap left 2997.67
+    Case { name: "quantity with four fraction digits",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("X001", "0.3333", "10.00", "3.33")], before: ["200.00", "0.00", "0.00"], use_account: false,
+        want: ["3.33", "0.00", "0.00", "0.00", "3.33", "0.00", "2.33", "1.00", "0.00", "1.00", "0.00", "2997.67", "0.00"] },
+    // X001 is grade B 10% in Dongying (grade A in Jinan): 4 x 12.50 = 50.00; pre 5.00; in
+    // 45.00; Jinan's policy: fund 45.00x0.70 = 31.50; share 18.50 cash; cap left 2968.50
+    Case { name: "the treatment city's grade applies, not the insured city's",
+        treated_in: DONGYING, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("X001", "4", "12.50", "50.00")], before: ["200.00", "0.00", "0.00"], use_account: false,
+        want: ["50.00", "0.00", "0.00", "5.00", "45.00", "0.00", "31.50", "18.50", "0.00", "18.50", "0.00", "2968.50", "0.00"] },
+    // Zibo catalog: S006 A 60.00; C004 B 20%: 5 x 8.00 = 40.00, pre 8.00, in 32.00; in 92.00;
+    // Jinan retired: deductible left 150.00-130.00 = 20.00; 72.00x0.80 = 57.60 but cap left
+    // 4000.00-3950.00 = 50.00: fund 50.00; share 50.00 from the account; balance 950.00
+    Case { name: "retired, deductible partly used and cap nearly exhausted together",
+        treated_in: ZIBO, insured_in: JINAN, person: Person::EmployeeRetired,
+        lines: &[("S006", "1", "60.00", "60.00"), ("C004", "5", "8.00", "40.00")],
+        before: ["130.00", "3950.00", "1000.00"], use_account: true,
+        want: ["100.00", "0.00", "0.00", "8.00", "92.00", "20.00", "50.00", "50.00", "50.00", "0.00", "0.00", "0.00", "950.00"] },
+    // S006 is grade B 10% in Binzhou: 25.00; pre 2.50; in 22.50; Zibo resident deductible
+    // left 50.00-20.00 = 30.00 takes all 22.50: fund 0.00; share 25.00 cash (resident);
+    // deductible left 50.00-42.50 = 7.50
+    Case { name: "resident insured elsewhere; deductible not reached",
+        treated_in: BINZHOU, insured_in: ZIBO, person: Person::Resident,
+        lines: &[("S006", "1", "25.00", "25.00")], before: ["20.00", "0.00", "0.00"], use_account: true,
+        want: ["25.00", "0.00", "0.00", "2.50", "22.50", "22.50", "0.00", "25.00", "0.00", "25.00", "7.50", "1200.00", "0.00"] },
+    // S006 A: 10.00; 150.00 used against a deductible since lowered to 100.00: left
+    // max(100.00-150.00, 0) = 0.00; fund 10.00x0.75 = 7.50; share 2.50 cash; cap left 2492.50
+    Case { name: "deductible used above a lowered deductible: nothing left, not negative",
+        treated_in: ZIBO, insured_in: ZIBO, person: Person::EmployeeInService,
+        lines: &[("S006", "1", "10.00", "10.00")], before: ["150.00", "0.00", "0.00"], use_account: false,
+        want: ["10.00", "0.00", "0.00", "0.00", "10.00", "0.00", "7.50", "2.50", "0.00", "2.50", "0.00", "2492.50", "0.00"] },
+    // S005 A cap 150.00 at exactly 150.00: nothing over the cap; fund 150.00x0.70 = 105.00;
+    // share 45.00 cash; cap left 2895.00
+    Case { name: "price equal to the cap: nothing over the cap",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("S005", "1", "150.00", "150.00")], before: ["200.00", "0.00", "0.00"], use_account: false,
+        want: ["150.00", "0.00", "0.00", "0.00", "150.00", "0.00", "105.00", "45.00", "0.00", "45.00", "0.00", "2895.00", "0.00"] },
+    // X008 B 7.5% in Dongying: 3 x 2.35 = 7.05; pre 7.05x0.075 = 0.52875 -> 0.53; in 6.52;
+    // fund 6.52x0.65 = 4.238 -> 4.24; share 2.81 from the account; balance 17.19;
+    // cap left 1995.76
+    Case { name: "four-digit self-pay ratio rounds up above the half",
+        treated_in: DONGYING, insured_in: DONGYING, person: Person::EmployeeInService,
+        lines: &[("X008", "3", "2.35", "7.05")], before: ["300.00", "0.00", "20.00"], use_account: true,
+        want: ["7.05", "0.00", "0.00", "0.53", "6.52", "0.00", "4.24", "2.81", "2.81", "0.00", "0.00", "1995.76", "17.19"] },
+];
+
+/// Settles one case: classifies its lines with the treatment city's catalog and splits the
+/// claim under the insured city's policy.
+fn settle(case: &Case) -> (Split, RunningTotals) {
+    let lines: Vec<ClassifiedLine> = case
+        .lines
+        .iter()
+        .map(|&(code, quantity, unit_price, amount)| {
+            let line = FeeLine::new(dec(quantity), yuan(unit_price), yuan(amount))
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            ClassifiedLine::classify(line, catalog_entry(case.treated_in, code))
+        })
+        .collect();
+    let claim = Claim::from_lines(&lines).unwrap();
+    let (insurance_type, policy) = policy(case.insured_in, case.person);
+    let [deductible_used, fund_paid, balance] = case.before.map(yuan);
+    let before = RunningTotals::new(deductible_used, fund_paid, balance).unwrap();
+    let split = Split::compute(&claim, &policy, &before, insurance_type, case.use_account);
+    (split, before)
+}
+
+// Proves every hand-worked split to the fen: the treatment city's catalog classifies the lines,
+// the insured city's policy and the person's totals split the claim.
+#[test]
+fn hand_worked_splits() {
+    assert!(CASES.len() >= 30, "the table holds {} cases", CASES.len());
+    for case in CASES {
+        let (split, _) = settle(case);
+        let got = [
+            split.total_amount(),
+            split.full_self_pay(),
+            split.over_cap_self_pay(),
+            split.pre_self_pay(),
+            split.in_scope_amount(),
+            split.deductible_applied(),
+            split.fund_pay(),
+            split.person_share(),
+            split.account_pay(),
+            split.cash_pay(),
+            split.deductible_left(),
+            split.annual_cap_left(),
+            split.account_balance(),
+        ];
+        assert_eq!(got, case.want.map(yuan), "{}", case.name);
+    }
+}
+
+// Proves the table settles every ordered pair of the four pilot cities (12 cross-city, 4
+// same-city) with the same basket, so each pair's result comes from its own two cities' rules.
+#[test]
+fn table_covers_every_ordered_city_pair() {
+    for treated_in in CITIES {
+        for insured_in in CITIES {
+            let pairs = CASES.iter().filter(|case| {
+                case.treated_in == treated_in
+                    && case.insured_in == insured_in
+                    && case.lines == BASKET
+            });
+            assert_eq!(
+                pairs.count(),
+                1,
+                "{treated_in} treats, {insured_in} insures"
+            );
+        }
+    }
+}
+
+// Proves the pair cases differ by both cities: the same basket gives 16 distinct splits.
+#[test]
+fn every_city_pair_splits_differently() {
+    let distinct: std::collections::HashSet<_> = CASES
+        .iter()
+        .filter(|case| case.lines == BASKET)
+        .map(|case| {
+            let (split, _) = settle(case);
+            (split.in_scope_amount().fen(), split.fund_pay().fen())
+        })
+        .collect();
+    assert_eq!(distinct.len(), 16);
+}
+
+// Proves the rounding rule is half away from zero at the half fen, not the banker's rule.
+#[test]
+fn rounding_is_half_away_from_zero() {
+    let one_fen = Amount::from_fen(1);
+    for (quantity, fen) in [
+        ("0.5", 1),
+        ("1.5", 2),
+        ("2.5", 3),
+        ("2.4999", 2),
+        ("0.4999", 0),
+    ] {
+        assert_eq!(
+            line_amount(dec(quantity), one_fen),
+            Some(Amount::from_fen(fen)),
+            "{quantity}"
+        );
+    }
+}
+
+// Proves each refused fee line names its field, nested under the line's place in the request.
+#[test]
+fn fee_line_refusals_name_the_field() {
+    let cases: [(&str, &str, &str, &str); 8] = [
+        ("0", "1.00", "0.00", "quantity"),
+        ("-1", "1.00", "0.00", "quantity"),
+        ("1.00001", "1.00", "1.00", "quantity"),
+        ("1000000000000", "0.01", "0.00", "quantity"),
+        ("1", "0.00", "0.00", "unit_price"),
+        ("1", "1.00", "-1.00", "amount"),
+        ("3", "0.33", "1.00", "amount"),
+        ("1.5", "11.11", "16.66", "amount"),
+    ];
+    for (quantity, unit_price, amount, field) in cases {
+        let err = FeeLine::new(dec(quantity), yuan(unit_price), yuan(amount))
+            .map_err(|e| e.within("lines[2]"))
+            .unwrap_err();
+        assert_eq!(
+            err.field(),
+            format!("lines[2].{field}"),
+            "{quantity} x {unit_price} = {amount}"
+        );
+    }
+    let err = FeeLine::new(dec("1.5"), yuan("11.11"), yuan("16.66")).unwrap_err();
+    assert_eq!(
+        err,
+        SplitError::AmountMismatch {
+            field: "amount".into(),
+            expected: yuan("16.67"),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "amount: must be quantity x unit price rounded to the fen, 16.67"
+    );
+    // Trailing zeros are not fraction digits: 2.50000 is 2.5.
+    assert!(FeeLine::new(dec("2.50000"), yuan("1.00"), yuan("2.50")).is_ok());
+}
+
+// Proves a product above the largest amount is refused as such, not as a mismatch.
+#[test]
+fn product_above_the_largest_amount_is_refused() {
+    let err = FeeLine::new(
+        dec("999999999999.9999"),
+        Amount::from_fen(AMOUNT_FEN_MAX),
+        Amount::from_fen(AMOUNT_FEN_MAX),
+    )
+    .unwrap_err();
+    assert!(matches!(err, SplitError::ProductTooLarge { .. }), "{err:?}");
+}
+
+// Proves ratios outside [0, 1] or with five fraction digits are refused, and that a catalog
+// entry or policy names its own field for them.
+#[test]
+fn ratio_refusals() {
+    for text in ["-0.01", "1.0001", "0.12345"] {
+        let err = Ratio::new(dec(text))
+            .map_err(|e| e.within("self_pay_ratio"))
+            .unwrap_err();
+        assert_eq!(err.field(), "self_pay_ratio", "{text}");
+    }
+    for text in ["0", "1", "0.7250", "1.0000"] {
+        assert!(Ratio::new(dec(text)).is_ok(), "{text}");
+    }
+    let err = CatalogEntry::new(Grade::A, Some(yuan("-1.00"))).unwrap_err();
+    assert_eq!(err.field(), "price_cap");
+    let err = Policy::new(yuan("-1.00"), ratio("0.5"), yuan("1.00")).unwrap_err();
+    assert_eq!(err.field(), "deductible");
+    let err = RunningTotals::new(yuan("0.00"), yuan("-0.01"), yuan("0.00")).unwrap_err();
+    assert_eq!(err.field(), "fund_paid");
+}
+
+// Proves a claim from the wire must add up, and a claim from lines holds 1 to 500 lines.
+#[test]
+fn claim_refusals() {
+    let err = Claim::new(
+        yuan("10.00"),
+        yuan("1.00"),
+        yuan("2.00"),
+        yuan("3.00"),
+        yuan("3.99"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        SplitError::PartsDoNotAddUp {
+            field: "total_amount".into(),
+            parts: yuan("9.99"),
+            total: yuan("10.00"),
+        }
+    );
+    assert!(
+        Claim::new(
+            yuan("10.00"),
+            yuan("1.00"),
+            yuan("2.00"),
+            yuan("3.00"),
+            yuan("4.00")
+        )
+        .is_ok()
+    );
+    assert_eq!(Claim::from_lines(&[]).unwrap_err().field(), "lines");
+    let line = ClassifiedLine::classify(
+        FeeLine::new(dec("1"), yuan("1.00"), yuan("1.00")).unwrap(),
+        None,
+    );
+    assert!(Claim::from_lines(&[line; LINES_PER_SETTLEMENT_MAX]).is_ok());
+    let err = Claim::from_lines(&[line; LINES_PER_SETTLEMENT_MAX + 1]).unwrap_err();
+    assert_eq!(
+        err,
+        SplitError::LineCount {
+            field: "lines".into(),
+            count: 501
+        }
+    );
+}
+
+// Proves a cancellation negates every amount, gives the running totals back exactly, and is
+// refused against totals that do not contain the settlement.
+#[test]
+fn cancellation_restores_the_totals() {
+    let case = CASES
+        .iter()
+        .find(|c| c.name == "several lines of every kind")
+        .unwrap();
+    let (split, before) = settle(case);
+    let reversal = split.reversal(split.totals_after()).unwrap();
+    assert_eq!(reversal.total_amount(), yuan("-74.84"));
+    assert_eq!(reversal.fund_pay(), yuan("-23.40"));
+    assert_eq!(reversal.account_pay(), yuan("-30.00"));
+    assert_eq!(reversal.cash_pay(), yuan("-21.44"));
+    assert_eq!(reversal.deductible_applied(), yuan("-20.00"));
+    assert_eq!(reversal.pool_ratio(), split.pool_ratio());
+    assert_eq!(reversal.totals_after(), &before);
+    assert_eq!(reversal.deductible_left(), yuan("20.00"));
+    assert_eq!(reversal.annual_cap_left(), yuan("3000.00"));
+    assert_eq!(reversal.account_balance(), yuan("30.00"));
+    // Cancelling against the totals from before the settlement would go below zero.
+    let err = split.reversal(&before).unwrap_err();
+    assert_eq!(
+        err,
+        SplitError::BelowZero {
+            field: "fund_paid".into()
+        }
+    );
+}
+
+// ---- Properties over generated settlements. ----
+
+/// Rounds quantity x price to the fen in plain integers, independently of `Decimal`: the
+/// quantity in ten-thousandths, half away from zero (all products here are positive).
+fn oracle_fen(quantity_ten_thousandths: i64, price_fen: i64) -> i128 {
+    let product = i128::from(quantity_ten_thousandths) * i128::from(price_fen);
+    (product + 5_000) / 10_000
+}
+
+fn ratios() -> impl Strategy<Value = Ratio> {
+    (0i64..=10_000).prop_map(|m| Ratio::new(Decimal::new(m, 4)).unwrap())
+}
+
+fn entries() -> impl Strategy<Value = Option<CatalogEntry>> {
+    let grade = prop_oneof![
+        Just(Grade::A),
+        ratios().prop_map(|self_pay_ratio| Grade::B { self_pay_ratio }),
+        Just(Grade::C),
+    ];
+    let entry = (grade, proptest::option::of(0i64..=300_000)).prop_map(|(grade, cap)| {
+        Some(CatalogEntry::new(grade, cap.map(Amount::from_fen)).unwrap())
+    });
+    prop_oneof![1 => Just(None), 4 => entry]
+}
+
+/// A valid fee line: quantity up to 1000 units, unit price up to 3000.00, its amount the
+/// oracle's rounded product.
+fn fee_lines() -> impl Strategy<Value = FeeLine> {
+    (1i64..=10_000_000, 1i64..=300_000).prop_map(|(q, price)| {
+        let amount = i64::try_from(oracle_fen(q, price)).unwrap();
+        FeeLine::new(
+            Decimal::new(q, 4),
+            Amount::from_fen(price),
+            Amount::from_fen(amount),
+        )
+        .unwrap()
+    })
+}
+
+fn classified_lines() -> impl Strategy<Value = ClassifiedLine> {
+    (fee_lines(), entries()).prop_map(|(line, entry)| ClassifiedLine::classify(line, entry))
+}
+
+fn policies() -> impl Strategy<Value = Policy> {
+    (0i64..=100_000, ratios(), 0i64..=2_000_000).prop_map(|(deductible, ratio, cap)| {
+        Policy::new(Amount::from_fen(deductible), ratio, Amount::from_fen(cap)).unwrap()
+    })
+}
+
+fn running_totals() -> impl Strategy<Value = RunningTotals> {
+    (0i64..=150_000, 0i64..=2_500_000, 0i64..=1_000_000).prop_map(|(used, paid, balance)| {
+        RunningTotals::new(
+            Amount::from_fen(used),
+            Amount::from_fen(paid),
+            Amount::from_fen(balance),
+        )
+        .unwrap()
+    })
+}
+
+fn insurance_types() -> impl Strategy<Value = InsuranceType> {
+    prop_oneof![Just(InsuranceType::Employee), Just(InsuranceType::Resident)]
+}
+
+/// One settlement's inputs: its claim, the policy, the totals before, the insurance type and
+/// whether the account is asked.
+fn settlements() -> impl Strategy<Value = (Claim, Policy, RunningTotals, InsuranceType, bool)> {
+    (
+        proptest::collection::vec(classified_lines(), 1..=8),
+        policies(),
+        running_totals(),
+        insurance_types(),
+        any::<bool>(),
+    )
+        .prop_map(|(lines, policy, before, insurance_type, use_account)| {
+            (
+                Claim::from_lines(&lines).unwrap(),
+                policy,
+                before,
+                insurance_type,
+                use_account,
+            )
+        })
+}
+
+fn sum(amounts: &[Amount]) -> Amount {
+    amounts.iter().copied().fold(Amount::ZERO, plus)
+}
+
+proptest! {
+    // Proves every line's parts are non-negative and add up to its amount exactly.
+    #[test]
+    fn line_parts_add_up(line in classified_lines()) {
+        let parts = [line.full_self_pay(), line.over_cap_self_pay(), line.pre_self_pay(), line.in_scope_amount()];
+        prop_assert!(parts.iter().all(|part| !part.is_negative()), "{line:?}");
+        prop_assert_eq!(sum(&parts), line.amount());
+    }
+
+    // Proves the split always adds up: the parts to the total, and fund + account + cash to the
+    // total; and no payment is negative.
+    #[test]
+    fn split_adds_up((claim, policy, before, insurance_type, use_account) in settlements()) {
+        let split = Split::compute(&claim, &policy, &before, insurance_type, use_account);
+        prop_assert_eq!(
+            sum(&[split.full_self_pay(), split.over_cap_self_pay(), split.pre_self_pay(), split.in_scope_amount()]),
+            split.total_amount()
+        );
+        prop_assert_eq!(sum(&[split.fund_pay(), split.account_pay(), split.cash_pay()]), split.total_amount());
+        prop_assert_eq!(plus(split.fund_pay(), split.person_share()), split.total_amount());
+        for pay in [split.fund_pay(), split.person_share(), split.account_pay(), split.cash_pay()] {
+            prop_assert!(!pay.is_negative(), "{split:?}");
+        }
+    }
+
+    // Proves the fund never pays more than the cap left, never less than zero, and never more
+    // than the reimbursement ratio of what is above the deductible.
+    #[test]
+    fn fund_pay_within_cap_left((claim, policy, before, insurance_type, use_account) in settlements()) {
+        let split = Split::compute(&claim, &policy, &before, insurance_type, use_account);
+        prop_assert!(!split.fund_pay().is_negative());
+        prop_assert!(split.fund_pay() <= before.annual_cap_left(&policy));
+        prop_assert!(split.fund_pay() <= minus(split.in_scope_amount(), split.deductible_applied()));
+        prop_assert!(split.totals_after().fund_paid() <= policy.annual_cap().max(before.fund_paid()));
+    }
+
+    // Proves the deductible applied never exceeds the deductible left nor the in-scope amount.
+    #[test]
+    fn deductible_within_deductible_left((claim, policy, before, insurance_type, use_account) in settlements()) {
+        let split = Split::compute(&claim, &policy, &before, insurance_type, use_account);
+        prop_assert!(!split.deductible_applied().is_negative());
+        prop_assert!(split.deductible_applied() <= before.deductible_left(&policy));
+        prop_assert!(split.deductible_applied() <= split.in_scope_amount());
+    }
+
+    // Proves the account pays only for employees who ask, never more than the balance or the
+    // share, and the balance after is the balance less the account pay.
+    #[test]
+    fn account_pay_within_balance((claim, policy, before, insurance_type, use_account) in settlements()) {
+        let split = Split::compute(&claim, &policy, &before, insurance_type, use_account);
+        if insurance_type == InsuranceType::Resident || !use_account {
+            prop_assert_eq!(split.account_pay(), Amount::ZERO);
+        }
+        prop_assert!(split.account_pay() <= before.account_balance());
+        prop_assert!(split.account_pay() <= split.person_share());
+        prop_assert_eq!(plus(split.account_balance(), split.account_pay()), before.account_balance());
+    }
+
+    // Proves settle then cancel leaves the running totals and the balance exactly as before,
+    // with every amount of the cancellation the negation of the settlement's.
+    #[test]
+    fn settle_then_cancel_restores_totals((claim, policy, before, insurance_type, use_account) in settlements()) {
+        let split = Split::compute(&claim, &policy, &before, insurance_type, use_account);
+        prop_assert_eq!(&before.apply(&split).unwrap(), split.totals_after());
+        let reversal = split.reversal(split.totals_after()).unwrap();
+        prop_assert_eq!(reversal.totals_after(), &before);
+        prop_assert_eq!(split.totals_after().apply(&reversal).unwrap(), before);
+        prop_assert_eq!(reversal.deductible_left(), before.deductible_left(&policy));
+        prop_assert_eq!(reversal.annual_cap_left(), before.annual_cap_left(&policy));
+        let pairs = [
+            (split.total_amount(), reversal.total_amount()),
+            (split.full_self_pay(), reversal.full_self_pay()),
+            (split.over_cap_self_pay(), reversal.over_cap_self_pay()),
+            (split.pre_self_pay(), reversal.pre_self_pay()),
+            (split.in_scope_amount(), reversal.in_scope_amount()),
+            (split.deductible_applied(), reversal.deductible_applied()),
+            (split.fund_pay(), reversal.fund_pay()),
+            (split.person_share(), reversal.person_share()),
+            (split.account_pay(), reversal.account_pay()),
+            (split.cash_pay(), reversal.cash_pay()),
+        ];
+        for (settled, cancelled) in pairs {
+            prop_assert_eq!(negate(settled), cancelled);
+        }
+    }
+
+    // Proves a settlement cancelled after a later one leaves the totals as if only the later
+    // one had been applied: cancellations need not come in order.
+    #[test]
+    fn cancel_out_of_order(
+        (claim, policy, before, insurance_type, use_account) in settlements(),
+        (second, ..) in settlements(),
+    ) {
+        let first = Split::compute(&claim, &policy, &before, insurance_type, use_account);
+        let later = Split::compute(&second, &policy, first.totals_after(), insurance_type, use_account);
+        let reversal = first.reversal(later.totals_after()).unwrap();
+        prop_assert_eq!(reversal.totals_after(), &before.apply(&later).unwrap());
+    }
+
+    // Proves amount validation accepts exactly the rounded product, computed independently in
+    // integers, and refuses every other amount; products above the largest amount are refused.
+    #[test]
+    fn amount_validation_accepts_exactly_the_rounded_product(
+        q in prop_oneof![1i64..=100_000_000, 1i64..10_000_000_000_000_000],
+        price in prop_oneof![1i64..=1_000_000, 1i64..=AMOUNT_FEN_MAX],
+        delta in -3i64..=3,
+    ) {
+        let quantity = Decimal::new(q, 4);
+        let unit_price = Amount::from_fen(price);
+        let exact = oracle_fen(q, price);
+        let near = i64::try_from(exact).unwrap_or(AMOUNT_FEN_MAX).min(AMOUNT_FEN_MAX);
+        let amount = Amount::from_fen(near.saturating_add(delta).clamp(0, AMOUNT_FEN_MAX));
+        let result = FeeLine::new(quantity, unit_price, amount);
+        if exact > i128::from(AMOUNT_FEN_MAX) {
+            prop_assert!(matches!(result, Err(SplitError::ProductTooLarge { .. })), "{result:?}");
+        } else if i128::from(amount.fen()) == exact {
+            prop_assert!(result.is_ok(), "{result:?}");
+        } else {
+            let expected = Amount::from_fen(i64::try_from(exact).unwrap());
+            prop_assert_eq!(result, Err(SplitError::AmountMismatch { field: "amount".into(), expected }));
+        }
+    }
+}
