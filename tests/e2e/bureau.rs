@@ -5,8 +5,8 @@ use tonic::Code;
 use yitong_core::CitizenId;
 use yitong_proto::identity::v1::{
     CardStatus, Credential, GetInsuredPersonRequest, InsuranceStatus, InsuranceType,
-    IssueCardRequest, IssueEVoucherRequest, PersonEnrolment, PersonType, ReissueCardRequest,
-    ReportCardLostRequest, SetInsuranceStatusRequest, Sex, credential::Kind,
+    IssueCardRequest, IssueEVoucherRequest, MoveAccountRequest, PersonEnrolment, PersonType,
+    ReissueCardRequest, ReportCardLostRequest, SetInsuranceStatusRequest, Sex, credential::Kind,
 };
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, PILOT_CITIES, Sandbox, ZIBO, network_test};
 
@@ -272,5 +272,38 @@ network_test! {
         assert_invalid(&status, "reason");
         let status = net.identity(JINAN).set_insurance_status(change("JN-1", InsuranceStatus::Suspended, "2026-02-01")).await.unwrap_err();
         assert_refused(&status, "NOT_ISSUED_HERE");
+    }
+}
+
+network_test! {
+    /// Proves the personal account has one owner: a movement is applied once per settlement
+    /// whatever message carries it, every city's lookup shows the live balance, and an account
+    /// is never overdrawn.
+    async fn personal_account_moves_once_per_settlement(net) {
+        let person_no = "3705000000000001";
+        let lookup = || by(Kind::PersonNo(person_no.to_owned()));
+        let before = net.identity(ZIBO).get_insured_person(lookup()).await.expect("found").into_inner().person.expect("person");
+        let balance = |text: &str| yitong_core::Amount::parse(text).expect("amount").fen();
+        let movement = |message_id: &str, amount: &str| MoveAccountRequest {
+            message_id: message_id.into(),
+            settlement_id: "J37050026112500000001".into(),
+            person_no: person_no.into(),
+            amount: amount.into(),
+        };
+        let moved = net.identity(DONGYING).move_account(movement("DY-ACCT-1", "-12.34")).await.expect("moved").into_inner();
+        assert_eq!(balance(&moved.balance_after), balance(&before.account_balance) - 1234);
+        // The same settlement under another message id: the first movement, not a second one.
+        let again = net.identity(DONGYING).move_account(movement("DY-ACCT-2", "-12.34")).await.expect("replayed").into_inner();
+        assert_eq!(again.balance_after, moved.balance_after);
+        let status = net.identity(DONGYING).move_account(movement("DY-ACCT-3", "-99.00")).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+        for asked in PILOT_CITIES {
+            let person = net.identity(asked).get_insured_person(lookup()).await.expect("found").into_inner().person.expect("person");
+            assert_eq!(person.account_balance, moved.balance_after, "live balance at {asked}");
+        }
+        let overdraw = MoveAccountRequest { settlement_id: "J37050026112500000002".into(), amount: "-99999999.00".into(), ..movement("DY-ACCT-4", "") };
+        assert_refused(&net.identity(DONGYING).move_account(overdraw).await.unwrap_err(), "ACCOUNT_INSUFFICIENT");
+        let zero = MoveAccountRequest { settlement_id: "J37050026112500000003".into(), ..movement("DY-ACCT-5", "0.00") };
+        assert_invalid(&net.identity(DONGYING).move_account(zero).await.unwrap_err(), "amount");
     }
 }

@@ -6,7 +6,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::{v1, v1alpha};
 use yitong_core::{Owner, Service};
-use yitong_proto::catalog::v1::LookupItemsRequest;
+use yitong_proto::ledger::v1::CloseClearingPeriodRequest;
 use yitong_sandbox::{JINAN, PILOT_CITIES, ZIBO, network_test};
 
 use crate::support::seeded_card;
@@ -107,14 +107,14 @@ network_test! {
 network_test! {
     /// Proves that an RPC whose behaviour is not built yet answers UNIMPLEMENTED, never success.
     async fn unbuilt_rpcs_answer_unimplemented(net) {
-        let status = net.catalog(ZIBO).lookup_items(LookupItemsRequest::default()).await.unwrap_err();
+        let status = net.ledger().close_clearing_period(CloseClearingPeriodRequest::default()).await.unwrap_err();
         assert_eq!(status.code(), Code::Unimplemented);
     }
 }
 
 /// Proves that a network stopped and started again on the same SQLite data serves what it held
-/// and does not seed twice (the 9th Jinan card exists only if the 8 seeded persons were loaded
-/// again).
+/// and does not seed twice: the card after the last seeded one exists only if the seeded
+/// persons were loaded again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_the_data_and_seeds_once() {
     use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, credential::Kind};
@@ -131,6 +131,7 @@ async fn restart_keeps_the_data_and_seeds_once() {
         .get_insured_person(lookup(seeded_card(JINAN, 1)))
         .await
         .expect("found before restart");
+    let seeded_persons_per_city = yitong_seeds::PERSONS_PER_CITY as u32;
     let net = net.restart().await;
     net.identity(ZIBO)
         .get_insured_person(lookup(seeded_card(JINAN, 1)))
@@ -138,7 +139,7 @@ async fn restart_keeps_the_data_and_seeds_once() {
         .expect("found after restart");
     let status = net
         .identity(JINAN)
-        .get_insured_person(lookup(seeded_card(JINAN, 9)))
+        .get_insured_person(lookup(seeded_card(JINAN, seeded_persons_per_city + 1)))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);

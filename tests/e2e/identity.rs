@@ -63,7 +63,7 @@ network_test! {
     /// across cities.
     async fn unknown_card_is_not_found(net) {
         for asked in [JINAN, ZIBO] {
-            let status = net.identity(asked).get_insured_person(by_card(&seeded_card(JINAN, 9_999))).await.unwrap_err();
+            let status = net.identity(asked).get_insured_person(by_card(&seeded_card(JINAN, 99_999_999))).await.unwrap_err();
             assert_eq!(status.code(), Code::NotFound, "{status:?}");
         }
     }

@@ -1,7 +1,10 @@
 //! End-to-end tests: every one starts the whole network in the sandbox, talks gRPC to it like an
 //! HIS, a bureau or an operator would, and runs on SQLite and on PostgreSQL.
 
+mod benefit;
 mod bureau;
+mod catalog;
 mod foundation;
 mod identity;
+mod ledger;
 mod support;

@@ -1,38 +1,39 @@
 //! The catalog service of one city: what its hospitals may charge to insurance and how, the
 //! policies it applies to the persons it insures, and its designated institutions.
 //!
-//! Built so far: the store and the institutions registry loaded from seeds. The RPCs answer
-//! UNIMPLEMENTED until the catalog issue builds them.
+//! The catalog (`item`, `catalog`) is a history of published changes per code, read at a
+//! version and a date; policies (`policy`, `policies`) are effective-dated versions;
+//! institutions are a registry. A node answers for its own city and asks the owning city's
+//! node for another city's policies and institutions (`routing`).
 
+mod catalog;
+mod error;
 mod institutions;
+mod item;
+mod policies;
+mod policy;
+mod ratio;
+mod requests;
+mod routing;
+mod service;
 
+pub use catalog::seed_items;
+pub use error::{CatalogError, Refusal};
 pub use institutions::{SeedInstitution, seed_institutions};
+pub use item::{Grade, Item, ItemCode, ItemKind, ItemParts};
+pub use policies::seed_policies;
+pub use policy::{HospitalLevel, InsuranceType, PersonType, PolicyKey, PolicyTerms, PolicyVersion};
+pub use ratio::Ratio;
+pub use requests::{
+    CHANGES_PER_PAGE_MAX, CHANGES_PER_PUBLISH_MAX, CODES_PER_LOOKUP_MAX, INSTITUTIONS_PER_PAGE_MAX,
+};
+pub use routing::PeerEndpointError;
+pub use service::CatalogNode;
 
-use yitong_core::CityCode;
-use yitong_proto::catalog::v1 as pb;
-use yitong_store::Store;
-
-/// The catalog service of one city.
-#[derive(Debug, Clone)]
-pub struct CatalogNode {
-    city: CityCode,
-    store: Store,
-}
-
-impl CatalogNode {
-    pub fn new(city: CityCode, store: Store) -> Self {
-        CatalogNode { city, store }
-    }
-
-    pub fn city(&self) -> CityCode {
-        self.city
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
+/// A protobuf timestamp of milliseconds since the Unix epoch.
+pub(crate) fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1_000),
+        nanos: i32::try_from(ms.rem_euclid(1_000) * 1_000_000).expect("under a second"),
     }
 }
-
-// Every RPC answers UNIMPLEMENTED (the generated default) until the catalog issue builds it.
-#[tonic::async_trait]
-impl pb::catalog_service_server::CatalogService for CatalogNode {}

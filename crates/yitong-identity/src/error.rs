@@ -37,6 +37,8 @@ pub enum IdentityError {
     ParticularsDiffer(&'static str),
     #[error("{what} belongs to city {owner}: only its bureau can change it")]
     NotOurs { what: String, owner: CityCode },
+    #[error("the personal account of person {0} does not cover the amount")]
+    AccountInsufficient(PersonNo),
     #[error("message id {0} was already used for a different request")]
     MessageConflict(String),
     /// The issuing city answered with a refusal; it reaches the HIS unchanged.
@@ -80,6 +82,7 @@ impl IdentityError {
             IdentityError::AlreadyHoldsCard(_) => Some("ALREADY_HOLDS_CARD"),
             IdentityError::ParticularsDiffer(_) => Some("PARTICULARS_DIFFER"),
             IdentityError::NotOurs { .. } => Some("NOT_ISSUED_HERE"),
+            IdentityError::AccountInsufficient(_) => Some("ACCOUNT_INSUFFICIENT"),
             _ => None,
         }
     }
@@ -99,7 +102,8 @@ impl From<IdentityError> for Status {
             | IdentityError::EVoucherExpired
             | IdentityError::AlreadyHoldsCard(_)
             | IdentityError::ParticularsDiffer(_)
-            | IdentityError::NotOurs { .. } => Code::FailedPrecondition,
+            | IdentityError::NotOurs { .. }
+            | IdentityError::AccountInsufficient(_) => Code::FailedPrecondition,
             IdentityError::MessageConflict(_) => Code::AlreadyExists,
             IdentityError::Unavailable { .. } => Code::Unavailable,
             IdentityError::Store(_) | IdentityError::Corrupt(_) => {

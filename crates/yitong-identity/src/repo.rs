@@ -154,6 +154,69 @@ pub(crate) async fn insert_status_change(
     Ok(())
 }
 
+/// The movement recorded for a settlement: holder, amount, balance after, when.
+pub(crate) async fn account_movement(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+) -> Result<Option<(PersonNo, Amount, Amount, i64)>, IdentityError> {
+    let row: Option<(String, i64, i64, i64)> =
+        sqlx::query_as("SELECT person_no, amount_fen, balance_after_fen, recorded_at_ms FROM account_movements WHERE settlement_id = $1")
+            .bind(settlement_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    row.map(|(person_no, amount, balance_after, at_ms)| {
+        let person_no = PersonNo::parse(&person_no).map_err(|_| {
+            IdentityError::Corrupt(format!("movement of settlement {settlement_id}"))
+        })?;
+        Ok((
+            person_no,
+            Amount::from_fen(amount),
+            Amount::from_fen(balance_after),
+            at_ms,
+        ))
+    })
+    .transpose()
+}
+
+/// Applies a movement to a personal account, refusing one that would leave it below zero.
+/// The conditional UPDATE both locks the person's row and checks the balance in one statement.
+pub(crate) async fn move_account(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+    person_no: &PersonNo,
+    amount: Amount,
+) -> Result<(Amount, i64), IdentityError> {
+    let balance_after: Option<i64> = sqlx::query_scalar(
+        "UPDATE persons SET account_balance_fen = account_balance_fen + $2 \
+         WHERE person_no = $1 AND account_balance_fen + $2 >= 0 RETURNING account_balance_fen",
+    )
+    .bind(person_no.as_str())
+    .bind(amount.fen())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(balance_after) = balance_after else {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT account_balance_fen FROM persons WHERE person_no = $1")
+                .bind(person_no.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+        return Err(match exists {
+            Some(_) => IdentityError::AccountInsufficient(person_no.clone()),
+            None => IdentityError::NotFound("person number"),
+        });
+    };
+    let now = now_ms();
+    sqlx::query("INSERT INTO account_movements (settlement_id, person_no, amount_fen, balance_after_fen, recorded_at_ms) VALUES ($1, $2, $3, $4, $5)")
+        .bind(settlement_id)
+        .bind(person_no.as_str())
+        .bind(amount.fen())
+        .bind(balance_after)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok((Amount::from_fen(balance_after), now))
+}
+
 /// Issues an active card to a person.
 pub(crate) async fn insert_card(
     conn: &mut AnyConnection,

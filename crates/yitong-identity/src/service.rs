@@ -5,7 +5,8 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use yitong_core::{
-    CallLimits, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network, PersonNo,
+    Amount, CallLimits, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network,
+    PersonNo,
 };
 use yitong_proto::identity::v1 as pb;
 use yitong_proto::identity::v1::credential::Kind;
@@ -47,6 +48,7 @@ enum Credential {
     Card(CardNumber),
     CitizenId(CitizenId),
     EVoucher(String),
+    PersonNo(PersonNo),
 }
 
 /// Longest token accepted, in bytes; ours are about 150.
@@ -78,6 +80,9 @@ impl TryFrom<Option<pb::Credential>> for Credential {
                 ))
             }
             Kind::EVoucherToken(token) => Ok(Credential::EVoucher(token)),
+            Kind::PersonNo(text) => PersonNo::parse(&text)
+                .map(Credential::PersonNo)
+                .map_err(|invalid| invalid.at("credential.person_no")),
         }
     }
 }
@@ -88,6 +93,7 @@ impl Credential {
             Credential::Card(card) => Kind::CardNumber(card.to_string()),
             Credential::CitizenId(id) => Kind::CitizenId(id.expose().to_owned()),
             Credential::EVoucher(token) => Kind::EVoucherToken(token.clone()),
+            Credential::PersonNo(person_no) => Kind::PersonNo(person_no.to_string()),
         };
         pb::Credential { kind: Some(kind) }
     }
@@ -149,6 +155,7 @@ impl IdentityNode {
     ) -> Result<pb::InsuredPerson, IdentityError> {
         let issuer = match &credential {
             Credential::Card(card) => card.issuer(),
+            Credential::PersonNo(person_no) => person_no.insured_city(),
             Credential::EVoucher(token) => self.verify_voucher(token)?.0,
             Credential::CitizenId(id) => {
                 let mut conn = self.store.pool().acquire().await?;
@@ -178,7 +185,7 @@ impl IdentityNode {
         self.ask_lookup(issuer, request).await
     }
 
-    /// A card or e-voucher of this city, with every refusal a counter needs.
+    /// A credential of this city's, with every refusal a counter needs.
     async fn local(&self, credential: &Credential, date: Date) -> Result<Person, IdentityError> {
         let mut conn = self.store.pool().acquire().await?;
         match credential {
@@ -203,6 +210,12 @@ impl IdentityNode {
                 let person = repo::person_by_citizen_id(&mut conn, &self.keys, id, date)
                     .await?
                     .ok_or(IdentityError::NotFound("citizen ID"))?;
+                entitled(person, date)
+            }
+            Credential::PersonNo(person_no) => {
+                let person = repo::person_by_no(&mut conn, person_no, date)
+                    .await?
+                    .ok_or(IdentityError::NotFound("person number"))?;
                 entitled(person, date)
             }
         }
@@ -299,6 +312,7 @@ impl IdentityNode {
     ) -> Result<pb::IssueEVoucherResponse, IdentityError> {
         let issuer = match &credential {
             Credential::Card(card) => card.issuer(),
+            Credential::PersonNo(person_no) => person_no.insured_city(),
             Credential::EVoucher(_) => unreachable!("refused when parsed"),
             Credential::CitizenId(id) => {
                 let mut conn = self.store.pool().acquire().await?;
@@ -492,6 +506,43 @@ impl IdentityNode {
         })
     }
 
+    async fn move_account(
+        &self,
+        conn: &mut AnyConnection,
+        movement: Movement,
+    ) -> Result<pb::MoveAccountResponse, IdentityError> {
+        if movement.person_no.insured_city() != self.city {
+            return Err(IdentityError::NotOurs {
+                what: format!("person {}", movement.person_no),
+                owner: movement.person_no.insured_city(),
+            });
+        }
+        let reply = |balance_after: Amount, at_ms: i64| pb::MoveAccountResponse {
+            balance_after: balance_after.to_string(),
+            moved_at: Some(prost_types_timestamp(at_ms)),
+        };
+        // One movement per settlement, whatever message carries it.
+        if let Some((person_no, amount, balance_after, at_ms)) =
+            repo::account_movement(conn, &movement.settlement_id).await?
+        {
+            if person_no != movement.person_no || amount != movement.amount {
+                return Err(IdentityError::MessageConflict(format!(
+                    "for settlement {}",
+                    movement.settlement_id
+                )));
+            }
+            return Ok(reply(balance_after, at_ms));
+        }
+        let (balance_after, at_ms) = repo::move_account(
+            conn,
+            &movement.settlement_id,
+            &movement.person_no,
+            movement.amount,
+        )
+        .await?;
+        Ok(reply(balance_after, at_ms))
+    }
+
     async fn set_status(
         &self,
         conn: &mut AnyConnection,
@@ -524,6 +575,48 @@ impl IdentityNode {
             .await?;
         Ok(pb::SetInsuranceStatusResponse {
             person: Some(person.to_wire()),
+        })
+    }
+}
+
+/// A parsed MoveAccount request.
+#[derive(Debug)]
+struct Movement {
+    settlement_id: String,
+    person_no: PersonNo,
+    amount: Amount,
+}
+
+/// Longest settlement id accepted, in bytes.
+const SETTLEMENT_ID_BYTES_MAX: usize = 64;
+
+impl TryFrom<&pb::MoveAccountRequest> for Movement {
+    type Error = Invalid;
+
+    fn try_from(request: &pb::MoveAccountRequest) -> Result<Self, Invalid> {
+        let settlement_id = request.settlement_id.clone();
+        let well_formed = !settlement_id.is_empty()
+            && settlement_id.len() <= SETTLEMENT_ID_BYTES_MAX
+            && settlement_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(Invalid::new(
+                "settlement_id",
+                "must be 1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
+        let person_no =
+            PersonNo::parse(&request.person_no).map_err(|invalid| invalid.at("person_no"))?;
+        let amount =
+            Amount::parse_signed(&request.amount).map_err(|invalid| invalid.at("amount"))?;
+        if amount == Amount::ZERO {
+            return Err(Invalid::new("amount", "must not be zero"));
+        }
+        Ok(Movement {
+            settlement_id,
+            person_no,
+            amount,
         })
     }
 }
@@ -596,6 +689,7 @@ fn credential_field(credential: &Credential) -> &'static str {
         Credential::Card(_) => "credential.card_number",
         Credential::CitizenId(_) => "credential.citizen_id",
         Credential::EVoucher(_) => "credential.e_voucher_token",
+        Credential::PersonNo(_) => "credential.person_no",
     }
 }
 
@@ -709,6 +803,22 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
             Begun::Fresh(tx) => tx,
         };
         let reply = self.set_status(&mut tx, change).await?;
+        Ok(Response::new(self.finish(tx, &message_id, reply).await?))
+    }
+
+    async fn move_account(
+        &self,
+        request: Request<pb::MoveAccountRequest>,
+    ) -> Result<Response<pb::MoveAccountResponse>, Status> {
+        let request = request.into_inner();
+        let message_id = message_id(&request.message_id)?;
+        let movement = Movement::try_from(&request)?;
+        let digest = self.keys.request_digest(&request.encode_to_vec());
+        let mut tx = match self.begin(&message_id, "MoveAccount", &digest).await? {
+            Begun::Replay(reply) => return Ok(Response::new(reply)),
+            Begun::Fresh(tx) => tx,
+        };
+        let reply = IdentityNode::move_account(self, &mut tx, movement).await?;
         Ok(Response::new(self.finish(tx, &message_id, reply).await?))
     }
 

@@ -1,27 +1,24 @@
 //! The clearing house's ledger: the double-entry journal every cross-city claim lands in, daily
 //! reconciliation and monthly clearing between the cities.
 //!
-//! The RPCs answer UNIMPLEMENTED until the settlement and clearing issues build them.
+//! The ledger core is built: accounts opened from the network file ([`account`]), transfers
+//! created pending or posted, posted, voided and expired ([`transfer`], `book`), balances derived
+//! from the journal ([`balance`]), and the hash-chained journal itself ([`journal`]), appended
+//! to one transaction at a time behind its head row (`append`). Reconciliation and clearing
+//! answer UNIMPLEMENTED until their issue builds them on this journal.
+//!
+//! Architecture invariant: only the ledger writes journal entries, and it only ever inserts
+//! them; every entry balances and is chained to the one before.
 
-use yitong_proto::ledger::v1 as pb;
-use yitong_store::Store;
+pub mod account;
+mod append;
+pub mod balance;
+mod book;
+mod error;
+pub mod journal;
+mod repo;
+mod service;
+pub mod transfer;
 
-/// The ledger service of the clearing house.
-#[derive(Debug, Clone)]
-pub struct LedgerNode {
-    store: Store,
-}
-
-impl LedgerNode {
-    pub fn new(store: Store) -> Self {
-        LedgerNode { store }
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-}
-
-// Every RPC answers UNIMPLEMENTED (the generated default) until the ledger is built.
-#[tonic::async_trait]
-impl pb::ledger_service_server::LedgerService for LedgerNode {}
+pub use error::LedgerError;
+pub use service::LedgerNode;

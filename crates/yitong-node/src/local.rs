@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use yitong_catalog::{CatalogNode, seed_institutions};
+use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
 use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
 use yitong_identity::{IdentityNode, IdentityStartError, PiiKeys, VoucherSigner, seed_persons};
 use yitong_ledger::LedgerNode;
@@ -59,6 +59,10 @@ pub enum NodeError {
     },
     #[error("cannot start the identity service")]
     Identity(#[from] IdentityStartError),
+    #[error("cannot start the ledger")]
+    Ledger(#[from] yitong_ledger::LedgerError),
+    #[error("cannot prepare the clients to other nodes")]
+    Peers(#[from] tonic::transport::Error),
 }
 
 /// One running server: whose, which service, and where.
@@ -167,22 +171,35 @@ impl LocalNetwork {
                 }
                 (Owner::City(city), Service::Catalog) => {
                     if let Some(seeds) = &options.seeds {
-                        seed_institutions(&store, city, &seeds.institutions_of(city))
-                            .await
-                            .map_err(|source| NodeError::Seed {
-                                what: "institution",
+                        let seed_error = |what: &'static str| {
+                            move |source: yitong_store::sqlx::Error| NodeError::Seed {
+                                what,
                                 owner: city.to_string(),
                                 source: source.into(),
-                            })?;
+                            }
+                        };
+                        seed_institutions(&store, city, &seeds.institutions_of(city))
+                            .await
+                            .map_err(seed_error("institution"))?;
+                        seed_items(&store, city, &seeds.items_of(city))
+                            .await
+                            .map_err(seed_error("catalog item"))?;
+                        seed_policies(&store, city, &seeds.policies_of(city))
+                            .await
+                            .map_err(seed_error("policy"))?;
                     }
-                    Role::Catalog(CatalogNode::new(city, store.clone()))
+                    // A peer endpoint that is not a URL is a malformed network file.
+                    let node =
+                        CatalogNode::new(city, store.clone(), network.clone(), options.calls)
+                            .map_err(|error| NodeError::Endpoint(error.endpoint))?;
+                    Role::Catalog(node)
                 }
                 (Owner::City(city), Service::Settlement) => Role::Settlement(
                     SettlementNode::new(city, store.clone()),
-                    BenefitNode::new(city, store.clone()),
+                    BenefitNode::new(city, store.clone(), network.clone(), options.calls)?,
                 ),
                 (Owner::ClearingHouse, Service::Ledger) => {
-                    Role::Ledger(LedgerNode::new(store.clone()))
+                    Role::Ledger(LedgerNode::start(store.clone(), network.clone()).await?)
                 }
                 (owner, service) => unreachable!("{owner} does not run {service}"),
             };

@@ -7,6 +7,8 @@
 //! be reached the PostgreSQL variants say so loudly and skip, unless `YITONG_REQUIRE_POSTGRES=1`,
 //! where that is a failure.
 
+pub mod privacy;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -54,6 +56,64 @@ struct PostgresDatabase {
     name: String,
 }
 
+impl PostgresDatabase {
+    fn url(&self) -> String {
+        let base = self
+            .admin_url
+            .rsplit_once('/')
+            .expect("URL has a database")
+            .0;
+        format!("{base}/{}", self.name)
+    }
+}
+
+/// Seeding forty thousand persons and eight thousand catalog items takes seconds; every test of
+/// a process starts from a copy of one seeded template instead.
+static SQLITE_TEMPLATE: tokio::sync::OnceCell<tempfile::TempDir> =
+    tokio::sync::OnceCell::const_new();
+/// The PostgreSQL template database's name; `None` when PostgreSQL cannot be reached.
+static POSTGRES_TEMPLATE: tokio::sync::OnceCell<Option<String>> =
+    tokio::sync::OnceCell::const_new();
+
+async fn seed_sqlite_template() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("can create a temporary directory");
+    let network = LocalNetwork::start(Sandbox::options(Location::Sqlite {
+        dir: dir.path().to_owned(),
+    }))
+    .await
+    .expect("template network starts");
+    // Shutting down closes every connection, which checkpoints the WAL into the database files.
+    network.shut_down().await;
+    dir
+}
+
+async fn seed_postgres_template() -> Option<String> {
+    let template = create_postgres_database(None).await?;
+    let network = LocalNetwork::start(Sandbox::options(Location::Postgres {
+        url: template.url(),
+    }))
+    .await
+    .expect("template network starts");
+    // No connection may remain to a database used as a template.
+    network.shut_down().await;
+    Some(template.name)
+}
+
+/// Copies a directory tree of SQLite files.
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// Test databases older than this are leftovers of aborted runs and are dropped.
 const STALE_DATABASE_SECS: u64 = 3_600;
 
@@ -61,24 +121,25 @@ impl Sandbox {
     /// Starts the network on a fresh database. `None` when PostgreSQL was asked for, cannot be
     /// reached, and is not required: the caller skips.
     pub async fn start(database: Database) -> Option<Sandbox> {
+        privacy::install();
         match database {
             Database::Sqlite => {
+                let template = SQLITE_TEMPLATE.get_or_init(seed_sqlite_template).await;
                 let dir = tempfile::tempdir().expect("can create a temporary directory");
+                copy_dir(template.path(), dir.path()).expect("can copy the seeded template");
                 let location = Location::Sqlite {
                     dir: dir.path().to_owned(),
                 };
                 Some(Self::start_on(database, location, Some(dir), None).await)
             }
             Database::Postgres => {
-                let postgres = create_postgres_database().await?;
-                let base = postgres
-                    .admin_url
-                    .rsplit_once('/')
-                    .expect("URL has a database")
-                    .0
-                    .to_owned();
+                let template = POSTGRES_TEMPLATE
+                    .get_or_init(seed_postgres_template)
+                    .await
+                    .as_ref()?;
+                let postgres = create_postgres_database(Some(template)).await?;
                 let location = Location::Postgres {
-                    url: format!("{base}/{}", postgres.name),
+                    url: postgres.url(),
                 };
                 Some(Self::start_on(database, location, None, Some(postgres)).await)
             }
@@ -143,12 +204,18 @@ impl Sandbox {
         }
     }
 
-    /// Stops every server and drops the PostgreSQL test database.
+    /// Stops every server, drops the PostgreSQL test database, and fails the test if any log line
+    /// or span attribute of the process so far held a full citizen ID.
     pub async fn shut_down(self) {
         self.network.shut_down().await;
         if let Some(postgres) = self.postgres {
             drop_database(&postgres.admin_url, &postgres.name).await;
         }
+        let leaks = privacy::leaks();
+        assert!(
+            leaks.is_empty(),
+            "citizen IDs reached the logs or traces: {leaks:?}"
+        );
     }
 
     pub fn database(&self) -> Database {
@@ -199,6 +266,23 @@ impl Sandbox {
     pub fn ledger(&self) -> LedgerServiceClient<Channel> {
         LedgerServiceClient::new(self.channel(Owner::ClearingHouse, Service::Ledger))
     }
+
+    /// A connection of its own to the clearing house's ledger store, for tests that alter
+    /// stored rows behind the service's back (tamper detection). Close it when done.
+    pub async fn ledger_store(&self) -> yitong_store::Store {
+        let limits = PoolLimits {
+            connections_max: 1,
+            ..PoolLimits::default()
+        };
+        yitong_store::Store::open(
+            &self.location,
+            Service::Ledger,
+            Owner::ClearingHouse,
+            limits,
+        )
+        .await
+        .expect("the ledger store opens")
+    }
 }
 
 fn city_owner(city: &str) -> Owner {
@@ -219,8 +303,8 @@ fn postgres_required() -> bool {
     std::env::var("YITONG_REQUIRE_POSTGRES").is_ok_and(|value| value == "1")
 }
 
-/// Creates an empty database for one test, after dropping leftovers of aborted runs.
-async fn create_postgres_database() -> Option<PostgresDatabase> {
+/// Creates an empty database, or a copy of `template`, after dropping leftovers of aborted runs.
+async fn create_postgres_database(template: Option<&str>) -> Option<PostgresDatabase> {
     sqlx::any::install_default_drivers();
     let admin_url = postgres_admin_url();
     let mut admin = match sqlx::AnyConnection::connect(&admin_url).await {
@@ -259,7 +343,11 @@ async fn create_postgres_database() -> Option<PostgresDatabase> {
         }
     }
     let name = format!("yitong_test_{now}_{}", uuid::Uuid::new_v4().simple());
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+    let create = match template {
+        Some(template) => format!("CREATE DATABASE {name} TEMPLATE {template}"),
+        None => format!("CREATE DATABASE {name}"),
+    };
+    sqlx::raw_sql(AssertSqlSafe(create))
         .execute(&mut admin)
         .await
         .expect("can create a test database");

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use yitong_catalog::SeedInstitution;
+use yitong_catalog::{Item, PolicyVersion, SeedInstitution};
 use yitong_core::{Amount, CitizenId, CityCode, InstitutionCode, Invalid, parse_date};
 use yitong_identity::{CardStatus, InsuranceStatus, SeedPerson};
 
@@ -16,6 +16,10 @@ use yitong_identity::{CardStatus, InsuranceStatus, SeedPerson};
 pub struct Seeds {
     pub institutions: Vec<SeedInstitution>,
     pub persons: Vec<(CityCode, SeedPerson)>,
+    /// Each city's catalog items, by the city whose catalog lists them.
+    pub items: Vec<(CityCode, Item)>,
+    /// Policy versions, by insured city.
+    pub policies: Vec<(CityCode, PolicyVersion)>,
 }
 
 impl Seeds {
@@ -72,17 +76,24 @@ struct PersonRow {
     card_status: String,
 }
 
-/// Reads `institutions.csv` and `persons.csv` from the seeds directory.
+/// Reads every seed file of the seeds directory: institutions, persons, catalog items, policies.
 pub fn load_seeds(dir: &Path) -> Result<Seeds, SeedError> {
     let institutions = read_rows(&dir.join("institutions.csv"), institution)?;
-    let persons = read_rows(&dir.join("persons.csv"), person)?;
+    let persons = read_persons(&dir.join("persons.csv"))?;
     Ok(Seeds {
         institutions,
         persons,
+        items: crate::catalog::load_items(dir)?,
+        policies: crate::catalog::load_policies(dir)?,
     })
 }
 
-fn read_rows<R: for<'de> Deserialize<'de>, T>(
+/// Reads a persons file.
+pub(crate) fn read_persons(path: &Path) -> Result<Vec<(CityCode, SeedPerson)>, SeedError> {
+    read_rows(path, person)
+}
+
+pub(crate) fn read_rows<R: for<'de> Deserialize<'de>, T>(
     path: &Path,
     convert: impl Fn(R) -> Result<T, Invalid>,
 ) -> Result<Vec<T>, SeedError> {

@@ -2,6 +2,7 @@
 
 mod config;
 mod dev;
+mod generate;
 mod logging;
 mod serve;
 mod stores;
@@ -29,8 +30,24 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Apply pending migrations to the stores of the enabled cities and the clearing house.
     Migrate(stores::StoresArgs),
-    /// Load the seed files into stores that are still empty.
-    Seed(stores::SeedArgs),
+    /// Load the seed files into stores that are still empty, or (`seed generate`) write them.
+    Seed(SeedCommand),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct SeedCommand {
+    #[command(subcommand)]
+    action: Option<SeedAction>,
+    #[command(flatten)]
+    load: stores::SeedArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum SeedAction {
+    /// Write the seed files (persons, catalog items, policies) from a fixed random seed: the
+    /// same seed always gives the same files.
+    Generate(generate::GenerateArgs),
 }
 
 /// Runs the command line and turns the outcome into an exit code.
@@ -46,7 +63,11 @@ pub fn main() -> ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Migrate(args) => stores::migrate(args).await,
-            Command::Seed(args) => stores::seed(args).await,
+            Command::Seed(SeedCommand {
+                action: Some(SeedAction::Generate(args)),
+                ..
+            }) => generate::run(args),
+            Command::Seed(SeedCommand { load, .. }) => stores::seed(load).await,
         }
     });
     match outcome {

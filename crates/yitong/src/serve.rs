@@ -153,12 +153,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 calls,
             )?))
         }
-        (Owner::City(city), Service::Catalog) => Role::Catalog(CatalogNode::new(city, store)),
+        (Owner::City(city), Service::Catalog) => Role::Catalog(
+            CatalogNode::new(city, store, network.clone(), calls)
+                .with_context(|| format!("malformed network file {}", network_path.display()))?,
+        ),
         (Owner::City(city), Service::Settlement) => Role::Settlement(
             SettlementNode::new(city, store.clone()),
-            BenefitNode::new(city, store),
+            BenefitNode::new(city, store, network.clone(), calls)?,
         ),
-        (Owner::ClearingHouse, Service::Ledger) => Role::Ledger(LedgerNode::new(store)),
+        (Owner::ClearingHouse, Service::Ledger) => {
+            Role::Ledger(LedgerNode::start(store, network.clone()).await?)
+        }
         (owner, service) => unreachable!("{owner} does not run {service}"),
     };
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use yitong_catalog::seed_institutions;
+use yitong_catalog::{seed_institutions, seed_items, seed_policies};
 use yitong_core::{Network, Owner, Service};
 use yitong_identity::{PiiKeys, seed_persons};
 use yitong_seeds::load_seeds;
@@ -85,6 +85,8 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
             }
             Service::Catalog => {
                 seed_institutions(&store, city, &seeds.institutions_of(city)).await?
+                    + seed_items(&store, city, &seeds.items_of(city)).await?
+                    + seed_policies(&store, city, &seeds.policies_of(city)).await?
             }
             Service::Settlement | Service::Ledger => 0,
         };

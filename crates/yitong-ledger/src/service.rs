@@ -1,0 +1,731 @@
+//! The LedgerService handlers of the clearing house: transfers, balances and the journal.
+//!
+//! Reconciliation and clearing answer UNIMPLEMENTED (the generated default) until their issue
+//! builds them on this journal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tonic::{Request, Response, Status};
+use yitong_core::{CityCode, Invalid, MessageId, Network};
+use yitong_proto::ledger::v1 as pb;
+use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
+use yitong_store::replies::{self, Claim};
+use yitong_store::sqlx::{Any, Transaction};
+use yitong_store::{Store, now_ms};
+
+use crate::LedgerError;
+use crate::account::{AccountId, AccountKind, chart};
+use crate::append::{Appender, EXPIRIES_PER_SWEEP_MAX};
+use crate::balance::{Balance, Prepaid};
+use crate::book::{self, Known};
+use crate::journal::{Altered, Event, Verifier, to_hex};
+use crate::repo;
+use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferId, parse_batch, parse_pending_ids};
+
+/// Most account ids in one GetBalances request.
+const ACCOUNT_IDS_PER_BALANCES_MAX: usize = 100;
+/// Most cities in one GetBalances request.
+const CITIES_PER_BALANCES_MAX: usize = 10;
+/// Most ids in one LookupTransfers request.
+const IDS_PER_LOOKUP_MAX: usize = 100;
+/// Longest reason for a void, in characters.
+const VOID_REASON_CHARS_MAX: usize = 200;
+/// Entries read per query while verifying, so a journal of any length is verified in bounded
+/// memory.
+const ENTRIES_PER_VERIFY_PAGE_MAX: i64 = 1_000;
+/// How often the expiry sweeper looks for pending transfers whose timeout has passed.
+const EXPIRY_SWEEP_INTERVAL_MS: u64 = 500;
+
+/// The ledger service of the clearing house.
+#[derive(Debug, Clone)]
+pub struct LedgerNode {
+    store: Store,
+    network: Arc<Network>,
+}
+
+/// A write request's message id has either been answered before or starts a transaction.
+enum Begun<R> {
+    Replay(R),
+    Fresh(Transaction<'static, Any>),
+}
+
+impl LedgerNode {
+    /// Opens the chart of accounts of every enabled city of the network (accounts already open
+    /// are left as they are, so this runs at every start), and starts the expiry sweeper, which
+    /// stops when the store is closed.
+    pub async fn start(store: Store, network: Arc<Network>) -> Result<LedgerNode, LedgerError> {
+        let node = LedgerNode { store, network };
+        let opened = node.open_accounts().await?;
+        tracing::info!(opened, "ledger accounts ready");
+        let sweeper = node.clone();
+        tokio::spawn(async move { sweeper.sweep_expiries_until_closed().await });
+        Ok(node)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Opens the accounts of the enabled cities that are not open yet; returns how many.
+    async fn open_accounts(&self) -> Result<u64, LedgerError> {
+        let cities: Vec<CityCode> = self.network.enabled_cities().map(|c| c.code).collect();
+        let mut tx = self.store.begin_write().await?;
+        let opened = repo::open_accounts(&mut tx, &chart(&cities), now_ms()).await?;
+        tx.commit().await?;
+        Ok(opened)
+    }
+
+    /// Books the expiry of every pending transfer whose timeout has passed; returns how many.
+    /// Every write request does the same first, so this only matters to readers in between.
+    pub async fn sweep_expiries(&self) -> Result<u64, LedgerError> {
+        let mut expired = 0;
+        loop {
+            let due = {
+                let mut conn = self.store.pool().acquire().await?;
+                repo::expiry_due(&mut conn, now_ms()).await?
+            };
+            if !due {
+                return Ok(expired);
+            }
+            let mut tx = self.store.begin_write().await?;
+            let appender = Appender::open(&mut tx).await?;
+            let booked = appender.expired;
+            appender.close().await?;
+            tx.commit().await?;
+            expired += booked;
+            if booked < u64::try_from(EXPIRIES_PER_SWEEP_MAX).unwrap_or(u64::MAX) {
+                return Ok(expired);
+            }
+        }
+    }
+
+    async fn sweep_expiries_until_closed(self) {
+        let mut interval = tokio::time::interval(Duration::from_millis(EXPIRY_SWEEP_INTERVAL_MS));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if self.store.pool().is_closed() {
+                return;
+            }
+            match self.sweep_expiries().await {
+                Ok(0) => {}
+                Ok(expired) => tracing::info!(expired, "pending transfers expired"),
+                Err(LedgerError::Store(yitong_store::sqlx::Error::PoolClosed)) => return,
+                Err(error) => {
+                    tracing::warn!(error = %yitong_core::cause_chain(&error), "expiry sweep failed");
+                }
+            }
+        }
+    }
+
+    /// Claims a message id inside a new write transaction, or returns its first reply.
+    async fn begin<R: Message + Default>(
+        &self,
+        message_id: &MessageId,
+        rpc: &str,
+        request: &impl Message,
+    ) -> Result<Begun<R>, LedgerError> {
+        let digest = replies::digest(&request.encode_to_vec());
+        let mut tx = self.store.begin_write().await?;
+        match replies::claim(&mut tx, message_id.as_str(), rpc, &digest).await? {
+            Claim::Fresh => Ok(Begun::Fresh(tx)),
+            Claim::Replay(bytes) => R::decode(bytes.as_slice())
+                .map(Begun::Replay)
+                .map_err(|_| LedgerError::Corrupt(format!("reply to message id {message_id}"))),
+        }
+    }
+
+    /// Records the reply with the change and commits both.
+    async fn finish<R: Message>(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        message_id: &MessageId,
+        reply: R,
+    ) -> Result<R, LedgerError> {
+        replies::record(&mut tx, message_id.as_str(), &reply.encode_to_vec()).await?;
+        tx.commit().await?;
+        Ok(reply)
+    }
+
+    async fn create_transfers(
+        &self,
+        request: pb::CreateTransfersRequest,
+    ) -> Result<pb::CreateTransfersResponse, LedgerError> {
+        let message_id = message_id(&request.message_id)?;
+        let transfers = parse_batch(&request.transfers)?;
+        let mut tx = match self.begin(&message_id, "CreateTransfers", &request).await? {
+            Begun::Replay(reply) => return Ok(reply),
+            Begun::Fresh(tx) => tx,
+        };
+        let mut appender = Appender::open(&mut tx).await?;
+        let results =
+            book::create_transfers(&mut appender, &transfers, message_id.as_str()).await?;
+        appender.close().await?;
+        let reply = pb::CreateTransfersResponse { results };
+        self.finish(tx, &message_id, reply).await
+    }
+
+    async fn resolve_pending(
+        &self,
+        rpc: &str,
+        request: &impl Message,
+        message_id: &str,
+        ids: &[String],
+        resolution: Event,
+        reason: &str,
+    ) -> Result<Vec<pb::PendingTransferOutcome>, LedgerError> {
+        let message_id = self::message_id(message_id)?;
+        let ids = parse_pending_ids(ids)?;
+        if reason.chars().count() > VOID_REASON_CHARS_MAX {
+            return Err(Invalid::new(
+                "reason",
+                format!("must be at most {VOID_REASON_CHARS_MAX} characters"),
+            )
+            .into());
+        }
+        // Both replies are one repeated field of outcomes, so either decodes the other's.
+        let mut tx = match self
+            .begin::<pb::PostPendingTransfersResponse>(&message_id, rpc, request)
+            .await?
+        {
+            Begun::Replay(reply) => return Ok(reply.results),
+            Begun::Fresh(tx) => tx,
+        };
+        let mut appender = Appender::open(&mut tx).await?;
+        let results =
+            book::resolve_pending(&mut appender, &ids, resolution, message_id.as_str(), reason)
+                .await?;
+        appender.close().await?;
+        let reply = pb::PostPendingTransfersResponse { results };
+        Ok(self.finish(tx, &message_id, reply).await?.results)
+    }
+
+    async fn lookup(
+        &self,
+        request: pb::LookupTransfersRequest,
+    ) -> Result<pb::LookupTransfersResponse, LedgerError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let transfers = match Lookup::try_from(request)? {
+            Lookup::Ids(ids) => {
+                let texts: Vec<&str> = ids.iter().map(TransferId::as_str).collect();
+                let known =
+                    book::known_transfers(repo::entries_of_transfers(&mut conn, &texts).await?)?;
+                ids.iter()
+                    .filter_map(|id| known.get(id.as_str()))
+                    .map(Known::to_wire)
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            Lookup::Settlement(settlement_id) => {
+                let known = book::known_transfers(
+                    repo::entries_of_settlement(&mut conn, &settlement_id).await?,
+                )?;
+                let mut known: Vec<&Known> = known.values().collect();
+                known.sort_by_key(|transfer| transfer.created_sequence);
+                known
+                    .into_iter()
+                    .map(Known::to_wire)
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(pb::LookupTransfersResponse { transfers })
+    }
+
+    async fn balances(
+        &self,
+        request: pb::GetBalancesRequest,
+    ) -> Result<pb::GetBalancesResponse, LedgerError> {
+        let request = BalancesRequest::try_from(request)?;
+        let mut conn = self.store.pool().acquire().await?;
+        // Every entry up to the head is committed and never changes, so sums bounded by it
+        // are one consistent reading whatever is appended meanwhile.
+        let head = repo::read_head(&mut conn).await?;
+        let named: Vec<String> = request
+            .account_ids
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let open = repo::open_account_ids(&mut conn, &named).await?;
+        if let Some(missing) = named.iter().find(|id| !open.contains(id)) {
+            return Err(LedgerError::AccountNotFound(missing.clone()));
+        }
+        let mut listed: Vec<AccountId> = request.account_ids.clone();
+        let mut city_accounts: Vec<(CityCode, Vec<AccountId>)> = Vec::new();
+        for city in &request.cities {
+            let ids = repo::accounts_of_city(&mut conn, &city.to_string()).await?;
+            if ids.is_empty() {
+                return Err(LedgerError::CityNotFound(*city));
+            }
+            let ids = ids
+                .iter()
+                .map(|id| {
+                    AccountId::parse(id)
+                        .map_err(|_| LedgerError::Corrupt(format!("account id {id} is malformed")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            listed.extend(&ids);
+            city_accounts.push((*city, ids));
+        }
+        let mut unique: Vec<String> = listed.iter().map(ToString::to_string).collect();
+        unique.sort();
+        unique.dedup();
+        let debiting = repo::leg_sums(&mut conn, true, &unique, head.sequence).await?;
+        let crediting = repo::leg_sums(&mut conn, false, &unique, head.sequence).await?;
+        let mut balances: HashMap<AccountId, Balance> = HashMap::with_capacity(unique.len());
+        for account in &listed {
+            let id = account.to_string();
+            let balance =
+                Balance::from_sums(&id, debiting.get(&id).copied(), crediting.get(&id).copied())?;
+            balances.insert(*account, balance);
+        }
+        let accounts = listed
+            .iter()
+            .map(|account| balances[account].to_wire(*account))
+            .collect();
+        let prepaid_funds = city_accounts
+            .iter()
+            .map(|(city, ids)| {
+                let fund = balances
+                    .get(&AccountId::Fund(*city))
+                    .copied()
+                    .unwrap_or_default();
+                let owed: Vec<Balance> = ids
+                    .iter()
+                    .filter(|id| id.kind() == AccountKind::Obligation)
+                    .map(|id| balances[id])
+                    .collect();
+                // The network file carries no low-balance threshold yet (the prepaid-funds
+                // issue adds it), so a fund is below threshold when its available amount is
+                // below zero.
+                let prepaid = Prepaid::new(&fund, &owed, 0);
+                if prepaid.below_threshold() {
+                    tracing::warn!(city = %city, available_fen = prepaid.available_fen(), "prepaid fund below threshold");
+                }
+                prepaid.to_wire(&city.to_string())
+            })
+            .collect();
+        Ok(pb::GetBalancesResponse {
+            accounts,
+            prepaid_funds,
+            journal_sequence: sequence(head.sequence),
+        })
+    }
+
+    async fn digest(&self) -> Result<pb::GetJournalDigestResponse, LedgerError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let head = repo::read_head(&mut conn).await?;
+        Ok(pb::GetJournalDigestResponse {
+            head_hash: to_hex(&head.hash),
+            entry_count: sequence(head.sequence),
+            head_recorded_at: (head.sequence > 0).then(|| timestamp(head.recorded_at_ms)),
+        })
+    }
+
+    async fn verify(&self, up_to_sequence: u64) -> Result<pb::VerifyJournalResponse, LedgerError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let head = repo::read_head(&mut conn).await?;
+        let head_count = sequence(head.sequence);
+        let last = match up_to_sequence {
+            0 => head.sequence,
+            requested if requested <= head_count => {
+                i64::try_from(requested).expect("at most the head, which fits")
+            }
+            requested => {
+                return Err(LedgerError::BeyondHead {
+                    requested,
+                    head: head_count,
+                });
+            }
+        };
+        let mut verifier = Verifier::default();
+        let mut after = 0;
+        let failure = 'walk: loop {
+            let page =
+                repo::entries_after(&mut conn, after, last, ENTRIES_PER_VERIFY_PAGE_MAX).await?;
+            let Some(last_read) = page.last() else {
+                break verifier.finish(last).err();
+            };
+            after = last_read.sequence;
+            for entry in &page {
+                if let Err(altered) = verifier.check(entry) {
+                    break 'walk Some(altered);
+                }
+            }
+        };
+        // The head row must name the last entry; a head that moved without its entry is an
+        // alteration of that entry's place in the chain.
+        let failure = failure.or_else(|| {
+            (last == head.sequence && verifier.last_hash != head.hash).then(|| Altered {
+                sequence: head.sequence,
+                detail: format!("the journal head does not match entry {}", head.sequence),
+            })
+        });
+        if let Some(altered) = &failure {
+            tracing::error!(sequence = altered.sequence, detail = %altered.detail, "the journal has an altered entry");
+        }
+        Ok(pb::VerifyJournalResponse {
+            intact: failure.is_none(),
+            entries_checked: verifier.checked,
+            first_altered_sequence: failure
+                .as_ref()
+                .map(|altered| sequence(altered.sequence))
+                .unwrap_or(0),
+            head_hash: to_hex(&verifier.last_hash),
+            detail: failure.map(|altered| altered.detail).unwrap_or_default(),
+        })
+    }
+}
+
+fn message_id(text: &str) -> Result<MessageId, Invalid> {
+    MessageId::parse(text).map_err(|invalid| invalid.at("message_id"))
+}
+
+fn sequence(value: i64) -> u64 {
+    u64::try_from(value).expect("journal sequence numbers are not negative")
+}
+
+fn timestamp(at_ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at_ms.div_euclid(1_000),
+        nanos: i32::try_from(at_ms.rem_euclid(1_000) * 1_000_000)
+            .expect("below a billion nanoseconds"),
+    }
+}
+
+/// A parsed GetBalances request.
+#[derive(Debug)]
+struct BalancesRequest {
+    account_ids: Vec<AccountId>,
+    cities: Vec<CityCode>,
+}
+
+impl TryFrom<pb::GetBalancesRequest> for BalancesRequest {
+    type Error = Invalid;
+
+    fn try_from(request: pb::GetBalancesRequest) -> Result<Self, Invalid> {
+        if request.account_ids.len() > ACCOUNT_IDS_PER_BALANCES_MAX {
+            return Err(Invalid::new(
+                "account_ids",
+                format!("must hold at most {ACCOUNT_IDS_PER_BALANCES_MAX} ids"),
+            ));
+        }
+        if request.cities.len() > CITIES_PER_BALANCES_MAX {
+            return Err(Invalid::new(
+                "cities",
+                format!("must hold at most {CITIES_PER_BALANCES_MAX} cities"),
+            ));
+        }
+        if request.account_ids.is_empty() && request.cities.is_empty() {
+            return Err(Invalid::new(
+                "account_ids",
+                "name at least one account id or city",
+            ));
+        }
+        let account_ids = request
+            .account_ids
+            .iter()
+            .enumerate()
+            .map(|(index, id)| {
+                AccountId::parse(id).map_err(|invalid| invalid.at(format!("account_ids[{index}]")))
+            })
+            .collect::<Result<_, _>>()?;
+        let cities = request
+            .cities
+            .iter()
+            .enumerate()
+            .map(|(index, city)| {
+                CityCode::parse(city).map_err(|invalid| invalid.at(format!("cities[{index}]")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(BalancesRequest {
+            account_ids,
+            cities,
+        })
+    }
+}
+
+/// A parsed LookupTransfers request.
+#[derive(Debug)]
+enum Lookup {
+    Ids(Vec<TransferId>),
+    Settlement(String),
+}
+
+impl TryFrom<pb::LookupTransfersRequest> for Lookup {
+    type Error = Invalid;
+
+    fn try_from(request: pb::LookupTransfersRequest) -> Result<Self, Invalid> {
+        match request.selector {
+            None => Err(Invalid::new(
+                "selector",
+                "give ids or a settlement_id to look up",
+            )),
+            Some(Selector::Ids(ids)) => {
+                if ids.ids.is_empty() || ids.ids.len() > IDS_PER_LOOKUP_MAX {
+                    return Err(Invalid::new(
+                        "ids.ids",
+                        format!("must hold 1 to {IDS_PER_LOOKUP_MAX} ids"),
+                    ));
+                }
+                ids.ids
+                    .iter()
+                    .enumerate()
+                    .map(|(index, id)| {
+                        TransferId::parse(id)
+                            .map_err(|invalid| invalid.at(format!("ids.ids[{index}]")))
+                    })
+                    .collect::<Result<_, _>>()
+                    .map(Lookup::Ids)
+            }
+            Some(Selector::SettlementId(id)) => {
+                let ok = !id.is_empty()
+                    && id.chars().count() <= IDENTIFIER_CHARS_MAX
+                    && id.bytes().all(|byte| byte.is_ascii_graphic());
+                if !ok {
+                    return Err(Invalid::new(
+                        "settlement_id",
+                        format!("must be 1 to {IDENTIFIER_CHARS_MAX} printable ASCII characters"),
+                    ));
+                }
+                Ok(Lookup::Settlement(id))
+            }
+        }
+    }
+}
+
+// Reconciliation and clearing keep the generated UNIMPLEMENTED until their issue builds them.
+#[tonic::async_trait]
+impl pb::ledger_service_server::LedgerService for LedgerNode {
+    async fn create_transfers(
+        &self,
+        request: Request<pb::CreateTransfersRequest>,
+    ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
+        Ok(Response::new(
+            LedgerNode::create_transfers(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn post_pending_transfers(
+        &self,
+        request: Request<pb::PostPendingTransfersRequest>,
+    ) -> Result<Response<pb::PostPendingTransfersResponse>, Status> {
+        let request = request.into_inner();
+        let results = self
+            .resolve_pending(
+                "PostPendingTransfers",
+                &request,
+                &request.message_id,
+                &request.pending_transfer_ids,
+                Event::Posted,
+                "",
+            )
+            .await?;
+        Ok(Response::new(pb::PostPendingTransfersResponse { results }))
+    }
+
+    async fn void_pending_transfers(
+        &self,
+        request: Request<pb::VoidPendingTransfersRequest>,
+    ) -> Result<Response<pb::VoidPendingTransfersResponse>, Status> {
+        let request = request.into_inner();
+        let results = self
+            .resolve_pending(
+                "VoidPendingTransfers",
+                &request,
+                &request.message_id,
+                &request.pending_transfer_ids,
+                Event::Voided,
+                &request.reason,
+            )
+            .await?;
+        Ok(Response::new(pb::VoidPendingTransfersResponse { results }))
+    }
+
+    async fn lookup_transfers(
+        &self,
+        request: Request<pb::LookupTransfersRequest>,
+    ) -> Result<Response<pb::LookupTransfersResponse>, Status> {
+        Ok(Response::new(self.lookup(request.into_inner()).await?))
+    }
+
+    async fn get_balances(
+        &self,
+        request: Request<pb::GetBalancesRequest>,
+    ) -> Result<Response<pb::GetBalancesResponse>, Status> {
+        Ok(Response::new(self.balances(request.into_inner()).await?))
+    }
+
+    async fn get_journal_digest(
+        &self,
+        _request: Request<pb::GetJournalDigestRequest>,
+    ) -> Result<Response<pb::GetJournalDigestResponse>, Status> {
+        Ok(Response::new(self.digest().await?))
+    }
+
+    async fn verify_journal(
+        &self,
+        request: Request<pb::VerifyJournalRequest>,
+    ) -> Result<Response<pb::VerifyJournalResponse>, Status> {
+        Ok(Response::new(
+            self.verify(request.into_inner().up_to_sequence).await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use pb::ledger_service_server::LedgerService;
+    use yitong_core::{Owner, Service};
+    use yitong_store::{Location, PoolLimits};
+
+    use super::*;
+
+    /// A ledger on a fresh SQLite store, without the expiry sweeper, so that a test decides
+    /// when expiries are swept.
+    async fn node() -> (LedgerNode, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let location = Location::Sqlite {
+            dir: dir.path().to_owned(),
+        };
+        let store = Store::open(
+            &location,
+            Service::Ledger,
+            Owner::ClearingHouse,
+            PoolLimits::default(),
+        )
+        .await
+        .expect("the store opens");
+        store.migrate().await.expect("migrations run");
+        let network =
+            Network::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seeds/network.toml"))
+                .expect("the seeded network file is valid");
+        let node = LedgerNode {
+            store,
+            network: Arc::new(network),
+        };
+        assert_eq!(node.open_accounts().await.expect("accounts open"), 4 * 7);
+        assert_eq!(
+            node.open_accounts().await.expect("opening is idempotent"),
+            0
+        );
+        (node, dir)
+    }
+
+    fn pending_deposit(id: &str) -> pb::Transfer {
+        pb::Transfer {
+            id: id.to_owned(),
+            debit_account_id: "370100.bank".into(),
+            credit_account_id: "370100.fund".into(),
+            amount: "10.00".into(),
+            code: pb::TransferCode::Deposit as i32,
+            flags: Some(pb::TransferFlags {
+                linked: false,
+                pending: true,
+            }),
+            pending_timeout_seconds: 1,
+            ..Default::default()
+        }
+    }
+
+    async fn create(node: &LedgerNode, message_id: &str, transfer: pb::Transfer) {
+        let reply = LedgerService::create_transfers(
+            node,
+            Request::new(pb::CreateTransfersRequest {
+                message_id: message_id.into(),
+                transfers: vec![transfer],
+            }),
+        )
+        .await
+        .expect("created")
+        .into_inner();
+        assert_eq!(reply.results[0].result(), pb::CreateTransferResult::Ok);
+    }
+
+    async fn entry_count(node: &LedgerNode) -> u64 {
+        node.digest().await.expect("digest").entry_count
+    }
+
+    // Proves that a post arriving after the timeout, before any sweep, finds the transfer
+    // expired: the write transaction books the expiry first, and the post is refused.
+    #[tokio::test]
+    async fn a_post_after_the_timeout_finds_it_expired() {
+        let (node, _dir) = node().await;
+        let id = "00000000-0000-4000-8000-000000000001";
+        create(&node, "MSG-1", pending_deposit(id)).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(entry_count(&node).await, 1, "nothing swept yet");
+        let reply = LedgerService::post_pending_transfers(
+            &node,
+            Request::new(pb::PostPendingTransfersRequest {
+                message_id: "MSG-2".into(),
+                pending_transfer_ids: vec![id.into()],
+            }),
+        )
+        .await
+        .expect("answered")
+        .into_inner();
+        assert_eq!(
+            reply.results[0].result(),
+            pb::PendingTransferResult::PendingTransferExpired
+        );
+        assert_eq!(entry_count(&node).await, 2, "the creation and the expiry");
+        assert!(node.verify(0).await.expect("verified").intact);
+    }
+
+    // Proves the sweeper books each due expiry once, leaves transfers not yet due, and skips
+    // transfers resolved before their timeout.
+    #[tokio::test]
+    async fn the_sweeper_expires_what_is_due_once() {
+        let (node, _dir) = node().await;
+        create(
+            &node,
+            "MSG-1",
+            pending_deposit("00000000-0000-4000-8000-000000000001"),
+        )
+        .await;
+        let mut later = pending_deposit("00000000-0000-4000-8000-000000000002");
+        later.pending_timeout_seconds = 3_600;
+        create(&node, "MSG-2", later).await;
+        create(
+            &node,
+            "MSG-3",
+            pending_deposit("00000000-0000-4000-8000-000000000003"),
+        )
+        .await;
+        node.resolve_pending(
+            "VoidPendingTransfers",
+            &pb::VoidPendingTransfersRequest::default(),
+            "MSG-4",
+            &["00000000-0000-4000-8000-000000000003".into()],
+            Event::Voided,
+            "",
+        )
+        .await
+        .expect("voided");
+        assert_eq!(
+            node.sweep_expiries().await.expect("swept"),
+            0,
+            "nothing due yet"
+        );
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        assert_eq!(node.sweep_expiries().await.expect("swept"), 1);
+        assert_eq!(node.sweep_expiries().await.expect("swept"), 0);
+        assert_eq!(entry_count(&node).await, 5);
+        let balances = node
+            .balances(pb::GetBalancesRequest {
+                account_ids: vec!["370100.fund".into()],
+                ..Default::default()
+            })
+            .await
+            .expect("balances");
+        assert_eq!(
+            balances.accounts[0].credits_pending, "10.00",
+            "the later one"
+        );
+        assert_eq!(balances.journal_sequence, 5);
+    }
+}

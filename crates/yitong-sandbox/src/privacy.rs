@@ -1,0 +1,147 @@
+//! The privacy watch: every log line and span attribute the sandbox's process emits is scanned
+//! for a full citizen ID, and every sandbox fails its test at shut-down if one was seen.
+//!
+//! A citizen ID is recognised by its form, not by a list: 17 digits and a check character that
+//! together pass GB 11643, with no digit right before or after. So an ID that never was in the
+//! seeds (one a test enrols) is caught as well.
+
+use std::fmt;
+use std::sync::{Mutex, Once};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Record};
+use tracing::{Event, Id, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use yitong_core::CitizenId;
+
+/// What was seen: "field `name` of `target`", with the ID masked.
+static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static INSTALL: Once = Once::new();
+
+/// Installs the watch as the process's global subscriber, once. Every level of Yitong's own
+/// crates is watched, and dependencies down to debug (their trace output is wire noise).
+pub fn install() {
+    INSTALL.call_once(|| {
+        let filter =
+            EnvFilter::new("debug,yitong=trace,h2=info,hyper=info,hyper_util=info,tower=info");
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(Watch)
+            .try_init();
+    });
+}
+
+/// Every leak seen so far in this process.
+pub fn leaks() -> Vec<String> {
+    LEAKS.lock().expect("leak list").clone()
+}
+
+/// The tracing layer that scans what it is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch;
+
+impl<S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> Layer<S> for Watch {
+    fn on_new_span(&self, attributes: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+        attributes.record(&mut Scanner {
+            target: attributes.metadata().target(),
+        });
+    }
+
+    fn on_record(&self, _: &Id, values: &Record<'_>, _: Context<'_, S>) {
+        values.record(&mut Scanner { target: "span" });
+    }
+
+    fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+        event.record(&mut Scanner {
+            target: event.metadata().target(),
+        });
+    }
+}
+
+struct Scanner<'a> {
+    target: &'a str,
+}
+
+impl Visit for Scanner<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        scan(self.target, field.name(), value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        scan(self.target, field.name(), &format!("{value:?}"));
+    }
+}
+
+fn scan(target: &str, field: &str, text: &str) {
+    for id in citizen_ids_in(text) {
+        LEAKS.lock().expect("leak list").push(format!(
+            "field `{field}` of `{target}` holds citizen ID {}",
+            id.masked()
+        ));
+    }
+}
+
+/// Every valid citizen ID standing alone (no digit right before or after) in `text`.
+pub fn citizen_ids_in(text: &str) -> Vec<CitizenId> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    if bytes.len() < 18 {
+        return found;
+    }
+    for start in 0..=bytes.len() - 18 {
+        let candidate = &bytes[start..start + 18];
+        let starts_alone = start == 0 || !bytes[start - 1].is_ascii_digit();
+        let ends_alone = start + 18 == bytes.len() || !bytes[start + 18].is_ascii_digit();
+        let shaped = candidate[..17].iter().all(u8::is_ascii_digit)
+            && (candidate[17].is_ascii_digit() || candidate[17] == b'X' || candidate[17] == b'x');
+        if starts_alone
+            && ends_alone
+            && shaped
+            && let Ok(id) = CitizenId::parse(std::str::from_utf8(candidate).expect("ASCII"))
+        {
+            found.push(id);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the watch sees a citizen ID in an event field, a span attribute and a debug value,
+    // and stays quiet about card numbers, person numbers and invalid 18-digit runs.
+    #[test]
+    fn the_watch_sees_what_it_must_and_nothing_else() {
+        assert_eq!(citizen_ids_in("certno=11010519491231002X.").len(), 1);
+        assert_eq!(
+            citizen_ids_in("card 370100000000018 person 3701000000000001").len(),
+            0
+        );
+        assert_eq!(
+            citizen_ids_in("110105194912310021"),
+            vec![],
+            "wrong check digit"
+        );
+        assert_eq!(
+            citizen_ids_in("911010519491231002X"),
+            vec![],
+            "part of a longer number"
+        );
+
+        let subscriber = tracing_subscriber::Registry::default().with(Watch);
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(certno = "11010519491231002X", "lookup");
+            let span = tracing::info_span!("request", person = ?("440524188001010014",));
+            span.record("person", "nothing");
+        });
+        let seen = leaks();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen.iter().all(|leak| !leak.contains("1949123")),
+            "the report masks the ID"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! The claim a treatment city sends to the insured city, parsed at the edge.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use yitong_core::{Amount, CityCode, Date, InstitutionCode, Invalid, PersonNo};
+use yitong_proto::catalog::v1::HospitalLevel;
+use yitong_proto::identity::v1::InsuranceType as WireInsuranceType;
+use yitong_proto::settlement::v1 as pb;
+
+use crate::split::{self, InsuranceType, Ratio};
+
+/// A parsed `BenefitClaim`.
+#[derive(Debug, Clone)]
+pub struct BenefitClaim {
+    pub person_no: PersonNo,
+    pub service_date: Date,
+    pub insurance_type: InsuranceType,
+    pub hospital_level: HospitalLevel,
+    pub treatment_city: CityCode,
+    pub institution_code: InstitutionCode,
+    pub visit_id: String,
+    pub amounts: split::Claim,
+    pub use_personal_account: bool,
+}
+
+/// Longest visit id or settlement id accepted, in bytes.
+pub const ID_BYTES_MAX: usize = 64;
+
+/// Checks an id a node made (visit id, settlement id): letters, digits, '-', '_'.
+pub fn parse_id(text: &str, field: &str) -> Result<String, Invalid> {
+    let ok = !text.is_empty()
+        && text.len() <= ID_BYTES_MAX
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(Invalid::new(
+            field,
+            format!("must be 1 to {ID_BYTES_MAX} letters, digits, '-' or '_'"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+pub fn insurance_type(code: i32, field: &str) -> Result<InsuranceType, Invalid> {
+    match WireInsuranceType::try_from(code) {
+        Ok(WireInsuranceType::Employee) => Ok(InsuranceType::Employee),
+        Ok(WireInsuranceType::Resident) => Ok(InsuranceType::Resident),
+        _ => Err(Invalid::new(
+            field,
+            "must be INSURANCE_TYPE_EMPLOYEE or INSURANCE_TYPE_RESIDENT",
+        )),
+    }
+}
+
+pub fn insurance_type_code(insurance_type: InsuranceType) -> i32 {
+    match insurance_type {
+        InsuranceType::Employee => WireInsuranceType::Employee as i32,
+        InsuranceType::Resident => WireInsuranceType::Resident as i32,
+    }
+}
+
+/// A ratio as the wire and the catalog write it ("0.70").
+pub fn ratio(text: &str, field: &str) -> Result<Ratio, Invalid> {
+    let value = Decimal::from_str(text)
+        .map_err(|_| Invalid::new(field, "must be a decimal ratio such as 0.70"))?;
+    Ratio::new(value).map_err(|error| Invalid::new(field, error.to_string()))
+}
+
+fn amount(text: &str, field: &str) -> Result<Amount, Invalid> {
+    Amount::parse(text).map_err(|invalid| invalid.at(field))
+}
+
+impl TryFrom<Option<pb::BenefitClaim>> for BenefitClaim {
+    type Error = Invalid;
+
+    fn try_from(claim: Option<pb::BenefitClaim>) -> Result<Self, Invalid> {
+        let claim = claim.ok_or_else(|| Invalid::new("claim", "the claim is required"))?;
+        let amounts = claim
+            .amounts
+            .ok_or_else(|| Invalid::new("claim.amounts", "the claim's amounts are required"))?;
+        let amounts = split::Claim::new(
+            amount(&amounts.total_amount, "claim.amounts.total_amount")?,
+            amount(&amounts.full_self_pay, "claim.amounts.full_self_pay")?,
+            amount(
+                &amounts.over_cap_self_pay,
+                "claim.amounts.over_cap_self_pay",
+            )?,
+            amount(&amounts.pre_self_pay, "claim.amounts.pre_self_pay")?,
+            amount(&amounts.in_scope_amount, "claim.amounts.in_scope_amount")?,
+        )
+        .map_err(|error| {
+            Invalid::new(
+                format!("claim.amounts.{}", error.field()),
+                error.to_string(),
+            )
+        })?;
+        let hospital_level = match HospitalLevel::try_from(claim.hospital_level) {
+            Ok(level) if level != HospitalLevel::Unspecified => level,
+            _ => {
+                return Err(Invalid::new(
+                    "claim.hospital_level",
+                    "must be HOSPITAL_LEVEL_1, 2 or 3",
+                ));
+            }
+        };
+        Ok(BenefitClaim {
+            person_no: PersonNo::parse(&claim.person_no)
+                .map_err(|invalid| invalid.at("claim.person_no"))?,
+            service_date: yitong_core::parse_date(&claim.service_date)
+                .map_err(|invalid| invalid.at("claim.service_date"))?,
+            insurance_type: insurance_type(claim.insurance_type, "claim.insurance_type")?,
+            hospital_level,
+            treatment_city: CityCode::parse(&claim.treatment_city)
+                .map_err(|invalid| invalid.at("claim.treatment_city"))?,
+            institution_code: InstitutionCode::parse(&claim.institution_code)
+                .map_err(|invalid| invalid.at("claim.institution_code"))?,
+            visit_id: parse_id(&claim.visit_id, "claim.visit_id")?,
+            amounts,
+            use_personal_account: claim.use_personal_account,
+        })
+    }
+}

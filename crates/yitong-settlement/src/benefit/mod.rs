@@ -1,0 +1,744 @@
+//! The insured city's benefit service: prices claims under its policy and the person's running
+//! totals, and holds, posts and voids the change each settlement makes to them.
+//!
+//! Calls to this city's identity (the person's type, status and live account balance) and catalog
+//! (the policy) are made before a transaction opens; inside it, the person's yearly totals are
+//! locked, so settlements racing in several cities queue on that row and can never take the fund
+//! past the cap or apply the deductible twice.
+
+mod claim;
+mod error;
+mod repo;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::Datelike;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use yitong_core::{Amount, CallLimits, CityCode, Invalid, MessageId, Network, peer_channel};
+use yitong_proto::catalog::v1::GetPolicyRequest;
+use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use yitong_proto::identity::v1::{
+    Credential, GetInsuredPersonRequest, MoveAccountRequest, credential::Kind,
+};
+use yitong_proto::settlement::v1 as pb;
+use yitong_store::{Store, now_ms};
+
+pub use claim::{BenefitClaim, parse_id};
+pub use error::BenefitError;
+use repo::{CANCELLATION, POSTED, RESERVED, ReservationRow, SETTLEMENT, TOMBSTONE, VOIDED};
+
+use crate::split::{self, Policy, RunningTotals, Split};
+
+/// Longest and default hold of a reservation, in seconds.
+const TIMEOUT_SECONDS_MAX: u32 = 600;
+const TIMEOUT_SECONDS_DEFAULT: u32 = 60;
+/// Longest void reason, in characters.
+const REASON_CHARS_MAX: usize = 200;
+
+/// The benefit service of one city, as the insured city of the persons it insures.
+#[derive(Debug, Clone)]
+pub struct BenefitNode {
+    city: CityCode,
+    store: Store,
+    network: Arc<Network>,
+    identity: IdentityServiceClient<Channel>,
+    catalog: CatalogServiceClient<Channel>,
+}
+
+/// The person and the policy a claim is priced under.
+#[derive(Debug)]
+struct Context {
+    policy: Policy,
+    policy_id: String,
+    account_balance: Amount,
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn fen(amount: Amount) -> i64 {
+    amount.fen()
+}
+
+impl BenefitNode {
+    /// The benefit service shares its city's settlement store, and reads persons and policies
+    /// from its own city's identity and catalog services.
+    pub fn new(
+        city: CityCode,
+        store: Store,
+        network: Arc<Network>,
+        limits: CallLimits,
+    ) -> Result<Self, tonic::transport::Error> {
+        let own = network
+            .city(city)
+            .expect("a node runs for a city of its network");
+        let identity = IdentityServiceClient::new(peer_channel(&own.identity, limits)?);
+        let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, limits)?);
+        Ok(BenefitNode {
+            city,
+            store,
+            network,
+            identity,
+            catalog,
+        })
+    }
+
+    pub fn city(&self) -> CityCode {
+        self.city
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Reads the person (refused unless entitled on the service date) and the policy for them.
+    async fn context(&self, claim: &BenefitClaim) -> Result<Context, BenefitError> {
+        if claim.person_no.insured_city() != self.city {
+            return Err(Invalid::new(
+                "claim.person_no",
+                format!("is not insured by city {}", self.city),
+            )
+            .into());
+        }
+        if !self
+            .network
+            .city(claim.treatment_city)
+            .is_some_and(|city| city.enabled)
+        {
+            return Err(Invalid::new(
+                "claim.treatment_city",
+                "is not a city of the settlement network",
+            )
+            .into());
+        }
+        let lookup = GetInsuredPersonRequest {
+            credential: Some(Credential {
+                kind: Some(Kind::PersonNo(claim.person_no.to_string())),
+            }),
+            service_date: claim.service_date.to_string(),
+            ..Default::default()
+        };
+        let person = self
+            .identity
+            .clone()
+            .get_insured_person(lookup)
+            .await
+            .map_err(|status| BenefitError::upstream("identity", status))?;
+        let person = person
+            .into_inner()
+            .person
+            .ok_or_else(|| BenefitError::Corrupt("identity answered without a person".into()))?;
+        if person.insurance_type != claim::insurance_type_code(claim.insurance_type) {
+            return Err(
+                Invalid::new("claim.insurance_type", "is not the person's insurance type").into(),
+            );
+        }
+        let account_balance = Amount::parse(&person.account_balance)
+            .map_err(|_| BenefitError::Corrupt("identity sent a malformed balance".into()))?;
+        let request = GetPolicyRequest {
+            insured_city: String::new(),
+            insurance_type: person.insurance_type,
+            person_type: person.person_type,
+            hospital_level: claim.hospital_level as i32,
+            date: claim.service_date.to_string(),
+        };
+        let policy = self
+            .catalog
+            .clone()
+            .get_policy(request)
+            .await
+            .map_err(|status| BenefitError::upstream("catalog", status))?;
+        let policy = policy
+            .into_inner()
+            .policy
+            .ok_or_else(|| BenefitError::Corrupt("catalog answered without a policy".into()))?;
+        let corrupt =
+            |what: &str| BenefitError::Corrupt(format!("catalog sent a malformed {what}"));
+        let policy_value = Policy::new(
+            Amount::parse(&policy.deductible).map_err(|_| corrupt("deductible"))?,
+            claim::ratio(&policy.reimbursement_ratio, "policy").map_err(|_| corrupt("ratio"))?,
+            Amount::parse(&policy.annual_cap).map_err(|_| corrupt("annual cap"))?,
+        )?;
+        Ok(Context {
+            policy: policy_value,
+            policy_id: policy.policy_id,
+            account_balance,
+        })
+    }
+
+    /// The running totals a new settlement starts from: posted plus held, and the account
+    /// balance less what held settlements will take from it.
+    fn before(used: repo::Used, balance: Amount) -> Result<RunningTotals, BenefitError> {
+        let available = Amount::from_fen((balance.fen() - used.account_held_fen).max(0));
+        Ok(RunningTotals::new(
+            Amount::from_fen(used.deductible_fen),
+            Amount::from_fen(used.fund_fen),
+            available,
+        )?)
+    }
+
+    fn split_wire(split: &Split, year: i64, policy_id: &str) -> pb::SettlementSplit {
+        pb::SettlementSplit {
+            total_amount: split.total_amount().to_string(),
+            full_self_pay: split.full_self_pay().to_string(),
+            over_cap_self_pay: split.over_cap_self_pay().to_string(),
+            pre_self_pay: split.pre_self_pay().to_string(),
+            in_scope_amount: split.in_scope_amount().to_string(),
+            deductible_applied: split.deductible_applied().to_string(),
+            pool_fund_pay: split.fund_pay().to_string(),
+            pool_ratio: split.pool_ratio().value().to_string(),
+            fund_pay: split.fund_pay().to_string(),
+            person_share: split.person_share().to_string(),
+            account_pay: split.account_pay().to_string(),
+            cash_pay: split.cash_pay().to_string(),
+            account_balance: split.account_balance().to_string(),
+            deductible_left: split.deductible_left().to_string(),
+            annual_cap_left: split.annual_cap_left().to_string(),
+            benefit_year: u32::try_from(year).unwrap_or_default(),
+            policy_id: policy_id.to_owned(),
+        }
+    }
+
+    async fn quote(&self, claim: BenefitClaim) -> Result<pb::SettlementSplit, BenefitError> {
+        let context = self.context(&claim).await?;
+        let year = i64::from(claim.service_date.year());
+        let mut conn = self.store.pool().acquire().await?;
+        let used = repo::used(&mut conn, claim.person_no.as_str(), year, "").await?;
+        let before = Self::before(used, context.account_balance)?;
+        let split = Split::compute(
+            &claim.amounts,
+            &context.policy,
+            &before,
+            claim.insurance_type,
+            claim.use_personal_account,
+        );
+        Ok(Self::split_wire(&split, year, &context.policy_id))
+    }
+
+    /// Holds a new settlement's benefit.
+    async fn reserve_settlement(
+        &self,
+        message_id: &MessageId,
+        settlement_id: &str,
+        claim: BenefitClaim,
+        timeout_seconds: u32,
+        digest: String,
+    ) -> Result<ReservationRow, BenefitError> {
+        let context = self.context(&claim).await?;
+        let year = i64::from(claim.service_date.year());
+        let mut tx = self.store.begin_write().await?;
+        repo::lock_year(&mut tx, claim.person_no.as_str(), year).await?;
+        if let Some(existing) = repo::reservation(&mut tx, settlement_id).await? {
+            return Self::replayed(existing, &digest);
+        }
+        let used = repo::used(&mut tx, claim.person_no.as_str(), year, settlement_id).await?;
+        let before = Self::before(used, context.account_balance)?;
+        let split = Split::compute(
+            &claim.amounts,
+            &context.policy,
+            &before,
+            claim.insurance_type,
+            claim.use_personal_account,
+        );
+        let now = now_ms();
+        let row = ReservationRow {
+            settlement_id: settlement_id.to_owned(),
+            kind: SETTLEMENT,
+            status: RESERVED,
+            person_no: claim.person_no.to_string(),
+            benefit_year: year,
+            treatment_city: claim.treatment_city.to_string(),
+            institution_code: claim.institution_code.to_string(),
+            visit_id: claim.visit_id.clone(),
+            message_id: message_id.to_string(),
+            request_digest: digest,
+            total_fen: fen(claim.amounts.total_amount()),
+            full_self_pay_fen: fen(claim.amounts.full_self_pay()),
+            over_cap_self_pay_fen: fen(claim.amounts.over_cap_self_pay()),
+            pre_self_pay_fen: fen(claim.amounts.pre_self_pay()),
+            in_scope_fen: fen(claim.amounts.in_scope_amount()),
+            policy_id: context.policy_id.clone(),
+            policy_deductible_fen: fen(context.policy.deductible()),
+            policy_ratio: context.policy.reimbursement_ratio().value().to_string(),
+            policy_annual_cap_fen: fen(context.policy.annual_cap()),
+            insurance_type: i64::from(claim::insurance_type_code(claim.insurance_type)),
+            use_personal_account: i64::from(claim.use_personal_account),
+            before_deductible_used_fen: fen(before.deductible_used()),
+            before_fund_paid_fen: fen(before.fund_paid()),
+            before_balance_fen: fen(before.account_balance()),
+            deductible_applied_fen: fen(split.deductible_applied()),
+            fund_pay_fen: fen(split.fund_pay()),
+            account_pay_fen: fen(split.account_pay()),
+            split: BASE64
+                .encode(Self::split_wire(&split, year, &context.policy_id).encode_to_vec()),
+            reserved_at_ms: now,
+            expires_at_ms: now + i64::from(timeout_seconds) * 1000,
+            ..ReservationRow::default()
+        };
+        repo::insert_reservation(&mut tx, &row).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// The split a stored settlement reservation was computed with, recomputed exactly.
+    fn original_split(row: &ReservationRow) -> Result<Split, BenefitError> {
+        let corrupt = |what: &str| {
+            BenefitError::Corrupt(format!(
+                "reservation {} has a malformed {what}",
+                row.settlement_id
+            ))
+        };
+        let claim = split::Claim::new(
+            Amount::from_fen(row.total_fen),
+            Amount::from_fen(row.full_self_pay_fen),
+            Amount::from_fen(row.over_cap_self_pay_fen),
+            Amount::from_fen(row.pre_self_pay_fen),
+            Amount::from_fen(row.in_scope_fen),
+        )
+        .map_err(|_| corrupt("claim"))?;
+        let ratio =
+            claim::ratio(&row.policy_ratio, "policy_ratio").map_err(|_| corrupt("ratio"))?;
+        let policy = Policy::new(
+            Amount::from_fen(row.policy_deductible_fen),
+            ratio,
+            Amount::from_fen(row.policy_annual_cap_fen),
+        )
+        .map_err(|_| corrupt("policy"))?;
+        let before = RunningTotals::new(
+            Amount::from_fen(row.before_deductible_used_fen),
+            Amount::from_fen(row.before_fund_paid_fen),
+            Amount::from_fen(row.before_balance_fen),
+        )
+        .map_err(|_| corrupt("totals"))?;
+        let insurance_type = claim::insurance_type(
+            i32::try_from(row.insurance_type).unwrap_or_default(),
+            "insurance_type",
+        )
+        .map_err(|_| corrupt("insurance type"))?;
+        let split = Split::compute(
+            &claim,
+            &policy,
+            &before,
+            insurance_type,
+            row.use_personal_account == 1,
+        );
+        let stored = (
+            row.deductible_applied_fen,
+            row.fund_pay_fen,
+            row.account_pay_fen,
+        );
+        if (
+            fen(split.deductible_applied()),
+            fen(split.fund_pay()),
+            fen(split.account_pay()),
+        ) != stored
+        {
+            return Err(corrupt("split that does not recompute"));
+        }
+        Ok(split)
+    }
+
+    /// Holds the exact reversal of a posted settlement's benefit.
+    async fn reserve_cancellation(
+        &self,
+        message_id: &MessageId,
+        settlement_id: &str,
+        original_id: &str,
+        timeout_seconds: u32,
+        digest: String,
+    ) -> Result<ReservationRow, BenefitError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let original = repo::reservation(&mut conn, original_id).await?;
+        drop(conn);
+        let original = original
+            .filter(|original| original.kind == SETTLEMENT)
+            .ok_or_else(|| BenefitError::NotFound(original_id.to_owned()))?;
+        let mut tx = self.store.begin_write().await?;
+        repo::lock_year(&mut tx, &original.person_no, original.benefit_year).await?;
+        if let Some(existing) = repo::reservation(&mut tx, settlement_id).await? {
+            return Self::replayed(existing, &digest);
+        }
+        let original = repo::reservation(&mut tx, original_id)
+            .await?
+            .ok_or_else(|| BenefitError::NotFound(original_id.to_owned()))?;
+        if original.status != POSTED {
+            return Err(BenefitError::refused(
+                "SETTLEMENT_NOT_POSTED",
+                format!("settlement {original_id} is not posted"),
+            ));
+        }
+        if let Some(by) = &original.reversed_by {
+            return Err(BenefitError::refused(
+                "ALREADY_CANCELLED",
+                format!("settlement {original_id} is already cancelled by {by}"),
+            ));
+        }
+        let (deductible_used, fund_paid) =
+            repo::posted(&mut tx, &original.person_no, original.benefit_year).await?;
+        let balance_now = original.before_balance_fen - original.account_pay_fen;
+        let now_totals = RunningTotals::new(
+            Amount::from_fen(deductible_used),
+            Amount::from_fen(fund_paid),
+            Amount::from_fen(balance_now.max(0)),
+        )?;
+        let reversal = Self::original_split(&original)?.reversal(&now_totals)?;
+        let now = now_ms();
+        let row = ReservationRow {
+            settlement_id: settlement_id.to_owned(),
+            kind: CANCELLATION,
+            original_settlement_id: Some(original_id.to_owned()),
+            status: RESERVED,
+            message_id: message_id.to_string(),
+            request_digest: digest,
+            deductible_applied_fen: fen(reversal.deductible_applied()),
+            fund_pay_fen: fen(reversal.fund_pay()),
+            account_pay_fen: fen(reversal.account_pay()),
+            split: BASE64.encode(
+                Self::split_wire(&reversal, original.benefit_year, &original.policy_id)
+                    .encode_to_vec(),
+            ),
+            reserved_at_ms: now,
+            expires_at_ms: now + i64::from(timeout_seconds) * 1000,
+            resolved_at_ms: None,
+            reversed_by: None,
+            void_reason: String::new(),
+            account_moved: 0,
+            // The claim, policy and totals-before columns stay the original's: the reversal is
+            // defined by them, and its own figures are the negated ones above.
+            ..original.clone()
+        };
+        repo::insert_reservation(&mut tx, &row).await?;
+        repo::set_reversed_by(&mut tx, original_id, Some(settlement_id)).await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// A second Reserve for a settlement id: the same request gets the reservation as it stands,
+    /// another request is refused, an id voided before it was reserved stays voided.
+    fn replayed(existing: ReservationRow, digest: &str) -> Result<ReservationRow, BenefitError> {
+        if existing.kind == TOMBSTONE {
+            return Err(BenefitError::refused(
+                "VOIDED_BEFORE_RESERVED",
+                format!(
+                    "settlement {} was voided before it was reserved",
+                    existing.settlement_id
+                ),
+            ));
+        }
+        if existing.request_digest != digest {
+            return Err(BenefitError::Conflict(existing.settlement_id));
+        }
+        Ok(existing)
+    }
+
+    async fn post(&self, settlement_id: &str) -> Result<ReservationRow, BenefitError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let found = repo::reservation(&mut conn, settlement_id).await?;
+        drop(conn);
+        let found = found
+            .filter(|row| row.kind != TOMBSTONE)
+            .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
+        if found.status != POSTED {
+            let mut tx = self.store.begin_write().await?;
+            repo::lock_year(&mut tx, &found.person_no, found.benefit_year).await?;
+            let row = repo::reservation(&mut tx, settlement_id)
+                .await?
+                .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
+            match row.status {
+                VOIDED => {
+                    return Err(BenefitError::refused(
+                        "RESERVATION_VOIDED",
+                        format!("reservation {settlement_id} is voided"),
+                    ));
+                }
+                RESERVED if !row.is_live(now_ms()) && row.kind == SETTLEMENT => {
+                    // A late Post: only when the totals still have room for exactly this split.
+                    let used = repo::used(&mut tx, &row.person_no, row.benefit_year, settlement_id)
+                        .await?;
+                    let fits = used.deductible_fen + row.deductible_applied_fen
+                        <= row.policy_deductible_fen
+                        && used.fund_fen + row.fund_pay_fen <= row.policy_annual_cap_fen;
+                    if !fits {
+                        return Err(BenefitError::refused(
+                            "RESERVATION_EXPIRED",
+                            format!(
+                                "reservation {settlement_id} expired and the totals no longer have room for it"
+                            ),
+                        ));
+                    }
+                    repo::post(&mut tx, &row).await?;
+                }
+                RESERVED => {
+                    repo::post(&mut tx, &row).await?;
+                }
+                _ => {}
+            }
+            tx.commit().await?;
+        }
+        let mut conn = self.store.pool().acquire().await?;
+        let row = repo::reservation(&mut conn, settlement_id)
+            .await?
+            .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
+        drop(conn);
+        self.move_account(&row).await?;
+        let mut conn = self.store.pool().acquire().await?;
+        repo::reservation(&mut conn, settlement_id)
+            .await?
+            .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))
+    }
+
+    /// Takes a posted reservation's account pay from (or refunds it to) the personal account,
+    /// once: identity keeps one movement per settlement id, so a retried Post moves nothing twice.
+    async fn move_account(&self, row: &ReservationRow) -> Result<(), BenefitError> {
+        if row.status != POSTED || row.account_pay_fen == 0 || row.account_moved == 1 {
+            return Ok(());
+        }
+        let request = MoveAccountRequest {
+            message_id: format!("{}-account", row.settlement_id),
+            settlement_id: row.settlement_id.clone(),
+            person_no: row.person_no.clone(),
+            amount: Amount::from_fen(-row.account_pay_fen).to_string(),
+        };
+        self.identity
+            .clone()
+            .move_account(request)
+            .await
+            .map_err(|status| BenefitError::upstream("identity", status))?;
+        let mut conn = self.store.pool().acquire().await?;
+        repo::mark_account_moved(&mut conn, &row.settlement_id).await
+    }
+
+    async fn void(
+        &self,
+        message_id: &MessageId,
+        settlement_id: &str,
+        reason: &str,
+    ) -> Result<ReservationRow, BenefitError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let found = repo::reservation(&mut conn, settlement_id).await?;
+        drop(conn);
+        let mut tx = self.store.begin_write().await?;
+        if let Some(found) = &found {
+            repo::lock_year(&mut tx, &found.person_no, found.benefit_year).await?;
+        }
+        match repo::reservation(&mut tx, settlement_id).await? {
+            None => {
+                // Voided before it was ever reserved: remember it, so a Reserve delayed in the
+                // network cannot bring it back.
+                let now = now_ms();
+                let tombstone = ReservationRow {
+                    settlement_id: settlement_id.to_owned(),
+                    kind: TOMBSTONE,
+                    status: VOIDED,
+                    message_id: message_id.to_string(),
+                    policy_ratio: "0".into(),
+                    reserved_at_ms: now,
+                    expires_at_ms: now,
+                    resolved_at_ms: Some(now),
+                    void_reason: reason.to_owned(),
+                    ..ReservationRow::default()
+                };
+                repo::insert_reservation(&mut tx, &tombstone).await?;
+            }
+            Some(row) if row.status == POSTED => {
+                return Err(BenefitError::refused(
+                    "RESERVATION_POSTED",
+                    format!("reservation {settlement_id} is posted: cancel the settlement instead"),
+                ));
+            }
+            Some(row) if row.status == RESERVED => {
+                repo::void(&mut tx, settlement_id, reason).await?;
+                if let Some(original) = &row.original_settlement_id {
+                    repo::set_reversed_by(&mut tx, original, None).await?;
+                }
+            }
+            Some(_) => {}
+        }
+        tx.commit().await?;
+        let mut conn = self.store.pool().acquire().await?;
+        repo::reservation(&mut conn, settlement_id)
+            .await?
+            .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))
+    }
+
+    fn reservation_wire(&self, row: &ReservationRow) -> Result<pb::Reservation, BenefitError> {
+        let now = now_ms();
+        let (status, resolved_at) = match row.status {
+            RESERVED if row.expires_at_ms <= now => {
+                (pb::ReservationStatus::Expired, Some(row.expires_at_ms))
+            }
+            RESERVED => (pb::ReservationStatus::Reserved, None),
+            POSTED => (pb::ReservationStatus::Posted, row.resolved_at_ms),
+            _ => (pb::ReservationStatus::Voided, row.resolved_at_ms),
+        };
+        let kind = match row.kind {
+            SETTLEMENT => pb::ReservationKind::Settlement,
+            CANCELLATION => pb::ReservationKind::Cancellation,
+            _ => pb::ReservationKind::Unspecified,
+        };
+        let split = match row.kind {
+            TOMBSTONE => None,
+            _ => {
+                let bytes = BASE64.decode(&row.split).map_err(|_| {
+                    BenefitError::Corrupt(format!("split of {}", row.settlement_id))
+                })?;
+                Some(pb::SettlementSplit::decode(bytes.as_slice()).map_err(|_| {
+                    BenefitError::Corrupt(format!("split of {}", row.settlement_id))
+                })?)
+            }
+        };
+        Ok(pb::Reservation {
+            settlement_id: row.settlement_id.clone(),
+            kind: kind as i32,
+            original_settlement_id: row.original_settlement_id.clone().unwrap_or_default(),
+            status: status as i32,
+            person_no: row.person_no.clone(),
+            insured_city: self.city.to_string(),
+            treatment_city: row.treatment_city.clone(),
+            institution_code: row.institution_code.clone(),
+            visit_id: row.visit_id.clone(),
+            split,
+            message_id: row.message_id.clone(),
+            reserved_at: Some(timestamp(row.reserved_at_ms)),
+            expires_at: Some(timestamp(row.expires_at_ms)),
+            resolved_at: resolved_at.map(timestamp),
+            void_reason: row.void_reason.clone(),
+        })
+    }
+}
+
+fn message_id(text: &str) -> Result<MessageId, Invalid> {
+    MessageId::parse(text).map_err(|invalid| invalid.at("message_id"))
+}
+
+/// The digest a Reserve replay must match: the request's content, its timeout aside.
+fn reserve_digest(request: &pb::ReserveRequest) -> String {
+    let content = pb::ReserveRequest {
+        timeout_seconds: 0,
+        ..request.clone()
+    };
+    Sha256::digest(content.encode_to_vec())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+#[tonic::async_trait]
+impl pb::benefit_service_server::BenefitService for BenefitNode {
+    async fn quote(
+        &self,
+        request: Request<pb::QuoteRequest>,
+    ) -> Result<Response<pb::QuoteResponse>, Status> {
+        let claim = BenefitClaim::try_from(request.into_inner().claim)?;
+        let split = BenefitNode::quote(self, claim).await?;
+        Ok(Response::new(pb::QuoteResponse { split: Some(split) }))
+    }
+
+    async fn reserve(
+        &self,
+        request: Request<pb::ReserveRequest>,
+    ) -> Result<Response<pb::ReserveResponse>, Status> {
+        let request = request.into_inner();
+        let digest = reserve_digest(&request);
+        let message_id = message_id(&request.message_id)?;
+        let settlement_id = parse_id(&request.settlement_id, "settlement_id")?;
+        let timeout_seconds = match request.timeout_seconds {
+            0 => TIMEOUT_SECONDS_DEFAULT,
+            seconds if seconds <= TIMEOUT_SECONDS_MAX => seconds,
+            _ => {
+                return Err(Invalid::new(
+                    "timeout_seconds",
+                    format!(
+                        "must be 0 (default {TIMEOUT_SECONDS_DEFAULT}) to {TIMEOUT_SECONDS_MAX}"
+                    ),
+                )
+                .into());
+            }
+        };
+        let row = match pb::ReservationKind::try_from(request.kind) {
+            Ok(pb::ReservationKind::Settlement) => {
+                if !request.original_settlement_id.is_empty() {
+                    return Err(Invalid::new(
+                        "original_settlement_id",
+                        "must be empty for a settlement",
+                    )
+                    .into());
+                }
+                let claim = BenefitClaim::try_from(request.claim)?;
+                self.reserve_settlement(&message_id, &settlement_id, claim, timeout_seconds, digest)
+                    .await?
+            }
+            Ok(pb::ReservationKind::Cancellation) => {
+                if request.claim.is_some() {
+                    return Err(Invalid::new(
+                        "claim",
+                        "must be absent for a cancellation: the original is reversed exactly",
+                    )
+                    .into());
+                }
+                let original = parse_id(&request.original_settlement_id, "original_settlement_id")?;
+                self.reserve_cancellation(
+                    &message_id,
+                    &settlement_id,
+                    &original,
+                    timeout_seconds,
+                    digest,
+                )
+                .await?
+            }
+            _ => {
+                return Err(Invalid::new(
+                    "kind",
+                    "must be RESERVATION_KIND_SETTLEMENT or RESERVATION_KIND_CANCELLATION",
+                )
+                .into());
+            }
+        };
+        Ok(Response::new(pb::ReserveResponse {
+            reservation: Some(self.reservation_wire(&row)?),
+        }))
+    }
+
+    async fn post(
+        &self,
+        request: Request<pb::PostRequest>,
+    ) -> Result<Response<pb::PostResponse>, Status> {
+        let request = request.into_inner();
+        message_id(&request.message_id)?;
+        let settlement_id = parse_id(&request.settlement_id, "settlement_id")?;
+        let row = BenefitNode::post(self, &settlement_id).await?;
+        Ok(Response::new(pb::PostResponse {
+            reservation: Some(self.reservation_wire(&row)?),
+        }))
+    }
+
+    async fn void(
+        &self,
+        request: Request<pb::VoidRequest>,
+    ) -> Result<Response<pb::VoidResponse>, Status> {
+        let request = request.into_inner();
+        let message_id = message_id(&request.message_id)?;
+        let settlement_id = parse_id(&request.settlement_id, "settlement_id")?;
+        if request.reason.chars().count() > REASON_CHARS_MAX {
+            return Err(Invalid::new(
+                "reason",
+                format!("must be at most {REASON_CHARS_MAX} characters"),
+            )
+            .into());
+        }
+        let row = BenefitNode::void(self, &message_id, &settlement_id, &request.reason).await?;
+        Ok(Response::new(pb::VoidResponse {
+            reservation: Some(self.reservation_wire(&row)?),
+        }))
+    }
+}

@@ -1,0 +1,319 @@
+//! The benefit store's queries: running totals and reservations. See
+//! `migrations/settlement/0002_benefits.sql`.
+
+use yitong_store::now_ms;
+use yitong_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
+
+use super::BenefitError;
+
+/// Reservation statuses as stored; EXPIRED is never stored, it is read off `expires_at_ms`.
+pub const RESERVED: i64 = 1;
+pub const POSTED: i64 = 2;
+pub const VOIDED: i64 = 3;
+/// Reservation kinds as stored; a tombstone is an id voided before it was ever reserved.
+pub const TOMBSTONE: i64 = 0;
+pub const SETTLEMENT: i64 = 1;
+pub const CANCELLATION: i64 = 2;
+
+/// One row of `reservations`.
+#[derive(Debug, Clone, Default)]
+pub struct ReservationRow {
+    pub settlement_id: String,
+    pub kind: i64,
+    pub original_settlement_id: Option<String>,
+    pub status: i64,
+    pub person_no: String,
+    pub benefit_year: i64,
+    pub treatment_city: String,
+    pub institution_code: String,
+    pub visit_id: String,
+    pub message_id: String,
+    pub request_digest: String,
+    pub total_fen: i64,
+    pub full_self_pay_fen: i64,
+    pub over_cap_self_pay_fen: i64,
+    pub pre_self_pay_fen: i64,
+    pub in_scope_fen: i64,
+    pub policy_id: String,
+    pub policy_deductible_fen: i64,
+    pub policy_ratio: String,
+    pub policy_annual_cap_fen: i64,
+    pub insurance_type: i64,
+    pub use_personal_account: i64,
+    pub before_deductible_used_fen: i64,
+    pub before_fund_paid_fen: i64,
+    pub before_balance_fen: i64,
+    pub deductible_applied_fen: i64,
+    pub fund_pay_fen: i64,
+    pub account_pay_fen: i64,
+    pub account_moved: i64,
+    pub split: String,
+    pub reserved_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub resolved_at_ms: Option<i64>,
+    pub void_reason: String,
+    pub reversed_by: Option<String>,
+}
+
+impl ReservationRow {
+    /// Held now: reserved and not yet past its timeout.
+    pub fn is_live(&self, now_ms: i64) -> bool {
+        self.status == RESERVED && self.expires_at_ms > now_ms
+    }
+
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ReservationRow {
+            settlement_id: row.try_get("settlement_id")?,
+            kind: row.try_get("kind")?,
+            original_settlement_id: row.try_get("original_settlement_id")?,
+            status: row.try_get("status")?,
+            person_no: row.try_get("person_no")?,
+            benefit_year: row.try_get("benefit_year")?,
+            treatment_city: row.try_get("treatment_city")?,
+            institution_code: row.try_get("institution_code")?,
+            visit_id: row.try_get("visit_id")?,
+            message_id: row.try_get("message_id")?,
+            request_digest: row.try_get("request_digest")?,
+            total_fen: row.try_get("total_fen")?,
+            full_self_pay_fen: row.try_get("full_self_pay_fen")?,
+            over_cap_self_pay_fen: row.try_get("over_cap_self_pay_fen")?,
+            pre_self_pay_fen: row.try_get("pre_self_pay_fen")?,
+            in_scope_fen: row.try_get("in_scope_fen")?,
+            policy_id: row.try_get("policy_id")?,
+            policy_deductible_fen: row.try_get("policy_deductible_fen")?,
+            policy_ratio: row.try_get("policy_ratio")?,
+            policy_annual_cap_fen: row.try_get("policy_annual_cap_fen")?,
+            insurance_type: row.try_get("insurance_type")?,
+            use_personal_account: row.try_get("use_personal_account")?,
+            before_deductible_used_fen: row.try_get("before_deductible_used_fen")?,
+            before_fund_paid_fen: row.try_get("before_fund_paid_fen")?,
+            before_balance_fen: row.try_get("before_balance_fen")?,
+            deductible_applied_fen: row.try_get("deductible_applied_fen")?,
+            fund_pay_fen: row.try_get("fund_pay_fen")?,
+            account_pay_fen: row.try_get("account_pay_fen")?,
+            account_moved: row.try_get("account_moved")?,
+            split: row.try_get("split")?,
+            reserved_at_ms: row.try_get("reserved_at_ms")?,
+            expires_at_ms: row.try_get("expires_at_ms")?,
+            resolved_at_ms: row.try_get("resolved_at_ms")?,
+            void_reason: row.try_get("void_reason")?,
+            reversed_by: row.try_get("reversed_by")?,
+        })
+    }
+}
+
+pub async fn reservation(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+) -> Result<Option<ReservationRow>, BenefitError> {
+    let row = sqlx::query("SELECT * FROM reservations WHERE settlement_id = $1")
+        .bind(settlement_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|row| ReservationRow::from_row(&row)).transpose()?)
+}
+
+pub async fn insert_reservation(
+    conn: &mut AnyConnection,
+    r: &ReservationRow,
+) -> Result<(), BenefitError> {
+    sqlx::query(
+        "INSERT INTO reservations (settlement_id, kind, original_settlement_id, status, person_no, benefit_year, \
+         treatment_city, institution_code, visit_id, message_id, request_digest, total_fen, full_self_pay_fen, \
+         over_cap_self_pay_fen, pre_self_pay_fen, in_scope_fen, policy_id, policy_deductible_fen, policy_ratio, \
+         policy_annual_cap_fen, insurance_type, use_personal_account, before_deductible_used_fen, before_fund_paid_fen, \
+         before_balance_fen, deductible_applied_fen, fund_pay_fen, account_pay_fen, account_moved, split, reserved_at_ms, \
+         expires_at_ms, resolved_at_ms, void_reason, reversed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)",
+    )
+    .bind(r.settlement_id.clone())
+    .bind(r.kind)
+    .bind(r.original_settlement_id.clone())
+    .bind(r.status)
+    .bind(r.person_no.clone())
+    .bind(r.benefit_year)
+    .bind(r.treatment_city.clone())
+    .bind(r.institution_code.clone())
+    .bind(r.visit_id.clone())
+    .bind(r.message_id.clone())
+    .bind(r.request_digest.clone())
+    .bind(r.total_fen)
+    .bind(r.full_self_pay_fen)
+    .bind(r.over_cap_self_pay_fen)
+    .bind(r.pre_self_pay_fen)
+    .bind(r.in_scope_fen)
+    .bind(r.policy_id.clone())
+    .bind(r.policy_deductible_fen)
+    .bind(r.policy_ratio.clone())
+    .bind(r.policy_annual_cap_fen)
+    .bind(r.insurance_type)
+    .bind(r.use_personal_account)
+    .bind(r.before_deductible_used_fen)
+    .bind(r.before_fund_paid_fen)
+    .bind(r.before_balance_fen)
+    .bind(r.deductible_applied_fen)
+    .bind(r.fund_pay_fen)
+    .bind(r.account_pay_fen)
+    .bind(r.account_moved)
+    .bind(r.split.clone())
+    .bind(r.reserved_at_ms)
+    .bind(r.expires_at_ms)
+    .bind(r.resolved_at_ms)
+    .bind(r.void_reason.clone())
+    .bind(r.reversed_by.clone())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Locks a person's running totals for a year for the rest of the transaction, creating them
+/// at zero on first use. The no-op UPDATE takes PostgreSQL's row lock (and any
+/// PostgreSQL-compatible engine's) without `SELECT ... FOR UPDATE`, which SQLite lacks; on
+/// SQLite the transaction already holds the database's write lock.
+pub async fn lock_year(
+    conn: &mut AnyConnection,
+    person_no: &str,
+    year: i64,
+) -> Result<(), BenefitError> {
+    sqlx::query(
+        "INSERT INTO benefit_years (person_no, benefit_year, deductible_used_fen, fund_paid_fen) VALUES ($1, $2, 0, 0) \
+         ON CONFLICT (person_no, benefit_year) DO NOTHING",
+    )
+    .bind(person_no)
+    .bind(year)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE benefit_years SET fund_paid_fen = fund_paid_fen WHERE person_no = $1 AND benefit_year = $2")
+        .bind(person_no)
+        .bind(year)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// What a person has used of a year's deductible and cap: posted totals plus the live
+/// settlement reservations. Live cancellations free nothing until posted, so a race can only
+/// make the totals look fuller, never emptier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Used {
+    pub deductible_fen: i64,
+    pub fund_fen: i64,
+    /// Account pays promised but not yet taken from the account by identity.
+    pub account_held_fen: i64,
+}
+
+pub async fn used(
+    conn: &mut AnyConnection,
+    person_no: &str,
+    year: i64,
+    excluding: &str,
+) -> Result<Used, BenefitError> {
+    let now = now_ms();
+    let posted: Option<(i64, i64)> =
+        sqlx::query_as("SELECT deductible_used_fen, fund_paid_fen FROM benefit_years WHERE person_no = $1 AND benefit_year = $2")
+            .bind(person_no)
+            .bind(year)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (posted_deductible, posted_fund) = posted.unwrap_or((0, 0));
+    let live: (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COALESCE(SUM(deductible_applied_fen), 0) AS BIGINT), CAST(COALESCE(SUM(fund_pay_fen), 0) AS BIGINT) \
+         FROM reservations WHERE person_no = $1 AND benefit_year = $2 AND kind = 1 AND status = 1 AND expires_at_ms > $3 \
+         AND settlement_id <> $4",
+    )
+    .bind(person_no)
+    .bind(year)
+    .bind(now)
+    .bind(excluding)
+    .fetch_one(&mut *conn)
+    .await?;
+    let account_held: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(account_pay_fen), 0) AS BIGINT) FROM reservations WHERE person_no = $1 AND kind = 1 \
+         AND ((status = 1 AND expires_at_ms > $2) OR (status = 2 AND account_moved = 0)) AND settlement_id <> $3",
+    )
+    .bind(person_no)
+    .bind(now)
+    .bind(excluding)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Used {
+        deductible_fen: posted_deductible + live.0,
+        fund_fen: posted_fund + live.1,
+        account_held_fen: account_held,
+    })
+}
+
+/// Posted totals alone, for reversing a posted settlement.
+pub async fn posted(
+    conn: &mut AnyConnection,
+    person_no: &str,
+    year: i64,
+) -> Result<(i64, i64), BenefitError> {
+    let posted: Option<(i64, i64)> =
+        sqlx::query_as("SELECT deductible_used_fen, fund_paid_fen FROM benefit_years WHERE person_no = $1 AND benefit_year = $2")
+            .bind(person_no)
+            .bind(year)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(posted.unwrap_or((0, 0)))
+}
+
+/// Marks a reservation posted and adds what it holds to the year's totals.
+pub async fn post(conn: &mut AnyConnection, r: &ReservationRow) -> Result<i64, BenefitError> {
+    let now = now_ms();
+    sqlx::query("UPDATE reservations SET status = 2, resolved_at_ms = $2 WHERE settlement_id = $1")
+        .bind(r.settlement_id.clone())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE benefit_years SET deductible_used_fen = deductible_used_fen + $3, fund_paid_fen = fund_paid_fen + $4 \
+         WHERE person_no = $1 AND benefit_year = $2",
+    )
+    .bind(r.person_no.clone())
+    .bind(r.benefit_year)
+    .bind(r.deductible_applied_fen)
+    .bind(r.fund_pay_fen)
+    .execute(&mut *conn)
+    .await?;
+    Ok(now)
+}
+
+pub async fn void(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+    reason: &str,
+) -> Result<i64, BenefitError> {
+    let now = now_ms();
+    sqlx::query("UPDATE reservations SET status = 3, resolved_at_ms = $2, void_reason = $3 WHERE settlement_id = $1")
+        .bind(settlement_id)
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
+    Ok(now)
+}
+
+pub async fn set_reversed_by(
+    conn: &mut AnyConnection,
+    original: &str,
+    cancellation: Option<&str>,
+) -> Result<(), BenefitError> {
+    sqlx::query("UPDATE reservations SET reversed_by = $2 WHERE settlement_id = $1")
+        .bind(original)
+        .bind(cancellation.map(str::to_owned))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_account_moved(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+) -> Result<(), BenefitError> {
+    sqlx::query("UPDATE reservations SET account_moved = 1 WHERE settlement_id = $1")
+        .bind(settlement_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

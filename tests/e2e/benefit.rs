@@ -1,0 +1,230 @@
+//! The insured city's side of a settlement (BenefitService): quotes, reservations, posting,
+//! voiding and cancelling, and the annual cap under concurrency.
+
+use tonic::Code;
+use yitong_core::Amount;
+use yitong_proto::identity::v1::{
+    Credential, GetInsuredPersonRequest, InsuranceType, credential::Kind,
+};
+use yitong_proto::settlement::v1::{
+    BenefitClaim, ClaimAmounts, PostRequest, QuoteRequest, ReservationKind, ReservationStatus,
+    ReserveRequest, SettlementSplit, VoidRequest,
+};
+use yitong_sandbox::{JINAN, Sandbox, ZIBO, network_test};
+
+use crate::support::assert_refused;
+
+/// Jinan's first seeded person: an employee in service with a personal account.
+const PERSON: &str = "3701000000000001";
+const SERVICE_DATE: &str = "2026-11-20";
+
+/// Jinan's 2026 policy for employees in service at level-3 hospitals, from the seeds:
+/// (deductible, ratio in basis points, annual cap), in fen.
+fn policy() -> (i64, i64, i64) {
+    let policies = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("policies.csv"))
+        .expect("policies.csv");
+    let row = policies
+        .lines()
+        .filter(|line| line.starts_with("370100,310,in_service,3,"))
+        .rfind(|line| line.split(',').nth(7) <= Some(SERVICE_DATE))
+        .expect("Jinan has an employee policy for level 3");
+    let fields: Vec<&str> = row.split(',').collect();
+    let fen = |text: &str| Amount::parse(text).expect("amount").fen();
+    let ratio_bp = (fields[5].parse::<rust_decimal::Decimal>().expect("ratio")
+        * rust_decimal::Decimal::from(10_000))
+    .trunc()
+    .to_string()
+    .parse::<i64>()
+    .expect("basis points");
+    (fen(fields[4]), ratio_bp, fen(fields[6]))
+}
+
+fn fen(text: &str) -> i64 {
+    Amount::parse_signed(text).expect("amount").fen()
+}
+
+fn claim(in_scope: &str, use_account: bool) -> BenefitClaim {
+    BenefitClaim {
+        person_no: PERSON.into(),
+        service_date: SERVICE_DATE.into(),
+        insurance_type: InsuranceType::Employee as i32,
+        hospital_level: 3,
+        treatment_city: ZIBO.into(),
+        institution_code: "H37030000001".into(),
+        visit_id: "S370300261120000001".into(),
+        amounts: Some(ClaimAmounts {
+            total_amount: in_scope.into(),
+            full_self_pay: "0.00".into(),
+            over_cap_self_pay: "0.00".into(),
+            pre_self_pay: "0.00".into(),
+            in_scope_amount: in_scope.into(),
+        }),
+        use_personal_account: use_account,
+    }
+}
+
+fn reserve(settlement_id: &str, claim: BenefitClaim) -> ReserveRequest {
+    ReserveRequest {
+        message_id: format!("M-{settlement_id}"),
+        settlement_id: settlement_id.into(),
+        kind: ReservationKind::Settlement as i32,
+        original_settlement_id: String::new(),
+        claim: Some(claim),
+        timeout_seconds: 0,
+    }
+}
+
+fn cancellation(settlement_id: &str, original: &str) -> ReserveRequest {
+    ReserveRequest {
+        message_id: format!("M-{settlement_id}"),
+        settlement_id: settlement_id.into(),
+        kind: ReservationKind::Cancellation as i32,
+        original_settlement_id: original.into(),
+        claim: None,
+        timeout_seconds: 0,
+    }
+}
+
+async fn quote(net: &Sandbox, claim: BenefitClaim) -> SettlementSplit {
+    net.benefit(JINAN)
+        .quote(QuoteRequest { claim: Some(claim) })
+        .await
+        .expect("quoted")
+        .into_inner()
+        .split
+        .expect("split")
+}
+
+async fn post(net: &Sandbox, settlement_id: &str) -> ReservationStatus {
+    let request = PostRequest {
+        message_id: format!("P-{settlement_id}"),
+        settlement_id: settlement_id.into(),
+    };
+    let reservation = net
+        .benefit(JINAN)
+        .post(request)
+        .await
+        .expect("posted")
+        .into_inner()
+        .reservation
+        .expect("reservation");
+    ReservationStatus::try_from(reservation.status).expect("status")
+}
+
+async fn balance(net: &Sandbox) -> i64 {
+    let request = GetInsuredPersonRequest {
+        credential: Some(Credential {
+            kind: Some(Kind::PersonNo(PERSON.into())),
+        }),
+        ..Default::default()
+    };
+    fen(&net
+        .identity(JINAN)
+        .get_insured_person(request)
+        .await
+        .expect("person")
+        .into_inner()
+        .person
+        .expect("person")
+        .account_balance)
+}
+
+network_test! {
+    /// Proves the reservation lifecycle: a reservation binds the quoted split and counts as used
+    /// for the next quote; replays return it, other content under its id is ALREADY_EXISTS;
+    /// posting is final and idempotent; a posted reservation cannot be voided; cancelling it
+    /// gives every running total back; an id voided before it was reserved stays voided.
+    async fn reservation_lifecycle(net) {
+        let (deductible, ratio_bp, cap) = policy();
+        let first = quote(net, claim("1000.00", false)).await;
+        // Fresh year: the deductible comes first, the ratio applies to the rest.
+        let applied = deductible.min(100_000);
+        assert_eq!(fen(&first.deductible_applied), applied);
+        let expected_fund = ((100_000 - applied) * ratio_bp + 5_000) / 10_000;
+        assert_eq!(fen(&first.fund_pay), expected_fund.min(cap));
+        assert_eq!(fen(&first.fund_pay) + fen(&first.cash_pay) + fen(&first.account_pay), 100_000);
+
+        let mut benefit = net.benefit(JINAN);
+        let held = benefit.reserve(reserve("J1", claim("1000.00", false))).await.expect("reserved").into_inner().reservation.expect("reservation");
+        assert_eq!(held.status, ReservationStatus::Reserved as i32);
+        assert_eq!(held.split.as_ref(), Some(&first));
+        let replay = benefit.reserve(reserve("J1", claim("1000.00", false))).await.expect("replayed").into_inner().reservation.expect("reservation");
+        assert_eq!(replay.split, held.split);
+        let status = benefit.reserve(reserve("J1", claim("999.00", false))).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+        // Held counts as used.
+        let second = quote(net, claim("1000.00", false)).await;
+        assert_eq!(fen(&second.deductible_left), fen(&first.deductible_left) - fen(&second.deductible_applied));
+
+        assert_eq!(post(net, "J1").await, ReservationStatus::Posted);
+        assert_eq!(post(net, "J1").await, ReservationStatus::Posted);
+        let status = benefit.void(VoidRequest { message_id: "V-J1".into(), settlement_id: "J1".into(), reason: "late".into() }).await.unwrap_err();
+        assert_refused(&status, "RESERVATION_POSTED");
+
+        let reversal = benefit.reserve(cancellation("J1C", "J1")).await.expect("cancellation held").into_inner().reservation.expect("reservation");
+        assert_eq!(fen(&reversal.split.expect("split").fund_pay), -fen(&first.fund_pay));
+        let status = benefit.reserve(cancellation("J1D", "J1")).await.unwrap_err();
+        assert_refused(&status, "ALREADY_CANCELLED");
+        assert_eq!(post(net, "J1C").await, ReservationStatus::Posted);
+        assert_eq!(quote(net, claim("1000.00", false)).await, first, "cancelling gave every total back");
+
+        let tombstone = benefit.void(VoidRequest { message_id: "V-J9".into(), settlement_id: "J9".into(), reason: "timed out".into() }).await.expect("voided").into_inner().reservation.expect("reservation");
+        assert_eq!(tombstone.status, ReservationStatus::Voided as i32);
+        let status = benefit.reserve(reserve("J9", claim("10.00", false))).await.unwrap_err();
+        assert_refused(&status, "VOIDED_BEFORE_RESERVED");
+    }
+}
+
+network_test! {
+    /// Proves the personal account moves only when a settlement is posted, and comes back when
+    /// its cancellation is posted.
+    async fn account_pay_moves_on_post_and_returns_on_cancellation(net) {
+        let opening = balance(net).await;
+        let held = net.benefit(JINAN).reserve(reserve("A1", claim("300.00", true))).await.expect("reserved").into_inner().reservation.expect("reservation");
+        let account_pay = fen(&held.split.expect("split").account_pay);
+        assert!(account_pay > 0, "the employee's share is paid from the account");
+        assert_eq!(balance(net).await, opening, "nothing moves while reserved");
+        post(net, "A1").await;
+        assert_eq!(balance(net).await, opening - account_pay);
+        net.benefit(JINAN).reserve(cancellation("A1C", "A1")).await.expect("cancellation held");
+        post(net, "A1C").await;
+        assert_eq!(balance(net).await, opening);
+    }
+}
+
+network_test! {
+    /// Proves the annual cap holds under concurrency: 200 reservations for one person, racing,
+    /// each worth a fiftieth of the cap, never take the fund past the cap, and the posted totals
+    /// equal the sum of what was reserved.
+    async fn two_hundred_racing_reservations_never_pass_the_cap(net) {
+        let (deductible, ratio_bp, cap) = policy();
+        // An in-scope amount whose fund pay is about a fiftieth of the cap.
+        let in_scope_fen = deductible + cap / 50 * 10_000 / ratio_bp.max(1);
+        let in_scope = Amount::from_fen(in_scope_fen).to_string();
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..200 {
+            let mut benefit = net.benefit(JINAN);
+            let claim = claim(&in_scope, false);
+            tasks.spawn(async move {
+                let id = format!("R{index:03}");
+                let reservation = benefit.reserve(reserve(&id, claim)).await.expect("reserved").into_inner().reservation.expect("reservation");
+                benefit.post(PostRequest { message_id: format!("P-{id}"), settlement_id: id }).await.expect("posted");
+                reservation.split.expect("split")
+            });
+        }
+        let mut fund_total = 0;
+        let mut deductible_total = 0;
+        while let Some(split) = tasks.join_next().await {
+            let split = split.expect("task");
+            fund_total += fen(&split.fund_pay);
+            deductible_total += fen(&split.deductible_applied);
+        }
+        assert!(fund_total <= cap, "fund paid {fund_total} past the cap {cap}");
+        assert_eq!(fund_total, cap, "the cap is used up exactly once the claims exceed it");
+        assert_eq!(deductible_total, deductible, "the deductible is applied once");
+        let after = quote(net, claim("1.00", false)).await;
+        assert_eq!(fen(&after.annual_cap_left), 0);
+        assert_eq!(fen(&after.fund_pay), 0);
+    }
+}
