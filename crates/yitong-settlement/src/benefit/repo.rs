@@ -209,13 +209,7 @@ pub async fn used(
     excluding: &str,
 ) -> Result<Used, BenefitError> {
     let now = now_ms();
-    let posted: Option<(i64, i64)> =
-        sqlx::query_as("SELECT deductible_used_fen, fund_paid_fen FROM benefit_years WHERE person_no = $1 AND benefit_year = $2")
-            .bind(person_no)
-            .bind(year)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (posted_deductible, posted_fund) = posted.unwrap_or((0, 0));
+    let (posted_deductible, posted_fund) = posted(conn, person_no, year).await?;
     let live: (i64, i64) = sqlx::query_as(
         "SELECT CAST(COALESCE(SUM(deductible_applied_fen), 0) AS BIGINT), CAST(COALESCE(SUM(fund_pay_fen), 0) AS BIGINT) \
          FROM reservations WHERE person_no = $1 AND benefit_year = $2 AND kind = 1 AND status = 1 AND expires_at_ms > $3 \
