@@ -77,9 +77,12 @@ static POSTGRES_TEMPLATE: tokio::sync::OnceCell<Option<String>> =
 
 async fn seed_sqlite_template() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("can create a temporary directory");
-    let network = LocalNetwork::start(Sandbox::options(Location::Sqlite {
-        dir: dir.path().to_owned(),
-    }))
+    let network = LocalNetwork::start(Sandbox::options(
+        Location::Sqlite {
+            dir: dir.path().to_owned(),
+        },
+        true,
+    ))
     .await
     .expect("template network starts");
     // Shutting down closes every connection, which checkpoints the WAL into the database files.
@@ -89,9 +92,12 @@ async fn seed_sqlite_template() -> tempfile::TempDir {
 
 async fn seed_postgres_template() -> Option<String> {
     let template = create_postgres_database(None).await?;
-    let network = LocalNetwork::start(Sandbox::options(Location::Postgres {
-        url: template.url(),
-    }))
+    let network = LocalNetwork::start(Sandbox::options(
+        Location::Postgres {
+            url: template.url(),
+        },
+        true,
+    ))
     .await
     .expect("template network starts");
     // No connection may remain to a database used as a template.
@@ -152,7 +158,7 @@ impl Sandbox {
         sqlite_dir: Option<tempfile::TempDir>,
         postgres: Option<PostgresDatabase>,
     ) -> Sandbox {
-        let network = LocalNetwork::start(Self::options(location.clone()))
+        let network = LocalNetwork::start(Self::options(location.clone(), false))
             .await
             .expect("sandbox network starts");
         Sandbox {
@@ -164,13 +170,15 @@ impl Sandbox {
         }
     }
 
-    fn options(location: Location) -> LocalNetworkOptions {
+    /// Options for a network on `location`. Only the template is seeded (`seeded`); every test
+    /// starts on a copy of it, whose stores already hold the seeds.
+    fn options(location: Location, seeded: bool) -> LocalNetworkOptions {
         let seeds = seeds_dir();
         LocalNetworkOptions {
             network: Network::load(&seeds.join("network.toml"))
                 .expect("seeds/network.toml is valid"),
             location,
-            seeds: Some(load_seeds(&seeds).expect("seed files are valid")),
+            seeds: seeded.then(|| load_seeds(&seeds).expect("seed files are valid")),
             bind: Bind::Ephemeral,
             // Thirteen stores per sandbox and two sandboxes at once must stay well inside
             // PostgreSQL's default of 100 connections.
@@ -192,7 +200,7 @@ impl Sandbox {
             postgres,
         } = self;
         network.shut_down().await;
-        let network = LocalNetwork::start(Self::options(location.clone()))
+        let network = LocalNetwork::start(Self::options(location.clone(), false))
             .await
             .expect("sandbox network restarts");
         Sandbox {
