@@ -3,6 +3,7 @@
 mod config;
 mod dev;
 mod generate;
+mod keygen;
 mod logging;
 mod serve;
 mod stores;
@@ -28,6 +29,9 @@ enum Command {
     Dev(dev::DevArgs),
     /// Run one service of one city (or the clearing house's ledger) as its own process.
     Serve(serve::ServeArgs),
+    /// Print fresh secrets for one city's identity node, and the public e-voucher key for the
+    /// network file.
+    Keygen(keygen::KeygenArgs),
     /// Apply pending migrations to the stores of the enabled cities and the clearing house.
     Migrate(stores::StoresArgs),
     /// Load the seed files into stores that are still empty, or (`seed generate`) write them.
@@ -62,6 +66,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Keygen(args) => keygen::run(args),
             Command::Migrate(args) => stores::migrate(args).await,
             Command::Seed(SeedCommand {
                 action: Some(SeedAction::Generate(args)),
