@@ -7,4 +7,5 @@ mod catalog;
 mod foundation;
 mod identity;
 mod ledger;
+mod settlement;
 mod support;

@@ -194,10 +194,16 @@ impl LocalNetwork {
                             .map_err(|error| NodeError::Endpoint(error.endpoint))?;
                     Role::Catalog(node)
                 }
-                (Owner::City(city), Service::Settlement) => Role::Settlement(
-                    SettlementNode::new(city, store.clone()),
-                    BenefitNode::new(city, store.clone(), network.clone(), options.calls)?,
-                ),
+                (Owner::City(city), Service::Settlement) => {
+                    let node =
+                        SettlementNode::new(city, store.clone(), network.clone(), options.calls)?;
+                    // The recovery sweep runs at start-up and then periodically, until shutdown.
+                    node.spawn_recovery(shutdown.clone());
+                    Role::Settlement(
+                        node,
+                        BenefitNode::new(city, store.clone(), network.clone(), options.calls)?,
+                    )
+                }
                 (Owner::ClearingHouse, Service::Ledger) => {
                     Role::Ledger(LedgerNode::start(store.clone(), network.clone()).await?)
                 }

@@ -1,39 +1,10 @@
-//! Settlement of outpatient visits: the HIS-facing SettlementService at the treatment city and
-//! the BenefitService that decides, at the insured city, what the fund pays.
-//!
-//! Built so far: the split arithmetic (`split`) and the insured city's benefit service
-//! (`benefit`). The SettlementService RPCs answer UNIMPLEMENTED until they are built.
+//! Settlement of outpatient visits: the HIS-facing SettlementService at the treatment city
+//! (`treatment`) and the BenefitService that decides, at the insured city, what the fund pays
+//! (`benefit`), over the pure split arithmetic (`split`).
 
 pub mod benefit;
 pub mod split;
+pub mod treatment;
 
 pub use benefit::BenefitNode;
-
-use yitong_core::CityCode;
-use yitong_proto::settlement::v1 as pb;
-use yitong_store::Store;
-
-/// The settlement service of one city, as the treatment city of the visits it settles.
-#[derive(Debug, Clone)]
-pub struct SettlementNode {
-    city: CityCode,
-    store: Store,
-}
-
-impl SettlementNode {
-    pub fn new(city: CityCode, store: Store) -> Self {
-        SettlementNode { city, store }
-    }
-
-    pub fn city(&self) -> CityCode {
-        self.city
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-}
-
-// Every RPC answers UNIMPLEMENTED (the generated default) until the settlement issue builds it.
-#[tonic::async_trait]
-impl pb::settlement_service_server::SettlementService for SettlementNode {}
+pub use treatment::SettlementNode;

@@ -158,7 +158,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("malformed network file {}", network_path.display()))?,
         ),
         (Owner::City(city), Service::Settlement) => Role::Settlement(
-            SettlementNode::new(city, store.clone()),
+            SettlementNode::new(city, store.clone(), network.clone(), calls)?,
             BenefitNode::new(city, store, network.clone(), calls)?,
         ),
         (Owner::ClearingHouse, Service::Ledger) => {
@@ -177,6 +177,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         stop.cancel();
     });
+    // The settlement node's recovery sweep runs at start-up and periodically, until shutdown.
+    if let Role::Settlement(node, _) = &role {
+        node.spawn_recovery(shutdown.clone());
+    }
     serve(role, listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())

@@ -1,0 +1,118 @@
+//! Everything the treatment side can refuse or fail with, and its one mapping to gRPC.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+use yitong_core::Invalid;
+use yitong_store::replies::ReplyError;
+
+use crate::split::SplitError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreatmentError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("no {what} {id}")]
+    NotFound { what: &'static str, id: String },
+    /// The request's institution is not the one the visit or settlement belongs to.
+    #[error("{what} {id} belongs to another institution")]
+    NotYours { what: &'static str, id: String },
+    /// A business refusal, with its machine-readable reason (google.rpc.ErrorInfo).
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
+    #[error("message id {0} was already used for a different request")]
+    MessageConflict(String),
+    #[error("{what} {id} already exists")]
+    AlreadyExists { what: &'static str, id: String },
+    /// Another node refused; its status reaches the HIS unchanged (a lost card, a suspended
+    /// person, an insured city's refusal).
+    #[error("{service} answered: {}", status.message())]
+    Remote {
+        service: &'static str,
+        status: Status,
+    },
+    #[error("{service} cannot be reached")]
+    Unavailable {
+        service: &'static str,
+        status: Status,
+    },
+    #[error("storage failed")]
+    Store(#[from] yitong_store::sqlx::Error),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    /// Another node answered what it should never answer.
+    #[error("{0}")]
+    Peer(String),
+}
+
+impl TreatmentError {
+    pub fn refused(reason: &'static str, message: impl Into<String>) -> Self {
+        TreatmentError::Refused {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// A call to another node failed: silence is UNAVAILABLE, an answer passes through.
+    pub fn remote(service: &'static str, status: Status) -> Self {
+        match status.code() {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+                tracing::warn!(service, code = ?status.code(), message = status.message(), "peer call failed");
+                TreatmentError::Unavailable { service, status }
+            }
+            Code::Internal => {
+                TreatmentError::Peer(format!("{service} failed: {}", status.message()))
+            }
+            _ => TreatmentError::Remote { service, status },
+        }
+    }
+}
+
+impl From<SplitError> for TreatmentError {
+    fn from(error: SplitError) -> Self {
+        TreatmentError::Invalid(Invalid::new(error.field(), error.to_string()))
+    }
+}
+
+impl From<ReplyError> for TreatmentError {
+    fn from(error: ReplyError) -> Self {
+        match error {
+            ReplyError::Conflict(message_id) => TreatmentError::MessageConflict(message_id),
+            ReplyError::Store(error) => TreatmentError::Store(error),
+            ReplyError::Corrupt(message_id) => {
+                TreatmentError::Corrupt(format!("reply to message id {message_id}"))
+            }
+        }
+    }
+}
+
+impl From<TreatmentError> for Status {
+    fn from(error: TreatmentError) -> Status {
+        match error {
+            TreatmentError::Invalid(invalid) => invalid.into(),
+            TreatmentError::Remote { status, .. } => status,
+            TreatmentError::NotFound { .. } => Status::not_found(error.to_string()),
+            TreatmentError::NotYours { .. } => Status::permission_denied(error.to_string()),
+            TreatmentError::Refused {
+                reason,
+                ref message,
+            } => {
+                let details =
+                    ErrorDetails::with_error_info(reason, "yitong.settlement", HashMap::new());
+                Status::with_error_details(Code::FailedPrecondition, message.clone(), details)
+            }
+            TreatmentError::MessageConflict(_) | TreatmentError::AlreadyExists { .. } => {
+                Status::already_exists(error.to_string())
+            }
+            TreatmentError::Unavailable { .. } => Status::unavailable(error.to_string()),
+            TreatmentError::Store(_) | TreatmentError::Corrupt(_) | TreatmentError::Peer(_) => {
+                tracing::error!(error = %yitong_core::cause_chain(&error), "settlement request failed");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! The treatment side's queries: visits, fee lines, settlements and dead message ids. See
+//! `migrations/settlement/0003_visits_and_settlements.sql`.
+
+use yitong_store::now_ms;
+use yitong_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
+
+use super::TreatmentError;
+
+/// Visit statuses as stored (the wire's numbers).
+pub const VISIT_OPEN: i64 = 1;
+pub const VISIT_SETTLED: i64 = 2;
+pub const VISIT_CANCELLED: i64 = 3;
+
+/// Settlement kinds as stored.
+pub const KIND_SETTLEMENT: i64 = 1;
+pub const KIND_CANCELLATION: i64 = 2;
+
+/// The phases of one settlement id's protocol; see [`super::settle`].
+pub const PENDING: i64 = 1;
+pub const RECORDED: i64 = 2;
+pub const COMPLETED: i64 = 3;
+pub const VOIDED: i64 = 4;
+
+/// Hands out the next serial under `prefix`, inside the caller's write transaction (the no-op
+/// UPDATE locks the counter row, as everywhere: no `SELECT ... FOR UPDATE`).
+pub async fn next_serial(conn: &mut AnyConnection, prefix: &str) -> Result<i64, TreatmentError> {
+    sqlx::query("INSERT INTO id_serials (prefix, last_serial) VALUES ($1, 0) ON CONFLICT (prefix) DO NOTHING")
+        .bind(prefix)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE id_serials SET last_serial = last_serial + 1 WHERE prefix = $1")
+        .bind(prefix)
+        .execute(&mut *conn)
+        .await?;
+    let serial: i64 = sqlx::query_scalar("SELECT last_serial FROM id_serials WHERE prefix = $1")
+        .bind(prefix)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(serial)
+}
+
+/// One row of `visits`.
+#[derive(Debug, Clone)]
+pub struct VisitRow {
+    pub visit_id: String,
+    pub institution_code: String,
+    pub person_no: String,
+    pub insured_city: String,
+    pub insurance_type: i64,
+    pub hospital_level: i64,
+    pub service_date: String,
+    pub status: i64,
+    pub settlement_id: Option<String>,
+    pub registered: String,
+    pub registered_at_ms: i64,
+}
+
+impl VisitRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(VisitRow {
+            visit_id: row.try_get("visit_id")?,
+            institution_code: row.try_get("institution_code")?,
+            person_no: row.try_get("person_no")?,
+            insured_city: row.try_get("insured_city")?,
+            insurance_type: row.try_get("insurance_type")?,
+            hospital_level: row.try_get("hospital_level")?,
+            service_date: row.try_get("service_date")?,
+            status: row.try_get("status")?,
+            settlement_id: row.try_get("settlement_id")?,
+            registered: row.try_get("registered")?,
+            registered_at_ms: row.try_get("registered_at_ms")?,
+        })
+    }
+}
+
+pub async fn insert_visit(conn: &mut AnyConnection, v: &VisitRow) -> Result<(), TreatmentError> {
+    sqlx::query(
+        "INSERT INTO visits (visit_id, institution_code, person_no, insured_city, insurance_type, hospital_level, \
+         service_date, status, settlement_id, registered, registered_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(v.visit_id.clone())
+    .bind(v.institution_code.clone())
+    .bind(v.person_no.clone())
+    .bind(v.insured_city.clone())
+    .bind(v.insurance_type)
+    .bind(v.hospital_level)
+    .bind(v.service_date.clone())
+    .bind(v.status)
+    .bind(v.settlement_id.clone())
+    .bind(v.registered.clone())
+    .bind(v.registered_at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn visit(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+) -> Result<Option<VisitRow>, TreatmentError> {
+    let row = sqlx::query("SELECT * FROM visits WHERE visit_id = $1")
+        .bind(visit_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|row| VisitRow::from_row(&row)).transpose()?)
+}
+
+/// Locks a visit's row for the rest of the transaction (a no-op UPDATE) and reads it, so lines,
+/// settles and cancels of one visit queue on it.
+pub async fn lock_visit(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+) -> Result<Option<VisitRow>, TreatmentError> {
+    sqlx::query("UPDATE visits SET status = status WHERE visit_id = $1")
+        .bind(visit_id)
+        .execute(&mut *conn)
+        .await?;
+    visit(conn, visit_id).await
+}
+
+pub async fn set_visit_status(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+    status: i64,
+    settlement_id: Option<&str>,
+) -> Result<(), TreatmentError> {
+    sqlx::query("UPDATE visits SET status = $2, settlement_id = $3 WHERE visit_id = $1")
+        .bind(visit_id)
+        .bind(status)
+        .bind(settlement_id.map(str::to_owned))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// One fee line as stored.
+#[derive(Debug, Clone)]
+pub struct LineRow {
+    pub serial: String,
+    pub amount_fen: i64,
+    pub full_self_pay_fen: i64,
+    pub over_cap_fen: i64,
+    pub pre_self_pay_fen: i64,
+    pub in_scope_fen: i64,
+    pub classified: String,
+}
+
+pub async fn live_lines(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+) -> Result<Vec<LineRow>, TreatmentError> {
+    let rows = sqlx::query(
+        "SELECT serial, amount_fen, full_self_pay_fen, over_cap_fen, pre_self_pay_fen, in_scope_fen, classified \
+         FROM fee_lines WHERE visit_id = $1 AND live = 1 ORDER BY position",
+    )
+    .bind(visit_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(LineRow {
+                serial: row.try_get("serial")?,
+                amount_fen: row.try_get("amount_fen")?,
+                full_self_pay_fen: row.try_get("full_self_pay_fen")?,
+                over_cap_fen: row.try_get("over_cap_fen")?,
+                pre_self_pay_fen: row.try_get("pre_self_pay_fen")?,
+                in_scope_fen: row.try_get("in_scope_fen")?,
+                classified: row.try_get("classified")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// Live lines and their total, for the visit's reply.
+pub async fn line_totals(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+) -> Result<(i64, i64), TreatmentError> {
+    let totals: (i64, i64) = sqlx::query_as(
+        "SELECT CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(amount_fen), 0) AS BIGINT) FROM fee_lines \
+         WHERE visit_id = $1 AND live = 1",
+    )
+    .bind(visit_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(totals)
+}
+
+/// Every serial the visit has used, live or cancelled.
+pub async fn used_serials(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+) -> Result<Vec<(String, bool)>, TreatmentError> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT serial, live FROM fee_lines WHERE visit_id = $1")
+            .bind(visit_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(serial, live)| (serial, live == 1))
+        .collect())
+}
+
+pub async fn insert_line(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+    position: i64,
+    line: &LineRow,
+) -> Result<(), TreatmentError> {
+    sqlx::query(
+        "INSERT INTO fee_lines (visit_id, serial, position, amount_fen, full_self_pay_fen, over_cap_fen, \
+         pre_self_pay_fen, in_scope_fen, live, classified, cancelled_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, NULL)",
+    )
+    .bind(visit_id)
+    .bind(line.serial.clone())
+    .bind(position)
+    .bind(line.amount_fen)
+    .bind(line.full_self_pay_fen)
+    .bind(line.over_cap_fen)
+    .bind(line.pre_self_pay_fen)
+    .bind(line.in_scope_fen)
+    .bind(line.classified.clone())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn cancel_line(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+    serial: &str,
+) -> Result<(), TreatmentError> {
+    sqlx::query(
+        "UPDATE fee_lines SET live = 0, cancelled_at_ms = $3 WHERE visit_id = $1 AND serial = $2",
+    )
+    .bind(visit_id)
+    .bind(serial)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// One row of `settlements`.
+#[derive(Debug, Clone, Default)]
+pub struct SettlementRow {
+    pub settlement_id: String,
+    pub kind: i64,
+    pub original_settlement_id: Option<String>,
+    pub visit_id: String,
+    pub institution_code: String,
+    pub insured_city: String,
+    pub person_no: String,
+    pub message_id: String,
+    pub phase: i64,
+    pub reserve_request: String,
+    pub transfer: String,
+    pub settlement_date: String,
+    pub total_fen: i64,
+    pub fund_pay_fen: i64,
+    pub account_pay_fen: i64,
+    pub record: String,
+    pub cancelled_by: Option<String>,
+    pub created_at_ms: i64,
+    pub settled_at_ms: Option<i64>,
+}
+
+impl SettlementRow {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(SettlementRow {
+            settlement_id: row.try_get("settlement_id")?,
+            kind: row.try_get("kind")?,
+            original_settlement_id: row.try_get("original_settlement_id")?,
+            visit_id: row.try_get("visit_id")?,
+            institution_code: row.try_get("institution_code")?,
+            insured_city: row.try_get("insured_city")?,
+            person_no: row.try_get("person_no")?,
+            message_id: row.try_get("message_id")?,
+            phase: row.try_get("phase")?,
+            reserve_request: row.try_get("reserve_request")?,
+            transfer: row.try_get("transfer")?,
+            settlement_date: row.try_get("settlement_date")?,
+            total_fen: row.try_get("total_fen")?,
+            fund_pay_fen: row.try_get("fund_pay_fen")?,
+            account_pay_fen: row.try_get("account_pay_fen")?,
+            record: row.try_get("record")?,
+            cancelled_by: row.try_get("cancelled_by")?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            settled_at_ms: row.try_get("settled_at_ms")?,
+        })
+    }
+}
+
+pub async fn insert_intent(
+    conn: &mut AnyConnection,
+    s: &SettlementRow,
+) -> Result<(), TreatmentError> {
+    sqlx::query(
+        "INSERT INTO settlements (settlement_id, kind, original_settlement_id, visit_id, institution_code, insured_city, \
+         person_no, message_id, phase, reserve_request, settlement_date, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(s.settlement_id.clone())
+    .bind(s.kind)
+    .bind(s.original_settlement_id.clone())
+    .bind(s.visit_id.clone())
+    .bind(s.institution_code.clone())
+    .bind(s.insured_city.clone())
+    .bind(s.person_no.clone())
+    .bind(s.message_id.clone())
+    .bind(PENDING)
+    .bind(s.reserve_request.clone())
+    .bind(s.settlement_date.clone())
+    .bind(s.created_at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn settlement(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+) -> Result<Option<SettlementRow>, TreatmentError> {
+    let row = sqlx::query("SELECT * FROM settlements WHERE settlement_id = $1")
+        .bind(settlement_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|row| SettlementRow::from_row(&row)).transpose()?)
+}
+
+pub async fn settlement_by_message(
+    conn: &mut AnyConnection,
+    message_id: &str,
+) -> Result<Option<SettlementRow>, TreatmentError> {
+    let row = sqlx::query("SELECT * FROM settlements WHERE message_id = $1")
+        .bind(message_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|row| SettlementRow::from_row(&row)).transpose()?)
+}
+
+/// Locks a settlement's row for the rest of the transaction and reads it.
+pub async fn lock_settlement(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+) -> Result<Option<SettlementRow>, TreatmentError> {
+    sqlx::query("UPDATE settlements SET phase = phase WHERE settlement_id = $1")
+        .bind(settlement_id)
+        .execute(&mut *conn)
+        .await?;
+    settlement(conn, settlement_id).await
+}
+
+/// A settlement or cancellation of the visit (or of the original) that is not voided and not
+/// yet recorded: while one is in flight, nothing else may change what it covers.
+pub async fn in_flight(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+) -> Result<Option<String>, TreatmentError> {
+    let id: Option<String> = sqlx::query_scalar(
+        "SELECT settlement_id FROM settlements WHERE visit_id = $1 AND phase = $2 ORDER BY created_at_ms LIMIT 1",
+    )
+    .bind(visit_id)
+    .bind(PENDING)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+/// Moves a settlement from one phase to another; false when it was not in `from` (another
+/// actor moved it first).
+pub async fn move_phase(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<bool, TreatmentError> {
+    let moved =
+        sqlx::query("UPDATE settlements SET phase = $3 WHERE settlement_id = $1 AND phase = $2")
+            .bind(settlement_id)
+            .bind(from)
+            .bind(to)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    Ok(moved == 1)
+}
+
+/// Step 4's write: the binding figures, the transfer to post, and the record the HIS sees.
+pub async fn record(conn: &mut AnyConnection, s: &SettlementRow) -> Result<bool, TreatmentError> {
+    let moved = sqlx::query(
+        "UPDATE settlements SET phase = $2, transfer = $3, total_fen = $4, fund_pay_fen = $5, account_pay_fen = $6, \
+         record = $7, settled_at_ms = $8 WHERE settlement_id = $1 AND phase = $9",
+    )
+    .bind(s.settlement_id.clone())
+    .bind(RECORDED)
+    .bind(s.transfer.clone())
+    .bind(s.total_fen)
+    .bind(s.fund_pay_fen)
+    .bind(s.account_pay_fen)
+    .bind(s.record.clone())
+    .bind(s.settled_at_ms)
+    .bind(PENDING)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+pub async fn set_record(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+    record: &str,
+) -> Result<(), TreatmentError> {
+    sqlx::query("UPDATE settlements SET record = $2 WHERE settlement_id = $1")
+        .bind(settlement_id)
+        .bind(record)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_cancelled_by(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+    cancellation_id: &str,
+) -> Result<(), TreatmentError> {
+    sqlx::query("UPDATE settlements SET cancelled_by = $2 WHERE settlement_id = $1")
+        .bind(settlement_id)
+        .bind(cancellation_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn complete(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+    at_ms: i64,
+) -> Result<bool, TreatmentError> {
+    let moved = sqlx::query(
+        "UPDATE settlements SET phase = $2, completed_at_ms = $3, last_error = '' WHERE settlement_id = $1 AND phase = $4",
+    )
+    .bind(settlement_id)
+    .bind(COMPLETED)
+    .bind(at_ms)
+    .bind(RECORDED)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+pub async fn set_last_error(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+    error: &str,
+) -> Result<(), TreatmentError> {
+    sqlx::query("UPDATE settlements SET last_error = $2 WHERE settlement_id = $1")
+        .bind(settlement_id)
+        .bind(error)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Settlement ids left in a phase: PENDING ones created before `created_before_ms`, or all.
+pub async fn in_phase(
+    conn: &mut AnyConnection,
+    phase: i64,
+    created_before_ms: i64,
+    limit: i64,
+) -> Result<Vec<SettlementRow>, TreatmentError> {
+    let rows = sqlx::query(
+        "SELECT * FROM settlements WHERE phase = $1 AND created_at_ms < $2 ORDER BY created_at_ms LIMIT $3",
+    )
+    .bind(phase)
+    .bind(created_before_ms)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(SettlementRow::from_row)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+/// A page of an institution's recorded settlements (never the cancellation rows, which their
+/// originals carry), by settlement time and id, after the `after` position.
+pub async fn list(
+    conn: &mut AnyConnection,
+    institution_code: &str,
+    from_date: &str,
+    to_date: &str,
+    cancelled: Option<bool>,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<SettlementRow>, TreatmentError> {
+    let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+    let state = match cancelled {
+        None => "",
+        Some(true) => " AND cancelled_by IS NOT NULL",
+        Some(false) => " AND cancelled_by IS NULL",
+    };
+    let sql = format!(
+        "SELECT * FROM settlements WHERE institution_code = $1 AND kind = 1 AND phase IN (2, 3) \
+         AND settlement_date >= $2 AND settlement_date <= $3{state} \
+         AND (settled_at_ms > $4 OR (settled_at_ms = $4 AND settlement_id > $5)) \
+         ORDER BY settled_at_ms, settlement_id LIMIT $6"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(institution_code)
+        .bind(from_date)
+        .bind(to_date)
+        .bind(after_ms)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(SettlementRow::from_row)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
+pub async fn is_dead(conn: &mut AnyConnection, message_id: &str) -> Result<bool, TreatmentError> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT dead_at_ms FROM dead_message_ids WHERE message_id = $1")
+            .bind(message_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.is_some())
+}
+
+pub async fn mark_dead(
+    conn: &mut AnyConnection,
+    message_id: &str,
+    institution_code: &str,
+) -> Result<(), TreatmentError> {
+    sqlx::query(
+        "INSERT INTO dead_message_ids (message_id, institution_code, dead_at_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(message_id)
+    .bind(institution_code)
+    .bind(now_ms())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,738 @@
+//! The treatment city's SettlementService, as an HIS runs it: register a visit, upload fee lines,
+//! pre-settle, settle, replay, cancel and reverse, across every ordered pair of pilot cities; the
+//! refusals an HIS meets; and the recovery sweep that resolves a Settle a crash left in doubt.
+//! After every workflow the clearing house's ledger agrees with the settlements to the fen.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::{Code, Request};
+use yitong_core::{Amount, CallLimits, CityCode, Owner, Service};
+use yitong_proto::identity::v1::{Credential, InsuranceType, credential::Kind};
+use yitong_proto::ledger::v1::{
+    GetBalancesRequest, LookupTransfersRequest, TransferStatus, lookup_transfers_request::Selector,
+};
+use yitong_proto::settlement::v1::settlement_service_server::SettlementService;
+use yitong_proto::settlement::v1::{
+    CancelFeeLinesRequest, CancelSettlementRequest, CancellationKind, FeeLine,
+    GetSettlementRequest, ListSettlementsRequest, MedicalType, PostRequest, PreSettleRequest,
+    RegisterVisitRequest, ReservationStatus, ReversalOutcome, ReverseByMessageIdRequest,
+    ReversibleTransaction, SettleRequest, Settlement, SettlementStatus, UploadFeeLinesRequest,
+    Visit, VoidRequest, get_settlement_request::Key,
+};
+use yitong_sandbox::{BINZHOU, JINAN, PILOT_CITIES, Sandbox, ZIBO, network_test};
+use yitong_settlement::SettlementNode;
+use yitong_settlement::treatment::{Started, TreatmentOptions};
+use yitong_store::{Location, PoolLimits, Store};
+
+use crate::support::{assert_invalid, assert_refused, seeded_card};
+
+/// The level-3 hospital of a city: "H37030000001" for Zibo.
+fn hospital(city: &str) -> String {
+    format!("H{city}00001")
+}
+
+/// The person number of the `n`-th seeded person of a city.
+fn person_no(city: &str, n: u32) -> String {
+    format!("{city}{n:010}")
+}
+
+/// Seeded persons 1 and 2 of each city are employees, 3 and 4 residents.
+fn insurance_type(n: u32) -> InsuranceType {
+    if n <= 2 {
+        InsuranceType::Employee
+    } else {
+        InsuranceType::Resident
+    }
+}
+
+fn card(city: &str, n: u32) -> Option<Credential> {
+    Some(Credential {
+        kind: Some(Kind::CardNumber(seeded_card(city, n))),
+    })
+}
+
+fn fen(text: &str) -> i64 {
+    Amount::parse_signed(text).expect("amount").fen()
+}
+
+fn line(serial: &str, code: &str, quantity: &str, unit_price: &str, amount: &str) -> FeeLine {
+    FeeLine {
+        serial: serial.into(),
+        item_code: code.into(),
+        quantity: quantity.into(),
+        unit_price: unit_price.into(),
+        amount: amount.into(),
+        ..Default::default()
+    }
+}
+
+/// An outpatient visit's lines: an examination above every city's price cap, twenty CT scans
+/// (grade A or B by city) and a drug (grade B, or C in Binzhou). 3052.00 yuan in all.
+fn visit_lines() -> Vec<FeeLine> {
+    vec![
+        line("1", "001102000010000", "1", "20.00", "20.00"),
+        line("2", "002103000010000", "20", "150.00", "3000.00"),
+        line("3", "ZA01AAA001A002000100101", "2", "16.00", "32.00"),
+    ]
+}
+
+const VISIT_TOTAL: &str = "3052.00";
+
+fn register_request(
+    message_id: &str,
+    treatment: &str,
+    insured: &str,
+    n: u32,
+) -> RegisterVisitRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    RegisterVisitRequest {
+        message_id: message_id.into(),
+        person_no: person_no(insured, n),
+        credential: card(insured, n),
+        insurance_type: insurance_type(n) as i32,
+        institution_code: hospital(treatment),
+        medical_type: MedicalType::Outpatient as i32,
+        began_at: Some(prost_types_timestamp(now as i64 - 60)),
+        department_code: "0301".into(),
+        department_name: "内科".into(),
+        doctor_code: "D001".into(),
+        doctor_name: "王医生".into(),
+        his_visit_no: format!("HIS-{message_id}"),
+        diagnoses: vec![],
+        operator_id: "op1".into(),
+    }
+}
+
+fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+fn upload_request(message_id: &str, visit: &Visit, lines: Vec<FeeLine>) -> UploadFeeLinesRequest {
+    UploadFeeLinesRequest {
+        message_id: message_id.into(),
+        visit_id: visit.visit_id.clone(),
+        person_no: visit.person_no.clone(),
+        institution_code: visit.institution_code.clone(),
+        lines,
+        operator_id: "op1".into(),
+    }
+}
+
+fn settle_request(message_id: &str, visit: &Visit, n: u32, use_account: bool) -> SettleRequest {
+    SettleRequest {
+        message_id: message_id.into(),
+        visit_id: visit.visit_id.clone(),
+        person_no: visit.person_no.clone(),
+        credential: card(&visit.insured_city, n),
+        insurance_type: visit.insurance_type,
+        total_amount: VISIT_TOTAL.into(),
+        use_personal_account: use_account,
+        institution_code: visit.institution_code.clone(),
+        operator_id: "op1".into(),
+    }
+}
+
+fn cancel_request(message_id: &str, settlement: &Settlement) -> CancelSettlementRequest {
+    CancelSettlementRequest {
+        message_id: message_id.into(),
+        settlement_id: settlement.settlement_id.clone(),
+        visit_id: settlement.visit_id.clone(),
+        person_no: settlement.person_no.clone(),
+        institution_code: settlement.institution_code.clone(),
+        reason: "wrong lines".into(),
+        operator_id: "op1".into(),
+    }
+}
+
+/// Registers the `n`-th person of `insured` at `treatment`'s level-3 hospital and uploads the
+/// visit's lines.
+async fn open_visit(net: &Sandbox, tag: &str, treatment: &str, insured: &str, n: u32) -> Visit {
+    let mut his = net.settlement(treatment);
+    let visit = his
+        .register_visit(register_request(&format!("R-{tag}"), treatment, insured, n))
+        .await
+        .expect("registered")
+        .into_inner()
+        .visit
+        .expect("visit");
+    let uploaded = his
+        .upload_fee_lines(upload_request(&format!("U-{tag}"), &visit, visit_lines()))
+        .await
+        .expect("uploaded")
+        .into_inner();
+    assert_eq!(uploaded.lines.len(), 3);
+    for line in &uploaded.lines {
+        let parts = fen(&line.full_self_pay)
+            + fen(&line.over_cap_amount)
+            + fen(&line.pre_self_pay)
+            + fen(&line.in_scope_amount);
+        assert_eq!(parts, fen(&line.amount), "a line's parts add up: {line:?}");
+    }
+    uploaded.visit.expect("visit")
+}
+
+/// Asserts the ledger's posted balances of every advances, pool and obligation account equal
+/// what the live settlements put there (fund pay plus account pay), and nothing is pending.
+async fn assert_ledger_agrees(net: &Sandbox, live: &[Settlement]) {
+    let mut expected: HashMap<String, i64> = HashMap::new();
+    for settlement in live {
+        assert_eq!(settlement.status, SettlementStatus::Settled as i32);
+        let split = settlement.split.as_ref().expect("split");
+        let pay = fen(&split.fund_pay) + fen(&split.account_pay);
+        let (treatment, insured) = (&settlement.treatment_city, &settlement.insured_city);
+        *expected.entry(format!("{treatment}.advances")).or_default() += pay;
+        let payer = if treatment == insured {
+            format!("{treatment}.pool")
+        } else {
+            format!("{insured}->{treatment}.obligation")
+        };
+        *expected.entry(payer).or_default() += pay;
+    }
+    let mut ids = Vec::new();
+    for treatment in PILOT_CITIES {
+        ids.push(format!("{treatment}.advances"));
+        ids.push(format!("{treatment}.pool"));
+        for insured in PILOT_CITIES.iter().filter(|insured| **insured != treatment) {
+            ids.push(format!("{insured}->{treatment}.obligation"));
+        }
+    }
+    let balances = net
+        .ledger()
+        .get_balances(GetBalancesRequest {
+            account_ids: ids,
+            cities: vec![],
+        })
+        .await
+        .expect("balances")
+        .into_inner();
+    for account in balances.accounts {
+        let want = expected.get(&account.id).copied().unwrap_or(0);
+        assert_eq!(
+            fen(&account.balance),
+            want,
+            "posted balance of {}",
+            account.id
+        );
+        assert_eq!(
+            fen(&account.debits_pending),
+            0,
+            "nothing pending on {}",
+            account.id
+        );
+        assert_eq!(
+            fen(&account.credits_pending),
+            0,
+            "nothing pending on {}",
+            account.id
+        );
+    }
+}
+
+network_test! {
+    /// Proves every ordered pair of the four pilot cities settles (12 cross-city, 4 same-city):
+    /// PreSettle quotes exactly what Settle binds, the split adds up, a replay of each Settle
+    /// returns the first answer, GetSettlement and ListSettlements show it, the ledger's
+    /// balances agree with the settlements, and each cancellation reverses it everywhere.
+    async fn every_city_pair_settles_replays_and_cancels(net) {
+        let mut live = Vec::new();
+        for (index, treatment) in PILOT_CITIES.iter().enumerate() {
+            for insured in PILOT_CITIES {
+                let n = index as u32 + 1;
+                let tag = format!("{treatment}-{insured}");
+                let visit = open_visit(net, &tag, treatment, insured, n).await;
+                assert_eq!(visit.fee_total, VISIT_TOTAL);
+                assert_eq!(visit.insured_city, insured);
+                let mut his = net.settlement(treatment);
+                let request = settle_request(&format!("S-{tag}"), &visit, n, n == 1);
+                let pre = PreSettleRequest {
+                    message_id: format!("P-{tag}"),
+                    visit_id: visit.visit_id.clone(),
+                    person_no: visit.person_no.clone(),
+                    credential: request.credential.clone(),
+                    insurance_type: request.insurance_type,
+                    total_amount: request.total_amount.clone(),
+                    use_personal_account: request.use_personal_account,
+                    institution_code: request.institution_code.clone(),
+                    operator_id: "op1".into(),
+                };
+                let quoted = his.pre_settle(pre).await.expect("pre-settled").into_inner().split.expect("split");
+                let settled = his.settle(request.clone()).await.expect("settled").into_inner().settlement.expect("settlement");
+                let split = settled.split.as_ref().expect("split");
+                assert_eq!(split, &quoted, "Settle binds what PreSettle quoted for {tag}");
+                assert_eq!(fen(&split.fund_pay) + fen(&split.account_pay) + fen(&split.cash_pay), fen(VISIT_TOTAL));
+                assert_eq!(settled.status, SettlementStatus::Settled as i32);
+                assert_eq!((settled.treatment_city.as_str(), settled.insured_city.as_str()), (*treatment, insured));
+                assert!(settled.settlement_id.starts_with(&format!("J{treatment}")) && settled.settlement_id.len() == 20);
+                assert!(settled.completed_at.is_some(), "completed at once when every node answers");
+
+                let replay = his.settle(request).await.expect("replayed").into_inner().settlement.expect("settlement");
+                assert_eq!(replay, settled, "a replay returns the first answer");
+                let by_message = his
+                    .get_settlement(GetSettlementRequest { key: Some(Key::MessageId(format!("S-{tag}"))), institution_code: hospital(treatment) })
+                    .await
+                    .expect("found")
+                    .into_inner()
+                    .settlement;
+                assert_eq!(by_message.as_ref(), Some(&settled));
+                live.push(settled);
+            }
+        }
+        assert_ledger_agrees(net, &live).await;
+
+        let today = &live[0].settlement_date;
+        let listed = net
+            .settlement(ZIBO)
+            .list_settlements(ListSettlementsRequest {
+                institution_code: hospital(ZIBO),
+                from_date: today.clone(),
+                to_date: today.clone(),
+                status: SettlementStatus::Settled as i32,
+                page_size: 3,
+                page_token: String::new(),
+            })
+            .await
+            .expect("listed")
+            .into_inner();
+        assert_eq!(listed.settlements.len(), 3);
+        assert!(!listed.next_page_token.is_empty());
+        let rest = net
+            .settlement(ZIBO)
+            .list_settlements(ListSettlementsRequest {
+                institution_code: hospital(ZIBO),
+                from_date: today.clone(),
+                to_date: today.clone(),
+                status: SettlementStatus::Settled as i32,
+                page_size: 3,
+                page_token: listed.next_page_token,
+            })
+            .await
+            .expect("listed")
+            .into_inner();
+        assert_eq!(rest.settlements.len(), 1, "Zibo's hospital settled four visits");
+        assert!(rest.next_page_token.is_empty());
+
+        for (index, settlement) in live.iter().enumerate() {
+            let mut his = net.settlement(&settlement.treatment_city);
+            let request = cancel_request(&format!("C-{index}"), settlement);
+            let cancelled = his.cancel_settlement(request.clone()).await.expect("cancelled").into_inner().settlement.expect("settlement");
+            assert_eq!(cancelled.status, SettlementStatus::Cancelled as i32);
+            let cancellation = cancelled.cancellation.as_ref().expect("cancellation");
+            assert_eq!(cancellation.kind, CancellationKind::CancelSettlement as i32);
+            let reversal = cancellation.split.as_ref().expect("reversing split");
+            let original = settlement.split.as_ref().expect("split");
+            assert_eq!(fen(&reversal.fund_pay), -fen(&original.fund_pay));
+            assert_eq!(fen(&reversal.account_pay), -fen(&original.account_pay));
+            let replay = his.cancel_settlement(request).await.expect("replayed").into_inner().settlement.expect("settlement");
+            assert_eq!(replay, cancelled);
+            let status = his.cancel_settlement(cancel_request(&format!("C2-{index}"), settlement)).await.unwrap_err();
+            assert_refused(&status, "ALREADY_CANCELLED");
+        }
+        assert_ledger_agrees(net, &[]).await;
+    }
+}
+
+network_test! {
+    /// Proves ReverseByMessageId both ways: a Settle that never took effect has its message id
+    /// marked dead, and the late Settle is refused and stores nothing; a Settle that did take
+    /// effect is cancelled (kind REVERSAL), and a replay of the reversal answers the same.
+    async fn reversal_before_and_after_the_settle_took_effect(net) {
+        let visit = open_visit(net, "rev", ZIBO, JINAN, 1).await;
+        let mut his = net.settlement(ZIBO);
+        let reverse = |message_id: &str, original: &str| ReverseByMessageIdRequest {
+            message_id: message_id.into(),
+            original_message_id: original.into(),
+            original_transaction: ReversibleTransaction::Settle as i32,
+            institution_code: hospital(ZIBO),
+            reason: "timed out".into(),
+            operator_id: "op1".into(),
+        };
+
+        // Before: the Settle never arrived.
+        let dead = his.reverse_by_message_id(reverse("X-1", "S-lost")).await.expect("reversed").into_inner();
+        assert_eq!(dead.outcome, ReversalOutcome::MessageIdDead as i32);
+        assert!(dead.settlement.is_none());
+        let status = his.settle(settle_request("S-lost", &visit, 1, false)).await.unwrap_err();
+        assert_refused(&status, "MESSAGE_ID_DEAD");
+        let status = his
+            .get_settlement(GetSettlementRequest { key: Some(Key::MessageId("S-lost".into())), institution_code: hospital(ZIBO) })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        assert_ledger_agrees(net, &[]).await;
+
+        // After: the Settle took effect, and the HIS never heard.
+        let settled = his.settle(settle_request("S-late", &visit, 1, false)).await.expect("settled").into_inner().settlement.expect("settlement");
+        assert_ledger_agrees(net, std::slice::from_ref(&settled)).await;
+        let reversed = his.reverse_by_message_id(reverse("X-2", "S-late")).await.expect("reversed").into_inner();
+        assert_eq!(reversed.outcome, ReversalOutcome::Cancelled as i32);
+        let cancelled = reversed.settlement.clone().expect("settlement");
+        assert_eq!(cancelled.settlement_id, settled.settlement_id);
+        assert_eq!(cancelled.cancellation.as_ref().expect("cancellation").kind, CancellationKind::Reversal as i32);
+        let replay = his.reverse_by_message_id(reverse("X-2", "S-late")).await.expect("replayed").into_inner();
+        assert_eq!(replay, reversed);
+        let again = his.reverse_by_message_id(reverse("X-3", "S-late")).await.expect("reversed again").into_inner();
+        assert_eq!(again.outcome, ReversalOutcome::Cancelled as i32, "already cancelled");
+        assert_ledger_agrees(net, &[]).await;
+    }
+}
+
+network_test! {
+    /// Proves each bad input gets its precise status and stores nothing: a bad quantity or
+    /// amount (INVALID_ARGUMENT naming the line's field), an unknown visit (NOT_FOUND), too many
+    /// lines (INVALID_ARGUMENT), lines after settlement and a suspended person or lost card
+    /// (FAILED_PRECONDITION), another institution's visit or settlement (PERMISSION_DENIED), a
+    /// reused message id with other content (ALREADY_EXISTS). A refused message id is free to
+    /// use again, which shows the refusal left no trace.
+    async fn bad_input_is_refused_and_stores_nothing(net) {
+        let mut his = net.settlement(ZIBO);
+
+        // Suspended person and lost card, refused by the insured city's identity.
+        let status = his.register_visit(register_request("R-bad", ZIBO, JINAN, 5)).await.unwrap_err();
+        assert_refused(&status, "INSURANCE_SUSPENDED");
+        let status = his.register_visit(register_request("R-bad", ZIBO, JINAN, 6)).await.unwrap_err();
+        assert_refused(&status, "CARD_LOST");
+        let visit = his.register_visit(register_request("R-bad", ZIBO, JINAN, 1)).await.expect("the refused message id is free").into_inner().visit.expect("visit");
+
+        // Bad lines.
+        let cases = [
+            (line("1", "001102000010000", "-1", "20.00", "20.00"), "lines[0].quantity"),
+            (line("1", "001102000010000", "0", "20.00", "0.00"), "lines[0].quantity"),
+            (line("1", "001102000010000", "3", "3.33", "10.00"), "lines[0].amount"),
+        ];
+        for (bad, field) in cases {
+            let status = his.upload_fee_lines(upload_request("U-bad", &visit, vec![bad])).await.unwrap_err();
+            assert_invalid(&status, field);
+        }
+        let too_many: Vec<FeeLine> = (0..101).map(|index| line(&format!("L{index}"), "001102000010000", "1", "1.00", "1.00")).collect();
+        let status = his.upload_fee_lines(upload_request("U-bad", &visit, too_many)).await.unwrap_err();
+        assert_invalid(&status, "lines");
+        let mut unknown = visit.clone();
+        unknown.visit_id = "S3703002601010009999".into();
+        let status = his.upload_fee_lines(upload_request("U-bad", &unknown, visit_lines())).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        let uploaded = his.upload_fee_lines(upload_request("U-bad", &visit, visit_lines())).await.expect("uploaded").into_inner();
+        assert_eq!(uploaded.visit.expect("visit").fee_line_count, 3, "no refused line was stored");
+
+        // Another institution's visit.
+        let mut other = settle_request("S-bad", &visit, 1, false);
+        other.institution_code = "H37030000002".into();
+        let status = his.settle(other).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        let settled = his.settle(settle_request("S-bad", &visit, 1, false)).await.expect("settled").into_inner().settlement.expect("settlement");
+
+        // The same message id with other content.
+        let status = his.settle(settle_request("S-bad", &visit, 1, true)).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+
+        // Lines after settlement.
+        let status = his.upload_fee_lines(upload_request("U-late", &visit, vec![line("9", "001102000010000", "1", "1.00", "1.00")])).await.unwrap_err();
+        assert_refused(&status, "VISIT_SETTLED");
+        let status = his
+            .cancel_fee_lines(CancelFeeLinesRequest {
+                message_id: "CL-late".into(),
+                visit_id: visit.visit_id.clone(),
+                person_no: visit.person_no.clone(),
+                institution_code: visit.institution_code.clone(),
+                serials: vec![],
+                all_lines: true,
+                operator_id: "op1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_refused(&status, "VISIT_SETTLED");
+
+        // Another institution's settlement.
+        let mut other = cancel_request("C-bad", &settled);
+        other.institution_code = "H37030000002".into();
+        let status = his.cancel_settlement(other).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        assert_ledger_agrees(net, std::slice::from_ref(&settled)).await;
+        his.cancel_settlement(cancel_request("C-bad", &settled)).await.expect("the refused message id is free");
+        assert_ledger_agrees(net, &[]).await;
+    }
+}
+
+/// A settlement node of Binzhou's of the test's own, on a store of its own, talking to the
+/// sandbox's network: a node whose steps a test drives one by one, and then "crashes" (drops).
+async fn own_node(net: &Sandbox, dir: &std::path::Path) -> SettlementNode {
+    let city = CityCode::parse(BINZHOU).expect("city");
+    let store = Store::open(
+        &Location::Sqlite {
+            dir: dir.to_owned(),
+        },
+        Service::Settlement,
+        Owner::City(city),
+        PoolLimits::default(),
+    )
+    .await
+    .expect("store opens");
+    store.migrate().await.expect("store migrates");
+    let options = TreatmentOptions {
+        pending_grace_ms: 0,
+        ..TreatmentOptions::default()
+    };
+    SettlementNode::new(
+        city,
+        store,
+        Arc::new(net.network().clone()),
+        CallLimits::default(),
+    )
+    .expect("node")
+    .with_options(options)
+}
+
+network_test! {
+    /// Proves the recovery sweep resolves a Settle a crash cut off: one left after the insured
+    /// city reserved and the ledger booked (PENDING) is voided at the insured city, in the ledger
+    /// and locally; one left after it was recorded (RECORDED) is posted in all three places.
+    async fn recovery_resolves_settles_left_in_doubt(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let node = own_node(net, dir.path()).await;
+        let register = |tag: &str| register_request(&format!("R-{tag}"), BINZHOU, JINAN, 1);
+        let visit = node.register_visit(Request::new(register("crash"))).await.expect("registered").into_inner().visit.expect("visit");
+        node.upload_fee_lines(Request::new(upload_request("U-crash", &visit, visit_lines()))).await.expect("uploaded");
+
+        // Cut off after step 3: reserved at Jinan and booked pending in the ledger.
+        let Started::Intent(intent) = node.step_intent(&settle_request("S-crash", &visit, 1, true)).await.expect("intent") else {
+            panic!("a fresh message id starts an intent");
+        };
+        let reservation = node.step_reserve(&intent).await.expect("reserved");
+        assert_eq!(reservation.status, ReservationStatus::Reserved as i32);
+        node.step_book(&intent, &reservation).await.expect("booked");
+        let doomed = intent.settlement_id().to_owned();
+
+        let report = node.recover().await.expect("swept");
+        assert_eq!((report.voided, report.completed, report.left), (1, 0, 0));
+        let transfers = net
+            .ledger()
+            .lookup_transfers(LookupTransfersRequest { selector: Some(Selector::SettlementId(doomed.clone())) })
+            .await
+            .expect("looked up")
+            .into_inner()
+            .transfers;
+        assert_eq!(transfers.len(), 1);
+        assert_eq!(transfers[0].status, TransferStatus::Voided as i32, "voided in the ledger");
+        let void = VoidRequest { message_id: "V-check".into(), settlement_id: doomed.clone(), reason: "check".into() };
+        let held = net.benefit(JINAN).void(void).await.expect("void is idempotent").into_inner().reservation.expect("reservation");
+        assert_eq!(held.status, ReservationStatus::Voided as i32, "voided at the insured city");
+        let status = node.settle(Request::new(settle_request("S-crash", &visit, 1, true))).await.unwrap_err();
+        assert_refused(&status, "SETTLEMENT_VOIDED");
+        assert_ledger_agrees(net, &[]).await;
+
+        // Cut off after step 4: recorded here, nothing posted yet.
+        let Started::Intent(intent) = node.step_intent(&settle_request("S-crash-2", &visit, 1, true)).await.expect("intent") else {
+            panic!("a fresh message id starts an intent");
+        };
+        let reservation = node.step_reserve(&intent).await.expect("reserved");
+        let transfer = node.step_book(&intent, &reservation).await.expect("booked");
+        node.step_record(&intent, &reservation, &transfer).await.expect("recorded");
+        let recorded = intent.settlement_id().to_owned();
+
+        let report = node.recover().await.expect("swept");
+        assert_eq!((report.voided, report.completed, report.left), (0, 1, 0));
+        let transfers = net
+            .ledger()
+            .lookup_transfers(LookupTransfersRequest { selector: Some(Selector::SettlementId(recorded.clone())) })
+            .await
+            .expect("looked up")
+            .into_inner()
+            .transfers;
+        assert_eq!(transfers.len(), 1);
+        assert_eq!(transfers[0].status, TransferStatus::Posted as i32, "posted in the ledger");
+        let post = PostRequest { message_id: "P-check".into(), settlement_id: recorded.clone() };
+        let posted = net.benefit(JINAN).post(post).await.expect("post is idempotent").into_inner().reservation.expect("reservation");
+        assert_eq!(posted.status, ReservationStatus::Posted as i32, "posted at the insured city");
+        let settlement = node
+            .get_settlement(Request::new(GetSettlementRequest { key: Some(Key::SettlementId(recorded.clone())), institution_code: hospital(BINZHOU) }))
+            .await
+            .expect("found")
+            .into_inner()
+            .settlement
+            .expect("settlement");
+        assert!(settlement.completed_at.is_some());
+        let replay = node.settle(Request::new(settle_request("S-crash-2", &visit, 1, true))).await.expect("replayed").into_inner().settlement;
+        assert_eq!(replay.as_ref(), Some(&settlement), "the replay answers from the record");
+        assert_ledger_agrees(net, std::slice::from_ref(&settlement)).await;
+
+        node.cancel_settlement(Request::new(cancel_request("C-crash", &settlement))).await.expect("cancelled");
+        assert_ledger_agrees(net, &[]).await;
+        node.store().close().await;
+    }
+}
+
+network_test! {
+    /// Proves the visit and fee-line rules: a hospital not networked for cross-city settlement
+    /// registers its own city's insured but refuses another city's; a line serial is used once
+    /// per visit, even after its line is cancelled (ALREADY_EXISTS); cancelled lines leave the
+    /// total; a visit without live lines cannot be priced; a visit holds at most 500 live lines;
+    /// the HIS's total must match the lines; a cancelled visit takes no more lines.
+    async fn visits_and_fee_lines_follow_the_rules(net) {
+        let mut his = net.settlement(ZIBO);
+        let township = "H37030000011";
+        let mut foreign = register_request("R-town-1", ZIBO, JINAN, 1);
+        foreign.institution_code = township.into();
+        let status = his.register_visit(foreign).await.unwrap_err();
+        assert_refused(&status, "INSTITUTION_NOT_NETWORKED");
+        let mut local = register_request("R-town-1", ZIBO, ZIBO, 1);
+        local.institution_code = township.into();
+        let visit = his.register_visit(local).await.expect("same-city visits need no network").into_inner().visit.expect("visit");
+        assert_eq!(visit.hospital_level, 1, "the level comes from the catalog's institution");
+        assert!(visit.visit_id.starts_with(&format!("S{ZIBO}")) && visit.visit_id.len() == 20);
+
+        his.upload_fee_lines(upload_request("U-town-1", &visit, visit_lines())).await.expect("uploaded");
+        let status = his.upload_fee_lines(upload_request("U-town-2", &visit, vec![line("2", "001102000010000", "1", "1.00", "1.00")])).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+        let cancel = |message_id: &str, serials: Vec<String>, all_lines: bool| CancelFeeLinesRequest {
+            message_id: message_id.into(),
+            visit_id: visit.visit_id.clone(),
+            person_no: visit.person_no.clone(),
+            institution_code: visit.institution_code.clone(),
+            serials,
+            all_lines,
+            operator_id: "op1".into(),
+        };
+        let after = his.cancel_fee_lines(cancel("CL-1", vec!["2".into()], false)).await.expect("cancelled").into_inner();
+        assert_eq!(after.cancelled_serials, ["2"]);
+        let after = after.visit.expect("visit");
+        assert_eq!((after.fee_line_count, after.fee_total.as_str()), (2, "52.00"));
+        let status = his.upload_fee_lines(upload_request("U-town-3", &visit, vec![line("2", "001102000010000", "1", "1.00", "1.00")])).await.unwrap_err();
+        assert_eq!(status.code(), Code::AlreadyExists, "a cancelled line's serial stays used: {status:?}");
+        let mut wrong_total = settle_request("S-town-1", &visit, 1, false);
+        wrong_total.total_amount = VISIT_TOTAL.into();
+        let status = his.settle(wrong_total).await.unwrap_err();
+        assert_invalid(&status, "total_amount");
+
+        his.cancel_fee_lines(cancel("CL-2", vec![], true)).await.expect("cancelled every line");
+        let mut empty = settle_request("S-town-1", &visit, 1, false);
+        empty.total_amount = "0.00".into();
+        let status = his.settle(empty).await.unwrap_err();
+        assert_refused(&status, "NO_FEE_LINES");
+
+        for batch in 0..5 {
+            let lines = (0..100).map(|index| line(&format!("B{batch}-{index}"), "001102000010000", "1", "1.00", "1.00")).collect();
+            his.upload_fee_lines(upload_request(&format!("U-batch-{batch}"), &visit, lines)).await.expect("within the visit's limit");
+        }
+        let status = his.upload_fee_lines(upload_request("U-batch-5", &visit, vec![line("B5", "001102000010000", "1", "1.00", "1.00")])).await.unwrap_err();
+        assert_refused(&status, "TOO_MANY_LINES");
+
+        let cancelled = his
+            .cancel_visit(yitong_proto::settlement::v1::CancelVisitRequest {
+                message_id: "CV-1".into(),
+                visit_id: visit.visit_id.clone(),
+                person_no: visit.person_no.clone(),
+                institution_code: visit.institution_code.clone(),
+                reason: "patient left".into(),
+                operator_id: "op1".into(),
+            })
+            .await
+            .expect("cancelled")
+            .into_inner()
+            .visit
+            .expect("visit");
+        assert_eq!(cancelled.status, yitong_proto::settlement::v1::VisitStatus::Cancelled as i32);
+        let status = his.upload_fee_lines(upload_request("U-gone", &visit, vec![line("Z", "001102000010000", "1", "1.00", "1.00")])).await.unwrap_err();
+        assert_refused(&status, "VISIT_CANCELLED");
+        assert_ledger_agrees(net, &[]).await;
+    }
+}
+
+/// Jinan's annual cap for employees in service at level-3 hospitals on `date`, in fen, from
+/// the seeds.
+fn jinan_annual_cap_fen(date: &str) -> i64 {
+    let policies = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("policies.csv"))
+        .expect("policies.csv");
+    let row = policies
+        .lines()
+        .filter(|line| line.starts_with("370100,310,in_service,3,"))
+        .rfind(|line| line.split(',').nth(7) <= Some(date))
+        .expect("Jinan has an employee policy for level 3");
+    fen(row.split(',').nth(6).expect("annual cap"))
+}
+
+network_test! {
+    /// Proves the annual cap holds under concurrency across cities: 200 Settles for one Jinan
+    /// employee, racing at the hospitals of all four cities, never take the fund past the cap,
+    /// apply the cap exactly once the claims exceed it, and the ledger agrees with every one.
+    async fn two_hundred_concurrent_settles_never_pass_the_cap(net) {
+        let mut visits = Vec::new();
+        for index in 0..200 {
+            let city = PILOT_CITIES[index % PILOT_CITIES.len()];
+            visits.push(open_visit(net, &format!("cap-{index}"), city, JINAN, 1).await);
+        }
+        let mut settles = tokio::task::JoinSet::new();
+        for (index, visit) in visits.into_iter().enumerate() {
+            let mut his = net.settlement(&visit.institution_code[1..7]);
+            settles.spawn(async move {
+                let request = settle_request(&format!("S-cap-{index}"), &visit, 1, false);
+                his.settle(request).await.map(|reply| reply.into_inner().settlement.expect("settlement"))
+            });
+        }
+        let mut settled = Vec::new();
+        while let Some(outcome) = settles.join_next().await {
+            settled.push(outcome.expect("task").expect("every Settle succeeds"));
+        }
+        let cap = jinan_annual_cap_fen(&settled[0].settlement_date);
+        let fund_total: i64 = settled.iter().map(|s| fen(&s.split.as_ref().expect("split").fund_pay)).sum();
+        assert!(fund_total <= cap, "fund paid {fund_total} past the cap {cap}");
+        assert_eq!(fund_total, cap, "200 claims of 3052.00 exceed the cap, which is used up exactly");
+        let cap_left = settled.iter().map(|s| fen(&s.split.as_ref().expect("split").annual_cap_left)).min();
+        assert_eq!(cap_left, Some(0));
+        assert_ledger_agrees(net, &settled).await;
+    }
+}
+
+network_test! {
+    /// Proves completion survives every hold lapsing: a settlement recorded and then left until
+    /// both the insured city's reservation and the ledger's pending transfer expired is still
+    /// completed by the sweep: the late Post revives the reservation, and the transfer is booked
+    /// again, posted, under its second derived id.
+    async fn completion_after_every_hold_expired_still_completes(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let node = own_node(net, dir.path()).await.with_options(TreatmentOptions {
+            reservation_timeout_seconds: 1,
+            transfer_timeout_seconds: 1,
+            pending_grace_ms: 0,
+            ..TreatmentOptions::default()
+        });
+        let request = register_request("R-slow", BINZHOU, JINAN, 2);
+        let visit = node.register_visit(Request::new(request)).await.expect("registered").into_inner().visit.expect("visit");
+        node.upload_fee_lines(Request::new(upload_request("U-slow", &visit, visit_lines()))).await.expect("uploaded");
+        let Started::Intent(intent) = node.step_intent(&settle_request("S-slow", &visit, 2, true)).await.expect("intent") else {
+            panic!("a fresh message id starts an intent");
+        };
+        let reservation = node.step_reserve(&intent).await.expect("reserved");
+        let transfer = node.step_book(&intent, &reservation).await.expect("booked");
+        node.step_record(&intent, &reservation, &transfer).await.expect("recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+
+        let report = node.recover().await.expect("swept");
+        assert_eq!((report.voided, report.completed, report.left), (0, 1, 0));
+        let id = intent.settlement_id().to_owned();
+        let transfers = net
+            .ledger()
+            .lookup_transfers(LookupTransfersRequest { selector: Some(Selector::SettlementId(id.clone())) })
+            .await
+            .expect("looked up")
+            .into_inner()
+            .transfers;
+        let statuses: Vec<i32> = transfers.iter().map(|transfer| transfer.status).collect();
+        assert_eq!(statuses, [TransferStatus::Expired as i32, TransferStatus::Posted as i32]);
+        let post = PostRequest { message_id: "P-slow".into(), settlement_id: id.clone() };
+        let posted = net.benefit(JINAN).post(post).await.expect("posted").into_inner().reservation.expect("reservation");
+        assert_eq!(posted.status, ReservationStatus::Posted as i32);
+        let settlement = node
+            .get_settlement(Request::new(GetSettlementRequest { key: Some(Key::SettlementId(id)), institution_code: hospital(BINZHOU) }))
+            .await
+            .expect("found")
+            .into_inner()
+            .settlement
+            .expect("settlement");
+        assert!(settlement.completed_at.is_some());
+        assert_ledger_agrees(net, std::slice::from_ref(&settlement)).await;
+        node.store().close().await;
+    }
+}
