@@ -4,8 +4,10 @@
 mod benefit;
 mod bureau;
 mod catalog;
+mod crash;
 mod foundation;
 mod identity;
 mod ledger;
+mod reconciliation;
 mod settlement;
 mod support;

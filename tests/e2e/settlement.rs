@@ -28,7 +28,7 @@ use yitong_store::{Location, PoolLimits, Store};
 use crate::support::{assert_invalid, assert_refused, seeded_card};
 
 /// The level-3 hospital of a city: "H37030000001" for Zibo.
-fn hospital(city: &str) -> String {
+pub(crate) fn hospital(city: &str) -> String {
     format!("H{city}00001")
 }
 
@@ -52,7 +52,7 @@ fn card(city: &str, n: u32) -> Option<Credential> {
     })
 }
 
-fn fen(text: &str) -> i64 {
+pub(crate) fn fen(text: &str) -> i64 {
     Amount::parse_signed(text).expect("amount").fen()
 }
 
@@ -69,7 +69,7 @@ fn line(serial: &str, code: &str, quantity: &str, unit_price: &str, amount: &str
 
 /// An outpatient visit's lines: an examination above every city's price cap, twenty CT scans
 /// (grade A or B by city) and a drug (grade B, or C in Binzhou). 3052.00 yuan in all.
-fn visit_lines() -> Vec<FeeLine> {
+pub(crate) fn visit_lines() -> Vec<FeeLine> {
     vec![
         line("1", "001102000010000", "1", "20.00", "20.00"),
         line("2", "002103000010000", "20", "150.00", "3000.00"),
@@ -79,7 +79,7 @@ fn visit_lines() -> Vec<FeeLine> {
 
 const VISIT_TOTAL: &str = "3052.00";
 
-fn register_request(
+pub(crate) fn register_request(
     message_id: &str,
     treatment: &str,
     insured: &str,
@@ -111,7 +111,11 @@ fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
 }
 
-fn upload_request(message_id: &str, visit: &Visit, lines: Vec<FeeLine>) -> UploadFeeLinesRequest {
+pub(crate) fn upload_request(
+    message_id: &str,
+    visit: &Visit,
+    lines: Vec<FeeLine>,
+) -> UploadFeeLinesRequest {
     UploadFeeLinesRequest {
         message_id: message_id.into(),
         visit_id: visit.visit_id.clone(),
@@ -122,7 +126,12 @@ fn upload_request(message_id: &str, visit: &Visit, lines: Vec<FeeLine>) -> Uploa
     }
 }
 
-fn settle_request(message_id: &str, visit: &Visit, n: u32, use_account: bool) -> SettleRequest {
+pub(crate) fn settle_request(
+    message_id: &str,
+    visit: &Visit,
+    n: u32,
+    use_account: bool,
+) -> SettleRequest {
     SettleRequest {
         message_id: message_id.into(),
         visit_id: visit.visit_id.clone(),
@@ -177,7 +186,7 @@ async fn open_visit(net: &Sandbox, tag: &str, treatment: &str, insured: &str, n:
 
 /// Asserts the ledger's posted balances of every advances, pool and obligation account equal
 /// what the live settlements put there (fund pay plus account pay), and nothing is pending.
-async fn assert_ledger_agrees(net: &Sandbox, live: &[Settlement]) {
+pub(crate) async fn assert_ledger_agrees(net: &Sandbox, live: &[Settlement]) {
     let mut expected: HashMap<String, i64> = HashMap::new();
     for settlement in live {
         assert_eq!(settlement.status, SettlementStatus::Settled as i32);
@@ -458,7 +467,7 @@ network_test! {
 
 /// A settlement node of Binzhou's of the test's own, on a store of its own, talking to the
 /// sandbox's network: a node whose steps a test drives one by one, and then "crashes" (drops).
-async fn own_node(net: &Sandbox, dir: &std::path::Path) -> SettlementNode {
+pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> SettlementNode {
     let city = CityCode::parse(BINZHOU).expect("city");
     let store = Store::open(
         &Location::Sqlite {

@@ -6,8 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
 use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
@@ -77,11 +78,21 @@ pub struct Endpoint {
 #[derive(Debug)]
 pub struct LocalNetwork {
     network: Arc<Network>,
+    /// Every server, in start order; `stores[i]` is the store of `endpoints[i]`.
     endpoints: Vec<Endpoint>,
     stores: Vec<Store>,
+    calls: CallLimits,
     shutdown: CancellationToken,
-    servers: JoinSet<Result<(), tonic::transport::Error>>,
+    servers: Mutex<Servers>,
 }
+
+/// The running server tasks, by owner and service, each with its own shutdown token.
+#[derive(Debug, Default)]
+struct Servers {
+    tasks: HashMap<(Owner, Service), (ServerTask, CancellationToken)>,
+}
+
+type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
 
 /// The services each enabled city runs; the ledger runs once, at the clearing house.
 const CITY_SERVICES: [Service; 3] = [Service::Identity, Service::Catalog, Service::Settlement];
@@ -135,9 +146,14 @@ impl LocalNetwork {
         let network = Arc::new(network);
 
         let shutdown = CancellationToken::new();
-        let mut servers = JoinSet::new();
-        let mut stores = Vec::new();
-        let mut endpoints = Vec::new();
+        let mut running = LocalNetwork {
+            network,
+            endpoints: Vec::new(),
+            stores: Vec::new(),
+            calls: options.calls,
+            shutdown,
+            servers: Mutex::new(Servers::default()),
+        };
         for (endpoint, listener) in listeners {
             let store = Store::open(
                 &options.location,
@@ -147,79 +163,118 @@ impl LocalNetwork {
             )
             .await?;
             store.migrate().await?;
-            let role = match (endpoint.owner, endpoint.service) {
-                (Owner::City(city), Service::Identity) => {
-                    let keys = PiiKeys::for_development(city);
-                    if let Some(seeds) = &options.seeds {
-                        seed_persons(&store, &keys, city, &seeds.persons_of(city))
-                            .await
-                            .map_err(|source| NodeError::Seed {
-                                what: "person",
-                                owner: city.to_string(),
-                                source: source.into(),
-                            })?;
-                    }
-                    let signer = VoucherSigner::for_development(city);
-                    Role::Identity(Box::new(IdentityNode::new(
-                        city,
-                        store.clone(),
-                        keys,
-                        signer,
-                        network.clone(),
-                        options.calls,
-                    )?))
-                }
-                (Owner::City(city), Service::Catalog) => {
-                    if let Some(seeds) = &options.seeds {
-                        let seed_error = |what: &'static str| {
-                            move |source: yitong_store::sqlx::Error| NodeError::Seed {
-                                what,
-                                owner: city.to_string(),
-                                source: source.into(),
-                            }
-                        };
-                        seed_institutions(&store, city, &seeds.institutions_of(city))
-                            .await
-                            .map_err(seed_error("institution"))?;
-                        seed_items(&store, city, &seeds.items_of(city))
-                            .await
-                            .map_err(seed_error("catalog item"))?;
-                        seed_policies(&store, city, &seeds.policies_of(city))
-                            .await
-                            .map_err(seed_error("policy"))?;
-                    }
-                    // A peer endpoint that is not a URL is a malformed network file.
-                    let node =
-                        CatalogNode::new(city, store.clone(), network.clone(), options.calls)
-                            .map_err(|error| NodeError::Endpoint(error.endpoint))?;
-                    Role::Catalog(node)
-                }
-                (Owner::City(city), Service::Settlement) => {
-                    let node =
-                        SettlementNode::new(city, store.clone(), network.clone(), options.calls)?;
-                    // The recovery sweep runs at start-up and then periodically, until shutdown.
-                    node.spawn_recovery(shutdown.clone());
-                    Role::Settlement(
-                        node,
-                        BenefitNode::new(city, store.clone(), network.clone(), options.calls)?,
-                    )
-                }
-                (Owner::ClearingHouse, Service::Ledger) => {
-                    Role::Ledger(LedgerNode::start(store.clone(), network.clone()).await?)
-                }
-                (owner, service) => unreachable!("{owner} does not run {service}"),
-            };
-            servers.spawn(serve(role, listener, shutdown.clone()));
-            stores.push(store);
-            endpoints.push(endpoint);
+            running
+                .spawn(&endpoint, &store, listener, options.seeds.as_ref())
+                .await?;
+            running.stores.push(store);
+            running.endpoints.push(endpoint);
         }
-        Ok(LocalNetwork {
-            network,
-            endpoints,
-            stores,
-            shutdown,
-            servers,
-        })
+        Ok(running)
+    }
+
+    /// Builds the role of one server and serves it on `listener`, under its own shutdown token
+    /// (a child of the network's) so that it can be stopped alone.
+    async fn spawn(
+        &self,
+        endpoint: &Endpoint,
+        store: &Store,
+        listener: TcpListener,
+        seeds: Option<&Seeds>,
+    ) -> Result<(), NodeError> {
+        let network = &self.network;
+        let shutdown = self.shutdown.child_token();
+        let role = match (endpoint.owner, endpoint.service) {
+            (Owner::City(city), Service::Identity) => {
+                let keys = PiiKeys::for_development(city);
+                if let Some(seeds) = seeds {
+                    seed_persons(store, &keys, city, &seeds.persons_of(city))
+                        .await
+                        .map_err(|source| NodeError::Seed {
+                            what: "person",
+                            owner: city.to_string(),
+                            source: source.into(),
+                        })?;
+                }
+                let signer = VoucherSigner::for_development(city);
+                Role::Identity(Box::new(IdentityNode::new(
+                    city,
+                    store.clone(),
+                    keys,
+                    signer,
+                    network.clone(),
+                    self.calls,
+                )?))
+            }
+            (Owner::City(city), Service::Catalog) => {
+                if let Some(seeds) = seeds {
+                    let seed_error = |what: &'static str| {
+                        move |source: yitong_store::sqlx::Error| NodeError::Seed {
+                            what,
+                            owner: city.to_string(),
+                            source: source.into(),
+                        }
+                    };
+                    seed_institutions(store, city, &seeds.institutions_of(city))
+                        .await
+                        .map_err(seed_error("institution"))?;
+                    seed_items(store, city, &seeds.items_of(city))
+                        .await
+                        .map_err(seed_error("catalog item"))?;
+                    seed_policies(store, city, &seeds.policies_of(city))
+                        .await
+                        .map_err(seed_error("policy"))?;
+                }
+                // A peer endpoint that is not a URL is a malformed network file.
+                let node = CatalogNode::new(city, store.clone(), network.clone(), self.calls)
+                    .map_err(|error| NodeError::Endpoint(error.endpoint))?;
+                Role::Catalog(node)
+            }
+            (Owner::City(city), Service::Settlement) => {
+                let node = SettlementNode::new(city, store.clone(), network.clone(), self.calls)?;
+                // The recovery sweep runs at start-up and then periodically, until shutdown.
+                node.spawn_recovery(shutdown.clone());
+                Role::Settlement(
+                    node,
+                    BenefitNode::new(city, store.clone(), network.clone(), self.calls)?,
+                )
+            }
+            (Owner::ClearingHouse, Service::Ledger) => {
+                Role::Ledger(LedgerNode::start(store.clone(), network.clone()).await?)
+            }
+            (owner, service) => unreachable!("{owner} does not run {service}"),
+        };
+        let task = tokio::spawn(serve(role, listener, shutdown.clone()));
+        let key = (endpoint.owner, endpoint.service);
+        let mut servers = self.servers.lock().expect("server table");
+        servers.tasks.insert(key, (task, shutdown));
+        Ok(())
+    }
+
+    /// Kills one server as a crash would: calls in flight are cut, nothing is drained, and its
+    /// background work (a settlement node's recovery sweep) stops with it. Its store stays.
+    pub fn abort(&self, owner: Owner, service: Service) {
+        let mut servers = self.servers.lock().expect("server table");
+        if let Some((task, shutdown)) = servers.tasks.remove(&(owner, service)) {
+            shutdown.cancel();
+            task.abort();
+        }
+    }
+
+    /// Starts a server again on its address and its store, as a restarted process would.
+    pub async fn restart(&self, owner: Owner, service: Service) -> Result<(), NodeError> {
+        self.abort(owner, service);
+        let index = self
+            .endpoints
+            .iter()
+            .position(|endpoint| endpoint.owner == owner && endpoint.service == service)
+            .unwrap_or_else(|| panic!("{owner} runs no {service} service"));
+        let endpoint = self.endpoints[index].clone();
+        let address = socket_address(&endpoint.url)?;
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| NodeError::Bind { address, source })?;
+        self.spawn(&endpoint, &self.stores[index], listener, None)
+            .await
     }
 
     /// The network as it runs, with the endpoints actually bound.
@@ -237,10 +292,11 @@ impl LocalNetwork {
     }
 
     /// Stops accepting calls, lets the calls in flight finish, and closes every store.
-    pub async fn shut_down(mut self) {
+    pub async fn shut_down(self) {
         self.shutdown.cancel();
-        while let Some(result) = self.servers.join_next().await {
-            if let Ok(Err(error)) = result {
+        let tasks = std::mem::take(&mut self.servers.lock().expect("server table").tasks);
+        for (_, (task, _)) in tasks {
+            if let Ok(Err(error)) = task.await {
                 tracing::warn!(error = %yitong_core::cause_chain(&error), "server stopped with an error");
             }
         }

@@ -247,6 +247,19 @@ impl Sandbox {
             .unwrap_or_else(|| panic!("{owner} runs no {service} service"))
     }
 
+    /// Kills one server as a crash would (calls in flight cut, nothing drained); its store stays.
+    pub fn abort_server(&self, owner: Owner, service: Service) {
+        self.network.abort(owner, service);
+    }
+
+    /// Starts a killed server again on its address and store, as a restarted process would.
+    pub async fn restart_server(&self, owner: Owner, service: Service) {
+        self.network
+            .restart(owner, service)
+            .await
+            .expect("server restarts");
+    }
+
     pub fn channel(&self, owner: Owner, service: Service) -> Channel {
         let url = self.endpoint(owner, service);
         tonic::transport::Endpoint::from_shared(url)

@@ -1,0 +1,269 @@
+//! Crashes in the middle of a cross-city Settle: the treatment node cut off at every step
+//! boundary and restarted, and separately the insured node aborted at every boundary and
+//! restarted. After recovery each settlement is complete in all three places (treatment record,
+//! insured reservation, ledger transfer) or voided in all three: none lost, none doubled.
+
+use tonic::Request;
+use yitong_core::{Owner, Service};
+use yitong_proto::ledger::v1::{
+    LookupTransfersRequest, TransferStatus, lookup_transfers_request::Selector,
+};
+use yitong_proto::settlement::v1::settlement_service_server::SettlementService;
+use yitong_proto::settlement::v1::{
+    GetSettlementRequest, PostRequest, ReservationStatus, Settlement, Visit, VoidRequest,
+    get_settlement_request::Key,
+};
+use yitong_sandbox::{BINZHOU, JINAN, Sandbox, network_test};
+use yitong_settlement::SettlementNode;
+use yitong_settlement::treatment::Started;
+
+use crate::settlement::{
+    assert_ledger_agrees, hospital, own_node, register_request, settle_request, upload_request,
+    visit_lines,
+};
+use crate::support::assert_refused;
+
+/// Where a Settle stops: after this many of its five steps.
+const BOUNDARIES: [usize; 4] = [1, 2, 3, 4];
+
+/// A fresh Binzhou visit of the n-th Jinan person, at `node`.
+async fn open_visit(node: &SettlementNode, tag: &str, n: u32) -> Visit {
+    let register = register_request(&format!("R-{tag}"), BINZHOU, JINAN, n);
+    let visit = node
+        .register_visit(Request::new(register))
+        .await
+        .expect("registered")
+        .into_inner()
+        .visit
+        .expect("visit");
+    node.upload_fee_lines(Request::new(upload_request(
+        &format!("U-{tag}"),
+        &visit,
+        visit_lines(),
+    )))
+    .await
+    .expect("uploaded");
+    visit
+}
+
+/// Runs the first `steps` steps of a Settle, each allowed to fail (a peer may be down), and
+/// returns the settlement id of the intent.
+async fn settle_partly(
+    node: &SettlementNode,
+    message_id: &str,
+    visit: &Visit,
+    n: u32,
+    steps: usize,
+) -> String {
+    let Started::Intent(intent) = node
+        .step_intent(&settle_request(message_id, visit, n, true))
+        .await
+        .expect("intent")
+    else {
+        panic!("a fresh message id starts an intent");
+    };
+    let id = intent.settlement_id().to_owned();
+    if steps < 2 {
+        return id;
+    }
+    let Ok(reservation) = node.step_reserve(&intent).await else {
+        return id;
+    };
+    if steps < 3 {
+        return id;
+    }
+    let Ok(transfer) = node.step_book(&intent, &reservation).await else {
+        return id;
+    };
+    if steps < 4 {
+        return id;
+    }
+    let _ = node.step_record(&intent, &reservation, &transfer).await;
+    id
+}
+
+/// Asserts one settlement is complete everywhere, and returns its record.
+async fn assert_complete_everywhere(net: &Sandbox, node: &SettlementNode, id: &str) -> Settlement {
+    let get = GetSettlementRequest {
+        key: Some(Key::SettlementId(id.to_owned())),
+        institution_code: hospital(BINZHOU),
+    };
+    let settlement = node
+        .get_settlement(Request::new(get))
+        .await
+        .expect("recorded")
+        .into_inner()
+        .settlement
+        .expect("settlement");
+    assert!(
+        settlement.completed_at.is_some(),
+        "{id} completed at the treatment city"
+    );
+    let post = PostRequest {
+        message_id: format!("check-{id}"),
+        settlement_id: id.to_owned(),
+    };
+    let reservation = net
+        .benefit(JINAN)
+        .post(post)
+        .await
+        .expect("reserved")
+        .into_inner()
+        .reservation
+        .expect("reservation");
+    assert_eq!(
+        reservation.status,
+        ReservationStatus::Posted as i32,
+        "{id} posted at the insured city"
+    );
+    let transfers = transfers(net, id).await;
+    assert_eq!(transfers.len(), 1, "{id}: one transfer, none doubled");
+    assert_eq!(
+        transfers[0],
+        TransferStatus::Posted as i32,
+        "{id} posted in the ledger"
+    );
+    settlement
+}
+
+/// Asserts one settlement is absent everywhere: voided here, at the insured city and in the ledger.
+async fn assert_voided_everywhere(
+    net: &Sandbox,
+    node: &SettlementNode,
+    id: &str,
+    message_id: &str,
+    visit: &Visit,
+    n: u32,
+) {
+    // A replay of the voided Settle is refused as such, not settled again.
+    let status = node
+        .settle(Request::new(settle_request(message_id, visit, n, true)))
+        .await
+        .unwrap_err();
+    assert_refused(&status, "SETTLEMENT_VOIDED");
+    let void = VoidRequest {
+        message_id: format!("check-{id}"),
+        settlement_id: id.to_owned(),
+        reason: "check".into(),
+    };
+    let reservation = net
+        .benefit(JINAN)
+        .void(void)
+        .await
+        .expect("voidable")
+        .into_inner()
+        .reservation
+        .expect("reservation");
+    assert_eq!(
+        reservation.status,
+        ReservationStatus::Voided as i32,
+        "{id} voided at the insured city"
+    );
+    for status in transfers(net, id).await {
+        assert_eq!(
+            status,
+            TransferStatus::Voided as i32,
+            "{id} voided in the ledger"
+        );
+    }
+}
+
+async fn transfers(net: &Sandbox, id: &str) -> Vec<i32> {
+    let lookup = LookupTransfersRequest {
+        selector: Some(Selector::SettlementId(id.to_owned())),
+    };
+    net.ledger()
+        .lookup_transfers(lookup)
+        .await
+        .expect("looked up")
+        .into_inner()
+        .transfers
+        .iter()
+        .map(|transfer| transfer.status)
+        .collect()
+}
+
+network_test! {
+    /// Proves the treatment node survives a crash at every step boundary of a Settle: cut off
+    /// after 1, 2, 3 or 4 of its 5 steps and restarted on the same store, its recovery voids in
+    /// all three places what was not recorded and completes in all three what was.
+    async fn treatment_node_crashes_at_every_boundary(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut completed = Vec::new();
+        for steps in BOUNDARIES {
+            let tag = format!("T{steps}");
+            let (id, visit) = {
+                let node = own_node(net, dir.path()).await;
+                let visit = open_visit(&node, &tag, 1).await;
+                let id = settle_partly(&node, &format!("S-{tag}"), &visit, 1, steps).await;
+                // The process dies here: nothing more runs, nothing is cleaned up.
+                drop(node);
+                (id, visit)
+            };
+            let restarted = own_node(net, dir.path()).await;
+            let report = restarted.recover().await.expect("swept");
+            assert_eq!(report.left, 0, "after {steps} steps: {report:?}");
+            if steps >= 4 {
+                completed.push(assert_complete_everywhere(net, &restarted, &id).await);
+            } else {
+                assert_voided_everywhere(net, &restarted, &id, &format!("S-{tag}"), &visit, 1).await;
+            }
+            restarted.store().close().await;
+        }
+        assert_ledger_agrees(net, &completed).await;
+    }
+}
+
+network_test! {
+    /// Proves a Settle survives the insured node's crash at every step boundary: Jinan's
+    /// settlement server (which holds the benefit service) is aborted after 1, 2, 3 or 4 steps,
+    /// the Settle runs on against it, the server is restarted, and the treatment node's recovery
+    /// leaves the settlement complete or voided in all three places.
+    async fn insured_node_crashes_at_every_boundary(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let node = own_node(net, dir.path()).await;
+        let insured = Owner::City(yitong_core::CityCode::parse(JINAN).expect("city"));
+        let mut completed = Vec::new();
+        for steps in BOUNDARIES {
+            let tag = format!("I{steps}");
+            let visit = open_visit(&node, &tag, 2).await;
+            let Started::Intent(intent) = node.step_intent(&settle_request(&format!("S-{tag}"), &visit, 2, true)).await.expect("intent") else {
+                panic!("a fresh message id starts an intent");
+            };
+            let id = intent.settlement_id().to_owned();
+            let mut reservation = None;
+            let mut transfer = None;
+            for step in 2..=5 {
+                if step == steps + 1 {
+                    net.abort_server(insured, Service::Settlement);
+                }
+                let done = match step {
+                    2 => node.step_reserve(&intent).await.map(|held| reservation = Some(held)).is_ok(),
+                    3 => match &reservation {
+                        Some(held) => node.step_book(&intent, held).await.map(|booked| transfer = Some(booked)).is_ok(),
+                        None => false,
+                    },
+                    4 => match (&reservation, &transfer) {
+                        (Some(held), Some(booked)) => node.step_record(&intent, held, booked).await.is_ok(),
+                        _ => false,
+                    },
+                    _ => node.step_complete(&id).await.is_ok(),
+                };
+                if !done {
+                    break;
+                }
+            }
+            net.restart_server(insured, Service::Settlement).await;
+            let report = node.recover().await.expect("swept");
+            assert_eq!(report.left, 0, "insured node down after {steps} steps: {report:?}");
+            if steps >= 2 {
+                // Reserved before the crash: the record and the posts follow once it is back.
+                completed.push(assert_complete_everywhere(net, &node, &id).await);
+            } else {
+                assert_voided_everywhere(net, &node, &id, &format!("S-{tag}"), &visit, 2).await;
+            }
+        }
+        assert_ledger_agrees(net, &completed).await;
+        node.store().close().await;
+    }
+}
