@@ -8,6 +8,7 @@ mod crash;
 mod foundation;
 mod identity;
 mod ledger;
+mod properties;
 mod reconciliation;
 mod settlement;
 mod support;

@@ -37,16 +37,17 @@ fn person_no(city: &str, n: u32) -> String {
     format!("{city}{n:010}")
 }
 
-/// Seeded persons 1 and 2 of each city are employees, 3 and 4 residents.
+/// The seeded fixtures of each city: 1, 2, 5, 6 and 8 are employees, 3, 4 and 7 residents
+/// (`seeds/README.md`).
 fn insurance_type(n: u32) -> InsuranceType {
-    if n <= 2 {
+    if matches!(n, 1 | 2 | 5 | 6 | 8) {
         InsuranceType::Employee
     } else {
         InsuranceType::Resident
     }
 }
 
-fn card(city: &str, n: u32) -> Option<Credential> {
+pub(crate) fn card(city: &str, n: u32) -> Option<Credential> {
     Some(Credential {
         kind: Some(Kind::CardNumber(seeded_card(city, n))),
     })
@@ -56,7 +57,13 @@ pub(crate) fn fen(text: &str) -> i64 {
     Amount::parse_signed(text).expect("amount").fen()
 }
 
-fn line(serial: &str, code: &str, quantity: &str, unit_price: &str, amount: &str) -> FeeLine {
+pub(crate) fn line(
+    serial: &str,
+    code: &str,
+    quantity: &str,
+    unit_price: &str,
+    amount: &str,
+) -> FeeLine {
     FeeLine {
         serial: serial.into(),
         item_code: code.into(),
@@ -145,7 +152,7 @@ pub(crate) fn settle_request(
     }
 }
 
-fn cancel_request(message_id: &str, settlement: &Settlement) -> CancelSettlementRequest {
+pub(crate) fn cancel_request(message_id: &str, settlement: &Settlement) -> CancelSettlementRequest {
     CancelSettlementRequest {
         message_id: message_id.into(),
         settlement_id: settlement.settlement_id.clone(),

@@ -1,0 +1,253 @@
+//! Properties through the whole network: whatever a visit holds and whichever cities treat and
+//! insure, settling it and then cancelling it leaves the insured city's running totals (the
+//! deductible and cap left, the personal account) and every ledger balance exactly as before.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use yitong_core::Amount;
+use yitong_proto::ledger::v1::GetBalancesRequest;
+use yitong_proto::settlement::v1::{
+    BenefitClaim, ClaimAmounts, QuoteRequest, SettleRequest, SettlementSplit,
+};
+use yitong_sandbox::{Database, PILOT_CITIES, Sandbox};
+
+use crate::settlement::{
+    cancel_request, card, fen, hospital, line, register_request, upload_request,
+};
+
+/// Seeded persons whose insurance is active: employees 1, 2, 8 (with an account), residents 3, 4.
+const ENTITLED: [u32; 5] = [1, 2, 3, 4, 8];
+/// Cases per database; each settles and cancels one visit through every service.
+const CASES: u32 = 12;
+
+#[derive(Debug, Clone)]
+struct Case {
+    treatment: usize,
+    insured: usize,
+    person: u32,
+    use_account: bool,
+    /// (index into the treatment city's codes, quantity, unit price in fen)
+    lines: Vec<(usize, u32, i64)>,
+}
+
+fn cases() -> impl Strategy<Value = Case> {
+    (
+        0..PILOT_CITIES.len(),
+        0..PILOT_CITIES.len(),
+        prop::sample::select(ENTITLED.to_vec()),
+        any::<bool>(),
+        prop::collection::vec((0..200usize, 1..=5u32, 1..=50_000i64), 1..=4),
+    )
+        .prop_map(|(treatment, insured, person, use_account, lines)| Case {
+            treatment,
+            insured,
+            person,
+            use_account,
+            lines,
+        })
+}
+
+/// The first 200 catalog codes of every city, from the seeds.
+fn codes() -> HashMap<String, Vec<String>> {
+    let items = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("catalog_items.csv"))
+        .expect("catalog_items.csv");
+    let mut codes: HashMap<String, Vec<String>> = HashMap::new();
+    for row in items.lines().skip(1) {
+        let mut fields = row.split(',');
+        let (Some(city), Some(code)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let list = codes.entry(city.to_owned()).or_default();
+        if list.len() < 200 {
+            list.push(code.to_owned());
+        }
+    }
+    codes
+}
+
+/// What the insured city would answer for a one-yuan claim now: its view of the running totals.
+async fn totals(net: &Sandbox, case: &Case) -> (String, String, String) {
+    let (treatment, insured) = (PILOT_CITIES[case.treatment], PILOT_CITIES[case.insured]);
+    let employee = matches!(case.person, 1 | 2 | 8);
+    let claim = BenefitClaim {
+        person_no: format!("{insured}{:010}", case.person),
+        service_date: yitong_core::today().to_string(),
+        insurance_type: if employee { 310 } else { 390 },
+        hospital_level: 3,
+        treatment_city: treatment.into(),
+        institution_code: hospital(treatment),
+        visit_id: "S000000000000000001".into(),
+        amounts: Some(ClaimAmounts {
+            total_amount: "1.00".into(),
+            full_self_pay: "0.00".into(),
+            over_cap_self_pay: "0.00".into(),
+            pre_self_pay: "0.00".into(),
+            in_scope_amount: "1.00".into(),
+        }),
+        use_personal_account: true,
+    };
+    let split: SettlementSplit = net
+        .benefit(insured)
+        .quote(QuoteRequest { claim: Some(claim) })
+        .await
+        .expect("quoted")
+        .into_inner()
+        .split
+        .expect("split");
+    (
+        split.deductible_left,
+        split.annual_cap_left,
+        split.account_balance,
+    )
+}
+
+/// Every settlement-related account balance of the ledger.
+async fn balances(net: &Sandbox) -> HashMap<String, String> {
+    let mut ids = Vec::new();
+    for treatment in PILOT_CITIES {
+        ids.push(format!("{treatment}.advances"));
+        ids.push(format!("{treatment}.pool"));
+        for insured in PILOT_CITIES.iter().filter(|insured| **insured != treatment) {
+            ids.push(format!("{insured}->{treatment}.obligation"));
+        }
+    }
+    let reply = net
+        .ledger()
+        .get_balances(GetBalancesRequest {
+            account_ids: ids,
+            cities: vec![],
+        })
+        .await
+        .expect("balances")
+        .into_inner();
+    reply
+        .accounts
+        .into_iter()
+        .map(|account| (account.id, account.balance))
+        .collect()
+}
+
+async fn settle_then_cancel(
+    net: &Sandbox,
+    codes: &HashMap<String, Vec<String>>,
+    case: &Case,
+    tag: u32,
+) {
+    let (treatment, insured) = (PILOT_CITIES[case.treatment], PILOT_CITIES[case.insured]);
+    let totals_before = totals(net, case).await;
+    let balances_before = balances(net).await;
+
+    let mut his = net.settlement(treatment);
+    let register = register_request(&format!("P-R-{tag}"), treatment, insured, case.person);
+    let visit = his
+        .register_visit(register)
+        .await
+        .expect("registered")
+        .into_inner()
+        .visit
+        .expect("visit");
+    let mut total = 0;
+    let lines = case
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(index, (code, quantity, price_fen))| {
+            let amount = i64::from(*quantity) * price_fen;
+            total += amount;
+            let code = &codes[treatment][*code % codes[treatment].len()];
+            line(
+                &format!("{}", index + 1),
+                code,
+                &quantity.to_string(),
+                &Amount::from_fen(*price_fen).to_string(),
+                &Amount::from_fen(amount).to_string(),
+            )
+        })
+        .collect();
+    his.upload_fee_lines(upload_request(&format!("P-U-{tag}"), &visit, lines))
+        .await
+        .expect("uploaded");
+    let settle = SettleRequest {
+        message_id: format!("P-S-{tag}"),
+        visit_id: visit.visit_id.clone(),
+        person_no: visit.person_no.clone(),
+        credential: card(insured, case.person),
+        insurance_type: visit.insurance_type,
+        total_amount: Amount::from_fen(total).to_string(),
+        use_personal_account: case.use_account,
+        institution_code: visit.institution_code.clone(),
+        operator_id: "op1".into(),
+    };
+    let settlement = his
+        .settle(settle)
+        .await
+        .expect("settled")
+        .into_inner()
+        .settlement
+        .expect("settlement");
+    let split = settlement.split.as_ref().expect("split");
+    assert_eq!(
+        fen(&split.total_amount),
+        total,
+        "the split adds up to the lines"
+    );
+    assert_eq!(
+        fen(&split.fund_pay) + fen(&split.account_pay) + fen(&split.cash_pay),
+        total
+    );
+    his.cancel_settlement(cancel_request(&format!("P-C-{tag}"), &settlement))
+        .await
+        .expect("cancelled");
+
+    assert_eq!(
+        totals(net, case).await,
+        totals_before,
+        "running totals restored: {case:?}"
+    );
+    assert_eq!(
+        balances(net).await,
+        balances_before,
+        "ledger balances restored: {case:?}"
+    );
+}
+
+fn settle_then_cancel_restores_everything(database: Database) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let Some(net) = runtime.block_on(Sandbox::start(database)) else {
+        return;
+    };
+    let codes = codes();
+    // The runner takes a `Fn`: the counter that keeps message ids apart is shared, not mutable.
+    let tag = std::sync::atomic::AtomicU32::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: CASES,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let outcome = runner.run(&cases(), |case| {
+        let tag = tag.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        runtime.block_on(settle_then_cancel(&net, &codes, &case, tag));
+        Ok(())
+    });
+    runtime.block_on(net.shut_down());
+    outcome.expect("settle then cancel restores every total and balance");
+}
+
+/// Proves, for random visits, city pairs, persons and account choices, on SQLite, that settling
+/// and cancelling leaves the running totals and every ledger balance as before.
+#[test]
+fn settle_then_cancel_restores_everything_on_sqlite() {
+    settle_then_cancel_restores_everything(Database::Sqlite);
+}
+
+/// The same on PostgreSQL.
+#[test]
+fn settle_then_cancel_restores_everything_on_postgres() {
+    settle_then_cancel_restores_everything(Database::Postgres);
+}
