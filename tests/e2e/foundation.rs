@@ -6,7 +6,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::{v1, v1alpha};
 use yitong_core::{Owner, Service};
-use yitong_proto::ledger::v1::CloseClearingPeriodRequest;
 use yitong_sandbox::{JINAN, PILOT_CITIES, ZIBO, network_test};
 
 use crate::support::seeded_card;
@@ -105,10 +104,17 @@ network_test! {
 }
 
 network_test! {
-    /// Proves that an RPC whose behaviour is not built yet answers UNIMPLEMENTED, never success.
-    async fn unbuilt_rpcs_answer_unimplemented(net) {
-        let status = net.ledger().close_clearing_period(CloseClearingPeriodRequest::default()).await.unwrap_err();
-        assert_eq!(status.code(), Code::Unimplemented);
+    /// Proves that a call the server does not know (a method of a newer client, a typo in a
+    /// hand-written call) answers UNIMPLEMENTED, never success, on every server.
+    async fn unknown_methods_answer_unimplemented(net) {
+        for endpoint in net.endpoints() {
+            let mut grpc = tonic::client::Grpc::new(net.channel(endpoint.owner, endpoint.service));
+            grpc.ready().await.expect("channel ready");
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static("/yitong.ledger.v1.LedgerService/NoSuchMethod");
+            let codec = tonic_prost::ProstCodec::<(), ()>::default();
+            let status = grpc.unary(tonic::Request::new(()), path, codec).await.unwrap_err();
+            assert_eq!(status.code(), Code::Unimplemented, "{}", endpoint.url);
+        }
     }
 }
 

@@ -68,15 +68,20 @@ fn china() -> FixedOffset {
 }
 
 /// The China date of an instant.
-fn china_date(at_ms: i64) -> Date {
+pub(crate) fn china_date(at_ms: i64) -> Date {
     DateTime::from_timestamp_millis(at_ms)
         .expect("instants of this era are in chrono's range")
         .with_timezone(&china())
         .date_naive()
 }
 
-/// The stored columns of a transfer created at `created_at_ms`.
-pub(crate) fn columns(transfer: &Transfer, created_at_ms: i64) -> TransferColumns {
+/// The stored columns of a transfer created at `created_at_ms`, when every clearing period up to
+/// `closed_through` ("YYYY-MM", or empty when none) is closed.
+pub(crate) fn columns(
+    transfer: &Transfer,
+    created_at_ms: i64,
+    closed_through: &str,
+) -> TransferColumns {
     let mut columns = TransferColumns {
         transfer_id: transfer.id.to_string(),
         debit_account_id: transfer.debit.to_string(),
@@ -113,14 +118,20 @@ pub(crate) fn columns(transfer: &Transfer, created_at_ms: i64) -> TransferColumn
         columns.cancellation = i64::from(record.cancellation);
         columns.original_settlement_id = record.original_settlement_id.clone();
         columns.business_date = record.settlement_date.to_string();
-        // No period is ever closed before the clearing issue builds CloseClearingPeriod, so
-        // the period is the settlement's month; that issue books a cancellation of a closed
-        // month into the first open one (an adjustment).
-        columns.clearing_period = format!(
+        // The period is the settlement's month, unless that month is closed: a closed period
+        // is frozen, so a late row (a cancellation, most often) counts in the first open month
+        // as an adjustment. Periods close in order, so that is the month after the last closed.
+        let month = format!(
             "{:04}-{:02}",
             record.settlement_date.year(),
             record.settlement_date.month()
         );
+        columns.clearing_period = if !closed_through.is_empty() && month.as_str() <= closed_through
+        {
+            crate::clearing::next_period(closed_through)
+        } else {
+            month
+        };
     }
     columns
 }
@@ -265,6 +276,9 @@ pub(crate) async fn create_transfers(
         accounts,
         bookings,
     };
+    // Read under the head lock, which CloseClearingPeriod holds too: no period closes between
+    // this read and the entries this batch appends.
+    let closed_through = crate::clearing::closed_through(appender.conn()).await?;
 
     let now_ms = appender.now_ms();
     let mut outcomes = Vec::with_capacity(transfers.len());
@@ -282,7 +296,7 @@ pub(crate) async fn create_transfers(
         let mut tentative = next_sequence;
         let mut failed = false;
         for transfer in chain {
-            let columns = columns(transfer, now_ms);
+            let columns = columns(transfer, now_ms, &closed_through);
             let decision = state.decide(transfer, &columns);
             match decision {
                 Decision::New => {
@@ -485,7 +499,11 @@ mod tests {
     fn transfer(edit: impl FnOnce(&mut pb::Transfer)) -> TransferColumns {
         let mut wire = crate::transfer::tests::settlement();
         edit(&mut wire);
-        columns(&Transfer::try_from(wire).expect("valid"), 1_772_000_000_000)
+        columns(
+            &Transfer::try_from(wire).expect("valid"),
+            1_772_000_000_000,
+            "",
+        )
     }
 
     // Proves the stored columns of a settlement: its record, its business date and its period.
@@ -511,7 +529,7 @@ mod tests {
         })
         .unwrap();
         // 2026-03-01T16:30:00Z
-        let columns = columns(&deposit, 1_772_382_600_000);
+        let columns = columns(&deposit, 1_772_382_600_000, "");
         assert_eq!(columns.business_date, "2026-03-02");
         assert_eq!(columns.clearing_period, "");
     }

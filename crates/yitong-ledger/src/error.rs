@@ -4,7 +4,10 @@
 //! otherwise, a voided transfer posted) is not an error: it is a result in the reply, one per
 //! transfer, as TigerBeetle answers. Errors refuse a whole request.
 
+use std::collections::HashMap;
+
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 use yitong_core::{CityCode, Invalid};
 use yitong_store::replies::ReplyError;
 
@@ -16,12 +19,21 @@ pub enum LedgerError {
     Invalid(#[from] Invalid),
     #[error("no account {0}")]
     AccountNotFound(String),
+    #[error("{0}")]
+    RowNotFound(String),
     #[error("the ledger has no account of city {0}")]
     CityNotFound(CityCode),
     #[error("message id {0} was already used for a different request")]
     MessageConflict(String),
     #[error("up_to_sequence {requested} is beyond the journal's {head} entries")]
     BeyondHead { requested: u64, head: u64 },
+    /// A business refusal (a run still open, a period closed): FAILED_PRECONDITION with a
+    /// machine-readable reason in google.rpc.ErrorInfo, so a bureau's tool can tell them apart.
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     #[error("storage failed")]
     Store(#[from] yitong_store::sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
@@ -46,9 +58,20 @@ impl From<LedgerError> for Status {
     fn from(error: LedgerError) -> Status {
         let code = match &error {
             LedgerError::Invalid(invalid) => return invalid.clone().into(),
-            LedgerError::AccountNotFound(_) | LedgerError::CityNotFound(_) => Code::NotFound,
+            LedgerError::AccountNotFound(_)
+            | LedgerError::CityNotFound(_)
+            | LedgerError::RowNotFound(_) => Code::NotFound,
             LedgerError::MessageConflict(_) => Code::AlreadyExists,
             LedgerError::BeyondHead { .. } => Code::OutOfRange,
+            LedgerError::Refused { reason, message } => {
+                let details =
+                    ErrorDetails::with_error_info(*reason, "yitong.ledger", HashMap::new());
+                return Status::with_error_details(
+                    Code::FailedPrecondition,
+                    message.clone(),
+                    details,
+                );
+            }
             LedgerError::Store(_) | LedgerError::Corrupt(_) | LedgerError::Unbalanced(_) => {
                 tracing::error!(error = %yitong_core::cause_chain(&error), "ledger request failed");
                 return Status::internal("internal error");

@@ -4,8 +4,9 @@
 //! The ledger core is built: accounts opened from the network file ([`account`]), transfers
 //! created pending or posted, posted, voided and expired ([`transfer`], `book`), balances derived
 //! from the journal ([`balance`]), and the hash-chained journal itself ([`journal`]), appended
-//! to one transaction at a time behind its head row (`append`). Reconciliation and clearing
-//! answer UNIMPLEMENTED until their issue builds them on this journal.
+//! to one transaction at a time behind its head row (`append`). Daily reconciliation (`reconcile`)
+//! compares a submitter's totals and rows with the settlement records the journal carries;
+//! monthly clearing (`clearing`) confirms, nets and books a month's cross-city rows.
 //!
 //! Architecture invariant: only the ledger writes journal entries, and it only ever inserts
 //! them; every entry balances and is chained to the one before.
@@ -14,8 +15,10 @@ pub mod account;
 mod append;
 pub mod balance;
 mod book;
+mod clearing;
 mod error;
 pub mod journal;
+mod reconcile;
 mod repo;
 mod service;
 pub mod transfer;

@@ -1,14 +1,15 @@
-//! The LedgerService handlers of the clearing house: transfers, balances and the journal.
-//!
-//! Reconciliation and clearing answer UNIMPLEMENTED (the generated default) until their issue
-//! builds them on this journal.
+//! The LedgerService handlers of the clearing house: transfers, balances, the journal, daily
+//! reconciliation and monthly clearing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
 use yitong_core::{CityCode, Invalid, MessageId, Network};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
@@ -21,7 +22,11 @@ use crate::account::{AccountId, AccountKind, chart};
 use crate::append::{Appender, EXPIRIES_PER_SWEEP_MAX};
 use crate::balance::{Balance, Prepaid};
 use crate::book::{self, Known};
+use crate::clearing;
 use crate::journal::{Altered, Event, Verifier, to_hex};
+use crate::reconcile::{
+    DetailRun, Filter, Halt, Header, Opened, RESPONSES_BUFFERED_MAX, Replies, Totals,
+};
 use crate::repo;
 use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferId, parse_batch, parse_pending_ids};
 
@@ -378,6 +383,141 @@ impl LedgerNode {
     }
 }
 
+impl LedgerNode {
+    /// ReconcileTotals: the ledger's totals of the submitter's posted rows, figure by figure
+    /// against the submitter's. The run is recorded under its message id (the audit trail), so
+    /// a replay returns the first answer even after more settlements were booked.
+    async fn reconcile_totals(
+        &self,
+        request: pb::ReconcileTotalsRequest,
+    ) -> Result<pb::ReconcileTotalsResponse, LedgerError> {
+        let message_id = message_id(&request.message_id)?;
+        let filter = Filter::parse(
+            request.scope.as_ref(),
+            request.insurance_type,
+            request.clearing_type,
+            &request.from_date,
+            &request.to_date,
+        )?;
+        let submitted = Totals::parse(request.totals.as_ref())?;
+        if request.operator_id.chars().count() > IDENTIFIER_CHARS_MAX {
+            return Err(Invalid::new(
+                "operator_id",
+                format!("must be at most {IDENTIFIER_CHARS_MAX} characters"),
+            )
+            .into());
+        }
+        let mut tx = match self.begin(&message_id, "ReconcileTotals", &request).await? {
+            Begun::Replay(reply) => return Ok(reply),
+            Begun::Fresh(tx) => tx,
+        };
+        let head = repo::read_head(&mut tx).await?;
+        let ledger = crate::reconcile::ledger_totals(&mut tx, &filter, head.sequence).await?;
+        let mismatched = submitted.differences(&ledger);
+        let result = if mismatched.is_empty() {
+            pb::ReconciliationResult::Matched
+        } else {
+            pb::ReconciliationResult::Mismatched
+        };
+        let reply = pb::ReconcileTotalsResponse {
+            result: result as i32,
+            submitted: Some(submitted.to_wire()),
+            ledger: Some(ledger.to_wire()),
+            mismatched_figures: mismatched.into_iter().map(|figure| figure as i32).collect(),
+        };
+        self.finish(tx, &message_id, reply).await
+    }
+
+    /// ReconcileDetails: reads the header, opens (or resumes, or finds finished) the run, and
+    /// leaves the walk to a task that answers through a bounded channel.
+    async fn reconcile_details(
+        &self,
+        mut stream: Streaming<pb::ReconcileDetailsRequest>,
+    ) -> Result<ReceiverStream<Result<pb::ReconcileDetailsResponse, Status>>, Status> {
+        use pb::reconcile_details_request::Item;
+        let header = match stream.message().await?.and_then(|message| message.item) {
+            Some(Item::Header(header)) => header,
+            _ => return Err(Invalid::new("header", "must be the first message").into()),
+        };
+        let header = Header::try_from(header).map_err(|invalid| invalid.within("header"))?;
+        let opened = DetailRun::open(&self.store, header).await?;
+        let (replies, receiver) = mpsc::channel(RESPONSES_BUFFERED_MAX);
+        match opened {
+            Opened::Finished(summary) => {
+                // The channel is empty and holds more than one reply.
+                let item = pb::reconcile_details_response::Item::Summary(summary);
+                let _ = replies
+                    .send(Ok(pb::ReconcileDetailsResponse { item: Some(item) }))
+                    .await;
+            }
+            Opened::Running(run) => {
+                tokio::spawn(drive_details(run, stream, replies));
+            }
+        }
+        Ok(ReceiverStream::new(receiver))
+    }
+}
+
+impl LedgerNode {
+    /// A clearing request that changes state: its message id claimed, the change made under
+    /// the journal head's lock (so it is ordered with every append and with a close), the reply
+    /// recorded.
+    async fn clearing_write<Q: Message, R: Message + Default>(
+        &self,
+        rpc: &str,
+        message_id: &str,
+        request: &Q,
+        change: impl AsyncFnOnce(&mut Appender<'_>) -> Result<R, LedgerError>,
+    ) -> Result<R, LedgerError> {
+        let message_id = self::message_id(message_id)?;
+        let mut tx = match self.begin::<R>(&message_id, rpc, request).await? {
+            Begun::Replay(reply) => return Ok(reply),
+            Begun::Fresh(tx) => tx,
+        };
+        let mut appender = Appender::open(&mut tx).await?;
+        let reply = change(&mut appender).await?;
+        appender.close().await?;
+        self.finish(tx, &message_id, reply).await
+    }
+}
+
+/// Walks a detail run as the client's batches arrive; a refusal ends the stream with its status.
+async fn drive_details(
+    mut run: Box<DetailRun>,
+    mut stream: Streaming<pb::ReconcileDetailsRequest>,
+    replies: Replies,
+) {
+    use pb::reconcile_details_request::Item;
+    let outcome = async {
+        let checkpoint = run
+            .checkpoint_reply()
+            .item
+            .expect("a checkpoint has its item");
+        DetailRun::send(&replies, checkpoint).await?;
+        loop {
+            match stream.message().await {
+                Ok(Some(message)) => match message.item {
+                    Some(Item::Rows(batch)) => run.feed(&replies, batch).await?,
+                    Some(Item::Header(_)) => {
+                        return Err(Halt::from(Invalid::new(
+                            "header",
+                            "must be sent once, first",
+                        )));
+                    }
+                    None => return Err(Halt::from(Invalid::new("item", "give rows"))),
+                },
+                Ok(None) => return run.finish(&replies).await,
+                // The client's side broke: it resumes from its last checkpoint.
+                Err(_) => return Err(Halt::ClientGone),
+            }
+        }
+    }
+    .await;
+    if let Err(Halt::Failed(error)) = outcome {
+        let _ = replies.send(Err(error.into())).await;
+    }
+}
+
 fn message_id(text: &str) -> Result<MessageId, Invalid> {
     MessageId::parse(text).map_err(|invalid| invalid.at("message_id"))
 }
@@ -495,9 +635,164 @@ impl TryFrom<pb::LookupTransfersRequest> for Lookup {
     }
 }
 
-// Reconciliation and clearing keep the generated UNIMPLEMENTED until their issue builds them.
 #[tonic::async_trait]
 impl pb::ledger_service_server::LedgerService for LedgerNode {
+    async fn list_clearing_details(
+        &self,
+        request: Request<pb::ListClearingDetailsRequest>,
+    ) -> Result<Response<pb::ListClearingDetailsResponse>, Status> {
+        let request = request.into_inner();
+        let backend = self.store.backend();
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(LedgerError::from)?;
+        Ok(Response::new(
+            clearing::list_details(&mut conn, backend, &request).await?,
+        ))
+    }
+
+    async fn confirm_clearing_details(
+        &self,
+        request: Request<pb::ConfirmClearingDetailsRequest>,
+    ) -> Result<Response<pb::ConfirmClearingDetailsResponse>, Status> {
+        let request = request.into_inner();
+        let backend = self.store.backend();
+        let reply = self
+            .clearing_write(
+                "ConfirmClearingDetails",
+                &request.message_id,
+                &request,
+                async |appender| clearing::confirm(appender.conn(), backend, &request).await,
+            )
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn rollback_clearing_confirmation(
+        &self,
+        request: Request<pb::RollbackClearingConfirmationRequest>,
+    ) -> Result<Response<pb::RollbackClearingConfirmationResponse>, Status> {
+        let request = request.into_inner();
+        let reply = self
+            .clearing_write(
+                "RollbackClearingConfirmation",
+                &request.message_id,
+                &request,
+                async |appender| clearing::rollback(appender.conn(), &request).await,
+            )
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn apply_clearing(
+        &self,
+        request: Request<pb::ApplyClearingRequest>,
+    ) -> Result<Response<pb::ApplyClearingResponse>, Status> {
+        let request = request.into_inner();
+        let reply = self
+            .clearing_write(
+                "ApplyClearing",
+                &request.message_id,
+                &request,
+                async |appender| clearing::apply(appender.conn(), &request).await,
+            )
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn cancel_clearing_application(
+        &self,
+        request: Request<pb::CancelClearingApplicationRequest>,
+    ) -> Result<Response<pb::CancelClearingApplicationResponse>, Status> {
+        let request = request.into_inner();
+        let reply = self
+            .clearing_write(
+                "CancelClearingApplication",
+                &request.message_id,
+                &request,
+                async |appender| clearing::cancel_application(appender.conn(), &request).await,
+            )
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn close_clearing_period(
+        &self,
+        request: Request<pb::CloseClearingPeriodRequest>,
+    ) -> Result<Response<pb::CloseClearingPeriodResponse>, Status> {
+        let request = request.into_inner();
+        let message_id = message_id(&request.message_id)?;
+        let cities: Vec<CityCode> = self.network.enabled_cities().map(|c| c.code).collect();
+        let mut tx = match self
+            .begin::<pb::CloseClearingPeriodResponse>(&message_id, "CloseClearingPeriod", &request)
+            .await?
+        {
+            Begun::Replay(reply) => return Ok(Response::new(reply)),
+            Begun::Fresh(tx) => tx,
+        };
+        let mut appender = Appender::open(&mut tx).await?;
+        let mut reply =
+            clearing::close(&mut appender, &cities, &request, message_id.as_str()).await?;
+        let head = appender.close().await?;
+        clearing::record_head(&mut tx, &mut reply, &head.hash).await?;
+        tracing::info!(period = ?reply.period, payments = reply.payment_instructions.len(), "clearing period closed");
+        Ok(Response::new(self.finish(tx, &message_id, reply).await?))
+    }
+
+    async fn get_clearing_statement(
+        &self,
+        request: Request<pb::GetClearingStatementRequest>,
+    ) -> Result<Response<pb::GetClearingStatementResponse>, Status> {
+        let request = request.into_inner();
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(LedgerError::from)?;
+        let statement =
+            clearing::statement(&mut conn, &request.city, request.period.as_ref()).await?;
+        Ok(Response::new(pb::GetClearingStatementResponse {
+            statement: Some(statement),
+        }))
+    }
+
+    async fn confirm_clearing_statement(
+        &self,
+        request: Request<pb::ConfirmClearingStatementRequest>,
+    ) -> Result<Response<pb::ConfirmClearingStatementResponse>, Status> {
+        let request = request.into_inner();
+        let reply = self
+            .clearing_write(
+                "ConfirmClearingStatement",
+                &request.message_id,
+                &request,
+                async |appender| clearing::confirm_statement(appender.conn(), &request).await,
+            )
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn reconcile_totals(
+        &self,
+        request: Request<pb::ReconcileTotalsRequest>,
+    ) -> Result<Response<pb::ReconcileTotalsResponse>, Status> {
+        Ok(Response::new(
+            LedgerNode::reconcile_totals(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn reconcile_details(
+        &self,
+        request: Request<Streaming<pb::ReconcileDetailsRequest>>,
+    ) -> Result<Response<BoxStream<pb::ReconcileDetailsResponse>>, Status> {
+        let replies = LedgerNode::reconcile_details(self, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn create_transfers(
         &self,
         request: Request<pb::CreateTransfersRequest>,

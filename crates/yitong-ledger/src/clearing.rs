@@ -1,0 +1,1391 @@
+//! Monthly clearing (national 3260-3262, 3203/3204): the treatment cities confirm their
+//! cross-city rows of a month and apply; the clearing house closes the month, nets the cities'
+//! positions, books the CLEARING_* transfers and issues a statement per city.
+//!
+//! # Which rows a period holds
+//!
+//! A period's details for a treatment city are its posted cross-city SETTLEMENT and CANCELLATION
+//! rows whose clearing period (fixed when the transfer was created: the settlement date's month,
+//! or the first open month when that one was closed, an adjustment) is the period, plus the rows
+//! a close carried over: every live row of the closed period not included (excluded, pending at
+//! the close, or posted after the city applied). Same-city rows are paid by the city's own pool
+//! and never cleared; pending rows are listed once posted.
+//!
+//! # The close
+//!
+//! Gross obligation per ordered pair = the included rows' insured-city pay (fund pay plus
+//! personal-account pay). A city's net position = what it is owed as treatment city less what it
+//! owes as insured city; the positions sum to zero (asserted). Payment instructions settle them:
+//! net debtors and net creditors, each sorted largest first, are matched greedily, every payment
+//! closing at least one position, so there are at most one fewer payments than cities with a
+//! position. For each pair the close books CLEARING_OBLIGATION (the obligation discharged against
+//! the treatment city's advances) and CLEARING_FUNDS (insured fund to treatment fund), and for
+//! each payment a CLEARING_PAYMENT (payee's fund to payer's), all posted, in one journal append:
+//! every fund ends where it stood before (asserted). A pair whose adjustments outweigh its rows
+//! has a negative amount, and its two transfers run the other way.
+//!
+//! Everything that changes clearing state runs under the journal head's lock (the same write
+//! transaction order as every append), so a close never races a confirmation or a booking: a
+//! cancellation booked after the close sees the period closed and lands in the next one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::Datelike;
+use yitong_core::{Amount, CityCode, Invalid};
+use yitong_proto::ledger::v1 as pb;
+use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
+use yitong_store::{Backend, now_ms};
+
+use crate::LedgerError;
+use crate::account::Side;
+use crate::append::Appender;
+use crate::balance::{Balance, Prepaid};
+use crate::journal::{Event, TransferColumns, to_hex};
+use crate::repo;
+use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferCode};
+
+/// Most rows per ListClearingDetails page.
+pub const DETAILS_PER_PAGE_MAX: u32 = 1_000;
+/// Most decisions in one ConfirmClearingDetails, or ids in one rollback.
+pub const DECISIONS_PER_REQUEST_MAX: usize = 1_000;
+/// Longest exclusion, rollback or cancellation reason, in characters.
+pub const REASON_CHARS_MAX: usize = 200;
+
+/// Stored confirmation states: the ConfirmationStatus numbers.
+const INCLUDED: i64 = 2;
+const EXCLUDED: i64 = 3;
+/// Stored application states: the ClearingApplicationStatus numbers.
+const APPLIED: i64 = 1;
+const CANCELLED: i64 = 2;
+const CLEARED: i64 = 3;
+
+/// A clearing period, "YYYY-MM".
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Period(String);
+
+impl Period {
+    /// Field path "period".
+    pub(crate) fn parse(period: Option<&pb::ClearingPeriod>) -> Result<Period, Invalid> {
+        let period = period.ok_or_else(|| Invalid::new("period", "is required"))?;
+        if !(2000..=2999).contains(&period.year) {
+            return Err(Invalid::new("period.year", "must be 2000 to 2999"));
+        }
+        if !(1..=12).contains(&period.month) {
+            return Err(Invalid::new("period.month", "must be 1 to 12"));
+        }
+        Ok(Period(format!("{:04}-{:02}", period.year, period.month)))
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn to_wire(&self) -> pb::ClearingPeriod {
+        let (year, month) = self.0.split_once('-').expect("YYYY-MM");
+        pb::ClearingPeriod {
+            year: year.parse().expect("four digits"),
+            month: month.parse().expect("two digits"),
+        }
+    }
+
+    /// Whether the month is over in China.
+    fn ended(&self) -> bool {
+        let today = yitong_core::today();
+        format!("{:04}-{:02}", today.year(), today.month()).as_str() > self.as_str()
+    }
+}
+
+/// The month after "YYYY-MM".
+pub(crate) fn next_period(period: &str) -> String {
+    let (year, month) = period.split_once('-').expect("a period is YYYY-MM");
+    let (year, month): (u32, u32) = (
+        year.parse().expect("four digits"),
+        month.parse().expect("two digits"),
+    );
+    if month == 12 {
+        format!("{:04}-01", year + 1)
+    } else {
+        format!("{year:04}-{:02}", month + 1)
+    }
+}
+
+/// The latest closed period, "YYYY-MM"; empty when none has closed.
+pub(crate) async fn closed_through(conn: &mut AnyConnection) -> Result<String, LedgerError> {
+    let latest: Option<String> = sqlx::query_scalar("SELECT MAX(period) FROM clearing_periods")
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(latest.unwrap_or_default())
+}
+
+async fn is_closed(conn: &mut AnyConnection, period: &Period) -> Result<bool, LedgerError> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT period FROM clearing_periods WHERE period = $1")
+            .bind(period.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.is_some())
+}
+
+fn refused(reason: &'static str, message: String) -> LedgerError {
+    LedgerError::Refused { reason, message }
+}
+
+fn city(text: &str, field: &str) -> Result<CityCode, Invalid> {
+    CityCode::parse(text).map_err(|invalid| invalid.at(field))
+}
+
+fn operator(text: &str) -> Result<String, Invalid> {
+    if text.is_empty() || text.chars().count() > IDENTIFIER_CHARS_MAX {
+        return Err(Invalid::new(
+            "operator_id",
+            format!("must be 1 to {IDENTIFIER_CHARS_MAX} characters"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn reason(text: &str, field: &str) -> Result<String, Invalid> {
+    if text.is_empty() || text.chars().count() > REASON_CHARS_MAX {
+        return Err(Invalid::new(
+            field,
+            format!("must be 1 to {REASON_CHARS_MAX} characters"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn yuan(fen: i64) -> String {
+    Amount::from_fen(fen).to_string()
+}
+
+fn timestamp(at_ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at_ms.div_euclid(1_000),
+        nanos: i32::try_from(at_ms.rem_euclid(1_000) * 1_000_000)
+            .expect("below a billion nanoseconds"),
+    }
+}
+
+/// A clearing detail as read: the journal's row and its decision, if any.
+#[derive(Clone, Debug)]
+struct Detail {
+    sequence: i64,
+    transfer_id: String,
+    settlement_id: String,
+    visit_id: String,
+    person_no: String,
+    insured_city: String,
+    treatment_city: String,
+    institution_code: String,
+    settlement_date: String,
+    total_fen: i64,
+    fund_fen: i64,
+    account_fen: i64,
+    cancellation: bool,
+    original_settlement_id: String,
+    clearing_period: String,
+    /// 0 while unconfirmed, else [`INCLUDED`] or [`EXCLUDED`].
+    status: i64,
+    reason: String,
+    confirmed_at_ms: i64,
+    confirmed_by: String,
+}
+
+const DETAIL_COLUMNS: &str = "c.sequence, c.transfer_id, c.settlement_id, c.visit_id, \
+     c.person_no, c.insured_city, c.treatment_city, c.institution_code, c.settlement_date, \
+     c.total_amount_fen, c.fund_pay_fen, c.account_pay_fen, c.cancellation, \
+     c.original_settlement_id, c.clearing_period, COALESCE(f.status, 0), COALESCE(f.reason, ''), \
+     COALESCE(f.confirmed_at_ms, 0), COALESCE(f.confirmed_by, '')";
+
+impl Detail {
+    fn from_row(row: &AnyRow) -> Result<Detail, LedgerError> {
+        let cancellation: i64 = row.try_get(12)?;
+        Ok(Detail {
+            sequence: row.try_get(0)?,
+            transfer_id: row.try_get(1)?,
+            settlement_id: row.try_get(2)?,
+            visit_id: row.try_get(3)?,
+            person_no: row.try_get(4)?,
+            insured_city: row.try_get(5)?,
+            treatment_city: row.try_get(6)?,
+            institution_code: row.try_get(7)?,
+            settlement_date: row.try_get(8)?,
+            total_fen: row.try_get(9)?,
+            fund_fen: row.try_get(10)?,
+            account_fen: row.try_get(11)?,
+            cancellation: cancellation != 0,
+            original_settlement_id: row.try_get(13)?,
+            clearing_period: row.try_get(14)?,
+            status: row.try_get(15)?,
+            reason: row.try_get(16)?,
+            confirmed_at_ms: row.try_get(17)?,
+            confirmed_by: row.try_get(18)?,
+        })
+    }
+
+    /// A late row booked into a later period than its own month's.
+    fn adjustment(&self) -> bool {
+        self.clearing_period.as_str() > self.settlement_date.get(..7).unwrap_or("")
+    }
+
+    fn to_wire(&self, period: &Period) -> pb::ClearingDetail {
+        let confirmation = match self.status {
+            INCLUDED => pb::ConfirmationStatus::Included,
+            EXCLUDED => pb::ConfirmationStatus::Excluded,
+            _ => pb::ConfirmationStatus::Unconfirmed,
+        };
+        pb::ClearingDetail {
+            settlement_id: self.settlement_id.clone(),
+            visit_id: self.visit_id.clone(),
+            person_no: self.person_no.clone(),
+            insured_city: self.insured_city.clone(),
+            treatment_city: self.treatment_city.clone(),
+            institution_code: self.institution_code.clone(),
+            settlement_date: self.settlement_date.clone(),
+            total_amount: yuan(self.total_fen),
+            insured_city_pay: yuan(self.fund_fen + self.account_fen),
+            fund_pay: yuan(self.fund_fen),
+            account_pay: yuan(self.account_fen),
+            cancellation: self.cancellation,
+            original_settlement_id: self.original_settlement_id.clone(),
+            adjustment: self.adjustment(),
+            carried_over: self.clearing_period.as_str() != period.as_str(),
+            confirmation: confirmation as i32,
+            exclusion_reason: if self.status == EXCLUDED {
+                self.reason.clone()
+            } else {
+                String::new()
+            },
+            confirmed_at: (self.status != 0).then(|| timestamp(self.confirmed_at_ms)),
+            confirmed_by: self.confirmed_by.clone(),
+        }
+    }
+}
+
+/// Which details to read.
+struct Selection<'a> {
+    period: &'a Period,
+    treatment: &'a str,
+    insured: Option<&'a str>,
+    /// Unconfirmed (1), included (2) or excluded (3); `None` for all.
+    confirmation: Option<i64>,
+    settlement_id: Option<&'a str>,
+}
+
+impl Selection<'_> {
+    /// FROM and WHERE over journal creations `c` joined to their decision `f`, with the binds.
+    fn sql_body(&self) -> (String, Vec<String>) {
+        let mut binds = vec![
+            self.period.0.clone(),
+            self.treatment.to_owned(),
+            next_period(self.period.as_str()),
+        ];
+        let mut sql = "FROM journal c LEFT JOIN clearing_confirmations f \
+             ON f.period = $1 AND f.transfer_id = c.transfer_id \
+             WHERE c.stage = 0 AND c.code IN (3, 4) AND c.treatment_city = $2 \
+             AND c.insured_city <> $2 \
+             AND (c.expires_at_ms = 0 OR EXISTS (SELECT 1 FROM journal p \
+                  WHERE p.transfer_id = c.transfer_id AND p.stage = 1 AND p.event = 2)) \
+             AND (c.clearing_period = $1 OR EXISTS (SELECT 1 FROM clearing_carryovers co \
+                  WHERE co.transfer_id = c.transfer_id AND co.period = $1)) \
+             AND (f.transfer_id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM clearing_carryovers o \
+                  WHERE o.transfer_id = c.transfer_id AND o.period = $3))"
+            .to_owned();
+        if let Some(insured) = self.insured {
+            binds.push(insured.to_owned());
+            sql.push_str(&format!(" AND c.insured_city = ${}", binds.len()));
+        }
+        match self.confirmation {
+            Some(1) => sql.push_str(" AND f.transfer_id IS NULL"),
+            Some(status) => sql.push_str(&format!(" AND f.status = {status}")),
+            None => {}
+        }
+        if let Some(id) = self.settlement_id {
+            binds.push(id.to_owned());
+            sql.push_str(&format!(" AND c.settlement_id = ${}", binds.len()));
+        }
+        (sql, binds)
+    }
+
+    async fn count(&self, conn: &mut AnyConnection) -> Result<u64, LedgerError> {
+        let (body, binds) = self.sql_body();
+        let mut query = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) {body}")));
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        let count: i64 = query.fetch_one(&mut *conn).await?;
+        Ok(u64::try_from(count).expect("a count is not negative"))
+    }
+
+    /// A page after `after` (settlement id, sequence) in byte order of settlement id.
+    async fn page(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        after: &(String, i64),
+        limit: i64,
+    ) -> Result<Vec<Detail>, LedgerError> {
+        let (body, mut binds) = self.sql_body();
+        let order = match backend {
+            Backend::Postgres => " COLLATE \"C\"",
+            Backend::Sqlite => "",
+        };
+        binds.push(after.0.clone());
+        let id = binds.len();
+        let sql = format!(
+            "SELECT {DETAIL_COLUMNS} {body} AND (c.settlement_id{order} > ${id} \
+             OR (c.settlement_id = ${id} AND c.sequence > ${})) \
+             ORDER BY c.settlement_id{order}, c.sequence LIMIT ${}",
+            id + 1,
+            id + 2
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        let rows = query
+            .bind(after.1)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(Detail::from_row).collect()
+    }
+}
+
+/// Page tokens of ListClearingDetails: the last row's settlement id and sequence.
+fn page_token(detail: &Detail) -> String {
+    format!("{}:{}", detail.sequence, detail.settlement_id)
+}
+
+fn parse_page_token(token: &str) -> Result<(String, i64), Invalid> {
+    if token.is_empty() {
+        // Every settlement id is above the empty text.
+        return Ok((String::new(), i64::MAX));
+    }
+    token
+        .split_once(':')
+        .and_then(|(sequence, id)| Some((id.to_owned(), sequence.parse().ok()?)))
+        .ok_or_else(|| Invalid::new("page_token", "must be a next_page_token of this listing"))
+}
+
+/// ListClearingDetails (3260).
+pub(crate) async fn list_details(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    request: &pb::ListClearingDetailsRequest,
+) -> Result<pb::ListClearingDetailsResponse, LedgerError> {
+    let period = Period::parse(request.period.as_ref())?;
+    let treatment = city(&request.treatment_city, "treatment_city")?.to_string();
+    let insured = match request.insured_city.as_str() {
+        "" => None,
+        text => Some(city(text, "insured_city")?.to_string()),
+    };
+    let confirmation = match pb::ConfirmationStatus::try_from(request.confirmation) {
+        Ok(pb::ConfirmationStatus::Unspecified) => None,
+        Ok(status) => Some(i64::from(status as i32)),
+        Err(_) => return Err(Invalid::new("confirmation", "is not a ConfirmationStatus").into()),
+    };
+    if request.page_size == 0 || request.page_size > DETAILS_PER_PAGE_MAX {
+        return Err(
+            Invalid::new("page_size", format!("must be 1 to {DETAILS_PER_PAGE_MAX}")).into(),
+        );
+    }
+    let after = parse_page_token(&request.page_token)?;
+    let selection = Selection {
+        period: &period,
+        treatment: &treatment,
+        insured: insured.as_deref(),
+        confirmation,
+        settlement_id: None,
+    };
+    let total_rows = selection.count(conn).await?;
+    // One row more than the page tells whether another page follows.
+    let limit = i64::from(request.page_size);
+    let mut rows = selection.page(conn, backend, &after, limit + 1).await?;
+    let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+    rows.truncate(usize::try_from(request.page_size).expect("a page size fits"));
+    let next_page_token = match (more, rows.last()) {
+        (true, Some(last)) => page_token(last),
+        _ => String::new(),
+    };
+    Ok(pb::ListClearingDetailsResponse {
+        details: rows.iter().map(|row| row.to_wire(&period)).collect(),
+        next_page_token,
+        total_rows,
+    })
+}
+
+/// The APPLIED application of a city for a period, if any: its id.
+async fn applied(
+    conn: &mut AnyConnection,
+    period: &Period,
+    treatment: &str,
+) -> Result<Option<String>, LedgerError> {
+    Ok(sqlx::query_scalar(
+        "SELECT application_id FROM clearing_applications \
+         WHERE period = $1 AND treatment_city = $2 AND status = $3",
+    )
+    .bind(period.as_str())
+    .bind(treatment)
+    .bind(APPLIED)
+    .fetch_optional(&mut *conn)
+    .await?)
+}
+
+/// Refuses a change to a city's confirmations once it has applied or the period has closed.
+async fn confirmations_open(
+    conn: &mut AnyConnection,
+    period: &Period,
+    treatment: &str,
+) -> Result<(), LedgerError> {
+    if is_closed(conn, period).await? {
+        return Err(refused(
+            "PERIOD_CLOSED",
+            format!("clearing period {} is closed", period.as_str()),
+        ));
+    }
+    if let Some(application) = applied(conn, period, treatment).await? {
+        return Err(refused(
+            "ALREADY_APPLIED",
+            format!(
+                "city {treatment} has applied for clearing of {} ({application}): cancel the \
+                 application first",
+                period.as_str()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn unconfirmed_left(
+    conn: &mut AnyConnection,
+    period: &Period,
+    treatment: &str,
+) -> Result<u64, LedgerError> {
+    Selection {
+        period,
+        treatment,
+        insured: None,
+        confirmation: Some(1),
+        settlement_id: None,
+    }
+    .count(conn)
+    .await
+}
+
+/// ConfirmClearingDetails (3261), inside the caller's write transaction.
+pub(crate) async fn confirm(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    request: &pb::ConfirmClearingDetailsRequest,
+) -> Result<pb::ConfirmClearingDetailsResponse, LedgerError> {
+    let period = Period::parse(request.period.as_ref())?;
+    let treatment = city(&request.treatment_city, "treatment_city")?.to_string();
+    let operator_id = operator(&request.operator_id)?;
+    if request.decisions.is_empty() || request.decisions.len() > DECISIONS_PER_REQUEST_MAX {
+        return Err(Invalid::new(
+            "decisions",
+            format!("must hold 1 to {DECISIONS_PER_REQUEST_MAX} decisions"),
+        )
+        .into());
+    }
+    let mut decisions = Vec::with_capacity(request.decisions.len());
+    let mut seen = std::collections::HashSet::new();
+    for (index, decision) in request.decisions.iter().enumerate() {
+        let field = |name: &str| format!("decisions[{index}].{name}");
+        if !seen.insert(decision.settlement_id.as_str()) {
+            return Err(Invalid::new(field("settlement_id"), "names a row decided twice").into());
+        }
+        let status = match pb::ConfirmationStatus::try_from(decision.decision) {
+            Ok(pb::ConfirmationStatus::Included) if decision.reason.is_empty() => INCLUDED,
+            Ok(pb::ConfirmationStatus::Included) => {
+                return Err(Invalid::new(field("reason"), "must be empty when including").into());
+            }
+            Ok(pb::ConfirmationStatus::Excluded) => {
+                reason(&decision.reason, &field("reason"))?;
+                EXCLUDED
+            }
+            _ => {
+                return Err(Invalid::new(field("decision"), "must be INCLUDED or EXCLUDED").into());
+            }
+        };
+        decisions.push((
+            decision.settlement_id.as_str(),
+            status,
+            decision.reason.as_str(),
+        ));
+    }
+    confirmations_open(conn, &period, &treatment).await?;
+    let now = now_ms();
+    let (mut included, mut excluded) = (0, 0);
+    for (settlement_id, status, reason) in decisions {
+        let selection = Selection {
+            period: &period,
+            treatment: &treatment,
+            insured: None,
+            confirmation: None,
+            settlement_id: Some(settlement_id),
+        };
+        let row = selection
+            .page(conn, backend, &(String::new(), i64::MAX), 1)
+            .await?
+            .pop()
+            .ok_or_else(|| {
+                LedgerError::RowNotFound(format!(
+                    "settlement {settlement_id} is not a clearing detail of {treatment} in {}",
+                    period.as_str()
+                ))
+            })?;
+        match row.status {
+            0 => {}
+            same if same == status => continue,
+            _ => {
+                return Err(refused(
+                    "ALREADY_CONFIRMED",
+                    format!(
+                        "settlement {settlement_id} is already confirmed otherwise: roll it back first"
+                    ),
+                ));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO clearing_confirmations (period, transfer_id, settlement_id, \
+             treatment_city, insured_city, status, reason, total_amount_fen, fund_pay_fen, \
+             account_pay_fen, adjustment, confirmed_at_ms, confirmed_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(period.as_str())
+        .bind(&row.transfer_id)
+        .bind(&row.settlement_id)
+        .bind(&row.treatment_city)
+        .bind(&row.insured_city)
+        .bind(status)
+        .bind(reason)
+        .bind(row.total_fen)
+        .bind(row.fund_fen)
+        .bind(row.account_fen)
+        .bind(i64::from(row.adjustment()))
+        .bind(now)
+        .bind(&operator_id)
+        .execute(&mut *conn)
+        .await?;
+        if status == INCLUDED {
+            included += 1;
+        } else {
+            excluded += 1;
+        }
+    }
+    Ok(pb::ConfirmClearingDetailsResponse {
+        included,
+        excluded,
+        unconfirmed_left: unconfirmed_left(conn, &period, &treatment).await?,
+    })
+}
+
+/// RollbackClearingConfirmation (3262), inside the caller's write transaction.
+pub(crate) async fn rollback(
+    conn: &mut AnyConnection,
+    request: &pb::RollbackClearingConfirmationRequest,
+) -> Result<pb::RollbackClearingConfirmationResponse, LedgerError> {
+    let period = Period::parse(request.period.as_ref())?;
+    let treatment = city(&request.treatment_city, "treatment_city")?.to_string();
+    operator(&request.operator_id)?;
+    let reason = reason(&request.reason, "reason")?;
+    if request.settlement_ids.len() > DECISIONS_PER_REQUEST_MAX {
+        return Err(Invalid::new(
+            "settlement_ids",
+            format!("must hold at most {DECISIONS_PER_REQUEST_MAX} ids"),
+        )
+        .into());
+    }
+    confirmations_open(conn, &period, &treatment).await?;
+    let mut rolled_back = 0;
+    if request.settlement_ids.is_empty() {
+        rolled_back += sqlx::query(
+            "DELETE FROM clearing_confirmations WHERE period = $1 AND treatment_city = $2",
+        )
+        .bind(period.as_str())
+        .bind(&treatment)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    for settlement_id in &request.settlement_ids {
+        rolled_back += sqlx::query(
+            "DELETE FROM clearing_confirmations WHERE period = $1 AND treatment_city = $2 \
+             AND settlement_id = $3",
+        )
+        .bind(period.as_str())
+        .bind(&treatment)
+        .bind(settlement_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    tracing::info!(period = period.as_str(), treatment_city = %treatment, rolled_back, reason = %reason, "clearing confirmations rolled back");
+    Ok(pb::RollbackClearingConfirmationResponse {
+        rolled_back: u32::try_from(rolled_back).expect("at most a month of rows"),
+        unconfirmed_left: unconfirmed_left(conn, &period, &treatment).await?,
+    })
+}
+
+/// Totals of a set of clearing details, in fen.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+struct Sums {
+    count: u64,
+    total_fen: i64,
+    fund_fen: i64,
+    account_fen: i64,
+}
+
+impl Sums {
+    fn to_wire(self) -> pb::ClearingTotals {
+        pb::ClearingTotals {
+            count: self.count,
+            total_amount: yuan(self.total_fen),
+            insured_city_pay: yuan(self.fund_fen + self.account_fen),
+            fund_pay: yuan(self.fund_fen),
+            account_pay: yuan(self.account_fen),
+        }
+    }
+
+    fn parse(totals: Option<&pb::ClearingTotals>) -> Result<Sums, Invalid> {
+        let totals = totals.ok_or_else(|| Invalid::new("totals", "is required"))?;
+        let amount = |text: &str, field: &str| {
+            Amount::parse_signed(text)
+                .map(Amount::fen)
+                .map_err(|invalid| invalid.at(format!("totals.{field}")))
+        };
+        let sums = Sums {
+            count: totals.count,
+            total_fen: amount(&totals.total_amount, "total_amount")?,
+            fund_fen: amount(&totals.fund_pay, "fund_pay")?,
+            account_fen: amount(&totals.account_pay, "account_pay")?,
+        };
+        if amount(&totals.insured_city_pay, "insured_city_pay")? != sums.fund_fen + sums.account_fen
+        {
+            return Err(Invalid::new(
+                "totals.insured_city_pay",
+                "must equal fund_pay plus account_pay",
+            ));
+        }
+        Ok(sums)
+    }
+}
+
+/// The included rows' sums of a city's period.
+async fn included_sums(
+    conn: &mut AnyConnection,
+    period: &Period,
+    treatment: &str,
+) -> Result<Sums, LedgerError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(total_amount_fen), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(fund_pay_fen), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(account_pay_fen), 0) AS BIGINT) \
+         FROM clearing_confirmations WHERE period = $1 AND treatment_city = $2 AND status = $3",
+    )
+    .bind(period.as_str())
+    .bind(treatment)
+    .bind(INCLUDED)
+    .fetch_one(&mut *conn)
+    .await?;
+    let count: i64 = row.try_get(0)?;
+    Ok(Sums {
+        count: u64::try_from(count).expect("a count is not negative"),
+        total_fen: row.try_get(1)?,
+        fund_fen: row.try_get(2)?,
+        account_fen: row.try_get(3)?,
+    })
+}
+
+const APPLICATION_COLUMNS: &str = "application_id, period, treatment_city, status, row_count, \
+     total_amount_fen, fund_pay_fen, account_pay_fen, applied_at_ms, cancelled_at_ms, operator_id";
+
+async fn application(
+    conn: &mut AnyConnection,
+    application_id: &str,
+) -> Result<Option<pb::ClearingApplication>, LedgerError> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {APPLICATION_COLUMNS} FROM clearing_applications WHERE application_id = $1"
+    )))
+    .bind(application_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let period: String = row.try_get(1)?;
+    let count: i64 = row.try_get(4)?;
+    let cancelled_at_ms: i64 = row.try_get(9)?;
+    let sums = Sums {
+        count: u64::try_from(count).unwrap_or_default(),
+        total_fen: row.try_get(5)?,
+        fund_fen: row.try_get(6)?,
+        account_fen: row.try_get(7)?,
+    };
+    Ok(Some(pb::ClearingApplication {
+        application_id: row.try_get(0)?,
+        period: Some(Period(period).to_wire()),
+        treatment_city: row.try_get(2)?,
+        status: i32::try_from(row.try_get::<i64, _>(3)?).unwrap_or_default(),
+        totals: Some(sums.to_wire()),
+        applied_at: Some(timestamp(row.try_get(8)?)),
+        cancelled_at: (cancelled_at_ms != 0).then(|| timestamp(cancelled_at_ms)),
+        operator_id: row.try_get(10)?,
+    }))
+}
+
+/// ApplyClearing (3203), inside the caller's write transaction.
+pub(crate) async fn apply(
+    conn: &mut AnyConnection,
+    request: &pb::ApplyClearingRequest,
+) -> Result<pb::ApplyClearingResponse, LedgerError> {
+    let period = Period::parse(request.period.as_ref())?;
+    let treatment = city(&request.treatment_city, "treatment_city")?.to_string();
+    let operator_id = operator(&request.operator_id)?;
+    let stated = Sums::parse(request.totals.as_ref())?;
+    if !period.ended() {
+        return Err(refused(
+            "PERIOD_NOT_ENDED",
+            format!("clearing period {} has not ended", period.as_str()),
+        ));
+    }
+    confirmations_open(conn, &period, &treatment).await?;
+    let left = unconfirmed_left(conn, &period, &treatment).await?;
+    if left > 0 {
+        return Err(refused(
+            "UNCONFIRMED_ROWS",
+            format!(
+                "{left} rows of {treatment} in {} are unconfirmed",
+                period.as_str()
+            ),
+        ));
+    }
+    let ledger = included_sums(conn, &period, &treatment).await?;
+    if ledger != stated {
+        return Err(refused(
+            "TOTALS_MISMATCH",
+            format!("the stated totals {stated:?} differ from the ledger's {ledger:?}"),
+        ));
+    }
+    let serial: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM clearing_applications WHERE period = $1 AND treatment_city = $2",
+    )
+    .bind(period.as_str())
+    .bind(&treatment)
+    .fetch_one(&mut *conn)
+    .await?;
+    let application_id = format!(
+        "CA{}{treatment}{:03}",
+        period.as_str().replace('-', ""),
+        serial + 1
+    );
+    let count = i64::try_from(ledger.count).expect("a count fits");
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO clearing_applications ({APPLICATION_COLUMNS}, cancel_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, '')"
+    )))
+    .bind(&application_id)
+    .bind(period.as_str())
+    .bind(&treatment)
+    .bind(APPLIED)
+    .bind(count)
+    .bind(ledger.total_fen)
+    .bind(ledger.fund_fen)
+    .bind(ledger.account_fen)
+    .bind(now_ms())
+    .bind(&operator_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(pb::ApplyClearingResponse {
+        application: application(conn, &application_id).await?,
+    })
+}
+
+/// CancelClearingApplication (3204), inside the caller's write transaction.
+pub(crate) async fn cancel_application(
+    conn: &mut AnyConnection,
+    request: &pb::CancelClearingApplicationRequest,
+) -> Result<pb::CancelClearingApplicationResponse, LedgerError> {
+    operator(&request.operator_id)?;
+    let reason = reason(&request.reason, "reason")?;
+    if request.application_id.is_empty() || request.application_id.len() > IDENTIFIER_CHARS_MAX {
+        return Err(Invalid::new("application_id", "must name an application").into());
+    }
+    let found = application(conn, &request.application_id)
+        .await?
+        .ok_or_else(|| {
+            LedgerError::RowNotFound(format!(
+                "no clearing application {}",
+                request.application_id
+            ))
+        })?;
+    let period = Period::parse(found.period.as_ref())?;
+    if is_closed(conn, &period).await? {
+        return Err(refused(
+            "PERIOD_CLOSED",
+            format!("clearing period {} is closed", period.as_str()),
+        ));
+    }
+    if found.status != APPLIED as i32 {
+        return Err(refused(
+            "NOT_APPLIED",
+            format!("application {} is not applied", request.application_id),
+        ));
+    }
+    sqlx::query(
+        "UPDATE clearing_applications SET status = $1, cancelled_at_ms = $2, cancel_reason = $3 \
+         WHERE application_id = $4",
+    )
+    .bind(CANCELLED)
+    .bind(now_ms())
+    .bind(&reason)
+    .bind(&request.application_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(pb::CancelClearingApplicationResponse {
+        application: application(conn, &request.application_id).await?,
+    })
+}
+
+/// One ordered pair's gross obligation, in fen.
+#[derive(Clone, Copy, Debug, Default)]
+struct Gross {
+    count: u64,
+    fund_fen: i64,
+    account_fen: i64,
+    adjustments_fen: i64,
+}
+
+impl Gross {
+    fn amount_fen(&self) -> i64 {
+        self.fund_fen + self.account_fen
+    }
+
+    fn to_wire(self, insured: &str, treatment: &str) -> pb::CityPairObligation {
+        pb::CityPairObligation {
+            insured_city: insured.to_owned(),
+            treatment_city: treatment.to_owned(),
+            count: self.count,
+            fund_pay: yuan(self.fund_fen),
+            account_pay: yuan(self.account_fen),
+            adjustments: yuan(self.adjustments_fen),
+            amount: yuan(self.amount_fen()),
+        }
+    }
+}
+
+/// The fewest payments that settle `nets` (city, net in fen; they sum to zero): net debtors and
+/// net creditors, each largest first, matched greedily. Each payment closes at least one of the
+/// two positions it touches, so there are at most one fewer than the non-zero positions.
+pub(crate) fn payments(nets: &[(String, i64)]) -> Vec<(String, String, i64)> {
+    assert_eq!(
+        nets.iter().map(|(_, net)| net).sum::<i64>(),
+        0,
+        "net positions sum to zero"
+    );
+    let mut debtors: Vec<(String, i64)> = nets
+        .iter()
+        .filter(|(_, net)| *net < 0)
+        .map(|(city, net)| (city.clone(), -net))
+        .collect();
+    let mut creditors: Vec<(String, i64)> =
+        nets.iter().filter(|(_, net)| *net > 0).cloned().collect();
+    debtors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    creditors.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let positions = debtors.len() + creditors.len();
+    let (mut d, mut c) = (0, 0);
+    let mut payments = Vec::new();
+    while d < debtors.len() && c < creditors.len() {
+        let amount = debtors[d].1.min(creditors[c].1);
+        payments.push((debtors[d].0.clone(), creditors[c].0.clone(), amount));
+        debtors[d].1 -= amount;
+        creditors[c].1 -= amount;
+        if debtors[d].1 == 0 {
+            d += 1;
+        }
+        if creditors[c].1 == 0 {
+            c += 1;
+        }
+    }
+    assert!(
+        d == debtors.len() && c == creditors.len(),
+        "every position settled"
+    );
+    assert!(payments.len() < positions.max(1), "at most n - 1 payments");
+    payments
+}
+
+/// A CLEARING_* transfer of the close, posted.
+fn clearing_transfer(
+    code: TransferCode,
+    debit: String,
+    credit: String,
+    amount_fen: i64,
+    now: i64,
+    operator_id: &str,
+) -> TransferColumns {
+    assert!(amount_fen > 0, "clearing transfers move an amount");
+    TransferColumns {
+        transfer_id: uuid::Uuid::now_v7().hyphenated().to_string(),
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount_fen,
+        code: code as i64,
+        operator_id: operator_id.to_owned(),
+        business_date: crate::book::china_date(now).to_string(),
+        created_at_ms: now,
+        ..TransferColumns::default()
+    }
+}
+
+/// Posted balances of `accounts` over the journal up to `up_to`.
+async fn posted_balances(
+    conn: &mut AnyConnection,
+    accounts: &[String],
+    up_to: i64,
+) -> Result<HashMap<String, Balance>, LedgerError> {
+    let debiting = repo::leg_sums(conn, true, accounts, up_to).await?;
+    let crediting = repo::leg_sums(conn, false, accounts, up_to).await?;
+    accounts
+        .iter()
+        .map(|id| {
+            Balance::from_sums(id, debiting.get(id).copied(), crediting.get(id).copied())
+                .map(|balance| (id.clone(), balance))
+                .map_err(LedgerError::from)
+        })
+        .collect()
+}
+
+/// CloseClearingPeriod, inside the caller's write transaction, appending the clearing transfers
+/// through `appender`.
+pub(crate) async fn close(
+    appender: &mut Appender<'_>,
+    cities: &[CityCode],
+    request: &pb::CloseClearingPeriodRequest,
+    message_id: &str,
+) -> Result<pb::CloseClearingPeriodResponse, LedgerError> {
+    let period = Period::parse(request.period.as_ref())?;
+    let operator_id = operator(&request.operator_id)?;
+    if !period.ended() {
+        return Err(refused(
+            "PERIOD_NOT_ENDED",
+            format!("clearing period {} has not ended", period.as_str()),
+        ));
+    }
+    let conn = appender.conn();
+    if is_closed(conn, &period).await? {
+        return Err(refused(
+            "PERIOD_CLOSED",
+            format!("clearing period {} is closed", period.as_str()),
+        ));
+    }
+    let names: Vec<String> = cities.iter().map(ToString::to_string).collect();
+    for treatment in &names {
+        let selection = Selection {
+            period: &period,
+            treatment,
+            insured: None,
+            confirmation: None,
+            settlement_id: None,
+        };
+        if selection.count(conn).await? > 0 && applied(conn, &period, treatment).await?.is_none() {
+            return Err(refused(
+                "NOT_APPLIED",
+                format!(
+                    "city {treatment} has rows in {} but no application",
+                    period.as_str()
+                ),
+            ));
+        }
+    }
+    // Gross obligations of the included rows, per ordered pair.
+    let rows = sqlx::query(
+        "SELECT insured_city, treatment_city, COUNT(*), \
+         CAST(COALESCE(SUM(fund_pay_fen), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(account_pay_fen), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN adjustment = 1 THEN fund_pay_fen + account_pay_fen ELSE 0 END), 0) AS BIGINT) \
+         FROM clearing_confirmations WHERE period = $1 AND status = $2 \
+         GROUP BY insured_city, treatment_city",
+    )
+    .bind(period.as_str())
+    .bind(INCLUDED)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut gross: BTreeMap<(String, String), Gross> = BTreeMap::new();
+    for row in rows {
+        let count: i64 = row.try_get(2)?;
+        gross.insert(
+            (row.try_get(0)?, row.try_get(1)?),
+            Gross {
+                count: u64::try_from(count).expect("a count is not negative"),
+                fund_fen: row.try_get(3)?,
+                account_fen: row.try_get(4)?,
+                adjustments_fen: row.try_get(5)?,
+            },
+        );
+    }
+    // Net positions of every enabled city.
+    let mut nets: Vec<(String, i64, i64)> = names.iter().map(|c| (c.clone(), 0, 0)).collect();
+    for ((insured, treatment), pair) in &gross {
+        for (city, receivable, payable) in nets.iter_mut() {
+            if city == treatment {
+                *receivable += pair.amount_fen();
+            }
+            if city == insured {
+                *payable += pair.amount_fen();
+            }
+        }
+    }
+    let net_list: Vec<(String, i64)> = nets
+        .iter()
+        .map(|(city, receivable, payable)| (city.clone(), receivable - payable))
+        .collect();
+    assert_eq!(
+        net_list.iter().map(|(_, net)| net).sum::<i64>(),
+        0,
+        "net positions sum to zero"
+    );
+    let instructions = payments(&net_list);
+
+    // Fund balances before, the clearing transfers, fund balances after.
+    let funds: Vec<String> = names.iter().map(|c| format!("{c}.fund")).collect();
+    let before_sequence = appender.next_sequence() - 1;
+    let before = posted_balances(appender.conn(), &funds, before_sequence).await?;
+    let now = appender.now_ms();
+    let mut transfers = Vec::new();
+    for ((insured, treatment), pair) in &gross {
+        let amount = pair.amount_fen();
+        let obligation = format!("{insured}->{treatment}.obligation");
+        let advances = format!("{treatment}.advances");
+        let (insured_fund, treatment_fund) =
+            (format!("{insured}.fund"), format!("{treatment}.fund"));
+        let (obligation_pair, funds_pair) = if amount >= 0 {
+            ((obligation, advances), (insured_fund, treatment_fund))
+        } else {
+            ((advances, obligation), (treatment_fund, insured_fund))
+        };
+        if amount != 0 {
+            transfers.push(clearing_transfer(
+                TransferCode::ClearingObligation,
+                obligation_pair.0,
+                obligation_pair.1,
+                amount.abs(),
+                now,
+                &operator_id,
+            ));
+            transfers.push(clearing_transfer(
+                TransferCode::ClearingFunds,
+                funds_pair.0,
+                funds_pair.1,
+                amount.abs(),
+                now,
+                &operator_id,
+            ));
+        }
+    }
+    for (payer, payee, amount) in &instructions {
+        transfers.push(clearing_transfer(
+            TransferCode::ClearingPayment,
+            format!("{payee}.fund"),
+            format!("{payer}.fund"),
+            *amount,
+            now,
+            &operator_id,
+        ));
+    }
+    for transfer in transfers {
+        appender.append(Event::Created, transfer, message_id, "");
+    }
+    appender.flush().await?;
+    let after_sequence = appender.next_sequence() - 1;
+    let conn = appender.conn();
+    let after = posted_balances(conn, &funds, after_sequence).await?;
+
+    // Statements.
+    let obligations_wire: Vec<pb::CityPairObligation> = gross
+        .iter()
+        .map(|((insured, treatment), pair)| pair.to_wire(insured, treatment))
+        .collect();
+    let net_positions: Vec<pb::NetPosition> = nets
+        .iter()
+        .map(|(city, receivable, payable)| pb::NetPosition {
+            city: city.clone(),
+            receivable: yuan(*receivable),
+            payable: yuan(*payable),
+            net: yuan(receivable - payable),
+        })
+        .collect();
+    let instructions_wire: Vec<pb::PaymentInstruction> = instructions
+        .iter()
+        .map(|(payer, payee, amount)| pb::PaymentInstruction {
+            payer_city: payer.clone(),
+            payee_city: payee.clone(),
+            amount: yuan(*amount),
+        })
+        .collect();
+    let mut statements = Vec::with_capacity(names.len());
+    for (index, name) in names.iter().enumerate() {
+        let fund = &funds[index];
+        let fund_before = before[fund].posted(Side::Credit);
+        let fund_after = after[fund].posted(Side::Credit);
+        assert_eq!(
+            fund_before, fund_after,
+            "the close leaves every fund where it stood"
+        );
+        let owed_ids: Vec<String> = names
+            .iter()
+            .filter(|other| *other != name)
+            .map(|other| format!("{name}->{other}.obligation"))
+            .collect();
+        let owed = balances_in_order(conn, &owed_ids, after_sequence).await?;
+        let prepaid = Prepaid::new(&after[fund], &owed, 0);
+        let top_up_due = (prepaid.threshold_fen - prepaid.available_fen()).max(0);
+        let excluded = sqlx::query(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(fund_pay_fen + account_pay_fen), 0) AS BIGINT) \
+             FROM clearing_confirmations WHERE period = $1 AND status = $2 \
+             AND (insured_city = $3 OR treatment_city = $3)",
+        )
+        .bind(period.as_str())
+        .bind(EXCLUDED)
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+        let excluded_count: i64 = excluded.try_get(0)?;
+        let excluded_fen: i64 = excluded.try_get(1)?;
+        let statement = pb::ClearingStatement {
+            city: name.clone(),
+            period: Some(period.to_wire()),
+            receivables: obligations_wire
+                .iter()
+                .filter(|o| &o.treatment_city == name)
+                .cloned()
+                .collect(),
+            payables: obligations_wire
+                .iter()
+                .filter(|o| &o.insured_city == name)
+                .cloned()
+                .collect(),
+            net_position: net_positions.iter().find(|n| &n.city == name).cloned(),
+            payments: instructions_wire
+                .iter()
+                .filter(|p| &p.payer_city == name || &p.payee_city == name)
+                .cloned()
+                .collect(),
+            fund_balance_before: yuan(fund_before),
+            fund_balance_after: yuan(fund_after),
+            low_balance_threshold: yuan(prepaid.threshold_fen),
+            top_up_due: yuan(top_up_due),
+            excluded_count: u64::try_from(excluded_count).expect("a count is not negative"),
+            excluded_amount: yuan(excluded_fen),
+            status: pb::StatementStatus::Issued as i32,
+            issued_at: Some(timestamp(now)),
+            confirmed_at: None,
+            confirmed_by: String::new(),
+        };
+        sqlx::query(
+            "INSERT INTO clearing_statements (period, city, statement, status, confirmed_at_ms, \
+             confirmed_by) VALUES ($1, $2, $3, 1, 0, '')",
+        )
+        .bind(period.as_str())
+        .bind(name)
+        .bind(hex(&prost::Message::encode_to_vec(&statement)))
+        .execute(&mut *conn)
+        .await?;
+        statements.push(statement);
+    }
+    // Every live row of the period not included comes back in the next one: the excluded, and
+    // those no decision reached because they were still pending or were posted after their
+    // city applied. A row is never left behind in a frozen period.
+    sqlx::query(
+        "INSERT INTO clearing_carryovers (period, transfer_id) \
+         SELECT $1, c.transfer_id FROM journal c \
+         WHERE c.stage = 0 AND c.code IN (3, 4) AND c.insured_city <> c.treatment_city \
+         AND (c.clearing_period = $2 OR EXISTS (SELECT 1 FROM clearing_carryovers co \
+              WHERE co.transfer_id = c.transfer_id AND co.period = $2)) \
+         AND NOT EXISTS (SELECT 1 FROM journal r WHERE r.transfer_id = c.transfer_id \
+              AND r.stage = 1 AND r.event IN (3, 4)) \
+         AND NOT EXISTS (SELECT 1 FROM clearing_confirmations f WHERE f.period = $2 \
+              AND f.transfer_id = c.transfer_id AND f.status = $3)",
+    )
+    .bind(next_period(period.as_str()))
+    .bind(period.as_str())
+    .bind(INCLUDED)
+    .execute(&mut *conn)
+    .await?;
+    // The applications are cleared and the period is frozen.
+    sqlx::query("UPDATE clearing_applications SET status = $1 WHERE period = $2 AND status = $3")
+        .bind(CLEARED)
+        .bind(period.as_str())
+        .bind(APPLIED)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO clearing_periods (period, closed_at_ms, operator_id, journal_head_hash) \
+         VALUES ($1, $2, $3, '')",
+    )
+    .bind(period.as_str())
+    .bind(now)
+    .bind(&operator_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(pb::CloseClearingPeriodResponse {
+        period: Some(period.to_wire()),
+        obligations: obligations_wire,
+        net_positions,
+        payment_instructions: instructions_wire,
+        statements,
+        closed_at: Some(timestamp(now)),
+        journal_head_hash: String::new(),
+    })
+}
+
+/// Records the journal head the close ended at, once its entries are in.
+pub(crate) async fn record_head(
+    conn: &mut AnyConnection,
+    reply: &mut pb::CloseClearingPeriodResponse,
+    head_hash: &crate::journal::Hash,
+) -> Result<(), LedgerError> {
+    reply.journal_head_hash = to_hex(head_hash);
+    let period = Period::parse(reply.period.as_ref())?;
+    sqlx::query("UPDATE clearing_periods SET journal_head_hash = $1 WHERE period = $2")
+        .bind(&reply.journal_head_hash)
+        .bind(period.as_str())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The balances of `accounts` up to `up_to`, in the order asked.
+async fn balances_in_order(
+    conn: &mut AnyConnection,
+    accounts: &[String],
+    up_to: i64,
+) -> Result<Vec<Balance>, LedgerError> {
+    let balances = posted_balances(conn, accounts, up_to).await?;
+    Ok(accounts.iter().map(|id| balances[id]).collect())
+}
+
+/// A city's statement for a closed period.
+pub(crate) async fn statement(
+    conn: &mut AnyConnection,
+    city_text: &str,
+    period: Option<&pb::ClearingPeriod>,
+) -> Result<pb::ClearingStatement, LedgerError> {
+    let name = city(city_text, "city")?.to_string();
+    let period = Period::parse(period)?;
+    let row = sqlx::query(
+        "SELECT statement, status, confirmed_at_ms, confirmed_by FROM clearing_statements \
+         WHERE period = $1 AND city = $2",
+    )
+    .bind(period.as_str())
+    .bind(&name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        if is_closed(conn, &period).await? {
+            return Err(LedgerError::CityNotFound(
+                CityCode::parse(&name).expect("parsed above"),
+            ));
+        }
+        return Err(refused(
+            "PERIOD_OPEN",
+            format!(
+                "clearing period {} has not closed: there is no statement yet",
+                period.as_str()
+            ),
+        ));
+    };
+    let text: String = row.try_get(0)?;
+    let mut statement: pb::ClearingStatement = from_hex(&text)
+        .and_then(|bytes| prost::Message::decode(bytes.as_slice()).ok())
+        .ok_or_else(|| {
+            LedgerError::Corrupt(format!("statement of {name} for {}", period.as_str()))
+        })?;
+    let status: i64 = row.try_get(1)?;
+    if status == pb::StatementStatus::Confirmed as i64 {
+        statement.status = pb::StatementStatus::Confirmed as i32;
+        statement.confirmed_at = Some(timestamp(row.try_get(2)?));
+        statement.confirmed_by = row.try_get(3)?;
+    }
+    Ok(statement)
+}
+
+/// ConfirmClearingStatement, inside the caller's write transaction. Confirming again changes
+/// nothing.
+pub(crate) async fn confirm_statement(
+    conn: &mut AnyConnection,
+    request: &pb::ConfirmClearingStatementRequest,
+) -> Result<pb::ConfirmClearingStatementResponse, LedgerError> {
+    let operator_id = operator(&request.operator_id)?;
+    let found = statement(conn, &request.city, request.period.as_ref()).await?;
+    if found.status != pb::StatementStatus::Confirmed as i32 {
+        let period = Period::parse(request.period.as_ref())?;
+        sqlx::query(
+            "UPDATE clearing_statements SET status = 2, confirmed_at_ms = $1, confirmed_by = $2 \
+             WHERE period = $3 AND city = $4 AND status = 1",
+        )
+        .bind(now_ms())
+        .bind(&operator_id)
+        .bind(period.as_str())
+        .bind(&found.city)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(pb::ConfirmClearingStatementResponse {
+        statement: Some(statement(conn, &request.city, request.period.as_ref()).await?),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|index| u8::from_str_radix(text.get(index..index + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the greedy settlement: positions summing to zero are settled by at most n - 1
+    // payments, each from a debtor to a creditor, leaving every position at zero.
+    #[test]
+    fn payments_settle_every_position() {
+        let cases: [&[i64]; 4] = [
+            &[500, -300, -200, 0],
+            &[100, 100, -150, -50],
+            &[0, 0, 0, 0],
+            &[1, 2, 3, -6],
+        ];
+        for nets in cases {
+            let named: Vec<(String, i64)> = nets
+                .iter()
+                .enumerate()
+                .map(|(index, net)| (format!("c{index}"), *net))
+                .collect();
+            let paid = payments(&named);
+            let mut left: HashMap<String, i64> = named.iter().cloned().collect();
+            for (payer, payee, amount) in &paid {
+                assert!(*amount > 0);
+                *left.get_mut(payer).unwrap() += amount;
+                *left.get_mut(payee).unwrap() -= amount;
+            }
+            assert!(left.values().all(|net| *net == 0), "{nets:?}");
+            let positions = nets.iter().filter(|net| **net != 0).count();
+            assert!(paid.len() <= positions.saturating_sub(1), "{nets:?}");
+        }
+    }
+
+    #[test]
+    fn periods_follow_one_another() {
+        assert_eq!(next_period("2026-03"), "2026-04");
+        assert_eq!(next_period("2026-12"), "2027-01");
+    }
+}
