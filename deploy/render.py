@@ -62,6 +62,8 @@ def network_toml(network: dict, host) -> str:
         for service in SERVICES:
             lines.append(f'{service} = "http://{host(city, service, port(city[service]))}"')
         lines.append(f'e_voucher_key = "{city["e_voucher_key"]}"')
+        if "prepaid_low_balance" in city:
+            lines.append(f'prepaid_low_balance = "{city["prepaid_low_balance"]}"')
     return "\n".join(lines) + "\n"
 
 

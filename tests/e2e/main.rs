@@ -4,10 +4,12 @@
 mod benefit;
 mod bureau;
 mod catalog;
+mod cli;
 mod crash;
 mod foundation;
 mod identity;
 mod ledger;
+mod month;
 mod properties;
 mod reconciliation;
 mod settlement;

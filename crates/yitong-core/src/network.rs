@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::{CityCode, Service};
+use crate::{Amount, CityCode, Service};
 
 /// The whole network as every node sees it.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +47,31 @@ pub struct City {
     /// Base64 of the city's Ed25519 public key, with which every city verifies the e-vouchers
     /// (scan codes) this city signs.
     pub e_voucher_key: String,
+    /// Low-balance threshold of the city's prepaid fund at the clearing house, a yuan string in
+    /// the file ("500000.00"), parsed when the file is loaded. When the fund's available amount
+    /// falls below it the ledger flags the fund and the next statement names the top-up due; a
+    /// claim is never refused for it. Absent means zero.
+    #[serde(default, deserialize_with = "threshold")]
+    pub prepaid_low_balance: Option<Amount>,
+}
+
+impl City {
+    /// The prepaid fund's low-balance threshold, zero when the file names none.
+    pub fn prepaid_low_balance(&self) -> Amount {
+        self.prepaid_low_balance.unwrap_or(Amount::ZERO)
+    }
+}
+
+/// Reads a threshold as a non-negative yuan string, so a malformed one refuses the whole file.
+fn threshold<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Amount>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    Amount::parse(&text).map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "prepaid_low_balance {text:?} must be a non-negative yuan amount, such as \"500000.00\""
+        ))
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +221,42 @@ mod tests {
         assert_eq!(
             network.endpoint(taian, Service::Ledger),
             "http://127.0.0.1:7400"
+        );
+    }
+
+    // Proves the prepaid low-balance threshold is read as an amount, is zero when absent, and
+    // that a malformed or negative one refuses the file.
+    #[test]
+    fn reads_the_prepaid_low_balance_threshold() {
+        let with = TWO_CITIES.replacen(
+            "enabled = true",
+            "enabled = true\n        prepaid_low_balance = \"500000.50\"",
+            1,
+        );
+        let network = Network::from_toml(&with).unwrap();
+        let jinan = network.city(CityCode::parse("370100").unwrap()).unwrap();
+        assert_eq!(jinan.prepaid_low_balance(), Amount::from_fen(50_000_050));
+        let taian = network.city(CityCode::parse("370900").unwrap()).unwrap();
+        assert_eq!(taian.prepaid_low_balance(), Amount::ZERO);
+        for bad in ["-1.00", "1.234", "lots", ""] {
+            let text = TWO_CITIES.replacen(
+                "enabled = true",
+                &format!("enabled = true\n        prepaid_low_balance = \"{bad}\""),
+                1,
+            );
+            assert!(
+                matches!(Network::from_toml(&text), Err(NetworkError::Parse { .. })),
+                "{bad:?} is refused"
+            );
+        }
+        let seeded = Network::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seeds/network.toml"),
+        )
+        .unwrap();
+        assert!(
+            seeded
+                .enabled_cities()
+                .all(|city| city.prepaid_low_balance() == Amount::from_fen(50_000_000))
         );
     }
 

@@ -130,6 +130,13 @@ impl Prepaid {
         self.available_fen() < self.threshold_fen
     }
 
+    /// Whether the entries between `before` and this position took the city below its
+    /// threshold: the moment the ledger warns. Staying below, or going below and back up, is
+    /// not a new fall.
+    pub fn fell_below(&self, before: &Prepaid) -> bool {
+        self.below_threshold() && !before.below_threshold()
+    }
+
     pub fn to_wire(&self, city: &str) -> pb::PrepaidFund {
         let yuan = |fen| Amount::from_fen(fen).to_string();
         pb::PrepaidFund {
@@ -241,5 +248,24 @@ mod tests {
         assert!(!prepaid.below_threshold());
         assert!(Prepaid::new(&fund, &[owed_to_zibo, owed_to_binzhou], 5_001).below_threshold());
         assert_eq!(prepaid.to_wire("370100").available, "50.00");
+    }
+
+    // Proves the warning fires once, when a position crosses its threshold downwards, and
+    // not while it stays below or when it climbs back.
+    #[test]
+    fn a_fall_below_the_threshold_is_noticed_once() {
+        let at = |available_fen| Prepaid {
+            fund_balance_fen: available_fen,
+            outstanding_fen: 0,
+            threshold_fen: 50_000_000,
+        };
+        assert!(at(49_999_999).fell_below(&at(50_000_000)));
+        assert!(at(-1).fell_below(&at(60_000_000)));
+        assert!(!at(-1).fell_below(&at(49_999_999)), "already below");
+        assert!(!at(50_000_000).fell_below(&at(-1)), "a top-up is no fall");
+        assert!(
+            !at(50_000_000).fell_below(&at(60_000_000)),
+            "at the threshold is not below"
+        );
     }
 }

@@ -957,10 +957,11 @@ async fn posted_balances(
 }
 
 /// CloseClearingPeriod, inside the caller's write transaction, appending the clearing transfers
-/// through `appender`.
+/// through `appender`. `cities` are the enabled cities, each with its prepaid fund's low-balance
+/// threshold in fen, from which each statement's top-up due is computed.
 pub(crate) async fn close(
     appender: &mut Appender<'_>,
-    cities: &[CityCode],
+    cities: &[(CityCode, i64)],
     request: &pb::CloseClearingPeriodRequest,
     message_id: &str,
 ) -> Result<pb::CloseClearingPeriodResponse, LedgerError> {
@@ -979,7 +980,7 @@ pub(crate) async fn close(
             format!("clearing period {} is closed", period.as_str()),
         ));
     }
-    let names: Vec<String> = cities.iter().map(ToString::to_string).collect();
+    let names: Vec<String> = cities.iter().map(|(city, _)| city.to_string()).collect();
     for treatment in &names {
         let selection = Selection {
             period: &period,
@@ -1138,7 +1139,8 @@ pub(crate) async fn close(
             .map(|other| format!("{name}->{other}.obligation"))
             .collect();
         let owed = balances_in_order(conn, &owed_ids, after_sequence).await?;
-        let prepaid = Prepaid::new(&after[fund], &owed, 0);
+        let (_, threshold_fen) = cities[index];
+        let prepaid = Prepaid::new(&after[fund], &owed, threshold_fen);
         let top_up_due = (prepaid.threshold_fen - prepaid.available_fen()).max(0);
         let excluded = sqlx::query(
             "SELECT COUNT(*), CAST(COALESCE(SUM(fund_pay_fen + account_pay_fen), 0) AS BIGINT) \

@@ -1,7 +1,7 @@
 //! The LedgerService handlers of the clearing house: transfers, balances, the journal, daily
 //! reconciliation and monthly clearing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,9 @@ use crate::reconcile::{
     DetailRun, Filter, Halt, Header, Opened, RESPONSES_BUFFERED_MAX, Replies, Totals,
 };
 use crate::repo;
-use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferId, parse_batch, parse_pending_ids};
+use crate::transfer::{
+    IDENTIFIER_CHARS_MAX, TransferCode, TransferId, parse_batch, parse_pending_ids,
+};
 
 /// Most account ids in one GetBalances request.
 const ACCOUNT_IDS_PER_BALANCES_MAX: usize = 100;
@@ -166,11 +168,109 @@ impl LedgerNode {
             Begun::Fresh(tx) => tx,
         };
         let mut appender = Appender::open(&mut tx).await?;
+        let before = appender.next_sequence() - 1;
         let results =
             book::create_transfers(&mut appender, &transfers, message_id.as_str()).await?;
-        appender.close().await?;
+        let head = appender.close().await?;
         let reply = pb::CreateTransfersResponse { results };
-        self.finish(tx, &message_id, reply).await
+        let reply = self.finish(tx, &message_id, reply).await?;
+        // The insured cities whose funds this batch drew on: cross-city settlements created now.
+        let drawn: BTreeSet<CityCode> = transfers
+            .iter()
+            .zip(&reply.results)
+            .filter(|(transfer, outcome)| {
+                transfer.code == TransferCode::Settlement
+                    && outcome.result() == pb::CreateTransferResult::Ok
+            })
+            .filter_map(|(transfer, _)| match transfer.credit {
+                AccountId::Obligation { insured, .. } => Some(insured),
+                _ => None,
+            })
+            .collect();
+        // The batch is committed: a failure to read the positions is logged, never returned,
+        // because the settlements stand whatever the funds hold.
+        if let Err(error) = self.warn_low_prepaid(&drawn, before, head.sequence).await {
+            tracing::warn!(error = %yitong_core::cause_chain(&error), "prepaid positions not checked");
+        }
+        Ok(reply)
+    }
+
+    /// The city's low-balance threshold from the network file, in fen; zero when it names none.
+    fn threshold_fen(&self, city: CityCode) -> i64 {
+        self.network
+            .city(city)
+            .map_or(0, |city| city.prepaid_low_balance().fen())
+    }
+
+    /// The prepaid positions of `cities` over the journal up to entry `up_to`.
+    async fn prepaid_at(
+        &self,
+        cities: &BTreeSet<CityCode>,
+        up_to: i64,
+    ) -> Result<Vec<(CityCode, Prepaid)>, LedgerError> {
+        let enabled: Vec<CityCode> = self.network.enabled_cities().map(|c| c.code).collect();
+        // What a city owes as the insured city, one obligation per other enabled city.
+        let obligations = |insured: CityCode| -> Vec<String> {
+            enabled
+                .iter()
+                .filter(|treatment| **treatment != insured)
+                .map(|treatment| {
+                    AccountId::Obligation {
+                        insured,
+                        treatment: *treatment,
+                    }
+                    .to_string()
+                })
+                .collect()
+        };
+        let mut ids: Vec<String> = Vec::new();
+        for city in cities {
+            ids.push(AccountId::Fund(*city).to_string());
+            ids.extend(obligations(*city));
+        }
+        let mut conn = self.store.pool().acquire().await?;
+        let debiting = repo::leg_sums(&mut conn, true, &ids, up_to).await?;
+        let crediting = repo::leg_sums(&mut conn, false, &ids, up_to).await?;
+        let balance = |id: &str| {
+            Balance::from_sums(id, debiting.get(id).copied(), crediting.get(id).copied())
+        };
+        let mut positions = Vec::with_capacity(cities.len());
+        for city in cities {
+            let fund = balance(&AccountId::Fund(*city).to_string())?;
+            let owed = obligations(*city)
+                .iter()
+                .map(|id| balance(id))
+                .collect::<Result<Vec<_>, _>>()?;
+            positions.push((*city, Prepaid::new(&fund, &owed, self.threshold_fen(*city))));
+        }
+        Ok(positions)
+    }
+
+    /// Logs a warning for every city whose available prepaid amount the entries after `before`
+    /// up to `after` took below its low-balance threshold. The settlements are booked all the
+    /// same: a claim is never refused at the counter for want of prepaid funds.
+    async fn warn_low_prepaid(
+        &self,
+        cities: &BTreeSet<CityCode>,
+        before: i64,
+        after: i64,
+    ) -> Result<(), LedgerError> {
+        if cities.is_empty() {
+            return Ok(());
+        }
+        let was = self.prepaid_at(cities, before).await?;
+        let now = self.prepaid_at(cities, after).await?;
+        for ((city, was), (_, now)) in was.iter().zip(&now) {
+            if now.fell_below(was) {
+                tracing::warn!(
+                    city = %city,
+                    available_fen = now.available_fen(),
+                    threshold_fen = now.threshold_fen,
+                    "prepaid fund fell below its low-balance threshold"
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn resolve_pending(
@@ -301,13 +401,7 @@ impl LedgerNode {
                     .filter(|id| id.kind() == AccountKind::Obligation)
                     .map(|id| balances[id])
                     .collect();
-                // The network file carries no low-balance threshold yet (the prepaid-funds
-                // issue adds it), so a fund is below threshold when its available amount is
-                // below zero.
-                let prepaid = Prepaid::new(&fund, &owed, 0);
-                if prepaid.below_threshold() {
-                    tracing::warn!(city = %city, available_fen = prepaid.available_fen(), "prepaid fund below threshold");
-                }
+                let prepaid = Prepaid::new(&fund, &owed, self.threshold_fen(*city));
                 prepaid.to_wire(&city.to_string())
             })
             .collect();
@@ -725,7 +819,11 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
     ) -> Result<Response<pb::CloseClearingPeriodResponse>, Status> {
         let request = request.into_inner();
         let message_id = message_id(&request.message_id)?;
-        let cities: Vec<CityCode> = self.network.enabled_cities().map(|c| c.code).collect();
+        let cities: Vec<(CityCode, i64)> = self
+            .network
+            .enabled_cities()
+            .map(|c| (c.code, c.prepaid_low_balance().fen()))
+            .collect();
         let mut tx = match self
             .begin::<pb::CloseClearingPeriodResponse>(&message_id, "CloseClearingPeriod", &request)
             .await?

@@ -1,10 +1,15 @@
-//! The `yitong` command line: `dev`, `serve`, `migrate` and `seed`.
+//! The `yitong` command line: `dev`, `serve`, `migrate` and `seed`, and the bureaus' `reconcile`,
+//! `clearing` and `journal` against a running network.
 
+mod clearing;
 mod config;
 mod dev;
 mod generate;
+mod journal;
 mod keygen;
 mod logging;
+mod output;
+mod reconcile;
 mod serve;
 mod stores;
 
@@ -36,6 +41,13 @@ enum Command {
     Migrate(stores::StoresArgs),
     /// Load the seed files into stores that are still empty, or (`seed generate`) write them.
     Seed(SeedCommand),
+    /// Reconcile a day's totals or settlement rows against the clearing house's ledger; exits 1
+    /// when breaks are found.
+    Reconcile(reconcile::ReconcileCommand),
+    /// The monthly clearing: extract, confirm, roll back, apply, cancel, close, statements.
+    Clearing(clearing::ClearingCommand),
+    /// Check the ledger's journal; exits 1 when an entry was altered.
+    Journal(journal::JournalCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,7 +66,8 @@ enum SeedAction {
     Generate(generate::GenerateArgs),
 }
 
-/// Runs the command line and turns the outcome into an exit code.
+/// Runs the command line and turns the outcome into an exit code: 0 when clean, 1 when a bureau
+/// command found breaks or an altered journal, 2 on any error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
@@ -64,24 +77,33 @@ pub fn main() -> ExitCode {
         .expect("tokio runtime starts");
     let outcome = runtime.block_on(async move {
         match cli.command {
-            Command::Dev(args) => dev::run(args).await,
-            Command::Serve(args) => serve::run(args).await,
-            Command::Keygen(args) => keygen::run(args),
-            Command::Migrate(args) => stores::migrate(args).await,
+            Command::Dev(args) => dev::run(args).await.map(clean),
+            Command::Serve(args) => serve::run(args).await.map(clean),
+            Command::Keygen(args) => keygen::run(args).map(clean),
+            Command::Migrate(args) => stores::migrate(args).await.map(clean),
             Command::Seed(SeedCommand {
                 action: Some(SeedAction::Generate(args)),
                 ..
-            }) => generate::run(args),
-            Command::Seed(SeedCommand { load, .. }) => stores::seed(load).await,
+            }) => generate::run(args).map(clean),
+            Command::Seed(SeedCommand { load, .. }) => stores::seed(load).await.map(clean),
+            Command::Reconcile(command) => reconcile::run(command).await,
+            Command::Clearing(command) => clearing::run(command).await,
+            Command::Journal(command) => journal::run(command).await,
         }
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(output::Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(output::Outcome::Findings) => ExitCode::from(1),
         Err(error) => {
             eprintln!("yitong: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
+}
+
+/// The commands that report nothing end clean when they succeed.
+fn clean((): ()) -> output::Outcome {
+    output::Outcome::Clean
 }
 
 /// Default location of the seed files, relative to the working directory.
