@@ -7,10 +7,12 @@ use std::sync::OnceLock;
 
 use yitong_core::{Owner, Service};
 use yitong_proto::ledger::v1::{
-    CreateTransferResult, CreateTransfersRequest, SettlementRecord, Transfer, TransferCode,
+    CreateTransferResult, CreateTransfersRequest, SettlementRecord, Transfer,
 };
 use yitong_sandbox::{BINZHOU, JINAN, Sandbox, ZIBO, network_test};
 use yitong_store::sqlx;
+
+use crate::support::{settlement_transfer, yuan};
 
 /// The `yitong` binary next to this test binary (target/<profile>/deps/e2e-... ->
 /// target/<profile>/yitong). Cargo does not build another package's binary for a test, so it
@@ -74,11 +76,6 @@ async fn run(net: &Sandbox, args: &[&str]) -> Run {
     }
 }
 
-fn yuan(fen: i64) -> String {
-    let sign = if fen < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", fen.abs() / 100, fen.abs() % 100)
-}
-
 /// A posted settlement of `fund` + `account` fen (cash 3.00 yuan) for a person of `insured`
 /// at a `treatment` hospital on `date`, transfer id and settlement id numbered `n`.
 fn settlement(
@@ -90,13 +87,9 @@ fn settlement(
     date: &str,
 ) -> Transfer {
     let cash = 300;
-    Transfer {
-        id: format!("00000000-0000-4000-8000-{n:012}"),
-        debit_account_id: format!("{treatment}.advances"),
-        credit_account_id: format!("{insured}->{treatment}.obligation"),
-        amount: yuan(fund + account),
-        code: TransferCode::Settlement as i32,
-        settlement: Some(SettlementRecord {
+    settlement_transfer(
+        n,
+        SettlementRecord {
             settlement_id: format!("T{treatment}{n:010}"),
             message_id: format!("H{treatment}00001-{n}"),
             treatment_city: treatment.to_owned(),
@@ -113,9 +106,8 @@ fn settlement(
             cash_pay: yuan(cash),
             cancellation: false,
             original_settlement_id: String::new(),
-        }),
-        ..Default::default()
-    }
+        },
+    )
 }
 
 async fn book(net: &Sandbox, message_id: &str, transfers: &[Transfer]) {

@@ -19,19 +19,15 @@ use yitong_proto::ledger::v1::{
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, PILOT_CITIES, ZIBO, network_test};
 use yitong_store::sqlx::{self, AssertSqlSafe};
 
-use crate::support::assert_invalid;
+use crate::support::{assert_invalid, settlement_transfer, transfer_id, yuan};
 
 type Ledger = LedgerServiceClient<Channel>;
 
 /// The n-th transfer id of a test (every test runs on a fresh ledger).
-fn id(n: u32) -> String {
-    format!("00000000-0000-4000-8000-{n:012}")
-}
-
 /// A posted deposit into a city's prepaid fund.
 fn deposit(n: u32, city: &str, yuan: &str) -> Transfer {
     Transfer {
-        id: id(n),
+        id: transfer_id(n),
         debit_account_id: format!("{city}.bank"),
         credit_account_id: format!("{city}.fund"),
         amount: yuan.to_owned(),
@@ -52,19 +48,9 @@ fn settlement(
     account: i64,
 ) -> Transfer {
     let cash = 1_000;
-    let yuan = |fen: i64| format!("{}.{:02}", fen / 100, fen % 100);
-    let payer = if insured == treatment {
-        format!("{treatment}.pool")
-    } else {
-        format!("{insured}->{treatment}.obligation")
-    };
-    Transfer {
-        id: id(n),
-        debit_account_id: format!("{treatment}.advances"),
-        credit_account_id: payer,
-        amount: yuan(fund + account),
-        code: TransferCode::Settlement as i32,
-        settlement: Some(SettlementRecord {
+    settlement_transfer(
+        n,
+        SettlementRecord {
             settlement_id: format!("T{treatment}{serial:010}"),
             message_id: format!("H{treatment}00001-{serial}"),
             treatment_city: treatment.to_owned(),
@@ -81,15 +67,14 @@ fn settlement(
             cash_pay: yuan(cash),
             cancellation: false,
             original_settlement_id: String::new(),
-        }),
-        ..Default::default()
-    }
+        },
+    )
 }
 
 /// The CANCELLATION of `original`, under transfer id `n`: accounts swapped, amounts negated.
 fn cancellation(n: u32, original: &Transfer) -> Transfer {
     let mut transfer = original.clone();
-    transfer.id = id(n);
+    transfer.id = transfer_id(n);
     transfer.code = TransferCode::Cancellation as i32;
     std::mem::swap(
         &mut transfer.debit_account_id,
@@ -294,7 +279,7 @@ network_test! {
         let owed = account(&mut ledger, "370100->370300.obligation").await;
         assert_eq!(sums(&owed), ["0.00", "0.00", "80.00", "0.00"]);
         assert_eq!(owed.balance, "0.00", "only posted amounts count in the balance");
-        let record = lookup(&mut ledger, &id(1)).await.expect("created");
+        let record = lookup(&mut ledger, &transfer_id(1)).await.expect("created");
         assert_eq!(record.status(), TransferStatus::Pending);
         assert_eq!(record.transfer.as_ref(), Some(&transfer));
         let created = record.created_at.expect("created_at");
@@ -302,19 +287,19 @@ network_test! {
         assert!(record.resolved_at.is_none());
         assert_eq!(record.clearing_period.map(|p| (p.year, p.month)), Some((2026, 3)));
 
-        assert_eq!(post(&mut ledger, "MSG-2", &[id(1)]).await, [(PendingTransferResult::Ok, 2)]);
+        assert_eq!(post(&mut ledger, "MSG-2", &[transfer_id(1)]).await, [(PendingTransferResult::Ok, 2)]);
         let advances = account(&mut ledger, "370300.advances").await;
         assert_eq!(sums(&advances), ["0.00", "80.00", "0.00", "0.00"]);
         assert_eq!(advances.balance, "80.00");
         let owed = account(&mut ledger, "370100->370300.obligation").await;
         assert_eq!(sums(&owed), ["0.00", "0.00", "0.00", "80.00"]);
         assert_eq!(owed.balance, "80.00");
-        let record = lookup(&mut ledger, &id(1)).await.expect("created");
+        let record = lookup(&mut ledger, &transfer_id(1)).await.expect("created");
         assert_eq!(record.status(), TransferStatus::Posted);
         assert!(record.resolved_at.is_some());
 
-        assert_eq!(post(&mut ledger, "MSG-3", &[id(1)]).await, [(PendingTransferResult::PendingTransferAlreadyPosted, 0)]);
-        assert_eq!(void(&mut ledger, "MSG-4", &[id(1)]).await, [(PendingTransferResult::PendingTransferAlreadyPosted, 0)]);
+        assert_eq!(post(&mut ledger, "MSG-3", &[transfer_id(1)]).await, [(PendingTransferResult::PendingTransferAlreadyPosted, 0)]);
+        assert_eq!(void(&mut ledger, "MSG-4", &[transfer_id(1)]).await, [(PendingTransferResult::PendingTransferAlreadyPosted, 0)]);
         assert_eq!(digest(&mut ledger).await.entry_count, 2);
         assert!(verify(&mut ledger).await.intact);
     }
@@ -333,12 +318,12 @@ network_test! {
             [CreateTransferResult::SettlementAlreadyBooked],
             "a second live booking of one settlement would count it twice"
         );
-        assert_eq!(void(&mut ledger, "MSG-3", &[id(1)]).await, [(PendingTransferResult::Ok, 2)]);
+        assert_eq!(void(&mut ledger, "MSG-3", &[transfer_id(1)]).await, [(PendingTransferResult::Ok, 2)]);
         for account_id in ["370500.advances", "371600->370500.obligation"] {
             assert_eq!(sums(&account(&mut ledger, account_id).await), ["0.00"; 4], "{account_id}");
         }
-        assert_eq!(status(&mut ledger, &id(1)).await, TransferStatus::Voided);
-        assert_eq!(void(&mut ledger, "MSG-4", &[id(1)]).await, [(PendingTransferResult::PendingTransferAlreadyVoided, 0)]);
+        assert_eq!(status(&mut ledger, &transfer_id(1)).await, TransferStatus::Voided);
+        assert_eq!(void(&mut ledger, "MSG-4", &[transfer_id(1)]).await, [(PendingTransferResult::PendingTransferAlreadyVoided, 0)]);
         assert_eq!(create(&mut ledger, "MSG-5", vec![again]).await, [CreateTransferResult::Ok]);
         assert_eq!(digest(&mut ledger).await.entry_count, 3);
     }
@@ -351,20 +336,20 @@ network_test! {
         let mut ledger = net.ledger();
         let transfer = pending(settlement(1, 3, ZIBO, JINAN, 50_000, 2_500), 300);
         assert_eq!(create(&mut ledger, "MSG-1", vec![transfer]).await, [CreateTransferResult::Ok]);
-        assert_eq!(void(&mut ledger, "MSG-2", &[id(1)]).await, [(PendingTransferResult::Ok, 2)]);
+        assert_eq!(void(&mut ledger, "MSG-2", &[transfer_id(1)]).await, [(PendingTransferResult::Ok, 2)]);
         let before = (digest(&mut ledger).await, all_balances(&mut ledger).await);
 
         assert_eq!(
-            post(&mut ledger, "MSG-3", &[id(1)]).await,
+            post(&mut ledger, "MSG-3", &[transfer_id(1)]).await,
             [(PendingTransferResult::PendingTransferAlreadyVoided, 0)]
         );
         let after = (digest(&mut ledger).await, all_balances(&mut ledger).await);
         assert_eq!(before, after);
-        assert_eq!(status(&mut ledger, &id(1)).await, TransferStatus::Voided);
+        assert_eq!(status(&mut ledger, &transfer_id(1)).await, TransferStatus::Voided);
         // Nor does an unknown id or a transfer created posted change anything.
         assert_eq!(create(&mut ledger, "MSG-4", vec![deposit(2, JINAN, "10.00")]).await, [CreateTransferResult::Ok]);
         assert_eq!(
-            post(&mut ledger, "MSG-5", &[id(99), id(2)]).await,
+            post(&mut ledger, "MSG-5", &[transfer_id(99), transfer_id(2)]).await,
             [(PendingTransferResult::PendingTransferNotFound, 0), (PendingTransferResult::PendingTransferNotPending, 0)]
         );
         assert_eq!(digest(&mut ledger).await.entry_count, 3);
@@ -381,7 +366,7 @@ network_test! {
         assert_eq!(create(&mut ledger, "MSG-1", vec![transfer]).await, [CreateTransferResult::Ok]);
         let deadline = Instant::now() + Duration::from_secs(15);
         let record = loop {
-            let record = lookup(&mut ledger, &id(1)).await.expect("created");
+            let record = lookup(&mut ledger, &transfer_id(1)).await.expect("created");
             if record.status() == TransferStatus::Expired {
                 break record;
             }
@@ -390,8 +375,8 @@ network_test! {
         };
         let expires_at = record.expires_at.expect("expires_at");
         assert!(record.resolved_at.expect("resolved_at").seconds >= expires_at.seconds);
-        assert_eq!(post(&mut ledger, "MSG-2", &[id(1)]).await, [(PendingTransferResult::PendingTransferExpired, 0)]);
-        assert_eq!(void(&mut ledger, "MSG-3", &[id(1)]).await, [(PendingTransferResult::PendingTransferExpired, 0)]);
+        assert_eq!(post(&mut ledger, "MSG-2", &[transfer_id(1)]).await, [(PendingTransferResult::PendingTransferExpired, 0)]);
+        assert_eq!(void(&mut ledger, "MSG-3", &[transfer_id(1)]).await, [(PendingTransferResult::PendingTransferExpired, 0)]);
         for account_id in ["371600.advances", "370500->371600.obligation"] {
             assert_eq!(sums(&account(&mut ledger, account_id).await), ["0.00"; 4], "{account_id}");
         }
@@ -432,7 +417,7 @@ network_test! {
             .await
             .unwrap_err();
         assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
-        assert!(lookup(&mut ledger, &id(3)).await.is_none());
+        assert!(lookup(&mut ledger, &transfer_id(3)).await.is_none());
         assert_eq!(digest(&mut ledger).await, head);
     }
 }
@@ -483,7 +468,7 @@ network_test! {
             assert_eq!(results, [expected], "case {index}");
         }
         assert_eq!(digest(&mut ledger).await.entry_count, 1);
-        let record = lookup(&mut ledger, &id(1)).await.expect("created");
+        let record = lookup(&mut ledger, &transfer_id(1)).await.expect("created");
         assert_eq!(record.transfer, Some(base));
     }
 }
@@ -510,7 +495,7 @@ network_test! {
         use CreateTransferResult::*;
         assert_eq!(results, [LinkedEventFailed, LinkedEventFailed, DebitAccountNotFound, Ok]);
         for n in 1..=3 {
-            assert!(lookup(&mut ledger, &id(n)).await.is_none(), "transfer {n} of the failed chain");
+            assert!(lookup(&mut ledger, &transfer_id(n)).await.is_none(), "transfer {n} of the failed chain");
         }
         assert_eq!(digest(&mut ledger).await.entry_count, 1);
         let after = all_balances(&mut ledger).await;
@@ -738,7 +723,7 @@ network_test! {
             assert_invalid(&status, field);
         }
         let status = ledger
-            .post_pending_transfers(PostPendingTransfersRequest { message_id: "MSG-2".into(), pending_transfer_ids: vec![id(1), "x".into()] })
+            .post_pending_transfers(PostPendingTransfersRequest { message_id: "MSG-2".into(), pending_transfer_ids: vec![transfer_id(1), "x".into()] })
             .await
             .unwrap_err();
         assert_invalid(&status, "pending_transfer_ids[1]");
@@ -932,7 +917,7 @@ network_test! {
         )
         .await;
         assert!(results.iter().all(|result| *result == CreateTransferResult::Ok), "{results:?}");
-        assert_eq!(void(&mut ledger, "MSG-2", &[id(2)]).await, [(PendingTransferResult::Ok, 5)]);
+        assert_eq!(void(&mut ledger, "MSG-2", &[transfer_id(2)]).await, [(PendingTransferResult::Ok, 5)]);
         assert_eq!(create(&mut ledger, "MSG-3", vec![cancellation(6, &settled)]).await, [CreateTransferResult::Ok]);
         assert_eq!(digest(&mut ledger).await.entry_count, 6);
         assert!(verify(&mut ledger).await.intact);

@@ -26,6 +26,8 @@ use yitong_proto::ledger::v1::{
 };
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, ZIBO, network_test};
 
+use crate::support::{settlement_transfer, transfer_id, yuan};
+
 type Ledger = LedgerServiceClient<Channel>;
 
 const CITIES: [&str; 4] = [JINAN, ZIBO, DONGYING, BINZHOU];
@@ -38,15 +40,6 @@ const THRESHOLD_FEN: i64 = 50_000_000;
 const BATCH_MAX: usize = 1_000;
 
 /// The n-th transfer id of a test (every test runs on a fresh ledger).
-fn id(n: u32) -> String {
-    format!("00000000-0000-4000-8000-{n:012}")
-}
-
-fn yuan(fen: i64) -> String {
-    let sign = if fen < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", fen.abs() / 100, fen.abs() % 100)
-}
-
 fn fen(yuan: &str) -> i64 {
     let (negative, digits) = match yuan.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -83,18 +76,9 @@ fn settlement(
     (fund, account, cash): (i64, i64, i64),
     date: &str,
 ) -> Transfer {
-    let payer = if insured == treatment {
-        format!("{treatment}.pool")
-    } else {
-        format!("{insured}->{treatment}.obligation")
-    };
-    Transfer {
-        id: id(n),
-        debit_account_id: format!("{treatment}.advances"),
-        credit_account_id: payer,
-        amount: yuan(fund + account),
-        code: TransferCode::Settlement as i32,
-        settlement: Some(SettlementRecord {
+    settlement_transfer(
+        n,
+        SettlementRecord {
             settlement_id: format!("T{treatment}{n:010}"),
             message_id: format!("H{treatment}00001-{n}"),
             treatment_city: treatment.to_owned(),
@@ -111,15 +95,14 @@ fn settlement(
             cash_pay: yuan(cash),
             cancellation: false,
             original_settlement_id: String::new(),
-        }),
-        ..Default::default()
-    }
+        },
+    )
 }
 
 /// The posted CANCELLATION of `original` on `date`, under transfer id `n`.
 fn cancellation(n: u32, original: &Transfer, date: &str) -> Transfer {
     let mut transfer = original.clone();
-    transfer.id = id(n);
+    transfer.id = transfer_id(n);
     transfer.code = TransferCode::Cancellation as i32;
     std::mem::swap(
         &mut transfer.debit_account_id,
@@ -144,7 +127,7 @@ fn cancellation(n: u32, original: &Transfer, date: &str) -> Transfer {
 
 fn deposit(n: u32, city: &str, fen: i64) -> Transfer {
     Transfer {
-        id: id(n),
+        id: transfer_id(n),
         debit_account_id: format!("{city}.bank"),
         credit_account_id: format!("{city}.fund"),
         amount: yuan(fen),

@@ -33,20 +33,11 @@ use yitong_proto::ledger::v1::{
 };
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, ZIBO, network_test};
 
-use crate::support::{assert_invalid, assert_refused};
+use crate::support::{assert_invalid, assert_refused, settlement_transfer, transfer_id, yuan};
 
 type Ledger = LedgerServiceClient<Channel>;
 
 /// The n-th transfer id of a test (every test runs on a fresh ledger).
-fn id(n: u32) -> String {
-    format!("00000000-0000-4000-8000-{n:012}")
-}
-
-fn yuan(fen: i64) -> String {
-    let sign = if fen < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", fen.abs() / 100, fen.abs() % 100)
-}
-
 /// The settlement ids of Zibo's hospitals sort by serial.
 fn settlement_id(serial: u32) -> String {
     format!("T{ZIBO}{serial:010}")
@@ -60,13 +51,9 @@ fn settlement(serial: u32, date: &str) -> Transfer {
     let fund = 1_000 + i64::from(serial) * 37;
     let account = i64::from(serial % 3) * 100;
     let cash = 500 + i64::from(serial);
-    Transfer {
-        id: id(serial),
-        debit_account_id: format!("{ZIBO}.advances"),
-        credit_account_id: format!("{insured}->{ZIBO}.obligation"),
-        amount: yuan(fund + account),
-        code: TransferCode::Settlement as i32,
-        settlement: Some(SettlementRecord {
+    settlement_transfer(
+        serial,
+        SettlementRecord {
             settlement_id: settlement_id(serial),
             message_id: format!("H3703000000{}-{serial}", 1 + serial % 2),
             treatment_city: ZIBO.to_owned(),
@@ -83,15 +70,14 @@ fn settlement(serial: u32, date: &str) -> Transfer {
             cash_pay: yuan(cash),
             cancellation: false,
             original_settlement_id: String::new(),
-        }),
-        ..Default::default()
-    }
+        },
+    )
 }
 
 /// The posted CANCELLATION of `original` on `date`, under transfer id `n`.
 fn cancellation(n: u32, original: &Transfer, date: &str) -> Transfer {
     let mut transfer = original.clone();
-    transfer.id = id(n);
+    transfer.id = transfer_id(n);
     transfer.code = TransferCode::Cancellation as i32;
     std::mem::swap(
         &mut transfer.debit_account_id,
@@ -310,7 +296,7 @@ network_test! {
         ledger
             .void_pending_transfers(VoidPendingTransfersRequest {
                 message_id: "VOID-1".into(),
-                pending_transfer_ids: vec![id(42)],
+                pending_transfer_ids: vec![transfer_id(42)],
                 reason: "the settlement failed".into(),
             })
             .await
@@ -662,19 +648,10 @@ fn april() -> Option<ClearingPeriod> {
 /// A posted settlement of `fund` + `account` fen for a person of `insured` at a `treatment`
 /// hospital on `date`, under transfer id `n`.
 fn cross(n: u32, insured: &str, treatment: &str, fund: i64, account: i64, date: &str) -> Transfer {
-    let payer = if insured == treatment {
-        format!("{treatment}.pool")
-    } else {
-        format!("{insured}->{treatment}.obligation")
-    };
     let cash = 300;
-    Transfer {
-        id: id(n),
-        debit_account_id: format!("{treatment}.advances"),
-        credit_account_id: payer,
-        amount: yuan(fund + account),
-        code: TransferCode::Settlement as i32,
-        settlement: Some(SettlementRecord {
+    settlement_transfer(
+        n,
+        SettlementRecord {
             settlement_id: format!("T{treatment}{n:010}"),
             message_id: format!("H{treatment}00001-{n}"),
             treatment_city: treatment.to_owned(),
@@ -691,14 +668,13 @@ fn cross(n: u32, insured: &str, treatment: &str, fund: i64, account: i64, date: 
             cash_pay: yuan(cash),
             cancellation: false,
             original_settlement_id: String::new(),
-        }),
-        ..Default::default()
-    }
+        },
+    )
 }
 
 fn deposit(n: u32, city: &str, fen: i64) -> Transfer {
     Transfer {
-        id: id(n),
+        id: transfer_id(n),
         debit_account_id: format!("{city}.bank"),
         credit_account_id: format!("{city}.fund"),
         amount: yuan(fen),
@@ -1170,7 +1146,7 @@ network_test! {
         book(&mut ledger, "LATE", std::slice::from_ref(&late)).await;
         let record = ledger
             .lookup_transfers(LookupTransfersRequest {
-                selector: Some(Selector::Ids(TransferIds { ids: vec![id(700)] })),
+                selector: Some(Selector::Ids(TransferIds { ids: vec![transfer_id(700)] })),
             })
             .await
             .expect("found")
@@ -1187,7 +1163,7 @@ network_test! {
         let posted = ledger
             .post_pending_transfers(PostPendingTransfersRequest {
                 message_id: "POST-600".into(),
-                pending_transfer_ids: vec![id(600)],
+                pending_transfer_ids: vec![transfer_id(600)],
             })
             .await
             .expect("posted")

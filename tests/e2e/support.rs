@@ -61,3 +61,44 @@ pub fn seeded_citizen_id(city: &str, serial: usize) -> String {
         .expect("seeded person exists")
         .to_owned()
 }
+
+// ---- Ledger traffic -----------------------------------------------------------------------
+
+use yitong_proto::ledger::v1::{SettlementRecord, Transfer, TransferCode};
+
+/// The id of the `n`-th transfer a test books: a UUID whose last group is `n`.
+pub fn transfer_id(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+/// Fen as the wire writes yuan, sign included: -705 -> "-7.05".
+pub fn yuan(fen: i64) -> String {
+    yitong_core::Amount::from_fen(fen).to_string()
+}
+
+/// The posted SETTLEMENT transfer that books `record`, as a treatment city's node books it: the
+/// treatment city's advances debited, the insured city's obligation to it (or, same-city, the
+/// treatment city's pool) credited, for what the patient did not pay at the counter (fund pay
+/// plus account pay).
+pub fn settlement_transfer(n: u32, record: SettlementRecord) -> Transfer {
+    let (treatment, insured) = (&record.treatment_city, &record.insured_city);
+    let payer = if insured == treatment {
+        format!("{treatment}.pool")
+    } else {
+        format!("{insured}->{treatment}.obligation")
+    };
+    let fen = |text: &str| {
+        yitong_core::Amount::parse_signed(text)
+            .expect("a yuan amount")
+            .fen()
+    };
+    Transfer {
+        id: transfer_id(n),
+        debit_account_id: format!("{treatment}.advances"),
+        credit_account_id: payer,
+        amount: yuan(fen(&record.fund_pay) + fen(&record.account_pay)),
+        code: TransferCode::Settlement as i32,
+        settlement: Some(record),
+        ..Default::default()
+    }
+}
