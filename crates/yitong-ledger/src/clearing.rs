@@ -33,8 +33,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::Datelike;
 use yitong_core::{Amount, CityCode, Invalid};
 use yitong_proto::ledger::v1 as pb;
+use yitong_store::now_ms;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
-use yitong_store::{Backend, now_ms};
 
 use crate::LedgerError;
 use crate::account::Side;
@@ -48,6 +48,9 @@ use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferCode};
 pub const DETAILS_PER_PAGE_MAX: u32 = 1_000;
 /// Most decisions in one ConfirmClearingDetails, or ids in one rollback.
 pub const DECISIONS_PER_REQUEST_MAX: usize = 1_000;
+/// Confirmations written by one INSERT: 13 values each, well inside both databases' limit of
+/// bound values per statement.
+const CONFIRMATIONS_PER_INSERT: usize = 500;
 /// Longest exclusion, rollback or cancellation reason, in characters.
 pub const REASON_CHARS_MAX: usize = 200;
 
@@ -269,7 +272,8 @@ struct Selection<'a> {
     insured: Option<&'a str>,
     /// Unconfirmed (1), included (2) or excluded (3); `None` for all.
     confirmation: Option<i64>,
-    settlement_id: Option<&'a str>,
+    /// Only these settlement ids; all when empty.
+    settlement_ids: &'a [&'a str],
 }
 
 impl Selection<'_> {
@@ -300,9 +304,15 @@ impl Selection<'_> {
             Some(status) => sql.push_str(&format!(" AND f.status = {status}")),
             None => {}
         }
-        if let Some(id) = self.settlement_id {
-            binds.push(id.to_owned());
-            sql.push_str(&format!(" AND c.settlement_id = ${}", binds.len()));
+        if !self.settlement_ids.is_empty() {
+            let first = binds.len() + 1;
+            binds.extend(self.settlement_ids.iter().map(|id| (*id).to_owned()));
+            let placeholders: Vec<String> =
+                (first..=binds.len()).map(|n| format!("${n}")).collect();
+            sql.push_str(&format!(
+                " AND c.settlement_id IN ({})",
+                placeholders.join(", ")
+            ));
         }
         (sql, binds)
     }
@@ -317,25 +327,31 @@ impl Selection<'_> {
         Ok(u64::try_from(count).expect("a count is not negative"))
     }
 
+    /// Whether any row is selected, without counting them all.
+    async fn any(&self, conn: &mut AnyConnection) -> Result<bool, LedgerError> {
+        let (body, binds) = self.sql_body();
+        let mut query = sqlx::query(AssertSqlSafe(format!("SELECT 1 {body} LIMIT 1")));
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        Ok(query.fetch_optional(&mut *conn).await?.is_some())
+    }
+
     /// A page after `after` (settlement id, sequence) in byte order of settlement id.
     async fn page(
         &self,
         conn: &mut AnyConnection,
-        backend: Backend,
         after: &(String, i64),
         limit: i64,
     ) -> Result<Vec<Detail>, LedgerError> {
         let (body, mut binds) = self.sql_body();
-        let order = match backend {
-            Backend::Postgres => " COLLATE \"C\"",
-            Backend::Sqlite => "",
-        };
         binds.push(after.0.clone());
         let id = binds.len();
+        // "binary" is byte order on both databases (see crates/yitong-store).
         let sql = format!(
-            "SELECT {DETAIL_COLUMNS} {body} AND (c.settlement_id{order} > ${id} \
-             OR (c.settlement_id = ${id} AND c.sequence > ${})) \
-             ORDER BY c.settlement_id{order}, c.sequence LIMIT ${}",
+            "SELECT {DETAIL_COLUMNS} {body} \
+             AND (c.settlement_id COLLATE \"binary\", c.sequence) > (${id}, ${}) \
+             ORDER BY c.settlement_id COLLATE \"binary\", c.sequence LIMIT ${}",
             id + 1,
             id + 2
         );
@@ -371,7 +387,6 @@ fn parse_page_token(token: &str) -> Result<(String, i64), Invalid> {
 /// ListClearingDetails (3260).
 pub(crate) async fn list_details(
     conn: &mut AnyConnection,
-    backend: Backend,
     request: &pb::ListClearingDetailsRequest,
 ) -> Result<pb::ListClearingDetailsResponse, LedgerError> {
     let period = Period::parse(request.period.as_ref())?;
@@ -396,12 +411,12 @@ pub(crate) async fn list_details(
         treatment: &treatment,
         insured: insured.as_deref(),
         confirmation,
-        settlement_id: None,
+        settlement_ids: &[],
     };
     let total_rows = selection.count(conn).await?;
     // One row more than the page tells whether another page follows.
     let limit = i64::from(request.page_size);
-    let mut rows = selection.page(conn, backend, &after, limit + 1).await?;
+    let mut rows = selection.page(conn, &after, limit + 1).await?;
     let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
     rows.truncate(usize::try_from(request.page_size).expect("a page size fits"));
     let next_page_token = match (more, rows.last()) {
@@ -467,7 +482,7 @@ async fn unconfirmed_left(
         treatment,
         insured: None,
         confirmation: Some(1),
-        settlement_id: None,
+        settlement_ids: &[],
     }
     .count(conn)
     .await
@@ -476,7 +491,6 @@ async fn unconfirmed_left(
 /// ConfirmClearingDetails (3261), inside the caller's write transaction.
 pub(crate) async fn confirm(
     conn: &mut AnyConnection,
-    backend: Backend,
     request: &pb::ConfirmClearingDetailsRequest,
 ) -> Result<pb::ConfirmClearingDetailsResponse, LedgerError> {
     let period = Period::parse(request.period.as_ref())?;
@@ -516,26 +530,29 @@ pub(crate) async fn confirm(
         ));
     }
     confirmations_open(conn, &period, &treatment).await?;
+    // The rows named, read in one query: the first row of each settlement id in journal order.
+    let ids: Vec<&str> = decisions.iter().map(|(id, _, _)| *id).collect();
+    let selection = Selection {
+        period: &period,
+        treatment: &treatment,
+        insured: None,
+        confirmation: None,
+        settlement_ids: &ids,
+    };
+    let mut rows: HashMap<String, Detail> = HashMap::with_capacity(ids.len());
+    for row in selection.page(conn, &(String::new(), 0), i64::MAX).await? {
+        rows.entry(row.settlement_id.clone()).or_insert(row);
+    }
     let now = now_ms();
     let (mut included, mut excluded) = (0, 0);
+    let mut new_rows = Vec::with_capacity(decisions.len());
     for (settlement_id, status, reason) in decisions {
-        let selection = Selection {
-            period: &period,
-            treatment: &treatment,
-            insured: None,
-            confirmation: None,
-            settlement_id: Some(settlement_id),
-        };
-        let row = selection
-            .page(conn, backend, &(String::new(), i64::MAX), 1)
-            .await?
-            .pop()
-            .ok_or_else(|| {
-                LedgerError::RowNotFound(format!(
-                    "settlement {settlement_id} is not a clearing detail of {treatment} in {}",
-                    period.as_str()
-                ))
-            })?;
+        let row = rows.get(settlement_id).ok_or_else(|| {
+            LedgerError::RowNotFound(format!(
+                "settlement {settlement_id} is not a clearing detail of {treatment} in {}",
+                period.as_str()
+            ))
+        })?;
         match row.status {
             0 => {}
             same if same == status => continue,
@@ -548,32 +565,39 @@ pub(crate) async fn confirm(
                 ));
             }
         }
-        sqlx::query(
-            "INSERT INTO clearing_confirmations (period, transfer_id, settlement_id, \
-             treatment_city, insured_city, status, reason, total_amount_fen, fund_pay_fen, \
-             account_pay_fen, adjustment, confirmed_at_ms, confirmed_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(period.as_str())
-        .bind(&row.transfer_id)
-        .bind(&row.settlement_id)
-        .bind(&row.treatment_city)
-        .bind(&row.insured_city)
-        .bind(status)
-        .bind(reason)
-        .bind(row.total_fen)
-        .bind(row.fund_fen)
-        .bind(row.account_fen)
-        .bind(i64::from(row.adjustment()))
-        .bind(now)
-        .bind(&operator_id)
-        .execute(&mut *conn)
-        .await?;
         if status == INCLUDED {
             included += 1;
         } else {
             excluded += 1;
         }
+        new_rows.push((row, status, reason));
+    }
+    for chunk in new_rows.chunks(CONFIRMATIONS_PER_INSERT) {
+        let sql = yitong_store::multi_row_insert(
+            "clearing_confirmations (period, transfer_id, settlement_id, treatment_city, \
+             insured_city, status, reason, total_amount_fen, fund_pay_fen, account_pay_fen, \
+             adjustment, confirmed_at_ms, confirmed_by)",
+            13,
+            chunk.len(),
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (row, status, reason) in chunk {
+            query = query
+                .bind(period.as_str())
+                .bind(&row.transfer_id)
+                .bind(&row.settlement_id)
+                .bind(&row.treatment_city)
+                .bind(&row.insured_city)
+                .bind(*status)
+                .bind(*reason)
+                .bind(row.total_fen)
+                .bind(row.fund_fen)
+                .bind(row.account_fen)
+                .bind(i64::from(row.adjustment()))
+                .bind(now)
+                .bind(&operator_id);
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(pb::ConfirmClearingDetailsResponse {
         included,
@@ -987,9 +1011,9 @@ pub(crate) async fn close(
             treatment,
             insured: None,
             confirmation: None,
-            settlement_id: None,
+            settlement_ids: &[],
         };
-        if selection.count(conn).await? > 0 && applied(conn, &period, treatment).await?.is_none() {
+        if selection.any(conn).await? && applied(conn, &period, treatment).await?.is_none() {
             return Err(refused(
                 "NOT_APPLIED",
                 format!(

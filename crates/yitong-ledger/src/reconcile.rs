@@ -53,7 +53,7 @@ use yitong_core::{Amount, CityCode, Date, InstitutionCode, Invalid, MessageId};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::reconciliation_scope::Subject as WireSubject;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
-use yitong_store::{Backend, Store, now_ms};
+use yitong_store::{Store, now_ms};
 
 use crate::LedgerError;
 use crate::journal::to_hex;
@@ -239,10 +239,16 @@ impl Query {
 
     fn in_range(mut self, filter: &Filter) -> Query {
         let from = self.bind(Bind::Text(filter.from.to_string()));
-        let to = self.bind(Bind::Text(filter.to.to_string()));
-        self.conditions.push(format!(
-            "c.settlement_date >= {from} AND c.settlement_date <= {to}"
-        ));
+        if filter.from == filter.to {
+            // An equality, so that a one-day page reads the date's index in settlement-id
+            // order instead of sorting the day.
+            self.conditions.push(format!("c.settlement_date = {from}"));
+        } else {
+            let to = self.bind(Bind::Text(filter.to.to_string()));
+            self.conditions.push(format!(
+                "c.settlement_date >= {from} AND c.settlement_date <= {to}"
+            ));
+        }
         self
     }
 
@@ -433,36 +439,30 @@ impl LedgerRow {
     }
 }
 
-/// How a backend orders settlement ids by their bytes, as the submitter must send them.
-/// PostgreSQL's default collation follows the locale (it may sort "a" before "B"), so the ledger
-/// asks for "C", which is byte order; SQLite's default (BINARY) already is.
-fn byte_order(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Postgres => " COLLATE \"C\"",
-        Backend::Sqlite => "",
-    }
-}
+/// Settlement ids are compared in byte order, as the submitter must send them: "binary"
+/// is SQLite's byte-order collation, and the store gives every PostgreSQL schema one of that name
+/// (PostgreSQL's default collation follows the locale and may sort "a" before "B").
+const BYTE_ORDER: &str = " COLLATE \"binary\"";
 
 /// The next page of posted rows of the filter's range after `(settlement id, sequence)`, in
 /// byte order of settlement id and then journal order.
 async fn ledger_page(
     conn: &mut AnyConnection,
-    backend: Backend,
     filter: &Filter,
     snapshot: i64,
     after: &(String, i64),
 ) -> Result<Vec<LedgerRow>, LedgerError> {
     let mut query = Query::new(filter, snapshot).posted().in_range(filter);
-    let order = byte_order(backend);
     let id = query.bind(Bind::Text(after.0.clone()));
     let sequence = query.bind(Bind::Int(after.1));
+    // A row value, so that both databases walk the date's index from where the page starts.
     query.conditions.push(format!(
-        "(c.settlement_id{order} > {id} OR (c.settlement_id = {id} AND c.sequence > {sequence}))"
+        "(c.settlement_id{BYTE_ORDER}, c.sequence) > ({id}, {sequence})"
     ));
     let limit = query.bind(Bind::Int(LEDGER_ROWS_PER_PAGE_MAX));
     let sql = format!(
         "SELECT {ROW_COLUMNS}, 1 FROM journal c WHERE {} \
-         ORDER BY c.settlement_id{order}, c.sequence LIMIT {limit}",
+         ORDER BY c.settlement_id{BYTE_ORDER}, c.sequence LIMIT {limit}",
         query.where_clause()
     );
     let rows = query.fetch_all(conn, sql).await?;
@@ -936,16 +936,9 @@ impl DetailRun {
     /// The next ledger row of the range, reading a page when the last one is used up.
     async fn peek_ledger(&mut self) -> Result<Option<&LedgerRow>, LedgerError> {
         if self.ledger_page.is_empty() && !self.ledger_exhausted {
-            let backend = self.store.backend();
             let mut conn = self.store.pool().acquire().await?;
-            let page = ledger_page(
-                &mut conn,
-                backend,
-                &self.filter,
-                self.snapshot,
-                &self.ledger_after,
-            )
-            .await?;
+            let page =
+                ledger_page(&mut conn, &self.filter, self.snapshot, &self.ledger_after).await?;
             self.ledger_exhausted =
                 i64::try_from(page.len()).unwrap_or(i64::MAX) < LEDGER_ROWS_PER_PAGE_MAX;
             if let Some(last) = page.last() {

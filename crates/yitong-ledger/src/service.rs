@@ -736,7 +736,6 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         request: Request<pb::ListClearingDetailsRequest>,
     ) -> Result<Response<pb::ListClearingDetailsResponse>, Status> {
         let request = request.into_inner();
-        let backend = self.store.backend();
         let mut conn = self
             .store
             .pool()
@@ -744,7 +743,7 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
             .await
             .map_err(LedgerError::from)?;
         Ok(Response::new(
-            clearing::list_details(&mut conn, backend, &request).await?,
+            clearing::list_details(&mut conn, &request).await?,
         ))
     }
 
@@ -753,13 +752,12 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         request: Request<pb::ConfirmClearingDetailsRequest>,
     ) -> Result<Response<pb::ConfirmClearingDetailsResponse>, Status> {
         let request = request.into_inner();
-        let backend = self.store.backend();
         let reply = self
             .clearing_write(
                 "ConfirmClearingDetails",
                 &request.message_id,
                 &request,
-                async |appender| clearing::confirm(appender.conn(), backend, &request).await,
+                async |appender| clearing::confirm(appender.conn(), &request).await,
             )
             .await?;
         Ok(Response::new(reply))

@@ -164,6 +164,15 @@ impl Store {
                     .execute(&mut setup)
                     .await
                     .map_err(open_error)?;
+                // `COLLATE "binary"` means byte order in our SQL, as SQLite's built-in BINARY
+                // does; PostgreSQL's default collation follows the locale, so every schema gets
+                // a "binary" collation that is "C", which indexes can be built in.
+                sqlx::raw_sql(AssertSqlSafe(format!(
+                    "CREATE COLLATION IF NOT EXISTS {name}.\"binary\" (provider = libc, locale = 'C')"
+                )))
+                .execute(&mut setup)
+                .await
+                .map_err(open_error)?;
                 setup.close().await.map_err(open_error)?;
                 let search_path = format!("SET search_path TO {name}");
                 let pool = pool_options
