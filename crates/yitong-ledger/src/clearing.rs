@@ -277,24 +277,44 @@ struct Selection<'a> {
 }
 
 impl Selection<'_> {
-    /// FROM and WHERE over journal creations `c` joined to their decision `f`, with the binds.
-    fn sql_body(&self) -> (String, Vec<String>) {
+    /// A WITH clause (or nothing), then FROM and WHERE over journal creations `c` joined to
+    /// their decision `f`, with the binds: `format!("{with}SELECT ... {body}")`.
+    fn sql_body(&self) -> (String, String, Vec<String>) {
         let mut binds = vec![
             self.period.0.clone(),
             self.treatment.to_owned(),
             next_period(self.period.as_str()),
         ];
-        let mut sql = "FROM journal c LEFT JOIN clearing_confirmations f \
+        // The resolution `p` is joined, not looked up with EXISTS: PostgreSQL planned the
+        // EXISTS as a hash of every resolution in the journal.
+        let mut with = String::new();
+        let mut source = "journal";
+        if !self.settlement_ids.is_empty() {
+            // The named rows first, fenced off, so that the planner never prefers to walk the
+            // whole city's month and filter it.
+            let first = binds.len() + 1;
+            binds.extend(self.settlement_ids.iter().map(|id| (*id).to_owned()));
+            let placeholders: Vec<String> =
+                (first..=binds.len()).map(|n| format!("${n}")).collect();
+            with = format!(
+                "WITH named AS MATERIALIZED (SELECT * FROM journal \
+                 WHERE stage = 0 AND settlement_id IN ({})) ",
+                placeholders.join(", ")
+            );
+            source = "named";
+        }
+        let mut sql = format!(
+            "FROM {source} c LEFT JOIN clearing_confirmations f \
              ON f.period = $1 AND f.transfer_id = c.transfer_id \
+             LEFT JOIN journal p ON p.transfer_id = c.transfer_id AND p.stage = 1 \
              WHERE c.stage = 0 AND c.code IN (3, 4) AND c.treatment_city = $2 \
              AND c.insured_city <> $2 \
-             AND (c.expires_at_ms = 0 OR EXISTS (SELECT 1 FROM journal p \
-                  WHERE p.transfer_id = c.transfer_id AND p.stage = 1 AND p.event = 2)) \
+             AND (c.expires_at_ms = 0 OR p.event = 2) \
              AND (c.clearing_period = $1 OR EXISTS (SELECT 1 FROM clearing_carryovers co \
                   WHERE co.transfer_id = c.transfer_id AND co.period = $1)) \
              AND (f.transfer_id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM clearing_carryovers o \
                   WHERE o.transfer_id = c.transfer_id AND o.period = $3))"
-            .to_owned();
+        );
         if let Some(insured) = self.insured {
             binds.push(insured.to_owned());
             sql.push_str(&format!(" AND c.insured_city = ${}", binds.len()));
@@ -304,22 +324,12 @@ impl Selection<'_> {
             Some(status) => sql.push_str(&format!(" AND f.status = {status}")),
             None => {}
         }
-        if !self.settlement_ids.is_empty() {
-            let first = binds.len() + 1;
-            binds.extend(self.settlement_ids.iter().map(|id| (*id).to_owned()));
-            let placeholders: Vec<String> =
-                (first..=binds.len()).map(|n| format!("${n}")).collect();
-            sql.push_str(&format!(
-                " AND c.settlement_id IN ({})",
-                placeholders.join(", ")
-            ));
-        }
-        (sql, binds)
+        (with, sql, binds)
     }
 
     async fn count(&self, conn: &mut AnyConnection) -> Result<u64, LedgerError> {
-        let (body, binds) = self.sql_body();
-        let mut query = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) {body}")));
+        let (with, body, binds) = self.sql_body();
+        let mut query = sqlx::query_scalar(AssertSqlSafe(format!("{with}SELECT COUNT(*) {body}")));
         for bind in binds {
             query = query.bind(bind);
         }
@@ -329,8 +339,8 @@ impl Selection<'_> {
 
     /// Whether any row is selected, without counting them all.
     async fn any(&self, conn: &mut AnyConnection) -> Result<bool, LedgerError> {
-        let (body, binds) = self.sql_body();
-        let mut query = sqlx::query(AssertSqlSafe(format!("SELECT 1 {body} LIMIT 1")));
+        let (with, body, binds) = self.sql_body();
+        let mut query = sqlx::query(AssertSqlSafe(format!("{with}SELECT 1 {body} LIMIT 1")));
         for bind in binds {
             query = query.bind(bind);
         }
@@ -344,12 +354,12 @@ impl Selection<'_> {
         after: &(String, i64),
         limit: i64,
     ) -> Result<Vec<Detail>, LedgerError> {
-        let (body, mut binds) = self.sql_body();
+        let (with, body, mut binds) = self.sql_body();
         binds.push(after.0.clone());
         let id = binds.len();
         // "binary" is byte order on both databases (see crates/yitong-store).
         let sql = format!(
-            "SELECT {DETAIL_COLUMNS} {body} \
+            "{with}SELECT {DETAIL_COLUMNS} {body} \
              AND (c.settlement_id COLLATE \"binary\", c.sequence) > (${id}, ${}) \
              ORDER BY c.settlement_id COLLATE \"binary\", c.sequence LIMIT ${}",
             id + 1,

@@ -220,10 +220,12 @@ impl Query {
     }
 
     /// Only transfers posted by the snapshot: created posted (no expiry), or a post entry
-    /// recorded by then.
+    /// recorded by then. The query must join [`RESOLUTION`].
     fn posted(mut self) -> Query {
         let snapshot = self.snapshot_placeholder();
-        self.conditions.push(format!("({})", posted_sql(&snapshot)));
+        self.conditions.push(format!(
+            "(c.expires_at_ms = 0 OR (r.event = 2 AND r.sequence <= {snapshot}))"
+        ));
         self
     }
 
@@ -350,7 +352,7 @@ pub(crate) async fn ledger_totals(
     // PostgreSQL sums BIGINT into NUMERIC, which sqlx::Any cannot decode: cast back.
     let sum = |column: &str| format!("CAST(COALESCE(SUM(c.{column}), 0) AS BIGINT)");
     let sql = format!(
-        "SELECT COUNT(*), {}, {}, {}, {} FROM journal c WHERE {}",
+        "SELECT COUNT(*), {}, {}, {}, {} FROM journal c {RESOLUTION} WHERE {}",
         sum("total_amount_fen"),
         sum("fund_pay_fen"),
         sum("account_pay_fen"),
@@ -439,6 +441,11 @@ impl LedgerRow {
     }
 }
 
+/// Joins a creation `c` to its resolution `r`, if any, for [`Query::posted`]. A join, not an
+/// EXISTS: PostgreSQL planned the EXISTS as a hash of every resolution in the journal, built
+/// again for every page.
+const RESOLUTION: &str = "LEFT JOIN journal r ON r.transfer_id = c.transfer_id AND r.stage = 1";
+
 /// Settlement ids are compared in byte order, as the submitter must send them: "binary"
 /// is SQLite's byte-order collation, and the store gives every PostgreSQL schema one of that name
 /// (PostgreSQL's default collation follows the locale and may sort "a" before "B").
@@ -461,7 +468,7 @@ async fn ledger_page(
     ));
     let limit = query.bind(Bind::Int(LEDGER_ROWS_PER_PAGE_MAX));
     let sql = format!(
-        "SELECT {ROW_COLUMNS}, 1 FROM journal c WHERE {} \
+        "SELECT {ROW_COLUMNS}, 1 FROM journal c {RESOLUTION} WHERE {} \
          ORDER BY c.settlement_id{BYTE_ORDER}, c.sequence LIMIT {limit}",
         query.where_clause()
     );

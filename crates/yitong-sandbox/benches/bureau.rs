@@ -17,7 +17,8 @@
 //! INSERT of what ConfirmClearingDetails writes.
 //!
 //! Knobs (environment): `YITONG_BENCH_DAY` settlements in the day (1,000,000),
-//! `YITONG_BENCH_MONTH` postings in the month (10,000,000), `YITONG_BENCH_DATABASE` `sqlite`,
+//! `YITONG_BENCH_MONTH` settlements in the month (5,000,000: ten million journal entries, each
+//! settlement created pending and then posted), `YITONG_BENCH_DATABASE` `sqlite`,
 //! `postgres` or both (the default). A benchmark, not a test: figures are printed, never
 //! asserted; what is asserted is that the answers are right.
 
@@ -30,6 +31,7 @@ use yitong_core::Amount;
 use yitong_ledger::journal::{
     COLUMN_COUNT, COLUMNS, Entry, Event, TransferColumns, Value, from_hex, to_hex,
 };
+use yitong_ledger::transfer::FLAG_PENDING;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;
 use yitong_proto::ledger::v1::reconcile_details_response::Item as Received;
@@ -59,7 +61,7 @@ const MONTH: ClearingPeriod = ClearingPeriod {
 
 fn main() {
     let day_settlements = knob("YITONG_BENCH_DAY", 1_000_000);
-    let month_postings = knob("YITONG_BENCH_MONTH", 10_000_000);
+    let month_settlements = knob("YITONG_BENCH_MONTH", 5_000_000);
     let databases = match std::env::var("YITONG_BENCH_DATABASE").as_deref() {
         Ok("sqlite") => vec![Database::Sqlite],
         Ok("postgres") => vec![Database::Postgres],
@@ -78,11 +80,11 @@ fn main() {
                 day(&net, database, day_settlements).await;
                 net.shut_down().await;
             }
-            if month_postings > 0 {
+            if month_settlements > 0 {
                 let Some(net) = Sandbox::start(database).await else {
                     continue;
                 };
-                month(&net, database, month_postings).await;
+                month(&net, database, month_settlements).await;
                 net.shut_down().await;
             }
         }
@@ -206,8 +208,8 @@ impl Claim {
         }
     }
 
-    /// The journal columns CreateTransfers stores for the claim's posted SETTLEMENT transfer in
-    /// the month (crates/yitong-ledger/src/book.rs).
+    /// The journal columns CreateTransfers stores for the claim's SETTLEMENT transfer, created
+    /// pending as Settle books it (crates/yitong-ledger/src/book.rs).
     fn columns(&self, created_at_ms: i64) -> TransferColumns {
         let date = self.date();
         let transfer = self.transfer(&date);
@@ -219,8 +221,8 @@ impl Claim {
             credit_account_id: transfer.credit_account_id,
             amount_fen: fen(&transfer.amount),
             code: i64::from(transfer.code),
-            flags: 0,
-            pending_timeout_seconds: 0,
+            flags: FLAG_PENDING,
+            pending_timeout_seconds: TRANSFER_TIMEOUT_SECONDS,
             operator_id: String::new(),
             settlement_id: record.settlement_id,
             settlement_message_id: record.message_id,
@@ -241,7 +243,7 @@ impl Claim {
             original_settlement_id: String::new(),
             clearing_period: date[..7].to_owned(),
             created_at_ms,
-            expires_at_ms: 0,
+            expires_at_ms: created_at_ms + TRANSFER_TIMEOUT_SECONDS * 1_000,
         }
     }
 
@@ -285,8 +287,8 @@ async fn day(net: &Sandbox, database: Database, count: u64) {
     load_journal(store, count, Claim::of_day).await;
     report(
         database,
-        "load the day's journal (direct)",
-        count,
+        "load the day's journal (direct), entries",
+        2 * count,
         started.elapsed(),
     );
 
@@ -384,13 +386,13 @@ async fn day(net: &Sandbox, database: Database, count: u64) {
 async fn month(net: &Sandbox, database: Database, count: u64) {
     let ledger = net.ledger();
     let store = net.ledger_store().await;
-    eprintln!("{database:?}: loading one month of {count} postings over the sixteen city pairs");
+    eprintln!("{database:?}: loading one month of {count} settlements over the sixteen pairs");
     let started = Instant::now();
     load_journal(&store, count, Claim::of_month).await;
     report(
         database,
-        "load the month's journal (direct)",
-        count,
+        "load the month's journal (direct), entries",
+        2 * count,
         started.elapsed(),
     );
 
@@ -492,7 +494,12 @@ async fn month(net: &Sandbox, database: Database, count: u64) {
         .await
         .expect("CloseClearingPeriod answers")
         .into_inner();
-    report(database, "CloseClearingPeriod", count, started.elapsed());
+    report(
+        database,
+        "CloseClearingPeriod, the month's entries",
+        2 * count,
+        started.elapsed(),
+    );
     for city in CITIES {
         let receivable: i64 = owed
             .iter()
@@ -527,14 +534,17 @@ const CONFIRMATION_CALLS_SAMPLED: u64 = 20;
 /// Months up to this size are checked with VerifyJournal after the close: the loader must have
 /// written exactly what the ledger writes.
 const VERIFIED_UP_TO: u64 = 200_000;
-/// Postings per transaction of the loader.
-const LOADED_PER_TRANSACTION: u64 = 10_000;
+/// Settlements per transaction of the loader.
+const LOADED_PER_TRANSACTION: u64 = 5_000;
+/// The pending timeout Settle gives its SETTLEMENT transfers.
+const TRANSFER_TIMEOUT_SECONDS: i64 = 3_600;
 /// Journal rows per INSERT: 40 values each, inside both databases' bound-value limits.
 const ROWS_PER_INSERT: usize = 100;
 
-/// Appends the month's postings to the journal as CreateTransfers would append posted SETTLEMENT
-/// transfers: each entry built by the ledger's `Entry::new` after the head, the head moved on in
-/// the same transaction.
+/// Appends `count` settlements to the journal as Settle books them through CreateTransfers and
+/// PostPendingTransfers: each entry built by the ledger's `Entry::new` after the head, the head
+/// moved on in the same transaction. Then the tables are analysed, as PostgreSQL's autovacuum
+/// would have done while they grew over the day or month.
 async fn load_journal(store: &Store, count: u64, claim: fn(u64) -> Claim) {
     let head = sqlx::query("SELECT sequence, hash FROM journal_head WHERE id = 1")
         .fetch_one(store.pool())
@@ -545,22 +555,24 @@ async fn load_journal(store: &Store, count: u64, claim: fn(u64) -> Claim) {
     let now = yitong_store::now_ms();
     for first in (0..count).step_by(LOADED_PER_TRANSACTION as usize) {
         let last = (first + LOADED_PER_TRANSACTION).min(count);
-        let entries: Vec<Entry> = (first..last)
-            .map(|n| {
+        // Created pending, then posted, as Settle's book and complete steps do.
+        let mut entries = Vec::with_capacity(2 * (last - first) as usize);
+        for event in [Event::Created, Event::Posted] {
+            for n in first..last {
                 sequence += 1;
                 let entry = Entry::new(
                     sequence,
-                    Event::Created,
+                    event,
                     claim(n).columns(now),
                     now,
-                    format!("LOAD-{first}"),
+                    format!("LOAD-{first}-{}", event as i64),
                     String::new(),
                     &hash,
                 );
                 hash = from_hex(&entry.hash).expect("a fresh hash is hex");
-                entry
-            })
-            .collect();
+                entries.push(entry);
+            }
+        }
         let mut transaction = store.begin_write().await.expect("a write transaction");
         for part in entries.chunks(ROWS_PER_INSERT) {
             let sql = multi_row_insert(&format!("journal ({COLUMNS})"), COLUMN_COUNT, part.len());
@@ -592,6 +604,10 @@ async fn load_journal(store: &Store, count: u64, claim: fn(u64) -> Claim) {
             eprintln!("  loaded {last} of {count}");
         }
     }
+    sqlx::query("ANALYZE")
+        .execute(store.pool())
+        .await
+        .expect("the tables are analysed");
 }
 
 /// Includes every cross-city row of the month not confirmed yet, as the treatment cities'
