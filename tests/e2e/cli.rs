@@ -428,3 +428,63 @@ network_test! {
         assert!(statement.stdout.contains("jinan-bureau"), "{}", statement.stdout);
     }
 }
+
+network_test! {
+    /// Proves `yitong bench` end to end on a small run: twelve visits by three clients across the
+    /// pilot cities (some pre-settled, some cancelled) all settle, and its end-of-run check finds
+    /// the ledger in agreement with the settlements, nothing pending and the journal intact. The
+    /// figures it prints are not asserted: they are measurements, not behaviour.
+    async fn the_load_generator_settles_visits_and_its_check_passes(net) {
+        let seeds = yitong_sandbox::seeds_dir();
+        // The bench finds the network in a network file: the sandbox's, written from the seeded
+        // one with every endpoint replaced by where the sandbox listens.
+        let mut network_file = std::fs::read_to_string(seeds.join("network.toml"))
+            .expect("network.toml");
+        let seeded = yitong_core::Network::load(&seeds.join("network.toml")).expect("network");
+        for city in seeded.enabled_cities() {
+            for (service, url) in [
+                (Service::Identity, &city.identity),
+                (Service::Catalog, &city.catalog),
+                (Service::Settlement, &city.settlement),
+            ] {
+                let here = net.endpoint(Owner::City(city.code), service);
+                network_file = network_file.replace(&format!("\"{url}\""), &format!("\"{here}\""));
+            }
+        }
+        let ledger = net.endpoint(Owner::ClearingHouse, Service::Ledger);
+        network_file = network_file.replace(
+            &format!("\"{}\"", seeded.clearing_house.ledger),
+            &format!("\"{ledger}\""),
+        );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(dir.path().join("network.toml"), network_file).expect("written");
+        for file in ["persons.csv", "institutions.csv", "catalog_items.csv"] {
+            std::fs::copy(seeds.join(file), dir.path().join(file)).expect("copied");
+        }
+
+        let output = tokio::process::Command::new(yitong())
+            .args(["bench", "--visits", "12", "--clients", "3", "--cancel-percent", "25"])
+            .args(["--pre-settle-percent", "50", "--json", "--seeds"])
+            .arg(dir.path())
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("the binary runs");
+        let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stdout}\n{stderr}");
+        let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+        let figures = &report["figures"];
+        assert_eq!(figures["visits_settled"], 12, "{report}");
+        assert_eq!(figures["visits_failed"], 0, "{report}");
+        let check = &report["check"];
+        assert_eq!(check["passed"], true, "{report}");
+        assert_eq!(check["settlements_listed"], 12, "{report}");
+        assert_eq!(
+            check["settled"].as_u64().expect("a count") + check["cancelled"].as_u64().expect("a count"),
+            12,
+            "{report}"
+        );
+        assert!(check["journal_entries_verified"].as_u64().expect("a count") >= 24, "{report}");
+    }
+}

@@ -1,6 +1,7 @@
 //! The `yitong` command line: `dev`, `serve`, `migrate` and `seed`, and the bureaus' `reconcile`,
 //! `clearing` and `journal` against a running network.
 
+mod bench;
 mod clearing;
 mod config;
 mod dev;
@@ -48,6 +49,10 @@ enum Command {
     Clearing(clearing::ClearingCommand),
     /// Check the ledger's journal; exits 1 when an entry was altered.
     Journal(journal::JournalCommand),
+    /// Load a running network as many HIS clients settling outpatient visits, report visits
+    /// per second and latency per RPC, then check the ledger against the settlements made;
+    /// exits 1 when the check finds a disagreement.
+    Bench(Box<bench::BenchArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -89,6 +94,7 @@ pub fn main() -> ExitCode {
             Command::Reconcile(command) => reconcile::run(command).await,
             Command::Clearing(command) => clearing::run(command).await,
             Command::Journal(command) => journal::run(command).await,
+            Command::Bench(args) => bench::run(*args).await,
         }
     });
     match outcome {

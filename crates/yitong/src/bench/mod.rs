@@ -1,0 +1,500 @@
+//! `yitong bench`: a load generator acting as many HIS clients across the pilot cities. One unit
+//! of work is one outpatient visit settled (RegisterVisit, UploadFeeLines, Settle), in a closed
+//! loop (N clients, each starting its next visit when the last ends) or an open loop (visits
+//! arriving at a fixed rate, whether or not the network keeps up). At the end: visits per second,
+//! latency percentiles per RPC, failures by status code, and an invariant check of the ledger
+//! against the settlements made.
+
+mod check;
+mod stats;
+mod workload;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::Semaphore;
+use tonic::transport::{Channel, Endpoint};
+use yitong_core::{CityCode, Network};
+use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
+use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
+
+use crate::output::Outcome;
+use check::{CheckInput, CheckReport, Known};
+use stats::{Figures, OpenLoop, Stats, per_second};
+use workload::{LINES_PER_VISIT_MAX, Mix, Plan, Population};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Concurrent HIS clients of the closed loop (ignored with --rate).
+    #[arg(long, default_value_t = 16)]
+    clients: u32,
+    /// Run an open loop instead: this many visits arrive per second, whether or not the
+    /// network keeps up.
+    #[arg(long)]
+    rate: Option<u32>,
+    /// Open loop: visits running at once beyond which an arriving visit is dropped (and
+    /// counted as offered but not accepted).
+    #[arg(long, default_value_t = 2048)]
+    max_in_flight: u32,
+    /// How long to run, after the warm-up.
+    #[arg(long, default_value_t = 30)]
+    duration_secs: u64,
+    /// Visits run before measuring starts (closed loop), to warm connections and caches. Their
+    /// settlements are still checked at the end.
+    #[arg(long, default_value_t = 0)]
+    warmup_visits: u64,
+    /// Stop after this many measured visits instead of after --duration-secs.
+    #[arg(long)]
+    visits: Option<u64>,
+    /// Fee lines per visit (1 to 100).
+    #[arg(long, default_value_t = 5)]
+    lines: u32,
+    /// Share of visits whose patient is insured in another city, in percent.
+    #[arg(long, default_value_t = 70)]
+    cross_city_percent: u32,
+    /// Share of settled visits cancelled again (CancelSettlement), in percent.
+    #[arg(long, default_value_t = 5)]
+    cancel_percent: u32,
+    /// Share of visits that call PreSettle before Settle, in percent.
+    #[arg(long, default_value_t = 0)]
+    pre_settle_percent: u32,
+    /// Seed of the random choices (patients, hospitals, prices): the same seed draws the same
+    /// visits.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Deadline of each call in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout_secs: u64,
+    /// Skip the end-of-run invariant check.
+    #[arg(long)]
+    no_check: bool,
+    /// Print the report as JSON on standard output (the progress bar still goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Directory of the seed files: network.toml (the endpoints), persons, institutions and
+    /// catalog items (what the visits are drawn from).
+    #[arg(long, default_value_os_t = crate::default_seeds())]
+    seeds: PathBuf,
+}
+
+/// Everything the client tasks share.
+struct Shared {
+    population: Arc<Population>,
+    clients: HashMap<CityCode, SettlementServiceClient<Channel>>,
+    mix: Mix,
+    stats: Stats,
+    run_tag: String,
+    /// Settlement ids the run got back, with what it knows of their state.
+    known: std::sync::Mutex<HashMap<String, Known>>,
+}
+
+impl Shared {
+    /// Runs one visit and records its outcome.
+    async fn visit(&self, plan: Plan, due: Instant) {
+        let mut client = self.clients[&plan.treatment()].clone();
+        let outcome = workload::run_visit(
+            &mut client,
+            &self.population,
+            &plan,
+            &self.run_tag,
+            &self.mix,
+            &self.stats,
+        )
+        .await;
+        match outcome {
+            workload::Outcome::Settled {
+                settlement_id,
+                cancel,
+            } => {
+                self.stats.visit_settled(due.elapsed());
+                let known = match cancel {
+                    None => Known::Settled,
+                    Some(true) => Known::Cancelled,
+                    Some(false) => Known::Either,
+                };
+                self.known
+                    .lock()
+                    .expect("known lock")
+                    .insert(settlement_id, known);
+            }
+            workload::Outcome::Failed => self.stats.visit_failed(),
+        }
+    }
+}
+
+async fn connect(url: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("bad endpoint {url}"))?
+        .connect_timeout(Duration::from_secs(10))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {url}"))
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
+    if args.lines == 0 || args.lines > LINES_PER_VISIT_MAX {
+        bail!("--lines must be 1 to {LINES_PER_VISIT_MAX}");
+    }
+    if args.cross_city_percent > 100 || args.cancel_percent > 100 || args.pre_settle_percent > 100 {
+        bail!("percentages must be 0 to 100");
+    }
+    if args.clients == 0 || args.rate == Some(0) || args.max_in_flight == 0 {
+        bail!("--clients, --rate and --max-in-flight must be above zero");
+    }
+    let network = Network::load(&args.seeds.join("network.toml"))?;
+    let cities: Vec<CityCode> = network.enabled_cities().map(|city| city.code).collect();
+    let population = Arc::new(Population::load(&args.seeds, cities.clone(), args.lines)?);
+    let mut clients = HashMap::new();
+    for city in network.enabled_cities() {
+        clients.insert(
+            city.code,
+            SettlementServiceClient::new(connect(&city.settlement).await?),
+        );
+    }
+    let mut ledger = LedgerServiceClient::new(connect(&network.clearing_house.ledger).await?);
+    let before = check::snapshot(&mut ledger, &cities).await?;
+    let from_date = yitong_core::today().to_string();
+    // Message ids are "<tag>-<visit>-<step>": unique per run, and how the check finds the run's
+    // settlements among older ones.
+    let run_tag = format!(
+        "BENCH{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    );
+    let shared = Arc::new(Shared {
+        population: population.clone(),
+        clients: clients.clone(),
+        mix: Mix {
+            lines: args.lines,
+            cross_city_percent: args.cross_city_percent,
+            cancel_percent: args.cancel_percent,
+            pre_settle_percent: args.pre_settle_percent,
+            timeout: Duration::from_secs(args.timeout_secs),
+        },
+        stats: Stats::default(),
+        run_tag: run_tag.clone(),
+        known: std::sync::Mutex::new(HashMap::new()),
+    });
+    let rng = Arc::new(std::sync::Mutex::new(StdRng::seed_from_u64(args.seed)));
+    let numbers = Arc::new(AtomicU64::new(0));
+
+    if args.warmup_visits > 0 {
+        eprintln!("warming up: {} visits", args.warmup_visits);
+        // The warm-up uses its own stats, so the measured figures hold only the measured run.
+        let warm = Arc::new(Shared {
+            population,
+            clients: clients.clone(),
+            mix: shared.mix,
+            stats: Stats::default(),
+            run_tag: run_tag.clone(),
+            known: std::sync::Mutex::new(HashMap::new()),
+        });
+        closed_loop(
+            &warm,
+            &rng,
+            &numbers,
+            args.clients,
+            None,
+            Some(args.warmup_visits),
+        )
+        .await;
+        let warm_known = std::mem::take(&mut *warm.known.lock().expect("known lock"));
+        shared.known.lock().expect("known lock").extend(warm_known);
+    }
+
+    let duration = Duration::from_secs(args.duration_secs);
+    let started = Instant::now();
+    let open_loop = match args.rate {
+        None => {
+            closed_loop(
+                &shared,
+                &rng,
+                &numbers,
+                args.clients,
+                Some(duration),
+                args.visits,
+            )
+            .await;
+            None
+        }
+        Some(rate) => {
+            let (offered, dropped) =
+                open_loop(&shared, &rng, &numbers, rate, args.max_in_flight, duration).await;
+            Some((rate, offered, dropped))
+        }
+    };
+    let elapsed = started.elapsed();
+    let mut figures = shared.stats.report(elapsed);
+    figures.open_loop = open_loop.map(|(rate, offered, dropped)| OpenLoop {
+        target_rate: rate,
+        offered,
+        offered_per_second: per_second(offered, elapsed),
+        dropped,
+        accepted_per_second: figures.visits_per_second,
+    });
+
+    let check = if args.no_check {
+        None
+    } else {
+        eprintln!("checking the ledger against the run's settlements");
+        let institutions = shared.population.hospitals();
+        let known = std::mem::take(&mut *shared.known.lock().expect("known lock"));
+        Some(
+            check::check(CheckInput {
+                ledger,
+                settlement: clients,
+                cities: &cities,
+                institutions,
+                run_tag: &run_tag,
+                from_date,
+                to_date: yitong_core::today().to_string(),
+                before,
+                known,
+            })
+            .await?,
+        )
+    };
+    print_report(&args, &run_tag, &figures, check.as_ref())?;
+    match check {
+        Some(report) if !report.passed => Ok(Outcome::Findings),
+        _ => Ok(Outcome::Clean),
+    }
+}
+
+fn progress(length: Option<u64>, unit: &str) -> ProgressBar {
+    let bar = match length {
+        Some(length) => ProgressBar::new(length),
+        None => ProgressBar::no_length(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{wide_bar}}] {{pos}}/{{len}} {unit} {{msg}}"
+        ))
+        .expect("valid progress template"),
+    );
+    bar
+}
+
+/// `clients` tasks, each running one visit after another, until `duration` has passed or
+/// `visits` visits have started.
+async fn closed_loop(
+    shared: &Arc<Shared>,
+    rng: &Arc<std::sync::Mutex<StdRng>>,
+    numbers: &Arc<AtomicU64>,
+    clients: u32,
+    duration: Option<Duration>,
+    visits: Option<u64>,
+) {
+    let started = Instant::now();
+    let bar = match (visits, duration) {
+        (Some(visits), _) => progress(Some(visits), "visits"),
+        (None, Some(duration)) => progress(Some(duration.as_secs()), "s"),
+        (None, None) => progress(None, "visits"),
+    };
+    let budget = Arc::new(AtomicU64::new(visits.unwrap_or(u64::MAX)));
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (shared, rng, numbers, budget, bar) = (
+            shared.clone(),
+            rng.clone(),
+            numbers.clone(),
+            budget.clone(),
+            bar.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if duration.is_some_and(|duration| started.elapsed() >= duration) {
+                    break;
+                }
+                // Take one visit from the budget; stop when it is spent.
+                if budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                        left.checked_sub(1)
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+                let plan = draw(&shared, &rng, &numbers);
+                shared.visit(plan, Instant::now()).await;
+                if visits.is_some() {
+                    bar.inc(1);
+                }
+            }
+        }));
+    }
+    let ticker = {
+        let (bar, shared) = (bar.clone(), shared.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if visits.is_none() {
+                    bar.set_position(started.elapsed().as_secs());
+                }
+                bar.set_message(format!(
+                    "{} settled, {} failed, {}/s",
+                    shared.stats.settled(),
+                    shared.stats.failed(),
+                    per_second(shared.stats.settled(), started.elapsed())
+                ));
+            }
+        })
+    };
+    for task in tasks {
+        task.await.expect("client task ends without panic");
+    }
+    ticker.abort();
+    bar.finish_and_clear();
+}
+
+fn draw(shared: &Shared, rng: &std::sync::Mutex<StdRng>, numbers: &AtomicU64) -> Plan {
+    let number = numbers.fetch_add(1, Ordering::Relaxed);
+    let mut rng = rng.lock().expect("rng lock");
+    Plan::draw(&shared.population, &shared.mix, number, &mut rng)
+}
+
+/// Visits arriving `rate` per second for `duration`, each in its own task; an arrival finding
+/// `max_in_flight` visits running is dropped. Returns (offered, dropped).
+async fn open_loop(
+    shared: &Arc<Shared>,
+    rng: &Arc<std::sync::Mutex<StdRng>>,
+    numbers: &Arc<AtomicU64>,
+    rate: u32,
+    max_in_flight: u32,
+    duration: Duration,
+) -> (u64, u64) {
+    let bar = progress(Some(duration.as_secs()), "s");
+    let in_flight = Arc::new(Semaphore::new(max_in_flight as usize));
+    let started = Instant::now();
+    let interval = Duration::from_secs(1) / rate;
+    let (mut offered, mut dropped) = (0u64, 0u64);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut due = started;
+    while due < started + duration {
+        tokio::time::sleep_until(due.into()).await;
+        offered += 1;
+        match in_flight.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let plan = draw(shared, rng, numbers);
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    shared.visit(plan, due).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => dropped += 1,
+        }
+        if offered.is_multiple_of(u64::from(rate.div_ceil(2)).max(1)) {
+            bar.set_position(started.elapsed().as_secs());
+            bar.set_message(format!(
+                "offered {offered}, dropped {dropped}, {} settled, {} failed",
+                shared.stats.settled(),
+                shared.stats.failed()
+            ));
+        }
+        // Arrivals keep to the schedule: a late wake-up sends the missed arrivals at once.
+        due += interval;
+        while let Some(finished) = tasks.try_join_next() {
+            finished.expect("visit task ends without panic");
+        }
+    }
+    while let Some(finished) = tasks.join_next().await {
+        finished.expect("visit task ends without panic");
+    }
+    bar.finish_and_clear();
+    (offered, dropped)
+}
+
+fn print_report(
+    args: &BenchArgs,
+    run_tag: &str,
+    figures: &Figures,
+    check: Option<&CheckReport>,
+) -> anyhow::Result<()> {
+    if args.json {
+        let report = serde_json::json!({
+            "run_tag": run_tag,
+            "mode": if args.rate.is_some() { "open" } else { "closed" },
+            "clients": args.rate.is_none().then_some(args.clients),
+            "lines": args.lines,
+            "cross_city_percent": args.cross_city_percent,
+            "cancel_percent": args.cancel_percent,
+            "pre_settle_percent": args.pre_settle_percent,
+            "figures": figures,
+            "check": check,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "run {run_tag}: {} visits settled, {} failed in {:.1} s: {} visits/s",
+        figures.visits_settled,
+        figures.visits_failed,
+        Duration::from_millis(figures.elapsed_ms).as_secs_f64(),
+        figures.visits_per_second
+    );
+    if let Some(open) = &figures.open_loop {
+        println!(
+            "open loop at {}/s: offered {} ({}/s), dropped {}, accepted {}/s",
+            open.target_rate,
+            open.offered,
+            open.offered_per_second,
+            open.dropped,
+            open.accepted_per_second
+        );
+    }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(["latency (ms)", "count", "p50", "p90", "p99", "p99.9", "max"]);
+    for latency in figures.calls.iter().chain(&figures.visit) {
+        table.add_row([
+            latency.name.to_owned(),
+            latency.count.to_string(),
+            format!("{:.2}", latency.p50_ms),
+            format!("{:.2}", latency.p90_ms),
+            format!("{:.2}", latency.p99_ms),
+            format!("{:.2}", latency.p999_ms),
+            format!("{:.2}", latency.max_ms),
+        ]);
+    }
+    println!("{table}");
+    if figures.failures.is_empty() {
+        println!("errors: none");
+    } else {
+        println!("errors by status code:");
+        for failure in &figures.failures {
+            println!("  {} {}: {}", failure.rpc, failure.code, failure.count);
+        }
+    }
+    match check {
+        None => println!("invariant check: skipped"),
+        Some(report) => {
+            println!(
+                "invariant check: {} ({} settlements of this run listed, {} settled, {} \
+                 cancelled; {} ledger accounts compared; {} journal entries verified)",
+                if report.passed { "passed" } else { "FAILED" },
+                report.settlements_listed,
+                report.settled,
+                report.cancelled,
+                report.accounts_checked,
+                report.journal_entries_verified
+            );
+            for problem in &report.problems {
+                println!("  {problem}");
+            }
+        }
+    }
+    Ok(())
+}
