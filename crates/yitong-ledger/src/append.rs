@@ -93,7 +93,7 @@ impl<'c> Appender<'c> {
 
     /// Inserts the entries booked so far, so that the queries that follow see them.
     pub async fn flush(&mut self) -> Result<(), LedgerError> {
-        repo::insert_entries(self.conn, &self.unwritten).await?;
+        insert(self.conn, &self.unwritten).await?;
         self.unwritten.clear();
         Ok(())
     }
@@ -138,4 +138,13 @@ impl<'c> Appender<'c> {
         self.expired += 1;
         self.append(Event::Expired, transfer, "", "")
     }
+}
+
+/// Inserts entries already chained to the head, counting the clearing details they make
+/// ([`crate::tally`]). The appender's only way into the journal table; public for bulk loaders
+/// (the bureau benchmark), which build their entries with [`Entry::new`] and move the head
+/// themselves.
+pub async fn insert(conn: &mut AnyConnection, entries: &[Entry]) -> Result<(), LedgerError> {
+    crate::tally::count_new_details(conn, entries).await?;
+    repo::insert_entries(conn, entries).await
 }

@@ -42,6 +42,7 @@ use crate::append::Appender;
 use crate::balance::{Balance, Prepaid};
 use crate::journal::{Event, TransferColumns, to_hex};
 use crate::repo;
+use crate::tally::{self, Tally};
 use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferCode};
 
 /// Most rows per ListClearingDetails page.
@@ -93,9 +94,14 @@ impl Period {
 
     /// Whether the month is over in China.
     fn ended(&self) -> bool {
-        let today = yitong_core::today();
-        format!("{:04}-{:02}", today.year(), today.month()).as_str() > self.as_str()
+        this_month().as_str() > self.as_str()
     }
+}
+
+/// The current month in China, "YYYY-MM": no period of it or after it can have closed.
+pub(crate) fn this_month() -> String {
+    let today = yitong_core::today();
+    format!("{:04}-{:02}", today.year(), today.month())
 }
 
 /// The month after "YYYY-MM".
@@ -327,26 +333,6 @@ impl Selection<'_> {
         (with, sql, binds)
     }
 
-    async fn count(&self, conn: &mut AnyConnection) -> Result<u64, LedgerError> {
-        let (with, body, binds) = self.sql_body();
-        let mut query = sqlx::query_scalar(AssertSqlSafe(format!("{with}SELECT COUNT(*) {body}")));
-        for bind in binds {
-            query = query.bind(bind);
-        }
-        let count: i64 = query.fetch_one(&mut *conn).await?;
-        Ok(u64::try_from(count).expect("a count is not negative"))
-    }
-
-    /// Whether any row is selected, without counting them all.
-    async fn any(&self, conn: &mut AnyConnection) -> Result<bool, LedgerError> {
-        let (with, body, binds) = self.sql_body();
-        let mut query = sqlx::query(AssertSqlSafe(format!("{with}SELECT 1 {body} LIMIT 1")));
-        for bind in binds {
-            query = query.bind(bind);
-        }
-        Ok(query.fetch_optional(&mut *conn).await?.is_some())
-    }
-
     /// A page after `after` (settlement id, sequence) in byte order of settlement id.
     async fn page(
         &self,
@@ -423,7 +409,14 @@ pub(crate) async fn list_details(
         confirmation,
         settlement_ids: &[],
     };
-    let total_rows = selection.count(conn).await?;
+    let tally = tally::read(conn, period.as_str(), &treatment, insured.as_deref()).await?;
+    let total_rows = match confirmation {
+        None => tally.details,
+        Some(1) => tally.unconfirmed(),
+        Some(INCLUDED) => tally.included,
+        Some(_) => tally.excluded,
+    };
+    let total_rows = u64::try_from(total_rows).expect("a tally is not negative");
     // One row more than the page tells whether another page follows.
     let limit = i64::from(request.page_size);
     let mut rows = selection.page(conn, &after, limit + 1).await?;
@@ -482,20 +475,14 @@ async fn confirmations_open(
     Ok(())
 }
 
+/// Rows of a city's period not confirmed yet, from its tallies.
 async fn unconfirmed_left(
     conn: &mut AnyConnection,
     period: &Period,
     treatment: &str,
 ) -> Result<u64, LedgerError> {
-    Selection {
-        period,
-        treatment,
-        insured: None,
-        confirmation: Some(1),
-        settlement_ids: &[],
-    }
-    .count(conn)
-    .await
+    let tally = tally::read(conn, period.as_str(), treatment, None).await?;
+    Ok(u64::try_from(tally.unconfirmed()).expect("a tally is not negative"))
 }
 
 /// ConfirmClearingDetails (3261), inside the caller's write transaction.
@@ -582,6 +569,22 @@ pub(crate) async fn confirm(
         }
         new_rows.push((row, status, reason));
     }
+    let mut decided: BTreeMap<tally::Key, Tally> = BTreeMap::new();
+    for (row, status, _) in &new_rows {
+        let change = decided
+            .entry((
+                period.0.clone(),
+                row.treatment_city.clone(),
+                row.insured_city.clone(),
+            ))
+            .or_default();
+        if *status == INCLUDED {
+            change.included += 1;
+        } else {
+            change.excluded += 1;
+        }
+    }
+    tally::add(conn, &decided).await?;
     for chunk in new_rows.chunks(CONFIRMATIONS_PER_INSERT) {
         let sql = yitong_store::multi_row_insert(
             "clearing_confirmations (period, transfer_id, settlement_id, treatment_city, \
@@ -633,29 +636,57 @@ pub(crate) async fn rollback(
         .into());
     }
     confirmations_open(conn, &period, &treatment).await?;
+    // What is deleted is counted out of the tallies: by insured city and status.
+    let mut condition = "period = $1 AND treatment_city = $2".to_owned();
+    if !request.settlement_ids.is_empty() {
+        let placeholders: Vec<String> = (3..request.settlement_ids.len() + 3)
+            .map(|n| format!("${n}"))
+            .collect();
+        condition.push_str(&format!(
+            " AND settlement_id IN ({})",
+            placeholders.join(", ")
+        ));
+    }
+    let binds = || {
+        [period.as_str(), treatment.as_str()]
+            .into_iter()
+            .chain(request.settlement_ids.iter().map(String::as_str))
+    };
+    let mut counted = sqlx::query(AssertSqlSafe(format!(
+        "SELECT insured_city, status, COUNT(*) FROM clearing_confirmations WHERE {condition} \
+         GROUP BY insured_city, status"
+    )));
+    for value in binds() {
+        counted = counted.bind(value);
+    }
+    let mut undecided: BTreeMap<tally::Key, Tally> = BTreeMap::new();
     let mut rolled_back = 0;
-    if request.settlement_ids.is_empty() {
-        rolled_back += sqlx::query(
-            "DELETE FROM clearing_confirmations WHERE period = $1 AND treatment_city = $2",
-        )
-        .bind(period.as_str())
-        .bind(&treatment)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    for row in counted.fetch_all(&mut *conn).await? {
+        let (insured, status, count): (String, i64, i64) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        let change = undecided
+            .entry((period.0.clone(), treatment.clone(), insured))
+            .or_default();
+        if status == INCLUDED {
+            change.included -= count;
+        } else {
+            change.excluded -= count;
+        }
+        rolled_back += count;
     }
-    for settlement_id in &request.settlement_ids {
-        rolled_back += sqlx::query(
-            "DELETE FROM clearing_confirmations WHERE period = $1 AND treatment_city = $2 \
-             AND settlement_id = $3",
-        )
-        .bind(period.as_str())
-        .bind(&treatment)
-        .bind(settlement_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+    let mut delete = sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM clearing_confirmations WHERE {condition}"
+    )));
+    for value in binds() {
+        delete = delete.bind(value);
     }
+    let deleted = delete.execute(&mut *conn).await?.rows_affected();
+    assert_eq!(
+        i64::try_from(deleted).ok(),
+        Some(rolled_back),
+        "the rows counted are the rows deleted, in one write transaction"
+    );
+    tally::add(conn, &undecided).await?;
     tracing::info!(period = period.as_str(), treatment_city = %treatment, rolled_back, reason = %reason, "clearing confirmations rolled back");
     Ok(pb::RollbackClearingConfirmationResponse {
         rolled_back: u32::try_from(rolled_back).expect("at most a month of rows"),
@@ -1016,14 +1047,8 @@ pub(crate) async fn close(
     }
     let names: Vec<String> = cities.iter().map(|(city, _)| city.to_string()).collect();
     for treatment in &names {
-        let selection = Selection {
-            period: &period,
-            treatment,
-            insured: None,
-            confirmation: None,
-            settlement_ids: &[],
-        };
-        if selection.any(conn).await? && applied(conn, &period, treatment).await?.is_none() {
+        let rows = tally::read(conn, period.as_str(), treatment, None).await?;
+        if rows.details > 0 && applied(conn, &period, treatment).await?.is_none() {
             return Err(refused(
                 "NOT_APPLIED",
                 format!(
@@ -1248,6 +1273,7 @@ pub(crate) async fn close(
     .bind(INCLUDED)
     .execute(&mut *conn)
     .await?;
+    carry_tallies(conn, &period).await?;
     // The applications are cleared and the period is frozen.
     sqlx::query("UPDATE clearing_applications SET status = $1 WHERE period = $2 AND status = $3")
         .bind(CLEARED)
@@ -1273,6 +1299,40 @@ pub(crate) async fn close(
         closed_at: Some(timestamp(now)),
         journal_head_hash: String::new(),
     })
+}
+
+/// Moves the tallies of the rows just carried over out of `period`: the posted ones count in the
+/// next period (a pending one counts where it is once posted), and those without a decision
+/// here no longer count in `period`.
+async fn carry_tallies(conn: &mut AnyConnection, period: &Period) -> Result<(), LedgerError> {
+    let next = next_period(period.as_str());
+    let rows = sqlx::query(
+        "SELECT c.treatment_city, c.insured_city, COUNT(*), \
+         CAST(COALESCE(SUM(CASE WHEN f.transfer_id IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) \
+         FROM clearing_carryovers o JOIN journal c ON c.transfer_id = o.transfer_id AND c.stage = 0 \
+         LEFT JOIN journal p ON p.transfer_id = c.transfer_id AND p.stage = 1 \
+         LEFT JOIN clearing_confirmations f ON f.period = $2 AND f.transfer_id = c.transfer_id \
+         WHERE o.period = $1 AND (c.expires_at_ms = 0 OR p.event = 2) \
+         GROUP BY c.treatment_city, c.insured_city",
+    )
+    .bind(&next)
+    .bind(period.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut changes: BTreeMap<tally::Key, Tally> = BTreeMap::new();
+    for row in rows {
+        let (treatment, insured): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let (carried, undecided): (i64, i64) = (row.try_get(2)?, row.try_get(3)?);
+        changes
+            .entry((next.clone(), treatment.clone(), insured.clone()))
+            .or_default()
+            .details += carried;
+        changes
+            .entry((period.0.clone(), treatment, insured))
+            .or_default()
+            .details -= undecided;
+    }
+    tally::add(conn, &changes).await
 }
 
 /// Records the journal head the close ended at, once its entries are in.

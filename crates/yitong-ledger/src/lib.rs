@@ -6,7 +6,8 @@
 //! from the journal ([`balance`]), and the hash-chained journal itself ([`journal`]), appended
 //! to one transaction at a time behind its head row (`append`). Daily reconciliation (`reconcile`)
 //! compares a submitter's totals and rows with the settlement records the journal carries;
-//! monthly clearing (`clearing`) confirms, nets and books a month's cross-city rows.
+//! monthly clearing (`clearing`) confirms, nets and books a month's cross-city rows, counted as they
+//! change (`tally`).
 //!
 //! Architecture invariant: only the ledger writes journal entries, and it only ever inserts
 //! them; every entry balances and is chained to the one before.
@@ -21,7 +22,9 @@ pub mod journal;
 mod reconcile;
 mod repo;
 mod service;
+mod tally;
 pub mod transfer;
 
+pub use append::insert as insert_entries;
 pub use error::LedgerError;
 pub use service::LedgerNode;

@@ -12,7 +12,8 @@
 //! Booking millions of settlements through CreateTransfers would take most of an hour on these
 //! two cores (booking speed is the performance issue's subject), so the postings are loaded
 //! straight into the ledger's store with the ledger's own journal code: `Entry::new` builds the
-//! same columns, legs and hash chain CreateTransfers writes, and VerifyJournal checks the chain
+//! same columns, legs and hash chain CreateTransfers writes, `insert_entries` writes them and their
+//! clearing tallies as the appender does, and VerifyJournal checks the chain
 //! after small runs. The confirmations the sample does not make are loaded the same way, one
 //! INSERT of what ConfirmClearingDetails writes.
 //!
@@ -28,9 +29,7 @@ use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use yitong_core::Amount;
-use yitong_ledger::journal::{
-    COLUMN_COUNT, COLUMNS, Entry, Event, TransferColumns, Value, from_hex, to_hex,
-};
+use yitong_ledger::journal::{Entry, Event, TransferColumns, from_hex, to_hex};
 use yitong_ledger::transfer::FLAG_PENDING;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;
@@ -44,8 +43,8 @@ use yitong_proto::ledger::v1::{
     VerifyJournalRequest,
 };
 use yitong_sandbox::{BINZHOU, DONGYING, Database, JINAN, Sandbox, ZIBO};
+use yitong_store::Store;
 use yitong_store::sqlx::{self, AssertSqlSafe, Row};
-use yitong_store::{Store, multi_row_insert};
 
 type Ledger = LedgerServiceClient<Channel>;
 
@@ -538,8 +537,6 @@ const VERIFIED_UP_TO: u64 = 200_000;
 const LOADED_PER_TRANSACTION: u64 = 5_000;
 /// The pending timeout Settle gives its SETTLEMENT transfers.
 const TRANSFER_TIMEOUT_SECONDS: i64 = 3_600;
-/// Journal rows per INSERT: 40 values each, inside both databases' bound-value limits.
-const ROWS_PER_INSERT: usize = 100;
 
 /// Appends `count` settlements to the journal as Settle books them through CreateTransfers and
 /// PostPendingTransfers: each entry built by the ledger's `Entry::new` after the head, the head
@@ -574,22 +571,9 @@ async fn load_journal(store: &Store, count: u64, claim: fn(u64) -> Claim) {
             }
         }
         let mut transaction = store.begin_write().await.expect("a write transaction");
-        for part in entries.chunks(ROWS_PER_INSERT) {
-            let sql = multi_row_insert(&format!("journal ({COLUMNS})"), COLUMN_COUNT, part.len());
-            let mut query = sqlx::query(AssertSqlSafe(sql));
-            for entry in part {
-                for value in entry.values() {
-                    query = match value {
-                        Value::Int(number) => query.bind(number),
-                        Value::Text(text) => query.bind(text.to_owned()),
-                    };
-                }
-            }
-            query
-                .execute(&mut *transaction)
-                .await
-                .expect("entries insert");
-        }
+        yitong_ledger::insert_entries(&mut *transaction, &entries)
+            .await
+            .expect("entries insert");
         sqlx::query(
             "UPDATE journal_head SET sequence = $1, hash = $2, recorded_at_ms = $3 WHERE id = 1",
         )
@@ -628,6 +612,15 @@ async fn load_confirmations(store: &Store) {
     .execute(&mut *transaction)
     .await
     .expect("confirmations insert");
+    // And counted as included, as ConfirmClearingDetails counts them (crates/yitong-ledger/src/tally.rs).
+    sqlx::query(
+        "UPDATE clearing_tallies SET included_count = (SELECT COUNT(*) FROM clearing_confirmations f \
+         WHERE f.period = clearing_tallies.period AND f.treatment_city = clearing_tallies.treatment_city \
+         AND f.insured_city = clearing_tallies.insured_city AND f.status = 2) WHERE period = '2026-10'",
+    )
+    .execute(&mut *transaction)
+    .await
+    .expect("tallies update");
     transaction.commit().await.expect("the load commits");
 }
 
