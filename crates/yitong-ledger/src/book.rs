@@ -76,12 +76,9 @@ pub(crate) fn china_date(at_ms: i64) -> Date {
 }
 
 /// The stored columns of a transfer created at `created_at_ms`, when every clearing period up to
-/// `closed_through` ("YYYY-MM", or empty when none) is closed.
-pub(crate) fn columns(
-    transfer: &Transfer,
-    created_at_ms: i64,
-    closed_through: &str,
-) -> TransferColumns {
+/// `closed_through` ("YYYY-MM", or empty when none) is closed. Public for bulk loaders (the
+/// bureau benchmark), so that what they load is what CreateTransfers stores.
+pub fn columns(transfer: &Transfer, created_at_ms: i64, closed_through: &str) -> TransferColumns {
     let mut columns = TransferColumns {
         transfer_id: transfer.id.to_string(),
         debit_account_id: transfer.debit.to_string(),

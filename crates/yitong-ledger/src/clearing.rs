@@ -41,7 +41,7 @@ use crate::account::Side;
 use crate::append::Appender;
 use crate::balance::{Balance, Prepaid};
 use crate::journal::{Event, TransferColumns, to_hex};
-use crate::repo;
+use crate::repo::{self, RESOLUTION_JOIN};
 use crate::tally::{self, Tally};
 use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferCode};
 
@@ -291,8 +291,6 @@ impl Selection<'_> {
             self.treatment.to_owned(),
             next_period(self.period.as_str()),
         ];
-        // The resolution `p` is joined, not looked up with EXISTS: PostgreSQL planned the
-        // EXISTS as a hash of every resolution in the journal.
         let mut with = String::new();
         let mut source = "journal";
         if !self.settlement_ids.is_empty() {
@@ -309,13 +307,13 @@ impl Selection<'_> {
             );
             source = "named";
         }
+        let posted = repo::posted(None);
         let mut sql = format!(
             "FROM {source} c LEFT JOIN clearing_confirmations f \
              ON f.period = $1 AND f.transfer_id = c.transfer_id \
-             LEFT JOIN journal p ON p.transfer_id = c.transfer_id AND p.stage = 1 \
+             {RESOLUTION_JOIN} \
              WHERE c.stage = 0 AND c.code IN (3, 4) AND c.treatment_city = $2 \
-             AND c.insured_city <> $2 \
-             AND (c.expires_at_ms = 0 OR p.event = 2) \
+             AND c.insured_city <> $2 AND {posted} \
              AND (c.clearing_period = $1 OR EXISTS (SELECT 1 FROM clearing_carryovers co \
                   WHERE co.transfer_id = c.transfer_id AND co.period = $1)) \
              AND (f.transfer_id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM clearing_carryovers o \
@@ -1183,6 +1181,16 @@ pub(crate) async fn close(
             amount: yuan(*amount),
         })
         .collect();
+    // Every obligation account's balance after the close, summed in one pass over the journal.
+    let obligation_ids = |name: &String| -> Vec<String> {
+        names
+            .iter()
+            .filter(|other| *other != name)
+            .map(|other| format!("{name}->{other}.obligation"))
+            .collect()
+    };
+    let all_obligations: Vec<String> = names.iter().flat_map(obligation_ids).collect();
+    let obligations = posted_balances(conn, &all_obligations, after_sequence).await?;
     let mut statements = Vec::with_capacity(names.len());
     for (index, name) in names.iter().enumerate() {
         let fund = &funds[index];
@@ -1192,12 +1200,10 @@ pub(crate) async fn close(
             fund_before, fund_after,
             "the close leaves every fund where it stood"
         );
-        let owed_ids: Vec<String> = names
+        let owed: Vec<Balance> = obligation_ids(name)
             .iter()
-            .filter(|other| *other != name)
-            .map(|other| format!("{name}->{other}.obligation"))
+            .map(|id| obligations[id])
             .collect();
-        let owed = balances_in_order(conn, &owed_ids, after_sequence).await?;
         let (_, threshold_fen) = cities[index];
         let prepaid = Prepaid::new(&after[fund], &owed, threshold_fen);
         let top_up_due = (prepaid.threshold_fen - prepaid.available_fen()).max(0);
@@ -1306,15 +1312,16 @@ pub(crate) async fn close(
 /// here no longer count in `period`.
 async fn carry_tallies(conn: &mut AnyConnection, period: &Period) -> Result<(), LedgerError> {
     let next = next_period(period.as_str());
-    let rows = sqlx::query(
+    let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT c.treatment_city, c.insured_city, COUNT(*), \
          CAST(COALESCE(SUM(CASE WHEN f.transfer_id IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) \
          FROM clearing_carryovers o JOIN journal c ON c.transfer_id = o.transfer_id AND c.stage = 0 \
-         LEFT JOIN journal p ON p.transfer_id = c.transfer_id AND p.stage = 1 \
+         {RESOLUTION_JOIN} \
          LEFT JOIN clearing_confirmations f ON f.period = $2 AND f.transfer_id = c.transfer_id \
-         WHERE o.period = $1 AND (c.expires_at_ms = 0 OR p.event = 2) \
+         WHERE o.period = $1 AND {} \
          GROUP BY c.treatment_city, c.insured_city",
-    )
+        repo::posted(None)
+    )))
     .bind(&next)
     .bind(period.as_str())
     .fetch_all(&mut *conn)
@@ -1349,16 +1356,6 @@ pub(crate) async fn record_head(
         .execute(&mut *conn)
         .await?;
     Ok(())
-}
-
-/// The balances of `accounts` up to `up_to`, in the order asked.
-async fn balances_in_order(
-    conn: &mut AnyConnection,
-    accounts: &[String],
-    up_to: i64,
-) -> Result<Vec<Balance>, LedgerError> {
-    let balances = posted_balances(conn, accounts, up_to).await?;
-    Ok(accounts.iter().map(|id| balances[id]).collect())
 }
 
 /// A city's statement for a closed period.

@@ -26,5 +26,6 @@ mod tally;
 pub mod transfer;
 
 pub use append::insert as insert_entries;
+pub use book::columns as transfer_columns;
 pub use error::LedgerError;
 pub use service::LedgerNode;

@@ -57,7 +57,7 @@ use yitong_store::{Store, now_ms};
 
 use crate::LedgerError;
 use crate::journal::to_hex;
-use crate::repo;
+use crate::repo::{self, RESOLUTION_JOIN};
 use crate::transfer::IDENTIFIER_CHARS_MAX;
 
 /// Longest date range of one reconciliation, in days after its first date.
@@ -220,12 +220,10 @@ impl Query {
     }
 
     /// Only transfers posted by the snapshot: created posted (no expiry), or a post entry
-    /// recorded by then. The query must join [`RESOLUTION`].
+    /// recorded by then. The query must join [`RESOLUTION_JOIN`].
     fn posted(mut self) -> Query {
         let snapshot = self.snapshot_placeholder();
-        self.conditions.push(format!(
-            "(c.expires_at_ms = 0 OR (r.event = 2 AND r.sequence <= {snapshot}))"
-        ));
+        self.conditions.push(repo::posted(Some(&snapshot)));
         self
     }
 
@@ -233,8 +231,8 @@ impl Query {
     fn live(mut self) -> Query {
         let snapshot = self.snapshot_placeholder();
         self.conditions.push(format!(
-            "NOT EXISTS (SELECT 1 FROM journal r WHERE r.transfer_id = c.transfer_id \
-             AND r.stage = 1 AND r.event IN (3, 4) AND r.sequence <= {snapshot})"
+            "NOT EXISTS (SELECT 1 FROM journal v WHERE v.transfer_id = c.transfer_id \
+             AND v.stage = 1 AND v.event IN (3, 4) AND v.sequence <= {snapshot})"
         ));
         self
     }
@@ -277,14 +275,6 @@ impl Query {
         }
         Ok(query.fetch_all(&mut *conn).await?)
     }
-}
-
-/// The condition that creation `c` is posted by the journal sequence `snapshot` (a placeholder).
-fn posted_sql(snapshot: &str) -> String {
-    format!(
-        "c.expires_at_ms = 0 OR EXISTS (SELECT 1 FROM journal p WHERE p.transfer_id = c.transfer_id \
-         AND p.stage = 1 AND p.event = 2 AND p.sequence <= {snapshot})"
-    )
 }
 
 /// Totals in fen.
@@ -352,7 +342,7 @@ pub(crate) async fn ledger_totals(
     // PostgreSQL sums BIGINT into NUMERIC, which sqlx::Any cannot decode: cast back.
     let sum = |column: &str| format!("CAST(COALESCE(SUM(c.{column}), 0) AS BIGINT)");
     let sql = format!(
-        "SELECT COUNT(*), {}, {}, {}, {} FROM journal c {RESOLUTION} WHERE {}",
+        "SELECT COUNT(*), {}, {}, {}, {} FROM journal c {RESOLUTION_JOIN} WHERE {}",
         sum("total_amount_fen"),
         sum("fund_pay_fen"),
         sum("account_pay_fen"),
@@ -441,11 +431,6 @@ impl LedgerRow {
     }
 }
 
-/// Joins a creation `c` to its resolution `r`, if any, for [`Query::posted`]. A join, not an
-/// EXISTS: PostgreSQL planned the EXISTS as a hash of every resolution in the journal, built
-/// again for every page.
-const RESOLUTION: &str = "LEFT JOIN journal r ON r.transfer_id = c.transfer_id AND r.stage = 1";
-
 /// Settlement ids are compared in byte order, as the submitter must send them: "binary"
 /// is SQLite's byte-order collation, and the store gives every PostgreSQL schema one of that name
 /// (PostgreSQL's default collation follows the locale and may sort "a" before "B").
@@ -468,7 +453,7 @@ async fn ledger_page(
     ));
     let limit = query.bind(Bind::Int(LEDGER_ROWS_PER_PAGE_MAX));
     let sql = format!(
-        "SELECT {ROW_COLUMNS}, 1 FROM journal c {RESOLUTION} WHERE {} \
+        "SELECT {ROW_COLUMNS}, 1 FROM journal c {RESOLUTION_JOIN} WHERE {} \
          ORDER BY c.settlement_id{BYTE_ORDER}, c.sequence LIMIT {limit}",
         query.where_clause()
     );
@@ -489,9 +474,9 @@ async fn ledger_rows_of(
     let id = query.bind(Bind::Text(settlement_id.to_owned()));
     query.conditions.push(format!("c.settlement_id = {id}"));
     let sql = format!(
-        "SELECT {ROW_COLUMNS}, CASE WHEN {} THEN 1 ELSE 0 END FROM journal c WHERE {} \
-         ORDER BY c.sequence LIMIT 2",
-        posted_sql("$1"),
+        "SELECT {ROW_COLUMNS}, CASE WHEN {} THEN 1 ELSE 0 END FROM journal c {RESOLUTION_JOIN} \
+         WHERE {} ORDER BY c.sequence LIMIT 2",
+        repo::posted(Some("$1")),
         query.where_clause()
     );
     let rows = query.fetch_all(conn, sql).await?;

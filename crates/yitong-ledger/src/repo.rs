@@ -17,6 +17,23 @@ use crate::journal::{COLUMN_COUNT, COLUMNS, Entry, Head, Legs, TransferColumns, 
 /// PostgreSQL's limits.
 const ENTRIES_PER_INSERT_MAX: usize = 100;
 
+/// Joins each journal creation `c` to its resolution `r` (the post, void or expiry of a pending
+/// transfer), if any. A join, not an EXISTS: PostgreSQL planned the EXISTS as a hash of every
+/// resolution in the journal, built again for every query.
+pub(crate) const RESOLUTION_JOIN: &str =
+    "LEFT JOIN journal r ON r.transfer_id = c.transfer_id AND r.stage = 1";
+
+/// The condition that creation `c`, joined to `r` by [`RESOLUTION_JOIN`], is posted: created
+/// posted, or posted from pending (by the journal entry `snapshot`, a placeholder, when given).
+pub(crate) fn posted(snapshot: Option<&str>) -> String {
+    match snapshot {
+        Some(snapshot) => {
+            format!("(c.expires_at_ms = 0 OR (r.event = 2 AND r.sequence <= {snapshot}))")
+        }
+        None => "(c.expires_at_ms = 0 OR r.event = 2)".to_owned(),
+    }
+}
+
 /// "$first, $first+1, ..." for `count` values.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)

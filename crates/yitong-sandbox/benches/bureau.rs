@@ -28,9 +28,8 @@ use std::time::{Duration, Instant};
 
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
-use yitong_core::Amount;
+use yitong_core::{Amount, Owner, Service};
 use yitong_ledger::journal::{Entry, Event, TransferColumns, from_hex, to_hex};
-use yitong_ledger::transfer::FLAG_PENDING;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;
 use yitong_proto::ledger::v1::reconcile_details_response::Item as Received;
@@ -40,11 +39,11 @@ use yitong_proto::ledger::v1::{
     ConfirmClearingDetailsRequest, ConfirmationStatus, DetailDecision, DetailRow, DetailRowBatch,
     ReconcileDetailsHeader, ReconcileDetailsRequest, ReconcileTotalsRequest, ReconciliationResult,
     ReconciliationScope, ReconciliationTotals, SettlementRecord, Transfer, TransferCode,
-    VerifyJournalRequest,
+    TransferFlags, VerifyJournalRequest,
 };
 use yitong_sandbox::{BINZHOU, DONGYING, Database, JINAN, Sandbox, ZIBO};
 use yitong_store::Store;
-use yitong_store::sqlx::{self, AssertSqlSafe, Row};
+use yitong_store::sqlx::{self, Row};
 
 type Ledger = LedgerServiceClient<Channel>;
 
@@ -208,42 +207,17 @@ impl Claim {
     }
 
     /// The journal columns CreateTransfers stores for the claim's SETTLEMENT transfer, created
-    /// pending as Settle books it (crates/yitong-ledger/src/book.rs).
+    /// pending as Settle books it, by the ledger's own conversion.
     fn columns(&self, created_at_ms: i64) -> TransferColumns {
-        let date = self.date();
-        let transfer = self.transfer(&date);
-        let record = self.record(&date);
-        let fen = |text: &str| Amount::parse_signed(text).expect("yuan").fen();
-        TransferColumns {
-            transfer_id: transfer.id,
-            debit_account_id: transfer.debit_account_id,
-            credit_account_id: transfer.credit_account_id,
-            amount_fen: fen(&transfer.amount),
-            code: i64::from(transfer.code),
-            flags: FLAG_PENDING,
-            pending_timeout_seconds: TRANSFER_TIMEOUT_SECONDS,
-            operator_id: String::new(),
-            settlement_id: record.settlement_id,
-            settlement_message_id: record.message_id,
-            treatment_city: record.treatment_city,
-            insured_city: record.insured_city,
-            institution_code: record.institution_code,
-            visit_id: record.visit_id,
-            person_no: record.person_no,
-            insurance_type: i64::from(record.insurance_type),
-            clearing_type: i64::from(record.clearing_type),
-            business_date: date.clone(),
-            settlement_date: date.clone(),
-            total_amount_fen: self.total_fen(),
-            fund_pay_fen: self.fund_fen,
-            account_pay_fen: self.account_fen,
-            cash_pay_fen: self.cash_fen,
-            cancellation: 0,
-            original_settlement_id: String::new(),
-            clearing_period: date[..7].to_owned(),
-            created_at_ms,
-            expires_at_ms: created_at_ms + TRANSFER_TIMEOUT_SECONDS * 1_000,
-        }
+        let mut wire = self.transfer(&self.date());
+        wire.flags = Some(TransferFlags {
+            linked: false,
+            pending: true,
+        });
+        wire.pending_timeout_seconds = TRANSFER_TIMEOUT_SECONDS;
+        let transfer = yitong_ledger::transfer::Transfer::try_from(wire)
+            .expect("the generated transfer is valid");
+        yitong_ledger::transfer_columns(&transfer, created_at_ms, "")
     }
 
     /// The row the treatment city's bureau holds for the claim.
@@ -483,16 +457,20 @@ async fn month(net: &Sandbox, database: Database, count: u64) {
     );
 
     let started = Instant::now();
-    let closed = ledger
-        .clone()
-        .close_clearing_period(CloseClearingPeriodRequest {
-            message_id: "CLOSE-2026-10".into(),
-            period: Some(MONTH),
-            operator_id: "clearing-house-1".into(),
-        })
-        .await
-        .expect("CloseClearingPeriod answers")
-        .into_inner();
+    // A deadline well past the target, so that a slow close is measured rather than cut off.
+    let closed = LedgerServiceClient::new(net.channel_with_timeout(
+        Owner::ClearingHouse,
+        Service::Ledger,
+        Duration::from_secs(600),
+    ))
+    .close_clearing_period(CloseClearingPeriodRequest {
+        message_id: "CLOSE-2026-10".into(),
+        period: Some(MONTH),
+        operator_id: "clearing-house-1".into(),
+    })
+    .await
+    .expect("CloseClearingPeriod answers")
+    .into_inner();
     report(
         database,
         "CloseClearingPeriod, the month's entries",
@@ -536,7 +514,7 @@ const VERIFIED_UP_TO: u64 = 200_000;
 /// Settlements per transaction of the loader.
 const LOADED_PER_TRANSACTION: u64 = 5_000;
 /// The pending timeout Settle gives its SETTLEMENT transfers.
-const TRANSFER_TIMEOUT_SECONDS: i64 = 3_600;
+const TRANSFER_TIMEOUT_SECONDS: u32 = 3_600;
 
 /// Appends `count` settlements to the journal as Settle books them through CreateTransfers and
 /// PostPendingTransfers: each entry built by the ledger's `Entry::new` after the head, the head

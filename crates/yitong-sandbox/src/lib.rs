@@ -260,11 +260,22 @@ impl Sandbox {
             .expect("server restarts");
     }
 
+    /// A channel whose calls are cut off after 30 s.
     pub fn channel(&self, owner: Owner, service: Service) -> Channel {
+        self.channel_with_timeout(owner, service, Duration::from_secs(30))
+    }
+
+    /// A channel whose calls are cut off after `timeout`: for the long calls of the benchmarks.
+    pub fn channel_with_timeout(
+        &self,
+        owner: Owner,
+        service: Service,
+        timeout: Duration,
+    ) -> Channel {
         let url = self.endpoint(owner, service);
         tonic::transport::Endpoint::from_shared(url)
             .expect("endpoint URL is valid")
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .connect_lazy()
     }
 
