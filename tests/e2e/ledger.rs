@@ -958,3 +958,39 @@ network_test! {
         store.close().await;
     }
 }
+
+network_test! {
+    /// Proves that the balances each account row keeps are the sums of the journal's legs:
+    /// GetBalances reads them after a deposit, a pending settlement and its post, and changing one
+    /// stored sum directly in the database is found by VerifyJournal, which names the account.
+    async fn an_altered_stored_balance_is_found(net) {
+        let mut ledger = net.ledger();
+        let results = create(
+            &mut ledger,
+            "MSG-1",
+            vec![deposit(1, JINAN, "500.00"), pending(settlement(2, 4, ZIBO, JINAN, 700, 0), 600)],
+        )
+        .await;
+        assert!(results.iter().all(|result| *result == CreateTransferResult::Ok), "{results:?}");
+        assert!(verify(&mut ledger).await.intact);
+
+        let store = net.ledger_store().await;
+        let account = format!("{JINAN}.fund");
+        sqlx::query("UPDATE accounts SET credits_posted_fen = credits_posted_fen + 1 WHERE id = $1")
+            .bind(&account)
+            .execute(store.pool())
+            .await
+            .expect("alter");
+        let verified = verify(&mut ledger).await;
+        assert!(!verified.intact, "an altered stored balance went unnoticed");
+        assert_eq!(verified.first_altered_sequence, 0, "no entry is altered");
+        assert!(verified.detail.contains(&account), "{}", verified.detail);
+        sqlx::query("UPDATE accounts SET credits_posted_fen = credits_posted_fen - 1 WHERE id = $1")
+            .bind(&account)
+            .execute(store.pool())
+            .await
+            .expect("restore");
+        assert!(verify(&mut ledger).await.intact, "restored");
+        store.close().await;
+    }
+}

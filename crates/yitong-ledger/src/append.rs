@@ -140,11 +140,12 @@ impl<'c> Appender<'c> {
     }
 }
 
-/// Inserts entries already chained to the head, counting the clearing details they make
-/// ([`crate::tally`]). The appender's only way into the journal table; public for bulk loaders
+/// Inserts entries already chained to the head, adding their legs to their accounts' stored
+/// sums and counting the clearing details they make ([`crate::tally`]). The appender's only way into the journal table; public for bulk loaders
 /// (the bureau benchmark), which build their entries with [`Entry::new`] and move the head
 /// themselves.
 pub async fn insert(conn: &mut AnyConnection, entries: &[Entry]) -> Result<(), LedgerError> {
     crate::tally::count_new_details(conn, entries).await?;
+    repo::add_to_balances(conn, entries).await?;
     repo::insert_entries(conn, entries).await
 }

@@ -1,11 +1,12 @@
-//! Balances: an account's four sums, derived from the journal's legs and checked as read, and a
-//! city's prepaid position.
+//! Balances: an account's four sums, and a city's prepaid position.
 //!
-//! Nothing stores a balance. An account's debits are the sums of the debit legs of the entries
-//! that debit it; its credits, of the credit legs of the entries that credit it. Each entry
-//! balances, so over any set of entries the debit legs sum to the credit legs: the sums are read
-//! with both sides, and a set that does not balance as read means a row was altered (the
-//! pairing of the assertion made before writing).
+//! An account's debits are the sums of the debit legs of the entries that debit it; its
+//! credits, of the credit legs of the entries that credit it. The appender adds each entry's
+//! legs to its two accounts' stored sums in the transaction that inserts it, so a balance is
+//! one row to read. VerifyJournal sums the journal again and compares: each entry balances, so
+//! over any set of entries the debit legs sum to the credit legs, and sums that do not balance,
+//! or differ from the stored ones, mean a row was altered (the pairing of the assertion made
+//! before writing).
 
 use yitong_core::Amount;
 use yitong_proto::ledger::v1 as pb;

@@ -1001,22 +1001,17 @@ fn clearing_transfer(
     }
 }
 
-/// Posted balances of `accounts` over the journal up to `up_to`.
-async fn posted_balances(
+/// The balances of `accounts` as this transaction sees them, every entry flushed so far
+/// included; an account never moved or not open reads as zero.
+async fn balances_now(
     conn: &mut AnyConnection,
     accounts: &[String],
-    up_to: i64,
 ) -> Result<HashMap<String, Balance>, LedgerError> {
-    let debiting = repo::leg_sums(conn, true, accounts, up_to).await?;
-    let crediting = repo::leg_sums(conn, false, accounts, up_to).await?;
-    accounts
+    let (stored, _) = repo::balances(conn, accounts).await?;
+    Ok(accounts
         .iter()
-        .map(|id| {
-            Balance::from_sums(id, debiting.get(id).copied(), crediting.get(id).copied())
-                .map(|balance| (id.clone(), balance))
-                .map_err(LedgerError::from)
-        })
-        .collect()
+        .map(|id| (id.clone(), stored.get(id).copied().unwrap_or_default()))
+        .collect())
 }
 
 /// CloseClearingPeriod, inside the caller's write transaction, appending the clearing transfers
@@ -1107,8 +1102,8 @@ pub(crate) async fn close(
 
     // Fund balances before, the clearing transfers, fund balances after.
     let funds: Vec<String> = names.iter().map(|c| format!("{c}.fund")).collect();
-    let before_sequence = appender.next_sequence() - 1;
-    let before = posted_balances(appender.conn(), &funds, before_sequence).await?;
+    appender.flush().await?;
+    let before = balances_now(appender.conn(), &funds).await?;
     let now = appender.now_ms();
     let mut transfers = Vec::new();
     for ((insured, treatment), pair) in &gross {
@@ -1155,9 +1150,8 @@ pub(crate) async fn close(
         appender.append(Event::Created, transfer, message_id, "");
     }
     appender.flush().await?;
-    let after_sequence = appender.next_sequence() - 1;
     let conn = appender.conn();
-    let after = posted_balances(conn, &funds, after_sequence).await?;
+    let after = balances_now(conn, &funds).await?;
 
     // Statements.
     let obligations_wire: Vec<pb::CityPairObligation> = gross
@@ -1181,7 +1175,7 @@ pub(crate) async fn close(
             amount: yuan(*amount),
         })
         .collect();
-    // Every obligation account's balance after the close, summed in one pass over the journal.
+    // Every obligation account's balance after the close.
     let obligation_ids = |name: &String| -> Vec<String> {
         names
             .iter()
@@ -1190,7 +1184,7 @@ pub(crate) async fn close(
             .collect()
     };
     let all_obligations: Vec<String> = names.iter().flat_map(obligation_ids).collect();
-    let obligations = posted_balances(conn, &all_obligations, after_sequence).await?;
+    let obligations = balances_now(conn, &all_obligations).await?;
     let mut statements = Vec::with_capacity(names.len());
     for (index, name) in names.iter().enumerate() {
         let fund = &funds[index];

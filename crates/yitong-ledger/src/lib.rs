@@ -2,8 +2,8 @@
 //! reconciliation and monthly clearing between the cities.
 //!
 //! The ledger core is built: accounts opened from the network file ([`account`]), transfers
-//! created pending or posted, posted, voided and expired ([`transfer`], `book`), balances derived
-//! from the journal ([`balance`]), and the hash-chained journal itself ([`journal`]), appended
+//! created pending or posted, posted, voided and expired ([`transfer`], `book`), balances kept
+//! with the journal ([`balance`]), and the hash-chained journal itself ([`journal`]), appended
 //! to one transaction at a time behind its head row (`append`). Daily reconciliation (`reconcile`)
 //! compares a submitter's totals and rows with the settlement records the journal carries;
 //! monthly clearing (`clearing`) confirms, nets and books a month's cross-city rows, counted as they

@@ -4,13 +4,14 @@
 //! lists (at most [`crate::transfer::TRANSFERS_PER_BATCH_MAX`] ids), well inside both engines'
 //! limits on bound values.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use yitong_store::multi_row_insert;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
 
 use crate::LedgerError;
 use crate::account::AccountId;
+use crate::balance::Balance;
 use crate::journal::{COLUMN_COUNT, COLUMNS, Entry, Head, Legs, TransferColumns, Value, from_hex};
 
 /// Rows per INSERT: 40 values each, so 100 rows bind 4,000 values, far below SQLite's and
@@ -101,6 +102,89 @@ pub(crate) async fn accounts_of_city(
             .fetch_all(&mut *conn)
             .await?,
     )
+}
+
+/// Adds what `entries` move to their accounts' stored sums: the debit legs to the account each
+/// debits, the credit legs to the account each credits. Inside the write transaction that
+/// inserts them, so the sums are always those of the journal up to its head.
+pub(crate) async fn add_to_balances(
+    conn: &mut AnyConnection,
+    entries: &[Entry],
+) -> Result<(), LedgerError> {
+    let mut moved: BTreeMap<&str, Balance> = BTreeMap::new();
+    for entry in entries {
+        let debited = moved
+            .entry(entry.transfer.debit_account_id.as_str())
+            .or_default();
+        debited.debits_pending_fen += entry.legs.debit_pending_fen;
+        debited.debits_posted_fen += entry.legs.debit_posted_fen;
+        let credited = moved
+            .entry(entry.transfer.credit_account_id.as_str())
+            .or_default();
+        credited.credits_pending_fen += entry.legs.credit_pending_fen;
+        credited.credits_posted_fen += entry.legs.credit_posted_fen;
+    }
+    for (account, change) in moved {
+        let updated = sqlx::query(
+            "UPDATE accounts SET debits_pending_fen = debits_pending_fen + $1, \
+             debits_posted_fen = debits_posted_fen + $2, \
+             credits_pending_fen = credits_pending_fen + $3, \
+             credits_posted_fen = credits_posted_fen + $4 WHERE id = $5",
+        )
+        .bind(change.debits_pending_fen)
+        .bind(change.debits_posted_fen)
+        .bind(change.credits_pending_fen)
+        .bind(change.credits_posted_fen)
+        .bind(account)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        assert_eq!(updated, 1, "entries move open accounts only: {account}");
+    }
+    Ok(())
+}
+
+/// The stored sums of `accounts` (every open one when empty), with the sequence number of the
+/// journal entry they stand at, read together in one statement. An account never moved has
+/// zero sums; one not open is absent.
+pub(crate) async fn balances(
+    conn: &mut AnyConnection,
+    accounts: &[String],
+) -> Result<(HashMap<String, Balance>, i64), LedgerError> {
+    let mut sql = "SELECT h.sequence, a.id, a.debits_pending_fen, a.debits_posted_fen, \
+         a.credits_pending_fen, a.credits_posted_fen \
+         FROM journal_head h LEFT JOIN accounts a ON 1 = 1"
+        .to_owned();
+    if !accounts.is_empty() {
+        sql.push_str(&format!(
+            " AND a.id IN ({})",
+            placeholders(1, accounts.len())
+        ));
+    }
+    sql.push_str(" WHERE h.id = 1");
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for account in accounts {
+        query = query.bind(account.as_str());
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    let mut head_sequence = 0;
+    let mut balances = HashMap::with_capacity(rows.len());
+    for row in rows {
+        head_sequence = row.try_get(0)?;
+        let Some(id) = row.try_get::<Option<String>, _>(1)? else {
+            continue;
+        };
+        balances.insert(
+            id,
+            Balance {
+                debits_pending_fen: row.try_get(2)?,
+                debits_posted_fen: row.try_get(3)?,
+                credits_pending_fen: row.try_get(4)?,
+                credits_posted_fen: row.try_get(5)?,
+            },
+        );
+    }
+    Ok((balances, head_sequence))
 }
 
 fn head_from_row(row: &AnyRow) -> Result<Head, LedgerError> {
@@ -379,53 +463,4 @@ pub(crate) async fn entries_after(
         .iter()
         .map(entry_from_row)
         .collect::<Result<Vec<_>, _>>()?)
-}
-
-/// Sums of the legs of the entries that debit (or credit) each of `accounts`, up to entry
-/// `up_to`: account id -> the four sums over those entries, both sides. The side not asked
-/// about is summed too, so the caller can check that the entries balance as read.
-pub(crate) async fn leg_sums(
-    conn: &mut AnyConnection,
-    debit_side: bool,
-    accounts: &[String],
-    up_to: i64,
-) -> Result<HashMap<String, Legs>, LedgerError> {
-    if accounts.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let column = if debit_side {
-        "debit_account_id"
-    } else {
-        "credit_account_id"
-    };
-    // PostgreSQL sums BIGINT into NUMERIC, which sqlx::Any cannot decode: cast back.
-    let sum = |leg: &str| format!("CAST(COALESCE(SUM({leg}), 0) AS BIGINT)");
-    let sql = format!(
-        "SELECT {column}, {}, {}, {}, {} FROM journal WHERE sequence <= $1 AND {column} IN ({}) \
-         GROUP BY {column}",
-        sum("debit_pending_fen"),
-        sum("debit_posted_fen"),
-        sum("credit_pending_fen"),
-        sum("credit_posted_fen"),
-        placeholders(2, accounts.len()),
-    );
-    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(up_to);
-    for account in accounts {
-        query = query.bind(account.as_str());
-    }
-    let rows = query.fetch_all(&mut *conn).await?;
-    let mut sums = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let account: String = row.try_get(0)?;
-        sums.insert(
-            account,
-            Legs {
-                debit_pending_fen: row.try_get(1)?,
-                debit_posted_fen: row.try_get(2)?,
-                credit_pending_fen: row.try_get(3)?,
-                credit_posted_fen: row.try_get(4)?,
-            },
-        );
-    }
-    Ok(sums)
 }

@@ -14,7 +14,7 @@ use yitong_core::{CityCode, Invalid, MessageId, Network};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_store::replies::{self, Claim};
-use yitong_store::sqlx::{Any, Transaction};
+use yitong_store::sqlx::{Any, AnyConnection, Transaction};
 use yitong_store::{Store, now_ms};
 
 use crate::LedgerError;
@@ -23,7 +23,7 @@ use crate::append::{Appender, EXPIRIES_PER_SWEEP_MAX};
 use crate::balance::{Balance, Prepaid};
 use crate::book::{self, Known};
 use crate::clearing;
-use crate::journal::{Altered, Event, Verifier, to_hex};
+use crate::journal::{Altered, Entry, Event, Legs, Verifier, to_hex};
 use crate::reconcile::{
     DetailRun, Filter, Halt, Header, Opened, RESPONSES_BUFFERED_MAX, Replies, Totals,
 };
@@ -167,30 +167,36 @@ impl LedgerNode {
             Begun::Replay(reply) => return Ok(reply),
             Begun::Fresh(tx) => tx,
         };
-        let mut appender = Appender::open(&mut tx).await?;
-        let before = appender.next_sequence() - 1;
-        let results =
-            book::create_transfers(&mut appender, &transfers, message_id.as_str()).await?;
-        let head = appender.close().await?;
-        let reply = pb::CreateTransfersResponse { results };
-        let reply = self.finish(tx, &message_id, reply).await?;
-        // The insured cities whose funds this batch drew on: cross-city settlements created now.
+        // The insured cities whose prepaid funds this batch may draw on: those of its
+        // cross-city settlements. Their positions are read before and after the append, in
+        // the transaction, where the head's lock makes both exact.
         let drawn: BTreeSet<CityCode> = transfers
             .iter()
-            .zip(&reply.results)
-            .filter(|(transfer, outcome)| {
-                transfer.code == TransferCode::Settlement
-                    && outcome.result() == pb::CreateTransferResult::Ok
-            })
-            .filter_map(|(transfer, _)| match transfer.credit {
+            .filter(|transfer| transfer.code == TransferCode::Settlement)
+            .filter_map(|transfer| match transfer.credit {
                 AccountId::Obligation { insured, .. } => Some(insured),
                 _ => None,
             })
             .collect();
-        // The batch is committed: a failure to read the positions is logged, never returned,
-        // because the settlements stand whatever the funds hold.
-        if let Err(error) = self.warn_low_prepaid(&drawn, before, head.sequence).await {
-            tracing::warn!(error = %yitong_core::cause_chain(&error), "prepaid positions not checked");
+        let mut appender = Appender::open(&mut tx).await?;
+        let was = self.prepaid_of(appender.conn(), &drawn).await?;
+        let results =
+            book::create_transfers(&mut appender, &transfers, message_id.as_str()).await?;
+        appender.close().await?;
+        let now = self.prepaid_of(&mut tx, &drawn).await?;
+        let reply = pb::CreateTransfersResponse { results };
+        let reply = self.finish(tx, &message_id, reply).await?;
+        // The settlements are booked all the same: a claim is never refused at the counter for
+        // want of prepaid funds.
+        for ((city, was), (_, now)) in was.iter().zip(&now) {
+            if now.fell_below(was) {
+                tracing::warn!(
+                    city = %city,
+                    available_fen = now.available_fen(),
+                    threshold_fen = now.threshold_fen,
+                    "prepaid fund fell below its low-balance threshold"
+                );
+            }
         }
         Ok(reply)
     }
@@ -202,12 +208,15 @@ impl LedgerNode {
             .map_or(0, |city| city.prepaid_low_balance().fen())
     }
 
-    /// The prepaid positions of `cities` over the journal up to entry `up_to`.
-    async fn prepaid_at(
+    /// The prepaid positions of `cities`, from their stored balances as `conn` sees them.
+    async fn prepaid_of(
         &self,
+        conn: &mut AnyConnection,
         cities: &BTreeSet<CityCode>,
-        up_to: i64,
     ) -> Result<Vec<(CityCode, Prepaid)>, LedgerError> {
+        if cities.is_empty() {
+            return Ok(Vec::new());
+        }
         let enabled: Vec<CityCode> = self.network.enabled_cities().map(|c| c.code).collect();
         // What a city owes as the insured city, one obligation per other enabled city.
         let obligations = |insured: CityCode| -> Vec<String> {
@@ -228,49 +237,16 @@ impl LedgerNode {
             ids.push(AccountId::Fund(*city).to_string());
             ids.extend(obligations(*city));
         }
-        let mut conn = self.store.pool().acquire().await?;
-        let debiting = repo::leg_sums(&mut conn, true, &ids, up_to).await?;
-        let crediting = repo::leg_sums(&mut conn, false, &ids, up_to).await?;
-        let balance = |id: &str| {
-            Balance::from_sums(id, debiting.get(id).copied(), crediting.get(id).copied())
-        };
-        let mut positions = Vec::with_capacity(cities.len());
-        for city in cities {
-            let fund = balance(&AccountId::Fund(*city).to_string())?;
-            let owed = obligations(*city)
-                .iter()
-                .map(|id| balance(id))
-                .collect::<Result<Vec<_>, _>>()?;
-            positions.push((*city, Prepaid::new(&fund, &owed, self.threshold_fen(*city))));
-        }
-        Ok(positions)
-    }
-
-    /// Logs a warning for every city whose available prepaid amount the entries after `before`
-    /// up to `after` took below its low-balance threshold. The settlements are booked all the
-    /// same: a claim is never refused at the counter for want of prepaid funds.
-    async fn warn_low_prepaid(
-        &self,
-        cities: &BTreeSet<CityCode>,
-        before: i64,
-        after: i64,
-    ) -> Result<(), LedgerError> {
-        if cities.is_empty() {
-            return Ok(());
-        }
-        let was = self.prepaid_at(cities, before).await?;
-        let now = self.prepaid_at(cities, after).await?;
-        for ((city, was), (_, now)) in was.iter().zip(&now) {
-            if now.fell_below(was) {
-                tracing::warn!(
-                    city = %city,
-                    available_fen = now.available_fen(),
-                    threshold_fen = now.threshold_fen,
-                    "prepaid fund fell below its low-balance threshold"
-                );
-            }
-        }
-        Ok(())
+        let (balances, _) = repo::balances(conn, &ids).await?;
+        let balance = |id: &str| balances.get(id).copied().unwrap_or_default();
+        Ok(cities
+            .iter()
+            .map(|city| {
+                let fund = balance(&AccountId::Fund(*city).to_string());
+                let owed: Vec<Balance> = obligations(*city).iter().map(|id| balance(id)).collect();
+                (*city, Prepaid::new(&fund, &owed, self.threshold_fen(*city)))
+            })
+            .collect())
     }
 
     async fn resolve_pending(
@@ -344,9 +320,6 @@ impl LedgerNode {
     ) -> Result<pb::GetBalancesResponse, LedgerError> {
         let request = BalancesRequest::try_from(request)?;
         let mut conn = self.store.pool().acquire().await?;
-        // Every entry up to the head is committed and never changes, so sums bounded by it
-        // are one consistent reading whatever is appended meanwhile.
-        let head = repo::read_head(&mut conn).await?;
         let named: Vec<String> = request
             .account_ids
             .iter()
@@ -376,15 +349,16 @@ impl LedgerNode {
         let mut unique: Vec<String> = listed.iter().map(ToString::to_string).collect();
         unique.sort();
         unique.dedup();
-        let debiting = repo::leg_sums(&mut conn, true, &unique, head.sequence).await?;
-        let crediting = repo::leg_sums(&mut conn, false, &unique, head.sequence).await?;
-        let mut balances: HashMap<AccountId, Balance> = HashMap::with_capacity(unique.len());
-        for account in &listed {
-            let id = account.to_string();
-            let balance =
-                Balance::from_sums(&id, debiting.get(&id).copied(), crediting.get(&id).copied())?;
-            balances.insert(*account, balance);
-        }
+        // The balances and the entry they stand at, read in one statement: one consistent
+        // reading whatever is appended meanwhile.
+        let (stored, head_sequence) = repo::balances(&mut conn, &unique).await?;
+        let balances: HashMap<AccountId, Balance> = listed
+            .iter()
+            .map(|account| {
+                let balance = stored.get(&account.to_string()).copied();
+                (*account, balance.unwrap_or_default())
+            })
+            .collect();
         let accounts = listed
             .iter()
             .map(|account| balances[account].to_wire(*account))
@@ -408,7 +382,7 @@ impl LedgerNode {
         Ok(pb::GetBalancesResponse {
             accounts,
             prepaid_funds,
-            journal_sequence: sequence(head.sequence),
+            journal_sequence: sequence(head_sequence),
         })
     }
 
@@ -424,6 +398,9 @@ impl LedgerNode {
 
     async fn verify(&self, up_to_sequence: u64) -> Result<pb::VerifyJournalResponse, LedgerError> {
         let mut conn = self.store.pool().acquire().await?;
+        // The stored balances first, with the entry they stand at, which the head read next is
+        // at or after: the walk sums every account's entries up to that one and compares.
+        let (stored, stored_at) = repo::balances(&mut conn, &[]).await?;
         let head = repo::read_head(&mut conn).await?;
         let head_count = sequence(head.sequence);
         let last = match up_to_sequence {
@@ -439,6 +416,7 @@ impl LedgerNode {
             }
         };
         let mut verifier = Verifier::default();
+        let mut summed = BalanceSums::default();
         let mut after = 0;
         let failure = 'walk: loop {
             let page =
@@ -451,7 +429,19 @@ impl LedgerNode {
                 if let Err(altered) = verifier.check(entry) {
                     break 'walk Some(altered);
                 }
+                if entry.sequence <= stored_at {
+                    summed.add(entry);
+                }
             }
+        };
+        // An intact chain walked at least to where the stored balances stand: they must be
+        // the sums of its entries.
+        let failure = match failure {
+            None if last >= stored_at => summed.compare(&stored).err().map(|detail| Altered {
+                sequence: 0,
+                detail,
+            }),
+            failure => failure,
         };
         // The head row must name the last entry; a head that moved without its entry is an
         // alteration of that entry's place in the chain.
@@ -962,6 +952,58 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         Ok(Response::new(
             self.verify(request.into_inner().up_to_sequence).await?,
         ))
+    }
+}
+
+/// Every account's legs summed over journal entries, for VerifyJournal to compare with the
+/// stored balances.
+#[derive(Default)]
+struct BalanceSums {
+    /// Per account: the legs of the entries that debit it and of those that credit it.
+    legs: HashMap<String, (Legs, Legs)>,
+}
+
+impl BalanceSums {
+    fn add(&mut self, entry: &Entry) {
+        let add = |sum: &mut Legs| {
+            sum.debit_pending_fen += entry.legs.debit_pending_fen;
+            sum.debit_posted_fen += entry.legs.debit_posted_fen;
+            sum.credit_pending_fen += entry.legs.credit_pending_fen;
+            sum.credit_posted_fen += entry.legs.credit_posted_fen;
+        };
+        add(&mut self
+            .legs
+            .entry(entry.transfer.debit_account_id.clone())
+            .or_default()
+            .0);
+        add(&mut self
+            .legs
+            .entry(entry.transfer.credit_account_id.clone())
+            .or_default()
+            .1);
+    }
+
+    /// Whether `stored` holds exactly these sums, every account's legs balanced; else what
+    /// differs first, by account id.
+    fn compare(&self, stored: &HashMap<String, Balance>) -> Result<(), String> {
+        let mut ids: Vec<&String> = stored.keys().chain(self.legs.keys()).collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let (debiting, crediting) = self.legs.get(id).copied().unwrap_or_default();
+            let summed = Balance::from_sums(id, Some(debiting), Some(crediting))
+                .map_err(|unbalanced| unbalanced.to_string())?;
+            let Some(kept) = stored.get(id) else {
+                return Err(format!("entries move account {id}, which is not open"));
+            };
+            if *kept != summed {
+                return Err(format!(
+                    "the stored balance of account {id} ({kept:?}) is not the sum of its entries \
+                     ({summed:?})"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -579,6 +579,10 @@ fn payments(rows: Vec<PaymentInstruction>) -> Table {
     table
 }
 
+/// The least deadline of a close, which reads the whole month: tens of seconds at ten million
+/// journal entries (BENCHMARKS.md). `--timeout-secs` can lengthen it, not shorten it.
+const CLOSE_TIMEOUT_MIN: std::time::Duration = std::time::Duration::from_secs(600);
+
 async fn close(args: &LedgerArgs, close_args: CloseArgs) -> anyhow::Result<Vec<Table>> {
     let mut ledger = args.connect().await?;
     let reply = ledger
@@ -588,7 +592,7 @@ async fn close(args: &LedgerArgs, close_args: CloseArgs) -> anyhow::Result<Vec<T
                 period: Some(close_args.period),
                 operator_id: close_args.operator.operator,
             },
-            args.timeout(),
+            args.timeout().max(CLOSE_TIMEOUT_MIN),
         ))
         .await
         .map_err(output::refused("the ledger refused to close the period"))?

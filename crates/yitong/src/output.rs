@@ -45,7 +45,8 @@ pub struct LedgerArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Deadline of each call in seconds; a detail reconciliation stream is not limited by it.
+    /// Deadline of each call in seconds; a detail reconciliation stream is not limited by it,
+    /// and a close is given at least ten minutes.
     #[arg(long, global = true, default_value_t = 60)]
     timeout_secs: u64,
 }
