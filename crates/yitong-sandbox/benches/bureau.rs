@@ -37,9 +37,9 @@ use yitong_proto::ledger::v1::reconciliation_scope::Subject;
 use yitong_proto::ledger::v1::{
     ApplyClearingRequest, ClearingPeriod, ClearingTotals, CloseClearingPeriodRequest,
     ConfirmClearingDetailsRequest, ConfirmationStatus, DetailDecision, DetailRow, DetailRowBatch,
-    ReconcileDetailsHeader, ReconcileDetailsRequest, ReconcileTotalsRequest, ReconciliationResult,
-    ReconciliationScope, ReconciliationTotals, SettlementRecord, Transfer, TransferCode,
-    TransferFlags, VerifyJournalRequest,
+    GetBalancesRequest, ReconcileDetailsHeader, ReconcileDetailsRequest, ReconcileTotalsRequest,
+    ReconciliationResult, ReconciliationScope, ReconciliationTotals, SettlementRecord, Transfer,
+    TransferCode, TransferFlags, VerifyJournalRequest,
 };
 use yitong_sandbox::{BINZHOU, DONGYING, Database, JINAN, Sandbox, ZIBO};
 use yitong_store::Store;
@@ -366,6 +366,25 @@ async fn month(net: &Sandbox, database: Database, count: u64) {
         database,
         "load the month's journal (direct), entries",
         2 * count,
+        started.elapsed(),
+    );
+
+    // The four cities' balances and prepaid positions, as a bureau or the booking path reads
+    // them, with ten million entries in the journal.
+    let started = Instant::now();
+    let positions = ledger
+        .clone()
+        .get_balances(GetBalancesRequest {
+            account_ids: Vec::new(),
+            cities: CITIES.iter().map(|city| (*city).to_owned()).collect(),
+        })
+        .await
+        .expect("GetBalances answers")
+        .into_inner();
+    report(
+        database,
+        "GetBalances, four cities' accounts and prepaid positions",
+        positions.accounts.len() as u64,
         started.elapsed(),
     );
 
