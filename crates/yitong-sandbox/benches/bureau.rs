@@ -568,7 +568,7 @@ async fn load_journal(store: &Store, count: u64, claim: fn(u64) -> Claim) {
             }
         }
         let mut transaction = store.begin_write().await.expect("a write transaction");
-        yitong_ledger::insert_entries(&mut *transaction, &entries)
+        yitong_ledger::insert_entries(&mut transaction, &entries)
             .await
             .expect("entries insert");
         sqlx::query(
