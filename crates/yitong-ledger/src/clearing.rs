@@ -1051,31 +1051,36 @@ pub(crate) async fn close(
             ));
         }
     }
-    // Gross obligations of the included rows, per ordered pair.
+    // Gross obligations of the included rows, and the excluded rows' count and amount, per
+    // ordered pair, in one pass over the period's confirmations.
     let rows = sqlx::query(
-        "SELECT insured_city, treatment_city, COUNT(*), \
+        "SELECT insured_city, treatment_city, status, COUNT(*), \
          CAST(COALESCE(SUM(fund_pay_fen), 0) AS BIGINT), \
          CAST(COALESCE(SUM(account_pay_fen), 0) AS BIGINT), \
          CAST(COALESCE(SUM(CASE WHEN adjustment = 1 THEN fund_pay_fen + account_pay_fen ELSE 0 END), 0) AS BIGINT) \
-         FROM clearing_confirmations WHERE period = $1 AND status = $2 \
-         GROUP BY insured_city, treatment_city",
+         FROM clearing_confirmations WHERE period = $1 \
+         GROUP BY insured_city, treatment_city, status",
     )
     .bind(period.as_str())
-    .bind(INCLUDED)
     .fetch_all(&mut *conn)
     .await?;
     let mut gross: BTreeMap<(String, String), Gross> = BTreeMap::new();
+    let mut excluded: BTreeMap<(String, String), Gross> = BTreeMap::new();
     for row in rows {
-        let count: i64 = row.try_get(2)?;
-        gross.insert(
-            (row.try_get(0)?, row.try_get(1)?),
-            Gross {
-                count: u64::try_from(count).expect("a count is not negative"),
-                fund_fen: row.try_get(3)?,
-                account_fen: row.try_get(4)?,
-                adjustments_fen: row.try_get(5)?,
-            },
-        );
+        let status: i64 = row.try_get(2)?;
+        let count: i64 = row.try_get(3)?;
+        let sums = Gross {
+            count: u64::try_from(count).expect("a count is not negative"),
+            fund_fen: row.try_get(4)?,
+            account_fen: row.try_get(5)?,
+            adjustments_fen: row.try_get(6)?,
+        };
+        let pair = (row.try_get(0)?, row.try_get(1)?);
+        match status {
+            INCLUDED => gross.insert(pair, sums),
+            EXCLUDED => excluded.insert(pair, sums),
+            other => return Err(LedgerError::Corrupt(format!("confirmation status {other}"))),
+        };
     }
     // Net positions of every enabled city.
     let mut nets: Vec<(String, i64, i64)> = names.iter().map(|c| (c.clone(), 0, 0)).collect();
@@ -1201,18 +1206,13 @@ pub(crate) async fn close(
         let (_, threshold_fen) = cities[index];
         let prepaid = Prepaid::new(&after[fund], &owed, threshold_fen);
         let top_up_due = (prepaid.threshold_fen - prepaid.available_fen()).max(0);
-        let excluded = sqlx::query(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(fund_pay_fen + account_pay_fen), 0) AS BIGINT) \
-             FROM clearing_confirmations WHERE period = $1 AND status = $2 \
-             AND (insured_city = $3 OR treatment_city = $3)",
-        )
-        .bind(period.as_str())
-        .bind(EXCLUDED)
-        .bind(name)
-        .fetch_one(&mut *conn)
-        .await?;
-        let excluded_count: i64 = excluded.try_get(0)?;
-        let excluded_fen: i64 = excluded.try_get(1)?;
+        // The rows excluded on either side of the city: a pair never has it on both.
+        let (excluded_count, excluded_fen) = excluded
+            .iter()
+            .filter(|((insured, treatment), _)| insured == name || treatment == name)
+            .fold((0, 0), |(count, fen), (_, pair)| {
+                (count + pair.count, fen + pair.amount_fen())
+            });
         let statement = pb::ClearingStatement {
             city: name.clone(),
             period: Some(period.to_wire()),
@@ -1236,7 +1236,7 @@ pub(crate) async fn close(
             fund_balance_after: yuan(fund_after),
             low_balance_threshold: yuan(prepaid.threshold_fen),
             top_up_due: yuan(top_up_due),
-            excluded_count: u64::try_from(excluded_count).expect("a count is not negative"),
+            excluded_count,
             excluded_amount: yuan(excluded_fen),
             status: pb::StatementStatus::Issued as i32,
             issued_at: Some(timestamp(now)),
