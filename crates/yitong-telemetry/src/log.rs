@@ -1,0 +1,93 @@
+//! Log lines as JSON, one object a line, carrying the trace and span id of the span each was
+//! logged in, so a line leads to its trace and a trace to its lines.
+//!
+//! A line: `{"timestamp":"...","level":"WARN","target":"yitong_ledger::service",
+//! "message":"...","fields":{...},"span":"grpc.server","trace_id":"...","span_id":"..."}`.
+//! The ids are there while tracing is on; the fields are what the call site wrote, so the
+//! rule that no citizen ID is logged stays with the call sites (and the sandbox's watch).
+
+use std::fmt;
+
+use opentelemetry::trace::TraceContextExt;
+use serde_json::{Map, Value};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The JSON line formatter for `tracing_subscriber::fmt`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonLines;
+
+struct Fields(Map<String, Value>);
+
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_owned(), Value::from(value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().to_owned(), Value::from(format!("{value:?}")));
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut timestamp = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let metadata = event.metadata();
+        let mut fields = Fields(Map::new());
+        event.record(&mut fields);
+        let mut line = Map::new();
+        line.insert("timestamp".into(), Value::from(timestamp));
+        line.insert("level".into(), Value::from(metadata.level().as_str()));
+        line.insert("target".into(), Value::from(metadata.target()));
+        if let Some(message) = fields.0.remove("message") {
+            line.insert("message".into(), message);
+        }
+        if !fields.0.is_empty() {
+            line.insert("fields".into(), Value::Object(fields.0));
+        }
+        if let Some(span) = context.lookup_current() {
+            line.insert("span".into(), Value::from(span.name()));
+            // The OpenTelemetry layer keeps the span's context; reading it must not happen
+            // while the span's extensions are borrowed, and they are not here.
+            let otel = tracing::dispatcher::get_default(|dispatch| {
+                tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+            });
+            if let Some(otel) = otel {
+                let otel_span = otel.span();
+                let ids = otel_span.span_context();
+                if ids.is_valid() {
+                    line.insert("trace_id".into(), Value::from(ids.trace_id().to_string()));
+                    line.insert("span_id".into(), Value::from(ids.span_id().to_string()));
+                }
+            }
+        }
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
