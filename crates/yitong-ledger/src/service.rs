@@ -261,6 +261,18 @@ impl LedgerNode {
         let was = self.prepaid_at(cities, before).await?;
         let now = self.prepaid_at(cities, after).await?;
         for ((city, was), (_, now)) in was.iter().zip(&now) {
+            let labels = yitong_telemetry::CityLabels {
+                city: city.to_string(),
+            };
+            let metrics = yitong_telemetry::metrics();
+            metrics
+                .prepaid_available_fen
+                .get_or_create(&labels)
+                .set(now.available_fen());
+            metrics
+                .prepaid_below_threshold
+                .get_or_create(&labels)
+                .set(i64::from(now.below_threshold()));
             if now.fell_below(was) {
                 tracing::warn!(
                     city = %city,
@@ -519,7 +531,12 @@ impl LedgerNode {
             ledger: Some(ledger.to_wire()),
             mismatched_figures: mismatched.into_iter().map(|figure| figure as i32).collect(),
         };
-        self.finish(tx, &message_id, reply).await
+        let reply = self.finish(tx, &message_id, reply).await?;
+        // Counted once, when first answered: a replay returned above.
+        if !reply.mismatched_figures.is_empty() {
+            count_breaks(request.scope.as_ref(), [("totals", 1)]);
+        }
+        Ok(reply)
     }
 
     /// ReconcileDetails: reads the header, opens (or resumes, or finds finished) the run, and
@@ -533,6 +550,7 @@ impl LedgerNode {
             Some(Item::Header(header)) => header,
             _ => return Err(Invalid::new("header", "must be the first message").into()),
         };
+        let header_scope = header.scope.clone();
         let header = Header::try_from(header).map_err(|invalid| invalid.within("header"))?;
         let opened = DetailRun::open(&self.store, header).await?;
         let (replies, receiver) = mpsc::channel(RESPONSES_BUFFERED_MAX);
@@ -545,7 +563,16 @@ impl LedgerNode {
                     .await;
             }
             Opened::Running(run) => {
+                // The run's replies pass through a counter of the breaks its summary names;
+                // a finished run opened again (above) is not counted twice.
+                let (counted, receiver_counted) = mpsc::channel(RESPONSES_BUFFERED_MAX);
+                tokio::spawn(count_detail_breaks(
+                    header_scope.clone(),
+                    ReceiverStream::new(receiver),
+                    counted,
+                ));
                 tokio::spawn(drive_details(run, stream, replies));
+                return Ok(ReceiverStream::new(receiver_counted));
             }
         }
         Ok(ReceiverStream::new(receiver))
@@ -572,6 +599,63 @@ impl LedgerNode {
         let reply = change(&mut appender).await?;
         appender.close().await?;
         self.finish(tx, &message_id, reply).await
+    }
+}
+
+/// Counts reconciliation breaks of `scope` in the process's metrics, by class.
+fn count_breaks<'a>(
+    scope: Option<&pb::ReconciliationScope>,
+    classes: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    use pb::reconciliation_scope::Subject;
+    let (scope, subject) = match scope.and_then(|scope| scope.subject.as_ref()) {
+        Some(Subject::InstitutionCode(code)) => ("institution", code.as_str()),
+        Some(Subject::TreatmentCity(city)) => ("treatment_city", city.as_str()),
+        Some(Subject::InsuredCity(city)) => ("insured_city", city.as_str()),
+        None => ("none", ""),
+    };
+    for (class, breaks) in classes {
+        if breaks > 0 {
+            yitong_telemetry::metrics()
+                .reconciliation_breaks
+                .get_or_create(&yitong_telemetry::BreakLabels {
+                    scope: scope.to_owned(),
+                    subject: subject.to_owned(),
+                    class: class.to_owned(),
+                })
+                .inc_by(breaks);
+        }
+    }
+}
+
+/// Passes a detail run's replies on, counting the breaks of its summary when it comes.
+async fn count_detail_breaks(
+    scope: Option<pb::ReconciliationScope>,
+    mut from: ReceiverStream<Result<pb::ReconcileDetailsResponse, Status>>,
+    to: Replies,
+) {
+    use pb::reconcile_details_response::Item;
+    use tokio_stream::StreamExt;
+    while let Some(reply) = from.next().await {
+        if let Ok(pb::ReconcileDetailsResponse {
+            item: Some(Item::Summary(summary)),
+        }) = &reply
+        {
+            count_breaks(
+                scope.as_ref(),
+                [
+                    ("missing_in_ledger", summary.missing_in_ledger),
+                    ("missing_in_submission", summary.missing_in_submission),
+                    ("duplicate", summary.duplicate),
+                    ("amount_mismatch", summary.amount_mismatch),
+                    ("timing", summary.timing),
+                ],
+            );
+        }
+        if to.send(reply).await.is_err() {
+            // The client went away; the run stops when its own channel closes.
+            return;
+        }
     }
 }
 

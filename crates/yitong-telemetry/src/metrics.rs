@@ -56,11 +56,15 @@ pub struct CityLabels {
     pub city: String,
 }
 
-/// A reconciliation break of one class found for one city.
+/// Reconciliation breaks of one class found for one submitter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BreakLabels {
-    pub city: String,
-    /// "missing_here", "missing_there", "duplicate", "amount_mismatch", "timing", or "totals".
+    /// Whose records were reconciled: "institution", "treatment_city" or "insured_city".
+    pub scope: String,
+    /// The institution code or city code.
+    pub subject: String,
+    /// "missing_in_ledger", "missing_in_submission", "duplicate", "amount_mismatch", "timing",
+    /// or "totals" for a totals reconciliation that did not match.
     pub class: String,
 }
 
@@ -130,7 +134,7 @@ impl Metrics {
         );
         registry.register(
             "reconciliation_breaks",
-            "breaks found by detail and totals reconciliation, by city and class",
+            "breaks found by detail and totals reconciliation, by submitter and class",
             metrics.reconciliation_breaks.clone(),
         );
         registry.register(
