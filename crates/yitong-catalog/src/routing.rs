@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use yitong_core::PeerChannel;
 use tonic::{Code, Request, Status};
+use yitong_core::PeerChannel;
 use yitong_core::{CallLimits, CityCode, Network, peer_channel};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 

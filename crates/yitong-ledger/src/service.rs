@@ -28,9 +28,7 @@ use crate::reconcile::{
     DetailRun, Filter, Halt, Header, Opened, RESPONSES_BUFFERED_MAX, Replies, Totals,
 };
 use crate::repo;
-use crate::transfer::{
-    IDENTIFIER_CHARS_MAX, TransferCode, TransferId, parse_batch, parse_pending_ids,
-};
+use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferId, parse_batch, parse_pending_ids};
 
 /// Most account ids in one GetBalances request.
 const ACCOUNT_IDS_PER_BALANCES_MAX: usize = 100;
@@ -174,18 +172,19 @@ impl LedgerNode {
         let head = appender.close().await?;
         let reply = pb::CreateTransfersResponse { results };
         let reply = self.finish(tx, &message_id, reply).await?;
-        // The insured cities whose funds this batch drew on: cross-city settlements created now.
+        // The cities whose prepaid position this batch moved: a fund or an insured city's
+        // obligation on either side (cross-city settlements and cancellations, deposits,
+        // withdrawals). Their positions are read again for the warning and the metrics.
+        let moved = |account: &AccountId| match *account {
+            AccountId::Fund(city) | AccountId::Obligation { insured: city, .. } => Some(city),
+            _ => None,
+        };
         let drawn: BTreeSet<CityCode> = transfers
             .iter()
             .zip(&reply.results)
-            .filter(|(transfer, outcome)| {
-                transfer.code == TransferCode::Settlement
-                    && outcome.result() == pb::CreateTransferResult::Ok
-            })
-            .filter_map(|(transfer, _)| match transfer.credit {
-                AccountId::Obligation { insured, .. } => Some(insured),
-                _ => None,
-            })
+            .filter(|(_, outcome)| outcome.result() == pb::CreateTransferResult::Ok)
+            .flat_map(|(transfer, _)| [moved(&transfer.debit), moved(&transfer.credit)])
+            .flatten()
             .collect();
         // The batch is committed: a failure to read the positions is logged, never returned,
         // because the settlements stand whatever the funds hold.

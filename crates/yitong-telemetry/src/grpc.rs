@@ -164,7 +164,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let path = request.uri().path();
-        if UNTRACED_PREFIXES.iter().any(|prefix| path.starts_with(prefix)) {
+        if UNTRACED_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+        {
             return Box::pin(inner.call(request));
         }
         let (service, method) = rpc_of(path);

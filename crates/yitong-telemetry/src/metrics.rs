@@ -139,7 +139,7 @@ impl Metrics {
         );
         registry.register(
             "prepaid_available_fen",
-            "a city's available prepaid fund at the clearing house after the last transfers booked, in fen",
+            "a city's available prepaid fund at the clearing house, in fen, as of the last transfers created that moved it (a void or expiry of a pending one shows at the next)",
             metrics.prepaid_available_fen.clone(),
         );
         registry.register(
@@ -153,12 +153,18 @@ impl Metrics {
         }
     }
 
-    /// The exposition in Prometheus' text format (OpenMetrics 1.0).
+    /// The exposition in the OpenMetrics 1.0 text format, which Prometheus asks for first.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+
+    /// The exposition in Prometheus' classic text format (0.0.4), for scrapers that do not ask
+    /// for OpenMetrics and for `promtool check metrics`.
+    pub fn encode_prometheus(&self) -> String {
+        to_prometheus_text(&self.encode())
     }
 
     /// One served RPC.
@@ -200,5 +206,54 @@ impl Metrics {
                 })
                 .inc_by(fund_pay_fen);
         }
+    }
+}
+
+/// OpenMetrics text to Prometheus' 0.0.4 text, for the metric types this registry holds
+/// (counters, gauges, histograms): the two differ only in that OpenMetrics names a counter's
+/// family without the `_total` its samples carry, and ends with `# EOF`.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let lines: Vec<&str> = openmetrics.lines().collect();
+    let counters: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in lines {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(renamed) => text.push_str(&renamed),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the classic text names counter families as their samples are named and drops the
+    // OpenMetrics end marker, leaving gauges and histograms as they were.
+    #[test]
+    fn classic_text_names_counters_with_total() {
+        let openmetrics = "# HELP a_calls calls.\n# TYPE a_calls counter\na_calls_total{x=\"1\"} 2\n\
+            # HELP a_level level.\n# TYPE a_level gauge\na_level 3\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(openmetrics),
+            "# HELP a_calls_total calls.\n# TYPE a_calls_total counter\na_calls_total{x=\"1\"} 2\n\
+             # HELP a_level level.\n# TYPE a_level gauge\na_level 3\n"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The metrics endpoint: `GET /metrics` over HTTP/1.1, in Prometheus' text exposition format.
+//! The metrics endpoint: `GET /metrics` over HTTP/1.1, in OpenMetrics when the scraper asks
+//! for it (Prometheus does) and in Prometheus' classic text format otherwise.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,8 +14,10 @@ use tokio::net::TcpListener;
 
 use crate::metrics;
 
-/// OpenMetrics 1.0, which is what `prometheus-client` writes and Prometheus asks for.
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// OpenMetrics 1.0, which is what `prometheus-client` writes and Prometheus asks for first.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Prometheus' classic text format, for every other client.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Connections served at once; more wait in the listener's backlog.
 const CONNECTIONS_MAX: usize = 64;
@@ -25,10 +28,20 @@ fn answer(request: &Request<Incoming>) -> Response<Full<Bytes>> {
         *response.status_mut() = StatusCode::NOT_FOUND;
         return response;
     }
-    let mut response = Response::new(Full::new(Bytes::from(metrics().encode())));
+    let openmetrics = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let (body, content_type) = if openmetrics {
+        (metrics().encode(), OPENMETRICS)
+    } else {
+        (metrics().encode_prometheus(), PROMETHEUS_TEXT)
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static(CONTENT_TYPE),
+        header::HeaderValue::from_static(content_type),
     );
     response
 }
@@ -53,7 +66,8 @@ pub async fn serve_metrics(listener: TcpListener, shutdown: impl Future<Output =
             },
         };
         tokio::spawn(async move {
-            let service = service_fn(|request| async move { Ok::<_, Infallible>(answer(&request)) });
+            let service =
+                service_fn(|request| async move { Ok::<_, Infallible>(answer(&request)) });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;

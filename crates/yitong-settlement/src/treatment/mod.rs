@@ -23,8 +23,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use yitong_core::PeerChannel;
 use tonic::{Request, Response, Status};
+use yitong_core::PeerChannel;
 use yitong_core::{
     Amount, CallLimits, CityCode, Date, InstitutionCode, Invalid, MessageId, Network, PersonNo,
     peer_channel,
