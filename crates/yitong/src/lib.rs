@@ -13,6 +13,7 @@ mod output;
 mod reconcile;
 mod serve;
 mod settlement;
+mod sink;
 mod stores;
 
 use std::path::PathBuf;
@@ -57,6 +58,9 @@ enum Command {
     Bench(Box<bench::BenchArgs>),
     /// Look at one settlement as its treatment city holds it, with its trace.
     Settlement(settlement::SettlementCommand),
+    /// Receive OTLP traces and count them, keeping nothing: a stand-in collector for
+    /// measuring what tracing costs.
+    OtlpSink(sink::SinkArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,6 +113,7 @@ pub fn main() -> ExitCode {
             Command::Journal(command) => journal::run(command).await,
             Command::Bench(args) => bench::run(*args).await,
             Command::Settlement(command) => settlement::run(command).await,
+            Command::OtlpSink(args) => sink::run(args).await.map(clean),
         };
         telemetry.shut_down().await;
         outcome
