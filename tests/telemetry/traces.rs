@@ -30,12 +30,29 @@ fn servers<'a>(trace: &'a [Received], owner: &str, service: &str) -> Vec<&'a Rec
         .collect()
 }
 
+/// Whether `span` descends (through parents in `trace`) from one of the spans `ancestors`.
+fn under_any(trace: &[Received], span: &Received, ancestors: &HashSet<&[u8]>) -> bool {
+    let mut parent = span.span.parent_span_id.clone();
+    while !parent.is_empty() {
+        if ancestors.contains(parent.as_slice()) {
+            return true;
+        }
+        parent = trace
+            .iter()
+            .find(|received| received.span.span_id == parent)
+            .map(|received| received.span.parent_span_id.clone())
+            .unwrap_or_default();
+    }
+    false
+}
+
 // Proves that a Zibo hospital's visit of a Jinan-insured patient arrives at an OTLP collector as
 // one trace: the HIS's own span is the root, every other span's parent is in the trace, and it
 // covers the HIS's calls, Zibo's settlement and catalog, Jinan's identity (the issuing city)
 // and benefit service (the insured city) and the clearing house's ledger, each server span with
 // the RPC conventions' attributes; the settlement keeps the trace id and GetSettlement returns
-// it; and no attribute or event of any span holds a citizen ID.
+// it; the statements of the settlement store and the ledger are database spans under their
+// server spans; and no attribute or event of any span holds a citizen ID.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_city_visit_is_one_trace_across_every_city_it_touched() {
     let collector = collector();
@@ -142,6 +159,35 @@ async fn a_cross_city_visit_is_one_trace_across_every_city_it_touched() {
             assert_eq!(server.service_name, "yitong-sandbox");
         }
     }
+    // Database spans: the statements of the ledger's and Zibo's settlement store, each under
+    // a server span of the trace, with the operation and no parameter value.
+    let statements: Vec<&Received> = trace
+        .iter()
+        .filter(|received| text(&received.span.attributes, "db.operation.name").is_some())
+        .collect();
+    for (what, owner, service) in [
+        ("Zibo's settlement store", ZIBO, "SettlementService"),
+        ("the ledger's store", "clearing", "LedgerService"),
+    ] {
+        let under: HashSet<&[u8]> = servers(&trace, owner, service)
+            .iter()
+            .map(|server| server.span.span_id.as_slice())
+            .collect();
+        let inserts = statements
+            .iter()
+            .filter(|statement| {
+                text(&statement.span.attributes, "db.operation.name").as_deref() == Some("INSERT")
+            })
+            .filter(|statement| under_any(&trace, statement, &under))
+            .count();
+        assert!(inserts > 0, "INSERT spans in {what}");
+    }
+    for statement in &statements {
+        assert_eq!(statement.span.kind, SpanKind::Client as i32);
+        let summary = text(&statement.span.attributes, "db.query.summary").unwrap_or_default();
+        assert!(!summary.contains('\''), "no literal in {summary}");
+    }
+
     // The Settle at Zibo is served under the HIS's client span for it: the context crossed.
     let by_id: HashMap<&[u8], &Received> = trace
         .iter()

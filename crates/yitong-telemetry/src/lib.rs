@@ -9,6 +9,7 @@
 //! - Logs: JSON lines on standard error, each with the trace and span id of the span it was
 //!   logged in ([`log::JsonLines`]).
 
+pub mod db;
 pub mod grpc;
 pub mod log;
 mod metrics;
@@ -99,9 +100,11 @@ pub fn tracer_provider(config: &TraceConfig) -> Result<SdkTracerProvider, Teleme
         .build())
 }
 
-/// The tracing layer that turns spans into OpenTelemetry spans, with its own filter: Yitong's
-/// spans and events at info and above, and nothing of the transport and exporter crates,
-/// whose spans would otherwise trace the exporter exporting, in a loop.
+/// The tracing layers that make OpenTelemetry spans: spans become spans, with their own
+/// filter (Yitong's spans and events at info and above, and nothing of the transport and
+/// exporter crates, whose spans would otherwise trace the exporter exporting, in a loop), and
+/// sqlx's statement events become database spans ([`db::DbSpans`]), when the subscriber's
+/// filter lets `sqlx::query` through at debug ([`DB_SPANS_DIRECTIVE`]).
 pub fn otel_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync + 'static
 where
     S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
@@ -118,9 +121,13 @@ where
         .with_target("opentelemetry_sdk", LevelFilter::OFF)
         .with_target("opentelemetry_otlp", LevelFilter::OFF);
     tracing_opentelemetry::layer()
-        .with_tracer(tracer)
+        .with_tracer(tracer.clone())
         .with_filter(filter)
+        .and_then(db::DbSpans::new(tracer))
 }
+
+/// The filter directive that makes sqlx emit the statement events database spans are made of.
+pub const DB_SPANS_DIRECTIVE: &str = "sqlx::query=debug";
 
 /// The W3C trace id (32 lowercase hex digits) of the current span, when tracing is on.
 pub fn current_trace_id() -> Option<String> {

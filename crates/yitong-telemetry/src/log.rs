@@ -91,3 +91,29 @@ where
         writeln!(writer, "{}", Value::Object(line))
     }
 }
+
+/// A formatter that leaves out sqlx's statement events below warn (slow statements are warned
+/// about and stay): with tracing on they are let through the filter to become database spans
+/// ([`crate::db`]), and would otherwise make one log line per statement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WithoutStatements<F>(pub F);
+
+impl<S, N, F> FormatEvent<S, N> for WithoutStatements<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        context: &FmtContext<'_, S, N>,
+        writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let metadata = event.metadata();
+        if metadata.target() == crate::db::SQLX_QUERY && *metadata.level() > tracing::Level::WARN {
+            return Ok(());
+        }
+        self.0.format_event(context, writer, event)
+    }
+}

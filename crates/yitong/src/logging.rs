@@ -8,6 +8,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use yitong_telemetry::TraceConfig;
+use yitong_telemetry::log::{JsonLines, WithoutStatements};
 
 /// What must outlive the command: the tracer provider, shut down (and flushed) at the end.
 #[derive(Debug)]
@@ -30,23 +31,32 @@ impl Telemetry {
 /// alone, or lines logged after sqlx queries vanish (tokio-rs/tracing#2519); the
 /// OpenTelemetry layer has its own filter on top (see [`yitong_telemetry::otel_layer`]).
 pub fn init(traces: Option<TraceConfig>) -> Telemetry {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
-    let text = std::env::var("YITONG_LOG_FORMAT").is_ok_and(|format| format == "text");
-    let logs = if text {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .boxed()
-    } else {
-        tracing_subscriber::fmt::layer()
-            .event_format(yitong_telemetry::log::JsonLines)
-            .with_writer(std::io::stderr)
-            .boxed()
-    };
     let (provider, problem) = match traces.as_ref().map(yitong_telemetry::tracer_provider) {
         None => (None, None),
         Some(Ok(provider)) => (Some(provider), None),
         Some(Err(error)) => (None, Some(error)),
+    };
+    let mut filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,h2=warn,tower=warn"));
+    if provider.is_some() {
+        // sqlx's statement events become database spans; the log lines leave them out.
+        filter = filter.add_directive(
+            yitong_telemetry::DB_SPANS_DIRECTIVE
+                .parse()
+                .expect("the directive is well formed"),
+        );
+    }
+    let text = std::env::var("YITONG_LOG_FORMAT").is_ok_and(|format| format == "text");
+    let logs = if text {
+        tracing_subscriber::fmt::layer()
+            .event_format(WithoutStatements(tracing_subscriber::fmt::format()))
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .event_format(WithoutStatements(JsonLines))
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     tracing_subscriber::registry()
         .with(filter)
