@@ -4,5 +4,6 @@
 
 mod collector;
 mod metrics;
+mod show;
 mod traces;
 mod visit;
