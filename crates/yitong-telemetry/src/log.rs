@@ -117,3 +117,65 @@ where
         self.0.format_event(context, writer, event)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    use super::*;
+
+    /// A writer into a shared buffer, for reading back what the log layer wrote.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("buffer").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    // Proves a line logged inside a traced span is one JSON object with its message, fields,
+    // span name and the span's W3C trace and span ids, and that sqlx's statement events are
+    // left out of the lines. It installs the process's global subscriber, as `yitong` does (the
+    // ids are read through the global dispatcher): the only test of this binary that does.
+    #[test]
+    fn a_line_carries_its_trace_and_span_ids() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        tracing_subscriber::registry()
+            .with(crate::otel_layer(&provider))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .event_format(WithoutStatements(JsonLines))
+                    .with_writer(move || writer.clone()),
+            )
+            .try_init()
+            .expect("no other global subscriber in this test binary");
+        tracing::info_span!("grpc.server").in_scope(|| {
+            tracing::debug!(target: "sqlx::query", summary = "SELECT 1", "statement");
+            tracing::info!(settlement_id = "S1", "recorded");
+        });
+        let text = String::from_utf8(buffer.0.lock().expect("buffer").clone()).expect("UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        let line: Value = serde_json::from_str(lines[0]).expect("one JSON object");
+        assert_eq!(line["message"], "recorded");
+        assert_eq!(line["fields"]["settlement_id"], "S1");
+        assert_eq!(line["span"], "grpc.server");
+        let hex = |key: &str, len: usize| {
+            let value = line[key].as_str().unwrap_or_default();
+            value.len() == len && value.chars().all(|c| c.is_ascii_hexdigit())
+        };
+        assert!(hex("trace_id", 32), "{line}");
+        assert!(hex("span_id", 16), "{line}");
+    }
+}
