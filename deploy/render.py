@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Renders the deployment files from seeds/network.toml, so a city enabled there is deployed too.
 
-Writes deploy/compose.yaml and deploy/compose/network.toml (one machine, Docker Compose), and
-deploy/k8s/*.yaml (a namespace per city and one for the clearing house). `--check` renders into
+Writes deploy/compose.yaml, deploy/compose/ (the network file, Prometheus' scrape configuration,
+the OpenTelemetry collector's) and deploy/grafana/ (the cities' dashboard and its provisioning)
+for one machine (Docker Compose), and deploy/k8s/*.yaml (a namespace per city and one for the
+clearing house). `--check` renders into
 memory and fails when a committed file differs: CI runs it, so the files never drift from the
 network file. Standard library only.
 """
@@ -23,6 +25,12 @@ GRPC_NAMES = {
     "ledger": "yitong.ledger.v1.LedgerService",
 }
 HEADER = "# Rendered by deploy/render.py from seeds/network.toml: edit those, then run it again.\n"
+# Every yitong container serves its Prometheus metrics here (`YITONG_METRICS_LISTEN`).
+METRICS_PORT = 9464
+# The OTLP/gRPC endpoint of the compose file's OpenTelemetry collector.
+COMPOSE_OTLP = "http://otel-collector:4317"
+# In Kubernetes, the collector the cluster's observability stack runs (not rendered here).
+K8S_OTLP = "http://otel-collector.observability.svc.cluster.local:4317"
 
 
 def port(endpoint: str) -> int:
@@ -133,6 +141,7 @@ def compose(network: dict) -> dict:
                 "    environment:",
                 "      YITONG_DATABASE_URL: postgres://yitong:yitong@postgres:5432/yitong",
                 "      YITONG_NETWORK: /etc/yitong/network.toml",
+                *compose_telemetry_env(),
             ]
             if service == "identity":
                 out += [
@@ -149,14 +158,221 @@ def compose(network: dict) -> dict:
         "    environment:",
         "      YITONG_DATABASE_URL: postgres://yitong:yitong@postgres:5432/yitong",
         "      YITONG_NETWORK: /etc/yitong/network.toml",
+        *compose_telemetry_env(),
         "    ports:",
         f'      - "{ledger}:{ledger}"',
+        "",
+        "  # Traces: every service exports OTLP to the collector, which passes them to Jaeger.",
+        "  otel-collector:",
+        "    image: otel/opentelemetry-collector:0.139.0",
+        '    command: ["--config=/etc/otelcol/config.yaml"]',
+        "    volumes:",
+        "      - ./compose/otel-collector.yaml:/etc/otelcol/config.yaml:ro",
+        "    depends_on:",
+        "      - jaeger",
+        "",
+        "  # The trace viewer: http://localhost:16686 (`yitong settlement show` links to it).",
+        "  jaeger:",
+        "    image: jaegertracing/all-in-one:1.74.0",
+        "    environment:",
+        '      COLLECTOR_OTLP_ENABLED: "true"',
+        "    ports:",
+        '      - "16686:16686"',
+        "",
+        f"  # Metrics: scrapes every service's :{METRICS_PORT}/metrics; http://localhost:9090.",
+        "  prometheus:",
+        "    image: prom/prometheus:v3.7.3",
+        "    command:",
+        '      - "--config.file=/etc/prometheus/prometheus.yml"',
+        "    volumes:",
+        "      - ./compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+        "    ports:",
+        '      - "9090:9090"',
+        "",
+        "  # The dashboard of the cities: http://localhost:3000 (admin / admin).",
+        "  grafana:",
+        "    image: grafana/grafana:12.2.1",
+        "    volumes:",
+        "      - ./grafana/provisioning:/etc/grafana/provisioning:ro",
+        "      - ./grafana/dashboards:/var/lib/grafana/dashboards:ro",
+        "    ports:",
+        '      - "3000:3000"',
+        "    depends_on:",
+        "      - prometheus",
         "",
         "volumes:",
         "  postgres: {}",
     ]
     files["compose.yaml"] = "\n".join(out) + "\n"
+    files["compose/prometheus.yml"] = prometheus_config(enabled)
+    files["compose/otel-collector.yaml"] = OTEL_COLLECTOR
+    files["grafana/dashboards/yitong.json"] = dashboard(enabled)
     return files
+
+
+def compose_telemetry_env() -> list[str]:
+    return [
+        f"      YITONG_METRICS_LISTEN: 0.0.0.0:{METRICS_PORT}",
+        f"      OTEL_EXPORTER_OTLP_ENDPOINT: {COMPOSE_OTLP}",
+        "      OTEL_TRACES_SAMPLER: parentbased_always_on",
+    ]
+
+
+OTEL_COLLECTOR = HEADER + """# The OpenTelemetry collector: OTLP in from every service, batched, OTLP out to Jaeger.
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 0.0.0.0:4317
+processors:
+  batch: {}
+exporters:
+  otlp:
+    endpoint: jaeger:4317
+    tls:
+      insecure: true
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [otlp]
+"""
+
+
+def prometheus_config(enabled: list[dict]) -> str:
+    """One scrape job for the cities' services (labelled with their city and service) and one
+    for the clearing house's ledger."""
+    lines = [
+        HEADER.rstrip(),
+        "global:",
+        "  scrape_interval: 15s",
+        "scrape_configs:",
+        "  - job_name: yitong",
+        "    static_configs:",
+    ]
+    for city in enabled:
+        for service in SERVICES:
+            lines += [
+                f'      - targets: ["{slug(city)}-{service}:{METRICS_PORT}"]',
+                "        labels:",
+                f'          city: "{city["code"]}"',
+                f"          service: {service}",
+            ]
+    lines += [
+        f'      - targets: ["ledger:{METRICS_PORT}"]',
+        "        labels:",
+        "          city: clearing",
+        "          service: ledger",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def dashboard(enabled: list[dict]) -> str:
+    """The Grafana dashboard of the enabled cities: a row per city (its settlements by
+    partner and outcome, fund pay, RPC errors and latency, settlements in doubt), then the
+    clearing house (prepaid funds, reconciliation breaks)."""
+    import json
+
+    panels = []
+    y = 0
+
+    def panel(title: str, exprs: list[tuple[str, str]], x: int, w: int, unit: str = "short") -> dict:
+        return {
+            "type": "timeseries",
+            "title": title,
+            "datasource": {"type": "prometheus", "uid": "prometheus"},
+            "gridPos": {"x": x, "y": y, "w": w, "h": 8},
+            "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+            "targets": [
+                {"refId": chr(65 + i), "expr": expr, "legendFormat": legend}
+                for i, (expr, legend) in enumerate(exprs)
+            ],
+        }
+
+    for city in enabled:
+        code = city["code"]
+        panels.append({
+            "type": "row",
+            "title": f"{city['name']} {city['name_zh']} ({code})",
+            "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+            "collapsed": False,
+            "panels": [],
+        })
+        y += 1
+        panels += [
+            panel("Settlements treated here, by insured city and outcome (per second)", [
+                (f'sum by (insured_city, outcome) (rate(yitong_settlements_total{{treatment_city="{code}"}}[5m]))',
+                 "{{insured_city}} {{outcome}}"),
+            ], 0, 8, "ops"),
+            panel("Fund pay for its insured persons, by treatment city (yuan per second)", [
+                (f'sum by (treatment_city) (rate(yitong_fund_paid_fen_total{{insured_city="{code}"}}[5m])) / 100',
+                 "at {{treatment_city}}"),
+            ], 8, 8, "currencyCNY"),
+            panel("RPC errors (share of calls not OK)", [
+                (f'sum by (method) (rate(yitong_rpc_requests_total{{owner="{code}",code!="OK"}}[5m]))'
+                 f' / sum by (method) (rate(yitong_rpc_requests_total{{owner="{code}"}}[5m]))',
+                 "{{method}}"),
+            ], 16, 8, "percentunit"),
+        ]
+        y += 8
+        panels += [
+            panel("RPC latency p95 by method", [
+                (f'histogram_quantile(0.95, sum by (le, method) (rate(yitong_rpc_duration_seconds_bucket{{owner="{code}"}}[5m])))',
+                 "{{method}}"),
+            ], 0, 12, "s"),
+            panel("Settlements in doubt (left by the recovery sweep)", [
+                (f'max(yitong_settlements_in_doubt{{city="{code}"}})', "in doubt"),
+            ], 12, 12),
+        ]
+        y += 8
+    panels.append({
+        "type": "row",
+        "title": "Clearing house",
+        "gridPos": {"x": 0, "y": y, "w": 24, "h": 1},
+        "collapsed": False,
+        "panels": [],
+    })
+    y += 1
+    panels += [
+        panel("Available prepaid funds (yuan)", [
+            ("max by (city) (yitong_prepaid_available_fen) / 100", "{{city}}"),
+        ], 0, 12, "currencyCNY"),
+        panel("Reconciliation breaks by class (per hour)", [
+            ("sum by (subject, class) (increase(yitong_reconciliation_breaks_total[1h]))", "{{subject}} {{class}}"),
+        ], 12, 12),
+    ]
+    board = {
+        "uid": "yitong-cities",
+        "title": "Yitong: the cities",
+        "tags": ["yitong"],
+        "timezone": "browser",
+        "schemaVersion": 41,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "panels": [dict(p, id=i + 1) for i, p in enumerate(panels)],
+    }
+    return json.dumps(board, indent=2, ensure_ascii=False) + "\n"
+
+
+GRAFANA_DATASOURCE = HEADER + """apiVersion: 1
+datasources:
+  - name: Prometheus
+    uid: prometheus
+    type: prometheus
+    access: proxy
+    url: http://prometheus:9090
+    isDefault: true
+"""
+
+GRAFANA_DASHBOARDS = HEADER + """apiVersion: 1
+providers:
+  - name: yitong
+    type: file
+    options:
+      path: /var/lib/grafana/dashboards
+"""
 
 
 def namespace(city) -> str:
@@ -169,6 +385,10 @@ def k8s_workload(city, service: str, p: int, code: str | None) -> list[str]:
     env = [
         "            - name: YITONG_NETWORK",
         "              value: /etc/yitong/network.toml",
+        "            - name: YITONG_METRICS_LISTEN",
+        f'              value: "0.0.0.0:{METRICS_PORT}"',
+        "            - name: OTEL_EXPORTER_OTLP_ENDPOINT",
+        f"              value: {K8S_OTLP}",
         "            - name: YITONG_DATABASE_URL",
         "              valueFrom:",
         "                secretKeyRef:",
@@ -212,6 +432,10 @@ def k8s_workload(city, service: str, p: int, code: str | None) -> list[str]:
         "      labels:",
         f"        app.kubernetes.io/name: {service}",
         "        app.kubernetes.io/part-of: yitong",
+        "      annotations:",
+        '        prometheus.io/scrape: "true"',
+        f'        prometheus.io/port: "{METRICS_PORT}"',
+        "        prometheus.io/path: /metrics",
         "    spec:",
         "      securityContext:",
         "        runAsNonRoot: true",
@@ -223,6 +447,8 @@ def k8s_workload(city, service: str, p: int, code: str | None) -> list[str]:
         "          ports:",
         "            - name: grpc",
         f"              containerPort: {p}",
+        "            - name: metrics",
+        f"              containerPort: {METRICS_PORT}",
         "          env:",
         *env,
         *probe("readinessProbe", 2),
@@ -258,6 +484,10 @@ def k8s_workload(city, service: str, p: int, code: str | None) -> list[str]:
         f"      port: {p}",
         "      targetPort: grpc",
         "      appProtocol: grpc",
+        "    - name: metrics",
+        f"      port: {METRICS_PORT}",
+        "      targetPort: metrics",
+        "      appProtocol: http",
         "---",
         "apiVersion: policy/v1",
         "kind: PodDisruptionBudget",
@@ -339,6 +569,8 @@ def k8s(network: dict) -> dict:
 def main() -> int:
     network = tomllib.loads((ROOT / "seeds" / "network.toml").read_text())
     files = {**compose(network), **k8s(network)}
+    files["grafana/provisioning/datasources/prometheus.yaml"] = GRAFANA_DATASOURCE
+    files["grafana/provisioning/dashboards/yitong.yaml"] = GRAFANA_DASHBOARDS
     check = "--check" in sys.argv[1:]
     stale = []
     for name, text in sorted(files.items()):

@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+use yitong_core::PeerChannel;
 use yitong_core::{CallLimits, CityCode, Network, peer_channel};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 
@@ -29,7 +29,7 @@ pub struct PeerEndpointError {
 /// Catalog clients for every other enabled city.
 #[derive(Debug, Clone)]
 pub(crate) struct Peers {
-    clients: HashMap<CityCode, CatalogServiceClient<Channel>>,
+    clients: HashMap<CityCode, CatalogServiceClient<PeerChannel>>,
 }
 
 impl Peers {
@@ -52,7 +52,7 @@ impl Peers {
     }
 
     /// A client to `city`'s node; `None` when the city is not enabled.
-    pub(crate) fn client(&self, city: CityCode) -> Option<CatalogServiceClient<Channel>> {
+    pub(crate) fn client(&self, city: CityCode) -> Option<CatalogServiceClient<PeerChannel>> {
         self.clients.get(&city).cloned()
     }
 }

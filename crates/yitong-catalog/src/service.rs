@@ -85,7 +85,7 @@ impl CatalogNode {
         &self,
         city: CityCode,
     ) -> Result<
-        pb::catalog_service_client::CatalogServiceClient<tonic::transport::Channel>,
+        pb::catalog_service_client::CatalogServiceClient<yitong_core::PeerChannel>,
         CatalogError,
     > {
         self.peers

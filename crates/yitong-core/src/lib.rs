@@ -23,5 +23,5 @@ pub use ids::{InstitutionCode, MessageId, PersonNo};
 pub use invalid::Invalid;
 pub use money::Amount;
 pub use network::{City, ClearingHouse, Network, NetworkError};
-pub use report::{CallLimits, cause_chain, peer_channel};
+pub use report::{CallLimits, PeerChannel, cause_chain, peer_channel};
 pub use service::{Owner, Service};

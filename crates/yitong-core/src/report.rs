@@ -34,15 +34,20 @@ impl Default for CallLimits {
     }
 }
 
+/// A channel to another node: every call has a client span and carries its trace context.
+pub type PeerChannel = yitong_telemetry::grpc::Traced<Channel>;
+
 /// A channel to another node that connects on first use and reconnects after failures, with a
 /// deadline on every call, so a node never waits without bound on a peer.
 pub fn peer_channel(
     endpoint: &str,
     limits: CallLimits,
-) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(endpoint.to_owned())?
-        .timeout(Duration::from_millis(limits.call_timeout_ms))
-        .connect_timeout(Duration::from_millis(limits.connect_timeout_ms))
-        .tcp_nodelay(true)
-        .connect_lazy())
+) -> Result<PeerChannel, tonic::transport::Error> {
+    Ok(yitong_telemetry::grpc::Traced::new(
+        Endpoint::from_shared(endpoint.to_owned())?
+            .timeout(Duration::from_millis(limits.call_timeout_ms))
+            .connect_timeout(Duration::from_millis(limits.connect_timeout_ms))
+            .tcp_nodelay(true)
+            .connect_lazy(),
+    ))
 }

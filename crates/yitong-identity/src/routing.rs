@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use tonic::transport::Channel;
+use yitong_core::PeerChannel;
 use yitong_core::{CallLimits, CityCode, Network, peer_channel};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 
@@ -13,7 +13,7 @@ pub(crate) const FORWARDED: &str = "yitong-forwarded";
 /// Identity clients for every other enabled city.
 #[derive(Debug, Clone)]
 pub(crate) struct Peers {
-    clients: HashMap<CityCode, IdentityServiceClient<Channel>>,
+    clients: HashMap<CityCode, IdentityServiceClient<PeerChannel>>,
 }
 
 impl Peers {
@@ -32,7 +32,7 @@ impl Peers {
         Ok(Peers { clients })
     }
 
-    pub(crate) fn client(&self, city: CityCode) -> Option<IdentityServiceClient<Channel>> {
+    pub(crate) fn client(&self, city: CityCode) -> Option<IdentityServiceClient<PeerChannel>> {
         self.clients.get(&city).cloned()
     }
 

@@ -28,9 +28,7 @@ use crate::reconcile::{
     DetailRun, Filter, Halt, Header, Opened, RESPONSES_BUFFERED_MAX, Replies, Totals,
 };
 use crate::repo;
-use crate::transfer::{
-    IDENTIFIER_CHARS_MAX, TransferCode, TransferId, parse_batch, parse_pending_ids,
-};
+use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferId, parse_batch, parse_pending_ids};
 
 /// Most account ids in one GetBalances request.
 const ACCOUNT_IDS_PER_BALANCES_MAX: usize = 100;
@@ -167,16 +165,18 @@ impl LedgerNode {
             Begun::Replay(reply) => return Ok(reply),
             Begun::Fresh(tx) => tx,
         };
-        // The insured cities whose prepaid funds this batch may draw on: those of its
-        // cross-city settlements. Their positions are read before and after the append, in
-        // the transaction, where the head's lock makes both exact.
+        // The cities whose prepaid position this batch may move: a fund or an insured city's
+        // obligation on either side (cross-city settlements and cancellations, deposits,
+        // withdrawals). Their positions are read before and after the append, in the
+        // transaction, where the head's lock makes both exact, for the warning and the metrics.
+        let moved = |account: &AccountId| match *account {
+            AccountId::Fund(city) | AccountId::Obligation { insured: city, .. } => Some(city),
+            _ => None,
+        };
         let drawn: BTreeSet<CityCode> = transfers
             .iter()
-            .filter(|transfer| transfer.code == TransferCode::Settlement)
-            .filter_map(|transfer| match transfer.credit {
-                AccountId::Obligation { insured, .. } => Some(insured),
-                _ => None,
-            })
+            .flat_map(|transfer| [moved(&transfer.debit), moved(&transfer.credit)])
+            .flatten()
             .collect();
         let mut appender = Appender::open(&mut tx).await?;
         let was = self.prepaid_of(appender.conn(), &drawn).await?;
@@ -189,6 +189,18 @@ impl LedgerNode {
         // The settlements are booked all the same: a claim is never refused at the counter for
         // want of prepaid funds.
         for ((city, was), (_, now)) in was.iter().zip(&now) {
+            let labels = yitong_telemetry::CityLabels {
+                city: city.to_string(),
+            };
+            let metrics = yitong_telemetry::metrics();
+            metrics
+                .prepaid_available_fen
+                .get_or_create(&labels)
+                .set(now.available_fen());
+            metrics
+                .prepaid_below_threshold
+                .get_or_create(&labels)
+                .set(i64::from(now.below_threshold()));
             if now.fell_below(was) {
                 tracing::warn!(
                     city = %city,
@@ -509,7 +521,12 @@ impl LedgerNode {
             ledger: Some(ledger.to_wire()),
             mismatched_figures: mismatched.into_iter().map(|figure| figure as i32).collect(),
         };
-        self.finish(tx, &message_id, reply).await
+        let reply = self.finish(tx, &message_id, reply).await?;
+        // Counted once, when first answered: a replay returned above.
+        if !reply.mismatched_figures.is_empty() {
+            count_breaks(request.scope.as_ref(), [("totals", 1)]);
+        }
+        Ok(reply)
     }
 
     /// ReconcileDetails: reads the header, opens (or resumes, or finds finished) the run, and
@@ -523,6 +540,7 @@ impl LedgerNode {
             Some(Item::Header(header)) => header,
             _ => return Err(Invalid::new("header", "must be the first message").into()),
         };
+        let header_scope = header.scope.clone();
         let header = Header::try_from(header).map_err(|invalid| invalid.within("header"))?;
         let opened = DetailRun::open(&self.store, header).await?;
         let (replies, receiver) = mpsc::channel(RESPONSES_BUFFERED_MAX);
@@ -535,7 +553,16 @@ impl LedgerNode {
                     .await;
             }
             Opened::Running(run) => {
+                // The run's replies pass through a counter of the breaks its summary names;
+                // a finished run opened again (above) is not counted twice.
+                let (counted, receiver_counted) = mpsc::channel(RESPONSES_BUFFERED_MAX);
+                tokio::spawn(count_detail_breaks(
+                    header_scope.clone(),
+                    ReceiverStream::new(receiver),
+                    counted,
+                ));
                 tokio::spawn(drive_details(run, stream, replies));
+                return Ok(ReceiverStream::new(receiver_counted));
             }
         }
         Ok(ReceiverStream::new(receiver))
@@ -562,6 +589,63 @@ impl LedgerNode {
         let reply = change(&mut appender).await?;
         appender.close().await?;
         self.finish(tx, &message_id, reply).await
+    }
+}
+
+/// Counts reconciliation breaks of `scope` in the process's metrics, by class.
+fn count_breaks<'a>(
+    scope: Option<&pb::ReconciliationScope>,
+    classes: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    use pb::reconciliation_scope::Subject;
+    let (scope, subject) = match scope.and_then(|scope| scope.subject.as_ref()) {
+        Some(Subject::InstitutionCode(code)) => ("institution", code.as_str()),
+        Some(Subject::TreatmentCity(city)) => ("treatment_city", city.as_str()),
+        Some(Subject::InsuredCity(city)) => ("insured_city", city.as_str()),
+        None => ("none", ""),
+    };
+    for (class, breaks) in classes {
+        if breaks > 0 {
+            yitong_telemetry::metrics()
+                .reconciliation_breaks
+                .get_or_create(&yitong_telemetry::BreakLabels {
+                    scope: scope.to_owned(),
+                    subject: subject.to_owned(),
+                    class: class.to_owned(),
+                })
+                .inc_by(breaks);
+        }
+    }
+}
+
+/// Passes a detail run's replies on, counting the breaks of its summary when it comes.
+async fn count_detail_breaks(
+    scope: Option<pb::ReconciliationScope>,
+    mut from: ReceiverStream<Result<pb::ReconcileDetailsResponse, Status>>,
+    to: Replies,
+) {
+    use pb::reconcile_details_response::Item;
+    use tokio_stream::StreamExt;
+    while let Some(reply) = from.next().await {
+        if let Ok(pb::ReconcileDetailsResponse {
+            item: Some(Item::Summary(summary)),
+        }) = &reply
+        {
+            count_breaks(
+                scope.as_ref(),
+                [
+                    ("missing_in_ledger", summary.missing_in_ledger),
+                    ("missing_in_submission", summary.missing_in_submission),
+                    ("duplicate", summary.duplicate),
+                    ("amount_mismatch", summary.amount_mismatch),
+                    ("timing", summary.timing),
+                ],
+            );
+        }
+        if to.send(reply).await.is_err() {
+            // The client went away; the run stops when its own channel closes.
+            return;
+        }
     }
 }
 

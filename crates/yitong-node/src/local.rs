@@ -243,7 +243,7 @@ impl LocalNetwork {
             }
             (owner, service) => unreachable!("{owner} does not run {service}"),
         };
-        let task = tokio::spawn(serve(role, listener, shutdown.clone()));
+        let task = tokio::spawn(serve(endpoint.owner, role, listener, shutdown.clone()));
         let key = (endpoint.owner, endpoint.service);
         let mut servers = self.servers.lock().expect("server table");
         servers.tasks.insert(key, (task, shutdown));

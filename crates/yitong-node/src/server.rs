@@ -6,6 +6,7 @@ use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use yitong_catalog::CatalogNode;
+use yitong_core::Owner;
 use yitong_identity::IdentityNode;
 use yitong_ledger::LedgerNode;
 use yitong_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
@@ -14,6 +15,7 @@ use yitong_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
 use yitong_proto::settlement::v1::benefit_service_server::BenefitServiceServer;
 use yitong_proto::settlement::v1::settlement_service_server::SettlementServiceServer;
 use yitong_settlement::{BenefitNode, SettlementNode};
+use yitong_telemetry::grpc::ServerLayer;
 
 /// What one server runs. A settlement node serves both the HIS-facing settlement service and
 /// the node-facing benefit service, which share the city's settlement store.
@@ -50,9 +52,11 @@ const REFLECTION: [&str; 2] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
-/// Serves `role` on `listener` until `shutdown` is cancelled, then finishes the calls in
-/// flight and returns.
+/// Serves `role`, run by `owner`, on `listener` until `shutdown` is cancelled, then finishes
+/// the calls in flight and returns. Every call of the role's services gets a server span (which
+/// continues the caller's trace) and is counted in the process's metrics under `owner`.
 pub async fn serve(
+    owner: Owner,
     role: Role,
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -82,6 +86,7 @@ pub async fn serve(
         .expect("descriptor sets are well formed");
 
     let router = Server::builder()
+        .layer(ServerLayer::new(owner.to_string()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

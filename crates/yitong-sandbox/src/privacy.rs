@@ -20,17 +20,40 @@ use yitong_core::CitizenId;
 static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
 
-/// Installs the watch as the process's global subscriber, once. Every level of Yitong's own
-/// crates is watched, and dependencies down to debug (their trace output is wire noise).
+/// What the watch filters: every level of Yitong's own crates, and dependencies down to debug
+/// (their trace output is wire noise).
+fn watch_filter() -> EnvFilter {
+    EnvFilter::new("debug,yitong=trace,h2=info,hyper=info,hyper_util=info,tower=info")
+}
+
+/// Installs the watch as the process's global subscriber, once.
 pub fn install() {
     INSTALL.call_once(|| {
-        let filter =
-            EnvFilter::new("debug,yitong=trace,h2=info,hyper=info,hyper_util=info,tower=info");
         let _ = tracing_subscriber::registry()
-            .with(filter)
+            .with(watch_filter())
             .with(Watch)
             .try_init();
     });
+}
+
+/// Installs the watch and, beside it, OpenTelemetry tracing to `provider`, as the process's
+/// global subscriber: for a test binary whose network exports its spans. It must come before
+/// any sandbox starts (which would install the watch alone); it panics when too late.
+pub fn install_with_traces(provider: &opentelemetry_sdk::trace::SdkTracerProvider) {
+    let mut installed = false;
+    INSTALL.call_once(|| {
+        tracing_subscriber::registry()
+            .with(watch_filter())
+            .with(Watch)
+            .with(yitong_telemetry::otel_layer(provider))
+            .try_init()
+            .expect("no other global subscriber was installed");
+        installed = true;
+    });
+    assert!(
+        installed,
+        "the privacy watch was installed without traces first"
+    );
 }
 
 /// Every leak seen so far in this process.

@@ -27,6 +27,8 @@ pub struct ConfigFile {
     pub pool_connections_max: Option<u32>,
     /// Deadline of every call to another node, in milliseconds.
     pub call_timeout_ms: Option<u64>,
+    /// Address of the Prometheus metrics endpoint; none when absent.
+    pub metrics_listen: Option<String>,
 }
 
 impl ConfigFile {

@@ -20,6 +20,9 @@ pub struct DevArgs {
     /// Directory of the seed files; network.toml there says where each node listens.
     #[arg(long, default_value_os_t = crate::default_seeds())]
     seeds: PathBuf,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`) of every node in the process.
+    #[arg(long, env = "YITONG_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    metrics_listen: String,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -46,6 +49,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let running = LocalNetwork::start(options)
         .await
         .context("cannot start the network")?;
+    let metrics = tokio::net::TcpListener::bind(&args.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", args.metrics_listen))?;
+    let metrics_url = format!("http://{}/metrics", metrics.local_addr()?);
+    let stop = running.shutdown_token();
+    tokio::spawn(yitong_telemetry::serve_metrics(metrics, async move {
+        stop.cancelled().await;
+    }));
 
     println!(
         "Yitong dev network is up ({}).",
@@ -72,6 +83,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         table.add_row([owner, endpoint.service.to_string(), endpoint.url.clone()]);
     }
     println!("{table}");
+    println!("Metrics: {metrics_url}");
     println!("Press Ctrl-C to stop.");
 
     crate::config::shutdown_signal().await;

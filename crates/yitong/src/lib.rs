@@ -12,12 +12,15 @@ mod logging;
 mod output;
 mod reconcile;
 mod serve;
+mod settlement;
+mod sink;
 mod stores;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use yitong_telemetry::TraceConfig;
 
 /// Yitong (一通): direct cross-city settlement of outpatient claims in the Jinan capital
 /// economic circle.
@@ -53,6 +56,11 @@ enum Command {
     /// per second and latency per RPC, then check the ledger against the settlements made;
     /// exits 1 when the check finds a disagreement.
     Bench(Box<bench::BenchArgs>),
+    /// Look at one settlement as its treatment city holds it, with its trace.
+    Settlement(settlement::SettlementCommand),
+    /// Receive OTLP traces and count them, keeping nothing: a stand-in collector for
+    /// measuring what tracing costs.
+    OtlpSink(sink::SinkArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,13 +83,22 @@ enum SeedAction {
 /// command found breaks or an altered journal, 2 on any error.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime starts");
     let outcome = runtime.block_on(async move {
-        match cli.command {
+        // Only the commands that serve export traces; the others are clients and log only.
+        let traces = match &cli.command {
+            Command::Dev(_) => TraceConfig::from_env("yitong-dev", None),
+            Command::Serve(args) => {
+                let (name, owner) = args.trace_identity();
+                TraceConfig::from_env(&name, Some(owner))
+            }
+            _ => None,
+        };
+        let telemetry = logging::init(traces);
+        let outcome = match cli.command {
             Command::Dev(args) => dev::run(args).await.map(clean),
             Command::Serve(args) => serve::run(args).await.map(clean),
             Command::Keygen(args) => keygen::run(args).map(clean),
@@ -95,7 +112,11 @@ pub fn main() -> ExitCode {
             Command::Clearing(command) => clearing::run(command).await,
             Command::Journal(command) => journal::run(command).await,
             Command::Bench(args) => bench::run(*args).await,
-        }
+            Command::Settlement(command) => settlement::run(command).await,
+            Command::OtlpSink(args) => sink::run(args).await.map(clean),
+        };
+        telemetry.shut_down().await;
+        outcome
     });
     match outcome {
         Ok(output::Outcome::Clean) => ExitCode::SUCCESS,

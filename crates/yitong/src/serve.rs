@@ -64,6 +64,23 @@ pub struct ServeArgs {
     /// Base64 of the 32-byte Ed25519 key that signs this city's e-vouchers (identity only).
     #[arg(long, env = "YITONG_E_VOUCHER_SIGNING_KEY", hide_env_values = true)]
     e_voucher_signing_key: Option<String>,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`), "0.0.0.0:9464"; none
+    /// when not given.
+    #[arg(long, env = "YITONG_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+}
+
+impl ServeArgs {
+    /// The trace resource's default service name ("yitong-settlement") and its owner
+    /// ("370300", or "clearing" for the ledger), as the arguments give them.
+    pub fn trace_identity(&self) -> (String, String) {
+        let service = Service::from(self.service);
+        let owner = match service {
+            Service::Ledger => "clearing".to_owned(),
+            _ => self.city.clone().unwrap_or_default(),
+        };
+        (format!("yitong-{service}"), owner)
+    }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -177,11 +194,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         stop.cancel();
     });
+    if let Some(address) = args.metrics_listen.or(file.metrics_listen) {
+        let metrics = TcpListener::bind(&address)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {address}"))?;
+        tracing::info!(address = %metrics.local_addr()?, "serving metrics");
+        let stop = shutdown.clone();
+        tokio::spawn(yitong_telemetry::serve_metrics(metrics, async move {
+            stop.cancelled().await;
+        }));
+    }
     // The settlement node's recovery sweep runs at start-up and periodically, until shutdown.
     if let Role::Settlement(node, _) = &role {
         node.spawn_recovery(shutdown.clone());
     }
-    serve(role, listener, shutdown).await?;
+    serve(owner, role, listener, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

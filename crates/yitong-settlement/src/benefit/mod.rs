@@ -17,8 +17,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Datelike;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use yitong_core::PeerChannel;
 use yitong_core::{Amount, CallLimits, CityCode, Invalid, MessageId, Network, peer_channel};
 use yitong_proto::catalog::v1::GetPolicyRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
@@ -47,8 +47,8 @@ pub struct BenefitNode {
     city: CityCode,
     store: Store,
     network: Arc<Network>,
-    identity: IdentityServiceClient<Channel>,
-    catalog: CatalogServiceClient<Channel>,
+    identity: IdentityServiceClient<PeerChannel>,
+    catalog: CatalogServiceClient<PeerChannel>,
 }
 
 /// The person and the policy a claim is priced under.

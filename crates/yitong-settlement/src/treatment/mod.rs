@@ -23,8 +23,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
+use yitong_core::PeerChannel;
 use yitong_core::{
     Amount, CallLimits, CityCode, Date, InstitutionCode, Invalid, MessageId, Network, PersonNo,
     peer_channel,
@@ -85,11 +85,11 @@ impl Default for TreatmentOptions {
 pub struct SettlementNode {
     city: CityCode,
     store: Store,
-    identity: IdentityServiceClient<Channel>,
-    catalog: CatalogServiceClient<Channel>,
+    identity: IdentityServiceClient<PeerChannel>,
+    catalog: CatalogServiceClient<PeerChannel>,
     /// The BenefitService of every enabled city, this one included (same-city visits).
-    benefits: Arc<HashMap<CityCode, BenefitServiceClient<Channel>>>,
-    ledger: LedgerServiceClient<Channel>,
+    benefits: Arc<HashMap<CityCode, BenefitServiceClient<PeerChannel>>>,
+    ledger: LedgerServiceClient<PeerChannel>,
     options: TreatmentOptions,
 }
 
@@ -296,7 +296,7 @@ impl SettlementNode {
         Ok(person)
     }
 
-    fn benefit(&self, city: CityCode) -> Result<BenefitServiceClient<Channel>, TreatmentError> {
+    fn benefit(&self, city: CityCode) -> Result<BenefitServiceClient<PeerChannel>, TreatmentError> {
         self.benefits.get(&city).cloned().ok_or_else(|| {
             TreatmentError::refused(
                 "CITY_NOT_ENABLED",

@@ -40,6 +40,16 @@ use super::{
     encode, fen, timestamp,
 };
 
+/// The fund pay of a recorded settlement, in fen (its split is written by this node, so it
+/// parses; zero otherwise).
+fn fund_pay_fen(settlement: &pb::Settlement) -> u64 {
+    settlement
+        .split
+        .as_ref()
+        .and_then(|split| yitong_core::Amount::parse(&split.fund_pay).ok())
+        .map_or(0, |amount| u64::try_from(amount.fen()).unwrap_or(0))
+}
+
 /// A settlement id whose intent is written (phase PENDING): what steps 2 to 4 work on.
 #[derive(Debug, Clone)]
 pub struct Intent {
@@ -188,7 +198,15 @@ impl SettlementNode {
             Started::Answered(answer) => return Ok(*answer),
             Started::Intent(intent) => intent,
         };
-        self.drive(&intent).await?;
+        let insured_city = intent.row.insured_city.clone();
+        let settlement = match self.drive(&intent).await {
+            Ok(settlement) => settlement,
+            Err(error) => {
+                self.observe(&insured_city, "refused", 0);
+                return Err(error);
+            }
+        };
+        self.observe(&insured_city, "settled", fund_pay_fen(&settlement));
         self.finish_completion(intent.settlement_id()).await;
         let mut conn = self.store.pool().acquire().await?;
         let row = repo::settlement(&mut conn, intent.settlement_id())
@@ -197,6 +215,16 @@ impl SettlementNode {
         Ok(pb::SettleResponse {
             settlement: Some(decode(&row.record, "settlement record")?),
         })
+    }
+
+    /// Counts one outcome of a Settle or a cancellation in the process's metrics.
+    fn observe(&self, insured_city: &str, outcome: &str, fund_pay_fen: u64) {
+        yitong_telemetry::metrics().observe_settlement(
+            &self.city.to_string(),
+            insured_city,
+            outcome,
+            fund_pay_fen,
+        );
     }
 
     /// Steps 2 to 4; any failure voids the intent and is returned.
@@ -300,7 +328,9 @@ impl SettlementNode {
             settled_at: None,
             settlement_date: today.to_string(),
             completed_at: None,
-            trace_id: String::new(),
+            // The Settle's own trace (the HIS's, when it sent a traceparent), so an operator
+            // goes from the settlement to every span of every city it touched.
+            trace_id: yitong_telemetry::current_trace_id().unwrap_or_default(),
             operator_id: input.operator_id.clone(),
         };
         let row = SettlementRow {
@@ -739,6 +769,13 @@ impl SettlementNode {
                 }
             }
         }
+        // What the sweep could not resolve stays in doubt until a later sweep does.
+        yitong_telemetry::metrics()
+            .settlements_in_doubt
+            .get_or_create(&yitong_telemetry::CityLabels {
+                city: self.city.to_string(),
+            })
+            .set(i64::try_from(report.left).unwrap_or(i64::MAX));
         Ok(report)
     }
 
@@ -787,9 +824,12 @@ impl SettlementNode {
         };
         match self.cancel(&original, request).await? {
             Cancelled::Replay(bytes) => decode_reply(&bytes),
-            Cancelled::Done(settlement) => Ok(pb::CancelSettlementResponse {
-                settlement: Some(*settlement),
-            }),
+            Cancelled::Done(settlement) => {
+                self.observe(&original.insured_city, "cancelled", 0);
+                Ok(pb::CancelSettlementResponse {
+                    settlement: Some(*settlement),
+                })
+            }
         }
     }
 

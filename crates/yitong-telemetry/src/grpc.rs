@@ -1,0 +1,290 @@
+//! Spans, W3C trace context and metrics on every gRPC hop.
+//!
+//! [`ServerLayer`] wraps a tonic server: each call gets a server span named after its method
+//! with the OpenTelemetry RPC attributes, continues the caller's trace from the `traceparent`
+//! metadata (an HIS's own trace included), and is counted and timed in [`crate::metrics()`].
+//! [`Traced`] wraps a client channel: each outgoing call gets a client span and carries the
+//! span's trace context to the peer.
+//!
+//! The status code comes from the response head. Tonic answers every error of a unary call
+//! "trailers-only", with `grpc-status` in the head, so a head without it is a call that
+//! succeeded; an error a streaming reply sends after its first message is not seen here.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::metrics::{MethodLabels, metrics};
+
+/// Services left out of spans and metrics: health probes and reflection are infrastructure,
+/// and a probe every few seconds would drown the traces of claims.
+const UNTRACED_PREFIXES: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
+
+/// "/yitong.settlement.v1.SettlementService/Settle" -> ("yitong.settlement.v1.SettlementService", "Settle").
+fn rpc_of(path: &str) -> (&str, &str) {
+    path.trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""))
+}
+
+/// The gRPC status code of a response head: its `grpc-status`, else OK (see the module docs).
+fn status_code<B>(response: &Response<B>) -> i32 {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The status's name as gRPC spells it, for metric labels.
+fn status_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        2 => "UNKNOWN",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Records the outcome on a span: the gRPC code, and an error status for the codes that mean
+/// the server failed (the OpenTelemetry RPC conventions leave client errors unmarked on the
+/// server side).
+fn record_status(span: &tracing::Span, code: i32, server: bool) {
+    span.record("rpc.grpc.status_code", code);
+    let failed = if server {
+        matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
+    } else {
+        code != 0
+    };
+    if failed {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// A tower layer for tonic servers: a server span, trace context extraction and RPC metrics
+/// for every call. `owner` names who serves ("370300", "clearing").
+#[derive(Debug, Clone)]
+pub struct ServerLayer {
+    owner: String,
+}
+
+impl ServerLayer {
+    pub fn new(owner: impl Into<String>) -> ServerLayer {
+        ServerLayer {
+            owner: owner.into(),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ServerLayer {
+    type Service = Server<S>;
+
+    fn layer(&self, inner: S) -> Server<S> {
+        Server {
+            inner,
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+/// The service [`ServerLayer`] builds.
+#[derive(Debug, Clone)]
+pub struct Server<S> {
+    inner: S,
+    owner: String,
+}
+
+impl<S, B, RB> tower::Service<Request<B>> for Server<S>
+where
+    S: tower::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = BoxFuture<Response<RB>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The clone is not ready: keep the ready one for this call (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path();
+        if UNTRACED_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+        {
+            return Box::pin(inner.call(request));
+        }
+        let (service, method) = rpc_of(path);
+        let labels = MethodLabels {
+            owner: self.owner.clone(),
+            service: service.to_owned(),
+            method: method.to_owned(),
+        };
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %format_args!("{service}/{method}"),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = Empty,
+            yitong.owner = %self.owner,
+        );
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+        // Fails only when no OpenTelemetry layer is installed: then there is nothing to continue.
+        let _ = span.set_parent(parent);
+        let started = Instant::now();
+        let call = inner.call(request).instrument(span.clone());
+        Box::pin(async move {
+            let result = call.await;
+            let code = match &result {
+                Ok(response) => status_code(response),
+                // A transport failure: the call did not get a gRPC answer.
+                Err(_) => 2,
+            };
+            record_status(&span, code, true);
+            metrics().observe_rpc(labels, status_name(code), started.elapsed());
+            result
+        })
+    }
+}
+
+/// A client channel whose every call has a client span and carries its trace context.
+#[derive(Debug, Clone)]
+pub struct Traced<C> {
+    inner: C,
+}
+
+impl<C> Traced<C> {
+    pub fn new(inner: C) -> Traced<C> {
+        Traced { inner }
+    }
+}
+
+impl<C, B, RB> tower::Service<Request<B>> for Traced<C>
+where
+    C: tower::Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    C::Future: Send + 'static,
+    C::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = C::Error;
+    type Future = BoxFuture<Response<RB>, C::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (service, method) = rpc_of(request.uri().path());
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = %format_args!("{service}/{method}"),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = Empty,
+            server.address = request.uri().host().unwrap_or_default(),
+            server.port = request.uri().port_u16().unwrap_or_default(),
+        );
+        // With no OpenTelemetry layer the context is empty and nothing is injected.
+        TraceContextPropagator::new()
+            .inject_context(&span.context(), &mut HeaderInjector(request.headers_mut()));
+        let call = inner.call(request).instrument(span.clone());
+        Box::pin(async move {
+            let result = call.await;
+            let code = match &result {
+                Ok(response) => status_code(response),
+                // The peer could not be reached: what tonic reports as UNAVAILABLE.
+                Err(_) => 14,
+            };
+            record_status(&span, code, false);
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a method path splits into the service and the method the RPC conventions name,
+    // and that a head without grpc-status is read as OK and one with it as its code.
+    #[test]
+    fn paths_and_status_codes_are_read_as_grpc_means_them() {
+        assert_eq!(
+            rpc_of("/yitong.settlement.v1.SettlementService/Settle"),
+            ("yitong.settlement.v1.SettlementService", "Settle")
+        );
+        let ok = Response::new(());
+        assert_eq!(status_code(&ok), 0);
+        let mut refused = Response::new(());
+        refused
+            .headers_mut()
+            .insert("grpc-status", HeaderValue::from_static("9"));
+        assert_eq!(status_code(&refused), 9);
+        assert_eq!(status_name(9), "FAILED_PRECONDITION");
+    }
+}

@@ -1,0 +1,259 @@
+//! The process's Prometheus metrics: one registry per process, labelled by owner (a city or
+//! the clearing house), so `yitong dev` and the sandbox, which run every node in one process,
+//! still tell the cities apart.
+//!
+//! Money is counted in integer fen. Only RPC durations are floating point (seconds), as the
+//! Prometheus convention wants.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// One RPC served: who served it, which method, and the gRPC status code it ended with.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// "370300" or "clearing".
+    pub owner: String,
+    /// The fully qualified gRPC service, "yitong.settlement.v1.SettlementService".
+    pub service: String,
+    pub method: String,
+    /// The gRPC status name, "OK" or "FAILED_PRECONDITION".
+    pub code: String,
+}
+
+/// One RPC's duration, without the code (so a histogram per method, not per outcome).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub owner: String,
+    pub service: String,
+    pub method: String,
+}
+
+/// A settlement's city pair and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SettlementLabels {
+    pub treatment_city: String,
+    pub insured_city: String,
+    /// "settled", "refused" (the Settle failed before it was recorded), "cancelled".
+    pub outcome: String,
+}
+
+/// A city pair, for fund pay.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PairLabels {
+    pub treatment_city: String,
+    pub insured_city: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CityLabels {
+    pub city: String,
+}
+
+/// Reconciliation breaks of one class found for one submitter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakLabels {
+    /// Whose records were reconciled: "institution", "treatment_city" or "insured_city".
+    pub scope: String,
+    /// The institution code or city code.
+    pub subject: String,
+    /// "missing_in_ledger", "missing_in_submission", "duplicate", "amount_mismatch", "timing",
+    /// or "totals" for a totals reconciliation that did not match.
+    pub class: String,
+}
+
+/// Every metric a Yitong process exposes.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub rpc_requests: Family<RpcLabels, Counter>,
+    pub rpc_duration: Family<MethodLabels, Histogram>,
+    pub settlements: Family<SettlementLabels, Counter>,
+    pub fund_paid_fen: Family<PairLabels, Counter>,
+    pub settlements_in_doubt: Family<CityLabels, Gauge>,
+    pub reconciliation_breaks: Family<BreakLabels, Counter>,
+    pub prepaid_available_fen: Family<CityLabels, Gauge>,
+    pub prepaid_below_threshold: Family<CityLabels, Gauge>,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms to about 16 s, doubling.
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("yitong");
+        let metrics = Metrics {
+            rpc_requests: Family::default(),
+            rpc_duration: Family::new_with_constructor(duration_histogram),
+            settlements: Family::default(),
+            fund_paid_fen: Family::default(),
+            settlements_in_doubt: Family::default(),
+            reconciliation_breaks: Family::default(),
+            prepaid_available_fen: Family::default(),
+            prepaid_below_threshold: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "rpc_requests",
+            "gRPC calls served, by owner, method and status code",
+            metrics.rpc_requests.clone(),
+        );
+        registry.register(
+            "rpc_duration_seconds",
+            "time to serve one gRPC call, by owner and method",
+            metrics.rpc_duration.clone(),
+        );
+        registry.register(
+            "settlements",
+            "settles, refusals and cancellations at the treatment city, by city pair and outcome",
+            metrics.settlements.clone(),
+        );
+        registry.register(
+            "fund_paid_fen",
+            "fund pay of settlements recorded at the treatment city, in fen, by city pair (cancellations do not subtract)",
+            metrics.fund_paid_fen.clone(),
+        );
+        registry.register(
+            "settlements_in_doubt",
+            "settlements the treatment city's recovery sweep found pending or recorded but not completed",
+            metrics.settlements_in_doubt.clone(),
+        );
+        registry.register(
+            "reconciliation_breaks",
+            "breaks found by detail and totals reconciliation, by submitter and class",
+            metrics.reconciliation_breaks.clone(),
+        );
+        registry.register(
+            "prepaid_available_fen",
+            "a city's available prepaid fund at the clearing house, in fen, as of the last transfers created that moved it (a void or expiry of a pending one shows at the next)",
+            metrics.prepaid_available_fen.clone(),
+        );
+        registry.register(
+            "prepaid_below_threshold",
+            "1 while a city's available prepaid fund is below its low-balance threshold",
+            metrics.prepaid_below_threshold.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The exposition in the OpenMetrics 1.0 text format, which Prometheus asks for first.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// The exposition in Prometheus' classic text format (0.0.4), for scrapers that do not ask
+    /// for OpenMetrics and for `promtool check metrics`.
+    pub fn encode_prometheus(&self) -> String {
+        to_prometheus_text(&self.encode())
+    }
+
+    /// One served RPC.
+    pub fn observe_rpc(&self, method: MethodLabels, code: &str, elapsed: Duration) {
+        self.rpc_requests
+            .get_or_create(&RpcLabels {
+                owner: method.owner.clone(),
+                service: method.service.clone(),
+                method: method.method.clone(),
+                code: code.to_owned(),
+            })
+            .inc();
+        self.rpc_duration
+            .get_or_create(&method)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One settlement outcome at the treatment city, with the fund pay of a settled one
+    /// (zero for the other outcomes).
+    pub fn observe_settlement(
+        &self,
+        treatment_city: &str,
+        insured_city: &str,
+        outcome: &str,
+        fund_pay_fen: u64,
+    ) {
+        self.settlements
+            .get_or_create(&SettlementLabels {
+                treatment_city: treatment_city.to_owned(),
+                insured_city: insured_city.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        if fund_pay_fen > 0 {
+            self.fund_paid_fen
+                .get_or_create(&PairLabels {
+                    treatment_city: treatment_city.to_owned(),
+                    insured_city: insured_city.to_owned(),
+                })
+                .inc_by(fund_pay_fen);
+        }
+    }
+}
+
+/// OpenMetrics text to Prometheus' 0.0.4 text, for the metric types this registry holds
+/// (counters, gauges, histograms): the two differ only in that OpenMetrics names a counter's
+/// family without the `_total` its samples carry, and ends with `# EOF`.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let lines: Vec<&str> = openmetrics.lines().collect();
+    let counters: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in lines {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(renamed) => text.push_str(&renamed),
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves the classic text names counter families as their samples are named and drops the
+    // OpenMetrics end marker, leaving gauges and histograms as they were.
+    #[test]
+    fn classic_text_names_counters_with_total() {
+        let openmetrics = "# HELP a_calls calls.\n# TYPE a_calls counter\na_calls_total{x=\"1\"} 2\n\
+            # HELP a_level level.\n# TYPE a_level gauge\na_level 3\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(openmetrics),
+            "# HELP a_calls_total calls.\n# TYPE a_calls_total counter\na_calls_total{x=\"1\"} 2\n\
+             # HELP a_level level.\n# TYPE a_level gauge\na_level 3\n"
+        );
+    }
+}

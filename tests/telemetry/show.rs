@@ -1,0 +1,106 @@
+//! `yitong settlement show`, the built binary, on a settlement made while tracing was on.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use tracing::Instrument;
+use yitong_core::{CityCode, Owner, Service};
+use yitong_sandbox::{DONGYING, Database, Sandbox, ZIBO};
+
+use crate::collector::collector;
+use crate::visit::settle_visit;
+
+/// The `yitong` binary next to this test binary, built once per process (as tests/e2e/cli.rs
+/// does: cargo does not build another package's binary for a test).
+fn yitong() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in target/<profile>/deps");
+        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "yitong",
+                "--bin",
+                "yitong",
+                "--profile",
+            ])
+            .arg(&profile)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build of the yitong binary failed");
+        profile_dir.join(format!("yitong{}", std::env::consts::EXE_SUFFIX))
+    })
+}
+
+// Proves that `yitong settlement show` prints a settlement made under a trace with that
+// trace's id and the viewer link the template builds, and that an unknown settlement is an
+// error (exit code 2), not an empty success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlement_show_prints_the_trace_id_and_its_link() {
+    collector();
+    let net = Sandbox::start(Database::Sqlite)
+        .await
+        .expect("SQLite always starts");
+    let settlement = settle_visit(&net, "SHOW-1", DONGYING, ZIBO, 1)
+        .instrument(tracing::info_span!("his.show"))
+        .await;
+    assert_eq!(settlement.trace_id.len(), 32, "settled under a trace");
+    let endpoint = net.endpoint(
+        Owner::City(CityCode::parse(DONGYING).expect("region code")),
+        Service::Settlement,
+    );
+    let show = |id: String| {
+        let endpoint = endpoint.clone();
+        let institution = settlement.institution_code.clone();
+        async move {
+            tokio::process::Command::new(yitong())
+                .args(["settlement", "show", &id, "--institution", &institution])
+                .args(["--settlement", &endpoint])
+                .args([
+                    "--trace-url-template",
+                    "http://viewer:16686/trace/{trace_id}",
+                ])
+                .env("RUST_LOG", "warn")
+                .output()
+                .await
+                .expect("the binary runs")
+        }
+    };
+
+    let output = show(settlement.settlement_id.clone()).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains(&settlement.settlement_id), "{stdout}");
+    assert!(
+        stdout.contains(&format!("trace            {}", settlement.trace_id)),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "http://viewer:16686/trace/{}",
+            settlement.trace_id
+        )),
+        "{stdout}"
+    );
+
+    let missing = show("NO-SUCH-SETTLEMENT".into()).await;
+    assert_eq!(missing.status.code(), Some(2));
+    net.shut_down().await;
+}
