@@ -1,48 +1,12 @@
 //! `yitong settlement show`, the built binary, on a settlement made while tracing was on.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
 use tracing::Instrument;
 use yitong_core::{CityCode, Owner, Service};
 use yitong_sandbox::{DONGYING, Database, Sandbox, ZIBO};
+use yitong_tests::yitong;
 
 use crate::collector::collector;
 use crate::visit::settle_visit;
-
-/// The `yitong` binary next to this test binary, built once per process (as tests/e2e/cli.rs
-/// does: cargo does not build another package's binary for a test).
-fn yitong() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test binary lives in target/<profile>/deps");
-        let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-            Some("debug") | None => "dev".to_owned(),
-            Some(other) => other.to_owned(),
-        };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "yitong",
-                "--bin",
-                "yitong",
-                "--profile",
-            ])
-            .arg(&profile)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build of the yitong binary failed");
-        profile_dir.join(format!("yitong{}", std::env::consts::EXE_SUFFIX))
-    })
-}
 
 // Proves that `yitong settlement show` prints a settlement made under a trace with that
 // trace's id and the viewer link the template builds, and that an unknown settlement is an
