@@ -4,7 +4,8 @@
 //! with the OpenTelemetry RPC attributes, continues the caller's trace from the `traceparent`
 //! metadata (an HIS's own trace included), and is counted and timed in [`crate::metrics()`].
 //! [`Traced`] wraps a client channel: each outgoing call gets a client span and carries the
-//! span's trace context to the peer.
+//! span's trace context to the peer. While the process exports no traces
+//! ([`crate::tracing_on`]), neither makes a span; calls are still counted and timed.
 //!
 //! The status code comes from the response head. Tonic answers every error of a unary call
 //! "trailers-only", with `grpc-status` in the head, so a head without it is a call that
@@ -176,6 +177,20 @@ where
             service: service.to_owned(),
             method: method.to_owned(),
         };
+        let started = Instant::now();
+        if !crate::tracing_on() {
+            // Counted and timed all the same.
+            let call = inner.call(request);
+            return Box::pin(async move {
+                let result = call.await;
+                let code = match &result {
+                    Ok(response) => status_code(response),
+                    Err(_) => 2,
+                };
+                metrics().observe_rpc(labels, status_name(code), started.elapsed());
+                result
+            });
+        }
         let span = tracing::info_span!(
             "grpc.server",
             otel.name = %format_args!("{service}/{method}"),
@@ -190,7 +205,6 @@ where
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
         // Fails only when no OpenTelemetry layer is installed: then there is nothing to continue.
         let _ = span.set_parent(parent);
-        let started = Instant::now();
         let call = inner.call(request).instrument(span.clone());
         Box::pin(async move {
             let result = call.await;
@@ -236,6 +250,9 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        if !crate::tracing_on() {
+            return Box::pin(inner.call(request));
+        }
         let (service, method) = rpc_of(request.uri().path());
         let span = tracing::info_span!(
             "grpc.client",

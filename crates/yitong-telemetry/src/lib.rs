@@ -105,10 +105,13 @@ pub fn tracer_provider(config: &TraceConfig) -> Result<SdkTracerProvider, Teleme
 /// exporter crates, whose spans would otherwise trace the exporter exporting, in a loop), and
 /// sqlx's statement events become database spans ([`db::DbSpans`]), when the subscriber's
 /// filter lets `sqlx::query` through at debug ([`DB_SPANS_DIRECTIVE`]).
+///
+/// Building it turns on the spans of [`grpc`], which are not made while tracing is off.
 pub fn otel_layer<S>(provider: &SdkTracerProvider) -> impl Layer<S> + Send + Sync + 'static
 where
     S: Subscriber + for<'span> LookupSpan<'span> + Send + Sync,
 {
+    TRACING.store(true, std::sync::atomic::Ordering::Relaxed);
     let tracer: SdkTracer = provider.tracer("yitong");
     let filter = Targets::new()
         .with_default(LevelFilter::INFO)
@@ -124,6 +127,16 @@ where
         .with_tracer(tracer.clone())
         .with_filter(filter)
         .and_then(db::DbSpans::new(tracer))
+}
+
+/// Whether this process exports traces: set once an OpenTelemetry layer is built.
+static TRACING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports traces. While it does not, the gRPC layers make no spans and
+/// carry no trace context: a span nobody exports would only cost the subscriber's work on every
+/// call (BENCHMARKS.md, "What tracing costs").
+pub fn tracing_on() -> bool {
+    TRACING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The filter directive that makes sqlx emit the statement events database spans are made of.
