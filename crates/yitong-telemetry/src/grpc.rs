@@ -178,33 +178,28 @@ where
             method: method.to_owned(),
         };
         let started = Instant::now();
-        if !crate::tracing_on() {
-            // Counted and timed all the same.
-            let call = inner.call(request);
-            return Box::pin(async move {
-                let result = call.await;
-                let code = match &result {
-                    Ok(response) => status_code(response),
-                    Err(_) => 2,
-                };
-                metrics().observe_rpc(labels, status_name(code), started.elapsed());
-                result
-            });
-        }
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %format_args!("{service}/{method}"),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = Empty,
-            yitong.owner = %self.owner,
-        );
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-        // Fails only when no OpenTelemetry layer is installed: then there is nothing to continue.
-        let _ = span.set_parent(parent);
+        // While nothing exports traces no span is made: one would only cost the subscriber's
+        // work. A disabled span records nothing and instruments for free.
+        let span = if crate::tracing_on() {
+            let span = tracing::info_span!(
+                "grpc.server",
+                otel.name = %format_args!("{service}/{method}"),
+                otel.kind = "server",
+                otel.status_code = Empty,
+                rpc.system = "grpc",
+                rpc.service = %service,
+                rpc.method = %method,
+                rpc.grpc.status_code = Empty,
+                yitong.owner = %self.owner,
+            );
+            let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+            // Fails only when no OpenTelemetry layer is installed: then there is nothing to
+            // continue.
+            let _ = span.set_parent(parent);
+            span
+        } else {
+            tracing::Span::none()
+        };
         let call = inner.call(request).instrument(span.clone());
         Box::pin(async move {
             let result = call.await;
