@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let protos: Vec<PathBuf> = ["identity", "catalog", "settlement", "ledger"]
+    let protos: Vec<PathBuf> = ["identity", "catalog", "settlement", "ledger", "audit"]
         .iter()
         .map(|service| root.join(format!("yitong/{service}/v1/{service}.proto")))
         .collect();

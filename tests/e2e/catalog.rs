@@ -3,7 +3,7 @@
 //! change sets, effective-dated policies, and the designated institutions of every city.
 
 use tonic::Code;
-use tonic::transport::Channel;
+use yitong_sandbox::Channel;
 use yitong_core::{Date, today};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::catalog::v1::{

@@ -23,7 +23,7 @@ fn served(service: Service) -> &'static [&'static str] {
     }
 }
 
-async fn reflection_v1_list(channel: tonic::transport::Channel) -> Vec<String> {
+async fn reflection_v1_list(channel: yitong_sandbox::Channel) -> Vec<String> {
     use v1::server_reflection_request::MessageRequest;
     use v1::server_reflection_response::MessageResponse;
     let request = v1::ServerReflectionRequest {
@@ -51,7 +51,7 @@ async fn reflection_v1_list(channel: tonic::transport::Channel) -> Vec<String> {
     }
 }
 
-async fn reflection_v1alpha_list(channel: tonic::transport::Channel) -> Vec<String> {
+async fn reflection_v1alpha_list(channel: yitong_sandbox::Channel) -> Vec<String> {
     use v1alpha::server_reflection_request::MessageRequest;
     use v1alpha::server_reflection_response::MessageResponse;
     let request = v1alpha::ServerReflectionRequest {

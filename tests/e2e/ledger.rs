@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use tonic::transport::Channel;
+use yitong_sandbox::Channel;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_proto::ledger::v1::{

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
+use yitong_sandbox::Channel;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;

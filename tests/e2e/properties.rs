@@ -139,7 +139,7 @@ async fn settle_then_cancel(
     let totals_before = totals(net, case).await;
     let balances_before = balances(net).await;
 
-    let mut his = net.settlement(treatment);
+    let mut his = net.his_settlement(&hospital(treatment));
     let register = register_request(&format!("P-R-{tag}"), treatment, insured, case.person);
     let visit = his
         .register_visit(register)

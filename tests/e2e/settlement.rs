@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Code, Request};
-use yitong_core::{Amount, CallLimits, CityCode, Owner, Service};
+use yitong_core::{Amount, CityCode, Owner, Service};
 use yitong_proto::identity::v1::{Credential, InsuranceType, credential::Kind};
 use yitong_proto::ledger::v1::{
     GetBalancesRequest, LookupTransfersRequest, TransferStatus, lookup_transfers_request::Selector,
@@ -167,7 +167,7 @@ pub(crate) fn cancel_request(message_id: &str, settlement: &Settlement) -> Cance
 /// Registers the `n`-th person of `insured` at `treatment`'s level-3 hospital and uploads the
 /// visit's lines.
 async fn open_visit(net: &Sandbox, tag: &str, treatment: &str, insured: &str, n: u32) -> Visit {
-    let mut his = net.settlement(treatment);
+    let mut his = net.his_settlement(&hospital(treatment));
     let visit = his
         .register_visit(register_request(&format!("R-{tag}"), treatment, insured, n))
         .await
@@ -262,7 +262,7 @@ network_test! {
                 let visit = open_visit(net, &tag, treatment, insured, n).await;
                 assert_eq!(visit.fee_total, VISIT_TOTAL);
                 assert_eq!(visit.insured_city, insured);
-                let mut his = net.settlement(treatment);
+                let mut his = net.his_settlement(&hospital(treatment));
                 let request = settle_request(&format!("S-{tag}"), &visit, n, n == 1);
                 let pre = PreSettleRequest {
                     message_id: format!("P-{tag}"),
@@ -301,7 +301,7 @@ network_test! {
 
         let today = &live[0].settlement_date;
         let listed = net
-            .settlement(ZIBO)
+            .his_settlement(&hospital(ZIBO))
             .list_settlements(ListSettlementsRequest {
                 institution_code: hospital(ZIBO),
                 from_date: today.clone(),
@@ -316,7 +316,7 @@ network_test! {
         assert_eq!(listed.settlements.len(), 3);
         assert!(!listed.next_page_token.is_empty());
         let rest = net
-            .settlement(ZIBO)
+            .his_settlement(&hospital(ZIBO))
             .list_settlements(ListSettlementsRequest {
                 institution_code: hospital(ZIBO),
                 from_date: today.clone(),
@@ -332,7 +332,7 @@ network_test! {
         assert!(rest.next_page_token.is_empty());
 
         for (index, settlement) in live.iter().enumerate() {
-            let mut his = net.settlement(&settlement.treatment_city);
+            let mut his = net.his_settlement(&settlement.institution_code);
             let request = cancel_request(&format!("C-{index}"), settlement);
             let cancelled = his.cancel_settlement(request.clone()).await.expect("cancelled").into_inner().settlement.expect("settlement");
             assert_eq!(cancelled.status, SettlementStatus::Cancelled as i32);
@@ -357,7 +357,7 @@ network_test! {
     /// effect is cancelled (kind REVERSAL), and a replay of the reversal answers the same.
     async fn reversal_before_and_after_the_settle_took_effect(net) {
         let visit = open_visit(net, "rev", ZIBO, JINAN, 1).await;
-        let mut his = net.settlement(ZIBO);
+        let mut his = net.his_settlement(&hospital(ZIBO));
         let reverse = |message_id: &str, original: &str| ReverseByMessageIdRequest {
             message_id: message_id.into(),
             original_message_id: original.into(),
@@ -404,7 +404,7 @@ network_test! {
     /// reused message id with other content (ALREADY_EXISTS). A refused message id is free to
     /// use again, which shows the refusal left no trace.
     async fn bad_input_is_refused_and_stores_nothing(net) {
-        let mut his = net.settlement(ZIBO);
+        let mut his = net.his_settlement(&hospital(ZIBO));
 
         // Suspended person and lost card, refused by the insured city's identity.
         let status = his.register_visit(register_request("R-bad", ZIBO, JINAN, 5)).await.unwrap_err();
@@ -495,7 +495,7 @@ pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> Settlement
         city,
         store,
         Arc::new(net.network().clone()),
-        CallLimits::default(),
+        &net.peer_access(Owner::City(city)),
     )
     .expect("node")
     .with_options(options)
@@ -587,11 +587,11 @@ network_test! {
     /// total; a visit without live lines cannot be priced; a visit holds at most 500 live lines;
     /// the HIS's total must match the lines; a cancelled visit takes no more lines.
     async fn visits_and_fee_lines_follow_the_rules(net) {
-        let mut his = net.settlement(ZIBO);
+        let mut his = net.his_settlement(&hospital(ZIBO));
         let township = "H37030000011";
         let mut foreign = register_request("R-town-1", ZIBO, JINAN, 1);
         foreign.institution_code = township.into();
-        let status = his.register_visit(foreign).await.unwrap_err();
+        let status = net.his_settlement(township).register_visit(foreign).await.unwrap_err();
         assert_refused(&status, "INSTITUTION_NOT_NETWORKED");
         let mut local = register_request("R-town-1", ZIBO, ZIBO, 1);
         local.institution_code = township.into();
@@ -681,7 +681,7 @@ network_test! {
         }
         let mut settles = tokio::task::JoinSet::new();
         for (index, visit) in visits.into_iter().enumerate() {
-            let mut his = net.settlement(&visit.institution_code[1..7]);
+            let mut his = net.his_settlement(&visit.institution_code);
             settles.spawn(async move {
                 let request = settle_request(&format!("S-cap-{index}"), &visit, 1, false);
                 his.settle(request).await.map(|reply| reply.into_inner().settlement.expect("settlement"))

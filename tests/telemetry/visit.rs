@@ -1,7 +1,7 @@
 //! One outpatient visit as an HIS runs it: identify the patient, register the visit, upload the
 //! fee lines, settle.
 
-use tonic::transport::Channel;
+use yitong_sandbox::Channel;
 use yitong_core::{CardNumber, CityCode, Owner, Service};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, credential::Kind};

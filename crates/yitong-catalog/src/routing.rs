@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Request, Status};
 use yitong_core::PeerChannel;
-use yitong_core::{CallLimits, CityCode, Network, peer_channel};
+use yitong_core::{PeerAccess, CityCode, Network, peer_channel};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 
 use crate::CatalogError;
@@ -36,12 +36,12 @@ impl Peers {
     pub(crate) fn new(
         network: &Network,
         own: CityCode,
-        limits: CallLimits,
+        access: &PeerAccess,
     ) -> Result<Self, PeerEndpointError> {
         let mut clients = HashMap::new();
         for city in network.enabled_cities().filter(|city| city.code != own) {
             let channel =
-                peer_channel(&city.catalog, limits).map_err(|source| PeerEndpointError {
+                peer_channel(&city.catalog, access).map_err(|source| PeerEndpointError {
                     city: city.code,
                     endpoint: city.catalog.clone(),
                     source,

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
-use yitong_core::{CallLimits, CityCode, Invalid, Network};
+use yitong_core::{PeerAccess, CityCode, Invalid, Network};
 use yitong_proto::catalog::v1 as pb;
 use yitong_store::Store;
 use yitong_store::replies::{self, Claim};
@@ -37,9 +37,9 @@ impl CatalogNode {
         city: CityCode,
         store: Store,
         network: Arc<Network>,
-        limits: CallLimits,
+        access: &PeerAccess,
     ) -> Result<Self, PeerEndpointError> {
-        let peers = Peers::new(&network, city, limits)?;
+        let peers = Peers::new(&network, city, access)?;
         Ok(CatalogNode {
             city,
             store,

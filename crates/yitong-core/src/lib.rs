@@ -4,6 +4,7 @@
 //! handler converts a wire request into domain values and returns INVALID_ARGUMENT with the
 //! field path in one step.
 
+mod caller;
 mod card;
 mod citizen_id;
 mod city;
@@ -15,6 +16,7 @@ mod network;
 mod report;
 mod service;
 
+pub use caller::{BadCaller, Caller, Denied, Role};
 pub use card::CardNumber;
 pub use citizen_id::CitizenId;
 pub use city::CityCode;
@@ -23,5 +25,7 @@ pub use ids::{InstitutionCode, MessageId, PersonNo};
 pub use invalid::Invalid;
 pub use money::Amount;
 pub use network::{City, ClearingHouse, Network, NetworkError};
-pub use report::{CallLimits, PeerChannel, cause_chain, peer_channel};
+pub use report::{
+    Authorized, CallLimits, PeerAccess, PeerChannel, bearer, cause_chain, peer_channel,
+};
 pub use service::{Owner, Service};

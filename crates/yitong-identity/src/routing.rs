@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use yitong_core::PeerChannel;
-use yitong_core::{CallLimits, CityCode, Network, peer_channel};
+use yitong_core::{PeerAccess, CityCode, Network, peer_channel};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 
 /// Metadata key set on a request one node forwards to another. The receiver answers from its
@@ -20,13 +20,13 @@ impl Peers {
     pub(crate) fn new(
         network: &Network,
         own: CityCode,
-        limits: CallLimits,
+        access: &PeerAccess,
     ) -> Result<Self, tonic::transport::Error> {
         let mut clients = HashMap::new();
         for city in network.enabled_cities().filter(|city| city.code != own) {
             clients.insert(
                 city.code,
-                IdentityServiceClient::new(peer_channel(&city.identity, limits)?),
+                IdentityServiceClient::new(peer_channel(&city.identity, access)?),
             );
         }
         Ok(Peers { clients })

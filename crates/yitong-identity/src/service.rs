@@ -5,8 +5,8 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use yitong_core::{
-    Amount, CallLimits, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network,
-    PersonNo,
+    Amount, Caller, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network,
+    PeerAccess, PersonNo,
 };
 use yitong_proto::identity::v1 as pb;
 use yitong_proto::identity::v1::credential::Kind;
@@ -121,16 +121,21 @@ enum Begun<R> {
 }
 
 impl IdentityNode {
+    /// The store this node keeps its records in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn new(
         city: CityCode,
         store: Store,
         keys: PiiKeys,
         signer: VoucherSigner,
         network: Arc<Network>,
-        limits: CallLimits,
+        access: &PeerAccess,
     ) -> Result<Self, IdentityStartError> {
         let voucher_keys = VoucherKeys::from_network(&network)?;
-        let peers = Peers::new(&network, city, limits)?;
+        let peers = Peers::new(&network, city, access)?;
         Ok(IdentityNode {
             city,
             store,
@@ -730,7 +735,18 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
         request: Request<pb::GetInsuredPersonRequest>,
     ) -> Result<Response<pb::GetInsuredPersonResponse>, Status> {
         let is_forwarded = request.metadata().contains_key(FORWARDED);
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        // An HIS looks people up for its own institution only; the institution it names is
+        // what the person's insured city sees.
+        if let Caller::Institution(own) = &caller
+            && request.institution_code != own.as_str()
+        {
+            return Err(Status::permission_denied(format!(
+                "{caller} may not look up persons for institution {:?}",
+                request.institution_code
+            )));
+        }
         let credential = Credential::try_from(request.credential)?;
         let date = optional_date(&request.service_date, "service_date")?;
         let person = self.look_up(credential, date, is_forwarded).await?;

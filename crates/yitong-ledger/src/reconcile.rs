@@ -784,6 +784,7 @@ impl DetailRun {
                     });
                 }
                 run.write_checkpoint(&mut tx).await?;
+                yitong_store::audit::record(&mut tx, "ReconcileDetails", &message_id).await?;
                 tx.commit().await?;
                 Ok(Opened::Running(Box::new(run)))
             }

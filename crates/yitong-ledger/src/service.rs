@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
-use yitong_core::{CityCode, Invalid, MessageId, Network};
+use yitong_core::{Caller, CityCode, Invalid, MessageId, Network, Owner};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_store::replies::{self, Claim};
@@ -533,6 +533,7 @@ impl LedgerNode {
     /// leaves the walk to a task that answers through a bounded channel.
     async fn reconcile_details(
         &self,
+        caller: &Caller,
         mut stream: Streaming<pb::ReconcileDetailsRequest>,
     ) -> Result<ReceiverStream<Result<pb::ReconcileDetailsResponse, Status>>, Status> {
         use pb::reconcile_details_request::Item;
@@ -540,6 +541,7 @@ impl LedgerNode {
             Some(Item::Header(header)) => header,
             _ => return Err(Invalid::new("header", "must be the first message").into()),
         };
+        reconcile_for(caller, header.scope.as_ref())?;
         let header_scope = header.scope.clone();
         let header = Header::try_from(header).map_err(|invalid| invalid.within("header"))?;
         let opened = DetailRun::open(&self.store, header).await?;
@@ -561,7 +563,8 @@ impl LedgerNode {
                     ReceiverStream::new(receiver),
                     counted,
                 ));
-                tokio::spawn(drive_details(run, stream, replies));
+                // The run records its reply as this caller's, on a task of its own.
+                tokio::spawn(caller.clone().scope(drive_details(run, stream, replies)));
                 return Ok(ReceiverStream::new(receiver_counted));
             }
         }
@@ -803,13 +806,64 @@ impl TryFrom<pb::LookupTransfersRequest> for Lookup {
     }
 }
 
+/// Reading a city's clearing figures: the city's own bureau, or the clearing house's staff.
+fn read_city(caller: &Caller, city: &str) -> Result<(), Status> {
+    match caller {
+        Caller::Bureau(Owner::ClearingHouse) => Ok(()),
+        Caller::Bureau(Owner::City(own)) if own.to_string() == city => Ok(()),
+        _ => Err(Status::permission_denied(format!(
+            "{caller} may not read the clearing of city {city:?}"
+        ))),
+    }
+}
+
+/// Acting in a city's clearing (confirming, applying, confirming its statement): only that
+/// city's own bureau.
+fn act_for_city(caller: &Caller, city: &str) -> Result<(), Status> {
+    match caller {
+        Caller::Bureau(Owner::City(own)) if own.to_string() == city => Ok(()),
+        _ => Err(Status::permission_denied(format!(
+            "{caller} may not act in the clearing of city {city:?}"
+        ))),
+    }
+}
+
+/// Reconciling a scope: an institution its own settlements, a bureau its own city's (as
+/// treatment or insured city), the clearing house's staff any scope.
+fn reconcile_for(caller: &Caller, scope: Option<&pb::ReconciliationScope>) -> Result<(), Status> {
+    use pb::reconciliation_scope::Subject;
+    let subject = scope.and_then(|scope| scope.subject.as_ref());
+    let allowed = match (caller, subject) {
+        (Caller::Bureau(Owner::ClearingHouse), _) => true,
+        (Caller::Institution(own), Some(Subject::InstitutionCode(code))) => own.as_str() == code,
+        (
+            Caller::Bureau(Owner::City(own)),
+            Some(Subject::TreatmentCity(city) | Subject::InsuredCity(city)),
+        ) => own.to_string() == *city,
+        // No subject: the request is refused as invalid by the handler.
+        (Caller::Institution(_) | Caller::Bureau(_), None) => true,
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Status::permission_denied(format!(
+            "{caller} may not reconcile this scope"
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::ledger_service_server::LedgerService for LedgerNode {
     async fn list_clearing_details(
         &self,
         request: Request<pb::ListClearingDetailsRequest>,
     ) -> Result<Response<pb::ListClearingDetailsResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        if read_city(&caller, &request.treatment_city).is_err() {
+            read_city(&caller, &request.insured_city)?;
+        }
         let mut conn = self
             .store
             .pool()
@@ -825,7 +879,9 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::ConfirmClearingDetailsRequest>,
     ) -> Result<Response<pb::ConfirmClearingDetailsResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        act_for_city(&caller, &request.treatment_city)?;
         let reply = self
             .clearing_write(
                 "ConfirmClearingDetails",
@@ -841,7 +897,9 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::RollbackClearingConfirmationRequest>,
     ) -> Result<Response<pb::RollbackClearingConfirmationResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        act_for_city(&caller, &request.treatment_city)?;
         let reply = self
             .clearing_write(
                 "RollbackClearingConfirmation",
@@ -857,7 +915,9 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::ApplyClearingRequest>,
     ) -> Result<Response<pb::ApplyClearingResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        act_for_city(&caller, &request.treatment_city)?;
         let reply = self
             .clearing_write(
                 "ApplyClearing",
@@ -873,7 +933,10 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::CancelClearingApplicationRequest>,
     ) -> Result<Response<pb::CancelClearingApplicationResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        // An application id names its treatment city: "CA" + YYYYMM + city + serial.
+        act_for_city(&caller, request.application_id.get(8..14).unwrap_or_default())?;
         let reply = self
             .clearing_write(
                 "CancelClearingApplication",
@@ -889,6 +952,7 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::CloseClearingPeriodRequest>,
     ) -> Result<Response<pb::CloseClearingPeriodResponse>, Status> {
+        Caller::of(&request).require_bureau(Owner::ClearingHouse)?;
         let request = request.into_inner();
         let message_id = message_id(&request.message_id)?;
         let cities: Vec<(CityCode, i64)> = self
@@ -916,7 +980,11 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::GetClearingStatementRequest>,
     ) -> Result<Response<pb::GetClearingStatementResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        if !matches!(caller, Caller::Operator(_)) {
+            read_city(&caller, &request.city)?;
+        }
         let mut conn = self
             .store
             .pool()
@@ -934,7 +1002,9 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::ConfirmClearingStatementRequest>,
     ) -> Result<Response<pb::ConfirmClearingStatementResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
+        act_for_city(&caller, &request.city)?;
         let reply = self
             .clearing_write(
                 "ConfirmClearingStatement",
@@ -950,6 +1020,7 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::ReconcileTotalsRequest>,
     ) -> Result<Response<pb::ReconcileTotalsResponse>, Status> {
+        reconcile_for(&Caller::of(&request), request.get_ref().scope.as_ref())?;
         Ok(Response::new(
             LedgerNode::reconcile_totals(self, request.into_inner()).await?,
         ))
@@ -959,7 +1030,8 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<Streaming<pb::ReconcileDetailsRequest>>,
     ) -> Result<Response<BoxStream<pb::ReconcileDetailsResponse>>, Status> {
-        let replies = LedgerNode::reconcile_details(self, request.into_inner()).await?;
+        let caller = Caller::of(&request);
+        let replies = LedgerNode::reconcile_details(self, &caller, request.into_inner()).await?;
         Ok(Response::new(Box::pin(replies)))
     }
 
@@ -1019,6 +1091,21 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesResponse>, Status> {
+        if let Caller::Bureau(Owner::City(own)) = Caller::of(&request) {
+            let own = own.to_string();
+            let theirs = |account: &String| {
+                account.starts_with(&format!("{own}."))
+                    || account.starts_with(&format!("{own}->"))
+                    || account.contains(&format!("->{own}."))
+            };
+            let request = request.get_ref();
+            if !request.account_ids.iter().all(theirs) || !request.cities.iter().all(|c| *c == own)
+            {
+                return Err(Status::permission_denied(format!(
+                    "bureau:{own} may read only its own city's accounts"
+                )));
+            }
+        }
         Ok(Response::new(self.balances(request.into_inner()).await?))
     }
 

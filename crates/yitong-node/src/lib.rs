@@ -4,8 +4,12 @@
 //! [`LocalNetwork`] runs every service of every enabled city and the clearing house in one
 //! process (what `yitong dev` and the test sandbox run).
 
+mod audit;
 mod local;
+mod security;
 mod server;
 
+pub use audit::AuditNode;
 pub use local::{Bind, Endpoint, LocalNetwork, LocalNetworkOptions, NodeError};
-pub use server::{Role, serve};
+pub use security::{DEV_OPERATOR, Security, SecurityError, development_callers};
+pub use server::{Role, ServeError, serve};

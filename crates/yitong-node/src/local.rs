@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
 use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
+
+use crate::{Security, SecurityError, ServeError};
 use yitong_identity::{IdentityNode, IdentityStartError, PiiKeys, VoucherSigner, seed_persons};
 use yitong_ledger::LedgerNode;
 use yitong_settlement::{BenefitNode, SettlementNode};
@@ -39,6 +41,8 @@ pub struct LocalNetworkOptions {
     pub bind: Bind,
     pub pool: PoolLimits,
     pub calls: CallLimits,
+    /// How the servers check callers and the nodes present themselves.
+    pub security: Security,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +68,8 @@ pub enum NodeError {
     Ledger(#[from] yitong_ledger::LedgerError),
     #[error("cannot prepare the clients to other nodes")]
     Peers(#[from] tonic::transport::Error),
+    #[error("cannot prepare the credentials of a node")]
+    Security(#[from] SecurityError),
 }
 
 /// One running server: whose, which service, and where.
@@ -82,6 +88,7 @@ pub struct LocalNetwork {
     endpoints: Vec<Endpoint>,
     stores: Vec<Store>,
     calls: CallLimits,
+    security: Security,
     shutdown: CancellationToken,
     servers: Mutex<Servers>,
 }
@@ -92,7 +99,7 @@ struct Servers {
     tasks: HashMap<(Owner, Service), (ServerTask, CancellationToken)>,
 }
 
-type ServerTask = tokio::task::JoinHandle<Result<(), tonic::transport::Error>>;
+type ServerTask = tokio::task::JoinHandle<Result<(), ServeError>>;
 
 /// The services each enabled city runs; the ledger runs once, at the clearing house.
 const CITY_SERVICES: [Service; 3] = [Service::Identity, Service::Catalog, Service::Settlement];
@@ -128,7 +135,12 @@ impl LocalNetwork {
                 address: configured,
                 source,
             })?;
-            let url = format!("http://{local}");
+            let scheme = if options.security.pki.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let url = format!("{scheme}://{local}");
             let code = match owner {
                 Owner::City(city) => city,
                 Owner::ClearingHouse => cities[0],
@@ -151,6 +163,7 @@ impl LocalNetwork {
             endpoints: Vec::new(),
             stores: Vec::new(),
             calls: options.calls,
+            security: options.security,
             shutdown,
             servers: Mutex::new(Servers::default()),
         };
@@ -183,6 +196,8 @@ impl LocalNetwork {
     ) -> Result<(), NodeError> {
         let network = &self.network;
         let shutdown = self.shutdown.child_token();
+        let access = self.security.peer_access(endpoint.owner, self.calls)?;
+        let access = &access;
         let role = match (endpoint.owner, endpoint.service) {
             (Owner::City(city), Service::Identity) => {
                 let keys = PiiKeys::for_development(city);
@@ -202,7 +217,7 @@ impl LocalNetwork {
                     keys,
                     signer,
                     network.clone(),
-                    self.calls,
+                    access,
                 )?))
             }
             (Owner::City(city), Service::Catalog) => {
@@ -225,17 +240,17 @@ impl LocalNetwork {
                         .map_err(seed_error("policy"))?;
                 }
                 // A peer endpoint that is not a URL is a malformed network file.
-                let node = CatalogNode::new(city, store.clone(), network.clone(), self.calls)
+                let node = CatalogNode::new(city, store.clone(), network.clone(), access)
                     .map_err(|error| NodeError::Endpoint(error.endpoint))?;
                 Role::Catalog(node)
             }
             (Owner::City(city), Service::Settlement) => {
-                let node = SettlementNode::new(city, store.clone(), network.clone(), self.calls)?;
+                let node = SettlementNode::new(city, store.clone(), network.clone(), access)?;
                 // The recovery sweep runs at start-up and then periodically, until shutdown.
                 node.spawn_recovery(shutdown.clone());
                 Role::Settlement(
                     node,
-                    BenefitNode::new(city, store.clone(), network.clone(), self.calls)?,
+                    BenefitNode::new(city, store.clone(), network.clone(), access)?,
                 )
             }
             (Owner::ClearingHouse, Service::Ledger) => {
@@ -243,7 +258,11 @@ impl LocalNetwork {
             }
             (owner, service) => unreachable!("{owner} does not run {service}"),
         };
-        let task = tokio::spawn(serve(endpoint.owner, role, listener, shutdown.clone()));
+        let security = self.security.clone();
+        let owner = endpoint.owner;
+        let stop = shutdown.clone();
+        let task =
+            tokio::spawn(async move { serve(owner, role, listener, &security, stop).await });
         let key = (endpoint.owner, endpoint.service);
         let mut servers = self.servers.lock().expect("server table");
         servers.tasks.insert(key, (task, shutdown));

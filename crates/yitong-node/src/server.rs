@@ -9,6 +9,7 @@ use yitong_catalog::CatalogNode;
 use yitong_core::Owner;
 use yitong_identity::IdentityNode;
 use yitong_ledger::LedgerNode;
+use yitong_proto::audit::v1::audit_service_server::AuditServiceServer;
 use yitong_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use yitong_proto::identity::v1::identity_service_server::IdentityServiceServer;
 use yitong_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
@@ -16,6 +17,22 @@ use yitong_proto::settlement::v1::benefit_service_server::BenefitServiceServer;
 use yitong_proto::settlement::v1::settlement_service_server::SettlementServiceServer;
 use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_telemetry::grpc::ServerLayer;
+
+use crate::Security;
+use crate::audit::AuditNode;
+use yitong_auth::AuthLayer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error("refusing to serve plaintext on {0}: only loopback addresses may; give the server a PKI (--pki)")]
+    Plaintext(std::net::SocketAddr),
+    #[error("cannot read the server's certificate")]
+    Pki(#[from] yitong_auth::PkiError),
+    #[error("cannot read the listener's address")]
+    Address(#[source] std::io::Error),
+}
 
 /// What one server runs. A settlement node serves both the HIS-facing settlement service and
 /// the node-facing benefit service, which share the city's settlement store.
@@ -32,8 +49,24 @@ pub enum Role {
 }
 
 impl Role {
-    /// Fully qualified names of the gRPC services this role serves.
+    /// The store of the role's services, whose audit trail the server serves.
+    pub fn store(&self) -> &yitong_store::Store {
+        match self {
+            Role::Identity(node) => node.store(),
+            Role::Catalog(node) => node.store(),
+            Role::Settlement(node, _) => node.store(),
+            Role::Ledger(node) => node.store(),
+        }
+    }
+
+    /// Fully qualified names of the gRPC services this role serves (the audit trail besides).
     pub fn service_names(&self) -> Vec<&'static str> {
+        let mut names = self.own_service_names();
+        names.push(AuditServiceServer::<AuditNode>::NAME);
+        names
+    }
+
+    fn own_service_names(&self) -> Vec<&'static str> {
         match self {
             Role::Identity(_) => vec![IdentityServiceServer::<IdentityNode>::NAME],
             Role::Catalog(_) => vec![CatalogServiceServer::<CatalogNode>::NAME],
@@ -54,13 +87,21 @@ const REFLECTION: [&str; 2] = [
 
 /// Serves `role`, run by `owner`, on `listener` until `shutdown` is cancelled, then finishes
 /// the calls in flight and returns. Every call of the role's services gets a server span (which
-/// continues the caller's trace) and is counted in the process's metrics under `owner`.
+/// continues the caller's trace) and is counted in the process's metrics under `owner`; every
+/// call is authenticated and checked against the permission matrix (`yitong_auth`). Without a
+/// PKI the server speaks plaintext, and refuses to unless it listens on a loopback address.
 pub async fn serve(
     owner: Owner,
     role: Role,
     listener: TcpListener,
+    security: &Security,
     shutdown: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), ServeError> {
+    let tls = security.server_tls(owner)?;
+    let address = listener.local_addr().map_err(ServeError::Address)?;
+    if tls.is_none() && !address.ip().is_loopback() {
+        return Err(ServeError::Plaintext(address));
+    }
     let names = role.service_names();
     let (health, health_service) = tonic_health::server::health_reporter();
 
@@ -85,11 +126,20 @@ pub async fn serve(
         .build_v1alpha()
         .expect("descriptor sets are well formed");
 
-    let router = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let router = builder
         .layer(ServerLayer::new(owner.to_string()))
+        .layer(AuthLayer::new(owner, security.keyring.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+        .add_service(reflection_v1alpha)
+        .add_service(AuditServiceServer::new(AuditNode::new(
+            owner,
+            role.store().clone(),
+        )));
     let router = match role {
         Role::Identity(node) => router.add_service(IdentityServiceServer::new(*node)),
         Role::Catalog(node) => router.add_service(CatalogServiceServer::new(node)),
@@ -122,5 +172,6 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     router
         .serve_with_incoming_shutdown(incoming, shutting_down)
-        .await
+        .await?;
+    Ok(())
 }

@@ -31,5 +31,12 @@ pub mod ledger {
     }
 }
 
+/// `yitong.audit.v1`: the audit trail every server keeps of its store.
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("yitong.audit.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every Yitong proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("yitong_descriptor");

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
+use yitong_sandbox::Channel;
 use yitong_core::{Amount, Owner, Service};
 use yitong_ledger::journal::{Entry, Event, TransferColumns, from_hex, to_hex};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;

@@ -12,9 +12,11 @@ pub mod privacy;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tonic::transport::Channel;
-use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
-use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions};
+use std::sync::{LazyLock, Mutex};
+
+use yitong_auth::{Credentials, SharedKeyring};
+use yitong_core::{CallLimits, Caller, CityCode, Network, Owner, Service, bearer};
+use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
@@ -37,6 +39,51 @@ pub const ZIBO: &str = "370300";
 pub const DONGYING: &str = "370500";
 pub const BINZHOU: &str = "371600";
 pub const PILOT_CITIES: [&str; 4] = [JINAN, ZIBO, DONGYING, BINZHOU];
+
+/// A client channel of the sandbox: it presents its caller's API key on every call.
+pub type Channel = yitong_core::Authorized<tonic::transport::Channel>;
+
+/// The keys of every sandbox of the process: every node and bureau, the operator
+/// `operator:dev`, every seeded institution, and whoever a test asks for since
+/// ([`Sandbox::as_caller`]). Every sandbox's servers check against the one keyring.
+struct Keys {
+    credentials: Mutex<Credentials>,
+    keyring: SharedKeyring,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| {
+    let seeds = seeds_dir();
+    let network = Network::load(&seeds.join("network.toml")).expect("seeds/network.toml is valid");
+    let seeds = load_seeds(&seeds).expect("seed files are valid");
+    let credentials = Credentials::generate(development_callers(&network, Some(&seeds)));
+    let keyring = SharedKeyring::new(credentials.keyring());
+    Keys {
+        credentials: Mutex::new(credentials),
+        keyring,
+    }
+});
+
+impl Keys {
+    /// The key of `caller`, issued now if it has none yet.
+    fn key_of(&self, caller: &Caller) -> String {
+        let mut credentials = self.credentials.lock().expect("sandbox keys");
+        if credentials.key(caller).is_none() {
+            credentials.insert(caller.clone());
+            self.keyring.replace(credentials.keyring());
+        }
+        credentials
+            .key(caller)
+            .expect("just issued")
+            .to_owned()
+    }
+
+    fn security(&self) -> Security {
+        let credentials = self.credentials.lock().expect("sandbox keys");
+        let mut security = Security::loopback(&credentials);
+        security.keyring = self.keyring.clone();
+        security
+    }
+}
 
 /// A running network and what it takes to clean up after it.
 #[derive(Debug)]
@@ -187,6 +234,7 @@ impl Sandbox {
                 ..PoolLimits::default()
             },
             calls: CallLimits::default(),
+            security: KEYS.security(),
         }
     }
 
@@ -260,43 +308,97 @@ impl Sandbox {
             .expect("server restarts");
     }
 
-    /// A channel whose calls are cut off after 30 s.
-    pub fn channel(&self, owner: Owner, service: Service) -> Channel {
-        self.channel_with_timeout(owner, service, Duration::from_secs(30))
+    /// Calls as `caller`, by its canonical name (`institution:H37030000001`, `bureau:370100`,
+    /// `node:clearing`, `operator:dev`); a caller without a key yet is issued one.
+    pub fn as_caller(&self, caller: &str) -> As<'_> {
+        let caller: Caller = caller.parse().expect("tests name valid callers");
+        As {
+            sandbox: self,
+            authorization: Some(KEYS.key_of(&caller)),
+        }
     }
 
-    /// A channel whose calls are cut off after `timeout`: for the long calls of the benchmarks.
+    /// Calls with no credential at all.
+    pub fn anonymous(&self) -> As<'_> {
+        As {
+            sandbox: self,
+            authorization: None,
+        }
+    }
+
+    /// Calls as the HIS of `institution` ("H37030000001").
+    pub fn his(&self, institution: &str) -> As<'_> {
+        self.as_caller(&format!("institution:{institution}"))
+    }
+
+    /// The settlement service of `institution`'s city, as the institution's HIS: where its
+    /// counter settles.
+    pub fn his_settlement(&self, institution: &str) -> SettlementServiceClient<Channel> {
+        let city = institution
+            .get(1..7)
+            .expect("tests name institutions by their code");
+        self.his(institution).settlement(city)
+    }
+
+    /// Calls as the bureau of `owner` (a city's region code, or "clearing").
+    pub fn bureau(&self, owner: &str) -> As<'_> {
+        self.as_caller(&format!("bureau:{owner}"))
+    }
+
+    /// Calls as the node of `owner` (a city's region code, or "clearing").
+    pub fn node(&self, owner: &str) -> As<'_> {
+        self.as_caller(&format!("node:{owner}"))
+    }
+
+    /// How a node of `owner` built by a test itself reaches its peers: with the owner's node
+    /// key, as the sandbox's own nodes do.
+    pub fn peer_access(&self, owner: Owner) -> yitong_core::PeerAccess {
+        KEYS.security()
+            .peer_access(owner, CallLimits::default())
+            .expect("every owner has a node key")
+    }
+
+    /// The API key of `caller`, for the command line's `--api-key`.
+    pub fn api_key(&self, caller: &str) -> String {
+        KEYS.key_of(&caller.parse().expect("tests name valid callers"))
+    }
+
+    /// A channel as the bureau that owns the server (the clearing house's staff for the
+    /// ledger) whose calls are cut off after 30 s.
+    pub fn channel(&self, owner: Owner, service: Service) -> Channel {
+        self.bureau(&owner.to_string()).channel(owner, service)
+    }
+
+    /// The same, cut off after `timeout`: for the long calls of the benchmarks.
     pub fn channel_with_timeout(
         &self,
         owner: Owner,
         service: Service,
         timeout: Duration,
     ) -> Channel {
-        let url = self.endpoint(owner, service);
-        tonic::transport::Endpoint::from_shared(url)
-            .expect("endpoint URL is valid")
-            .timeout(timeout)
-            .connect_lazy()
+        self.bureau(&owner.to_string())
+            .channel_with_timeout(owner, service, timeout)
     }
 
+    /// The city's identity service, as its bureau.
     pub fn identity(&self, city: &str) -> IdentityServiceClient<Channel> {
-        IdentityServiceClient::new(self.channel(city_owner(city), Service::Identity))
+        self.bureau(city).identity(city)
     }
 
+    /// The city's catalog service, as its bureau.
     pub fn catalog(&self, city: &str) -> CatalogServiceClient<Channel> {
-        CatalogServiceClient::new(self.channel(city_owner(city), Service::Catalog))
+        self.bureau(city).catalog(city)
     }
 
-    pub fn settlement(&self, city: &str) -> SettlementServiceClient<Channel> {
-        SettlementServiceClient::new(self.channel(city_owner(city), Service::Settlement))
-    }
-
+    /// The city's benefit service, as a node of the city (as the treatment city's node calls
+    /// it).
     pub fn benefit(&self, city: &str) -> BenefitServiceClient<Channel> {
-        BenefitServiceClient::new(self.channel(city_owner(city), Service::Settlement))
+        self.node(city).benefit(city)
     }
 
+    /// The clearing house's ledger, as a node (Jinan's): what books and posts transfers.
     pub fn ledger(&self) -> LedgerServiceClient<Channel> {
-        LedgerServiceClient::new(self.channel(Owner::ClearingHouse, Service::Ledger))
+        self.node(JINAN).ledger()
     }
 
     /// A connection of its own to the clearing house's ledger store, for tests that alter
@@ -314,6 +416,60 @@ impl Sandbox {
         )
         .await
         .expect("the ledger store opens")
+    }
+}
+
+/// Clients of a sandbox acting as one caller.
+#[derive(Debug, Clone)]
+pub struct As<'a> {
+    sandbox: &'a Sandbox,
+    /// The caller's API key; `None` for an anonymous caller.
+    authorization: Option<String>,
+}
+
+impl As<'_> {
+    /// A channel to one server whose calls are cut off after 30 s.
+    pub fn channel(&self, owner: Owner, service: Service) -> Channel {
+        self.channel_with_timeout(owner, service, Duration::from_secs(30))
+    }
+
+    pub fn channel_with_timeout(
+        &self,
+        owner: Owner,
+        service: Service,
+        timeout: Duration,
+    ) -> Channel {
+        let url = self.sandbox.endpoint(owner, service);
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .expect("endpoint URL is valid")
+            .timeout(timeout)
+            .connect_lazy();
+        let authorization = self
+            .authorization
+            .as_deref()
+            .map(|key| bearer(key).expect("keys are header values").expect("keys are not empty"));
+        yitong_core::Authorized::new(channel, authorization)
+    }
+
+    pub fn identity(&self, city: &str) -> IdentityServiceClient<Channel> {
+        IdentityServiceClient::new(self.channel(city_owner(city), Service::Identity))
+    }
+
+    pub fn catalog(&self, city: &str) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.channel(city_owner(city), Service::Catalog))
+    }
+
+    /// The settlement service of `city`.
+    pub fn settlement(&self, city: &str) -> SettlementServiceClient<Channel> {
+        SettlementServiceClient::new(self.channel(city_owner(city), Service::Settlement))
+    }
+
+    pub fn benefit(&self, city: &str) -> BenefitServiceClient<Channel> {
+        BenefitServiceClient::new(self.channel(city_owner(city), Service::Settlement))
+    }
+
+    pub fn ledger(&self) -> LedgerServiceClient<Channel> {
+        LedgerServiceClient::new(self.channel(Owner::ClearingHouse, Service::Ledger))
     }
 }
 

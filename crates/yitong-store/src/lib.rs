@@ -17,6 +17,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Connection, Executor, Transaction};
 use yitong_core::{Owner, Service};
 
+pub mod audit;
 pub mod replies;
 
 pub use sqlx;

@@ -83,12 +83,23 @@ pub async fn claim(
         .map_err(|_| ReplyError::Corrupt(message_id.to_owned()))
 }
 
-/// Records the reply to a claimed message id, in the same transaction as the change it made.
+/// Records the reply to a claimed message id, in the same transaction as the change it made,
+/// and the change in the audit trail the first time (a settlement's reply is brought up to date
+/// once more when it completes; that is the same change).
 pub async fn record(
     connection: &mut AnyConnection,
     message_id: &str,
     reply: &[u8],
 ) -> Result<(), sqlx::Error> {
+    let first: Option<(String,)> = sqlx::query_as(
+        "SELECT rpc FROM message_replies WHERE message_id = $1 AND reply = ''",
+    )
+    .bind(message_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if let Some((rpc,)) = first {
+        crate::audit::record(connection, &rpc, message_id).await?;
+    }
     let updated = sqlx::query("UPDATE message_replies SET reply = $2 WHERE message_id = $1")
         .bind(message_id)
         .bind(BASE64.encode(reply))

@@ -29,6 +29,12 @@ pub struct ConfigFile {
     pub call_timeout_ms: Option<u64>,
     /// Address of the Prometheus metrics endpoint; none when absent.
     pub metrics_listen: Option<String>,
+    /// The network's PKI folder; without it the server serves plaintext, on loopback only.
+    pub pki: Option<PathBuf>,
+    /// The key file of the API keys this server accepts.
+    pub keys: Option<PathBuf>,
+    /// This node's own API key, for its peers on a loopback network without a PKI.
+    pub node_key: Option<String>,
 }
 
 impl ConfigFile {

@@ -1,11 +1,14 @@
 //! `yitong dev`: the whole network in one process, for development and HIS integration.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
 use yitong_core::{CallLimits, Network, Owner};
-use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions};
+use yitong_auth::{Credentials, Pki, Validity};
+use yitong_core::Caller;
+use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
+use yitong_seeds::Seeds;
 use yitong_seeds::load_seeds;
 use yitong_store::{Location, PoolLimits};
 
@@ -23,11 +26,23 @@ pub struct DevArgs {
     /// Address of the Prometheus metrics endpoint (`GET /metrics`) of every node in the process.
     #[arg(long, env = "YITONG_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     metrics_listen: String,
+    /// Serve TLS, with mutual TLS between the nodes, from a PKI made under the data directory
+    /// on first use (data/pki; clients trust data/pki/ca.pem).
+    #[arg(long)]
+    tls: bool,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let network = Network::load(&args.seeds.join("network.toml"))?;
     let seeds = load_seeds(&args.seeds)?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("cannot create {}", args.data.display()))?;
+    let credentials_path = args.data.join("credentials.toml");
+    let credentials = dev_credentials(&credentials_path, &network, &seeds)?;
+    let mut security = Security::loopback(&credentials);
+    if args.tls {
+        security.pki = Some(dev_pki(&args.data.join("pki"), &network)?);
+    }
     let location = match &args.database_url {
         Some(url) => Location::parse(url),
         None => Location::Sqlite {
@@ -45,6 +60,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             ..PoolLimits::default()
         },
         calls: CallLimits::default(),
+        security,
     };
     let running = LocalNetwork::start(options)
         .await
@@ -84,10 +100,67 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     println!("{table}");
     println!("Metrics: {metrics_url}");
+    println!(
+        "API keys of every HIS, bureau, node and the operator: {}",
+        credentials_path.display()
+    );
+    if args.tls {
+        println!("TLS: clients trust {}", args.data.join("pki/ca.pem").display());
+    }
     println!("Press Ctrl-C to stop.");
 
     crate::config::shutdown_signal().await;
     println!("Shutting down: finishing the calls in flight.");
     running.shut_down().await;
     Ok(())
+}
+
+/// The development network's keys: read from `path`, with a fresh key for every caller of the
+/// network and seeds that has none yet, written back (owner-only) when anything was added. The
+/// keys stay the same from one start to the next, so an HIS under integration keeps its key.
+fn dev_credentials(path: &Path, network: &Network, seeds: &Seeds) -> anyhow::Result<Credentials> {
+    let mut credentials = if path.exists() {
+        crate::client::load_credentials(path)?
+    } else {
+        Credentials::default()
+    };
+    let mut added = false;
+    for caller in development_callers(network, Some(seeds)) {
+        if credentials.key(&caller).is_none() {
+            credentials.insert(caller);
+            added = true;
+        }
+    }
+    if added {
+        std::fs::write(path, credentials.to_toml())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(credentials)
+}
+
+/// The development network's PKI under `dir`: made on first use, with a certificate for every
+/// node valid for localhost and 127.0.0.1.
+fn dev_pki(dir: &Path, network: &Network) -> anyhow::Result<Pki> {
+    if dir.join("ca.pem").exists() {
+        return Ok(Pki::at(dir));
+    }
+    let pki = Pki::init(dir, "Yitong development network")?;
+    let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    for owner in network
+        .enabled_cities()
+        .map(|city| Owner::City(city.code))
+        .chain([Owner::ClearingHouse])
+    {
+        pki.issue(
+            &Caller::Node(owner),
+            &hosts,
+            Validity::days(yitong_auth::pki::NODE_VALIDITY_DAYS),
+        )?;
+    }
+    Ok(pki)
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod clearing;
+mod client;
 mod config;
 mod dev;
 mod generate;
@@ -10,6 +11,7 @@ mod journal;
 mod keygen;
 mod logging;
 mod output;
+mod pki;
 mod reconcile;
 mod serve;
 mod settlement;
@@ -61,6 +63,10 @@ enum Command {
     /// Receive OTLP traces and count them, keeping nothing: a stand-in collector for
     /// measuring what tracing costs.
     OtlpSink(sink::SinkArgs),
+    /// The network's CA and certificates: `pki init`, `pki issue`.
+    Pki(pki::PkiCommand),
+    /// API keys of HIS systems, bureaus and operators: `key issue`, `key revoke`.
+    Key(pki::KeyCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,6 +120,8 @@ pub fn main() -> ExitCode {
             Command::Bench(args) => bench::run(*args).await,
             Command::Settlement(command) => settlement::run(command).await,
             Command::OtlpSink(args) => sink::run(args).await.map(clean),
+            Command::Pki(command) => pki::run(command).map(clean),
+            Command::Key(command) => pki::run_key(command).map(clean),
         };
         telemetry.shut_down().await;
         outcome

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use tonic::transport::{Channel, Endpoint};
+use crate::client::Channel;
 use yitong_core::Network;
 use yitong_proto::ledger::v1::ClearingPeriod;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
@@ -49,6 +49,8 @@ pub struct LedgerArgs {
     /// and a close is given at least ten minutes.
     #[arg(long, global = true, default_value_t = 60)]
     timeout_secs: u64,
+    #[command(flatten)]
+    pub client: crate::client::ClientArgs,
 }
 
 impl LedgerArgs {
@@ -64,12 +66,11 @@ impl LedgerArgs {
                     .ledger
             }
         };
-        let channel = Endpoint::from_shared(url.clone())
-            .with_context(|| format!("bad ledger endpoint {url}"))?
-            .connect_timeout(Duration::from_secs(10))
-            .connect()
+        let channel = self
+            .client
+            .connect(&url, Duration::from_secs(10))
             .await
-            .with_context(|| format!("cannot reach the ledger at {url}"))?;
+            .context("cannot reach the ledger")?;
         Ok(LedgerServiceClient::new(channel))
     }
 

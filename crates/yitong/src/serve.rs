@@ -8,10 +8,13 @@ use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::CatalogNode;
-use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
+use std::collections::HashMap;
+
+use yitong_auth::{Keyring, Pki, SharedKeyring};
+use yitong_core::{CallLimits, CityCode, Network, Owner, PeerAccess, Service};
 use yitong_identity::{IdentityNode, PiiKeys, VoucherSigner};
 use yitong_ledger::LedgerNode;
-use yitong_node::{Role, serve};
+use yitong_node::{Role, Security, serve};
 use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_store::{Location, PoolLimits, Store};
 
@@ -68,6 +71,18 @@ pub struct ServeArgs {
     /// when not given.
     #[arg(long, env = "YITONG_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// The network's PKI folder (`yitong pki init`): the server speaks TLS with its node
+    /// certificate, checks client certificates against the network's CA, and calls its peers
+    /// with its certificate. Without it the server refuses any address but loopback.
+    #[arg(long, env = "YITONG_PKI")]
+    pki: Option<PathBuf>,
+    /// The key file (`yitong key issue`): hashes of the API keys this server accepts, reread
+    /// when it changes.
+    #[arg(long, env = "YITONG_KEYS")]
+    keys: Option<PathBuf>,
+    /// This node's own API key, presented to its peers on a loopback network without a PKI.
+    #[arg(long, env = "YITONG_NODE_KEY", hide_env_values = true)]
+    node_key: Option<String>,
 }
 
 impl ServeArgs {
@@ -135,6 +150,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or(CallLimits::default().call_timeout_ms),
         ..CallLimits::default()
     };
+    let keyring = match args.keys.or(file.keys) {
+        Some(path) => Keyring::watch(path).context("cannot load the key file")?,
+        None => SharedKeyring::default(),
+    };
+    let security = Security {
+        keyring,
+        pki: args.pki.or(file.pki).map(Pki::at),
+        node_keys: args
+            .node_key
+            .or(file.node_key)
+            .map(|key| HashMap::from([(owner, key)]))
+            .unwrap_or_default(),
+    };
+    // The ledger calls no one; every other service needs a credential for its peers.
+    let access = match service {
+        Service::Ledger => PeerAccess::with_limits(calls),
+        _ => security
+            .peer_access(owner, calls)
+            .context("give --pki, or --node-key on a loopback network")?,
+    };
+    let calls = &access;
 
     let store = Store::open(&Location::parse(&database_url), service, owner, pool).await?;
     store.migrate().await?;
@@ -208,7 +244,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Role::Settlement(node, _) = &role {
         node.spawn_recovery(shutdown.clone());
     }
-    serve(owner, role, listener, shutdown).await?;
+    serve(owner, role, listener, &security, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

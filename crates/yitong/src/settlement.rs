@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use tonic::transport::Endpoint;
 use yitong_core::{CityCode, Network, Service};
 use yitong_proto::settlement::v1 as pb;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
@@ -46,6 +45,8 @@ struct ShowArgs {
         default_value = "http://127.0.0.1:16686/trace/{trace_id}"
     )]
     trace_url_template: String,
+    #[command(flatten)]
+    client: crate::client::ClientArgs,
 }
 
 pub async fn run(command: SettlementCommand) -> anyhow::Result<Outcome> {
@@ -82,20 +83,20 @@ async fn show(args: ShowArgs) -> anyhow::Result<Outcome> {
             network.endpoint(city, Service::Settlement)
         }
     };
-    let channel = Endpoint::from_shared(url.clone())
-        .with_context(|| format!("bad settlement endpoint {url}"))?
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
-        .connect()
+    let channel = args
+        .client
+        .connect(&url, Duration::from_secs(10))
         .await
-        .with_context(|| format!("cannot reach the settlement service at {url}"))?;
-    let settlement = SettlementServiceClient::new(channel)
-        .get_settlement(pb::GetSettlementRequest {
+        .context("cannot reach the settlement service")?;
+    let mut request = tonic::Request::new(pb::GetSettlementRequest {
             key: Some(pb::get_settlement_request::Key::SettlementId(
                 args.settlement_id.clone(),
             )),
             institution_code: args.institution.clone(),
-        })
+    });
+    request.set_timeout(Duration::from_secs(30));
+    let settlement = SettlementServiceClient::new(channel)
+        .get_settlement(request)
         .await
         .map_err(|status| anyhow::anyhow!("GetSettlement: {}", status.message()))?
         .into_inner()

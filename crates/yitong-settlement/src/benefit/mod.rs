@@ -19,7 +19,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use yitong_core::PeerChannel;
-use yitong_core::{Amount, CallLimits, CityCode, Invalid, MessageId, Network, peer_channel};
+use yitong_core::{Amount, PeerAccess, CityCode, Invalid, MessageId, Network, peer_channel};
 use yitong_proto::catalog::v1::GetPolicyRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -27,7 +27,7 @@ use yitong_proto::identity::v1::{
     Credential, GetInsuredPersonRequest, MoveAccountRequest, credential::Kind,
 };
 use yitong_proto::settlement::v1 as pb;
-use yitong_store::{Store, now_ms};
+use yitong_store::{Store, audit, now_ms};
 
 pub use claim::{BenefitClaim, parse_id};
 pub use error::BenefitError;
@@ -77,13 +77,13 @@ impl BenefitNode {
         city: CityCode,
         store: Store,
         network: Arc<Network>,
-        limits: CallLimits,
+        access: &PeerAccess,
     ) -> Result<Self, tonic::transport::Error> {
         let own = network
             .city(city)
             .expect("a node runs for a city of its network");
-        let identity = IdentityServiceClient::new(peer_channel(&own.identity, limits)?);
-        let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, limits)?);
+        let identity = IdentityServiceClient::new(peer_channel(&own.identity, access)?);
+        let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, access)?);
         Ok(BenefitNode {
             city,
             store,
@@ -286,6 +286,7 @@ impl BenefitNode {
             ..ReservationRow::default()
         };
         repo::insert_reservation(&mut tx, &row).await?;
+        audit::record(&mut tx, "Reserve", message_id.as_str()).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -419,6 +420,7 @@ impl BenefitNode {
         };
         repo::insert_reservation(&mut tx, &row).await?;
         repo::set_reversed_by(&mut tx, original_id, Some(settlement_id)).await?;
+        audit::record(&mut tx, "Reserve", message_id.as_str()).await?;
         tx.commit().await?;
         Ok(row)
     }
@@ -441,7 +443,11 @@ impl BenefitNode {
         Ok(existing)
     }
 
-    async fn post(&self, settlement_id: &str) -> Result<ReservationRow, BenefitError> {
+    async fn post(
+        &self,
+        message_id: &MessageId,
+        settlement_id: &str,
+    ) -> Result<ReservationRow, BenefitError> {
         let mut conn = self.store.pool().acquire().await?;
         let found = repo::reservation(&mut conn, settlement_id).await?;
         drop(conn);
@@ -477,9 +483,11 @@ impl BenefitNode {
                         ));
                     }
                     repo::post(&mut tx, &row).await?;
+                    audit::record(&mut tx, "Post", message_id.as_str()).await?;
                 }
                 RESERVED => {
                     repo::post(&mut tx, &row).await?;
+                    audit::record(&mut tx, "Post", message_id.as_str()).await?;
                 }
                 _ => {}
             }
@@ -549,6 +557,7 @@ impl BenefitNode {
                     ..ReservationRow::default()
                 };
                 repo::insert_reservation(&mut tx, &tombstone).await?;
+                audit::record(&mut tx, "Void", message_id.as_str()).await?;
             }
             Some(row) if row.status == POSTED => {
                 return Err(BenefitError::refused(
@@ -561,6 +570,7 @@ impl BenefitNode {
                 if let Some(original) = &row.original_settlement_id {
                     repo::set_reversed_by(&mut tx, original, None).await?;
                 }
+                audit::record(&mut tx, "Void", message_id.as_str()).await?;
             }
             Some(_) => {}
         }
@@ -714,9 +724,9 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         request: Request<pb::PostRequest>,
     ) -> Result<Response<pb::PostResponse>, Status> {
         let request = request.into_inner();
-        message_id(&request.message_id)?;
+        let message_id = message_id(&request.message_id)?;
         let settlement_id = parse_id(&request.settlement_id, "settlement_id")?;
-        let row = BenefitNode::post(self, &settlement_id).await?;
+        let row = BenefitNode::post(self, &message_id, &settlement_id).await?;
         Ok(Response::new(pb::PostResponse {
             reservation: Some(self.reservation_wire(&row)?),
         }))

@@ -4,10 +4,12 @@
 //! Every state-changing request claims its message id in the same write transaction as its
 //! change (`yitong_store::replies`), so a replay returns the first answer. Calls to other nodes
 //! (this city's identity and catalog, the insured city's benefit service, the clearing house's
-//! ledger) are made outside any transaction and each carries a deadline (`CallLimits`).
+//! ledger) are made outside any transaction and each carries a deadline and this node's
+//! credential (`PeerAccess`).
 //!
-//! Until transport identity exists, the request's `institution_code` is the caller: an
-//! institution acts only on its own visits and settlements (PERMISSION_DENIED otherwise).
+//! The server layer has authenticated the caller as an institution of this city; each handler
+//! then checks that the request's `institution_code` is the caller's own, so an institution
+//! acts only on its own visits and settlements (PERMISSION_DENIED otherwise).
 
 mod error;
 mod repo;
@@ -26,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use yitong_core::PeerChannel;
 use yitong_core::{
-    Amount, CallLimits, CityCode, Date, InstitutionCode, Invalid, MessageId, Network, PersonNo,
+    Amount, Caller, CityCode, Date, InstitutionCode, Invalid, MessageId, Network, Owner, PeerAccess,
+    PersonNo, Role,
     peer_channel,
 };
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
@@ -131,21 +134,21 @@ impl SettlementNode {
         city: CityCode,
         store: Store,
         network: Arc<Network>,
-        calls: CallLimits,
+        access: &PeerAccess,
     ) -> Result<Self, tonic::transport::Error> {
         let own = network
             .city(city)
             .expect("a node runs for a city of its network");
-        let identity = IdentityServiceClient::new(peer_channel(&own.identity, calls)?);
-        let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, calls)?);
+        let identity = IdentityServiceClient::new(peer_channel(&own.identity, access)?);
+        let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, access)?);
         let mut benefits = HashMap::new();
         for peer in network.enabled_cities() {
             benefits.insert(
                 peer.code,
-                BenefitServiceClient::new(peer_channel(&peer.settlement, calls)?),
+                BenefitServiceClient::new(peer_channel(&peer.settlement, access)?),
             );
         }
-        let ledger = LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, calls)?);
+        let ledger = LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, access)?);
         Ok(SettlementNode {
             city,
             store,
@@ -973,6 +976,29 @@ fn classified_line(
     Ok((parts, wire))
 }
 
+/// An operator sees what a settlement was, never whose: the person's number and name are
+/// blanked.
+fn without_personal_data(settlement: &mut pb::Settlement) {
+    settlement.person_no.clear();
+    settlement.person_name.clear();
+}
+
+impl SettlementNode {
+    /// Who may read an institution's settlements: the institution itself, this city's bureau,
+    /// and operators (without personal data).
+    fn require_reader(
+        &self,
+        caller: &Caller,
+        institution: &InstitutionCode,
+    ) -> Result<(), yitong_core::Denied> {
+        match caller {
+            Caller::Bureau(_) => caller.require_bureau(Owner::City(self.city)),
+            Caller::Operator(_) => Ok(()),
+            _ => caller.require_institution(institution),
+        }
+    }
+}
+
 fn digest<M: Message>(request: &M) -> String {
     replies::digest(&request.encode_to_vec())
 }
@@ -983,9 +1009,11 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::RegisterVisitRequest>,
     ) -> Result<Response<pb::RegisterVisitResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let digest = digest(&request);
         let registration = Registration::try_from(request)?;
+        caller.require_institution(&registration.institution)?;
         Ok(Response::new(
             SettlementNode::register_visit(self, registration, &digest).await?,
         ))
@@ -995,8 +1023,10 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::CancelVisitRequest>,
     ) -> Result<Response<pb::CancelVisitResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let scope = VisitScope::try_from(&request)?;
+        caller.require_institution(&scope.institution)?;
         Ok(Response::new(
             SettlementNode::cancel_visit(self, scope, &digest(&request)).await?,
         ))
@@ -1006,8 +1036,10 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::UploadFeeLinesRequest>,
     ) -> Result<Response<pb::UploadFeeLinesResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let upload = Upload::try_from(&request)?;
+        caller.require_institution(&upload.scope.institution)?;
         Ok(Response::new(
             self.upload_lines(upload, &digest(&request)).await?,
         ))
@@ -1017,8 +1049,10 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::CancelFeeLinesRequest>,
     ) -> Result<Response<pb::CancelFeeLinesResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let cancellation = request::LineCancellation::try_from(&request)?;
+        caller.require_institution(&cancellation.scope.institution)?;
         Ok(Response::new(
             self.cancel_lines(cancellation, &digest(&request)).await?,
         ))
@@ -1028,7 +1062,9 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::PreSettleRequest>,
     ) -> Result<Response<pb::PreSettleResponse>, Status> {
+        let caller = Caller::of(&request);
         let input = SettleInput::try_from(&request.into_inner())?;
+        caller.require_institution(&input.scope.institution)?;
         Ok(Response::new(
             SettlementNode::pre_settle(self, input).await?,
         ))
@@ -1038,8 +1074,10 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::SettleRequest>,
     ) -> Result<Response<pb::SettleResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let input = SettleInput::try_from(&request)?;
+        caller.require_institution(&input.scope.institution)?;
         Ok(Response::new(
             SettlementNode::settle(self, input, &digest(&request)).await?,
         ))
@@ -1049,8 +1087,10 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::CancelSettlementRequest>,
     ) -> Result<Response<pb::CancelSettlementResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let input = request::CancelInput::try_from(&request)?;
+        caller.require_institution(&input.institution)?;
         Ok(Response::new(
             SettlementNode::cancel_settlement(self, input, &digest(&request)).await?,
         ))
@@ -1060,8 +1100,10 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::ReverseByMessageIdRequest>,
     ) -> Result<Response<pb::ReverseByMessageIdResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let input = request::ReverseInput::try_from(&request)?;
+        caller.require_institution(&input.institution)?;
         Ok(Response::new(
             SettlementNode::reverse(self, input, &digest(&request)).await?,
         ))
@@ -1071,8 +1113,13 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::GetSettlementRequest>,
     ) -> Result<Response<pb::GetSettlementResponse>, Status> {
+        let caller = Caller::of(&request);
         let input = request::GetInput::try_from(&request.into_inner())?;
-        let settlement = SettlementNode::get_settlement(self, input).await?;
+        self.require_reader(&caller, &input.institution)?;
+        let mut settlement = SettlementNode::get_settlement(self, input).await?;
+        if caller.role() == Role::Operator {
+            without_personal_data(&mut settlement);
+        }
         Ok(Response::new(pb::GetSettlementResponse {
             settlement: Some(settlement),
         }))
@@ -1082,9 +1129,13 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::ListSettlementsRequest>,
     ) -> Result<Response<pb::ListSettlementsResponse>, Status> {
+        let caller = Caller::of(&request);
         let input = request::ListInput::try_from(&request.into_inner())?;
-        Ok(Response::new(
-            SettlementNode::list_settlements(self, input).await?,
-        ))
+        self.require_reader(&caller, &input.institution)?;
+        let mut page = SettlementNode::list_settlements(self, input).await?;
+        if caller.role() == Role::Operator {
+            page.settlements.iter_mut().for_each(without_personal_data);
+        }
+        Ok(Response::new(page))
     }
 }

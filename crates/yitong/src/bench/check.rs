@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use tonic::transport::Channel;
+use crate::client::Channel;
 use yitong_core::{Amount, CityCode};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::{GetBalancesRequest, VerifyJournalRequest};

@@ -22,7 +22,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
-use yitong_core::{CityCode, Network};
+use yitong_core::{Caller, CityCode, Network, Owner};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 
@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// catalog items (what the visits are drawn from).
     #[arg(long, default_value_os_t = crate::default_seeds())]
     seeds: PathBuf,
+    /// The network's credentials file, with a key for every hospital's HIS and for the bureaus
+    /// the end-of-run check reads as: what `yitong dev` writes under its data directory.
+    #[arg(long, env = "YITONG_CREDENTIALS", default_value = "data/credentials.toml")]
+    credentials: PathBuf,
 }
 
 /// Everything the client tasks share.
@@ -130,6 +134,24 @@ impl Shared {
     }
 }
 
+/// A channel to `url` presenting `caller`'s key from `credentials`.
+async fn as_caller(
+    credentials: &yitong_auth::Credentials,
+    caller: &Caller,
+    url: &str,
+) -> anyhow::Result<crate::client::Channel> {
+    let client = crate::client::ClientArgs {
+        api_key: Some(
+            credentials
+                .key(caller)
+                .with_context(|| format!("the credentials hold no key for {caller}"))?
+                .to_owned(),
+        ),
+        ca: None,
+    };
+    client.connect(url, Duration::from_secs(10)).await
+}
+
 async fn connect(url: &str) -> anyhow::Result<Channel> {
     Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("bad endpoint {url}"))?
@@ -152,15 +174,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     }
     let network = Network::load(&args.seeds.join("network.toml"))?;
     let cities: Vec<CityCode> = network.enabled_cities().map(|city| city.code).collect();
-    let population = Arc::new(Population::load(&args.seeds, cities.clone(), args.lines)?);
+    let credentials = crate::client::load_credentials(&args.credentials)?;
+    let mut population = Population::load(&args.seeds, cities.clone(), args.lines)?;
+    population.authorize(&credentials)?;
+    let population = Arc::new(population);
     let mut clients = HashMap::new();
+    // The check lists each city's settlements as that city's bureau.
+    let mut bureau_clients = HashMap::new();
     for city in network.enabled_cities() {
         clients.insert(
             city.code,
             SettlementServiceClient::new(connect(&city.settlement).await?),
         );
+        let bureau = Caller::Bureau(Owner::City(city.code));
+        bureau_clients.insert(
+            city.code,
+            SettlementServiceClient::new(as_caller(&credentials, &bureau, &city.settlement).await?),
+        );
     }
-    let mut ledger = LedgerServiceClient::new(connect(&network.clearing_house.ledger).await?);
+    // The clearing house's staff read every balance and verify the journal.
+    let house = Caller::Bureau(Owner::ClearingHouse);
+    let mut ledger = LedgerServiceClient::new(
+        as_caller(&credentials, &house, &network.clearing_house.ledger).await?,
+    );
     let before = check::snapshot(&mut ledger, &cities).await?;
     let from_date = yitong_core::today().to_string();
     // Message ids are "<tag>-<visit>-<step>": unique per run, and how the check finds the run's
@@ -253,7 +289,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         Some(
             check::check(CheckInput {
                 ledger,
-                settlement: clients,
+                settlement: bureau_clients,
                 cities: &cities,
                 institutions,
                 run_tag: &run_tag,

@@ -45,6 +45,8 @@ pub struct Population {
     patients: HashMap<CityCode, Vec<Patient>>,
     /// Networked hospitals of each city (cross-city visits need a networked institution).
     hospitals: HashMap<CityCode, Vec<String>>,
+    /// Each hospital's `authorization` metadata: its HIS's API key ([`Population::authorize`]).
+    authorizations: HashMap<String, http::HeaderValue>,
     /// Item codes every enabled city's catalog holds without an end date, so a line is
     /// classified in any treatment city.
     item_codes: Vec<String>,
@@ -146,8 +148,23 @@ impl Population {
             cities,
             patients,
             hospitals,
+            authorizations: HashMap::new(),
             item_codes,
         })
+    }
+
+    /// Gives every hospital its HIS's API key from `credentials`; a hospital without one is an
+    /// error, since its every call would be refused.
+    pub fn authorize(&mut self, credentials: &yitong_auth::Credentials) -> anyhow::Result<()> {
+        for code in self.hospitals.values().flatten() {
+            let caller = yitong_core::Caller::Institution(
+                yitong_core::InstitutionCode::parse(code)
+                    .map_err(|_| anyhow::anyhow!("bad institution code {code}"))?,
+            );
+            let authorization = crate::client::authorization_of(credentials, &caller)?;
+            self.authorizations.insert(code.clone(), authorization);
+        }
+        Ok(())
     }
 }
 
@@ -198,6 +215,8 @@ pub struct Plan {
     insured: CityCode,
     patient: Patient,
     hospital: String,
+    /// The hospital's API key, as its HIS presents it.
+    authorization: Option<http::HeaderValue>,
     pre_settle: bool,
     cancel: bool,
     /// Unit prices in fen, one per line.
@@ -220,12 +239,14 @@ impl Plan {
         };
         let patients = &population.patients[&insured];
         let hospitals = &population.hospitals[&treatment];
+        let hospital = hospitals[rng.random_range(0..hospitals.len())].clone();
         Plan {
             number,
             treatment,
             insured,
             patient: patients[rng.random_range(0..patients.len())].clone(),
-            hospital: hospitals[rng.random_range(0..hospitals.len())].clone(),
+            authorization: population.authorizations.get(&hospital).cloned(),
+            hospital,
             pre_settle: rng.random_range(0..100) < mix.pre_settle_percent,
             cancel: rng.random_range(0..100) < mix.cancel_percent,
             // 50.00 to 800.00 yuan a line: a visit passes most deductibles, so the fund pays, and
@@ -295,7 +316,7 @@ pub async fn run_visit(
     let Some(visit) = timed(
         stats,
         Rpc::RegisterVisit,
-        client.register_visit(request(register, mix)),
+        client.register_visit(request(register, mix, plan)),
     )
     .await
     .and_then(|reply| reply.visit) else {
@@ -330,7 +351,7 @@ pub async fn run_visit(
     if timed(
         stats,
         Rpc::UploadFeeLines,
-        client.upload_fee_lines(request(upload, mix)),
+        client.upload_fee_lines(request(upload, mix, plan)),
     )
     .await
     .is_none()
@@ -353,7 +374,7 @@ pub async fn run_visit(
         if timed(
             stats,
             Rpc::PreSettle,
-            client.pre_settle(request(pre_settle, mix)),
+            client.pre_settle(request(pre_settle, mix, plan)),
         )
         .await
         .is_none()
@@ -372,7 +393,7 @@ pub async fn run_visit(
         institution_code: plan.hospital.clone(),
         operator_id: "bench".into(),
     };
-    let Some(settlement) = timed(stats, Rpc::Settle, client.settle(request(settle, mix)))
+    let Some(settlement) = timed(stats, Rpc::Settle, client.settle(request(settle, mix, plan)))
         .await
         .and_then(|reply| reply.settlement)
     else {
@@ -396,7 +417,7 @@ pub async fn run_visit(
     let cancelled = timed(
         stats,
         Rpc::CancelSettlement,
-        client.cancel_settlement(request(cancel, mix)),
+        client.cancel_settlement(request(cancel, mix, plan)),
     )
     .await
     .is_some();
@@ -406,9 +427,16 @@ pub async fn run_visit(
     }
 }
 
-fn request<T>(message: T, mix: &Mix) -> Request<T> {
+fn request<T>(message: T, mix: &Mix, plan: &Plan) -> Request<T> {
     let mut request = Request::new(message);
     request.set_timeout(mix.timeout);
+    if let Some(authorization) = &plan.authorization {
+        request.metadata_mut().insert(
+            "authorization",
+            tonic::metadata::AsciiMetadataValue::try_from(authorization.as_bytes())
+                .expect("a header value is ASCII metadata"),
+        );
+    }
     request
 }
 

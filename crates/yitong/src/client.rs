@@ -1,0 +1,70 @@
+//! How the command line reaches a network as one caller: an API key (`--api-key`), and the
+//! network's CA when the network runs TLS (`--ca`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use yitong_auth::Credentials;
+use yitong_core::{Authorized, Caller, bearer};
+
+/// A channel that presents the command's credential on every call.
+pub type Channel = Authorized<tonic::transport::Channel>;
+
+/// The credential flags every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// API key to call with (yt1.<id>.<secret>). `yitong dev` writes one for every caller to
+    /// data/credentials.toml.
+    #[arg(long, global = true, env = "YITONG_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// The network's CA certificate (PEM), to reach servers over TLS (https:// endpoints).
+    #[arg(long, global = true, env = "YITONG_CA")]
+    pub ca: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// A channel to `url`, connected now, whose calls present the API key.
+    pub async fn connect(&self, url: &str, connect_timeout: Duration) -> anyhow::Result<Channel> {
+        let mut endpoint = Endpoint::from_shared(url.to_owned())
+            .with_context(|| format!("bad endpoint {url}"))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read_to_string(ca)
+                .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .context("bad TLS settings")?;
+        }
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let authorization = match &self.api_key {
+            Some(key) => bearer(key).context("the API key is not a valid header value")?,
+            None => None,
+        };
+        Ok(Authorized::new(channel, authorization))
+    }
+}
+
+/// Reads a credentials file (what `yitong dev` writes) and finds callers' keys in it.
+pub fn load_credentials(path: &std::path::Path) -> anyhow::Result<Credentials> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read credentials {}", path.display()))?;
+    Credentials::from_toml(&text).with_context(|| format!("{} is malformed", path.display()))
+}
+
+/// The `authorization` value of `caller` in `credentials`.
+pub fn authorization_of(
+    credentials: &Credentials,
+    caller: &Caller,
+) -> anyhow::Result<http::HeaderValue> {
+    let key = credentials
+        .key(caller)
+        .with_context(|| format!("the credentials hold no key for {caller}"))?;
+    bearer(key)?.context("empty key")
+}
