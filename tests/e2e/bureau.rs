@@ -290,20 +290,20 @@ network_test! {
             person_no: person_no.into(),
             amount: amount.into(),
         };
-        let moved = net.identity(DONGYING).move_account(movement("DY-ACCT-1", "-12.34")).await.expect("moved").into_inner();
+        let moved = net.node(DONGYING).identity(DONGYING).move_account(movement("DY-ACCT-1", "-12.34")).await.expect("moved").into_inner();
         assert_eq!(balance(&moved.balance_after), balance(&before.account_balance) - 1234);
         // The same settlement under another message id: the first movement, not a second one.
-        let again = net.identity(DONGYING).move_account(movement("DY-ACCT-2", "-12.34")).await.expect("replayed").into_inner();
+        let again = net.node(DONGYING).identity(DONGYING).move_account(movement("DY-ACCT-2", "-12.34")).await.expect("replayed").into_inner();
         assert_eq!(again.balance_after, moved.balance_after);
-        let status = net.identity(DONGYING).move_account(movement("DY-ACCT-3", "-99.00")).await.unwrap_err();
+        let status = net.node(DONGYING).identity(DONGYING).move_account(movement("DY-ACCT-3", "-99.00")).await.unwrap_err();
         assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
         for asked in PILOT_CITIES {
             let person = net.identity(asked).get_insured_person(lookup()).await.expect("found").into_inner().person.expect("person");
             assert_eq!(person.account_balance, moved.balance_after, "live balance at {asked}");
         }
         let overdraw = MoveAccountRequest { settlement_id: "J37050026112500000002".into(), amount: "-99999999.00".into(), ..movement("DY-ACCT-4", "") };
-        assert_refused(&net.identity(DONGYING).move_account(overdraw).await.unwrap_err(), "ACCOUNT_INSUFFICIENT");
+        assert_refused(&net.node(DONGYING).identity(DONGYING).move_account(overdraw).await.unwrap_err(), "ACCOUNT_INSUFFICIENT");
         let zero = MoveAccountRequest { settlement_id: "J37050026112500000003".into(), ..movement("DY-ACCT-5", "0.00") };
-        assert_invalid(&net.identity(DONGYING).move_account(zero).await.unwrap_err(), "amount");
+        assert_invalid(&net.node(DONGYING).identity(DONGYING).move_account(zero).await.unwrap_err(), "amount");
     }
 }

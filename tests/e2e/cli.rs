@@ -22,12 +22,19 @@ struct Run {
     stderr: String,
 }
 
-/// Runs `yitong <args> --ledger <the sandbox's ledger>`.
+/// Runs `yitong <args> --ledger <the sandbox's ledger>` as Zibo's bureau, whose month these
+/// tests reconcile and clear.
 async fn run(net: &Sandbox, args: &[&str]) -> Run {
+    run_as(net, &format!("bureau:{ZIBO}"), args).await
+}
+
+/// Runs `yitong <args> --ledger <the sandbox's ledger>` with `caller`'s API key.
+async fn run_as(net: &Sandbox, caller: &str, args: &[&str]) -> Run {
     let ledger = net.endpoint(Owner::ClearingHouse, Service::Ledger);
     let output = tokio::process::Command::new(yitong())
         .args(args)
         .args(["--ledger", &ledger])
+        .env("YITONG_API_KEY", net.api_key(caller))
         .env("RUST_LOG", "warn")
         .output()
         .await
@@ -363,7 +370,7 @@ network_test! {
         assert_eq!(application["status"], "applied");
         assert_eq!(application["insured_city_pay"], pay.as_str());
 
-        let closed = run(net, &["clearing", "close", "--period", "2026-03", "--operator", "clearing-house-1", "--format", "json"]).await;
+        let closed = run_as(net, "bureau:clearing", &["clearing", "close", "--period", "2026-03", "--operator", "clearing-house-1", "--format", "json"]).await;
         assert_eq!(closed.code, 0, "{closed:?}");
         let close: serde_json::Value = serde_json::from_str(&closed.stdout).expect("JSON");
         let obligations: i64 = close["obligations"]
@@ -381,7 +388,7 @@ network_test! {
             .sum();
         assert_eq!(net_sum, 0);
 
-        let statement = run(net, &["clearing", "statement", "--period", "2026-03", "--city", JINAN, "--confirm", "--operator", "jinan-bureau"]).await;
+        let statement = run_as(net, &format!("bureau:{JINAN}"), &["clearing", "statement", "--period", "2026-03", "--city", JINAN, "--confirm", "--operator", "jinan-bureau"]).await;
         assert_eq!(statement.code, 0, "{statement:?}");
         assert!(
             statement.stdout.lines().any(|line| line.contains("status") && line.contains("confirmed")),
@@ -421,6 +428,8 @@ network_test! {
         );
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("network.toml"), network_file).expect("written");
+        // The HIS keys of every hospital and the bureaus' keys, as `yitong dev` writes them.
+        std::fs::write(dir.path().join("credentials.toml"), net.credentials_toml()).expect("written");
         for file in ["persons.csv", "institutions.csv", "catalog_items.csv"] {
             std::fs::copy(seeds.join(file), dir.path().join(file)).expect("copied");
         }
@@ -429,6 +438,8 @@ network_test! {
             .args(["bench", "--visits", "12", "--clients", "3", "--cancel-percent", "25"])
             .args(["--pre-settle-percent", "50", "--json", "--seeds"])
             .arg(dir.path())
+            .arg("--credentials")
+            .arg(dir.path().join("credentials.toml"))
             .env("RUST_LOG", "warn")
             .output()
             .await

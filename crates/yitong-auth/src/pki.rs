@@ -171,14 +171,14 @@ impl Pki {
         Ok(Certificate::from_pem(read(&self.ca_pem_path())?))
     }
 
-    /// A server of `owner`: its node certificate, and client certificates checked against the
-    /// network's CA when presented. A client without one may still authenticate with an API
-    /// key (an HIS, a bureau); nodes always present theirs.
+    /// A server of `owner`: its node certificate, and mutual TLS: every client presents a
+    /// certificate of the network's CA, unexpired, or the handshake fails. The certificate
+    /// names its caller, or (a gateway's) names none and the call carries an API key.
     pub fn server_tls(&self, owner: Owner) -> Result<ServerTlsConfig, PkiError> {
         Ok(ServerTlsConfig::new()
             .identity(self.identity(&Caller::Node(owner))?)
             .client_ca_root(self.ca()?)
-            .client_auth_optional(true))
+            .client_auth_optional(false))
     }
 
     /// A client trusting only the network's CA, presenting `holder`'s certificate if given.

@@ -134,6 +134,16 @@ impl Caller {
         }
     }
 
+    /// Refuses unless the caller is the HIS of the institution a request names by its code,
+    /// before the request is read any further: a caller learns nothing of a request it may not
+    /// make, not even whether it was well formed.
+    pub fn require_institution_code(&self, code: &str) -> Result<(), Denied> {
+        match self {
+            Caller::Institution(own) if own.as_str() == code => Ok(()),
+            _ => Err(self.denied(format_args!("act for institution {code:?}"))),
+        }
+    }
+
     /// Refuses unless the caller is `owner`'s bureau.
     pub fn require_bureau(&self, owner: Owner) -> Result<(), Denied> {
         match self {

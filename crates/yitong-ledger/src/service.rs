@@ -836,6 +836,10 @@ fn reconcile_for(caller: &Caller, scope: Option<&pb::ReconciliationScope>) -> Re
     let allowed = match (caller, subject) {
         (Caller::Bureau(Owner::ClearingHouse), _) => true,
         (Caller::Institution(own), Some(Subject::InstitutionCode(code))) => own.as_str() == code,
+        // A city's bureau reconciles its own institutions too: a code names its city.
+        (Caller::Bureau(Owner::City(own)), Some(Subject::InstitutionCode(code))) => {
+            code.get(1..7) == Some(own.to_string().as_str())
+        }
         (
             Caller::Bureau(Owner::City(own)),
             Some(Subject::TreatmentCity(city) | Subject::InsuredCity(city)),

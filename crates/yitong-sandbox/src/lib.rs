@@ -17,6 +17,7 @@ use std::sync::{LazyLock, Mutex};
 use yitong_auth::{Credentials, SharedKeyring};
 use yitong_core::{CallLimits, Caller, CityCode, Network, Owner, Service, bearer};
 use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
+use yitong_proto::audit::v1::audit_service_client::AuditServiceClient;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
@@ -358,6 +359,11 @@ impl Sandbox {
             .expect("every owner has a node key")
     }
 
+    /// Every key the sandbox issued, as `yitong dev`'s credentials file holds them.
+    pub fn credentials_toml(&self) -> String {
+        KEYS.credentials.lock().expect("sandbox keys").to_toml()
+    }
+
     /// The API key of `caller`, for the command line's `--api-key`.
     pub fn api_key(&self, caller: &str) -> String {
         KEYS.key_of(&caller.parse().expect("tests name valid callers"))
@@ -404,18 +410,50 @@ impl Sandbox {
     /// A connection of its own to the clearing house's ledger store, for tests that alter
     /// stored rows behind the service's back (tamper detection). Close it when done.
     pub async fn ledger_store(&self) -> yitong_store::Store {
+        self.store(Owner::ClearingHouse, Service::Ledger).await
+    }
+
+    /// A connection of its own to one server's store. Close it when done.
+    pub async fn store(&self, owner: Owner, service: Service) -> yitong_store::Store {
         let limits = PoolLimits {
             connections_max: 1,
             ..PoolLimits::default()
         };
-        yitong_store::Store::open(
-            &self.location,
-            Service::Ledger,
-            Owner::ClearingHouse,
-            limits,
-        )
-        .await
-        .expect("the ledger store opens")
+        yitong_store::Store::open(&self.location, service, owner, limits)
+            .await
+            .expect("the store opens")
+    }
+
+    /// Every table of every store with its row count, in a fixed order: what a refused call
+    /// must leave as it found it.
+    pub async fn row_counts(&self) -> Vec<(String, i64)> {
+        let mut counts = Vec::new();
+        for endpoint in self.endpoints() {
+            let store = self.store(endpoint.owner, endpoint.service).await;
+            let list = match store.backend() {
+                yitong_store::Backend::Sqlite => {
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                }
+                yitong_store::Backend::Postgres => {
+                    "SELECT CAST(table_name AS TEXT) FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY 1"
+                }
+            };
+            let tables: Vec<(String,)> = sqlx::query_as(list)
+                .fetch_all(store.pool())
+                .await
+                .expect("tables listed");
+            for (table,) in tables {
+                let (count,): (i64,) =
+                    sqlx::query_as(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+                        .fetch_one(store.pool())
+                        .await
+                        .expect("rows counted");
+                counts.push((format!("{}.{table}", store.name()), count));
+            }
+            store.close().await;
+        }
+        counts
     }
 }
 
@@ -470,6 +508,11 @@ impl As<'_> {
 
     pub fn ledger(&self) -> LedgerServiceClient<Channel> {
         LedgerServiceClient::new(self.channel(Owner::ClearingHouse, Service::Ledger))
+    }
+
+    /// The audit trail of one server.
+    pub fn audit(&self, owner: Owner, service: Service) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel(owner, service))
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use yitong_auth::Credentials;
 use yitong_core::{Authorized, Caller, bearer};
 
@@ -23,6 +23,13 @@ pub struct ClientArgs {
     /// The network's CA certificate (PEM), to reach servers over TLS (https:// endpoints).
     #[arg(long, global = true, env = "YITONG_CA")]
     pub ca: Option<PathBuf>,
+    /// This caller's certificate (PEM) for mutual TLS, with --key; its common name names the
+    /// caller (`yitong pki issue`).
+    #[arg(long, global = true, env = "YITONG_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM) of --cert.
+    #[arg(long, global = true, env = "YITONG_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
 }
 
 impl ClientArgs {
@@ -35,9 +42,15 @@ impl ClientArgs {
         if let Some(ca) = &self.ca {
             let pem = std::fs::read_to_string(ca)
                 .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
-                .context("bad TLS settings")?;
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                let read = |path: &PathBuf| {
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))
+                };
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            endpoint = endpoint.tls_config(tls).context("bad TLS settings")?;
         }
         let channel = endpoint
             .connect()

@@ -41,7 +41,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let credentials = dev_credentials(&credentials_path, &network, &seeds)?;
     let mut security = Security::loopback(&credentials);
     if args.tls {
-        security.pki = Some(dev_pki(&args.data.join("pki"), &network)?);
+        security.pki = Some(dev_pki(&args.data.join("pki"), &network, &seeds)?);
     }
     let location = match &args.database_url {
         Some(url) => Location::parse(url),
@@ -105,7 +105,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         credentials_path.display()
     );
     if args.tls {
-        println!("TLS: clients trust {}", args.data.join("pki/ca.pem").display());
+        println!(
+            "TLS: clients trust {} and present their certificate from that folder (--ca, --cert, --key)",
+            args.data.join("pki/ca.pem").display()
+        );
     }
     println!("Press Ctrl-C to stop.");
 
@@ -144,21 +147,19 @@ fn dev_credentials(path: &Path, network: &Network, seeds: &Seeds) -> anyhow::Res
 }
 
 /// The development network's PKI under `dir`: made on first use, with a certificate for every
-/// node valid for localhost and 127.0.0.1.
-fn dev_pki(dir: &Path, network: &Network) -> anyhow::Result<Pki> {
+/// caller of the network and seeds (every node's valid for localhost and 127.0.0.1), since
+/// every client of a TLS network presents one.
+fn dev_pki(dir: &Path, network: &Network, seeds: &Seeds) -> anyhow::Result<Pki> {
     if dir.join("ca.pem").exists() {
         return Ok(Pki::at(dir));
     }
     let pki = Pki::init(dir, "Yitong development network")?;
     let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned()];
-    for owner in network
-        .enabled_cities()
-        .map(|city| Owner::City(city.code))
-        .chain([Owner::ClearingHouse])
-    {
+    for caller in development_callers(network, Some(seeds)) {
+        let hosts: &[String] = if matches!(caller, Caller::Node(_)) { &hosts } else { &[] };
         pki.issue(
-            &Caller::Node(owner),
-            &hosts,
+            &caller,
+            hosts,
             Validity::days(yitong_auth::pki::NODE_VALIDITY_DAYS),
         )?;
     }

@@ -986,15 +986,11 @@ fn without_personal_data(settlement: &mut pb::Settlement) {
 impl SettlementNode {
     /// Who may read an institution's settlements: the institution itself, this city's bureau,
     /// and operators (without personal data).
-    fn require_reader(
-        &self,
-        caller: &Caller,
-        institution: &InstitutionCode,
-    ) -> Result<(), yitong_core::Denied> {
+    fn require_reader(&self, caller: &Caller, institution: &str) -> Result<(), yitong_core::Denied> {
         match caller {
             Caller::Bureau(_) => caller.require_bureau(Owner::City(self.city)),
             Caller::Operator(_) => Ok(()),
-            _ => caller.require_institution(institution),
+            _ => caller.require_institution_code(institution),
         }
     }
 }
@@ -1009,11 +1005,10 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::RegisterVisitRequest>,
     ) -> Result<Response<pb::RegisterVisitResponse>, Status> {
-        let caller = Caller::of(&request);
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
         let digest = digest(&request);
         let registration = Registration::try_from(request)?;
-        caller.require_institution(&registration.institution)?;
         Ok(Response::new(
             SettlementNode::register_visit(self, registration, &digest).await?,
         ))
@@ -1023,10 +1018,9 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::CancelVisitRequest>,
     ) -> Result<Response<pb::CancelVisitResponse>, Status> {
-        let caller = Caller::of(&request);
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
         let scope = VisitScope::try_from(&request)?;
-        caller.require_institution(&scope.institution)?;
         Ok(Response::new(
             SettlementNode::cancel_visit(self, scope, &digest(&request)).await?,
         ))
@@ -1036,10 +1030,9 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::UploadFeeLinesRequest>,
     ) -> Result<Response<pb::UploadFeeLinesResponse>, Status> {
-        let caller = Caller::of(&request);
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
         let upload = Upload::try_from(&request)?;
-        caller.require_institution(&upload.scope.institution)?;
         Ok(Response::new(
             self.upload_lines(upload, &digest(&request)).await?,
         ))
@@ -1049,10 +1042,9 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::CancelFeeLinesRequest>,
     ) -> Result<Response<pb::CancelFeeLinesResponse>, Status> {
-        let caller = Caller::of(&request);
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
         let cancellation = request::LineCancellation::try_from(&request)?;
-        caller.require_institution(&cancellation.scope.institution)?;
         Ok(Response::new(
             self.cancel_lines(cancellation, &digest(&request)).await?,
         ))
@@ -1062,9 +1054,8 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::PreSettleRequest>,
     ) -> Result<Response<pb::PreSettleResponse>, Status> {
-        let caller = Caller::of(&request);
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let input = SettleInput::try_from(&request.into_inner())?;
-        caller.require_institution(&input.scope.institution)?;
         Ok(Response::new(
             SettlementNode::pre_settle(self, input).await?,
         ))
@@ -1074,10 +1065,9 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::SettleRequest>,
     ) -> Result<Response<pb::SettleResponse>, Status> {
-        let caller = Caller::of(&request);
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
         let input = SettleInput::try_from(&request)?;
-        caller.require_institution(&input.scope.institution)?;
         Ok(Response::new(
             SettlementNode::settle(self, input, &digest(&request)).await?,
         ))
@@ -1087,10 +1077,9 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::CancelSettlementRequest>,
     ) -> Result<Response<pb::CancelSettlementResponse>, Status> {
-        let caller = Caller::of(&request);
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
         let input = request::CancelInput::try_from(&request)?;
-        caller.require_institution(&input.institution)?;
         Ok(Response::new(
             SettlementNode::cancel_settlement(self, input, &digest(&request)).await?,
         ))
@@ -1100,10 +1089,9 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         &self,
         request: Request<pb::ReverseByMessageIdRequest>,
     ) -> Result<Response<pb::ReverseByMessageIdResponse>, Status> {
-        let caller = Caller::of(&request);
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
         let input = request::ReverseInput::try_from(&request)?;
-        caller.require_institution(&input.institution)?;
         Ok(Response::new(
             SettlementNode::reverse(self, input, &digest(&request)).await?,
         ))
@@ -1114,8 +1102,8 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         request: Request<pb::GetSettlementRequest>,
     ) -> Result<Response<pb::GetSettlementResponse>, Status> {
         let caller = Caller::of(&request);
+        self.require_reader(&caller, &request.get_ref().institution_code)?;
         let input = request::GetInput::try_from(&request.into_inner())?;
-        self.require_reader(&caller, &input.institution)?;
         let mut settlement = SettlementNode::get_settlement(self, input).await?;
         if caller.role() == Role::Operator {
             without_personal_data(&mut settlement);
@@ -1130,8 +1118,8 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         request: Request<pb::ListSettlementsRequest>,
     ) -> Result<Response<pb::ListSettlementsResponse>, Status> {
         let caller = Caller::of(&request);
+        self.require_reader(&caller, &request.get_ref().institution_code)?;
         let input = request::ListInput::try_from(&request.into_inner())?;
-        self.require_reader(&caller, &input.institution)?;
         let mut page = SettlementNode::list_settlements(self, input).await?;
         if caller.role() == Role::Operator {
             page.settlements.iter_mut().for_each(without_personal_data);

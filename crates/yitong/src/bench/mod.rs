@@ -148,6 +148,8 @@ async fn as_caller(
                 .to_owned(),
         ),
         ca: None,
+        cert: None,
+        key: None,
     };
     client.connect(url, Duration::from_secs(10)).await
 }

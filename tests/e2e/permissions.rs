@@ -1,0 +1,242 @@
+//! Who may call what: every RPC of the product tried as every kind of caller, against a table
+//! written here from the design (not from the server's own matrix), and the audit trail.
+
+use tonic::Code;
+use yitong_proto::audit::v1::ListAuditEntriesRequest;
+use yitong_proto::catalog::v1 as catalog;
+use yitong_proto::identity::v1 as identity;
+use yitong_proto::ledger::v1 as ledger;
+use yitong_proto::settlement::v1 as settlement;
+use yitong_sandbox::{As, Sandbox, ZIBO};
+
+use crate::support::seeded_card;
+
+/// The callers every RPC is tried as. The servers asked are Zibo's (370300) and the clearing
+/// house's; every request names Zibo's hospital H37030000001 or the city of Zibo.
+const CALLERS: [(&str, Option<&str>); 11] = [
+    ("his", Some("institution:H37030000001")),
+    ("his_peer", Some("institution:H37030000002")),
+    ("his_far", Some("institution:H37010000001")),
+    ("bureau", Some("bureau:370300")),
+    ("bureau_far", Some("bureau:370100")),
+    ("house", Some("bureau:clearing")),
+    ("node", Some("node:370300")),
+    ("node_far", Some("node:370100")),
+    ("node_house", Some("node:clearing")),
+    ("operator", Some("operator:dev")),
+    ("anonymous", None),
+];
+
+const HIS: &str = "H37030000001";
+
+/// Every RPC, with the callers that may make it. Reads are expected to succeed for them; a
+/// write is expected past authorization (its dummy request is then refused for its content,
+/// which the end-to-end workflows cover in full).
+const TABLE: &[(&str, &[&str])] = &[
+    ("GetInsuredPerson", &["his", "bureau", "node", "node_far"]),
+    ("IssueCard", &["bureau"]),
+    ("ReportCardLost", &["bureau"]),
+    ("ReissueCard", &["bureau"]),
+    ("SetInsuranceStatus", &["bureau"]),
+    ("IssueEVoucher", &["bureau", "node", "node_far"]),
+    ("MoveAccount", &["node"]),
+    ("LookupItems", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
+    ("DownloadCatalog", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
+    ("PublishCatalogVersion", &["bureau"]),
+    ("GetPolicy", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
+    ("UpsertPolicy", &["bureau"]),
+    ("GetInstitution", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
+    ("ListInstitutions", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
+    ("RegisterVisit", &["his"]),
+    ("CancelVisit", &["his"]),
+    ("UploadFeeLines", &["his"]),
+    ("CancelFeeLines", &["his"]),
+    ("PreSettle", &["his"]),
+    ("Settle", &["his"]),
+    ("CancelSettlement", &["his"]),
+    ("ReverseByMessageId", &["his"]),
+    ("GetSettlement", &["his", "bureau", "operator"]),
+    ("ListSettlements", &["his", "bureau", "operator"]),
+    ("Quote", &["node", "node_far"]),
+    ("Reserve", &["node", "node_far"]),
+    ("Post", &["node", "node_far"]),
+    ("Void", &["node", "node_far"]),
+    ("CreateTransfers", &["node", "node_far"]),
+    ("PostPendingTransfers", &["node", "node_far"]),
+    ("VoidPendingTransfers", &["node", "node_far"]),
+    ("LookupTransfers", &["bureau", "bureau_far", "house", "node", "node_far", "operator"]),
+    ("GetBalances", &["bureau", "house", "node", "node_far", "operator"]),
+    ("GetJournalDigest", &["bureau", "bureau_far", "house", "node", "node_far", "operator"]),
+    ("VerifyJournal", &["bureau", "bureau_far", "house", "node", "node_far", "operator"]),
+    ("ReconcileTotals", &["his", "bureau", "house"]),
+    ("ReconcileDetails", &["his", "bureau", "house"]),
+    ("ListClearingDetails", &["bureau", "house"]),
+    ("ConfirmClearingDetails", &["bureau"]),
+    ("RollbackClearingConfirmation", &["bureau"]),
+    ("ApplyClearing", &["bureau"]),
+    ("CancelClearingApplication", &["bureau"]),
+    ("CloseClearingPeriod", &["house"]),
+    ("GetClearingStatement", &["bureau", "house", "operator"]),
+    ("ConfirmClearingStatement", &["bureau"]),
+    ("ListAuditEntries", &["bureau"]),
+    ("ListAuditEntries@ledger", &["bureau", "bureau_far", "house"]),
+];
+
+/// The RPCs whose allowed calls must succeed outright: reads with real arguments.
+const READS: &[&str] = &[
+    "GetInsuredPerson",
+    "LookupItems",
+    "DownloadCatalog",
+    "GetInstitution",
+    "ListInstitutions",
+    "ListSettlements",
+    "LookupTransfers",
+    "GetBalances",
+    "GetJournalDigest",
+    "VerifyJournal",
+    "ListClearingDetails",
+    "ListAuditEntries",
+    "ListAuditEntries@ledger",
+];
+
+fn period() -> Option<ledger::ClearingPeriod> {
+    Some(ledger::ClearingPeriod {
+        year: 2026,
+        month: 11,
+    })
+}
+
+/// Makes one call of `rpc` as `caller` and returns its status code.
+async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
+    let message_id = format!("PERM-{n}");
+    let card = Some(identity::Credential {
+        kind: Some(identity::credential::Kind::CardNumber(seeded_card(ZIBO, 1))),
+    });
+    let code_of = |result: Result<(), tonic::Status>| match result {
+        Ok(()) => Code::Ok,
+        Err(status) => status.code(),
+    };
+    macro_rules! unary {
+        ($client:expr, $method:ident, $request:expr) => {
+            code_of($client.$method($request).await.map(drop))
+        };
+    }
+    let zibo = || ZIBO.to_owned();
+    match rpc {
+        "GetInsuredPerson" => unary!(caller.identity(ZIBO), get_insured_person, identity::GetInsuredPersonRequest { credential: card, institution_code: HIS.into(), ..Default::default() }),
+        "IssueCard" => unary!(caller.identity(ZIBO), issue_card, identity::IssueCardRequest { message_id, ..Default::default() }),
+        "ReportCardLost" => unary!(caller.identity(ZIBO), report_card_lost, identity::ReportCardLostRequest { message_id, ..Default::default() }),
+        "ReissueCard" => unary!(caller.identity(ZIBO), reissue_card, identity::ReissueCardRequest { message_id, ..Default::default() }),
+        "SetInsuranceStatus" => unary!(caller.identity(ZIBO), set_insurance_status, identity::SetInsuranceStatusRequest { message_id, ..Default::default() }),
+        "IssueEVoucher" => unary!(caller.identity(ZIBO), issue_e_voucher, identity::IssueEVoucherRequest { credential: None, ttl_seconds: 0 }),
+        "MoveAccount" => unary!(caller.identity(ZIBO), move_account, identity::MoveAccountRequest { message_id, ..Default::default() }),
+        "LookupItems" => unary!(caller.catalog(ZIBO), lookup_items, catalog::LookupItemsRequest { codes: vec!["X".into()], ..Default::default() }),
+        "DownloadCatalog" => unary!(caller.catalog(ZIBO), download_catalog, catalog::DownloadCatalogRequest { since_version: 0, page_size: 1 }),
+        "PublishCatalogVersion" => unary!(caller.catalog(ZIBO), publish_catalog_version, catalog::PublishCatalogVersionRequest { message_id, ..Default::default() }),
+        "GetPolicy" => unary!(caller.catalog(ZIBO), get_policy, catalog::GetPolicyRequest { insured_city: zibo(), ..Default::default() }),
+        "UpsertPolicy" => unary!(caller.catalog(ZIBO), upsert_policy, catalog::UpsertPolicyRequest { message_id, ..Default::default() }),
+        "GetInstitution" => unary!(caller.catalog(ZIBO), get_institution, catalog::GetInstitutionRequest { code: HIS.into() }),
+        "ListInstitutions" => unary!(caller.catalog(ZIBO), list_institutions, catalog::ListInstitutionsRequest { city: zibo(), page_size: 10, ..Default::default() }),
+        "RegisterVisit" => unary!(caller.settlement(ZIBO), register_visit, settlement::RegisterVisitRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
+        "CancelVisit" => unary!(caller.settlement(ZIBO), cancel_visit, settlement::CancelVisitRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
+        "UploadFeeLines" => unary!(caller.settlement(ZIBO), upload_fee_lines, settlement::UploadFeeLinesRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
+        "CancelFeeLines" => unary!(caller.settlement(ZIBO), cancel_fee_lines, settlement::CancelFeeLinesRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
+        "PreSettle" => unary!(caller.settlement(ZIBO), pre_settle, settlement::PreSettleRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
+        "Settle" => unary!(caller.settlement(ZIBO), settle, settlement::SettleRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
+        "CancelSettlement" => unary!(caller.settlement(ZIBO), cancel_settlement, settlement::CancelSettlementRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
+        "ReverseByMessageId" => unary!(caller.settlement(ZIBO), reverse_by_message_id, settlement::ReverseByMessageIdRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
+        "GetSettlement" => unary!(caller.settlement(ZIBO), get_settlement, settlement::GetSettlementRequest { key: Some(settlement::get_settlement_request::Key::MessageId(message_id)), institution_code: HIS.into() }),
+        "ListSettlements" => unary!(caller.settlement(ZIBO), list_settlements, settlement::ListSettlementsRequest { institution_code: HIS.into(), from_date: "2026-11-01".into(), to_date: "2026-11-30".into(), page_size: 10, ..Default::default() }),
+        "Quote" => unary!(caller.benefit(ZIBO), quote, settlement::QuoteRequest { claim: None }),
+        "Reserve" => unary!(caller.benefit(ZIBO), reserve, settlement::ReserveRequest { message_id, ..Default::default() }),
+        "Post" => unary!(caller.benefit(ZIBO), post, settlement::PostRequest { message_id, ..Default::default() }),
+        "Void" => unary!(caller.benefit(ZIBO), void, settlement::VoidRequest { message_id, ..Default::default() }),
+        "CreateTransfers" => unary!(caller.ledger(), create_transfers, ledger::CreateTransfersRequest { message_id, transfers: vec![] }),
+        "PostPendingTransfers" => unary!(caller.ledger(), post_pending_transfers, ledger::PostPendingTransfersRequest { message_id, pending_transfer_ids: vec![] }),
+        "VoidPendingTransfers" => unary!(caller.ledger(), void_pending_transfers, ledger::VoidPendingTransfersRequest { message_id, ..Default::default() }),
+        "LookupTransfers" => unary!(caller.ledger(), lookup_transfers, ledger::LookupTransfersRequest { selector: Some(ledger::lookup_transfers_request::Selector::SettlementId("J37030020261101000001".into())) }),
+        "GetBalances" => unary!(caller.ledger(), get_balances, ledger::GetBalancesRequest { account_ids: vec![], cities: vec![zibo()] }),
+        "GetJournalDigest" => unary!(caller.ledger(), get_journal_digest, ledger::GetJournalDigestRequest {}),
+        "VerifyJournal" => unary!(caller.ledger(), verify_journal, ledger::VerifyJournalRequest { up_to_sequence: 0 }),
+        "ReconcileTotals" => unary!(caller.ledger(), reconcile_totals, ledger::ReconcileTotalsRequest { message_id, scope: Some(ledger::ReconciliationScope { subject: Some(ledger::reconciliation_scope::Subject::InstitutionCode(HIS.into())) }), ..Default::default() }),
+        "ReconcileDetails" => {
+            let header = ledger::ReconcileDetailsRequest {
+                item: Some(ledger::reconcile_details_request::Item::Header(ledger::ReconcileDetailsHeader {
+                    message_id,
+                    scope: Some(ledger::ReconciliationScope { subject: Some(ledger::reconciliation_scope::Subject::InstitutionCode(HIS.into())) }),
+                    ..Default::default()
+                })),
+            };
+            let stream = tokio_stream::iter([header]);
+            match caller.ledger().reconcile_details(stream).await {
+                Ok(mut replies) => match replies.get_mut().message().await {
+                    Ok(_) => Code::Ok,
+                    Err(status) => status.code(),
+                },
+                Err(status) => status.code(),
+            }
+        }
+        "ListClearingDetails" => unary!(caller.ledger(), list_clearing_details, ledger::ListClearingDetailsRequest { period: period(), treatment_city: zibo(), page_size: 10, ..Default::default() }),
+        "ConfirmClearingDetails" => unary!(caller.ledger(), confirm_clearing_details, ledger::ConfirmClearingDetailsRequest { message_id, treatment_city: zibo(), ..Default::default() }),
+        "RollbackClearingConfirmation" => unary!(caller.ledger(), rollback_clearing_confirmation, ledger::RollbackClearingConfirmationRequest { message_id, treatment_city: zibo(), ..Default::default() }),
+        "ApplyClearing" => unary!(caller.ledger(), apply_clearing, ledger::ApplyClearingRequest { message_id, treatment_city: zibo(), ..Default::default() }),
+        "CancelClearingApplication" => unary!(caller.ledger(), cancel_clearing_application, ledger::CancelClearingApplicationRequest { message_id, application_id: "CA202611370300001".into(), ..Default::default() }),
+        "CloseClearingPeriod" => unary!(caller.ledger(), close_clearing_period, ledger::CloseClearingPeriodRequest { message_id, period: None, operator_id: String::new() }),
+        "GetClearingStatement" => unary!(caller.ledger(), get_clearing_statement, ledger::GetClearingStatementRequest { city: zibo(), period: period() }),
+        "ConfirmClearingStatement" => unary!(caller.ledger(), confirm_clearing_statement, ledger::ConfirmClearingStatementRequest { message_id, city: zibo(), ..Default::default() }),
+        "ListAuditEntries" => unary!(caller.audit(yitong_core::Owner::City(ZIBO.parse().expect("region code")), yitong_core::Service::Identity), list_audit_entries, ListAuditEntriesRequest { page_size: 10, page_token: String::new() }),
+        "ListAuditEntries@ledger" => unary!(caller.audit(yitong_core::Owner::ClearingHouse, yitong_core::Service::Ledger), list_audit_entries, ListAuditEntriesRequest { page_size: 10, page_token: String::new() }),
+        other => panic!("no call for {other}"),
+    }
+}
+
+fn caller<'a>(net: &'a Sandbox, name: Option<&str>) -> As<'a> {
+    match name {
+        Some(name) => net.as_caller(name),
+        None => net.anonymous(),
+    }
+}
+
+yitong_sandbox::network_test! {
+    /// Proves the permission matrix: every RPC of every service, tried as an HIS of the
+    /// institution the request names, of another institution of the city and of another
+    /// city; as the city's bureau, another city's bureau and the clearing house's staff; as a
+    /// node of the city, of another city and of the clearing house; as an operator; and with
+    /// no credential. What the table allows passes authorization (and reads succeed); what it
+    /// does not is refused with PERMISSION_DENIED, or UNAUTHENTICATED without a credential; and
+    /// after the refusals every table of every store holds exactly the rows it held before.
+    async fn every_rpc_as_every_caller(net) {
+        assert_eq!(TABLE.len(), yitong_auth::MATRIX.len() + 1, "the table names every RPC (the audit trail twice)");
+        let mut n = 0;
+        for (rpc, allowed) in TABLE {
+            let before = net.row_counts().await;
+            for (name, credential) in CALLERS {
+                if allowed.contains(&name) {
+                    continue;
+                }
+                n += 1;
+                let code = call(&caller(net, credential), rpc, n).await;
+                let expected = if credential.is_none() { Code::Unauthenticated } else { Code::PermissionDenied };
+                assert_eq!(code, expected, "{rpc} as {name}");
+            }
+            assert_eq!(net.row_counts().await, before, "refusals of {rpc} stored nothing");
+            for (name, credential) in CALLERS {
+                if !allowed.contains(&name) {
+                    continue;
+                }
+                n += 1;
+                let code = call(&caller(net, credential), rpc, n).await;
+                assert!(!matches!(code, Code::PermissionDenied | Code::Unauthenticated), "{rpc} as {name} was refused: {code:?}");
+                if READS.contains(rpc) {
+                    assert_eq!(code, Code::Ok, "{rpc} as {name}");
+                }
+            }
+        }
+        // A key that is not one the network issued is refused as unauthenticated, for an RPC
+        // anyone may otherwise reach.
+        let mut forged = net.catalog(ZIBO);
+        let mut request = tonic::Request::new(catalog::GetInstitutionRequest { code: HIS.into() });
+        request.metadata_mut().insert("authorization", format!("Bearer yt1.{}.{}", "0".repeat(16), "0".repeat(64)).parse().expect("ascii"));
+        assert_eq!(forged.get_institution(request).await.unwrap_err().code(), Code::Unauthenticated);
+    }
+}
