@@ -240,3 +240,92 @@ yitong_sandbox::network_test! {
         assert_eq!(forged.get_institution(request).await.unwrap_err().code(), Code::Unauthenticated);
     }
 }
+
+/// The audit trail of one server, read as `reader`: (actor, rpc, message id) in order.
+async fn trail(net: &Sandbox, reader: &str, owner: yitong_core::Owner, service: yitong_core::Service) -> Vec<(String, String, String)> {
+    let mut rows = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = net
+            .as_caller(reader)
+            .audit(owner, service)
+            .list_audit_entries(ListAuditEntriesRequest { page_size: 2, page_token })
+            .await
+            .expect("the trail is readable by its bureau")
+            .into_inner();
+        rows.extend(page.entries.into_iter().map(|entry| (entry.actor, entry.rpc, entry.message_id)));
+        if page.next_page_token.is_empty() {
+            return rows;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+fn rows(expected: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    expected.iter().map(|(a, r, m)| ((*a).to_owned(), (*r).to_owned(), (*m).to_owned())).collect()
+}
+
+yitong_sandbox::network_test! {
+    /// Proves the audit trail: a bureau's status change, and a Zibo hospital's cross-city visit
+    /// of a Jinan patient settled and cancelled, leave exactly one row per state change in the
+    /// store that changed, naming the caller (the hospital at Zibo's settlement service, Zibo's
+    /// node at Jinan's benefit service and at the ledger), the RPC and the message id, in order;
+    /// replays, refused calls (another city's bureau, a malformed request, a denied HIS) and
+    /// reads leave none; each trail is paged, and refused to another city's bureau.
+    async fn the_audit_trail_holds_each_change_once(net) {
+        use yitong_core::{Owner, Service};
+        let zibo = Owner::City(ZIBO.parse().expect("region code"));
+        let jinan = Owner::City(yitong_sandbox::JINAN.parse().expect("region code"));
+        let status_change = |message_id: &str| identity::SetInsuranceStatusRequest {
+            message_id: message_id.into(),
+            person_no: "3703000000000003".into(),
+            status: identity::InsuranceStatus::Suspended as i32,
+            effective_date: "2026-01-01".into(),
+            reason: "contributions unpaid".into(),
+            operator_id: "bureau-2".into(),
+        };
+        // Refused: another city's bureau, then a malformed request by the right one.
+        let denied = net.as_caller("bureau:370100").identity(ZIBO).set_insurance_status(status_change("AUD-1")).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied);
+        let invalid = net.identity(ZIBO).set_insurance_status(identity::SetInsuranceStatusRequest { reason: String::new(), ..status_change("AUD-1") }).await.unwrap_err();
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+        // The change, and its replay.
+        net.identity(ZIBO).set_insurance_status(status_change("AUD-1")).await.expect("suspended");
+        net.identity(ZIBO).set_insurance_status(status_change("AUD-1")).await.expect("replayed");
+
+        // A visit: registered, lines uploaded, settled (and replayed), cancelled; a denied
+        // HIS and a read in between.
+        let mut his = net.his_settlement(HIS);
+        let visit = his.register_visit(crate::settlement::register_request("AUD-R", ZIBO, yitong_sandbox::JINAN, 2)).await.expect("registered").into_inner().visit.expect("visit");
+        his.upload_fee_lines(crate::settlement::upload_request("AUD-U", &visit, crate::settlement::visit_lines())).await.expect("uploaded");
+        let settle = crate::settlement::settle_request("AUD-S", &visit, 2, false);
+        let settled = his.settle(settle.clone()).await.expect("settled").into_inner().settlement.expect("settlement");
+        his.settle(settle.clone()).await.expect("replayed");
+        let stranger = net.his_settlement("H37030000002").settle(settle).await.unwrap_err();
+        assert_eq!(stranger.code(), Code::PermissionDenied);
+        his.get_settlement(settlement::GetSettlementRequest { key: Some(settlement::get_settlement_request::Key::MessageId("AUD-S".into())), institution_code: HIS.into() }).await.expect("read");
+        his.cancel_settlement(crate::settlement::cancel_request("AUD-C", &settled)).await.expect("cancelled");
+
+        let hospital = format!("institution:{HIS}");
+        assert_eq!(trail(net, "bureau:370300", zibo, Service::Identity).await, rows(&[("bureau:370300", "SetInsuranceStatus", "AUD-1")]));
+        assert_eq!(
+            trail(net, "bureau:370300", zibo, Service::Settlement).await,
+            rows(&[(&hospital, "RegisterVisit", "AUD-R"), (&hospital, "UploadFeeLines", "AUD-U"), (&hospital, "Settle", "AUD-S"), (&hospital, "CancelSettlement", "AUD-C")])
+        );
+        // The insured city's benefit side: what the treatment city's node reserved and posted,
+        // under message ids the node derives from its own.
+        let benefit = trail(net, "bureau:370100", jinan, Service::Settlement).await;
+        let steps: Vec<(&str, &str)> = benefit.iter().map(|(actor, rpc, _)| (actor.as_str(), rpc.as_str())).collect();
+        assert_eq!(steps, [("node:370300", "Reserve"), ("node:370300", "Post"), ("node:370300", "Reserve"), ("node:370300", "Post")], "{benefit:?}");
+        let ledger = trail(net, "bureau:clearing", Owner::ClearingHouse, Service::Ledger).await;
+        let steps: Vec<(&str, &str)> = ledger.iter().map(|(actor, rpc, _)| (actor.as_str(), rpc.as_str())).collect();
+        assert_eq!(steps, [("node:370300", "CreateTransfers"), ("node:370300", "PostPendingTransfers"), ("node:370300", "CreateTransfers"), ("node:370300", "PostPendingTransfers")], "{ledger:?}");
+        // At the clearing house a city's bureau reads its own city's callers' rows only.
+        assert_eq!(trail(net, "bureau:370300", Owner::ClearingHouse, Service::Ledger).await, ledger);
+        assert!(trail(net, "bureau:370100", Owner::ClearingHouse, Service::Ledger).await.is_empty());
+        // Nothing happened at Zibo's catalog, and Jinan's bureau may not read Zibo's trails.
+        assert!(trail(net, "bureau:370300", zibo, Service::Catalog).await.is_empty());
+        let refused = net.as_caller("bureau:370100").audit(zibo, Service::Settlement).list_audit_entries(ListAuditEntriesRequest::default()).await.unwrap_err();
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+}
