@@ -97,6 +97,10 @@ def compose(network: dict) -> dict:
         "  restart: unless-stopped",
         "  volumes:",
         "    - ./compose/network.toml:/etc/yitong/network.toml:ro",
+        "    # Made once with `yitong pki init --network deploy/compose/network.toml --out deploy/pki`;",
+        "    # API keys with `yitong key issue --keys deploy/keys.toml <caller>`. Never committed.",
+        "    - ./pki:/etc/yitong/pki:ro",
+        "    - ./keys.toml:/etc/yitong/keys.toml:ro",
         "  depends_on:",
         "    prepare:",
         "      condition: service_completed_successfully",
@@ -212,6 +216,9 @@ def compose(network: dict) -> dict:
 
 def compose_telemetry_env() -> list[str]:
     return [
+        # Every server speaks mutual TLS with its node certificate and checks API keys.
+        "      YITONG_PKI: /etc/yitong/pki",
+        "      YITONG_KEYS: /etc/yitong/keys.toml",
         f"      YITONG_METRICS_LISTEN: 0.0.0.0:{METRICS_PORT}",
         f"      OTEL_EXPORTER_OTLP_ENDPOINT: {COMPOSE_OTLP}",
         "      OTEL_TRACES_SAMPLER: parentbased_always_on",
@@ -385,6 +392,10 @@ def k8s_workload(city, service: str, p: int, code: str | None) -> list[str]:
     env = [
         "            - name: YITONG_NETWORK",
         "              value: /etc/yitong/network.toml",
+        "            - name: YITONG_PKI",
+        "              value: /etc/yitong/pki",
+        "            - name: YITONG_KEYS",
+        "              value: /etc/yitong/keys/keys.toml",
         "            - name: YITONG_METRICS_LISTEN",
         f'              value: "0.0.0.0:{METRICS_PORT}"',
         "            - name: OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -404,11 +415,12 @@ def k8s_workload(city, service: str, p: int, code: str | None) -> list[str]:
                 "                  name: yitong-identity-keys",
                 f"                  key: {name}",
             ]
+    # The gRPC port speaks mutual TLS only, which the kubelet's gRPC probe cannot: the probes
+    # open a TCP connection to it (see deploy/README.md).
     probe = lambda kind, delay: [  # noqa: E731
         f"          {kind}:",
-        "            grpc:",
+        "            tcpSocket:",
         f"              port: {p}",
-        f"              service: {GRPC_NAMES[service]}",
         f"            initialDelaySeconds: {delay}",
         "            periodSeconds: 5",
     ]
@@ -466,10 +478,24 @@ def k8s_workload(city, service: str, p: int, code: str | None) -> list[str]:
         "            - name: network",
         "              mountPath: /etc/yitong/network.toml",
         "              subPath: network.toml",
+        "            - name: pki",
+        "              mountPath: /etc/yitong/pki",
+        "              readOnly: true",
+        "            - name: keys",
+        "              mountPath: /etc/yitong/keys",
+        "              readOnly: true",
         "      volumes:",
         "        - name: network",
         "          configMap:",
         "            name: yitong-network",
+        "        # The node's certificate and key and the network's CA certificate (never its key),",
+        "        # from `yitong pki init`; the key file from `yitong key issue`.",
+        "        - name: pki",
+        "          secret:",
+        "            secretName: yitong-pki",
+        "        - name: keys",
+        "          secret:",
+        "            secretName: yitong-keys",
         "---",
         "apiVersion: v1",
         "kind: Service",
