@@ -3,7 +3,6 @@
 //! change sets, effective-dated policies, and the designated institutions of every city.
 
 use tonic::Code;
-use yitong_sandbox::Channel;
 use yitong_core::{Date, today};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::catalog::v1::{
@@ -13,6 +12,7 @@ use yitong_proto::catalog::v1::{
     PublishCatalogVersionRequest, UpsertPolicyRequest, WithdrawnItem,
 };
 use yitong_proto::identity::v1::{InsuranceType, PersonType};
+use yitong_sandbox::Channel;
 use yitong_sandbox::{JINAN, PILOT_CITIES, ZIBO, network_test};
 
 use crate::support::{assert_invalid, assert_refused};

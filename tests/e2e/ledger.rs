@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use tonic::Code;
-use yitong_sandbox::Channel;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_proto::ledger::v1::{
@@ -16,6 +15,7 @@ use yitong_proto::ledger::v1::{
     TransferFlags, TransferIds, TransferRecord, TransferStatus, VerifyJournalRequest,
     VerifyJournalResponse, VoidPendingTransfersRequest,
 };
+use yitong_sandbox::Channel;
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, PILOT_CITIES, ZIBO, network_test};
 use yitong_store::sqlx::{self, AssertSqlSafe};
 

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use tokio_stream::StreamExt;
-use yitong_sandbox::Channel;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;
@@ -24,6 +23,7 @@ use yitong_proto::ledger::v1::{
     ReconcileDetailsSummary, ReconciliationFigure, ReconciliationResult, ReconciliationScope,
     SettlementRecord, StatementStatus, Transfer, TransferCode, TransferIds,
 };
+use yitong_sandbox::Channel;
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, ZIBO, network_test};
 
 use crate::support::{settlement_transfer, transfer_id, yuan};

@@ -40,13 +40,28 @@ const TABLE: &[(&str, &[&str])] = &[
     ("SetInsuranceStatus", &["bureau"]),
     ("IssueEVoucher", &["bureau", "node", "node_far"]),
     ("MoveAccount", &["node"]),
-    ("LookupItems", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
-    ("DownloadCatalog", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
+    (
+        "LookupItems",
+        &["his", "his_peer", "bureau", "node", "node_far", "operator"],
+    ),
+    (
+        "DownloadCatalog",
+        &["his", "his_peer", "bureau", "node", "node_far", "operator"],
+    ),
     ("PublishCatalogVersion", &["bureau"]),
-    ("GetPolicy", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
+    (
+        "GetPolicy",
+        &["his", "his_peer", "bureau", "node", "node_far", "operator"],
+    ),
     ("UpsertPolicy", &["bureau"]),
-    ("GetInstitution", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
-    ("ListInstitutions", &["his", "his_peer", "bureau", "node", "node_far", "operator"]),
+    (
+        "GetInstitution",
+        &["his", "his_peer", "bureau", "node", "node_far", "operator"],
+    ),
+    (
+        "ListInstitutions",
+        &["his", "his_peer", "bureau", "node", "node_far", "operator"],
+    ),
     ("RegisterVisit", &["his"]),
     ("CancelVisit", &["his"]),
     ("UploadFeeLines", &["his"]),
@@ -64,10 +79,43 @@ const TABLE: &[(&str, &[&str])] = &[
     ("CreateTransfers", &["node", "node_far"]),
     ("PostPendingTransfers", &["node", "node_far"]),
     ("VoidPendingTransfers", &["node", "node_far"]),
-    ("LookupTransfers", &["bureau", "bureau_far", "house", "node", "node_far", "operator"]),
-    ("GetBalances", &["bureau", "house", "node", "node_far", "operator"]),
-    ("GetJournalDigest", &["bureau", "bureau_far", "house", "node", "node_far", "operator"]),
-    ("VerifyJournal", &["bureau", "bureau_far", "house", "node", "node_far", "operator"]),
+    (
+        "LookupTransfers",
+        &[
+            "bureau",
+            "bureau_far",
+            "house",
+            "node",
+            "node_far",
+            "operator",
+        ],
+    ),
+    (
+        "GetBalances",
+        &["bureau", "house", "node", "node_far", "operator"],
+    ),
+    (
+        "GetJournalDigest",
+        &[
+            "bureau",
+            "bureau_far",
+            "house",
+            "node",
+            "node_far",
+            "operator",
+        ],
+    ),
+    (
+        "VerifyJournal",
+        &[
+            "bureau",
+            "bureau_far",
+            "house",
+            "node",
+            "node_far",
+            "operator",
+        ],
+    ),
     ("ReconcileTotals", &["his", "bureau", "house"]),
     ("ReconcileDetails", &["his", "bureau", "house"]),
     ("ListClearingDetails", &["bureau", "house"]),
@@ -79,7 +127,10 @@ const TABLE: &[(&str, &[&str])] = &[
     ("GetClearingStatement", &["bureau", "house", "operator"]),
     ("ConfirmClearingStatement", &["bureau"]),
     ("ListAuditEntries", &["bureau"]),
-    ("ListAuditEntries@ledger", &["bureau", "bureau_far", "house"]),
+    (
+        "ListAuditEntries@ledger",
+        &["bureau", "bureau_far", "house"],
+    ),
 ];
 
 /// The RPCs whose allowed calls must succeed outright: reads with real arguments.
@@ -123,49 +174,316 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
     }
     let zibo = || ZIBO.to_owned();
     match rpc {
-        "GetInsuredPerson" => unary!(caller.identity(ZIBO), get_insured_person, identity::GetInsuredPersonRequest { credential: card, institution_code: HIS.into(), ..Default::default() }),
-        "IssueCard" => unary!(caller.identity(ZIBO), issue_card, identity::IssueCardRequest { message_id, ..Default::default() }),
-        "ReportCardLost" => unary!(caller.identity(ZIBO), report_card_lost, identity::ReportCardLostRequest { message_id, ..Default::default() }),
-        "ReissueCard" => unary!(caller.identity(ZIBO), reissue_card, identity::ReissueCardRequest { message_id, ..Default::default() }),
-        "SetInsuranceStatus" => unary!(caller.identity(ZIBO), set_insurance_status, identity::SetInsuranceStatusRequest { message_id, ..Default::default() }),
-        "IssueEVoucher" => unary!(caller.identity(ZIBO), issue_e_voucher, identity::IssueEVoucherRequest { credential: None, ttl_seconds: 0 }),
-        "MoveAccount" => unary!(caller.identity(ZIBO), move_account, identity::MoveAccountRequest { message_id, ..Default::default() }),
-        "LookupItems" => unary!(caller.catalog(ZIBO), lookup_items, catalog::LookupItemsRequest { codes: vec!["X".into()], ..Default::default() }),
-        "DownloadCatalog" => unary!(caller.catalog(ZIBO), download_catalog, catalog::DownloadCatalogRequest { since_version: 0, page_size: 1 }),
-        "PublishCatalogVersion" => unary!(caller.catalog(ZIBO), publish_catalog_version, catalog::PublishCatalogVersionRequest { message_id, ..Default::default() }),
-        "GetPolicy" => unary!(caller.catalog(ZIBO), get_policy, catalog::GetPolicyRequest { insured_city: zibo(), ..Default::default() }),
-        "UpsertPolicy" => unary!(caller.catalog(ZIBO), upsert_policy, catalog::UpsertPolicyRequest { message_id, ..Default::default() }),
-        "GetInstitution" => unary!(caller.catalog(ZIBO), get_institution, catalog::GetInstitutionRequest { code: HIS.into() }),
-        "ListInstitutions" => unary!(caller.catalog(ZIBO), list_institutions, catalog::ListInstitutionsRequest { city: zibo(), page_size: 10, ..Default::default() }),
-        "RegisterVisit" => unary!(caller.settlement(ZIBO), register_visit, settlement::RegisterVisitRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
-        "CancelVisit" => unary!(caller.settlement(ZIBO), cancel_visit, settlement::CancelVisitRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
-        "UploadFeeLines" => unary!(caller.settlement(ZIBO), upload_fee_lines, settlement::UploadFeeLinesRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
-        "CancelFeeLines" => unary!(caller.settlement(ZIBO), cancel_fee_lines, settlement::CancelFeeLinesRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
-        "PreSettle" => unary!(caller.settlement(ZIBO), pre_settle, settlement::PreSettleRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
-        "Settle" => unary!(caller.settlement(ZIBO), settle, settlement::SettleRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
-        "CancelSettlement" => unary!(caller.settlement(ZIBO), cancel_settlement, settlement::CancelSettlementRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
-        "ReverseByMessageId" => unary!(caller.settlement(ZIBO), reverse_by_message_id, settlement::ReverseByMessageIdRequest { message_id, institution_code: HIS.into(), ..Default::default() }),
-        "GetSettlement" => unary!(caller.settlement(ZIBO), get_settlement, settlement::GetSettlementRequest { key: Some(settlement::get_settlement_request::Key::MessageId(message_id)), institution_code: HIS.into() }),
-        "ListSettlements" => unary!(caller.settlement(ZIBO), list_settlements, settlement::ListSettlementsRequest { institution_code: HIS.into(), from_date: "2026-11-01".into(), to_date: "2026-11-30".into(), page_size: 10, ..Default::default() }),
-        "Quote" => unary!(caller.benefit(ZIBO), quote, settlement::QuoteRequest { claim: None }),
-        "Reserve" => unary!(caller.benefit(ZIBO), reserve, settlement::ReserveRequest { message_id, ..Default::default() }),
-        "Post" => unary!(caller.benefit(ZIBO), post, settlement::PostRequest { message_id, ..Default::default() }),
-        "Void" => unary!(caller.benefit(ZIBO), void, settlement::VoidRequest { message_id, ..Default::default() }),
-        "CreateTransfers" => unary!(caller.ledger(), create_transfers, ledger::CreateTransfersRequest { message_id, transfers: vec![] }),
-        "PostPendingTransfers" => unary!(caller.ledger(), post_pending_transfers, ledger::PostPendingTransfersRequest { message_id, pending_transfer_ids: vec![] }),
-        "VoidPendingTransfers" => unary!(caller.ledger(), void_pending_transfers, ledger::VoidPendingTransfersRequest { message_id, ..Default::default() }),
-        "LookupTransfers" => unary!(caller.ledger(), lookup_transfers, ledger::LookupTransfersRequest { selector: Some(ledger::lookup_transfers_request::Selector::SettlementId("J37030020261101000001".into())) }),
-        "GetBalances" => unary!(caller.ledger(), get_balances, ledger::GetBalancesRequest { account_ids: vec![], cities: vec![zibo()] }),
-        "GetJournalDigest" => unary!(caller.ledger(), get_journal_digest, ledger::GetJournalDigestRequest {}),
-        "VerifyJournal" => unary!(caller.ledger(), verify_journal, ledger::VerifyJournalRequest { up_to_sequence: 0 }),
-        "ReconcileTotals" => unary!(caller.ledger(), reconcile_totals, ledger::ReconcileTotalsRequest { message_id, scope: Some(ledger::ReconciliationScope { subject: Some(ledger::reconciliation_scope::Subject::InstitutionCode(HIS.into())) }), ..Default::default() }),
+        "GetInsuredPerson" => unary!(
+            caller.identity(ZIBO),
+            get_insured_person,
+            identity::GetInsuredPersonRequest {
+                credential: card,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "IssueCard" => unary!(
+            caller.identity(ZIBO),
+            issue_card,
+            identity::IssueCardRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "ReportCardLost" => unary!(
+            caller.identity(ZIBO),
+            report_card_lost,
+            identity::ReportCardLostRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "ReissueCard" => unary!(
+            caller.identity(ZIBO),
+            reissue_card,
+            identity::ReissueCardRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "SetInsuranceStatus" => unary!(
+            caller.identity(ZIBO),
+            set_insurance_status,
+            identity::SetInsuranceStatusRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "IssueEVoucher" => unary!(
+            caller.identity(ZIBO),
+            issue_e_voucher,
+            identity::IssueEVoucherRequest {
+                credential: None,
+                ttl_seconds: 0
+            }
+        ),
+        "MoveAccount" => unary!(
+            caller.identity(ZIBO),
+            move_account,
+            identity::MoveAccountRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "LookupItems" => unary!(
+            caller.catalog(ZIBO),
+            lookup_items,
+            catalog::LookupItemsRequest {
+                codes: vec!["X".into()],
+                ..Default::default()
+            }
+        ),
+        "DownloadCatalog" => unary!(
+            caller.catalog(ZIBO),
+            download_catalog,
+            catalog::DownloadCatalogRequest {
+                since_version: 0,
+                page_size: 1
+            }
+        ),
+        "PublishCatalogVersion" => unary!(
+            caller.catalog(ZIBO),
+            publish_catalog_version,
+            catalog::PublishCatalogVersionRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "GetPolicy" => unary!(
+            caller.catalog(ZIBO),
+            get_policy,
+            catalog::GetPolicyRequest {
+                insured_city: zibo(),
+                ..Default::default()
+            }
+        ),
+        "UpsertPolicy" => unary!(
+            caller.catalog(ZIBO),
+            upsert_policy,
+            catalog::UpsertPolicyRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "GetInstitution" => unary!(
+            caller.catalog(ZIBO),
+            get_institution,
+            catalog::GetInstitutionRequest { code: HIS.into() }
+        ),
+        "ListInstitutions" => unary!(
+            caller.catalog(ZIBO),
+            list_institutions,
+            catalog::ListInstitutionsRequest {
+                city: zibo(),
+                page_size: 10,
+                ..Default::default()
+            }
+        ),
+        "RegisterVisit" => unary!(
+            caller.settlement(ZIBO),
+            register_visit,
+            settlement::RegisterVisitRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "CancelVisit" => unary!(
+            caller.settlement(ZIBO),
+            cancel_visit,
+            settlement::CancelVisitRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "UploadFeeLines" => unary!(
+            caller.settlement(ZIBO),
+            upload_fee_lines,
+            settlement::UploadFeeLinesRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "CancelFeeLines" => unary!(
+            caller.settlement(ZIBO),
+            cancel_fee_lines,
+            settlement::CancelFeeLinesRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "PreSettle" => unary!(
+            caller.settlement(ZIBO),
+            pre_settle,
+            settlement::PreSettleRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "Settle" => unary!(
+            caller.settlement(ZIBO),
+            settle,
+            settlement::SettleRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "CancelSettlement" => unary!(
+            caller.settlement(ZIBO),
+            cancel_settlement,
+            settlement::CancelSettlementRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "ReverseByMessageId" => unary!(
+            caller.settlement(ZIBO),
+            reverse_by_message_id,
+            settlement::ReverseByMessageIdRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "GetSettlement" => unary!(
+            caller.settlement(ZIBO),
+            get_settlement,
+            settlement::GetSettlementRequest {
+                key: Some(settlement::get_settlement_request::Key::MessageId(
+                    message_id
+                )),
+                institution_code: HIS.into()
+            }
+        ),
+        "ListSettlements" => unary!(
+            caller.settlement(ZIBO),
+            list_settlements,
+            settlement::ListSettlementsRequest {
+                institution_code: HIS.into(),
+                from_date: "2026-11-01".into(),
+                to_date: "2026-11-30".into(),
+                page_size: 10,
+                ..Default::default()
+            }
+        ),
+        "Quote" => unary!(
+            caller.benefit(ZIBO),
+            quote,
+            settlement::QuoteRequest { claim: None }
+        ),
+        "Reserve" => unary!(
+            caller.benefit(ZIBO),
+            reserve,
+            settlement::ReserveRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "Post" => unary!(
+            caller.benefit(ZIBO),
+            post,
+            settlement::PostRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "Void" => unary!(
+            caller.benefit(ZIBO),
+            void,
+            settlement::VoidRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "CreateTransfers" => unary!(
+            caller.ledger(),
+            create_transfers,
+            ledger::CreateTransfersRequest {
+                message_id,
+                transfers: vec![]
+            }
+        ),
+        "PostPendingTransfers" => unary!(
+            caller.ledger(),
+            post_pending_transfers,
+            ledger::PostPendingTransfersRequest {
+                message_id,
+                pending_transfer_ids: vec![]
+            }
+        ),
+        "VoidPendingTransfers" => unary!(
+            caller.ledger(),
+            void_pending_transfers,
+            ledger::VoidPendingTransfersRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "LookupTransfers" => unary!(
+            caller.ledger(),
+            lookup_transfers,
+            ledger::LookupTransfersRequest {
+                selector: Some(ledger::lookup_transfers_request::Selector::SettlementId(
+                    "J37030020261101000001".into()
+                ))
+            }
+        ),
+        "GetBalances" => unary!(
+            caller.ledger(),
+            get_balances,
+            ledger::GetBalancesRequest {
+                account_ids: vec![],
+                cities: vec![zibo()]
+            }
+        ),
+        "GetJournalDigest" => unary!(
+            caller.ledger(),
+            get_journal_digest,
+            ledger::GetJournalDigestRequest {}
+        ),
+        "VerifyJournal" => unary!(
+            caller.ledger(),
+            verify_journal,
+            ledger::VerifyJournalRequest { up_to_sequence: 0 }
+        ),
+        "ReconcileTotals" => unary!(
+            caller.ledger(),
+            reconcile_totals,
+            ledger::ReconcileTotalsRequest {
+                message_id,
+                scope: Some(ledger::ReconciliationScope {
+                    subject: Some(ledger::reconciliation_scope::Subject::InstitutionCode(
+                        HIS.into()
+                    ))
+                }),
+                ..Default::default()
+            }
+        ),
         "ReconcileDetails" => {
             let header = ledger::ReconcileDetailsRequest {
-                item: Some(ledger::reconcile_details_request::Item::Header(ledger::ReconcileDetailsHeader {
-                    message_id,
-                    scope: Some(ledger::ReconciliationScope { subject: Some(ledger::reconciliation_scope::Subject::InstitutionCode(HIS.into())) }),
-                    ..Default::default()
-                })),
+                item: Some(ledger::reconcile_details_request::Item::Header(
+                    ledger::ReconcileDetailsHeader {
+                        message_id,
+                        scope: Some(ledger::ReconciliationScope {
+                            subject: Some(ledger::reconciliation_scope::Subject::InstitutionCode(
+                                HIS.into(),
+                            )),
+                        }),
+                        ..Default::default()
+                    },
+                )),
             };
             let stream = tokio_stream::iter([header]);
             match caller.ledger().reconcile_details(stream).await {
@@ -176,16 +494,100 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
                 Err(status) => status.code(),
             }
         }
-        "ListClearingDetails" => unary!(caller.ledger(), list_clearing_details, ledger::ListClearingDetailsRequest { period: period(), treatment_city: zibo(), page_size: 10, ..Default::default() }),
-        "ConfirmClearingDetails" => unary!(caller.ledger(), confirm_clearing_details, ledger::ConfirmClearingDetailsRequest { message_id, treatment_city: zibo(), ..Default::default() }),
-        "RollbackClearingConfirmation" => unary!(caller.ledger(), rollback_clearing_confirmation, ledger::RollbackClearingConfirmationRequest { message_id, treatment_city: zibo(), ..Default::default() }),
-        "ApplyClearing" => unary!(caller.ledger(), apply_clearing, ledger::ApplyClearingRequest { message_id, treatment_city: zibo(), ..Default::default() }),
-        "CancelClearingApplication" => unary!(caller.ledger(), cancel_clearing_application, ledger::CancelClearingApplicationRequest { message_id, application_id: "CA202611370300001".into(), ..Default::default() }),
-        "CloseClearingPeriod" => unary!(caller.ledger(), close_clearing_period, ledger::CloseClearingPeriodRequest { message_id, period: None, operator_id: String::new() }),
-        "GetClearingStatement" => unary!(caller.ledger(), get_clearing_statement, ledger::GetClearingStatementRequest { city: zibo(), period: period() }),
-        "ConfirmClearingStatement" => unary!(caller.ledger(), confirm_clearing_statement, ledger::ConfirmClearingStatementRequest { message_id, city: zibo(), ..Default::default() }),
-        "ListAuditEntries" => unary!(caller.audit(yitong_core::Owner::City(ZIBO.parse().expect("region code")), yitong_core::Service::Identity), list_audit_entries, ListAuditEntriesRequest { page_size: 10, page_token: String::new() }),
-        "ListAuditEntries@ledger" => unary!(caller.audit(yitong_core::Owner::ClearingHouse, yitong_core::Service::Ledger), list_audit_entries, ListAuditEntriesRequest { page_size: 10, page_token: String::new() }),
+        "ListClearingDetails" => unary!(
+            caller.ledger(),
+            list_clearing_details,
+            ledger::ListClearingDetailsRequest {
+                period: period(),
+                treatment_city: zibo(),
+                page_size: 10,
+                ..Default::default()
+            }
+        ),
+        "ConfirmClearingDetails" => unary!(
+            caller.ledger(),
+            confirm_clearing_details,
+            ledger::ConfirmClearingDetailsRequest {
+                message_id,
+                treatment_city: zibo(),
+                ..Default::default()
+            }
+        ),
+        "RollbackClearingConfirmation" => unary!(
+            caller.ledger(),
+            rollback_clearing_confirmation,
+            ledger::RollbackClearingConfirmationRequest {
+                message_id,
+                treatment_city: zibo(),
+                ..Default::default()
+            }
+        ),
+        "ApplyClearing" => unary!(
+            caller.ledger(),
+            apply_clearing,
+            ledger::ApplyClearingRequest {
+                message_id,
+                treatment_city: zibo(),
+                ..Default::default()
+            }
+        ),
+        "CancelClearingApplication" => unary!(
+            caller.ledger(),
+            cancel_clearing_application,
+            ledger::CancelClearingApplicationRequest {
+                message_id,
+                application_id: "CA202611370300001".into(),
+                ..Default::default()
+            }
+        ),
+        "CloseClearingPeriod" => unary!(
+            caller.ledger(),
+            close_clearing_period,
+            ledger::CloseClearingPeriodRequest {
+                message_id,
+                period: None,
+                operator_id: String::new()
+            }
+        ),
+        "GetClearingStatement" => unary!(
+            caller.ledger(),
+            get_clearing_statement,
+            ledger::GetClearingStatementRequest {
+                city: zibo(),
+                period: period()
+            }
+        ),
+        "ConfirmClearingStatement" => unary!(
+            caller.ledger(),
+            confirm_clearing_statement,
+            ledger::ConfirmClearingStatementRequest {
+                message_id,
+                city: zibo(),
+                ..Default::default()
+            }
+        ),
+        "ListAuditEntries" => unary!(
+            caller.audit(
+                yitong_core::Owner::City(ZIBO.parse().expect("region code")),
+                yitong_core::Service::Identity
+            ),
+            list_audit_entries,
+            ListAuditEntriesRequest {
+                page_size: 10,
+                page_token: String::new()
+            }
+        ),
+        "ListAuditEntries@ledger" => unary!(
+            caller.audit(
+                yitong_core::Owner::ClearingHouse,
+                yitong_core::Service::Ledger
+            ),
+            list_audit_entries,
+            ListAuditEntriesRequest {
+                page_size: 10,
+                page_token: String::new()
+            }
+        ),
         other => panic!("no call for {other}"),
     }
 }
@@ -242,18 +644,30 @@ yitong_sandbox::network_test! {
 }
 
 /// The audit trail of one server, read as `reader`: (actor, rpc, message id) in order.
-async fn trail(net: &Sandbox, reader: &str, owner: yitong_core::Owner, service: yitong_core::Service) -> Vec<(String, String, String)> {
+async fn trail(
+    net: &Sandbox,
+    reader: &str,
+    owner: yitong_core::Owner,
+    service: yitong_core::Service,
+) -> Vec<(String, String, String)> {
     let mut rows = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = net
             .as_caller(reader)
             .audit(owner, service)
-            .list_audit_entries(ListAuditEntriesRequest { page_size: 2, page_token })
+            .list_audit_entries(ListAuditEntriesRequest {
+                page_size: 2,
+                page_token,
+            })
             .await
             .expect("the trail is readable by its bureau")
             .into_inner();
-        rows.extend(page.entries.into_iter().map(|entry| (entry.actor, entry.rpc, entry.message_id)));
+        rows.extend(
+            page.entries
+                .into_iter()
+                .map(|entry| (entry.actor, entry.rpc, entry.message_id)),
+        );
         if page.next_page_token.is_empty() {
             return rows;
         }
@@ -262,7 +676,10 @@ async fn trail(net: &Sandbox, reader: &str, owner: yitong_core::Owner, service: 
 }
 
 fn rows(expected: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
-    expected.iter().map(|(a, r, m)| ((*a).to_owned(), (*r).to_owned(), (*m).to_owned())).collect()
+    expected
+        .iter()
+        .map(|(a, r, m)| ((*a).to_owned(), (*r).to_owned(), (*m).to_owned()))
+        .collect()
 }
 
 yitong_sandbox::network_test! {

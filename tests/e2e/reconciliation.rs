@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use yitong_sandbox::Channel;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;
@@ -31,6 +30,7 @@ use yitong_proto::ledger::v1::{
     ReconciliationResult, ReconciliationScope, ReconciliationTotals, SettlementRecord, Transfer,
     TransferCode, TransferFlags, VoidPendingTransfersRequest,
 };
+use yitong_sandbox::Channel;
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, ZIBO, network_test};
 
 use crate::support::{assert_invalid, assert_refused, settlement_transfer, transfer_id, yuan};

@@ -77,21 +77,37 @@ async fn a_production_network_speaks_only_mutual_tls() {
         .map(|city| Owner::City(city.code))
         .chain([Owner::ClearingHouse])
     {
-        pki.issue(&Caller::Node(owner), &localhost, year).expect("node certificate");
+        pki.issue(&Caller::Node(owner), &localhost, year)
+            .expect("node certificate");
     }
     let bureau: Caller = "bureau:370300".parse().expect("caller");
     let expired: Caller = "operator:expired".parse().expect("caller");
     pki.issue(&bureau, &[], year).expect("bureau certificate");
-    pki.issue(&expired, &[], Validity { from_days: -30, to_days: -1 }).expect("expired certificate");
+    pki.issue(
+        &expired,
+        &[],
+        Validity {
+            from_days: -30,
+            to_days: -1,
+        },
+    )
+    .expect("expired certificate");
     let other = Pki::init(dir.path().join("other"), "another network").expect("other CA");
-    other.issue(&bureau, &[], year).expect("other CA's certificate");
+    other
+        .issue(&bureau, &[], year)
+        .expect("other CA's certificate");
 
     let running = LocalNetwork::start(LocalNetworkOptions {
         network,
-        location: Location::Sqlite { dir: dir.path().join("data") },
+        location: Location::Sqlite {
+            dir: dir.path().join("data"),
+        },
         seeds: None,
         bind: Bind::Ephemeral,
-        pool: PoolLimits { connections_max: 2, ..PoolLimits::default() },
+        pool: PoolLimits {
+            connections_max: 2,
+            ..PoolLimits::default()
+        },
         calls: CallLimits::default(),
         security: Security {
             keyring: SharedKeyring::default(),
@@ -112,17 +128,29 @@ async fn a_production_network_speaks_only_mutual_tls() {
     assert!(url.starts_with("https://"), "{url}");
 
     // A bureau with the network's certificate is served.
-    answered(client(&url, &pki, Some((&pki, &bureau))).await).await.expect("served over mutual TLS");
+    answered(client(&url, &pki, Some((&pki, &bureau))).await)
+        .await
+        .expect("served over mutual TLS");
     // Zibo's catalog asks Jinan's for Jinan's policy, node to node with their certificates: Jinan
     // answers (it holds no policy, the stores are empty), so the hop was made and authorized.
     let status = client(&url, &pki, Some((&pki, &bureau)))
         .await
         .expect("connects")
-        .get_policy(GetPolicyRequest { insured_city: JINAN.into(), date: "2026-11-01".into(), ..Default::default() })
+        .get_policy(GetPolicyRequest {
+            insured_city: JINAN.into(),
+            date: "2026-11-01".into(),
+            ..Default::default()
+        })
         .await
         .expect_err("no policy in an empty store");
     assert!(
-        !matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unauthenticated | tonic::Code::PermissionDenied | tonic::Code::Internal),
+        !matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unauthenticated
+                | tonic::Code::PermissionDenied
+                | tonic::Code::Internal
+        ),
         "the node-to-node call failed: {status:?}"
     );
 
@@ -136,14 +164,29 @@ async fn a_production_network_speaks_only_mutual_tls() {
         .map(CatalogServiceClient::new);
     assert!(answered(plaintext).await.is_err(), "plaintext was served");
     // TLS without a client certificate, with an expired one, with another CA's.
-    assert!(answered(client(&url, &pki, None).await).await.is_err(), "a caller without a certificate was served");
-    assert!(answered(client(&url, &pki, Some((&pki, &expired))).await).await.is_err(), "an expired certificate was accepted");
-    assert!(answered(client(&url, &pki, Some((&other, &bureau))).await).await.is_err(), "another CA's certificate was accepted");
+    assert!(
+        answered(client(&url, &pki, None).await).await.is_err(),
+        "a caller without a certificate was served"
+    );
+    assert!(
+        answered(client(&url, &pki, Some((&pki, &expired))).await)
+            .await
+            .is_err(),
+        "an expired certificate was accepted"
+    );
+    assert!(
+        answered(client(&url, &pki, Some((&other, &bureau))).await)
+            .await
+            .is_err(),
+        "another CA's certificate was accepted"
+    );
     running.shut_down().await;
 
     // Without a PKI, a server refuses any address but loopback.
     let store = Store::open(
-        &Location::Sqlite { dir: dir.path().join("alone") },
+        &Location::Sqlite {
+            dir: dir.path().join("alone"),
+        },
         Service::Catalog,
         zibo,
         PoolLimits::default(),
@@ -152,10 +195,31 @@ async fn a_production_network_speaks_only_mutual_tls() {
     .expect("store");
     store.migrate().await.expect("migrates");
     let network = Arc::new(Network::load(&seeds_dir().join("network.toml")).expect("network file"));
-    let node = yitong_catalog::CatalogNode::new(ZIBO.parse().expect("region code"), store, network, &PeerAccess::default())
-        .expect("catalog node");
-    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("listens");
-    let security = Security { keyring: SharedKeyring::default(), pki: None, node_keys: HashMap::new() };
-    let refused = serve(zibo, Role::Catalog(node), listener, &security, CancellationToken::new()).await;
-    assert!(matches!(refused, Err(ServeError::Plaintext(_))), "{refused:?}");
+    let node = yitong_catalog::CatalogNode::new(
+        ZIBO.parse().expect("region code"),
+        store,
+        network,
+        &PeerAccess::default(),
+    )
+    .expect("catalog node");
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("listens");
+    let security = Security {
+        keyring: SharedKeyring::default(),
+        pki: None,
+        node_keys: HashMap::new(),
+    };
+    let refused = serve(
+        zibo,
+        Role::Catalog(node),
+        listener,
+        &security,
+        CancellationToken::new(),
+    )
+    .await;
+    assert!(
+        matches!(refused, Err(ServeError::Plaintext(_))),
+        "{refused:?}"
+    );
 }

@@ -1,7 +1,6 @@
 //! One outpatient visit as an HIS runs it: identify the patient, register the visit, upload the
 //! fee lines, settle.
 
-use yitong_sandbox::Channel;
 use yitong_core::{CardNumber, CityCode, Owner, Service};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, credential::Kind};
@@ -9,6 +8,7 @@ use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceCl
 use yitong_proto::settlement::v1::{
     FeeLine, MedicalType, RegisterVisitRequest, SettleRequest, Settlement, UploadFeeLinesRequest,
 };
+use yitong_sandbox::Channel;
 use yitong_sandbox::Sandbox;
 use yitong_telemetry::grpc::Traced;
 

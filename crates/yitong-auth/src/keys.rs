@@ -59,7 +59,8 @@ impl ApiKey {
         else {
             return None;
         };
-        let hex_of = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let hex_of =
+            |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
         (hex_of(id, 16) && hex_of(secret, 64)).then(|| ApiKey {
             id: id.to_owned(),
             secret: secret.to_owned(),
@@ -156,9 +157,16 @@ impl Keyring {
                 id: entry.id.clone(),
                 reason: reason.to_owned(),
             };
-            let caller: Caller = entry.caller.parse().map_err(|_| bad("caller is not valid"))?;
-            let sha256 = decode_sha256(&entry.sha256).ok_or_else(|| bad("sha256 is not 64 hex digits"))?;
-            if keys.insert(entry.id.clone(), Known { caller, sha256 }).is_some() {
+            let caller: Caller = entry
+                .caller
+                .parse()
+                .map_err(|_| bad("caller is not valid"))?;
+            let sha256 =
+                decode_sha256(&entry.sha256).ok_or_else(|| bad("sha256 is not 64 hex digits"))?;
+            if keys
+                .insert(entry.id.clone(), Known { caller, sha256 })
+                .is_some()
+            {
                 return Err(bad("id appears twice"));
             }
         }
@@ -223,7 +231,10 @@ impl SharedKeyring {
     }
 
     pub fn current(&self) -> Arc<Keyring> {
-        self.0.read().expect("keyring lock is never poisoned").clone()
+        self.0
+            .read()
+            .expect("keyring lock is never poisoned")
+            .clone()
     }
 
     pub fn replace(&self, keyring: Keyring) {
@@ -379,7 +390,9 @@ impl Credentials {
                 id: caller.clone(),
                 reason: reason.to_owned(),
             };
-            caller.parse::<Caller>().map_err(|_| bad("caller is not valid"))?;
+            caller
+                .parse::<Caller>()
+                .map_err(|_| bad("caller is not valid"))?;
             ApiKey::parse(key).ok_or_else(|| bad("not a key"))?;
         }
         Ok(Credentials { keys: file.keys })

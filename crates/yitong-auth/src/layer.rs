@@ -59,7 +59,11 @@ fn authenticate<B>(request: &Request<B>, keyring: &SharedKeyring) -> Result<Call
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(TlsConnectInfo::peer_certs)
-        .and_then(|chain| chain.first().and_then(|leaf| caller_of_certificate(leaf.as_ref())));
+        .and_then(|chain| {
+            chain
+                .first()
+                .and_then(|leaf| caller_of_certificate(leaf.as_ref()))
+        });
     if let Some(caller) = certified {
         return Ok(caller);
     }

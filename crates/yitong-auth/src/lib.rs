@@ -14,6 +14,6 @@ pub mod permissions;
 pub mod pki;
 
 pub use keys::{ApiKey, Credentials, KeyEntry, KeyFile, Keyring, KeyringError, SharedKeyring};
-pub use pki::{Pki, PkiError, Validity};
 pub use layer::AuthLayer;
 pub use permissions::{Grant, MATRIX, Verdict};
+pub use pki::{Pki, PkiError, Validity};

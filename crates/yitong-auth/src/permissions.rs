@@ -49,7 +49,11 @@ const CLEARING_BY_CITY: &[Grant] = &[AnyBureau];
 
 /// Every RPC of the product, by service and method, with who may call it.
 pub const MATRIX: &[(&str, &str, &[Grant])] = &[
-    (IDENTITY, "GetInsuredPerson", &[CityInstitution, OwnBureau, CityNode]),
+    (
+        IDENTITY,
+        "GetInsuredPerson",
+        &[CityInstitution, OwnBureau, CityNode],
+    ),
     (IDENTITY, "IssueCard", BUREAU_WRITES),
     (IDENTITY, "ReportCardLost", BUREAU_WRITES),
     (IDENTITY, "ReissueCard", BUREAU_WRITES),
@@ -74,8 +78,16 @@ pub const MATRIX: &[(&str, &str, &[Grant])] = &[
     (SETTLEMENT, "CancelSettlement", HIS_AT_THE_COUNTER),
     (SETTLEMENT, "ReverseByMessageId", HIS_AT_THE_COUNTER),
     // Operators see settlement metadata; the handler blanks the person's number and name.
-    (SETTLEMENT, "GetSettlement", &[CityInstitution, OwnBureau, Operator]),
-    (SETTLEMENT, "ListSettlements", &[CityInstitution, OwnBureau, Operator]),
+    (
+        SETTLEMENT,
+        "GetSettlement",
+        &[CityInstitution, OwnBureau, Operator],
+    ),
+    (
+        SETTLEMENT,
+        "ListSettlements",
+        &[CityInstitution, OwnBureau, Operator],
+    ),
     (BENEFIT, "Quote", NODES_ONLY),
     (BENEFIT, "Reserve", NODES_ONLY),
     (BENEFIT, "Post", NODES_ONLY),
@@ -144,9 +156,7 @@ pub fn verdict(server: Owner, path: &str, caller: &Caller) -> Verdict {
     }
     match grants(path) {
         None => Verdict::Unknown,
-        Some(grants) if grants.iter().any(|grant| grant.admits(server, caller)) => {
-            Verdict::Allowed
-        }
+        Some(grants) if grants.iter().any(|grant| grant.admits(server, caller)) => Verdict::Allowed,
         Some(_) => Verdict::Refused,
     }
 }
@@ -180,9 +190,15 @@ mod tests {
         let reserve = "/yitong.settlement.v1.BenefitService/Reserve";
         assert_eq!(verdict(jinan, reserve, &his), Verdict::Refused);
         let close = "/yitong.ledger.v1.LedgerService/CloseClearingPeriod";
-        assert_eq!(verdict(Owner::ClearingHouse, close, &jinan_bureau), Verdict::Refused);
+        assert_eq!(
+            verdict(Owner::ClearingHouse, close, &jinan_bureau),
+            Verdict::Refused
+        );
         let house: Caller = "bureau:clearing".parse().unwrap();
-        assert_eq!(verdict(Owner::ClearingHouse, close, &house), Verdict::Allowed);
+        assert_eq!(
+            verdict(Owner::ClearingHouse, close, &house),
+            Verdict::Allowed
+        );
         assert_eq!(
             verdict(jinan, "/grpc.health.v1.Health/Check", &Caller::Anonymous),
             Verdict::Allowed

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Request, Status};
 use yitong_core::PeerChannel;
-use yitong_core::{PeerAccess, CityCode, Network, peer_channel};
+use yitong_core::{CityCode, Network, PeerAccess, peer_channel};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 
 use crate::CatalogError;

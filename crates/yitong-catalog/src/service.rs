@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
-use yitong_core::{PeerAccess, CityCode, Invalid, Network};
+use yitong_core::{CityCode, Invalid, Network, PeerAccess};
 use yitong_proto::catalog::v1 as pb;
 use yitong_store::Store;
 use yitong_store::replies::{self, Claim};

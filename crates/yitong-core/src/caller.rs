@@ -188,7 +188,9 @@ impl fmt::Display for Caller {
 
 /// A caller name that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a caller (institution:<code>, bureau:<city|clearing>, node:<city|clearing>, operator:<name>)")]
+#[error(
+    "{0:?} is not a caller (institution:<code>, bureau:<city|clearing>, node:<city|clearing>, operator:<name>)"
+)]
 pub struct BadCaller(pub String);
 
 impl FromStr for Caller {

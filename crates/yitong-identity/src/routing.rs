@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use yitong_core::PeerChannel;
-use yitong_core::{PeerAccess, CityCode, Network, peer_channel};
+use yitong_core::{CityCode, Network, PeerAccess, peer_channel};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 
 /// Metadata key set on a request one node forwards to another. The receiver answers from its

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use yitong_core::{
-    Amount, Caller, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network,
-    PeerAccess, PersonNo,
+    Amount, Caller, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network, PeerAccess,
+    PersonNo,
 };
 use yitong_proto::identity::v1 as pb;
 use yitong_proto::identity::v1::credential::Kind;

@@ -940,7 +940,10 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         let caller = Caller::of(&request);
         let request = request.into_inner();
         // An application id names its treatment city: "CA" + YYYYMM + city + serial.
-        act_for_city(&caller, request.application_id.get(8..14).unwrap_or_default())?;
+        act_for_city(
+            &caller,
+            request.application_id.get(8..14).unwrap_or_default(),
+        )?;
         let reply = self
             .clearing_write(
                 "CancelClearingApplication",

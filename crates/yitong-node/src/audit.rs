@@ -47,11 +47,9 @@ impl pb::audit_service_server::AuditService for AuditNode {
             0 => PAGE_ROWS_DEFAULT,
             size if size <= PAGE_ROWS_MAX => size,
             _ => {
-                return Err(Invalid::new(
-                    "page_size",
-                    format!("must be at most {PAGE_ROWS_MAX}"),
-                )
-                .into());
+                return Err(
+                    Invalid::new("page_size", format!("must be at most {PAGE_ROWS_MAX}")).into(),
+                );
             }
         };
         if request.page_token.len() > 64 {
@@ -62,13 +60,20 @@ impl pb::audit_service_server::AuditService for AuditNode {
             Status::internal("cannot read the audit trail")
         };
         let mut conn = self.store.pool().acquire().await.map_err(failed)?;
-        let mut rows = audit::list(&mut conn, city.as_deref(), &request.page_token, page_size + 1)
-            .await
-            .map_err(failed)?;
+        let mut rows = audit::list(
+            &mut conn,
+            city.as_deref(),
+            &request.page_token,
+            page_size + 1,
+        )
+        .await
+        .map_err(failed)?;
         let more = rows.len() > page_size as usize;
         rows.truncate(page_size as usize);
         let next_page_token = if more {
-            rows.last().map(|row| row.audit_id.clone()).unwrap_or_default()
+            rows.last()
+                .map(|row| row.audit_id.clone())
+                .unwrap_or_default()
         } else {
             String::new()
         };

@@ -261,8 +261,7 @@ impl LocalNetwork {
         let security = self.security.clone();
         let owner = endpoint.owner;
         let stop = shutdown.clone();
-        let task =
-            tokio::spawn(async move { serve(owner, role, listener, &security, stop).await });
+        let task = tokio::spawn(async move { serve(owner, role, listener, &security, stop).await });
         let key = (endpoint.owner, endpoint.service);
         let mut servers = self.servers.lock().expect("server table");
         servers.tasks.insert(key, (task, shutdown));

@@ -65,9 +65,7 @@ impl Security {
         let node_keys = credentials
             .callers()
             .filter_map(|caller| match caller {
-                Caller::Node(owner) => credentials
-                    .key(&caller)
-                    .map(|key| (owner, key.to_owned())),
+                Caller::Node(owner) => credentials.key(&caller).map(|key| (owner, key.to_owned())),
                 _ => None,
             })
             .collect();
@@ -87,7 +85,11 @@ impl Security {
     }
 
     /// How `owner`'s nodes call their peers.
-    pub fn peer_access(&self, owner: Owner, limits: CallLimits) -> Result<PeerAccess, SecurityError> {
+    pub fn peer_access(
+        &self,
+        owner: Owner,
+        limits: CallLimits,
+    ) -> Result<PeerAccess, SecurityError> {
         if let Some(pki) = &self.pki {
             return Ok(PeerAccess {
                 limits,

@@ -26,7 +26,9 @@ use yitong_auth::AuthLayer;
 pub enum ServeError {
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
-    #[error("refusing to serve plaintext on {0}: only loopback addresses may; give the server a PKI (--pki)")]
+    #[error(
+        "refusing to serve plaintext on {0}: only loopback addresses may; give the server a PKI (--pki)"
+    )]
     Plaintext(std::net::SocketAddr),
     #[error("cannot read the server's certificate")]
     Pki(#[from] yitong_auth::PkiError),

@@ -27,7 +27,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use tokio_stream::StreamExt;
-use yitong_sandbox::Channel;
 use yitong_core::{Amount, Owner, Service};
 use yitong_ledger::journal::{Entry, Event, TransferColumns, from_hex, to_hex};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
@@ -41,6 +40,7 @@ use yitong_proto::ledger::v1::{
     ReconciliationResult, ReconciliationScope, ReconciliationTotals, SettlementRecord, Transfer,
     TransferCode, TransferFlags, VerifyJournalRequest,
 };
+use yitong_sandbox::Channel;
 use yitong_sandbox::{BINZHOU, DONGYING, Database, JINAN, Sandbox, ZIBO};
 use yitong_store::Store;
 use yitong_store::sqlx::{self, Row};

@@ -72,10 +72,7 @@ impl Keys {
             credentials.insert(caller.clone());
             self.keyring.replace(credentials.keyring());
         }
-        credentials
-            .key(caller)
-            .expect("just issued")
-            .to_owned()
+        credentials.key(caller).expect("just issued").to_owned()
     }
 
     fn security(&self) -> Security {
@@ -482,10 +479,11 @@ impl As<'_> {
             .expect("endpoint URL is valid")
             .timeout(timeout)
             .connect_lazy();
-        let authorization = self
-            .authorization
-            .as_deref()
-            .map(|key| bearer(key).expect("keys are header values").expect("keys are not empty"));
+        let authorization = self.authorization.as_deref().map(|key| {
+            bearer(key)
+                .expect("keys are header values")
+                .expect("keys are not empty")
+        });
         yitong_core::Authorized::new(channel, authorization)
     }
 

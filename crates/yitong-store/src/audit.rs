@@ -30,7 +30,10 @@ fn actor() -> (String, String) {
     match Caller::current() {
         Some(caller) => (
             caller.to_string(),
-            caller.city().map(|city| city.to_string()).unwrap_or_default(),
+            caller
+                .city()
+                .map(|city| city.to_string())
+                .unwrap_or_default(),
         ),
         None => (SYSTEM.to_owned(), String::new()),
     }

@@ -91,12 +91,11 @@ pub async fn record(
     message_id: &str,
     reply: &[u8],
 ) -> Result<(), sqlx::Error> {
-    let first: Option<(String,)> = sqlx::query_as(
-        "SELECT rpc FROM message_replies WHERE message_id = $1 AND reply = ''",
-    )
-    .bind(message_id)
-    .fetch_optional(&mut *connection)
-    .await?;
+    let first: Option<(String,)> =
+        sqlx::query_as("SELECT rpc FROM message_replies WHERE message_id = $1 AND reply = ''")
+            .bind(message_id)
+            .fetch_optional(&mut *connection)
+            .await?;
     if let Some((rpc,)) = first {
         crate::audit::record(connection, &rpc, message_id).await?;
     }

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use yitong_core::{CallLimits, Network, Owner};
 use yitong_auth::{Credentials, Pki, Validity};
 use yitong_core::Caller;
+use yitong_core::{CallLimits, Network, Owner};
 use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
 use yitong_seeds::Seeds;
 use yitong_seeds::load_seeds;
@@ -156,7 +156,11 @@ fn dev_pki(dir: &Path, network: &Network, seeds: &Seeds) -> anyhow::Result<Pki> 
     let pki = Pki::init(dir, "Yitong development network")?;
     let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned()];
     for caller in development_callers(network, Some(seeds)) {
-        let hosts: &[String] = if matches!(caller, Caller::Node(_)) { &hosts } else { &[] };
+        let hosts: &[String] = if matches!(caller, Caller::Node(_)) {
+            &hosts
+        } else {
+            &[]
+        };
         pki.issue(
             &caller,
             hosts,

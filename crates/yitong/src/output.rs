@@ -5,9 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::Channel;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use crate::client::Channel;
 use yitong_core::Network;
 use yitong_proto::ledger::v1::ClearingPeriod;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use std::collections::HashMap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::CatalogNode;
-use std::collections::HashMap;
 
 use yitong_auth::{Keyring, Pki, SharedKeyring};
 use yitong_core::{CallLimits, CityCode, Network, Owner, PeerAccess, Service};

@@ -89,10 +89,10 @@ async fn show(args: ShowArgs) -> anyhow::Result<Outcome> {
         .await
         .context("cannot reach the settlement service")?;
     let mut request = tonic::Request::new(pb::GetSettlementRequest {
-            key: Some(pb::get_settlement_request::Key::SettlementId(
-                args.settlement_id.clone(),
-            )),
-            institution_code: args.institution.clone(),
+        key: Some(pb::get_settlement_request::Key::SettlementId(
+            args.settlement_id.clone(),
+        )),
+        institution_code: args.institution.clone(),
     });
     request.set_timeout(Duration::from_secs(30));
     let settlement = SettlementServiceClient::new(channel)

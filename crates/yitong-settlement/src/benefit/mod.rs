@@ -19,7 +19,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use yitong_core::PeerChannel;
-use yitong_core::{Amount, PeerAccess, CityCode, Invalid, MessageId, Network, peer_channel};
+use yitong_core::{Amount, CityCode, Invalid, MessageId, Network, PeerAccess, peer_channel};
 use yitong_proto::catalog::v1::GetPolicyRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;

@@ -28,9 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use yitong_core::PeerChannel;
 use yitong_core::{
-    Amount, Caller, CityCode, Date, InstitutionCode, Invalid, MessageId, Network, Owner, PeerAccess,
-    PersonNo, Role,
-    peer_channel,
+    Amount, Caller, CityCode, Date, InstitutionCode, Invalid, MessageId, Network, Owner,
+    PeerAccess, PersonNo, Role, peer_channel,
 };
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::catalog::v1::{
@@ -148,7 +147,8 @@ impl SettlementNode {
                 BenefitServiceClient::new(peer_channel(&peer.settlement, access)?),
             );
         }
-        let ledger = LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, access)?);
+        let ledger =
+            LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, access)?);
         Ok(SettlementNode {
             city,
             store,
@@ -986,7 +986,11 @@ fn without_personal_data(settlement: &mut pb::Settlement) {
 impl SettlementNode {
     /// Who may read an institution's settlements: the institution itself, this city's bureau,
     /// and operators (without personal data).
-    fn require_reader(&self, caller: &Caller, institution: &str) -> Result<(), yitong_core::Denied> {
+    fn require_reader(
+        &self,
+        caller: &Caller,
+        institution: &str,
+    ) -> Result<(), yitong_core::Denied> {
         match caller {
             Caller::Bureau(_) => caller.require_bureau(Owner::City(self.city)),
             Caller::Operator(_) => Ok(()),

@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use crate::client::Channel;
 use anyhow::Context;
 use serde::Serialize;
-use crate::client::Channel;
 use yitong_core::{Amount, CityCode};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::{GetBalancesRequest, VerifyJournalRequest};

@@ -85,7 +85,11 @@ pub struct BenchArgs {
     seeds: PathBuf,
     /// The network's credentials file, with a key for every hospital's HIS and for the bureaus
     /// the end-of-run check reads as: what `yitong dev` writes under its data directory.
-    #[arg(long, env = "YITONG_CREDENTIALS", default_value = "data/credentials.toml")]
+    #[arg(
+        long,
+        env = "YITONG_CREDENTIALS",
+        default_value = "data/credentials.toml"
+    )]
     credentials: PathBuf,
 }
 

@@ -393,10 +393,13 @@ pub async fn run_visit(
         institution_code: plan.hospital.clone(),
         operator_id: "bench".into(),
     };
-    let Some(settlement) = timed(stats, Rpc::Settle, client.settle(request(settle, mix, plan)))
-        .await
-        .and_then(|reply| reply.settlement)
-    else {
+    let Some(settlement) = timed(
+        stats,
+        Rpc::Settle,
+        client.settle(request(settle, mix, plan)),
+    )
+    .await
+    .and_then(|reply| reply.settlement) else {
         return Outcome::Failed;
     };
     if !plan.cancel {
