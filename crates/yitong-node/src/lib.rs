@@ -4,8 +4,10 @@
 //! [`LocalNetwork`] runs every service of every enabled city and the clearing house in one
 //! process (what `yitong dev` and the test sandbox run).
 
+pub mod limits;
 mod local;
 mod server;
+pub mod shed;
 
 pub use local::{Bind, Endpoint, LocalNetwork, LocalNetworkOptions, NodeError};
 pub use server::{Role, serve};

@@ -17,6 +17,9 @@ use yitong_proto::settlement::v1::settlement_service_server::SettlementServiceSe
 use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_telemetry::grpc::ServerLayer;
 
+use crate::limits::{self, limited};
+use crate::shed::{ShedLayer, ShedLimits};
+
 /// What one server runs. A settlement node serves both the HIS-facing settlement service and
 /// the node-facing benefit service, which share the city's settlement store.
 #[derive(Debug)]
@@ -86,17 +89,20 @@ pub async fn serve(
         .expect("descriptor sets are well formed");
 
     let router = Server::builder()
+        .max_concurrent_streams(limits::STREAMS_PER_CONNECTION_MAX)
+        .http2_max_header_list_size(limits::HEADER_LIST_BYTES_MAX)
         .layer(ServerLayer::new(owner.to_string()))
+        .layer(ShedLayer::new(ShedLimits::default()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let router = match role {
-        Role::Identity(node) => router.add_service(IdentityServiceServer::new(*node)),
-        Role::Catalog(node) => router.add_service(CatalogServiceServer::new(node)),
+        Role::Identity(node) => router.add_service(limited!(IdentityServiceServer::new(*node))),
+        Role::Catalog(node) => router.add_service(limited!(CatalogServiceServer::new(node))),
         Role::Settlement(settlement, benefit) => router
-            .add_service(SettlementServiceServer::new(settlement))
-            .add_service(BenefitServiceServer::new(benefit)),
-        Role::Ledger(node) => router.add_service(LedgerServiceServer::new(node)),
+            .add_service(limited!(SettlementServiceServer::new(settlement)))
+            .add_service(limited!(BenefitServiceServer::new(benefit))),
+        Role::Ledger(node) => router.add_service(limited!(LedgerServiceServer::new(node))),
     };
     for name in &names {
         health

@@ -1,0 +1,221 @@
+//! Load shedding: a limit on the calls one server runs at once, and on those of one caller,
+//! beyond which a call is answered RESOURCE_EXHAUSTED at once instead of waiting in a queue.
+//!
+//! A call holds its slot until its reply has been sent in full (a streaming reply included),
+//! so the limit counts the work the server is actually doing. Health checks never take a slot:
+//! a load balancer must see a busy server as busy, not dead. The caller is named by
+//! [`caller_key`], the one function to change when callers are authenticated.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tonic::body::Body;
+use tonic::transport::server::TcpConnectInfo;
+
+/// Calls one server runs at once, all callers together. A settlement node's store has a pool of
+/// a few connections: past this many calls, more concurrency only lengthens every call's wait.
+pub const SERVER_CALLS_IN_FLIGHT_MAX: usize = 128;
+/// Calls one caller runs at once on one server, so that a single hospital cannot take every
+/// slot of its city's node.
+pub const CALLER_CALLS_IN_FLIGHT_MAX: usize = 64;
+
+/// Paths that never take a slot and are never shed.
+const EXEMPT_PREFIXES: [&str; 1] = ["/grpc.health.v1.Health/"];
+
+/// The limits of one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShedLimits {
+    pub server_calls_in_flight_max: usize,
+    pub caller_calls_in_flight_max: usize,
+}
+
+impl Default for ShedLimits {
+    fn default() -> Self {
+        ShedLimits {
+            server_calls_in_flight_max: SERVER_CALLS_IN_FLIGHT_MAX,
+            caller_calls_in_flight_max: CALLER_CALLS_IN_FLIGHT_MAX,
+        }
+    }
+}
+
+/// Who is calling, for the per-caller limit: the `authorization` metadata when the call carries
+/// one, else the peer's IP address; `None` when neither is known (such calls share one key).
+///
+/// Every call from the same host without credentials shares a key, so on one machine (the
+/// sandbox, `yitong dev`) the per-caller limit is in effect a second server limit.
+pub fn caller_key<B>(request: &Request<B>) -> Option<String> {
+    if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
+        return Some(format!(
+            "authorization:{}",
+            String::from_utf8_lossy(value.as_bytes())
+        ));
+    }
+    request
+        .extensions()
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .map(|address| format!("ip:{}", address.ip()))
+}
+
+/// Calls in flight, for the whole server and per caller.
+#[derive(Debug, Default)]
+struct InFlight {
+    server: usize,
+    callers: HashMap<Option<String>, usize>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    limits: ShedLimits,
+    in_flight: Mutex<InFlight>,
+}
+
+impl Shared {
+    /// Takes a slot for `caller`, or says which limit is reached.
+    fn admit(self: &Arc<Self>, caller: Option<String>) -> Result<Slot, &'static str> {
+        let mut in_flight = self.in_flight.lock().expect("in-flight table");
+        if in_flight.server >= self.limits.server_calls_in_flight_max {
+            return Err("the server is at its limit of calls in flight");
+        }
+        let count = in_flight.callers.entry(caller.clone()).or_default();
+        if *count >= self.limits.caller_calls_in_flight_max {
+            return Err("this caller is at its limit of calls in flight");
+        }
+        *count += 1;
+        in_flight.server += 1;
+        Ok(Slot {
+            shared: self.clone(),
+            caller,
+        })
+    }
+}
+
+/// One call's place in the limits, given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    shared: Arc<Shared>,
+    caller: Option<String>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut in_flight = self.shared.in_flight.lock().expect("in-flight table");
+        in_flight.server -= 1;
+        if let Some(count) = in_flight.callers.get_mut(&self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                in_flight.callers.remove(&self.caller);
+            }
+        }
+    }
+}
+
+/// A tower layer for tonic servers that sheds calls beyond [`ShedLimits`].
+#[derive(Debug, Clone)]
+pub struct ShedLayer {
+    shared: Arc<Shared>,
+}
+
+impl ShedLayer {
+    pub fn new(limits: ShedLimits) -> ShedLayer {
+        assert!(limits.server_calls_in_flight_max > 0 && limits.caller_calls_in_flight_max > 0);
+        ShedLayer {
+            shared: Arc::new(Shared {
+                limits,
+                in_flight: Mutex::new(InFlight::default()),
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ShedLayer {
+    type Service = Shed<S>;
+
+    fn layer(&self, inner: S) -> Shed<S> {
+        Shed {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The service [`ShedLayer`] builds.
+#[derive(Debug, Clone)]
+pub struct Shed<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<Request<B>> for Shed<S>
+where
+    S: tower::Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Response<Body>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The clone is not ready: keep the ready one for this call (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let path = request.uri().path();
+        if EXEMPT_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+        {
+            return Box::pin(inner.call(request));
+        }
+        let slot = match self.shared.admit(caller_key(&request)) {
+            Ok(slot) => slot,
+            Err(reason) => {
+                let status = tonic::Status::resource_exhausted(reason);
+                return Box::pin(std::future::ready(Ok(status.into_http::<Body>())));
+            }
+        };
+        let call = inner.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            // The slot goes with the reply's body, so a streaming reply keeps it until sent.
+            Ok(response.map(|body| Body::new(Holding { body, _slot: slot })))
+        })
+    }
+}
+
+/// A reply body that holds its call's slot until it is dropped.
+struct Holding {
+    body: Body,
+    _slot: Slot,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
