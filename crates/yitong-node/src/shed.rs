@@ -5,6 +5,12 @@
 //! so the limit counts the work the server is actually doing. Health checks never take a slot:
 //! a load balancer must see a busy server as busy, not dead. The caller is named by
 //! [`caller_key`], the one function to change when callers are authenticated.
+//!
+//! Calls a node makes on behalf of a call it already accepted (the insured city's
+//! BenefitService, a lookup forwarded from another city) have limits of their own, beside
+//! those of the calls that start work: otherwise a node full of HIS calls would shed the
+//! Reserve that each of them needs (a settlement node serves both services, and calls its own
+//! BenefitService for its own city's patients), and every accepted Settle would fail.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,17 +22,44 @@ use http::{Request, Response};
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 
-/// Calls one server runs at once, all callers together. A settlement node's store has a pool of
-/// a few connections: past this many calls, more concurrency only lengthens every call's wait.
+/// Calls of one class (see the module docs) one server runs at once, all callers together. A
+/// store has a pool of a few connections: past this many calls, more concurrency only
+/// lengthens every call's wait.
 pub const SERVER_CALLS_IN_FLIGHT_MAX: usize = 128;
-/// Calls one caller runs at once on one server, so that a single hospital cannot take every
-/// slot of its city's node.
+/// Calls of one class one caller runs at once on one server, so that a single hospital cannot
+/// take every slot of its city's node.
 pub const CALLER_CALLS_IN_FLIGHT_MAX: usize = 64;
 
 /// Paths that never take a slot and are never shed.
 const EXEMPT_PREFIXES: [&str; 1] = ["/grpc.health.v1.Health/"];
+/// Services only nodes call, for calls they already accepted.
+const NODE_SERVICE_PREFIXES: [&str; 1] = ["/yitong.settlement.v1.BenefitService/"];
+/// Metadata a node sets on a call it forwards to another city.
+const FORWARDED: &str = "yitong-forwarded";
 
-/// The limits of one server.
+/// Which limits a call counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Class {
+    /// A call that starts work: an HIS's, a bureau's, a node's first call.
+    Entry,
+    /// A call a node makes for a call it has accepted.
+    OnBehalf,
+}
+
+fn class_of<B>(request: &Request<B>) -> Class {
+    let path = request.uri().path();
+    if request.headers().contains_key(FORWARDED)
+        || NODE_SERVICE_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+    {
+        Class::OnBehalf
+    } else {
+        Class::Entry
+    }
+}
+
+/// The limits of one server, for each of the two classes of calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShedLimits {
     pub server_calls_in_flight_max: usize,
@@ -61,11 +94,11 @@ pub fn caller_key<B>(request: &Request<B>) -> Option<String> {
         .map(|address| format!("ip:{}", address.ip()))
 }
 
-/// Calls in flight, for the whole server and per caller.
+/// Calls in flight, for the whole server and per caller, by class.
 #[derive(Debug, Default)]
 struct InFlight {
-    server: usize,
-    callers: HashMap<Option<String>, usize>,
+    server: HashMap<Class, usize>,
+    callers: HashMap<(Class, Option<String>), usize>,
 }
 
 #[derive(Debug)]
@@ -76,20 +109,22 @@ struct Shared {
 
 impl Shared {
     /// Takes a slot for `caller`, or says which limit is reached.
-    fn admit(self: &Arc<Self>, caller: Option<String>) -> Result<Slot, &'static str> {
+    fn admit(self: &Arc<Self>, class: Class, caller: Option<String>) -> Result<Slot, &'static str> {
         let mut in_flight = self.in_flight.lock().expect("in-flight table");
-        if in_flight.server >= self.limits.server_calls_in_flight_max {
+        let key = (class, caller);
+        let server = in_flight.server.get(&class).copied().unwrap_or(0);
+        if server >= self.limits.server_calls_in_flight_max {
             return Err("the server is at its limit of calls in flight");
         }
-        let count = in_flight.callers.entry(caller.clone()).or_default();
+        let count = in_flight.callers.entry(key.clone()).or_default();
         if *count >= self.limits.caller_calls_in_flight_max {
             return Err("this caller is at its limit of calls in flight");
         }
         *count += 1;
-        in_flight.server += 1;
+        *in_flight.server.entry(class).or_default() += 1;
         Ok(Slot {
             shared: self.clone(),
-            caller,
+            key,
         })
     }
 }
@@ -98,17 +133,19 @@ impl Shared {
 #[derive(Debug)]
 struct Slot {
     shared: Arc<Shared>,
-    caller: Option<String>,
+    key: (Class, Option<String>),
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut in_flight = self.shared.in_flight.lock().expect("in-flight table");
-        in_flight.server -= 1;
-        if let Some(count) = in_flight.callers.get_mut(&self.caller) {
+        if let Some(server) = in_flight.server.get_mut(&self.key.0) {
+            *server -= 1;
+        }
+        if let Some(count) = in_flight.callers.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                in_flight.callers.remove(&self.caller);
+                in_flight.callers.remove(&self.key);
             }
         }
     }
@@ -178,7 +215,7 @@ where
         {
             return Box::pin(inner.call(request));
         }
-        let slot = match self.shared.admit(caller_key(&request)) {
+        let slot = match self.shared.admit(class_of(&request), caller_key(&request)) {
             Ok(slot) => slot,
             Err(reason) => {
                 let status = tonic::Status::resource_exhausted(reason);
