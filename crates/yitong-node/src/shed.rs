@@ -23,12 +23,14 @@ use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 
 /// Calls of one class (see the module docs) one server runs at once, all callers together. A
-/// store has a pool of a few connections: past this many calls, more concurrency only
-/// lengthens every call's wait.
-pub const SERVER_CALLS_IN_FLIGHT_MAX: usize = 128;
+/// store has a pool of a few connections (8 by default): 64 calls is eight waiting per
+/// connection, a fraction of a second at the tens of milliseconds a write takes, well inside
+/// the pool's acquire timeout and the 3 s node-to-node deadline. Past it, more concurrency
+/// only lengthens every call's wait until calls time out inside the server.
+pub const SERVER_CALLS_IN_FLIGHT_MAX: usize = 64;
 /// Calls of one class one caller runs at once on one server, so that a single hospital cannot
 /// take every slot of its city's node.
-pub const CALLER_CALLS_IN_FLIGHT_MAX: usize = 64;
+pub const CALLER_CALLS_IN_FLIGHT_MAX: usize = 32;
 
 /// Paths that never take a slot and are never shed.
 const EXEMPT_PREFIXES: [&str; 1] = ["/grpc.health.v1.Health/"];
