@@ -3,7 +3,6 @@
 //! restarted. After recovery each settlement is complete in all three places (treatment record,
 //! insured reservation, ledger transfer) or voided in all three: none lost, none doubled.
 
-use tonic::Request;
 use yitong_core::{Owner, Service};
 use yitong_proto::ledger::v1::{
     LookupTransfersRequest, TransferStatus, lookup_transfers_request::Selector,
@@ -30,13 +29,13 @@ const BOUNDARIES: [usize; 4] = [1, 2, 3, 4];
 async fn open_visit(node: &SettlementNode, tag: &str, n: u32) -> Visit {
     let register = register_request(&format!("R-{tag}"), BINZHOU, JINAN, n);
     let visit = node
-        .register_visit(Request::new(register))
+        .register_visit(crate::settlement::his_request(register))
         .await
         .expect("registered")
         .into_inner()
         .visit
         .expect("visit");
-    node.upload_fee_lines(Request::new(upload_request(
+    node.upload_fee_lines(crate::settlement::his_request(upload_request(
         &format!("U-{tag}"),
         &visit,
         visit_lines(),
@@ -89,7 +88,7 @@ async fn assert_complete_everywhere(net: &Sandbox, node: &SettlementNode, id: &s
         institution_code: hospital(BINZHOU),
     };
     let settlement = node
-        .get_settlement(Request::new(get))
+        .get_settlement(crate::settlement::his_request(get))
         .await
         .expect("recorded")
         .into_inner()
@@ -137,7 +136,9 @@ async fn assert_voided_everywhere(
 ) {
     // A replay of the voided Settle is refused as such, not settled again.
     let status = node
-        .settle(Request::new(settle_request(message_id, visit, n, true)))
+        .settle(crate::settlement::his_request(settle_request(
+            message_id, visit, n, true,
+        )))
         .await
         .unwrap_err();
     assert_refused(&status, "SETTLEMENT_VOIDED");

@@ -7,6 +7,7 @@ mod catalog;
 mod cli;
 mod crash;
 mod foundation;
+mod hostile;
 mod identity;
 mod ledger;
 mod month;

@@ -308,24 +308,26 @@ async fn confirm_and_apply(ledger: &mut Ledger, treatment: &str, expected: &[&Tr
         .collect();
     for (index, chunk) in decisions.chunks(BATCH_MAX).enumerate() {
         ledger
-            .confirm_clearing_details(ConfirmClearingDetailsRequest {
-                message_id: format!("CONFIRM-{treatment}-{index}"),
-                period: october(),
-                treatment_city: treatment.to_owned(),
-                decisions: chunk.to_vec(),
-                operator_id: format!("{treatment}-bureau"),
-            })
+            .confirm_clearing_details(yitong_sandbox::as_its_bureau(
+                ConfirmClearingDetailsRequest {
+                    message_id: format!("CONFIRM-{treatment}-{index}"),
+                    period: october(),
+                    treatment_city: treatment.to_owned(),
+                    decisions: chunk.to_vec(),
+                    operator_id: format!("{treatment}-bureau"),
+                },
+            ))
             .await
             .expect("confirmed");
     }
     ledger
-        .apply_clearing(ApplyClearingRequest {
+        .apply_clearing(yitong_sandbox::as_its_bureau(ApplyClearingRequest {
             message_id: format!("APPLY-{treatment}"),
             period: october(),
             treatment_city: treatment.to_owned(),
             totals: Some(totals_of(expected.iter().copied())),
             operator_id: format!("{treatment}-bureau"),
-        })
+        }))
         .await
         .expect("applied");
 }
@@ -388,12 +390,12 @@ network_test! {
         let zibo = closed.statements.iter().find(|s| s.city == ZIBO).unwrap();
         assert_eq!(zibo.top_up_due, "500000.00", "a city that deposited nothing owes its threshold");
         let confirmed = ledger
-            .confirm_clearing_statement(ConfirmClearingStatementRequest {
+            .confirm_clearing_statement(yitong_sandbox::as_its_bureau(ConfirmClearingStatementRequest {
                 message_id: "CONFIRM-STATEMENT-JINAN".into(),
                 city: JINAN.into(),
                 period: october(),
                 operator_id: "jinan-bureau".into(),
-            })
+            }))
             .await
             .expect("confirmed")
             .into_inner();
@@ -639,12 +641,12 @@ network_test! {
             assert_eq!(statement.low_balance_threshold, yuan(THRESHOLD_FEN));
             assert_eq!(statement.top_up_due, yuan((THRESHOLD_FEN - deposited).max(0)), "{city}");
             ledger
-                .confirm_clearing_statement(ConfirmClearingStatementRequest {
+                .confirm_clearing_statement(yitong_sandbox::as_its_bureau(ConfirmClearingStatementRequest {
                     message_id: format!("CONFIRM-STATEMENT-{city}"),
                     city: (*city).to_owned(),
                     period: october(),
                     operator_id: format!("{city}-bureau"),
-                })
+                }))
                 .await
                 .expect("confirmed");
             let statement = ledger

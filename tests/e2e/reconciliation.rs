@@ -817,13 +817,15 @@ async fn confirm_and_apply(ledger: &mut Ledger, excluded: Option<&str>) {
             })
             .collect();
         let confirmed = ledger
-            .confirm_clearing_details(ConfirmClearingDetailsRequest {
-                message_id: format!("CONFIRM-{treatment}"),
-                period: march(),
-                treatment_city: treatment.to_owned(),
-                decisions,
-                operator_id: format!("{treatment}-bureau"),
-            })
+            .confirm_clearing_details(yitong_sandbox::as_its_bureau(
+                ConfirmClearingDetailsRequest {
+                    message_id: format!("CONFIRM-{treatment}"),
+                    period: march(),
+                    treatment_city: treatment.to_owned(),
+                    decisions,
+                    operator_id: format!("{treatment}-bureau"),
+                },
+            ))
             .await
             .expect("confirmed")
             .into_inner();
@@ -832,13 +834,13 @@ async fn confirm_and_apply(ledger: &mut Ledger, excluded: Option<&str>) {
             .iter()
             .filter(|d| Some(d.settlement_id.as_str()) != excluded);
         let applied = ledger
-            .apply_clearing(ApplyClearingRequest {
+            .apply_clearing(yitong_sandbox::as_its_bureau(ApplyClearingRequest {
                 message_id: format!("APPLY-{treatment}"),
                 period: march(),
                 treatment_city: treatment.to_owned(),
                 totals: Some(totals_of_details(included)),
                 operator_id: format!("{treatment}-bureau"),
-            })
+            }))
             .await
             .expect("applied")
             .into_inner();
@@ -892,37 +894,37 @@ network_test! {
         // Zibo confirms two rows, rolls one back, and may not apply with a row unconfirmed.
         let zibo_rows = list_all(&mut ledger, march(), ZIBO).await;
         ledger
-            .confirm_clearing_details(ConfirmClearingDetailsRequest {
+            .confirm_clearing_details(yitong_sandbox::as_its_bureau(ConfirmClearingDetailsRequest {
                 message_id: "CONFIRM-EARLY".into(),
                 period: march(),
                 treatment_city: ZIBO.into(),
                 decisions: vec![include(&zibo_rows[0].settlement_id), include(&zibo_rows[1].settlement_id)],
                 operator_id: "zibo-bureau".into(),
-            })
+            }))
             .await
             .expect("confirmed");
         let rolled = ledger
-            .rollback_clearing_confirmation(RollbackClearingConfirmationRequest {
+            .rollback_clearing_confirmation(yitong_sandbox::as_its_bureau(RollbackClearingConfirmationRequest {
                 message_id: "ROLLBACK-1".into(),
                 period: march(),
                 treatment_city: ZIBO.into(),
                 settlement_ids: vec![zibo_rows[1].settlement_id.clone()],
                 reason: "confirmed by mistake".into(),
                 operator_id: "zibo-bureau".into(),
-            })
+            }))
             .await
             .expect("rolled back")
             .into_inner();
         assert_eq!(rolled.rolled_back, 1);
         assert_eq!(rolled.unconfirmed_left, zibo_rows.len() as u64 - 1);
         let status = ledger
-            .apply_clearing(ApplyClearingRequest {
+            .apply_clearing(yitong_sandbox::as_its_bureau(ApplyClearingRequest {
                 message_id: "APPLY-EARLY".into(),
                 period: march(),
                 treatment_city: ZIBO.into(),
                 totals: Some(totals_of_details(&zibo_rows[..1])),
                 operator_id: "zibo-bureau".into(),
-            })
+            }))
             .await
             .expect_err("rows are unconfirmed");
         assert_refused(&status, "UNCONFIRMED_ROWS");
@@ -932,47 +934,47 @@ network_test! {
         // Zibo withdraws its application and applies again.
         let application_id = {
             let status = ledger
-                .confirm_clearing_details(ConfirmClearingDetailsRequest {
+                .confirm_clearing_details(yitong_sandbox::as_its_bureau(ConfirmClearingDetailsRequest {
                     message_id: "CONFIRM-LATE".into(),
                     period: march(),
                     treatment_city: ZIBO.into(),
                     decisions: vec![include(&zibo_rows[0].settlement_id)],
                     operator_id: "zibo-bureau".into(),
-                })
+                }))
                 .await
                 .expect_err("applied");
             assert_refused(&status, "ALREADY_APPLIED");
             let reapplied = ledger
-                .apply_clearing(ApplyClearingRequest {
+                .apply_clearing(yitong_sandbox::as_its_bureau(ApplyClearingRequest {
                     message_id: "APPLY-ZIBO-TWICE".into(),
                     period: march(),
                     treatment_city: ZIBO.into(),
                     totals: Some(totals_of_details(&zibo_rows)),
                     operator_id: "zibo-bureau".into(),
-                })
+                }))
                 .await
                 .expect_err("already applied");
             assert_refused(&reapplied, "ALREADY_APPLIED");
             let replay = ledger
-                .apply_clearing(ApplyClearingRequest {
+                .apply_clearing(yitong_sandbox::as_its_bureau(ApplyClearingRequest {
                     message_id: format!("APPLY-{ZIBO}"),
                     period: march(),
                     treatment_city: ZIBO.into(),
                     totals: Some(totals_of_details(&zibo_rows)),
                     operator_id: format!("{ZIBO}-bureau"),
-                })
+                }))
                 .await
                 .expect("replayed")
                 .into_inner();
             replay.application.unwrap().application_id
         };
         let cancelled = ledger
-            .cancel_clearing_application(CancelClearingApplicationRequest {
+            .cancel_clearing_application(yitong_sandbox::as_its_bureau(CancelClearingApplicationRequest {
                 message_id: "CANCEL-1".into(),
                 application_id,
                 reason: "a figure to check again".into(),
                 operator_id: "zibo-bureau".into(),
-            })
+            }))
             .await
             .expect("cancelled")
             .into_inner();
@@ -983,24 +985,24 @@ network_test! {
         wrong.fund_pay = yuan(fen(&wrong.fund_pay) + 1);
         wrong.insured_city_pay = yuan(fen(&wrong.insured_city_pay) + 1);
         let status = ledger
-            .apply_clearing(ApplyClearingRequest {
+            .apply_clearing(yitong_sandbox::as_its_bureau(ApplyClearingRequest {
                 message_id: "APPLY-WRONG".into(),
                 period: march(),
                 treatment_city: ZIBO.into(),
                 totals: Some(wrong),
                 operator_id: "zibo-bureau".into(),
-            })
+            }))
             .await
             .expect_err("totals differ");
         assert_refused(&status, "TOTALS_MISMATCH");
         ledger
-            .apply_clearing(ApplyClearingRequest {
+            .apply_clearing(yitong_sandbox::as_its_bureau(ApplyClearingRequest {
                 message_id: "APPLY-ZIBO-AGAIN".into(),
                 period: march(),
                 treatment_city: ZIBO.into(),
                 totals: Some(totals_of_details(&zibo_rows)),
                 operator_id: "zibo-bureau".into(),
-            })
+            }))
             .await
             .expect("applied again");
 
@@ -1059,12 +1061,12 @@ network_test! {
             assert_eq!(fen(&statement.net_position.as_ref().unwrap().net), nets[city]);
             assert_eq!(statement.fund_balance_before, statement.fund_balance_after);
             let confirmed = ledger
-                .confirm_clearing_statement(ConfirmClearingStatementRequest {
+                .confirm_clearing_statement(yitong_sandbox::as_its_bureau(ConfirmClearingStatementRequest {
                     message_id: format!("STATEMENT-{city}"),
                     city: city.into(),
                     period: march(),
                     operator_id: format!("{city}-bureau"),
-                })
+                }))
                 .await
                 .expect("confirmed")
                 .into_inner()
@@ -1099,37 +1101,37 @@ network_test! {
         let status = close_march(&mut ledger, "CLOSE-2").await.expect_err("closed already");
         assert_refused(&status, "PERIOD_CLOSED");
         let status = ledger
-            .rollback_clearing_confirmation(RollbackClearingConfirmationRequest {
+            .rollback_clearing_confirmation(yitong_sandbox::as_its_bureau(RollbackClearingConfirmationRequest {
                 message_id: "ROLLBACK-1".into(),
                 period: march(),
                 treatment_city: ZIBO.into(),
                 settlement_ids: vec![],
                 reason: "too late".into(),
                 operator_id: "zibo-bureau".into(),
-            })
+            }))
             .await
             .expect_err("frozen");
         assert_refused(&status, "PERIOD_CLOSED");
 
         let status = ledger
-            .confirm_clearing_details(ConfirmClearingDetailsRequest {
+            .confirm_clearing_details(yitong_sandbox::as_its_bureau(ConfirmClearingDetailsRequest {
                 message_id: "CONFIRM-CLOSED".into(),
                 period: march(),
                 treatment_city: ZIBO.into(),
                 decisions: vec![include(&held_out)],
                 operator_id: "zibo-bureau".into(),
-            })
+            }))
             .await
             .expect_err("frozen");
         assert_refused(&status, "PERIOD_CLOSED");
         let status = ledger
-            .confirm_clearing_details(ConfirmClearingDetailsRequest {
+            .confirm_clearing_details(yitong_sandbox::as_its_bureau(ConfirmClearingDetailsRequest {
                 message_id: "CONFIRM-UNKNOWN".into(),
                 period: april(),
                 treatment_city: ZIBO.into(),
                 decisions: vec![include("T370300NOSUCHROW")],
                 operator_id: "zibo-bureau".into(),
-            })
+            }))
             .await
             .expect_err("no such row");
         assert_eq!(status.code(), Code::NotFound);

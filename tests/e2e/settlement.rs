@@ -474,6 +474,18 @@ network_test! {
 
 /// A settlement node of Binzhou's of the test's own, on a store of its own, talking to the
 /// sandbox's network: a node whose steps a test drives one by one, and then "crashes" (drops).
+/// A request to a settlement node a test runs itself (no server layer in front), made as
+/// Binzhou's hospital, as the layer would have authenticated it.
+pub(crate) fn his_request<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .extensions_mut()
+        .insert(yitong_core::Caller::Institution(
+            yitong_core::InstitutionCode::parse(&hospital(BINZHOU)).expect("an institution code"),
+        ));
+    request
+}
+
 pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> SettlementNode {
     let city = CityCode::parse(BINZHOU).expect("city");
     let store = Store::open(
@@ -509,8 +521,8 @@ network_test! {
         let dir = tempfile::tempdir().expect("temporary directory");
         let node = own_node(net, dir.path()).await;
         let register = |tag: &str| register_request(&format!("R-{tag}"), BINZHOU, JINAN, 1);
-        let visit = node.register_visit(Request::new(register("crash"))).await.expect("registered").into_inner().visit.expect("visit");
-        node.upload_fee_lines(Request::new(upload_request("U-crash", &visit, visit_lines()))).await.expect("uploaded");
+        let visit = node.register_visit(his_request(register("crash"))).await.expect("registered").into_inner().visit.expect("visit");
+        node.upload_fee_lines(his_request(upload_request("U-crash", &visit, visit_lines()))).await.expect("uploaded");
 
         // Cut off after step 3: reserved at Jinan and booked pending in the ledger.
         let Started::Intent(intent) = node.step_intent(&settle_request("S-crash", &visit, 1, true)).await.expect("intent") else {
@@ -535,7 +547,7 @@ network_test! {
         let void = VoidRequest { message_id: "V-check".into(), settlement_id: doomed.clone(), reason: "check".into() };
         let held = net.benefit(JINAN).void(void).await.expect("void is idempotent").into_inner().reservation.expect("reservation");
         assert_eq!(held.status, ReservationStatus::Voided as i32, "voided at the insured city");
-        let status = node.settle(Request::new(settle_request("S-crash", &visit, 1, true))).await.unwrap_err();
+        let status = node.settle(his_request(settle_request("S-crash", &visit, 1, true))).await.unwrap_err();
         assert_refused(&status, "SETTLEMENT_VOIDED");
         assert_ledger_agrees(net, &[]).await;
 
@@ -563,18 +575,18 @@ network_test! {
         let posted = net.benefit(JINAN).post(post).await.expect("post is idempotent").into_inner().reservation.expect("reservation");
         assert_eq!(posted.status, ReservationStatus::Posted as i32, "posted at the insured city");
         let settlement = node
-            .get_settlement(Request::new(GetSettlementRequest { key: Some(Key::SettlementId(recorded.clone())), institution_code: hospital(BINZHOU) }))
+            .get_settlement(his_request(GetSettlementRequest { key: Some(Key::SettlementId(recorded.clone())), institution_code: hospital(BINZHOU) }))
             .await
             .expect("found")
             .into_inner()
             .settlement
             .expect("settlement");
         assert!(settlement.completed_at.is_some());
-        let replay = node.settle(Request::new(settle_request("S-crash-2", &visit, 1, true))).await.expect("replayed").into_inner().settlement;
+        let replay = node.settle(his_request(settle_request("S-crash-2", &visit, 1, true))).await.expect("replayed").into_inner().settlement;
         assert_eq!(replay.as_ref(), Some(&settlement), "the replay answers from the record");
         assert_ledger_agrees(net, std::slice::from_ref(&settlement)).await;
 
-        node.cancel_settlement(Request::new(cancel_request("C-crash", &settlement))).await.expect("cancelled");
+        node.cancel_settlement(his_request(cancel_request("C-crash", &settlement))).await.expect("cancelled");
         assert_ledger_agrees(net, &[]).await;
         node.store().close().await;
     }
@@ -715,8 +727,8 @@ network_test! {
             ..TreatmentOptions::default()
         });
         let request = register_request("R-slow", BINZHOU, JINAN, 2);
-        let visit = node.register_visit(Request::new(request)).await.expect("registered").into_inner().visit.expect("visit");
-        node.upload_fee_lines(Request::new(upload_request("U-slow", &visit, visit_lines()))).await.expect("uploaded");
+        let visit = node.register_visit(his_request(request)).await.expect("registered").into_inner().visit.expect("visit");
+        node.upload_fee_lines(his_request(upload_request("U-slow", &visit, visit_lines()))).await.expect("uploaded");
         let Started::Intent(intent) = node.step_intent(&settle_request("S-slow", &visit, 2, true)).await.expect("intent") else {
             panic!("a fresh message id starts an intent");
         };
@@ -741,7 +753,7 @@ network_test! {
         let posted = net.benefit(JINAN).post(post).await.expect("posted").into_inner().reservation.expect("reservation");
         assert_eq!(posted.status, ReservationStatus::Posted as i32);
         let settlement = node
-            .get_settlement(Request::new(GetSettlementRequest { key: Some(Key::SettlementId(id)), institution_code: hospital(BINZHOU) }))
+            .get_settlement(his_request(GetSettlementRequest { key: Some(Key::SettlementId(id)), institution_code: hospital(BINZHOU) }))
             .await
             .expect("found")
             .into_inner()

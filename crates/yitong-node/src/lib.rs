@@ -5,9 +5,11 @@
 //! process (what `yitong dev` and the test sandbox run).
 
 mod audit;
+pub mod limits;
 mod local;
 mod security;
 mod server;
+pub mod shed;
 
 pub use audit::AuditNode;
 pub use local::{Bind, Endpoint, LocalNetwork, LocalNetworkOptions, NodeError};

@@ -35,6 +35,8 @@ pub enum ServeError {
     #[error("cannot read the listener's address")]
     Address(#[source] std::io::Error),
 }
+use crate::limits::{self, limited};
+use crate::shed::{ShedLayer, ShedLimits};
 
 /// What one server runs. A settlement node serves both the HIS-facing settlement service and
 /// the node-facing benefit service, which share the city's settlement store.
@@ -128,13 +130,18 @@ pub async fn serve(
         .build_v1alpha()
         .expect("descriptor sets are well formed");
 
-    let mut builder = Server::builder();
+    let mut builder = Server::builder()
+        .max_concurrent_streams(limits::STREAMS_PER_CONNECTION_MAX)
+        .http2_max_header_list_size(limits::HEADER_LIST_BYTES_MAX);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    // Outermost first: every call is traced and counted, then authenticated (so a refusal
+    // costs no handler), then shed by its authenticated caller when too many are in flight.
     let router = builder
         .layer(ServerLayer::new(owner.to_string()))
         .layer(AuthLayer::new(owner, security.keyring.clone()))
+        .layer(ShedLayer::new(ShedLimits::default()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -143,12 +150,12 @@ pub async fn serve(
             role.store().clone(),
         )));
     let router = match role {
-        Role::Identity(node) => router.add_service(IdentityServiceServer::new(*node)),
-        Role::Catalog(node) => router.add_service(CatalogServiceServer::new(node)),
+        Role::Identity(node) => router.add_service(limited!(IdentityServiceServer::new(*node))),
+        Role::Catalog(node) => router.add_service(limited!(CatalogServiceServer::new(node))),
         Role::Settlement(settlement, benefit) => router
-            .add_service(SettlementServiceServer::new(settlement))
-            .add_service(BenefitServiceServer::new(benefit)),
-        Role::Ledger(node) => router.add_service(LedgerServiceServer::new(node)),
+            .add_service(limited!(SettlementServiceServer::new(settlement)))
+            .add_service(limited!(BenefitServiceServer::new(benefit))),
+        Role::Ledger(node) => router.add_service(limited!(LedgerServiceServer::new(node))),
     };
     for name in &names {
         health

@@ -452,7 +452,7 @@ async fn month(net: &Sandbox, database: Database, count: u64) {
         }
         ledger
             .clone()
-            .apply_clearing(ApplyClearingRequest {
+            .apply_clearing(yitong_sandbox::as_its_bureau(ApplyClearingRequest {
                 message_id: format!("APPLY-{treatment}"),
                 period: Some(MONTH),
                 treatment_city: treatment.to_owned(),
@@ -464,7 +464,7 @@ async fn month(net: &Sandbox, database: Database, count: u64) {
                     account_pay: yuan(account),
                 }),
                 operator_id: format!("{treatment}-bureau"),
-            })
+            }))
             .await
             .expect("ApplyClearing answers");
     }
@@ -623,13 +623,15 @@ async fn load_confirmations(store: &Store) {
 
 async fn confirm(ledger: &mut Ledger, treatment: &str, index: u64, decisions: Vec<DetailDecision>) {
     ledger
-        .confirm_clearing_details(ConfirmClearingDetailsRequest {
-            message_id: format!("CONFIRM-{treatment}-{index}"),
-            period: Some(MONTH),
-            treatment_city: treatment.to_owned(),
-            decisions,
-            operator_id: format!("{treatment}-bureau"),
-        })
+        .confirm_clearing_details(yitong_sandbox::as_its_bureau(
+            ConfirmClearingDetailsRequest {
+                message_id: format!("CONFIRM-{treatment}-{index}"),
+                period: Some(MONTH),
+                treatment_city: treatment.to_owned(),
+                decisions,
+                operator_id: format!("{treatment}-bureau"),
+            },
+        ))
         .await
         .expect("ConfirmClearingDetails answers");
 }

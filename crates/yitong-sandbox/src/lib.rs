@@ -41,8 +41,113 @@ pub const DONGYING: &str = "370500";
 pub const BINZHOU: &str = "371600";
 pub const PILOT_CITIES: [&str; 4] = [JINAN, ZIBO, DONGYING, BINZHOU];
 
-/// A client channel of the sandbox: it presents its caller's API key on every call.
-pub type Channel = yitong_core::Authorized<tonic::transport::Channel>;
+/// A client channel of the sandbox: it presents its caller's API key on every call, unless the
+/// call carries its own `authorization` ([`as_its_bureau`]).
+#[derive(Debug, Clone)]
+pub struct Channel {
+    inner: tonic::transport::Channel,
+    credential: Credential,
+}
+
+#[derive(Debug, Clone)]
+enum Credential {
+    Anonymous,
+    Fixed(http::HeaderValue),
+    /// The default ledger client ([`Sandbox::ledger`]): nodes book and resolve transfers (as
+    /// Jinan's node), the clearing house's staff make every other call.
+    Ledger {
+        node: http::HeaderValue,
+        house: http::HeaderValue,
+    },
+}
+
+/// The ledger's RPCs only nodes make.
+const MONEY_MOVING: [&str; 3] = [
+    "/yitong.ledger.v1.LedgerService/CreateTransfers",
+    "/yitong.ledger.v1.LedgerService/PostPendingTransfers",
+    "/yitong.ledger.v1.LedgerService/VoidPendingTransfers",
+];
+
+impl<B> tower::Service<http::Request<B>> for Channel
+where
+    tonic::transport::Channel: tower::Service<http::Request<B>>,
+{
+    type Response = <tonic::transport::Channel as tower::Service<http::Request<B>>>::Response;
+    type Error = <tonic::transport::Channel as tower::Service<http::Request<B>>>::Error;
+    type Future = <tonic::transport::Channel as tower::Service<http::Request<B>>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        tower::Service::<http::Request<B>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let value = match &self.credential {
+            Credential::Anonymous => None,
+            Credential::Fixed(value) => Some(value.clone()),
+            Credential::Ledger { node, house } => {
+                Some(if MONEY_MOVING.contains(&request.uri().path()) {
+                    node.clone()
+                } else {
+                    house.clone()
+                })
+            }
+        };
+        if let Some(value) = value {
+            request
+                .headers_mut()
+                .entry(http::header::AUTHORIZATION)
+                .or_insert(value);
+        }
+        self.inner.call(request)
+    }
+}
+
+fn header_of(caller: &str) -> http::HeaderValue {
+    let key = KEYS.key_of(&caller.parse().expect("tests name valid callers"));
+    bearer(&key)
+        .expect("keys are header values")
+        .expect("keys are not empty")
+}
+
+/// A request a city's bureau makes in the clearing: the city its request names (treatment
+/// city, statement city, or the city of an application id).
+pub trait ClearingRequest {
+    fn city(&self) -> &str;
+}
+
+macro_rules! clearing_request {
+    ($field:ident => $($type:ident),*) => {
+        $(impl ClearingRequest for yitong_proto::ledger::v1::$type {
+            fn city(&self) -> &str {
+                &self.$field
+            }
+        })*
+    };
+}
+
+clearing_request!(treatment_city => ConfirmClearingDetailsRequest, RollbackClearingConfirmationRequest, ApplyClearingRequest);
+clearing_request!(city => ConfirmClearingStatementRequest);
+
+impl ClearingRequest for yitong_proto::ledger::v1::CancelClearingApplicationRequest {
+    fn city(&self) -> &str {
+        // "CA" + YYYYMM + the treatment city + a serial.
+        self.application_id.get(8..14).unwrap_or_default()
+    }
+}
+
+/// `message` as the bureau of the city it names, whatever the client's own credential.
+pub fn as_its_bureau<T: ClearingRequest>(message: T) -> tonic::Request<T> {
+    let header = header_of(&format!("bureau:{}", message.city()));
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        tonic::metadata::AsciiMetadataValue::try_from(header.as_bytes()).expect("ascii"),
+    );
+    request
+}
 
 /// The keys of every sandbox of the process: every node and bureau, the operator
 /// `operator:dev`, every seeded institution, and whoever a test asks for since
@@ -309,10 +414,9 @@ impl Sandbox {
     /// Calls as `caller`, by its canonical name (`institution:H37030000001`, `bureau:370100`,
     /// `node:clearing`, `operator:dev`); a caller without a key yet is issued one.
     pub fn as_caller(&self, caller: &str) -> As<'_> {
-        let caller: Caller = caller.parse().expect("tests name valid callers");
         As {
             sandbox: self,
-            authorization: Some(KEYS.key_of(&caller)),
+            credential: Credential::Fixed(header_of(caller)),
         }
     }
 
@@ -320,7 +424,7 @@ impl Sandbox {
     pub fn anonymous(&self) -> As<'_> {
         As {
             sandbox: self,
-            authorization: None,
+            credential: Credential::Anonymous,
         }
     }
 
@@ -399,9 +503,18 @@ impl Sandbox {
         self.node(city).benefit(city)
     }
 
-    /// The clearing house's ledger, as a node (Jinan's): what books and posts transfers.
+    /// The clearing house's ledger: transfers are booked and resolved as a node (Jinan's),
+    /// every other call is made as the clearing house's staff. A city's own clearing steps
+    /// take [`as_its_bureau`].
     pub fn ledger(&self) -> LedgerServiceClient<Channel> {
-        self.node(JINAN).ledger()
+        let view = As {
+            sandbox: self,
+            credential: Credential::Ledger {
+                node: header_of(&format!("node:{JINAN}")),
+                house: header_of("bureau:clearing"),
+            },
+        };
+        view.ledger()
     }
 
     /// A connection of its own to the clearing house's ledger store, for tests that alter
@@ -458,8 +571,7 @@ impl Sandbox {
 #[derive(Debug, Clone)]
 pub struct As<'a> {
     sandbox: &'a Sandbox,
-    /// The caller's API key; `None` for an anonymous caller.
-    authorization: Option<String>,
+    credential: Credential,
 }
 
 impl As<'_> {
@@ -479,12 +591,10 @@ impl As<'_> {
             .expect("endpoint URL is valid")
             .timeout(timeout)
             .connect_lazy();
-        let authorization = self.authorization.as_deref().map(|key| {
-            bearer(key)
-                .expect("keys are header values")
-                .expect("keys are not empty")
-        });
-        yitong_core::Authorized::new(channel, authorization)
+        Channel {
+            inner: channel,
+            credential: self.credential.clone(),
+        }
     }
 
     pub fn identity(&self, city: &str) -> IdentityServiceClient<Channel> {

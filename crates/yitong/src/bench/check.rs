@@ -52,6 +52,10 @@ fn settlement_accounts(cities: &[CityCode]) -> Vec<String> {
     ids
 }
 
+/// Deadline of each call of the check. VerifyJournal reads the whole journal, which takes
+/// minutes at millions of entries: generous, but never unbounded.
+const CHECK_CALL_TIMEOUT: Duration = Duration::from_secs(600);
+
 fn fen(text: &str) -> anyhow::Result<i64> {
     Ok(Amount::parse_signed(text)
         .map_err(|_| anyhow::anyhow!("not an amount: {text:?}"))?
@@ -63,10 +67,13 @@ pub async fn snapshot(
     cities: &[CityCode],
 ) -> anyhow::Result<Snapshot> {
     let reply = ledger
-        .get_balances(GetBalancesRequest {
-            account_ids: settlement_accounts(cities),
-            cities: vec![],
-        })
+        .get_balances(crate::output::request(
+            GetBalancesRequest {
+                account_ids: settlement_accounts(cities),
+                cities: vec![],
+            },
+            CHECK_CALL_TIMEOUT,
+        ))
         .await
         .context("the ledger refused GetBalances")?
         .into_inner();
@@ -137,14 +144,17 @@ pub async fn check(mut input: CheckInput<'_>) -> anyhow::Result<CheckReport> {
         let mut page_token = String::new();
         loop {
             let reply = client
-                .list_settlements(ListSettlementsRequest {
-                    institution_code: institution.clone(),
-                    from_date: input.from_date.clone(),
-                    to_date: input.to_date.clone(),
-                    status: SettlementStatus::Unspecified as i32,
-                    page_size: PAGE_SIZE,
-                    page_token: page_token.clone(),
-                })
+                .list_settlements(crate::output::request(
+                    ListSettlementsRequest {
+                        institution_code: institution.clone(),
+                        from_date: input.from_date.clone(),
+                        to_date: input.to_date.clone(),
+                        status: SettlementStatus::Unspecified as i32,
+                        page_size: PAGE_SIZE,
+                        page_token: page_token.clone(),
+                    },
+                    CHECK_CALL_TIMEOUT,
+                ))
                 .await
                 .with_context(|| format!("ListSettlements refused for {institution}"))?
                 .into_inner();
@@ -280,7 +290,10 @@ pub async fn check(mut input: CheckInput<'_>) -> anyhow::Result<CheckReport> {
 
     let verified = input
         .ledger
-        .verify_journal(VerifyJournalRequest { up_to_sequence: 0 })
+        .verify_journal(crate::output::request(
+            VerifyJournalRequest { up_to_sequence: 0 },
+            CHECK_CALL_TIMEOUT,
+        ))
         .await
         .context("the ledger refused VerifyJournal")?
         .into_inner();
