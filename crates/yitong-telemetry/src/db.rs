@@ -1,5 +1,11 @@
-//! Database spans: each SQL statement a span, child of the span it ran in, made from the event
-//! sqlx emits when a statement finishes (target `sqlx::query`, at debug).
+//! Database spans: each SQL statement that writes, and each other statement (a read, a
+//! transaction's BEGIN or COMMIT) that took at least [`QUIET_SPAN_ELAPSED_MIN`], a span, child
+//! of the span it ran in, made from the event sqlx emits when a statement finishes (target
+//! `sqlx::query`, at debug).
+//!
+//! Fast reads and fast transaction control make no span: they were most of a settled visit's
+//! spans and most of what tracing cost (BENCHMARKS.md, "What tracing costs"), and a trace keeps
+//! what an operator follows a claim for: what was written where, and whatever was slow.
 //!
 //! The span is named after the statement's operation (`SELECT`, `INSERT`, ...) and carries
 //! `db.operation.name`, `db.query.summary` (sqlx's summary: the statement's first words, which
@@ -20,6 +26,18 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// The target of sqlx's statement events.
 pub const SQLX_QUERY: &str = "sqlx::query";
+
+/// A statement that does not write (a read, transaction control) makes a span only when it
+/// took at least this long.
+pub const QUIET_SPAN_ELAPSED_MIN: Duration = Duration::from_millis(5);
+
+/// Whether a statement of this operation (upper case) changes no row.
+fn quiet(operation: &str) -> bool {
+    matches!(
+        operation,
+        "SELECT" | "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE" | "PRAGMA"
+    )
+}
 
 /// The layer that turns sqlx's statement events into spans.
 #[derive(Debug)]
@@ -74,6 +92,21 @@ where
         if event.metadata().target() != SQLX_QUERY {
             return;
         }
+        let mut statement = Statement::default();
+        event.record(&mut statement);
+        let summary = statement.summary.trim_end_matches(" …");
+        let operation = summary
+            .split_whitespace()
+            .next()
+            .unwrap_or("SQL")
+            .to_ascii_uppercase();
+        let elapsed = statement
+            .elapsed_secs
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .unwrap_or_default();
+        if quiet(&operation) && elapsed < QUIET_SPAN_ELAPSED_MIN {
+            return;
+        }
         // A statement outside any span (start-up, migrations) belongs to no trace.
         let Some(span) = context.event_span(event) else {
             return;
@@ -84,19 +117,8 @@ where
         let Some(parent) = parent else {
             return;
         };
-        let mut statement = Statement::default();
-        event.record(&mut statement);
-        let summary = statement.summary.trim_end_matches(" …").to_owned();
-        let operation = summary
-            .split_whitespace()
-            .next()
-            .unwrap_or("SQL")
-            .to_ascii_uppercase();
+        let summary = summary.to_owned();
         let end = SystemTime::now();
-        let elapsed = statement
-            .elapsed_secs
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .unwrap_or_default();
         let mut attributes = vec![
             KeyValue::new("db.operation.name", operation.clone()),
             KeyValue::new("db.query.summary", summary),
@@ -121,5 +143,22 @@ where
             .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
         db_span.end_with_timestamp(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves which statements are spanned only when slow: reads and transaction control, never
+    // a statement that writes.
+    #[test]
+    fn only_statements_that_write_are_always_spanned() {
+        for operation in ["SELECT", "BEGIN", "COMMIT", "ROLLBACK"] {
+            assert!(quiet(operation), "{operation}");
+        }
+        for operation in ["INSERT", "UPDATE", "DELETE", "CREATE"] {
+            assert!(!quiet(operation), "{operation}");
+        }
     }
 }

@@ -123,8 +123,17 @@ where
         .with_target("opentelemetry", LevelFilter::OFF)
         .with_target("opentelemetry_sdk", LevelFilter::OFF)
         .with_target("opentelemetry_otlp", LevelFilter::OFF);
+    // Source locations, threads, targets and busy and idle times would add seven attributes
+    // to every span, none of which an operator follows a claim by; the OpenTelemetry context
+    // is read from the span itself (`OpenTelemetrySpanExt`, [`db`], [`log`]), never from the
+    // thread's current one, so entering a span (every poll of its future) need not set it.
     tracing_opentelemetry::layer()
         .with_tracer(tracer.clone())
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
         .with_filter(filter)
         .and_then(db::DbSpans::new(tracer))
 }
