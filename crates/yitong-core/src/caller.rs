@@ -126,14 +126,6 @@ impl Caller {
         }
     }
 
-    /// Refuses unless the caller is `institution`'s own HIS.
-    pub fn require_institution(&self, institution: &InstitutionCode) -> Result<(), Denied> {
-        match self {
-            Caller::Institution(own) if own == institution => Ok(()),
-            _ => Err(self.denied(format_args!("act for institution {institution}"))),
-        }
-    }
-
     /// Refuses unless the caller is the HIS of the institution a request names by its code,
     /// before the request is read any further: a caller learns nothing of a request it may not
     /// make, not even whether it was well formed.
@@ -149,25 +141,6 @@ impl Caller {
         match self {
             Caller::Bureau(own) if *own == owner => Ok(()),
             _ => Err(self.denied(format_args!("act as the bureau of {owner}"))),
-        }
-    }
-
-    /// Refuses unless the caller is a node (any node of the network).
-    pub fn require_node(&self) -> Result<(), Denied> {
-        match self {
-            Caller::Node(_) => Ok(()),
-            _ => Err(self.denied("act as a node")),
-        }
-    }
-
-    /// Refuses unless the caller is `city`'s own bureau or its own node: the parties that may
-    /// see and act on the city's records.
-    pub fn require_city(&self, city: CityCode) -> Result<(), Denied> {
-        match self {
-            Caller::Bureau(Owner::City(own)) | Caller::Node(Owner::City(own)) if *own == city => {
-                Ok(())
-            }
-            _ => Err(self.denied(format_args!("act for city {city}"))),
         }
     }
 }
@@ -258,23 +231,18 @@ mod tests {
         }
     }
 
-    // An institution acts for itself only; a bureau for its own city only.
+    // An institution acts for itself only; a bureau for its own owner only.
     #[test]
     fn checks_compare_with_the_request() {
         let his = Caller::Institution(InstitutionCode::parse("H37030000001").unwrap());
-        let other = InstitutionCode::parse("H37030000002").unwrap();
-        assert!(his.require_institution(&other).is_err());
-        assert!(
-            his.require_institution(&InstitutionCode::parse("H37030000001").unwrap())
-                .is_ok()
-        );
+        assert!(his.require_institution_code("H37030000002").is_err());
+        assert!(his.require_institution_code("H37030000001").is_ok());
+        assert!(Caller::Anonymous.require_institution_code("").is_err());
         let zibo = CityCode::parse("370300").unwrap();
         let jinan = CityCode::parse("370100").unwrap();
         let bureau = Caller::Bureau(Owner::City(zibo));
         assert!(bureau.require_bureau(Owner::City(zibo)).is_ok());
         assert!(bureau.require_bureau(Owner::City(jinan)).is_err());
-        assert!(bureau.require_city(jinan).is_err());
-        assert!(his.require_node().is_err());
-        assert!(Caller::Node(Owner::ClearingHouse).require_node().is_ok());
+        assert!(his.require_bureau(Owner::City(zibo)).is_err());
     }
 }
