@@ -599,11 +599,12 @@ network_test! {
     /// total; a visit without live lines cannot be priced; a visit holds at most 500 live lines;
     /// the HIS's total must match the lines; a cancelled visit takes no more lines.
     async fn visits_and_fee_lines_follow_the_rules(net) {
-        let mut his = net.his_settlement(&hospital(ZIBO));
+        // Every step is the township hospital's own.
         let township = "H37030000011";
+        let mut his = net.his_settlement(township);
         let mut foreign = register_request("R-town-1", ZIBO, JINAN, 1);
         foreign.institution_code = township.into();
-        let status = net.his_settlement(township).register_visit(foreign).await.unwrap_err();
+        let status = his.register_visit(foreign).await.unwrap_err();
         assert_refused(&status, "INSTITUTION_NOT_NETWORKED");
         let mut local = register_request("R-town-1", ZIBO, ZIBO, 1);
         local.institution_code = township.into();
