@@ -25,9 +25,11 @@ async fn settlement_show_prints_the_trace_id_and_its_link() {
         Owner::City(CityCode::parse(DONGYING).expect("region code")),
         Service::Settlement,
     );
+    let operator_key = net.api_key("operator:dev");
     let show = |id: String| {
         let endpoint = endpoint.clone();
         let institution = settlement.institution_code.clone();
+        let operator_key = operator_key.clone();
         async move {
             tokio::process::Command::new(yitong())
                 .args(["settlement", "show", &id, "--institution", &institution])
@@ -37,6 +39,8 @@ async fn settlement_show_prints_the_trace_id_and_its_link() {
                     "http://viewer:16686/trace/{trace_id}",
                 ])
                 .env("RUST_LOG", "warn")
+                // As the operator following a disputed claim.
+                .env("YITONG_API_KEY", &operator_key)
                 .output()
                 .await
                 .expect("the binary runs")

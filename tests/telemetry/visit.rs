@@ -15,9 +15,10 @@ use yitong_telemetry::grpc::Traced;
 /// The HIS's channel to a node of its city: traced, as an HIS with its own tracing would be.
 pub type HisChannel = Traced<Channel>;
 
+/// The channel of the city's level-3 hospital (H<city>00001), the HIS these tests play.
 pub fn his_channel(net: &Sandbox, city: &str, service: Service) -> HisChannel {
     let owner = Owner::City(CityCode::parse(city).expect("region code"));
-    Traced::new(net.channel(owner, service))
+    Traced::new(net.his(&format!("H{city}00001")).channel(owner, service))
 }
 
 fn card(city: &str, n: u32) -> Option<Credential> {
@@ -51,6 +52,7 @@ pub async fn settle_visit(
     let person = identity
         .get_insured_person(GetInsuredPersonRequest {
             credential: card(insured, n),
+            institution_code: format!("H{treatment}00001"),
             ..Default::default()
         })
         .await
