@@ -92,10 +92,6 @@ impl Pki {
         Pki { dir: dir.into() }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn ca_pem_path(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }

@@ -39,14 +39,6 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Institution,
-        Role::Bureau,
-        Role::Node,
-        Role::Operator,
-        Role::Anonymous,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Institution => "institution",
