@@ -3,6 +3,12 @@
 //! request's own fields where the handler compares them (an HIS is the institution the request
 //! names, a bureau the city it names), so the fuzzed input reaches conversion and validation
 //! rather than stopping at the permission check.
+//!
+//! A fuzzed field rarely holds a valid institution or city code, and a request naming none is
+//! refused as not the caller's before anything else of it is read. Half the inputs are
+//! therefore *aimed* ([`Acting::aim`]): such a field is replaced with the fuzzed city's own
+//! code (an institution of it, the city itself), so the rest of the message is fuzzed past the
+//! check; the other half keep the field as generated, and reach the refusal.
 
 use yitong_core::{Caller, CityCode, InstitutionCode, Owner};
 use yitong_proto::catalog::v1 as catalog;
@@ -15,6 +21,10 @@ use crate::harness::CITY;
 /// The caller a request is made as.
 pub trait Acting {
     fn caller(&self) -> Caller;
+
+    /// Replaces a field the handler compares with the caller, when it names no one, with the
+    /// fuzzed city's own code.
+    fn aim(&mut self) {}
 }
 
 fn own_city() -> CityCode {
@@ -25,10 +35,11 @@ fn own_city() -> CityCode {
 /// the handler then refuses the request as not the caller's, which is also a path worth
 /// fuzzing.
 fn institution(code: &str) -> Caller {
-    Caller::Institution(
-        InstitutionCode::parse(code)
-            .unwrap_or_else(|_| InstitutionCode::parse(&format!("H{CITY}00001")).expect("valid")),
-    )
+    Caller::Institution(InstitutionCode::parse(code).unwrap_or_else(|_| own_institution()))
+}
+
+fn own_institution() -> InstitutionCode {
+    InstitutionCode::parse(&format!("H{CITY}00001")).expect("valid")
 }
 
 /// The bureau of the city a request names, or the fuzzed city's.
@@ -38,7 +49,34 @@ fn bureau_of(city: &str) -> Caller {
     ))
 }
 
+/// `code` if it is an institution code, else the fuzzed city's institution.
+fn aim_institution(code: &mut String) {
+    if InstitutionCode::parse(code).is_err() {
+        *code = own_institution().to_string();
+    }
+}
+
+/// `city` if it is a city code, else the fuzzed city.
+fn aim_city(city: &mut String) {
+    if CityCode::parse(city).is_err() {
+        *city = CITY.to_owned();
+    }
+}
+
 macro_rules! acting {
+    ($caller:expr, aim $aim:expr => $($type:ty),* $(,)?) => {
+        $(impl Acting for $type {
+            fn caller(&self) -> Caller {
+                let caller: fn(&$type) -> Caller = $caller;
+                caller(self)
+            }
+
+            fn aim(&mut self) {
+                let aim: fn(&mut $type) = $aim;
+                aim(self)
+            }
+        })*
+    };
     ($caller:expr => $($type:ty),* $(,)?) => {
         $(impl Acting for $type {
             fn caller(&self) -> Caller {
@@ -49,7 +87,7 @@ macro_rules! acting {
     };
 }
 
-acting!(|r| institution(&r.institution_code) =>
+acting!(|r| institution(&r.institution_code), aim |r| aim_institution(&mut r.institution_code) =>
     identity::GetInsuredPersonRequest,
     settlement::RegisterVisitRequest,
     settlement::CancelVisitRequest,
@@ -95,7 +133,7 @@ acting!(|_| Caller::Bureau(Owner::ClearingHouse) =>
     ledger::ReconcileTotalsRequest,
     ledger::CloseClearingPeriodRequest,
 );
-acting!(|r| bureau_of(&r.treatment_city) =>
+acting!(|r| bureau_of(&r.treatment_city), aim |r| aim_city(&mut r.treatment_city) =>
     ledger::ListClearingDetailsRequest,
     ledger::ConfirmClearingDetailsRequest,
     ledger::RollbackClearingConfirmationRequest,
@@ -104,7 +142,7 @@ acting!(|r| bureau_of(&r.treatment_city) =>
 acting!(|r| bureau_of(r.application_id.get(8..14).unwrap_or_default()) =>
     ledger::CancelClearingApplicationRequest,
 );
-acting!(|r| bureau_of(&r.city) =>
+acting!(|r| bureau_of(&r.city), aim |r| aim_city(&mut r.city) =>
     ledger::GetClearingStatementRequest,
     ledger::ConfirmClearingStatementRequest,
 );

@@ -22,7 +22,7 @@ use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRu
 use tonic::Code;
 
 use harness::Harness;
-use targets::{Outcome, Shape, Target};
+use targets::{Mode, Outcome, Shape, Target};
 use wire::Schema;
 
 /// What one target's run did.
@@ -43,8 +43,8 @@ fn is_failure(code: Code) -> bool {
 }
 
 /// The input strategy of a target: its encoded request (a request body for a client stream)
-/// and whether the call is marked as forwarded by another node.
-fn strategy(schema: &Arc<Schema>, target: &Target) -> BoxedStrategy<(Vec<u8>, bool)> {
+/// and how it is sent: marked as forwarded by another node or not, aimed at its caller or not.
+fn strategy(schema: &Arc<Schema>, target: &Target) -> BoxedStrategy<(Vec<u8>, Mode)> {
     let body = match target.shape {
         Shape::Unary => wire::input(schema, target.message),
         Shape::ClientStream => {
@@ -65,7 +65,9 @@ fn strategy(schema: &Arc<Schema>, target: &Target) -> BoxedStrategy<(Vec<u8>, bo
             .boxed()
         }
     };
-    (body, any::<bool>()).boxed()
+    (body, any::<bool>(), any::<bool>())
+        .prop_map(|(body, forwarded, aimed)| (body, Mode { forwarded, aimed }))
+        .boxed()
 }
 
 /// Runs `cases` inputs of `target` from the RNG seeded with `seed`. On a failure, proptest
@@ -96,10 +98,10 @@ pub fn run(
     );
     let outcomes = Mutex::new(BTreeMap::<String, u64>::new());
     let started = Instant::now();
-    let result = runner.run(&strategy(schema, target), |(bytes, forwarded)| {
+    let result = runner.run(&strategy(schema, target), |(bytes, mode)| {
         let transport_refuses =
             target.shape == Shape::ClientStream && !targets::well_formed_stream(&bytes);
-        let outcome = runtime.block_on((target.call)(harness.clone(), bytes, forwarded));
+        let outcome = runtime.block_on((target.call)(harness.clone(), bytes, mode));
         let name = match outcome {
             Outcome::Undecodable => "undecodable".to_owned(),
             Outcome::Answered(code) => format!("{code:?}"),

@@ -54,8 +54,8 @@ pub struct Target {
     /// The request message's full name, "yitong.identity.v1.GetInsuredPersonRequest".
     pub message: &'static str,
     pub shape: Shape,
-    /// Runs the handler on the input; `true` marks the call as forwarded by another node.
-    pub call: fn(Arc<Harness>, Vec<u8>, bool) -> Call,
+    /// Runs the handler on the input, sent as `Mode` says.
+    pub call: fn(Arc<Harness>, Vec<u8>, Mode) -> Call,
 }
 
 impl std::fmt::Debug for Target {
@@ -64,11 +64,23 @@ impl std::fmt::Debug for Target {
     }
 }
 
-fn request<T: Acting>(message: T, forwarded: bool) -> Request<T> {
+/// How an input is sent, besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    /// Marked as forwarded by another node.
+    pub forwarded: bool,
+    /// Aimed at its caller first ([`Acting::aim`]).
+    pub aimed: bool,
+}
+
+fn request<T: Acting>(mut message: T, mode: Mode) -> Request<T> {
+    if mode.aimed {
+        message.aim();
+    }
     let caller = message.caller();
     let mut request = Request::new(message);
     request.extensions_mut().insert(caller);
-    if forwarded {
+    if mode.forwarded {
         request
             .metadata_mut()
             .insert(FORWARDED, "1".parse().expect("ascii metadata"));
@@ -92,13 +104,13 @@ macro_rules! target {
             name: concat!($service_name, ".", $rpc),
             message: concat!("yitong.", stringify!($package), ".v1.", stringify!($message)),
             shape: Shape::Unary,
-            call: |harness, bytes, forwarded| -> Call {
+            call: |harness, bytes, mode| -> Call {
                 Box::pin(async move {
                     let Ok(message) = $package::$message::decode(bytes.as_slice()) else {
                         return Outcome::Undecodable;
                     };
                     let result =
-                        $service::$method(&harness.$node, request(message, forwarded)).await;
+                        $service::$method(&harness.$node, request(message, mode)).await;
                     target!(@reply result $(, $streams)?)
                 })
             },
@@ -489,7 +501,7 @@ fn reconcile_details() -> Target {
         name: "ledger.ReconcileDetails",
         message: "yitong.ledger.v1.ReconcileDetailsRequest",
         shape: Shape::ClientStream,
-        call: |harness, bytes, _forwarded| -> Call {
+        call: |harness, bytes, _mode| -> Call {
             Box::pin(async move {
                 let mut codec = tonic_prost::ProstCodec::<
                     ledger::ReconcileDetailsResponse,
