@@ -428,6 +428,8 @@ struct Progress {
     visit: Option<Visit>,
     uploaded: Option<Visit>,
     settlement_id: Option<String>,
+    /// Settles voided so far: each next one goes under a new message id.
+    voided_settles: u32,
 }
 
 /// Runs the steps of `plan` not yet done, stopping at the first that fails; returns the status
@@ -472,7 +474,11 @@ async fn advance(
         progress.uploaded = uploaded;
     }
     if progress.settlement_id.is_none() {
-        let request = settle_request(&format!("S-{}", plan.tag), &visit, plan.n, false);
+        let message_id = match progress.voided_settles {
+            0 => format!("S-{}", plan.tag),
+            voided => format!("S-{}-{voided}", plan.tag),
+        };
+        let request = settle_request(&message_id, &visit, plan.n, false);
         let settled = his
             .settle(request)
             .await
@@ -588,9 +594,11 @@ network_test! {
         );
         assert!(shed > 0, "nothing was shed at ten times the sustainable rate: {codes:?}");
         assert!(checks > 0 && worst < HEALTH_ANSWER_MAX, "health checks: {checks}, slowest {worst:?}");
+        // Shed, or (on a starved machine) UNAVAILABLE when a call to a peer passed its deadline:
+        // both are answers an HIS retries, and every such visit must still settle below.
         for ((rpc, code), count) in &codes {
             assert!(
-                matches!(code, Code::Ok | Code::ResourceExhausted),
+                matches!(code, Code::Ok | Code::ResourceExhausted | Code::Unavailable),
                 "{count} {rpc} failed with {code:?} during the storm"
             );
         }
@@ -667,13 +675,30 @@ async fn retry(
     for _ in 0..50 {
         match advance(his.clone(), plan, progress, tally).await {
             Ok(()) => return true,
-            Err(status) if status.code() == Code::ResourceExhausted => {
+            // Shed, or a peer past its deadline: the same step again, under the same message id.
+            Err(status) if matches!(status.code(), Code::ResourceExhausted | Code::Unavailable) => {
                 tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(status) if reason(&status) == Some("SETTLEMENT_IN_PROGRESS") => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            // The node voided the settle it could not finish: settle again under a new id.
+            Err(status) if reason(&status) == Some("SETTLEMENT_VOIDED") => {
+                progress.voided_settles += 1;
             }
             Err(status) => panic!("visit {} failed on retry: {status:?}", plan.tag),
         }
     }
     false
+}
+
+/// The reason of a business refusal (FAILED_PRECONDITION with google.rpc.ErrorInfo).
+fn reason(status: &tonic::Status) -> Option<&'static str> {
+    use tonic_types::StatusExt;
+    let reason = status.get_details_error_info()?.reason;
+    ["SETTLEMENT_IN_PROGRESS", "SETTLEMENT_VOIDED"]
+        .into_iter()
+        .find(|known| *known == reason)
 }
 
 /// The settlements `ids`, once all are SETTLED and completed: the ledger holds nothing pending

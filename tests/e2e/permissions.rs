@@ -8,6 +8,7 @@ use yitong_proto::identity::v1 as identity;
 use yitong_proto::ledger::v1 as ledger;
 use yitong_proto::settlement::v1 as settlement;
 use yitong_sandbox::{As, Sandbox, ZIBO};
+use yitong_store::sqlx;
 
 use crate::support::seeded_card;
 
@@ -744,5 +745,38 @@ yitong_sandbox::network_test! {
         assert!(trail(net, "bureau:370300", zibo, Service::Catalog).await.is_empty());
         let refused = net.as_caller("bureau:370100").audit(zibo, Service::Settlement).list_audit_entries(ListAuditEntriesRequest::default()).await.unwrap_err();
         assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+}
+
+yitong_sandbox::network_test! {
+    /// Proves the shut-down check of every test can fail: a change whose audit row is gone,
+    /// and a row no change made, are both reported.
+    async fn the_audit_check_finds_a_missing_and_a_stray_row(net) {
+        use yitong_core::{Owner, Service};
+        let zibo = Owner::City(ZIBO.parse().expect("region code"));
+        let mut his = net.his_settlement(HIS);
+        let visit = his.register_visit(crate::settlement::register_request("CHK-R", ZIBO, yitong_sandbox::JINAN, 2)).await.expect("registered").into_inner().visit.expect("visit");
+        assert_eq!(net.audit_disagreements().await, Vec::<String>::new());
+
+        let store = net.store(zibo, Service::Settlement).await;
+        let (audit_id,): (String,) = sqlx::query_as("SELECT audit_id FROM audit_trail WHERE message_id = 'CHK-R'").fetch_one(store.pool()).await.expect("the visit's row");
+        sqlx::query("UPDATE audit_trail SET message_id = 'CHK-STRAY' WHERE audit_id = $1").bind(&audit_id).execute(store.pool()).await.expect("row moved");
+        let found = net.audit_disagreements().await;
+        assert!(found.iter().any(|line| line.contains("RegisterVisit CHK-R was answered OK and has 0 audit rows")), "{found:?}");
+        assert!(found.iter().any(|line| line.contains("the claim of RegisterVisit CHK-R has 0 audit rows")), "{found:?}");
+        assert!(found.iter().any(|line| line.contains("audit rows of RegisterVisit CHK-STRAY but no claim")), "{found:?}");
+
+        sqlx::query("UPDATE audit_trail SET message_id = 'CHK-R' WHERE audit_id = $1").bind(&audit_id).execute(store.pool()).await.expect("row restored");
+        store.close().await;
+        assert_eq!(net.audit_disagreements().await, Vec::<String>::new());
+        // A refused call that left a row behind is reported too.
+        let refused = his.cancel_visit(settlement::CancelVisitRequest { message_id: "CHK-X".into(), institution_code: HIS.into(), visit_id: visit.visit_id.clone(), reason: String::new(), ..Default::default() }).await.unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        let store = net.store(zibo, Service::Settlement).await;
+        sqlx::query("INSERT INTO audit_trail (audit_id, recorded_at_ms, actor, actor_city, rpc, message_id) SELECT 'zz-forged', recorded_at_ms, actor, actor_city, 'CancelVisit', 'CHK-X' FROM audit_trail WHERE audit_id = $1").bind(&audit_id).execute(store.pool()).await.expect("row forged");
+        let found = net.audit_disagreements().await;
+        assert!(found.iter().any(|line| line.contains("audit rows of CancelVisit CHK-X but no claim")), "{found:?}");
+        sqlx::query("DELETE FROM audit_trail WHERE audit_id = 'zz-forged'").execute(store.pool()).await.expect("forged row removed");
+        store.close().await;
     }
 }

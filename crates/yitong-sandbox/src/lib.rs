@@ -7,6 +7,7 @@
 //! be reached the PostgreSQL variants say so loudly and skip, unless `YITONG_REQUIRE_POSTGRES=1`,
 //! where that is a failure.
 
+mod journal;
 pub mod privacy;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,9 @@ pub const PILOT_CITIES: [&str; 4] = [JINAN, ZIBO, DONGYING, BINZHOU];
 pub struct Channel {
     inner: tonic::transport::Channel,
     credential: Credential,
+    owner: Owner,
+    service: Service,
+    journal: journal::Journal,
 }
 
 #[derive(Debug, Clone)]
@@ -68,22 +72,21 @@ const MONEY_MOVING: [&str; 3] = [
     "/yitong.ledger.v1.LedgerService/VoidPendingTransfers",
 ];
 
-impl<B> tower::Service<http::Request<B>> for Channel
-where
-    tonic::transport::Channel: tower::Service<http::Request<B>>,
-{
-    type Response = <tonic::transport::Channel as tower::Service<http::Request<B>>>::Response;
-    type Error = <tonic::transport::Channel as tower::Service<http::Request<B>>>::Error;
-    type Future = <tonic::transport::Channel as tower::Service<http::Request<B>>>::Future;
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
 
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        tower::Service::<http::Request<B>>::poll_ready(&mut self.inner, cx)
+        tower::Service::<http::Request<tonic::body::Body>>::poll_ready(&mut self.inner, cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
         let value = match &self.credential {
             Credential::Anonymous => None,
             Credential::Fixed(value) => Some(value.clone()),
@@ -101,7 +104,31 @@ where
                 .entry(http::header::AUTHORIZATION)
                 .or_insert(value);
         }
-        self.inner.call(request)
+        let caller = request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .and_then(|key| KEYS.keyring.current().authenticate(key).ok())
+            .map(|caller| caller.to_string());
+        let pending = journal::Pending::new(
+            self.journal.clone(),
+            self.owner,
+            self.service,
+            request.uri().path(),
+            caller,
+        );
+        let request = request.map(|body| pending.tap_request(body));
+        let call = tower::Service::call(&mut self.inner, request);
+        Box::pin(async move {
+            match call.await {
+                Ok(response) => Ok(pending.tap_response(response)),
+                Err(error) => {
+                    pending.finish(None);
+                    Err(error)
+                }
+            }
+        })
     }
 }
 
@@ -198,6 +225,8 @@ pub struct Sandbox {
     _sqlite_dir: Option<tempfile::TempDir>,
     /// The PostgreSQL test database, dropped at shut-down.
     postgres: Option<PostgresDatabase>,
+    /// The state-changing calls of the sandbox's clients, for the audit check at shut-down.
+    journal: journal::Journal,
 }
 
 #[derive(Debug)]
@@ -317,6 +346,7 @@ impl Sandbox {
             location,
             _sqlite_dir: sqlite_dir,
             postgres,
+            journal: journal::Journal::default(),
         }
     }
 
@@ -349,6 +379,7 @@ impl Sandbox {
             location,
             _sqlite_dir,
             postgres,
+            journal,
         } = self;
         network.shut_down().await;
         let network = LocalNetwork::start(Self::options(location.clone(), false))
@@ -360,16 +391,30 @@ impl Sandbox {
             location,
             _sqlite_dir,
             postgres,
+            journal,
         }
     }
 
-    /// Stops every server, drops the PostgreSQL test database, and fails the test if any log line
-    /// or span attribute of the process so far held a full citizen ID.
+    /// Stops every server, holds every store's audit trail to the state-changing calls the
+    /// sandbox's clients made and to the store's own state ([`journal`]), drops the PostgreSQL
+    /// test database, and fails the test if the audit trail disagreed or any log line or span
+    /// attribute of the process so far held a full citizen ID.
     pub async fn shut_down(self) {
+        let servers: Vec<(Owner, Service)> = self
+            .endpoints()
+            .iter()
+            .map(|endpoint| (endpoint.owner, endpoint.service))
+            .collect();
         self.network.shut_down().await;
+        let problems = journal::check(&self.journal, &self.location, &servers).await;
         if let Some(postgres) = self.postgres {
             drop_database(&postgres.admin_url, &postgres.name).await;
         }
+        assert!(
+            problems.is_empty(),
+            "the audit trail disagrees with the calls made and the stores' state:\n{}",
+            problems.join("\n")
+        );
         let leaks = privacy::leaks();
         assert!(
             leaks.is_empty(),
@@ -379,6 +424,18 @@ impl Sandbox {
 
     pub fn database(&self) -> Database {
         self.database
+    }
+
+    /// Where the stores' audit trails disagree with the state-changing calls the sandbox's
+    /// clients made so far and with the stores' own state, one line each ([`journal`]); what
+    /// [`Sandbox::shut_down`] asserts empty once the servers have stopped.
+    pub async fn audit_disagreements(&self) -> Vec<String> {
+        let servers: Vec<(Owner, Service)> = self
+            .endpoints()
+            .iter()
+            .map(|endpoint| (endpoint.owner, endpoint.service))
+            .collect();
+        journal::check(&self.journal, &self.location, &servers).await
     }
 
     pub fn network(&self) -> &Network {
@@ -594,6 +651,9 @@ impl As<'_> {
         Channel {
             inner: channel,
             credential: self.credential.clone(),
+            owner,
+            service,
+            journal: self.sandbox.journal.clone(),
         }
     }
 

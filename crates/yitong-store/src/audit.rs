@@ -2,8 +2,9 @@
 //!
 //! A row is written in the same transaction as the change it records, so both commit or
 //! neither does: a refused request leaves no row, a replay (which changes nothing) adds none.
-//! [`crate::replies::record`] writes it for every request that records a reply; the few
-//! changes keyed otherwise (the benefit service's reservations) call [`record`] themselves.
+//! [`crate::replies::claim`] writes it for every message id it claims fresh; the few changes
+//! keyed otherwise (the benefit service's reservations, detail reconciliation runs) call
+//! [`record`] themselves.
 //! Who the caller is comes from the request's task ([`Caller::current`]); a change outside
 //! any request (a service's own sweep) is recorded as `system`.
 

@@ -6,11 +6,14 @@
 //!
 //! 1. [`claim`]s the message id first. A fresh id is inserted at once, so a concurrent request
 //!    with the same id waits on it (PostgreSQL) or on the write lock (SQLite) and then finds it.
+//!    The claim writes the change's audit row beside it ([`crate::audit`]).
 //! 2. makes its change;
 //! 3. [`record`]s the reply and commits.
 //!
-//! A refusal rolls the transaction back, claim included: a refused request leaves no trace, and
-//! the same message id may be used again.
+//! A refusal rolls the transaction back, claim and audit row included: a refused request leaves
+//! no trace, and the same message id may be used again. A change that commits its claim before
+//! its reply (a settlement records its intent first, so that a crash can be recovered) is
+//! audited from that first commit, whether it then completes or is voided.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -66,6 +69,7 @@ pub async fn claim(
     .await?
     .rows_affected();
     if inserted == 1 {
+        crate::audit::record(connection, rpc, message_id).await?;
         return Ok(Claim::Fresh);
     }
     let (first_rpc, first_digest, reply): (String, String, String) = sqlx::query_as(
@@ -83,22 +87,13 @@ pub async fn claim(
         .map_err(|_| ReplyError::Corrupt(message_id.to_owned()))
 }
 
-/// Records the reply to a claimed message id, in the same transaction as the change it made,
-/// and the change in the audit trail the first time (a settlement's reply is brought up to date
-/// once more when it completes; that is the same change).
+/// Records the reply to a claimed message id, in the same transaction as the change it made (a
+/// settlement's reply is brought up to date once more when it completes).
 pub async fn record(
     connection: &mut AnyConnection,
     message_id: &str,
     reply: &[u8],
 ) -> Result<(), sqlx::Error> {
-    let first: Option<(String,)> =
-        sqlx::query_as("SELECT rpc FROM message_replies WHERE message_id = $1 AND reply = ''")
-            .bind(message_id)
-            .fetch_optional(&mut *connection)
-            .await?;
-    if let Some((rpc,)) = first {
-        crate::audit::record(connection, &rpc, message_id).await?;
-    }
     let updated = sqlx::query("UPDATE message_replies SET reply = $2 WHERE message_id = $1")
         .bind(message_id)
         .bind(BASE64.encode(reply))
