@@ -198,10 +198,12 @@ where
             .unwrap_or_default();
         let end = SystemTime::now();
         let start = end.checked_sub(elapsed).unwrap_or(end);
-        // The span's context is read from its extensions, so before they are locked here.
-        let parent = match span.extensions().get::<Statements>() {
-            Some(_) => None,
-            None => {
+        // The span's context is read from its extensions, so before they are locked here (and
+        // not under the guard of this look, which a scrutinee would keep for the whole match).
+        let gathering = span.extensions().get::<Statements>().is_some();
+        let parent = match gathering {
+            true => None,
+            false => {
                 let parent = tracing::dispatcher::get_default(|dispatch| {
                     tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
                 });
