@@ -63,6 +63,17 @@ fn aim_city(city: &mut String) {
     }
 }
 
+/// `id` if it names a city where an application id does (`CA`, the period, the city, a
+/// serial: "CA202612370100001"), else the same id for the fuzzed city.
+fn aim_application(id: &mut String) {
+    if id
+        .get(8..14)
+        .is_none_or(|city| CityCode::parse(city).is_err())
+    {
+        *id = format!("CA202612{CITY}{}", id.get(14..).unwrap_or_default());
+    }
+}
+
 macro_rules! acting {
     ($caller:expr, aim $aim:expr => $($type:ty),* $(,)?) => {
         $(impl Acting for $type {
@@ -139,7 +150,7 @@ acting!(|r| bureau_of(&r.treatment_city), aim |r| aim_city(&mut r.treatment_city
     ledger::RollbackClearingConfirmationRequest,
     ledger::ApplyClearingRequest,
 );
-acting!(|r| bureau_of(r.application_id.get(8..14).unwrap_or_default()) =>
+acting!(|r| bureau_of(r.application_id.get(8..14).unwrap_or_default()), aim |r| aim_application(&mut r.application_id) =>
     ledger::CancelClearingApplicationRequest,
 );
 acting!(|r| bureau_of(&r.city), aim |r| aim_city(&mut r.city) =>
