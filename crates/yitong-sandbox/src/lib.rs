@@ -400,11 +400,7 @@ impl Sandbox {
     /// test database, and fails the test if the audit trail disagreed or any log line or span
     /// attribute of the process so far held a full citizen ID.
     pub async fn shut_down(self) {
-        let servers: Vec<(Owner, Service)> = self
-            .endpoints()
-            .iter()
-            .map(|endpoint| (endpoint.owner, endpoint.service))
-            .collect();
+        let servers = self.servers();
         self.network.shut_down().await;
         let problems = journal::check(&self.journal, &self.location, &servers).await;
         if let Some(postgres) = self.postgres {
@@ -430,12 +426,15 @@ impl Sandbox {
     /// clients made so far and with the stores' own state, one line each ([`journal`]); what
     /// [`Sandbox::shut_down`] asserts empty once the servers have stopped.
     pub async fn audit_disagreements(&self) -> Vec<String> {
-        let servers: Vec<(Owner, Service)> = self
-            .endpoints()
+        journal::check(&self.journal, &self.location, &self.servers()).await
+    }
+
+    /// Every running server, by owner and service.
+    fn servers(&self) -> Vec<(Owner, Service)> {
+        self.endpoints()
             .iter()
             .map(|endpoint| (endpoint.owner, endpoint.service))
-            .collect();
-        journal::check(&self.journal, &self.location, &servers).await
+            .collect()
     }
 
     pub fn network(&self) -> &Network {
