@@ -994,3 +994,91 @@ network_test! {
         store.close().await;
     }
 }
+
+network_test! {
+    /// Proves that bookings arriving together, which the ledger books in groups of one
+    /// transaction and one commit, keep what each has alone: 40 settlements created pending
+    /// at once are each created once, in one unbroken chain; the same request sent twice at
+    /// once is booked once and both senders get its reply; other content under a used message
+    /// id is refused ALREADY_EXISTS and books nothing; a post and a void of one pending
+    /// transfer racing end with exactly one of them applied.
+    async fn bookings_arriving_together_keep_their_own_outcomes(net) {
+        let ledger = net.ledger();
+        let created: Vec<Transfer> = (1..=40)
+            .map(|n| pending(settlement(n, n, JINAN, ZIBO, 1_000 + i64::from(n), 0), 300))
+            .collect();
+        let mut calls = tokio::task::JoinSet::new();
+        for (n, transfer) in created.iter().enumerate() {
+            let mut ledger = ledger.clone();
+            let transfer = transfer.clone();
+            calls.spawn(async move { create(&mut ledger, &format!("MSG-C{n}"), vec![transfer]).await });
+        }
+        // The first settlement's request once more under its message id, at the same time.
+        let mut again = ledger.clone();
+        let replay = created[0].clone();
+        calls.spawn(async move { create(&mut again, "MSG-C0", vec![replay]).await });
+        while let Some(results) = calls.join_next().await {
+            assert_eq!(results.expect("a call"), [CreateTransferResult::Ok]);
+        }
+        let mut ledger = ledger.clone();
+        assert_eq!(digest(&mut ledger).await.entry_count, 40, "the replay booked nothing");
+
+        // Other content under a used message id, alongside a fresh request.
+        let other = deposit(100, JINAN, "5.00");
+        let fresh = deposit(101, ZIBO, "6.00");
+        let (mut a, mut b) = (ledger.clone(), ledger.clone());
+        let (refused, booked) = tokio::join!(
+            a.create_transfers(CreateTransfersRequest {
+                message_id: "MSG-C1".to_owned(),
+                transfers: vec![other],
+            }),
+            b.create_transfers(CreateTransfersRequest {
+                message_id: "MSG-D1".to_owned(),
+                transfers: vec![fresh],
+            }),
+        );
+        assert_eq!(refused.expect_err("a reused message id").code(), Code::AlreadyExists);
+        assert_eq!(booked.expect("a fresh deposit").into_inner().results[0].result(), CreateTransferResult::Ok);
+        assert!(lookup(&mut ledger, &transfer_id(100)).await.is_none(), "the refused deposit booked nothing");
+
+        // A post and a void of each of ten pending transfers, at once.
+        let mut races = tokio::task::JoinSet::new();
+        for n in 1..=10u32 {
+            let (mut a, mut b) = (ledger.clone(), ledger.clone());
+            races.spawn(async move {
+                let id = [transfer_id(n)];
+                let (post_id, void_id) = (format!("MSG-P{n}"), format!("MSG-V{n}"));
+                let (posted, voided) = tokio::join!(
+                    post(&mut a, &post_id, &id),
+                    void(&mut b, &void_id, &id),
+                );
+                (n, posted[0].0, voided[0].0)
+            });
+        }
+        while let Some(race) = races.join_next().await {
+            let (n, posted, voided) = race.expect("a race");
+            let applied = [posted, voided].iter().filter(|result| **result == PendingTransferResult::Ok).count();
+            assert_eq!(applied, 1, "transfer {n}: posted {posted:?}, voided {voided:?}");
+            let expected = match posted {
+                PendingTransferResult::Ok => TransferStatus::Posted,
+                _ => TransferStatus::Voided,
+            };
+            assert_eq!(status(&mut ledger, &transfer_id(n)).await, expected);
+        }
+        assert_eq!(digest(&mut ledger).await.entry_count, 40 + 1 + 10);
+        assert!(verify(&mut ledger).await.intact);
+        let pending_left: i64 = created[10..].iter().map(|transfer| fen(&transfer.amount)).sum();
+        let posted: Vec<i64> = {
+            let mut sums = Vec::new();
+            for n in 1..=10u32 {
+                if status(&mut ledger, &transfer_id(n)).await == TransferStatus::Posted {
+                    sums.push(fen(&created[n as usize - 1].amount));
+                }
+            }
+            sums
+        };
+        let advances = account(&mut ledger, "370300.advances").await;
+        assert_eq!(fen(&advances.debits_pending), pending_left);
+        assert_eq!(fen(&advances.debits_posted), posted.iter().sum::<i64>());
+    }
+}

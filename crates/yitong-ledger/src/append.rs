@@ -6,6 +6,9 @@
 //! expiry sweeper) waits for this transaction to end and then chains after what it left. No
 //! advisory lock and no notification is involved; the row lock is all PostgreSQL-compatible
 //! distributed engines need to offer.
+//!
+//! Transfers are booked in groups (`crate::group`): one appender, one lock and one commit for
+//! every CreateTransfers, PostPendingTransfers and VoidPendingTransfers request queued at the time.
 
 use yitong_store::sqlx::AnyConnection;
 

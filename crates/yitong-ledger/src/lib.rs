@@ -4,7 +4,8 @@
 //! The ledger core is built: accounts opened from the network file ([`account`]), transfers
 //! created pending or posted, posted, voided and expired ([`transfer`], `book`), balances kept
 //! with the journal ([`balance`]), and the hash-chained journal itself ([`journal`]), appended
-//! to one transaction at a time behind its head row (`append`). Daily reconciliation (`reconcile`)
+//! to one transaction at a time behind its head row (`append`); the bookings of concurrent requests
+//! share one such transaction and one commit (`group`). Daily reconciliation (`reconcile`)
 //! compares a submitter's totals and rows with the settlement records the journal carries;
 //! monthly clearing (`clearing`) confirms, nets and books a month's cross-city rows, counted as they
 //! change (`tally`).
@@ -18,6 +19,7 @@ pub mod balance;
 mod book;
 mod clearing;
 mod error;
+mod group;
 pub mod journal;
 mod reconcile;
 mod repo;

@@ -379,19 +379,28 @@ pub(crate) async fn live_bookings(
     if settlement_ids.is_empty() && original_ids.is_empty() {
         return Ok(Vec::new());
     }
-    // An empty IN list is not portable SQL; '' never names a settlement.
-    let list = |first: usize, count: usize| match count {
-        0 => "''".to_owned(),
-        count => placeholders(first, count),
-    };
+    // Only the lists given become conditions: an empty IN list is not portable SQL, and a
+    // stand-in such as IN ('') would match every row that is not a cancellation (their
+    // original settlement id is ''), a scan of the journal growing with it.
+    let mut branches = Vec::new();
+    if !settlement_ids.is_empty() {
+        branches.push(format!(
+            "(c.code = 3 AND c.settlement_id IN ({}))",
+            placeholders(1, settlement_ids.len())
+        ));
+    }
+    if !original_ids.is_empty() {
+        branches.push(format!(
+            "(c.code = 4 AND c.original_settlement_id IN ({}))",
+            placeholders(1 + settlement_ids.len(), original_ids.len())
+        ));
+    }
     let sql = format!(
         "SELECT c.code, c.settlement_id, c.original_settlement_id, c.transfer_id FROM journal c \
-         WHERE c.stage = 0 \
-         AND ((c.code = 3 AND c.settlement_id IN ({})) OR (c.code = 4 AND c.original_settlement_id IN ({}))) \
+         WHERE c.stage = 0 AND ({}) \
          AND NOT EXISTS (SELECT 1 FROM journal r WHERE r.transfer_id = c.transfer_id \
                          AND r.stage = 1 AND r.event IN (3, 4))",
-        list(1, settlement_ids.len()),
-        list(1 + settlement_ids.len(), original_ids.len()),
+        branches.join(" OR "),
     );
     let mut query = sqlx::query_as(AssertSqlSafe(sql));
     for id in settlement_ids.iter().chain(original_ids) {

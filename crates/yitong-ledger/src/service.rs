@@ -1,7 +1,7 @@
 //! The LedgerService handlers of the clearing house: transfers, balances, the journal, daily
 //! reconciliation and monthly clearing.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use yitong_core::{Caller, CityCode, Invalid, MessageId, Network, Owner};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_store::replies::{self, Claim};
-use yitong_store::sqlx::{Any, AnyConnection, Transaction};
+use yitong_store::sqlx::{Any, Transaction};
 use yitong_store::{Store, now_ms};
 
 use crate::LedgerError;
@@ -23,6 +23,7 @@ use crate::append::{Appender, EXPIRIES_PER_SWEEP_MAX};
 use crate::balance::{Balance, Prepaid};
 use crate::book::{self, Known};
 use crate::clearing;
+use crate::group::{Bookings, Work, threshold_fen};
 use crate::journal::{Altered, Entry, Event, Legs, Verifier, to_hex};
 use crate::reconcile::{
     DetailRun, Filter, Halt, Header, Opened, RESPONSES_BUFFERED_MAX, Replies, Totals,
@@ -44,11 +45,18 @@ const ENTRIES_PER_VERIFY_PAGE_MAX: i64 = 1_000;
 /// How often the expiry sweeper looks for pending transfers whose timeout has passed.
 const EXPIRY_SWEEP_INTERVAL_MS: u64 = 500;
 
+/// A reply recorded by this ledger, decoded.
+fn decode_reply<R: Message + Default>(reply: &[u8]) -> Result<R, LedgerError> {
+    R::decode(reply).map_err(|_| LedgerError::Corrupt("a recorded reply does not decode".into()))
+}
+
 /// The ledger service of the clearing house.
 #[derive(Debug, Clone)]
 pub struct LedgerNode {
     store: Store,
     network: Arc<Network>,
+    /// The queue of the group commit that books transfers ([`crate::group`]).
+    bookings: Bookings,
 }
 
 /// A write request's message id has either been answered before or starts a transaction.
@@ -62,7 +70,12 @@ impl LedgerNode {
     /// are left as they are, so this runs at every start), and starts the expiry sweeper, which
     /// stops when the store is closed.
     pub async fn start(store: Store, network: Arc<Network>) -> Result<LedgerNode, LedgerError> {
-        let node = LedgerNode { store, network };
+        let bookings = Bookings::start(store.clone(), network.clone());
+        let node = LedgerNode {
+            store,
+            network,
+            bookings,
+        };
         let opened = node.open_accounts().await?;
         tracing::info!(opened, "ledger accounts ready");
         let sweeper = node.clone();
@@ -161,109 +174,22 @@ impl LedgerNode {
     ) -> Result<pb::CreateTransfersResponse, LedgerError> {
         let message_id = message_id(&request.message_id)?;
         let transfers = parse_batch(&request.transfers)?;
-        let mut tx = match self.begin(&message_id, "CreateTransfers", &request).await? {
-            Begun::Replay(reply) => return Ok(reply),
-            Begun::Fresh(tx) => tx,
-        };
-        // The cities whose prepaid position this batch may move: a fund or an insured city's
-        // obligation on either side (cross-city settlements and cancellations, deposits,
-        // withdrawals). Their positions are read before and after the append, in the
-        // transaction, where the head's lock makes both exact, for the warning and the metrics.
-        let moved = |account: &AccountId| match *account {
-            AccountId::Fund(city) | AccountId::Obligation { insured: city, .. } => Some(city),
-            _ => None,
-        };
-        let drawn: BTreeSet<CityCode> = transfers
-            .iter()
-            .flat_map(|transfer| [moved(&transfer.debit), moved(&transfer.credit)])
-            .flatten()
-            .collect();
-        let mut appender = Appender::open(&mut tx).await?;
-        let was = self.prepaid_of(appender.conn(), &drawn).await?;
-        let results =
-            book::create_transfers(&mut appender, &transfers, message_id.as_str()).await?;
-        appender.close().await?;
-        let now = self.prepaid_of(&mut tx, &drawn).await?;
-        let reply = pb::CreateTransfersResponse { results };
-        let reply = self.finish(tx, &message_id, reply).await?;
-        // The settlements are booked all the same: a claim is never refused at the counter for
-        // want of prepaid funds.
-        for ((city, was), (_, now)) in was.iter().zip(&now) {
-            let labels = yitong_telemetry::CityLabels {
-                city: city.to_string(),
-            };
-            let metrics = yitong_telemetry::metrics();
-            metrics
-                .prepaid_available_fen
-                .get_or_create(&labels)
-                .set(now.available_fen());
-            metrics
-                .prepaid_below_threshold
-                .get_or_create(&labels)
-                .set(i64::from(now.below_threshold()));
-            if now.fell_below(was) {
-                tracing::warn!(
-                    city = %city,
-                    available_fen = now.available_fen(),
-                    threshold_fen = now.threshold_fen,
-                    "prepaid fund fell below its low-balance threshold"
-                );
-            }
-        }
-        Ok(reply)
-    }
-
-    /// The city's low-balance threshold from the network file, in fen; zero when it names none.
-    fn threshold_fen(&self, city: CityCode) -> i64 {
-        self.network
-            .city(city)
-            .map_or(0, |city| city.prepaid_low_balance().fen())
-    }
-
-    /// The prepaid positions of `cities`, from their stored balances as `conn` sees them.
-    async fn prepaid_of(
-        &self,
-        conn: &mut AnyConnection,
-        cities: &BTreeSet<CityCode>,
-    ) -> Result<Vec<(CityCode, Prepaid)>, LedgerError> {
-        if cities.is_empty() {
-            return Ok(Vec::new());
-        }
-        let enabled: Vec<CityCode> = self.network.enabled_cities().map(|c| c.code).collect();
-        // What a city owes as the insured city, one obligation per other enabled city.
-        let obligations = |insured: CityCode| -> Vec<String> {
-            enabled
-                .iter()
-                .filter(|treatment| **treatment != insured)
-                .map(|treatment| {
-                    AccountId::Obligation {
-                        insured,
-                        treatment: *treatment,
-                    }
-                    .to_string()
-                })
-                .collect()
-        };
-        let mut ids: Vec<String> = Vec::new();
-        for city in cities {
-            ids.push(AccountId::Fund(*city).to_string());
-            ids.extend(obligations(*city));
-        }
-        let (balances, _) = repo::balances(conn, &ids).await?;
-        let balance = |id: &str| balances.get(id).copied().unwrap_or_default();
-        Ok(cities
-            .iter()
-            .map(|city| {
-                let fund = balance(&AccountId::Fund(*city).to_string());
-                let owed: Vec<Balance> = obligations(*city).iter().map(|id| balance(id)).collect();
-                (*city, Prepaid::new(&fund, &owed, self.threshold_fen(*city)))
-            })
-            .collect())
+        let digest = replies::digest(&request.encode_to_vec());
+        let reply = self
+            .bookings
+            .book(
+                message_id,
+                "CreateTransfers",
+                digest,
+                Work::Create { transfers },
+            )
+            .await?;
+        decode_reply(&reply)
     }
 
     async fn resolve_pending(
         &self,
-        rpc: &str,
+        rpc: &'static str,
         request: &impl Message,
         message_id: &str,
         ids: &[String],
@@ -279,21 +205,15 @@ impl LedgerNode {
             )
             .into());
         }
-        // Both replies are one repeated field of outcomes, so either decodes the other's.
-        let mut tx = match self
-            .begin::<pb::PostPendingTransfersResponse>(&message_id, rpc, request)
-            .await?
-        {
-            Begun::Replay(reply) => return Ok(reply.results),
-            Begun::Fresh(tx) => tx,
+        let digest = replies::digest(&request.encode_to_vec());
+        let work = Work::Resolve {
+            ids,
+            resolution,
+            reason: reason.to_owned(),
         };
-        let mut appender = Appender::open(&mut tx).await?;
-        let results =
-            book::resolve_pending(&mut appender, &ids, resolution, message_id.as_str(), reason)
-                .await?;
-        appender.close().await?;
-        let reply = pb::PostPendingTransfersResponse { results };
-        Ok(self.finish(tx, &message_id, reply).await?.results)
+        let reply = self.bookings.book(message_id, rpc, digest, work).await?;
+        // Both replies are one repeated field of outcomes, so either decodes the other's.
+        Ok(decode_reply::<pb::PostPendingTransfersResponse>(&reply)?.results)
     }
 
     async fn lookup(
@@ -387,7 +307,7 @@ impl LedgerNode {
                     .filter(|id| id.kind() == AccountKind::Obligation)
                     .map(|id| balances[id])
                     .collect();
-                let prepaid = Prepaid::new(&fund, &owed, self.threshold_fen(*city));
+                let prepaid = Prepaid::new(&fund, &owed, threshold_fen(&self.network, *city));
                 prepaid.to_wire(&city.to_string())
             })
             .collect();
@@ -1214,9 +1134,11 @@ mod tests {
         let network =
             Network::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seeds/network.toml"))
                 .expect("the seeded network file is valid");
+        let network = Arc::new(network);
         let node = LedgerNode {
+            bookings: Bookings::start(store.clone(), network.clone()),
             store,
-            network: Arc::new(network),
+            network,
         };
         assert_eq!(node.open_accounts().await.expect("accounts open"), 4 * 7);
         assert_eq!(
