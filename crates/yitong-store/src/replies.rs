@@ -87,6 +87,34 @@ pub async fn claim(
         .map_err(|_| ReplyError::Corrupt(message_id.to_owned()))
 }
 
+/// What a message id has done before, read without claiming it: `None` when never seen. For
+/// requests that call other nodes before they open their write transaction, so that a replay
+/// is answered as it was (and other content under the id refused) without a write; the
+/// request still [`claim`]s the id in its transaction, where a concurrent use is settled.
+pub async fn peek(
+    connection: &mut AnyConnection,
+    message_id: &str,
+    rpc: &str,
+    digest: &str,
+) -> Result<Option<Vec<u8>>, ReplyError> {
+    let first: Option<(String, String, String)> = sqlx::query_as(
+        "SELECT rpc, request_digest, reply FROM message_replies WHERE message_id = $1",
+    )
+    .bind(message_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some((first_rpc, first_digest, reply)) = first else {
+        return Ok(None);
+    };
+    if first_rpc != rpc || first_digest != digest {
+        return Err(ReplyError::Conflict(message_id.to_owned()));
+    }
+    BASE64
+        .decode(reply)
+        .map(Some)
+        .map_err(|_| ReplyError::Corrupt(message_id.to_owned()))
+}
+
 /// Records the reply to a claimed message id, in the same transaction as the change it made (a
 /// settlement's reply is brought up to date once more when it completes).
 pub async fn record(

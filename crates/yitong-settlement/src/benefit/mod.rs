@@ -454,10 +454,11 @@ impl BenefitNode {
         let found = found
             .filter(|row| row.kind != TOMBSTONE)
             .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
-        if found.status != POSTED {
+        let mut row = found;
+        if row.status != POSTED {
             let mut tx = self.store.begin_write().await?;
-            repo::lock_year(&mut tx, &found.person_no, found.benefit_year).await?;
-            let row = repo::reservation(&mut tx, settlement_id)
+            repo::lock_year(&mut tx, &row.person_no, row.benefit_year).await?;
+            row = repo::reservation(&mut tx, settlement_id)
                 .await?
                 .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
             match row.status {
@@ -482,34 +483,30 @@ impl BenefitNode {
                             ),
                         ));
                     }
-                    repo::post(&mut tx, &row).await?;
+                    row.posted_at(repo::post(&mut tx, &row).await?);
                     audit::record(&mut tx, "Post", message_id.as_str()).await?;
                 }
                 RESERVED => {
-                    repo::post(&mut tx, &row).await?;
+                    row.posted_at(repo::post(&mut tx, &row).await?);
                     audit::record(&mut tx, "Post", message_id.as_str()).await?;
                 }
                 _ => {}
             }
             tx.commit().await?;
         }
-        let mut conn = self.store.pool().acquire().await?;
-        let row = repo::reservation(&mut conn, settlement_id)
-            .await?
-            .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
-        drop(conn);
-        self.move_account(&row).await?;
-        let mut conn = self.store.pool().acquire().await?;
-        repo::reservation(&mut conn, settlement_id)
-            .await?
-            .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))
+        // The row as committed: what was read under the lock, with this Post's own changes.
+        if self.move_account(&row).await? {
+            row.account_moved = 1;
+        }
+        Ok(row)
     }
 
     /// Takes a posted reservation's account pay from (or refunds it to) the personal account,
     /// once: identity keeps one movement per settlement id, so a retried Post moves nothing twice.
-    async fn move_account(&self, row: &ReservationRow) -> Result<(), BenefitError> {
+    /// True when it moved the account now.
+    async fn move_account(&self, row: &ReservationRow) -> Result<bool, BenefitError> {
         if row.status != POSTED || row.account_pay_fen == 0 || row.account_moved == 1 {
-            return Ok(());
+            return Ok(false);
         }
         let request = MoveAccountRequest {
             message_id: format!("{}-account", row.settlement_id),
@@ -523,7 +520,8 @@ impl BenefitNode {
             .await
             .map_err(|status| BenefitError::upstream("identity", status))?;
         let mut conn = self.store.pool().acquire().await?;
-        repo::mark_account_moved(&mut conn, &row.settlement_id).await
+        repo::mark_account_moved(&mut conn, &row.settlement_id).await?;
+        Ok(true)
     }
 
     async fn void(

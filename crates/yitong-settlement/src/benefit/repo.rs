@@ -56,6 +56,12 @@ pub struct ReservationRow {
 }
 
 impl ReservationRow {
+    /// The row as [`post`] leaves it, posted at `now_ms`.
+    pub fn posted_at(&mut self, now_ms: i64) {
+        self.status = POSTED;
+        self.resolved_at_ms = Some(now_ms);
+    }
+
     /// Held now: reserved and not yet past its timeout.
     pub fn is_live(&self, now_ms: i64) -> bool {
         self.status == RESERVED && self.expires_at_ms > now_ms
@@ -175,19 +181,16 @@ pub async fn lock_year(
     person_no: &str,
     year: i64,
 ) -> Result<(), BenefitError> {
+    // One statement: a year's row is created at its first use, and locked either way (the
+    // no-op update of an existing row takes its lock as an UPDATE would).
     sqlx::query(
         "INSERT INTO benefit_years (person_no, benefit_year, deductible_used_fen, fund_paid_fen) VALUES ($1, $2, 0, 0) \
-         ON CONFLICT (person_no, benefit_year) DO NOTHING",
+         ON CONFLICT (person_no, benefit_year) DO UPDATE SET fund_paid_fen = benefit_years.fund_paid_fen",
     )
     .bind(person_no)
     .bind(year)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE benefit_years SET fund_paid_fen = fund_paid_fen WHERE person_no = $1 AND benefit_year = $2")
-        .bind(person_no)
-        .bind(year)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 

@@ -224,13 +224,8 @@ impl SettlementNode {
         rpc: &str,
         digest: &str,
     ) -> Result<Option<Vec<u8>>, TreatmentError> {
-        match self.begin(message_id, rpc, digest).await? {
-            Begun::Replay(bytes) => Ok(Some(bytes)),
-            Begun::Fresh(tx) => {
-                tx.rollback().await?;
-                Ok(None)
-            }
-        }
+        let mut conn = self.store.pool().acquire().await?;
+        Ok(replies::peek(&mut conn, message_id.as_str(), rpc, digest).await?)
     }
 
     async fn finish<R: Message>(
@@ -636,8 +631,9 @@ impl SettlementNode {
         }
         let first_position = i64::try_from(used.len()).unwrap_or(i64::MAX);
         let mut reply_lines = Vec::with_capacity(classified.len());
-        for (offset, (line, (parts, wire))) in upload.lines.iter().zip(classified).enumerate() {
-            let stored = LineRow {
+        let mut stored = Vec::with_capacity(classified.len());
+        for (line, (parts, wire)) in upload.lines.iter().zip(classified) {
+            stored.push(LineRow {
                 serial: line.serial.clone(),
                 amount_fen: parts.amount().fen(),
                 full_self_pay_fen: parts.full_self_pay().fen(),
@@ -645,16 +641,10 @@ impl SettlementNode {
                 pre_self_pay_fen: parts.pre_self_pay().fen(),
                 in_scope_fen: parts.in_scope_amount().fen(),
                 classified: encode(&wire),
-            };
-            repo::insert_line(
-                &mut tx,
-                &row.visit_id,
-                first_position + offset as i64,
-                &stored,
-            )
-            .await?;
+            });
             reply_lines.push(wire);
         }
+        repo::insert_lines(&mut tx, &row.visit_id, first_position, &stored).await?;
         let visit = self.visit_wire(&mut tx, &row).await?;
         self.finish(
             tx,

@@ -24,18 +24,15 @@ pub const VOIDED: i64 = 4;
 /// Hands out the next serial under `prefix`, inside the caller's write transaction (the no-op
 /// UPDATE locks the counter row, as everywhere: no `SELECT ... FOR UPDATE`).
 pub async fn next_serial(conn: &mut AnyConnection, prefix: &str) -> Result<i64, TreatmentError> {
-    sqlx::query("INSERT INTO id_serials (prefix, last_serial) VALUES ($1, 0) ON CONFLICT (prefix) DO NOTHING")
-        .bind(prefix)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE id_serials SET last_serial = last_serial + 1 WHERE prefix = $1")
-        .bind(prefix)
-        .execute(&mut *conn)
-        .await?;
-    let serial: i64 = sqlx::query_scalar("SELECT last_serial FROM id_serials WHERE prefix = $1")
-        .bind(prefix)
-        .fetch_one(&mut *conn)
-        .await?;
+    // One statement: the first serial of a prefix is 1, every later one the last plus one.
+    let serial: i64 = sqlx::query_scalar(
+        "INSERT INTO id_serials (prefix, last_serial) VALUES ($1, 1) \
+         ON CONFLICT (prefix) DO UPDATE SET last_serial = id_serials.last_serial + 1 \
+         RETURNING last_serial",
+    )
+    .bind(prefix)
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(serial)
 }
 
@@ -112,11 +109,11 @@ pub async fn lock_visit(
     conn: &mut AnyConnection,
     visit_id: &str,
 ) -> Result<Option<VisitRow>, TreatmentError> {
-    sqlx::query("UPDATE visits SET status = status WHERE visit_id = $1")
+    let row = sqlx::query("UPDATE visits SET status = status WHERE visit_id = $1 RETURNING *")
         .bind(visit_id)
-        .execute(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await?;
-    visit(conn, visit_id).await
+    Ok(row.map(|row| VisitRow::from_row(&row)).transpose()?)
 }
 
 pub async fn set_visit_status(
@@ -204,28 +201,53 @@ pub async fn used_serials(
         .collect())
 }
 
-pub async fn insert_line(
+/// Inserts a request's lines, live, at positions from `first_position` on, in one statement
+/// (a request holds at most 100 lines, 900 parameters, well inside both databases' limits).
+pub async fn insert_lines(
     conn: &mut AnyConnection,
     visit_id: &str,
-    position: i64,
-    line: &LineRow,
+    first_position: i64,
+    lines: &[LineRow],
 ) -> Result<(), TreatmentError> {
-    sqlx::query(
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let values: Vec<String> = (0..lines.len())
+        .map(|index| {
+            let p = index * 9;
+            format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 1, ${}, NULL)",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8,
+                p + 9
+            )
+        })
+        .collect();
+    let sql = format!(
         "INSERT INTO fee_lines (visit_id, serial, position, amount_fen, full_self_pay_fen, over_cap_fen, \
-         pre_self_pay_fen, in_scope_fen, live, classified, cancelled_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, NULL)",
-    )
-    .bind(visit_id)
-    .bind(line.serial.clone())
-    .bind(position)
-    .bind(line.amount_fen)
-    .bind(line.full_self_pay_fen)
-    .bind(line.over_cap_fen)
-    .bind(line.pre_self_pay_fen)
-    .bind(line.in_scope_fen)
-    .bind(line.classified.clone())
-    .execute(&mut *conn)
-    .await?;
+         pre_self_pay_fen, in_scope_fen, live, classified, cancelled_at_ms) VALUES {}",
+        values.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (offset, line) in (0i64..).zip(lines) {
+        query = query
+            .bind(visit_id.to_owned())
+            .bind(line.serial.clone())
+            .bind(first_position + offset)
+            .bind(line.amount_fen)
+            .bind(line.full_self_pay_fen)
+            .bind(line.over_cap_fen)
+            .bind(line.pre_self_pay_fen)
+            .bind(line.in_scope_fen)
+            .bind(line.classified.clone());
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
