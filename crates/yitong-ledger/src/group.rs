@@ -20,6 +20,12 @@
 //!
 //! A group that fails (a storage error, a conflict) is rolled back whole and its requests are
 //! booked again one group each, so one request that cannot be booked fails alone.
+//!
+//! A request is checked (message id, transfers, ids, reason) by its handler before it queues,
+//! so malformed input never reaches a group. Message ids are claimed under the head's lock
+//! here, while the clearing writes claim theirs before they take it; the two only meet on one
+//! message id used for a booking and a clearing request at once (refused ALREADY_EXISTS
+//! either way), where PostgreSQL's deadlock detection fails one of them and its caller retries.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -217,13 +217,22 @@ impl SettlementNode {
             }
         };
         self.observe(&insured_city, "settled", fund_pay_fen(&settlement));
-        self.finish_completion(intent.settlement_id()).await;
-        let mut conn = self.store.pool().acquire().await?;
-        let row = repo::settlement(&mut conn, intent.settlement_id())
-            .await?
-            .ok_or_else(|| TreatmentError::Corrupt("a recorded settlement vanished".into()))?;
+        // The HIS is answered with the record as it stands: completed now, or as recorded
+        // when completion is left to the sweep.
+        let settlement = match self.finish_completion(intent.settlement_id()).await {
+            Some(completed) => completed,
+            None => {
+                let mut conn = self.store.pool().acquire().await?;
+                let row = repo::settlement(&mut conn, intent.settlement_id())
+                    .await?
+                    .ok_or_else(|| {
+                        TreatmentError::Corrupt("a recorded settlement vanished".into())
+                    })?;
+                decode(&row.record, "settlement record")?
+            }
+        };
         Ok(pb::SettleResponse {
-            settlement: Some(decode(&row.record, "settlement record")?),
+            settlement: Some(settlement),
         })
     }
 
@@ -262,12 +271,18 @@ impl SettlementNode {
     }
 
     /// Step 5 for a settlement just recorded: done now when the peers answer, else left to the
-    /// sweep. The HIS is answered from the record either way.
-    async fn finish_completion(&self, settlement_id: &str) {
-        if let Err(error) = self.step_complete(settlement_id).await {
-            tracing::warn!(settlement_id, error = %yitong_core::cause_chain(&error), "completion failed; the recovery sweep retries it");
-            if let Ok(mut conn) = self.store.pool().acquire().await {
-                let _ = repo::set_last_error(&mut conn, settlement_id, &error.to_string()).await;
+    /// sweep. The HIS is answered from the record either way: the settlement's record as
+    /// completed by this call, when it completed a settlement.
+    async fn finish_completion(&self, settlement_id: &str) -> Option<pb::Settlement> {
+        match self.complete(settlement_id).await {
+            Ok(completed) => completed,
+            Err(error) => {
+                tracing::warn!(settlement_id, error = %yitong_core::cause_chain(&error), "completion failed; the recovery sweep retries it");
+                if let Ok(mut conn) = self.store.pool().acquire().await {
+                    let _ =
+                        repo::set_last_error(&mut conn, settlement_id, &error.to_string()).await;
+                }
+                None
             }
         }
     }
@@ -580,6 +595,14 @@ impl SettlementNode {
     /// Step 5: posts the reservation and the transfer; the settlement is then complete in all
     /// three places. Safe to repeat: every call in it is idempotent.
     pub async fn step_complete(&self, settlement_id: &str) -> Result<(), TreatmentError> {
+        self.complete(settlement_id).await.map(|_| ())
+    }
+
+    /// Step 5; returns the record of a settlement (not a cancellation) it completed.
+    async fn complete(
+        &self,
+        settlement_id: &str,
+    ) -> Result<Option<pb::Settlement>, TreatmentError> {
         let row = {
             let mut conn = self.store.pool().acquire().await?;
             repo::settlement(&mut conn, settlement_id)
@@ -590,7 +613,7 @@ impl SettlementNode {
                 })?
         };
         match row.phase {
-            COMPLETED => return Ok(()),
+            COMPLETED => return Ok(None),
             RECORDED => {}
             _ => {
                 return Err(TreatmentError::Corrupt(format!(
@@ -655,6 +678,7 @@ impl SettlementNode {
         }
         let now = now_ms();
         let mut tx = self.store.begin_write().await?;
+        let mut completed = None;
         if repo::complete(&mut tx, settlement_id, now).await? && row.kind == KIND_SETTLEMENT {
             // The HIS's answer says when completion happened; a replay of its Settle says the
             // same, so the recorded reply is brought up to date with the record.
@@ -662,12 +686,13 @@ impl SettlementNode {
             settlement.completed_at = Some(timestamp(now));
             repo::set_record(&mut tx, settlement_id, &encode(&settlement)).await?;
             let reply = pb::SettleResponse {
-                settlement: Some(settlement),
+                settlement: Some(settlement.clone()),
             };
             replies::record(&mut tx, &row.message_id, &reply.encode_to_vec()).await?;
+            completed = Some(settlement);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(completed)
     }
 
     /// Undoes an intent that was never recorded: voids the reservation (tombstoning an id never
