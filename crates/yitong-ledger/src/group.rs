@@ -139,11 +139,14 @@ impl Bookings {
         };
         let stopped = || LedgerError::Store(yitong_store::sqlx::Error::PoolClosed);
         self.queue.send(booking).await.map_err(|_| stopped())?;
-        answered.await.map_err(|_| stopped())?
+        answered.await.map_err(|_| {
+            LedgerError::Corrupt("the booking of this request failed without an answer".into())
+        })?
     }
 }
 
 /// The booking task.
+#[derive(Clone)]
 struct Booker {
     store: Store,
     network: Arc<Network>,
@@ -167,7 +170,12 @@ impl Booker {
                     Err(_) => break,
                 }
             }
-            self.book_group(group).await;
+            // Each group runs as a task of its own, so a group that panics fails its own
+            // requests (their answers are dropped unsent) and the next group books as usual.
+            let booker = self.clone();
+            if let Err(error) = tokio::spawn(async move { booker.book_group(group).await }).await {
+                tracing::error!(%error, "a group of bookings panicked; its requests were refused");
+            }
         }
     }
 
