@@ -94,10 +94,10 @@ pub(crate) type Reply = Result<Vec<u8>, LedgerError>;
 
 /// One request waiting for a group.
 pub(crate) struct Booking {
-    pub message_id: MessageId,
-    pub rpc: &'static str,
-    pub digest: String,
-    pub work: Work,
+    message_id: MessageId,
+    rpc: &'static str,
+    digest: String,
+    work: Work,
     caller: Option<Caller>,
     span: tracing::Span,
     answer: oneshot::Sender<Reply>,

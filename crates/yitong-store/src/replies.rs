@@ -72,19 +72,11 @@ pub async fn claim(
         crate::audit::record(connection, rpc, message_id).await?;
         return Ok(Claim::Fresh);
     }
-    let (first_rpc, first_digest, reply): (String, String, String) = sqlx::query_as(
-        "SELECT rpc, request_digest, reply FROM message_replies WHERE message_id = $1",
-    )
-    .bind(message_id)
-    .fetch_one(&mut *connection)
-    .await?;
-    if first_rpc != rpc || first_digest != digest {
-        return Err(ReplyError::Conflict(message_id.to_owned()));
+    match peek(connection, message_id, rpc, digest).await? {
+        Some(reply) => Ok(Claim::Replay(reply)),
+        // The conflicting row is this transaction's to see: it cannot have gone.
+        None => Err(ReplyError::Corrupt(message_id.to_owned())),
     }
-    BASE64
-        .decode(reply)
-        .map(Claim::Replay)
-        .map_err(|_| ReplyError::Corrupt(message_id.to_owned()))
 }
 
 /// What a message id has done before, read without claiming it: `None` when never seen. For

@@ -173,16 +173,15 @@ pub async fn insert_reservation(
 }
 
 /// Locks a person's running totals for a year for the rest of the transaction, creating them
-/// at zero on first use. The no-op UPDATE takes PostgreSQL's row lock (and any
-/// PostgreSQL-compatible engine's) without `SELECT ... FOR UPDATE`, which SQLite lacks; on
-/// SQLite the transaction already holds the database's write lock.
+/// at zero on first use, in one upsert: its no-op DO UPDATE of an existing row takes
+/// PostgreSQL's row lock (and any PostgreSQL-compatible engine's) without `SELECT ... FOR
+/// UPDATE`, which SQLite lacks; on SQLite the transaction already holds the database's write
+/// lock.
 pub async fn lock_year(
     conn: &mut AnyConnection,
     person_no: &str,
     year: i64,
 ) -> Result<(), BenefitError> {
-    // One statement: a year's row is created at its first use, and locked either way (the
-    // no-op update of an existing row takes its lock as an UPDATE would).
     sqlx::query(
         "INSERT INTO benefit_years (person_no, benefit_year, deductible_used_fen, fund_paid_fen) VALUES ($1, $2, 0, 0) \
          ON CONFLICT (person_no, benefit_year) DO UPDATE SET fund_paid_fen = benefit_years.fund_paid_fen",

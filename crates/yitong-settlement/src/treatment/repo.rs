@@ -21,10 +21,10 @@ pub const RECORDED: i64 = 2;
 pub const COMPLETED: i64 = 3;
 pub const VOIDED: i64 = 4;
 
-/// Hands out the next serial under `prefix`, inside the caller's write transaction (the no-op
-/// UPDATE locks the counter row, as everywhere: no `SELECT ... FOR UPDATE`).
+/// Hands out the next serial under `prefix`, inside the caller's write transaction (the upsert
+/// locks the counter row until the transaction ends, as everywhere: no `SELECT ... FOR UPDATE`).
 pub async fn next_serial(conn: &mut AnyConnection, prefix: &str) -> Result<i64, TreatmentError> {
-    // One statement: the first serial of a prefix is 1, every later one the last plus one.
+    // The first serial of a prefix is 1, every later one the last plus one.
     let serial: i64 = sqlx::query_scalar(
         "INSERT INTO id_serials (prefix, last_serial) VALUES ($1, 1) \
          ON CONFLICT (prefix) DO UPDATE SET last_serial = id_serials.last_serial + 1 \
@@ -202,7 +202,7 @@ pub async fn used_serials(
 }
 
 /// Inserts a request's lines, live, at positions from `first_position` on, in one statement
-/// (a request holds at most 100 lines, 900 parameters, well inside both databases' limits).
+/// (a request holds at most 100 lines, 1,100 parameters, well inside both databases' limits).
 pub async fn insert_lines(
     conn: &mut AnyConnection,
     visit_id: &str,
@@ -212,27 +212,11 @@ pub async fn insert_lines(
     if lines.is_empty() {
         return Ok(());
     }
-    let values: Vec<String> = (0..lines.len())
-        .map(|index| {
-            let p = index * 9;
-            format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 1, ${}, NULL)",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8,
-                p + 9
-            )
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO fee_lines (visit_id, serial, position, amount_fen, full_self_pay_fen, over_cap_fen, \
-         pre_self_pay_fen, in_scope_fen, live, classified, cancelled_at_ms) VALUES {}",
-        values.join(", ")
+    let sql = yitong_store::multi_row_insert(
+        "fee_lines (visit_id, serial, position, amount_fen, full_self_pay_fen, over_cap_fen, \
+         pre_self_pay_fen, in_scope_fen, live, classified, cancelled_at_ms)",
+        11,
+        lines.len(),
     );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (offset, line) in (0i64..).zip(lines) {
@@ -245,7 +229,9 @@ pub async fn insert_lines(
             .bind(line.over_cap_fen)
             .bind(line.pre_self_pay_fen)
             .bind(line.in_scope_fen)
-            .bind(line.classified.clone());
+            .bind(1i64)
+            .bind(line.classified.clone())
+            .bind(None::<i64>);
     }
     query.execute(&mut *conn).await?;
     Ok(())

@@ -185,14 +185,12 @@ impl SettlementNode {
     ) -> Result<pb::SettleResponse, TreatmentError> {
         // A message id seen before is answered (or refused) before anything else is asked; a
         // fresh one is read, not claimed, here: the intent claims it.
-        let seen = {
+        let message_id = &input.scope.message_id;
+        let mut seen = !matches!(self.peek(message_id, "Settle", digest).await, Ok(None));
+        if !seen {
             let mut conn = self.store.pool().acquire().await?;
-            let message_id = input.scope.message_id.as_str();
-            !matches!(
-                replies::peek(&mut conn, message_id, "Settle", digest).await,
-                Ok(None)
-            ) || repo::is_dead(&mut conn, message_id).await?
-        };
+            seen = repo::is_dead(&mut conn, message_id.as_str()).await?;
+        }
         if seen {
             let mut tx = self.store.begin_write().await?;
             if let Some(answer) = self
