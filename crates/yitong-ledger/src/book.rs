@@ -186,6 +186,8 @@ enum Decision {
 /// booked so far.
 struct State {
     known: HashMap<String, Known>,
+    /// Ids voided before they were booked: never booked now.
+    voided_before_booked: HashSet<String>,
     accounts: HashSet<String>,
     bookings: HashMap<BookingKey, String>,
 }
@@ -199,6 +201,9 @@ impl State {
                 }
                 different => Decision::Refused(different),
             };
+        }
+        if self.voided_before_booked.contains(transfer.id.as_str()) {
+            return Decision::Refused(Created::VoidedBeforeBooked);
         }
         if !self.accounts.contains(&columns.debit_account_id) {
             return Decision::Refused(Created::DebitAccountNotFound);
@@ -237,6 +242,7 @@ pub(crate) async fn create_transfers(
 ) -> Result<Vec<pb::CreateTransferOutcome>, LedgerError> {
     let ids: Vec<&str> = transfers.iter().map(|t| t.id.as_str()).collect();
     let known = known_transfers(repo::entries_of_transfers(appender.conn(), &ids).await?)?;
+    let voided_before_booked = repo::voided_before_booked(appender.conn(), &ids).await?;
     let mut account_ids: Vec<String> = transfers
         .iter()
         .flat_map(|t| [t.debit.to_string(), t.credit.to_string()])
@@ -270,6 +276,7 @@ pub(crate) async fn create_transfers(
     }
     let mut state = State {
         known,
+        voided_before_booked,
         accounts,
         bookings,
     };
@@ -383,7 +390,21 @@ pub(crate) async fn resolve_pending(
     let mut outcomes = Vec::with_capacity(ids.len());
     for (position, id) in ids.iter().enumerate() {
         let (result, journal_sequence) = match known.get_mut(id.as_str()) {
-            None => (Resolved::PendingTransferNotFound, 0),
+            None => {
+                // A void may overtake its booking in the network: remember it, so the booking
+                // is refused when it arrives instead of leaving a pending transfer behind.
+                if resolution == Event::Voided {
+                    repo::remember_void_before_booked(
+                        appender.conn(),
+                        id.as_str(),
+                        message_id,
+                        reason,
+                        now_ms,
+                    )
+                    .await?;
+                }
+                (Resolved::PendingTransferNotFound, 0)
+            }
             Some(transfer) if !transfer.creation.created_pending() => {
                 (Resolved::PendingTransferNotPending, 0)
             }

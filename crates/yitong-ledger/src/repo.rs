@@ -4,7 +4,7 @@
 //! lists (at most [`crate::transfer::TRANSFERS_PER_BATCH_MAX`] ids), well inside both engines'
 //! limits on bound values.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use yitong_store::multi_row_insert;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
@@ -348,6 +348,46 @@ pub(crate) async fn entries_of_transfers(
         placeholders(1, ids.len())
     );
     fetch_entries(conn, sql, ids).await
+}
+
+/// Which of `ids` were voided before they were booked.
+pub(crate) async fn voided_before_booked(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+) -> Result<HashSet<String>, LedgerError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let sql = format!(
+        "SELECT transfer_id FROM voided_before_booked WHERE transfer_id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.to_string());
+    }
+    Ok(query.fetch_all(&mut *conn).await?.into_iter().collect())
+}
+
+/// Remembers a void of a transfer id never booked (the first void's message id and reason).
+pub(crate) async fn remember_void_before_booked(
+    conn: &mut AnyConnection,
+    transfer_id: &str,
+    message_id: &str,
+    reason: &str,
+    at_ms: i64,
+) -> Result<(), LedgerError> {
+    sqlx::query(
+        "INSERT INTO voided_before_booked (transfer_id, message_id, reason, voided_at_ms) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (transfer_id) DO NOTHING",
+    )
+    .bind(transfer_id)
+    .bind(message_id)
+    .bind(reason)
+    .bind(at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Every entry of the transfers booked for a settlement id, as the settlement or as the

@@ -19,7 +19,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use yitong_core::PeerChannel;
-use yitong_core::{Amount, CityCode, Invalid, MessageId, Network, PeerAccess, peer_channel};
+use yitong_core::{Amount, CityCode, Date, Invalid, MessageId, Network, PeerAccess, peer_channel};
 use yitong_proto::catalog::v1::GetPolicyRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -176,6 +176,31 @@ impl BenefitNode {
         })
     }
 
+    /// The person's personal-account balance as identity keeps it now. Read under the person's
+    /// lock by Reserve, while every Post of the person moves the account under the same lock, so
+    /// the balance and the held reservations are read at one instant and no two settlements
+    /// can both take the same money.
+    async fn live_balance(&self, person_no: &str, date: Date) -> Result<Amount, BenefitError> {
+        let lookup = GetInsuredPersonRequest {
+            credential: Some(Credential {
+                kind: Some(Kind::PersonNo(person_no.to_owned())),
+            }),
+            service_date: date.to_string(),
+            ..Default::default()
+        };
+        let person = self
+            .identity
+            .clone()
+            .get_insured_person(lookup)
+            .await
+            .map_err(|status| BenefitError::upstream("identity", status))?
+            .into_inner()
+            .person
+            .ok_or_else(|| BenefitError::Corrupt("identity answered without a person".into()))?;
+        Amount::parse(&person.account_balance)
+            .map_err(|_| BenefitError::Corrupt("identity sent a malformed balance".into()))
+    }
+
     /// The running totals a new settlement starts from: posted plus held, and the account
     /// balance less what held settlements will take from it.
     fn before(used: repo::Used, balance: Amount) -> Result<RunningTotals, BenefitError> {
@@ -242,7 +267,14 @@ impl BenefitNode {
             return Self::replayed(existing, &digest);
         }
         let used = repo::used(&mut tx, claim.person_no.as_str(), year, settlement_id).await?;
-        let before = Self::before(used, context.account_balance)?;
+        let balance = match claim.use_personal_account {
+            true => {
+                self.live_balance(claim.person_no.as_str(), claim.service_date)
+                    .await?
+            }
+            false => context.account_balance,
+        };
+        let before = Self::before(used, balance)?;
         let split = Split::compute(
             &claim.amounts,
             &context.policy,
@@ -386,11 +418,23 @@ impl BenefitNode {
         }
         let (deductible_used, fund_paid) =
             repo::posted(&mut tx, &original.person_no, original.benefit_year).await?;
-        let balance_now = original.before_balance_fen - original.account_pay_fen;
+        // The balance the reversal starts from is the person's now, as a new settlement would
+        // see it (less what held settlements will take), not the one the original saw: the
+        // answer's balance is then the person's balance once the refund is posted.
+        let balance_now = match original.account_pay_fen {
+            0 => Amount::ZERO,
+            _ => {
+                let used =
+                    repo::used(&mut tx, &original.person_no, original.benefit_year, "").await?;
+                let reserved_on = yitong_core::date_of_ms(original.reserved_at_ms);
+                let live = self.live_balance(&original.person_no, reserved_on).await?;
+                Amount::from_fen((live.fen() - used.account_held_fen).max(0))
+            }
+        };
         let now_totals = RunningTotals::new(
             Amount::from_fen(deductible_used),
             Amount::from_fen(fund_paid),
-            Amount::from_fen(balance_now.max(0)),
+            balance_now,
         )?;
         let reversal = Self::original_split(&original)?.reversal(&now_totals)?;
         let now = now_ms();
@@ -454,56 +498,42 @@ impl BenefitNode {
         let found = found
             .filter(|row| row.kind != TOMBSTONE)
             .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
-        let mut row = found;
-        if row.status != POSTED {
-            let mut tx = self.store.begin_write().await?;
-            repo::lock_year(&mut tx, &row.person_no, row.benefit_year).await?;
-            row = repo::reservation(&mut tx, settlement_id)
-                .await?
-                .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
-            match row.status {
-                VOIDED => {
-                    return Err(BenefitError::refused(
-                        "RESERVATION_VOIDED",
-                        format!("reservation {settlement_id} is voided"),
-                    ));
-                }
-                RESERVED if !row.is_live(now_ms()) && row.kind == SETTLEMENT => {
-                    // A late Post: only when the totals still have room for exactly this split.
-                    let used = repo::used(&mut tx, &row.person_no, row.benefit_year, settlement_id)
-                        .await?;
-                    let fits = used.deductible_fen + row.deductible_applied_fen
-                        <= row.policy_deductible_fen
-                        && used.fund_fen + row.fund_pay_fen <= row.policy_annual_cap_fen;
-                    if !fits {
-                        return Err(BenefitError::refused(
-                            "RESERVATION_EXPIRED",
-                            format!(
-                                "reservation {settlement_id} expired and the totals no longer have room for it"
-                            ),
-                        ));
-                    }
-                    row.posted_at(repo::post(&mut tx, &row).await?);
-                    audit::record(&mut tx, "Post", message_id.as_str()).await?;
-                }
-                RESERVED => {
-                    row.posted_at(repo::post(&mut tx, &row).await?);
-                    audit::record(&mut tx, "Post", message_id.as_str()).await?;
-                }
-                _ => {}
-            }
-            tx.commit().await?;
+        if found.status == POSTED && (found.account_pay_fen == 0 || found.account_moved == 1) {
+            return Ok(found);
         }
-        // The row as committed: what was read under the lock, with this Post's own changes.
+        let mut tx = self.store.begin_write().await?;
+        repo::lock_year(&mut tx, &found.person_no, found.benefit_year).await?;
+        let mut row = repo::reservation(&mut tx, settlement_id)
+            .await?
+            .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
+        match row.status {
+            VOIDED => {
+                return Err(BenefitError::refused(
+                    "RESERVATION_VOIDED",
+                    format!("reservation {settlement_id} is voided"),
+                ));
+            }
+            // Held until the treatment city decides, past its timeout too: its room was never
+            // given to another settlement, so the post always fits.
+            RESERVED => {
+                row.posted_at(repo::post(&mut tx, &row).await?);
+                audit::record(&mut tx, "Post", message_id.as_str()).await?;
+            }
+            _ => {}
+        }
+        // The account moves under the person's lock, in the transaction that posts: a Reserve
+        // of the same person reads the balance either before both or after both.
         if self.move_account(&row).await? {
+            repo::mark_account_moved(&mut tx, &row.settlement_id).await?;
             row.account_moved = 1;
         }
+        tx.commit().await?;
         Ok(row)
     }
 
     /// Takes a posted reservation's account pay from (or refunds it to) the personal account,
     /// once: identity keeps one movement per settlement id, so a retried Post moves nothing twice.
-    /// True when it moved the account now.
+    /// True when the account has moved by this call.
     async fn move_account(&self, row: &ReservationRow) -> Result<bool, BenefitError> {
         if row.status != POSTED || row.account_pay_fen == 0 || row.account_moved == 1 {
             return Ok(false);
@@ -519,8 +549,6 @@ impl BenefitNode {
             .move_account(request)
             .await
             .map_err(|status| BenefitError::upstream("identity", status))?;
-        let mut conn = self.store.pool().acquire().await?;
-        repo::mark_account_moved(&mut conn, &row.settlement_id).await?;
         Ok(true)
     }
 

@@ -62,11 +62,6 @@ impl ReservationRow {
         self.resolved_at_ms = Some(now_ms);
     }
 
-    /// Held now: reserved and not yet past its timeout.
-    pub fn is_live(&self, now_ms: i64) -> bool {
-        self.status == RESERVED && self.expires_at_ms > now_ms
-    }
-
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(ReservationRow {
             settlement_id: row.try_get("settlement_id")?,
@@ -193,8 +188,9 @@ pub async fn lock_year(
     Ok(())
 }
 
-/// What a person has used of a year's deductible and cap: posted totals plus the live
-/// settlement reservations. Live cancellations free nothing until posted, so a race can only
+/// What a person has used of a year's deductible and cap: posted totals plus every settlement
+/// reservation still held, past its timeout too (the treatment city may yet record it, and
+/// then its post must fit). Held cancellations free nothing until posted, so a race can only
 /// make the totals look fuller, never emptier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Used {
@@ -210,25 +206,29 @@ pub async fn used(
     year: i64,
     excluding: &str,
 ) -> Result<Used, BenefitError> {
-    let now = now_ms();
     let (posted_deductible, posted_fund) = posted(conn, person_no, year).await?;
     let live: (i64, i64) = sqlx::query_as(
         "SELECT CAST(COALESCE(SUM(deductible_applied_fen), 0) AS BIGINT), CAST(COALESCE(SUM(fund_pay_fen), 0) AS BIGINT) \
-         FROM reservations WHERE person_no = $1 AND benefit_year = $2 AND kind = 1 AND status = 1 AND expires_at_ms > $3 \
-         AND settlement_id <> $4",
+         FROM reservations WHERE person_no = $1 AND benefit_year = $2 AND kind = $3 AND status = $4 \
+         AND settlement_id <> $5",
     )
     .bind(person_no)
     .bind(year)
-    .bind(now)
+    .bind(SETTLEMENT)
+    .bind(RESERVED)
     .bind(excluding)
     .fetch_one(&mut *conn)
     .await?;
+    // Posted and not yet moved counts too: a Post that crashed between identity's movement and
+    // its commit leaves the row reserved, so a race can only hold too much, never too little.
     let account_held: i64 = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(account_pay_fen), 0) AS BIGINT) FROM reservations WHERE person_no = $1 AND kind = 1 \
-         AND ((status = 1 AND expires_at_ms > $2) OR (status = 2 AND account_moved = 0)) AND settlement_id <> $3",
+        "SELECT CAST(COALESCE(SUM(account_pay_fen), 0) AS BIGINT) FROM reservations WHERE person_no = $1 AND kind = $2 \
+         AND (status = $3 OR (status = $4 AND account_moved = 0)) AND settlement_id <> $5",
     )
     .bind(person_no)
-    .bind(now)
+    .bind(SETTLEMENT)
+    .bind(RESERVED)
+    .bind(POSTED)
     .bind(excluding)
     .fetch_one(&mut *conn)
     .await?;

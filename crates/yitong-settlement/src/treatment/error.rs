@@ -26,6 +26,9 @@ pub enum TreatmentError {
     },
     #[error("message id {0} was already used for a different request")]
     MessageConflict(String),
+    /// The first call under a replayed message id is still running: retry the same id.
+    #[error("{0}")]
+    InProgress(String),
     #[error("{what} {id} already exists")]
     AlreadyExists { what: &'static str, id: String },
     /// Another node refused; its status reaches the HIS unchanged (a lost card, a suspended
@@ -109,6 +112,14 @@ impl From<TreatmentError> for Status {
                 Status::already_exists(error.to_string())
             }
             TreatmentError::Unavailable { .. } => Status::unavailable(error.to_string()),
+            TreatmentError::InProgress(message) => {
+                let details = ErrorDetails::with_error_info(
+                    "SETTLEMENT_IN_PROGRESS",
+                    "yitong.settlement",
+                    HashMap::new(),
+                );
+                Status::with_error_details(Code::Aborted, message, details)
+            }
             TreatmentError::Store(_) | TreatmentError::Corrupt(_) | TreatmentError::Peer(_) => {
                 tracing::error!(error = %yitong_core::cause_chain(&error), "settlement request failed");
                 Status::internal("internal error")

@@ -45,10 +45,10 @@ use yitong_store::sqlx::{Any, Transaction};
 use yitong_store::{Store, now_ms};
 
 pub use error::TreatmentError;
-pub use repo::{COMPLETED, PENDING, RECORDED, VOIDED};
+pub use repo::{Kind, Phase};
 use repo::{LineRow, VisitRow};
 use request::{LineSelection, Registration, SettleInput, Upload, VisitScope};
-pub use settle::{Intent, RecoveryReport, Started, transfer_id};
+pub use settle::{Intent, RecoveryReport, SWEEP_BACKOFF_MAX_MS, Started, transfer_id};
 
 use crate::split::{self, CatalogEntry, ClassifiedLine, Grade, Ratio};
 
@@ -68,6 +68,9 @@ pub struct TreatmentOptions {
     pub sweep_interval_ms: u64,
     /// Most settlements one sweep resolves per phase; the rest wait for the next sweep.
     pub sweep_batch_max: i64,
+    /// Longest a replay waits for the first call under its message id to finish, in
+    /// milliseconds, within the caller's own deadline; then it answers ABORTED.
+    pub replay_wait_ms: u64,
 }
 
 impl Default for TreatmentOptions {
@@ -78,6 +81,7 @@ impl Default for TreatmentOptions {
             pending_grace_ms: 30_000,
             sweep_interval_ms: 5_000,
             sweep_batch_max: 100,
+            replay_wait_ms: 5_000,
         }
     }
 }
@@ -841,9 +845,7 @@ impl SettlementNode {
         // Intents never recorded, and cancellations (which their originals carry), are no
         // settlement the HIS can see.
         let row = row
-            .filter(|row| {
-                row.kind == repo::KIND_SETTLEMENT && matches!(row.phase, RECORDED | COMPLETED)
-            })
+            .filter(|row| row.kind == Kind::Settlement && row.phase.is_recorded())
             .ok_or_else(|| TreatmentError::NotFound {
                 what: "settlement",
                 id: id.clone(),
@@ -989,6 +991,38 @@ impl SettlementNode {
     }
 }
 
+impl SettlementNode {
+    /// Until when a replay may wait for its first call: `replay_wait_ms` from now, or less when
+    /// the caller's own deadline (`grpc-timeout`) ends sooner, keeping a tenth of it to answer.
+    fn replay_deadline(&self, metadata: &tonic::metadata::MetadataMap) -> tokio::time::Instant {
+        let own = Duration::from_millis(self.options.replay_wait_ms);
+        let callers = metadata
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(grpc_timeout)
+            .map(|timeout| timeout - timeout / 10);
+        tokio::time::Instant::now() + callers.map_or(own, |callers| callers.min(own))
+    }
+}
+
+/// A `grpc-timeout` header's duration: at most eight digits and a unit (gRPC over HTTP/2).
+fn grpc_timeout(text: &str) -> Option<Duration> {
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(value.checked_mul(3_600)?),
+        "M" => Duration::from_secs(value.checked_mul(60)?),
+        "S" => Duration::from_secs(value),
+        "m" => Duration::from_millis(value),
+        "u" => Duration::from_micros(value),
+        "n" => Duration::from_nanos(value),
+        _ => return None,
+    })
+}
+
 fn digest<M: Message>(request: &M) -> String {
     replies::digest(&request.encode_to_vec())
 }
@@ -1060,10 +1094,11 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         request: Request<pb::SettleRequest>,
     ) -> Result<Response<pb::SettleResponse>, Status> {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
+        let deadline = self.replay_deadline(request.metadata());
         let request = request.into_inner();
         let input = SettleInput::try_from(&request)?;
         Ok(Response::new(
-            SettlementNode::settle(self, input, &digest(&request)).await?,
+            SettlementNode::settle(self, input, &digest(&request), deadline).await?,
         ))
     }
 
@@ -1072,10 +1107,11 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         request: Request<pb::CancelSettlementRequest>,
     ) -> Result<Response<pb::CancelSettlementResponse>, Status> {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
+        let deadline = self.replay_deadline(request.metadata());
         let request = request.into_inner();
         let input = request::CancelInput::try_from(&request)?;
         Ok(Response::new(
-            SettlementNode::cancel_settlement(self, input, &digest(&request)).await?,
+            SettlementNode::cancel_settlement(self, input, &digest(&request), deadline).await?,
         ))
     }
 
@@ -1084,10 +1120,11 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         request: Request<pb::ReverseByMessageIdRequest>,
     ) -> Result<Response<pb::ReverseByMessageIdResponse>, Status> {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
+        let deadline = self.replay_deadline(request.metadata());
         let request = request.into_inner();
         let input = request::ReverseInput::try_from(&request)?;
         Ok(Response::new(
-            SettlementNode::reverse(self, input, &digest(&request)).await?,
+            SettlementNode::reverse(self, input, &digest(&request), deadline).await?,
         ))
     }
 

@@ -11,15 +11,99 @@ pub const VISIT_OPEN: i64 = 1;
 pub const VISIT_SETTLED: i64 = 2;
 pub const VISIT_CANCELLED: i64 = 3;
 
-/// Settlement kinds as stored.
-pub const KIND_SETTLEMENT: i64 = 1;
-pub const KIND_CANCELLATION: i64 = 2;
+/// What a settlement id settles: a visit, or the cancellation of a settlement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kind {
+    #[default]
+    Settlement,
+    Cancellation,
+}
 
-/// The phases of one settlement id's protocol; see [`super::settle`].
-pub const PENDING: i64 = 1;
-pub const RECORDED: i64 = 2;
-pub const COMPLETED: i64 = 3;
-pub const VOIDED: i64 = 4;
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Settlement => "settlement",
+            Kind::Cancellation => "cancellation",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Kind> {
+        [Kind::Settlement, Kind::Cancellation]
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// The phase of one settlement id in the protocol of [`super::settle`]; stored as its word.
+///
+/// ```text
+/// pending ──record──▶ recorded ──complete──▶ completed
+///    │
+///    └──decide void──▶ voiding ──peers voided──▶ voided
+/// ```
+///
+/// Only `pending` can move, to `recorded` or to `voiding`, and both moves are conditional
+/// updates in one local transaction: exactly one of a record and a void decision wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// The intent is written; whether it settles is not decided yet.
+    #[default]
+    Pending,
+    /// Binding: the HIS was (or will be) answered; the posts are owed.
+    Recorded,
+    /// Posted at the insured city and in the ledger.
+    Completed,
+    /// Decided void; the voids at the insured city and in the ledger are owed.
+    Voiding,
+    /// Voided at the insured city and in the ledger.
+    Voided,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Pending,
+        Phase::Recorded,
+        Phase::Completed,
+        Phase::Voiding,
+        Phase::Voided,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Recorded => "recorded",
+            Phase::Completed => "completed",
+            Phase::Voiding => "voiding",
+            Phase::Voided => "voided",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|phase| phase.as_str() == text)
+    }
+
+    /// A settlement the HIS can see: recorded, whether or not completed yet.
+    pub fn is_recorded(self) -> bool {
+        matches!(self, Phase::Recorded | Phase::Completed)
+    }
+
+    /// A void was decided: the intent never takes effect.
+    pub fn is_void(self) -> bool {
+        matches!(self, Phase::Voiding | Phase::Voided)
+    }
+}
+
+fn decode_column<T>(
+    row: &AnyRow,
+    column: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<T, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: format!("unknown {column} {text:?}").into(),
+    })
+}
 
 /// Hands out the next serial under `prefix`, inside the caller's write transaction (the upsert
 /// locks the counter row until the transaction ends, as everywhere: no `SELECT ... FOR UPDATE`).
@@ -257,14 +341,14 @@ pub async fn cancel_line(
 #[derive(Debug, Clone, Default)]
 pub struct SettlementRow {
     pub settlement_id: String,
-    pub kind: i64,
+    pub kind: Kind,
     pub original_settlement_id: Option<String>,
     pub visit_id: String,
     pub institution_code: String,
     pub insured_city: String,
     pub person_no: String,
     pub message_id: String,
-    pub phase: i64,
+    pub phase: Phase,
     pub reserve_request: String,
     pub transfer: String,
     pub settlement_date: String,
@@ -275,20 +359,24 @@ pub struct SettlementRow {
     pub cancelled_by: Option<String>,
     pub created_at_ms: i64,
     pub settled_at_ms: Option<i64>,
+    /// Why the intent was voided, decided once with the move to `voiding`.
+    pub void_reason: String,
+    /// The recovery sweep's failed attempts at this row.
+    pub attempts: i64,
 }
 
 impl SettlementRow {
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(SettlementRow {
             settlement_id: row.try_get("settlement_id")?,
-            kind: row.try_get("kind")?,
+            kind: decode_column(row, "kind", Kind::parse)?,
             original_settlement_id: row.try_get("original_settlement_id")?,
             visit_id: row.try_get("visit_id")?,
             institution_code: row.try_get("institution_code")?,
             insured_city: row.try_get("insured_city")?,
             person_no: row.try_get("person_no")?,
             message_id: row.try_get("message_id")?,
-            phase: row.try_get("phase")?,
+            phase: decode_column(row, "phase", Phase::parse)?,
             reserve_request: row.try_get("reserve_request")?,
             transfer: row.try_get("transfer")?,
             settlement_date: row.try_get("settlement_date")?,
@@ -299,31 +387,36 @@ impl SettlementRow {
             cancelled_by: row.try_get("cancelled_by")?,
             created_at_ms: row.try_get("created_at_ms")?,
             settled_at_ms: row.try_get("settled_at_ms")?,
+            void_reason: row.try_get("void_reason")?,
+            attempts: row.try_get("attempts")?,
         })
     }
 }
 
+/// Writes an intent (phase `pending`); the sweep first looks at it at `first_sweep_at_ms`.
 pub async fn insert_intent(
     conn: &mut AnyConnection,
     s: &SettlementRow,
+    first_sweep_at_ms: i64,
 ) -> Result<(), TreatmentError> {
     sqlx::query(
         "INSERT INTO settlements (settlement_id, kind, original_settlement_id, visit_id, institution_code, insured_city, \
-         person_no, message_id, phase, reserve_request, settlement_date, created_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         person_no, message_id, phase, reserve_request, settlement_date, created_at_ms, next_attempt_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(s.settlement_id.clone())
-    .bind(s.kind)
+    .bind(s.kind.as_str())
     .bind(s.original_settlement_id.clone())
     .bind(s.visit_id.clone())
     .bind(s.institution_code.clone())
     .bind(s.insured_city.clone())
     .bind(s.person_no.clone())
     .bind(s.message_id.clone())
-    .bind(PENDING)
+    .bind(Phase::Pending.as_str())
     .bind(s.reserve_request.clone())
     .bind(s.settlement_date.clone())
     .bind(s.created_at_ms)
+    .bind(first_sweep_at_ms)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -356,15 +449,16 @@ pub async fn lock_settlement(
     conn: &mut AnyConnection,
     settlement_id: &str,
 ) -> Result<Option<SettlementRow>, TreatmentError> {
-    sqlx::query("UPDATE settlements SET phase = phase WHERE settlement_id = $1")
-        .bind(settlement_id)
-        .execute(&mut *conn)
-        .await?;
-    settlement(conn, settlement_id).await
+    let row =
+        sqlx::query("UPDATE settlements SET phase = phase WHERE settlement_id = $1 RETURNING *")
+            .bind(settlement_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(row.map(|row| SettlementRow::from_row(&row)).transpose()?)
 }
 
-/// A settlement or cancellation of the visit (or of the original) that is not voided and not
-/// yet recorded: while one is in flight, nothing else may change what it covers.
+/// A settlement or cancellation of the visit (or of the original) that is not decided yet:
+/// while one is in flight, nothing else may change what it covers.
 pub async fn in_flight(
     conn: &mut AnyConnection,
     visit_id: &str,
@@ -373,46 +467,76 @@ pub async fn in_flight(
         "SELECT settlement_id FROM settlements WHERE visit_id = $1 AND phase = $2 ORDER BY created_at_ms LIMIT 1",
     )
     .bind(visit_id)
-    .bind(PENDING)
+    .bind(Phase::Pending.as_str())
     .fetch_optional(&mut *conn)
     .await?;
     Ok(id)
 }
 
-/// Moves a settlement from one phase to another; false when it was not in `from` (another
-/// actor moved it first).
-pub async fn move_phase(
+/// Decides a void: `pending` becomes `voiding` with its reason, and the sweep may carry the
+/// voids to the peers from `next_attempt_at_ms` on. False when the intent was not pending any
+/// more (a record, or another void, decided first).
+pub async fn decide_void(
     conn: &mut AnyConnection,
     settlement_id: &str,
-    from: i64,
-    to: i64,
+    reason: &str,
+    next_attempt_at_ms: i64,
 ) -> Result<bool, TreatmentError> {
-    let moved =
-        sqlx::query("UPDATE settlements SET phase = $3 WHERE settlement_id = $1 AND phase = $2")
-            .bind(settlement_id)
-            .bind(from)
-            .bind(to)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+    let moved = sqlx::query(
+        "UPDATE settlements SET phase = $2, void_reason = $3, next_attempt_at_ms = $4 \
+         WHERE settlement_id = $1 AND phase = $5",
+    )
+    .bind(settlement_id)
+    .bind(Phase::Voiding.as_str())
+    .bind(reason)
+    .bind(next_attempt_at_ms)
+    .bind(Phase::Pending.as_str())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     Ok(moved == 1)
 }
 
-/// Step 4's write: the binding figures, the transfer to post, and the record the HIS sees.
-pub async fn record(conn: &mut AnyConnection, s: &SettlementRow) -> Result<bool, TreatmentError> {
+/// The peers confirmed a decided void: `voiding` becomes `voided`. False when it was not
+/// voiding (already voided by another actor).
+pub async fn finish_void(
+    conn: &mut AnyConnection,
+    settlement_id: &str,
+) -> Result<bool, TreatmentError> {
+    let moved = sqlx::query(
+        "UPDATE settlements SET phase = $2, last_error = '' WHERE settlement_id = $1 AND phase = $3",
+    )
+    .bind(settlement_id)
+    .bind(Phase::Voided.as_str())
+    .bind(Phase::Voiding.as_str())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(moved == 1)
+}
+
+/// Step 4's write: the binding figures, the transfer to post, and the record the HIS sees;
+/// `pending` becomes `recorded`. False when the intent was not pending any more (a void was
+/// decided first).
+pub async fn record(
+    conn: &mut AnyConnection,
+    s: &SettlementRow,
+    next_attempt_at_ms: i64,
+) -> Result<bool, TreatmentError> {
     let moved = sqlx::query(
         "UPDATE settlements SET phase = $2, transfer = $3, total_fen = $4, fund_pay_fen = $5, account_pay_fen = $6, \
-         record = $7, settled_at_ms = $8 WHERE settlement_id = $1 AND phase = $9",
+         record = $7, settled_at_ms = $8, next_attempt_at_ms = $9 WHERE settlement_id = $1 AND phase = $10",
     )
     .bind(s.settlement_id.clone())
-    .bind(RECORDED)
+    .bind(Phase::Recorded.as_str())
     .bind(s.transfer.clone())
     .bind(s.total_fen)
     .bind(s.fund_pay_fen)
     .bind(s.account_pay_fen)
     .bind(s.record.clone())
     .bind(s.settled_at_ms)
-    .bind(PENDING)
+    .bind(next_attempt_at_ms)
+    .bind(Phase::Pending.as_str())
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -445,6 +569,8 @@ pub async fn set_cancelled_by(
     Ok(())
 }
 
+/// The peers confirmed the posts: `recorded` becomes `completed`. False when it was not
+/// recorded (completed by another actor first).
 pub async fn complete(
     conn: &mut AnyConnection,
     settlement_id: &str,
@@ -454,40 +580,48 @@ pub async fn complete(
         "UPDATE settlements SET phase = $2, completed_at_ms = $3, last_error = '' WHERE settlement_id = $1 AND phase = $4",
     )
     .bind(settlement_id)
-    .bind(COMPLETED)
+    .bind(Phase::Completed.as_str())
     .bind(at_ms)
-    .bind(RECORDED)
+    .bind(Phase::Recorded.as_str())
     .execute(&mut *conn)
     .await?
     .rows_affected();
     Ok(moved == 1)
 }
 
-pub async fn set_last_error(
+/// A failed attempt at a row in doubt: why, and when the sweep may try it again.
+pub async fn attempt_failed(
     conn: &mut AnyConnection,
     settlement_id: &str,
     error: &str,
+    next_attempt_at_ms: i64,
 ) -> Result<(), TreatmentError> {
-    sqlx::query("UPDATE settlements SET last_error = $2 WHERE settlement_id = $1")
-        .bind(settlement_id)
-        .bind(error)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE settlements SET last_error = $2, attempts = attempts + 1, next_attempt_at_ms = $3 \
+         WHERE settlement_id = $1",
+    )
+    .bind(settlement_id)
+    .bind(error)
+    .bind(next_attempt_at_ms)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-/// Settlement ids left in a phase: PENDING ones created before `created_before_ms`, or all.
-pub async fn in_phase(
+/// Rows of a phase whose next attempt is due, the longest-waiting first: a row that fails is
+/// pushed back behind the others, so the sweep always reaches every row.
+pub async fn due(
     conn: &mut AnyConnection,
-    phase: i64,
-    created_before_ms: i64,
+    phase: Phase,
+    now_ms: i64,
     limit: i64,
 ) -> Result<Vec<SettlementRow>, TreatmentError> {
     let rows = sqlx::query(
-        "SELECT * FROM settlements WHERE phase = $1 AND created_at_ms < $2 ORDER BY created_at_ms LIMIT $3",
+        "SELECT * FROM settlements WHERE phase = $1 AND next_attempt_at_ms <= $2 \
+         ORDER BY next_attempt_at_ms, settlement_id LIMIT $3",
     )
-    .bind(phase)
-    .bind(created_before_ms)
+    .bind(phase.as_str())
+    .bind(now_ms)
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
@@ -495,6 +629,21 @@ pub async fn in_phase(
         .map(SettlementRow::from_row)
         .collect::<Result<_, sqlx::Error>>()
         .map_err(Into::into)
+}
+
+/// How many rows are in doubt: recorded or voiding, or pending past their first sweep.
+pub async fn in_doubt(conn: &mut AnyConnection, now_ms: i64) -> Result<i64, TreatmentError> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT CAST(COUNT(*) AS BIGINT) FROM settlements \
+         WHERE phase IN ($1, $2) OR (phase = $3 AND next_attempt_at_ms <= $4)",
+    )
+    .bind(Phase::Recorded.as_str())
+    .bind(Phase::Voiding.as_str())
+    .bind(Phase::Pending.as_str())
+    .bind(now_ms)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(count)
 }
 
 /// A page of an institution's recorded settlements (never the cancellation rows, which their
@@ -515,7 +664,7 @@ pub async fn list(
         Some(false) => " AND cancelled_by IS NULL",
     };
     let sql = format!(
-        "SELECT * FROM settlements WHERE institution_code = $1 AND kind = 1 AND phase IN (2, 3) \
+        "SELECT * FROM settlements WHERE institution_code = $1 AND kind = $7 AND phase IN ($8, $9) \
          AND settlement_date >= $2 AND settlement_date <= $3{state} \
          AND (settled_at_ms > $4 OR (settled_at_ms = $4 AND settlement_id > $5)) \
          ORDER BY settled_at_ms, settlement_id LIMIT $6"
@@ -527,6 +676,9 @@ pub async fn list(
         .bind(after_ms)
         .bind(after_id)
         .bind(limit)
+        .bind(Kind::Settlement.as_str())
+        .bind(Phase::Recorded.as_str())
+        .bind(Phase::Completed.as_str())
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()

@@ -3,7 +3,6 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, FixedOffset};
 use rust_decimal::Decimal;
 use yitong_core::{Amount, Date, InstitutionCode, Invalid, MessageId, PersonNo};
 use yitong_proto::identity::v1::Credential;
@@ -33,18 +32,7 @@ pub const PAGE_SIZE_MAX: u32 = 200;
 /// Longest date range of one ListSettlements, in days after `from_date`.
 pub const LIST_RANGE_DAYS_MAX: i64 = 31;
 
-/// China Standard Time, the calendar every city keeps.
-pub fn china() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
-}
-
-/// The China Standard Time date of an instant in milliseconds.
-pub fn date_of_ms(ms: i64) -> Date {
-    DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .with_timezone(&china())
-        .date_naive()
-}
+pub use yitong_core::date_of_ms;
 
 pub fn insurance_type_from_wire(code: i32, field: &str) -> Result<InsuranceType, Invalid> {
     match WireInsuranceType::try_from(code) {

@@ -1,26 +1,39 @@
 //! The cross-city Settle, its cancellation and reversal, as steps a crash can fall between, and
 //! the recovery sweep that resolves whatever a crash left in doubt.
 //!
-//! One Settle (or cancellation) moves its settlement id through these phases, each written by
-//! exactly one step:
+//! The treatment city coordinates; the insured city's reservation and the ledger's transfer
+//! follow its decision. One Settle (or cancellation) moves its settlement id through the phases
+//! of [`Phase`], each move written by exactly one step:
 //!
 //! 1. [`SettlementNode::step_intent`]: in one local write transaction, claim the HIS's message id
-//!    and write the INTENT (phase PENDING) under a new settlement id, with the claim to reserve.
+//!    and write the intent (`pending`) under a new settlement id, with the claim to reserve.
 //! 2. [`SettlementNode::step_reserve`]: the insured city's BenefitService.Reserve (idempotent per
 //!    settlement id; a replay returns the reservation as it stands).
 //! 3. [`SettlementNode::step_book`]: the ledger's pending SETTLEMENT (or CANCELLATION) transfer,
 //!    under a UUID derived from the settlement id, so a retry creates nothing twice.
-//! 4. [`SettlementNode::step_record`]: in one local write transaction, the binding split, the
-//!    visit's new state and the HIS's reply (phase RECORDED). From here the settlement exists.
-//! 5. [`SettlementNode::step_complete`]: post the reservation and the transfer (phase COMPLETED).
+//! 4. [`SettlementNode::step_record`]: in one local write transaction, `pending` becomes
+//!    `recorded` with the binding split, the visit's new state and the HIS's reply. From here
+//!    the settlement exists.
+//! 5. [`SettlementNode::step_complete`]: post the reservation and the transfer (`completed`).
 //!
-//! A failure before step 4 voids the reservation (a Void of an id never reserved tombstones it)
-//! and the pending transfer, and the intent becomes VOIDED: [`SettlementNode::void_intent`].
-//! After step 4, completion is retried until done. The sweep ([`SettlementNode::recover`]) voids
-//! PENDING intents older than a grace period and completes RECORDED ones, so a node that crashed
-//! anywhere resumes correctly when it starts again. A crash test aborts between any two steps
-//! (each is one call here) and runs `recover`: every settlement then ends complete in all three
-//! places or voided in all three.
+//! A failure before step 4 voids the intent ([`SettlementNode::void_intent`]): first the void
+//! is decided here (`pending` becomes `voiding`, with its reason, in one local transaction),
+//! then the reservation and the transfer are voided (each peer remembers a void of an id it
+//! never saw, so a Reserve or a booking delayed in the network cannot bring it back), then the
+//! intent is `voided`. Step 4 and the void decision are conditional moves out of `pending`:
+//! exactly one wins, so a reversal racing its own Settle either voids it before it records or
+//! finds it recorded and cancels it. After step 4, completion is retried until done; the insured
+//! city holds a reservation until it is posted or voided, so a late post always fits.
+//!
+//! The sweep ([`SettlementNode::recover`]) voids intents left `pending` past a grace period,
+//! carries decided voids to the peers and completes recorded settlements; each failure pushes
+//! its row back, so a row that keeps failing never holds up the rest. A crash test aborts
+//! between any two steps (each is one call here) and runs `recover`: every settlement then ends
+//! complete in all three places or voided in all three.
+//!
+//! A replay of Settle, CancelSettlement or ReverseByMessageId gets the first call's answer; while
+//! the first call is still running it waits for it within its deadline and otherwise answers
+//! ABORTED (send the same message id again), never OK without the answer.
 
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -33,12 +46,13 @@ use yitong_proto::settlement::v1 as pb;
 use yitong_store::now_ms;
 use yitong_store::replies::{self, Claim, ReplyError};
 
-use super::repo::{self, KIND_CANCELLATION, KIND_SETTLEMENT, SettlementRow};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::repo::{self, Kind, Phase, SettlementRow};
 use super::request::{CancelInput, ReverseInput, SettleInput};
-use super::{
-    COMPLETED, PENDING, RECORDED, SettlementNode, TreatmentError, VOIDED, decode, decode_reply,
-    encode, fen, timestamp,
-};
+use super::{SettlementNode, TreatmentError, decode, decode_reply, encode, fen, timestamp};
 
 /// The fund pay of a recorded settlement, in fen (its split is written by this node, so it
 /// parses; zero otherwise).
@@ -50,7 +64,7 @@ fn fund_pay_fen(settlement: &pb::Settlement) -> u64 {
         .map_or(0, |amount| u64::try_from(amount.fen()).unwrap_or(0))
 }
 
-/// A settlement id whose intent is written (phase PENDING): what steps 2 to 4 work on.
+/// A settlement id whose intent is written (phase `pending`): what steps 2 to 4 work on.
 #[derive(Debug, Clone)]
 pub struct Intent {
     row: SettlementRow,
@@ -68,18 +82,19 @@ impl Intent {
 /// How step 1 of a Settle ended.
 #[derive(Debug)]
 pub enum Started {
-    /// The message id was answered before: the first answer.
-    Answered(Box<pb::SettleResponse>),
     /// A new intent, to drive through steps 2 to 5.
     Intent(Box<Intent>),
+    /// Another call claimed the message id first (it may still be in flight): its answer,
+    /// once there, is this call's.
+    Seen,
 }
 
 /// What one recovery sweep did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// PENDING intents voided at the insured city, in the ledger and here.
+    /// Intents voided at the insured city, in the ledger and here.
     pub voided: u64,
-    /// RECORDED settlements posted at the insured city and in the ledger.
+    /// Recorded settlements posted at the insured city and in the ledger.
     pub completed: u64,
     /// Settlements still in doubt (a peer unreachable, a refusal); the next sweep tries again.
     pub left: u64,
@@ -135,44 +150,57 @@ impl SettlementNode {
         (advances, payer)
     }
 
-    /// Looks at what a Settle's message id has done before, inside `tx`: `None` when fresh and
-    /// now claimed. A dead id, a Settle still in flight or one that failed are refused.
+    /// The first answer to a Settle, CancelSettlement or ReverseByMessageId message id, read
+    /// without claiming it: `None` when the id is fresh. A first call still in flight is
+    /// waited for until `deadline`, then answered ABORTED (retry the same message id); one
+    /// whose intent was voided is refused as voided, whoever replays it.
+    pub(super) async fn first_answer(
+        &self,
+        message_id: &MessageId,
+        rpc: &str,
+        digest: &str,
+        deadline: Instant,
+    ) -> Result<Option<Vec<u8>>, TreatmentError> {
+        loop {
+            let mut conn = self.store.pool().acquire().await?;
+            let Some(reply) = replies::peek(&mut conn, message_id.as_str(), rpc, digest).await?
+            else {
+                return Ok(None);
+            };
+            if !reply.is_empty() {
+                return Ok(Some(reply));
+            }
+            // Claimed and not answered: the intent under the id says how the first call went.
+            let intent = repo::settlement_by_message(&mut conn, message_id.as_str()).await?;
+            drop(conn);
+            if let Some(intent) = intent.filter(|intent| intent.phase.is_void()) {
+                return Err(voided_refusal(&intent));
+            }
+            if Instant::now() + REPLAY_POLL >= deadline {
+                return Err(TreatmentError::InProgress(format!(
+                    "the first call under message id {message_id} is still in progress: send it again shortly"
+                )));
+            }
+            tokio::time::sleep(REPLAY_POLL).await;
+        }
+    }
+
+    /// Claims a Settle's message id inside `tx`: `Fresh` when claimed now. A dead id is
+    /// refused; one claimed by another call is `Seen`, for [`Self::first_answer`].
     async fn claim_settle(
         &self,
         tx: &mut yitong_store::sqlx::AnyConnection,
         message_id: &MessageId,
         digest: &str,
-    ) -> Result<Option<pb::SettleResponse>, TreatmentError> {
-        let dead = || {
-            TreatmentError::refused(
-                "MESSAGE_ID_DEAD",
-                format!(
-                    "message id {message_id} was reversed: settle again under a new message id"
-                ),
-            )
-        };
+    ) -> Result<Claimed, TreatmentError> {
         if repo::is_dead(tx, message_id.as_str()).await? {
-            return Err(dead());
+            return Err(dead_refusal(message_id));
         }
         match replies::claim(tx, message_id.as_str(), "Settle", digest).await {
-            Ok(Claim::Fresh) => Ok(None),
-            Ok(Claim::Replay(bytes)) if !bytes.is_empty() => Ok(Some(decode_reply(&bytes)?)),
-            Ok(Claim::Replay(_)) => {
-                match repo::settlement_by_message(tx, message_id.as_str()).await? {
-                    Some(row) if row.phase == VOIDED => Err(TreatmentError::refused(
-                        "SETTLEMENT_VOIDED",
-                        format!(
-                            "the settle under message id {message_id} failed and was voided: settle again under a new message id"
-                        ),
-                    )),
-                    _ => Err(TreatmentError::refused(
-                        "SETTLEMENT_IN_PROGRESS",
-                        format!("the settle under message id {message_id} is in progress"),
-                    )),
-                }
-            }
+            Ok(Claim::Fresh) => Ok(Claimed::Fresh),
+            Ok(Claim::Replay(_)) => Ok(Claimed::Seen),
             Err(ReplyError::Conflict(_)) if repo::is_dead(tx, message_id.as_str()).await? => {
-                Err(dead())
+                Err(dead_refusal(message_id))
             }
             Err(error) => Err(error.into()),
         }
@@ -182,28 +210,35 @@ impl SettlementNode {
         &self,
         input: SettleInput,
         digest: &str,
+        deadline: Instant,
     ) -> Result<pb::SettleResponse, TreatmentError> {
         // A message id seen before is answered (or refused) before anything else is asked; a
         // fresh one is read, not claimed, here: the intent claims it.
         let message_id = &input.scope.message_id;
-        let mut seen = !matches!(self.peek(message_id, "Settle", digest).await, Ok(None));
-        if !seen {
+        {
             let mut conn = self.store.pool().acquire().await?;
-            seen = repo::is_dead(&mut conn, message_id.as_str()).await?;
-        }
-        if seen {
-            let mut tx = self.store.begin_write().await?;
-            if let Some(answer) = self
-                .claim_settle(&mut tx, &input.scope.message_id, digest)
-                .await?
-            {
-                return Ok(answer);
+            if repo::is_dead(&mut conn, message_id.as_str()).await? {
+                return Err(dead_refusal(message_id));
             }
-            tx.rollback().await?;
+        }
+        if let Some(reply) = self
+            .first_answer(message_id, "Settle", digest, deadline)
+            .await?
+        {
+            return decode_reply(&reply);
         }
         self.prepare(&input).await?;
         let intent = match self.intend(&input, digest).await? {
-            Started::Answered(answer) => return Ok(*answer),
+            Started::Seen => {
+                // Another call with this message id claimed it first: its answer is ours.
+                let reply = self
+                    .first_answer(message_id, "Settle", digest, deadline)
+                    .await?
+                    .ok_or_else(|| {
+                        TreatmentError::Corrupt("a claimed message id vanished".into())
+                    })?;
+                return decode_reply(&reply);
+            }
             Started::Intent(intent) => intent,
         };
         let insured_city = intent.row.insured_city.clone();
@@ -221,12 +256,10 @@ impl SettlementNode {
             Some(completed) => completed,
             None => {
                 let mut conn = self.store.pool().acquire().await?;
-                let row = repo::settlement(&mut conn, intent.settlement_id())
-                    .await?
-                    .ok_or_else(|| {
-                        TreatmentError::Corrupt("a recorded settlement vanished".into())
-                    })?;
-                decode(&row.record, "settlement record")?
+                match repo::settlement(&mut conn, intent.settlement_id()).await? {
+                    Some(row) => decode(&row.record, "settlement record")?,
+                    None => settlement,
+                }
             }
         };
         Ok(pb::SettleResponse {
@@ -244,7 +277,7 @@ impl SettlementNode {
         );
     }
 
-    /// Steps 2 to 4; any failure voids the intent and is returned.
+    /// Steps 2 to 4; any failure decides the void of the intent and is returned.
     async fn drive(&self, intent: &Intent) -> Result<pb::Settlement, TreatmentError> {
         let attempt = async {
             let reservation = self.step_reserve(intent).await?;
@@ -255,10 +288,7 @@ impl SettlementNode {
             Ok(settlement) => Ok(settlement),
             Err(error) => {
                 if let Err(void_error) = self
-                    .void_intent(
-                        intent.settlement_id(),
-                        "settle failed before it was recorded",
-                    )
+                    .void_intent(intent.settlement_id(), VOID_SETTLE_FAILED)
                     .await
                 {
                     tracing::warn!(settlement_id = %intent.settlement_id(), error = %yitong_core::cause_chain(&void_error), "void after a failed settle did not finish; the sweep will");
@@ -276,9 +306,8 @@ impl SettlementNode {
             Ok(completed) => completed,
             Err(error) => {
                 tracing::warn!(settlement_id, error = %yitong_core::cause_chain(&error), "completion failed; the recovery sweep retries it");
-                if let Ok(mut conn) = self.store.pool().acquire().await {
-                    let _ =
-                        repo::set_last_error(&mut conn, settlement_id, &error.to_string()).await;
+                if let Err(error) = self.attempt_failed(settlement_id, 0, &error).await {
+                    tracing::warn!(settlement_id, error = %yitong_core::cause_chain(&error), "could not note the failed completion");
                 }
                 None
             }
@@ -299,11 +328,11 @@ impl SettlementNode {
     async fn intend(&self, input: &SettleInput, digest: &str) -> Result<Started, TreatmentError> {
         let scope = &input.scope;
         let mut tx = self.store.begin_write().await?;
-        if let Some(answer) = self
+        if let Claimed::Seen = self
             .claim_settle(&mut tx, &scope.message_id, digest)
             .await?
         {
-            return Ok(Started::Answered(Box::new(answer)));
+            return Ok(Started::Seen);
         }
         let visit = Self::check_visit(repo::lock_visit(&mut tx, &scope.visit_id).await?, scope)?;
         Self::check_open(&visit)?;
@@ -358,21 +387,26 @@ impl SettlementNode {
         };
         let row = SettlementRow {
             settlement_id,
-            kind: KIND_SETTLEMENT,
+            kind: Kind::Settlement,
             original_settlement_id: None,
             visit_id: visit.visit_id.clone(),
             institution_code: visit.institution_code.clone(),
             insured_city: visit.insured_city.clone(),
             person_no: visit.person_no.clone(),
             message_id: scope.message_id.to_string(),
-            phase: PENDING,
+            phase: Phase::Pending,
             reserve_request: encode(&reserve),
             settlement_date: today.to_string(),
             record: encode(&draft),
             created_at_ms: now_ms(),
             ..SettlementRow::default()
         };
-        repo::insert_intent(&mut tx, &row).await?;
+        repo::insert_intent(
+            &mut tx,
+            &row,
+            row.created_at_ms + self.options.pending_grace_ms,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Started::Intent(Box::new(Intent {
             row,
@@ -413,7 +447,7 @@ impl SettlementNode {
             .ok_or_else(|| TreatmentError::Peer("reservation without a split".into()))?;
         let fund_pay = fen(&split.fund_pay, "fund pay")?;
         let account_pay = fen(&split.account_pay, "account pay")?;
-        let cancellation = intent.row.kind == KIND_CANCELLATION;
+        let cancellation = intent.row.kind == Kind::Cancellation;
         let pay = fund_pay
             .checked_add(account_pay)
             .ok_or_else(|| TreatmentError::Peer("split overflows".into()))?;
@@ -496,6 +530,11 @@ impl SettlementNode {
             .map(|outcome| CreateTransferResult::try_from(outcome.result))
         {
             Some(Ok(CreateTransferResult::Ok | CreateTransferResult::Exists)) => Ok(()),
+            // The void of this settlement overtook the booking: it was voided while in flight.
+            Some(Ok(CreateTransferResult::VoidedBeforeBooked)) => Err(TreatmentError::refused(
+                "SETTLEMENT_VOIDED",
+                format!("transfer {id} was voided before it was booked"),
+            )),
             other => Err(TreatmentError::Peer(format!(
                 "ledger did not create transfer {id}: {other:?}"
             ))),
@@ -535,7 +574,7 @@ impl SettlementNode {
             .await?
             .ok_or_else(|| TreatmentError::Corrupt(format!("visit {} vanished", row.visit_id)))?;
         let reply = match row.kind {
-            KIND_SETTLEMENT => {
+            Kind::Settlement => {
                 if visit.status != repo::VISIT_OPEN {
                     return Err(voided());
                 }
@@ -553,7 +592,7 @@ impl SettlementNode {
                 }
                 .encode_to_vec()
             }
-            _ => {
+            Kind::Cancellation => {
                 let original = row.original_settlement_id.clone().ok_or_else(|| {
                     TreatmentError::Corrupt("a cancellation without its original".into())
                 })?;
@@ -582,7 +621,7 @@ impl SettlementNode {
             }
         };
         row.record = encode(&settlement);
-        if !repo::record(&mut tx, &row).await? {
+        if !repo::record(&mut tx, &row, now).await? {
             return Err(voided());
         }
         replies::record(&mut tx, &row.message_id, &reply).await?;
@@ -611,9 +650,9 @@ impl SettlementNode {
                 })?
         };
         match row.phase {
-            COMPLETED => return Ok(None),
-            RECORDED => {}
-            _ => {
+            Phase::Completed => return Ok(None),
+            Phase::Recorded => {}
+            Phase::Pending | Phase::Voiding | Phase::Voided => {
                 return Err(TreatmentError::Corrupt(format!(
                     "settlement {settlement_id} is not recorded"
                 )));
@@ -677,7 +716,7 @@ impl SettlementNode {
         let now = now_ms();
         let mut tx = self.store.begin_write().await?;
         let mut completed = None;
-        if repo::complete(&mut tx, settlement_id, now).await? && row.kind == KIND_SETTLEMENT {
+        if repo::complete(&mut tx, settlement_id, now).await? && row.kind == Kind::Settlement {
             // The HIS's answer says when completion happened; a replay of its Settle says the
             // same, so the recorded reply is brought up to date with the record.
             let mut settlement: pb::Settlement = decode(&row.record, "settlement record")?;
@@ -693,33 +732,64 @@ impl SettlementNode {
         Ok(completed)
     }
 
-    /// Undoes an intent that was never recorded: voids the reservation (tombstoning an id never
-    /// reserved) and the pending transfer, then marks it VOIDED. Idempotent.
+    /// Undoes an intent that was never recorded: decides its void here first (`pending` to
+    /// `voiding`, which a racing record cannot also win), then voids the reservation
+    /// (tombstoning an id never reserved) and the pending transfer (the ledger tombstones an id
+    /// never booked), then marks it `voided`. Idempotent; refused once the intent is recorded.
     pub async fn void_intent(
         &self,
         settlement_id: &str,
         reason: &str,
     ) -> Result<(), TreatmentError> {
-        let row = {
-            let mut conn = self.store.pool().acquire().await?;
-            repo::settlement(&mut conn, settlement_id)
-                .await?
-                .ok_or_else(|| TreatmentError::NotFound {
-                    what: "settlement",
-                    id: settlement_id.to_owned(),
-                })?
-        };
-        // A VOIDED intent is voided again at the peers: a Settle still in flight when a reversal
-        // voided it may have reserved or booked since, and every void is idempotent.
-        if !matches!(row.phase, PENDING | VOIDED) {
-            return Err(TreatmentError::Corrupt(format!(
-                "settlement {settlement_id} is recorded and cannot be voided"
-            )));
+        match self.decide_void(settlement_id, reason).await? {
+            VoidDecision::Recorded => Err(TreatmentError::refused(
+                "SETTLEMENT_RECORDED",
+                format!("settlement {settlement_id} is recorded and cannot be voided"),
+            )),
+            VoidDecision::Void(row) => self.carry_void(&row).await,
         }
+    }
+
+    /// The void decision for an intent: the row as `voiding` (or `voided`, when decided
+    /// before), or `Recorded` when a record won.
+    async fn decide_void(
+        &self,
+        settlement_id: &str,
+        reason: &str,
+    ) -> Result<VoidDecision, TreatmentError> {
+        let mut tx = self.store.begin_write().await?;
+        let row = repo::lock_settlement(&mut tx, settlement_id)
+            .await?
+            .ok_or_else(|| TreatmentError::NotFound {
+                what: "settlement",
+                id: settlement_id.to_owned(),
+            })?;
+        let row = match row.phase {
+            Phase::Recorded | Phase::Completed => return Ok(VoidDecision::Recorded),
+            Phase::Voiding | Phase::Voided => row,
+            Phase::Pending => {
+                let decided = repo::decide_void(&mut tx, settlement_id, reason, now_ms()).await?;
+                assert!(decided, "a locked pending intent moves to voiding");
+                SettlementRow {
+                    phase: Phase::Voiding,
+                    void_reason: reason.to_owned(),
+                    ..row
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(VoidDecision::Void(Box::new(row)))
+    }
+
+    /// Carries a decided void to the insured city and the ledger, with the reason decided
+    /// once, so every attempt sends the same requests whoever sends them.
+    async fn carry_void(&self, row: &SettlementRow) -> Result<(), TreatmentError> {
+        assert!(row.phase.is_void(), "only a decided void is carried");
+        let settlement_id = row.settlement_id.as_str();
         let void = pb::VoidRequest {
             message_id: format!("{settlement_id}-void"),
             settlement_id: settlement_id.to_owned(),
-            reason: reason.to_owned(),
+            reason: row.void_reason.clone(),
         };
         self.benefit(city(&row.insured_city)?)?
             .void(void)
@@ -729,7 +799,7 @@ impl SettlementNode {
         let request = ledger::VoidPendingTransfersRequest {
             message_id: format!("{settlement_id}-void"),
             pending_transfer_ids: vec![pending.clone()],
-            reason: reason.to_owned(),
+            reason: row.void_reason.clone(),
         };
         let reply = self
             .ledger
@@ -751,43 +821,67 @@ impl SettlementNode {
             )));
         }
         let mut tx = self.store.begin_write().await?;
-        repo::move_phase(&mut tx, settlement_id, PENDING, VOIDED).await?;
+        repo::finish_void(&mut tx, settlement_id).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Resolves every settlement left in doubt: PENDING intents older than the grace period are
-    /// voided in all three places, RECORDED ones are completed. Run at start-up and periodically.
+    /// Notes a failed attempt at a row in doubt and when the sweep may try it again: the
+    /// delay doubles with each failure, up to [`SWEEP_BACKOFF_MAX_MS`].
+    async fn attempt_failed(
+        &self,
+        settlement_id: &str,
+        attempts: i64,
+        error: &TreatmentError,
+    ) -> Result<(), TreatmentError> {
+        let shift = u32::try_from(attempts.clamp(0, 16)).unwrap_or(16);
+        let delay = (self.options.sweep_interval_ms.max(1) as i64)
+            .saturating_mul(1 << shift)
+            .min(SWEEP_BACKOFF_MAX_MS);
+        let mut conn = self.store.pool().acquire().await?;
+        repo::attempt_failed(
+            &mut conn,
+            settlement_id,
+            &error.to_string(),
+            now_ms() + delay,
+        )
+        .await
+    }
+
+    /// Resolves every settlement left in doubt whose next attempt is due: pending intents past
+    /// their grace period are voided in all three places, decided voids are carried to the
+    /// peers, recorded settlements are completed. A row that fails is tried again later, after
+    /// the others; what stays in doubt is counted in `yitong_settlements_in_doubt`. Run at
+    /// start-up and periodically.
     pub async fn recover(&self) -> Result<RecoveryReport, TreatmentError> {
         let now = now_ms();
-        let (pending, recorded) = {
+        let batch = self.options.sweep_batch_max;
+        let (pending, voiding, recorded) = {
             let mut conn = self.store.pool().acquire().await?;
-            let pending = repo::in_phase(
-                &mut conn,
-                PENDING,
-                now - self.options.pending_grace_ms,
-                self.options.sweep_batch_max,
+            (
+                repo::due(&mut conn, Phase::Pending, now, batch).await?,
+                repo::due(&mut conn, Phase::Voiding, now, batch).await?,
+                repo::due(&mut conn, Phase::Recorded, now, batch).await?,
             )
-            .await?;
-            let recorded =
-                repo::in_phase(&mut conn, RECORDED, i64::MAX, self.options.sweep_batch_max).await?;
-            (pending, recorded)
         };
         let mut report = RecoveryReport::default();
-        for row in pending {
-            match self
-                .void_intent(
-                    &row.settlement_id,
-                    "left pending; voided by the recovery sweep",
-                )
-                .await
-            {
+        for row in pending.into_iter().chain(voiding) {
+            let outcome = match row.phase {
+                Phase::Pending => self.void_intent(&row.settlement_id, VOID_SWEPT).await,
+                _ => self.carry_void(&row).await,
+            };
+            match outcome {
                 Ok(()) => report.voided += 1,
+                // A Settle still driving its intent recorded it after all: complete it.
+                Err(TreatmentError::Refused {
+                    reason: "SETTLEMENT_RECORDED",
+                    ..
+                }) => {}
                 Err(error) => {
                     report.left += 1;
                     tracing::warn!(settlement_id = %row.settlement_id, error = %yitong_core::cause_chain(&error), "recovery could not void");
-                    let mut conn = self.store.pool().acquire().await?;
-                    repo::set_last_error(&mut conn, &row.settlement_id, &error.to_string()).await?;
+                    self.attempt_failed(&row.settlement_id, row.attempts, &error)
+                        .await?;
                 }
             }
         }
@@ -797,18 +891,23 @@ impl SettlementNode {
                 Err(error) => {
                     report.left += 1;
                     tracing::warn!(settlement_id = %row.settlement_id, error = %yitong_core::cause_chain(&error), "recovery could not complete");
-                    let mut conn = self.store.pool().acquire().await?;
-                    repo::set_last_error(&mut conn, &row.settlement_id, &error.to_string()).await?;
+                    self.attempt_failed(&row.settlement_id, row.attempts, &error)
+                        .await?;
                 }
             }
         }
-        // What the sweep could not resolve stays in doubt until a later sweep does.
+        // Everything still in doubt, not only this batch's failures, so an operator sees a
+        // backlog the batch limit hides.
+        let in_doubt = {
+            let mut conn = self.store.pool().acquire().await?;
+            repo::in_doubt(&mut conn, now_ms()).await?
+        };
         yitong_telemetry::metrics()
             .settlements_in_doubt
             .get_or_create(&yitong_telemetry::CityLabels {
                 city: self.city.to_string(),
             })
-            .set(i64::try_from(report.left).unwrap_or(i64::MAX));
+            .set(in_doubt);
         Ok(report)
     }
 
@@ -818,9 +917,11 @@ impl SettlementNode {
         &self,
         input: CancelInput,
         digest: &str,
+        deadline: Instant,
     ) -> Result<pb::CancelSettlementResponse, TreatmentError> {
+        const RPC: &str = "CancelSettlement";
         if let Some(reply) = self
-            .peek(&input.message_id, "CancelSettlement", digest)
+            .first_answer(&input.message_id, RPC, digest, deadline)
             .await?
         {
             return decode_reply(&reply);
@@ -830,7 +931,7 @@ impl SettlementNode {
             repo::settlement(&mut conn, &input.settlement_id).await?
         };
         let original = original
-            .filter(|row| row.kind == KIND_SETTLEMENT && matches!(row.phase, RECORDED | COMPLETED))
+            .filter(|row| row.kind == Kind::Settlement && row.phase.is_recorded())
             .ok_or_else(|| TreatmentError::NotFound {
                 what: "settlement",
                 id: input.settlement_id.clone(),
@@ -849,14 +950,22 @@ impl SettlementNode {
         }
         let request = CancelRequest {
             message_id: input.message_id.clone(),
-            rpc: "CancelSettlement",
+            rpc: RPC,
             digest: digest.to_owned(),
             kind: pb::CancellationKind::CancelSettlement,
             reason: input.reason.clone(),
             operator_id: input.operator_id.clone(),
         };
-        match self.cancel(&original, request).await? {
-            Cancelled::Replay(bytes) => decode_reply(&bytes),
+        match self.cancel(&original, &request).await? {
+            Cancelled::Seen => {
+                let reply = self
+                    .first_answer(&input.message_id, RPC, digest, deadline)
+                    .await?
+                    .ok_or_else(|| {
+                        TreatmentError::Corrupt("a claimed message id vanished".into())
+                    })?;
+                decode_reply(&reply)
+            }
             Cancelled::Done(settlement) => {
                 self.observe(&original.insured_city, "cancelled", 0);
                 Ok(pb::CancelSettlementResponse {
@@ -872,10 +981,10 @@ impl SettlementNode {
     async fn cancel(
         &self,
         original: &SettlementRow,
-        request: CancelRequest,
+        request: &CancelRequest,
     ) -> Result<Cancelled, TreatmentError> {
         // The insured city reverses only a posted settlement: finish the original first.
-        if original.phase == RECORDED {
+        if original.phase == Phase::Recorded {
             self.step_complete(&original.settlement_id).await?;
         }
         let intent = {
@@ -888,7 +997,7 @@ impl SettlementNode {
             )
             .await?
             {
-                Claim::Replay(bytes) => return Ok(Cancelled::Replay(bytes)),
+                Claim::Replay(_) => return Ok(Cancelled::Seen),
                 Claim::Fresh => {}
             }
             let original = repo::lock_settlement(&mut tx, &original.settlement_id)
@@ -904,7 +1013,7 @@ impl SettlementNode {
                 ));
             }
             Self::check_not_in_flight(&mut tx, &original.visit_id).await?;
-            if original.phase != COMPLETED {
+            if original.phase != Phase::Completed {
                 return Err(TreatmentError::Unavailable {
                     service: "completion of the original settlement",
                     status: tonic::Status::unavailable("not complete"),
@@ -936,21 +1045,26 @@ impl SettlementNode {
             });
             let row = SettlementRow {
                 settlement_id: cancellation_id,
-                kind: KIND_CANCELLATION,
+                kind: Kind::Cancellation,
                 original_settlement_id: Some(original.settlement_id.clone()),
                 visit_id: original.visit_id.clone(),
                 institution_code: original.institution_code.clone(),
                 insured_city: original.insured_city.clone(),
                 person_no: original.person_no.clone(),
                 message_id: request.message_id.to_string(),
-                phase: PENDING,
+                phase: Phase::Pending,
                 reserve_request: encode(&reserve),
                 settlement_date: today.to_string(),
                 record: encode(&draft),
                 created_at_ms: now_ms(),
                 ..SettlementRow::default()
             };
-            repo::insert_intent(&mut tx, &row).await?;
+            repo::insert_intent(
+                &mut tx,
+                &row,
+                row.created_at_ms + self.options.pending_grace_ms,
+            )
+            .await?;
             tx.commit().await?;
             Intent {
                 row,
@@ -959,115 +1073,226 @@ impl SettlementNode {
             }
         };
         let settlement = self.drive(&intent).await?;
-        self.finish_completion(intent.settlement_id()).await;
+        let settlement = self
+            .finish_completion(intent.settlement_id())
+            .await
+            .map_or(settlement, |completed| completed);
         Ok(Cancelled::Done(Box::new(settlement)))
     }
 
+    /// ReverseByMessageId: a Settle recorded under the message id is cancelled; one still in
+    /// flight is voided (unless it records first, then it is cancelled); an id never settled
+    /// dies, so a Settle arriving late with it is refused.
     pub(super) async fn reverse(
         &self,
         input: ReverseInput,
         digest: &str,
+        deadline: Instant,
     ) -> Result<pb::ReverseByMessageIdResponse, TreatmentError> {
         const RPC: &str = "ReverseByMessageId";
-        if let Some(reply) = self.peek(&input.message_id, RPC, digest).await? {
-            return decode_reply(&reply);
+        // Each round reads the Settle's state afresh; a round ends early only when the Settle
+        // moved on under it (recorded while a void was being decided, or claimed its id while
+        // it was being marked dead), which can happen once each.
+        for _ in 0..REVERSE_ROUNDS_MAX {
+            if let Some(reply) = self
+                .first_answer(&input.message_id, RPC, digest, deadline)
+                .await?
+            {
+                return decode_reply(&reply);
+            }
+            let original = {
+                let mut conn = self.store.pool().acquire().await?;
+                repo::settlement_by_message(&mut conn, input.original_message_id.as_str()).await?
+            };
+            if let Some(row) = &original {
+                if row.kind != Kind::Settlement {
+                    return Err(Invalid::new(
+                        "original_message_id",
+                        "is not the message id of a Settle",
+                    )
+                    .into());
+                }
+                if row.institution_code != input.institution.as_str() {
+                    return Err(TreatmentError::NotYours {
+                        what: "settle under message id",
+                        id: input.original_message_id.to_string(),
+                    });
+                }
+            }
+            let reversed = match original {
+                Some(row) if row.phase.is_recorded() => {
+                    self.reverse_recorded(&row, &input, digest).await?
+                }
+                Some(row) if row.phase == Phase::Pending => {
+                    // The Settle is in flight or was cut off: it has not taken effect, so its
+                    // void is decided before its message id dies, unless it records first.
+                    match self.decide_void(&row.settlement_id, VOID_REVERSED).await? {
+                        VoidDecision::Recorded => Reversed::Again,
+                        VoidDecision::Void(row) => {
+                            if let Err(error) = self.carry_void(&row).await {
+                                // Decided is enough for the answer: the sweep carries it.
+                                tracing::warn!(settlement_id = %row.settlement_id, error = %yitong_core::cause_chain(&error), "void of a reversed settle did not finish; the sweep will");
+                                self.attempt_failed(&row.settlement_id, row.attempts, &error)
+                                    .await?;
+                            }
+                            self.mark_dead(&input, digest).await?
+                        }
+                    }
+                }
+                _ => self.mark_dead(&input, digest).await?,
+            };
+            match reversed {
+                Reversed::Answer(reply) => return Ok(reply),
+                Reversed::Seen => {
+                    let reply = self
+                        .first_answer(&input.message_id, RPC, digest, deadline)
+                        .await?
+                        .ok_or_else(|| {
+                            TreatmentError::Corrupt("a claimed message id vanished".into())
+                        })?;
+                    return decode_reply(&reply);
+                }
+                Reversed::Again => continue,
+            }
         }
-        let original = {
-            let mut conn = self.store.pool().acquire().await?;
-            repo::settlement_by_message(&mut conn, input.original_message_id.as_str()).await?
+        Err(TreatmentError::InProgress(format!(
+            "the settle under message id {} is still moving: reverse again shortly",
+            input.original_message_id
+        )))
+    }
+
+    /// Reverses a recorded Settle: cancels it, or says it is cancelled already.
+    async fn reverse_recorded(
+        &self,
+        row: &SettlementRow,
+        input: &ReverseInput,
+        digest: &str,
+    ) -> Result<Reversed, TreatmentError> {
+        const RPC: &str = "ReverseByMessageId";
+        if row.cancelled_by.is_some() {
+            // Already cancelled: say so, and remember the answer under this message id.
+            let tx = match self.begin(&input.message_id, RPC, digest).await? {
+                super::Begun::Replay(_) => return Ok(Reversed::Seen),
+                super::Begun::Fresh(tx) => tx,
+            };
+            let settlement = decode(&row.record, "settlement record")?;
+            let reply = pb::ReverseByMessageIdResponse {
+                outcome: pb::ReversalOutcome::Cancelled as i32,
+                settlement: Some(settlement),
+            };
+            return Ok(Reversed::Answer(
+                self.finish(tx, &input.message_id, reply).await?,
+            ));
+        }
+        let request = CancelRequest {
+            message_id: input.message_id.clone(),
+            rpc: RPC,
+            digest: digest.to_owned(),
+            kind: pb::CancellationKind::Reversal,
+            reason: input.reason.clone(),
+            operator_id: input.operator_id.clone(),
         };
-        if let Some(row) = &original {
-            if row.kind != KIND_SETTLEMENT {
-                return Err(Invalid::new(
-                    "original_message_id",
-                    "is not the message id of a Settle",
-                )
-                .into());
-            }
-            if row.institution_code != input.institution.as_str() {
-                return Err(TreatmentError::NotYours {
-                    what: "settle under message id",
-                    id: input.original_message_id.to_string(),
-                });
-            }
-        }
-        match original {
-            Some(row) if matches!(row.phase, RECORDED | COMPLETED) => {
-                if row.cancelled_by.is_some() {
-                    // Already cancelled: say so, and remember the answer under this message id.
-                    let tx = match self.begin(&input.message_id, RPC, digest).await? {
-                        super::Begun::Replay(reply) => return decode_reply(&reply),
-                        super::Begun::Fresh(tx) => tx,
-                    };
-                    let settlement = decode(&row.record, "settlement record")?;
-                    let reply = pb::ReverseByMessageIdResponse {
-                        outcome: pb::ReversalOutcome::Cancelled as i32,
-                        settlement: Some(settlement),
-                    };
-                    return self.finish(tx, &input.message_id, reply).await;
-                }
-                let request = CancelRequest {
-                    message_id: input.message_id.clone(),
-                    rpc: RPC,
-                    digest: digest.to_owned(),
-                    kind: pb::CancellationKind::Reversal,
-                    reason: input.reason.clone(),
-                    operator_id: input.operator_id.clone(),
-                };
-                match self.cancel(&row, request).await? {
-                    Cancelled::Replay(bytes) => decode_reply(&bytes),
-                    Cancelled::Done(settlement) => Ok(pb::ReverseByMessageIdResponse {
-                        outcome: pb::ReversalOutcome::Cancelled as i32,
-                        settlement: Some(*settlement),
-                    }),
-                }
-            }
-            Some(row) if row.phase == PENDING => {
-                // The Settle is in flight or was cut off: it has not taken effect, so it is
-                // voided everywhere before its message id dies.
-                self.void_intent(&row.settlement_id, "reversed by message id")
-                    .await?;
-                self.mark_dead(&input, digest).await
-            }
-            _ => self.mark_dead(&input, digest).await,
-        }
+        Ok(match self.cancel(row, &request).await? {
+            Cancelled::Seen => Reversed::Seen,
+            Cancelled::Done(settlement) => Reversed::Answer(pb::ReverseByMessageIdResponse {
+                outcome: pb::ReversalOutcome::Cancelled as i32,
+                settlement: Some(*settlement),
+            }),
+        })
     }
 
     /// Marks a Settle's message id dead, so a Settle arriving late with it is refused. The id is
-    /// claimed in `message_replies` too: a Settle racing this one queues on the same row.
+    /// claimed in `message_replies` too: a Settle racing this one queues on the same row, and
+    /// one that claimed it first sends the reversal round again.
     async fn mark_dead(
         &self,
         input: &ReverseInput,
         digest: &str,
-    ) -> Result<pb::ReverseByMessageIdResponse, TreatmentError> {
+    ) -> Result<Reversed, TreatmentError> {
         let mut tx = match self
             .begin(&input.message_id, "ReverseByMessageId", digest)
             .await?
         {
-            super::Begun::Replay(reply) => return decode_reply(&reply),
+            super::Begun::Replay(_) => return Ok(Reversed::Seen),
             super::Begun::Fresh(tx) => tx,
         };
         let original = input.original_message_id.as_str();
-        match replies::claim(&mut tx, original, "Settle", "dead").await {
+        match replies::claim(&mut tx, original, "Settle", DEAD_DIGEST).await {
             Ok(_) | Err(ReplyError::Conflict(_)) => {}
             Err(error) => return Err(error.into()),
         }
         let found = repo::settlement_by_message(&mut tx, original).await?;
-        if found.is_some_and(|row| row.phase != VOIDED) {
-            return Err(TreatmentError::refused(
-                "SETTLEMENT_IN_PROGRESS",
-                format!(
-                    "the settle under message id {original} is in progress: reverse again shortly"
-                ),
-            ));
+        if found.is_some_and(|row| !row.phase.is_void()) {
+            // A Settle claimed the id first: this round's claims roll back, the next round
+            // finds its intent.
+            tx.rollback().await?;
+            return Ok(Reversed::Again);
         }
         repo::mark_dead(&mut tx, original, input.institution.as_str()).await?;
         let reply = pb::ReverseByMessageIdResponse {
             outcome: pb::ReversalOutcome::MessageIdDead as i32,
             settlement: None,
         };
-        self.finish(tx, &input.message_id, reply).await
+        Ok(Reversed::Answer(
+            self.finish(tx, &input.message_id, reply).await?,
+        ))
     }
+}
+
+/// The digest under which a dead Settle message id is claimed: no Settle request has it.
+const DEAD_DIGEST: &str = "dead";
+/// The void reasons, one per actor that decides a void: each is decided once per settlement
+/// id and then sent unchanged with every void of it.
+const VOID_SETTLE_FAILED: &str = "settle failed before it was recorded";
+const VOID_SWEPT: &str = "left pending; voided by the recovery sweep";
+const VOID_REVERSED: &str = "reversed by message id";
+/// How often a replay looks again at a first call still in flight.
+const REPLAY_POLL: Duration = Duration::from_millis(25);
+/// Most rounds of one ReverseByMessageId: see [`SettlementNode::reverse`].
+const REVERSE_ROUNDS_MAX: usize = 4;
+/// Longest wait of the sweep before it tries a failing row again, in milliseconds.
+pub const SWEEP_BACKOFF_MAX_MS: i64 = 60_000;
+
+fn dead_refusal(message_id: &MessageId) -> TreatmentError {
+    TreatmentError::refused(
+        "MESSAGE_ID_DEAD",
+        format!("message id {message_id} was reversed: settle again under a new message id"),
+    )
+}
+
+/// How a first call whose intent was voided is answered to every replay.
+fn voided_refusal(intent: &SettlementRow) -> TreatmentError {
+    match intent.kind {
+        Kind::Settlement => TreatmentError::refused(
+            "SETTLEMENT_VOIDED",
+            format!(
+                "the settle under message id {} failed and was voided: settle again under a new message id",
+                intent.message_id
+            ),
+        ),
+        Kind::Cancellation => TreatmentError::refused(
+            "CANCELLATION_VOIDED",
+            format!(
+                "the cancellation under message id {} failed and was voided: send it again under a new message id",
+                intent.message_id
+            ),
+        ),
+    }
+}
+
+/// A Settle's claim of its message id.
+enum Claimed {
+    Fresh,
+    /// Another call claimed it first.
+    Seen,
+}
+
+/// Where a void decision left an intent.
+enum VoidDecision {
+    /// A record won: the intent is a settlement now.
+    Recorded,
+    /// Decided void (now or before): the row as `voiding` or `voided`.
+    Void(Box<SettlementRow>),
 }
 
 /// What a cancellation needs besides the settlement it cancels.
@@ -1081,8 +1306,18 @@ struct CancelRequest {
     operator_id: String,
 }
 
-/// How a cancellation ended: the first answer to its message id, or the settlement cancelled.
+/// How a cancellation ended: the settlement cancelled, or its message id claimed by another
+/// call, whose answer is the one to give.
 enum Cancelled {
-    Replay(Vec<u8>),
+    Seen,
     Done(Box<pb::Settlement>),
+}
+
+/// How one round of a reversal ended.
+enum Reversed {
+    Answer(pb::ReverseByMessageIdResponse),
+    /// Its message id was claimed by another call: that call's answer is the one to give.
+    Seen,
+    /// The Settle moved on under it: read it again.
+    Again,
 }
