@@ -321,14 +321,36 @@ pub(crate) async fn check(
             .iter()
             .filter(|call| call.owner == owner && call.service == service)
             .collect();
-        check_calls(&server, &rows, &mine, &mut problems);
+        // Refused calls whose message id has a row all the same: a Settle or cancellation whose
+        // intent was committed and then voided changed the store (its intent stays, voided) and
+        // is audited from that commit; a Settle whose id a racing reversal killed has the row of
+        // the reversal's claim of it.
+        let voided: BTreeSet<String> = match service {
+            Service::Settlement => sqlx::query_scalar::<_, String>(
+                "SELECT message_id FROM settlements WHERE phase IN ('voiding', 'voided') \
+                 UNION SELECT message_id FROM dead_message_ids",
+            )
+            .fetch_all(store.pool())
+            .await
+            .expect("the settlements read")
+            .into_iter()
+            .collect(),
+            _ => BTreeSet::new(),
+        };
+        check_calls(&server, &rows, &mine, &voided, &mut problems);
         check_state(&server, &store, service, &rows, &mut problems).await;
         store.close().await;
     }
     problems
 }
 
-fn check_calls(server: &str, rows: &[Row], calls: &[&Call], problems: &mut Vec<String>) {
+fn check_calls(
+    server: &str,
+    rows: &[Row],
+    calls: &[&Call],
+    voided: &BTreeSet<String>,
+    problems: &mut Vec<String>,
+) {
     let mut answered_ok = BTreeSet::new();
     for call in calls {
         if call.status == Some(tonic::Code::Ok) {
@@ -366,7 +388,11 @@ fn check_calls(server: &str, rows: &[Row], calls: &[&Call], problems: &mut Vec<S
             }
         }
         let refused = call.status.is_some_and(|code| REFUSALS.contains(&code));
-        if refused && !call.streaming && !answered_ok.contains(call.message_id.as_str()) {
+        if refused
+            && !call.streaming
+            && !answered_ok.contains(call.message_id.as_str())
+            && !voided.contains(&call.message_id)
+        {
             // A message id may have a row from another call (a reversal kills the id of a
             // settle it never saw); none may have been added while the refused call ran.
             let added: Vec<&Row> = rows

@@ -317,10 +317,31 @@ impl BenefitNode {
             expires_at_ms: now + i64::from(timeout_seconds) * 1000,
             ..ReservationRow::default()
         };
-        repo::insert_reservation(&mut tx, &row).await?;
+        if !repo::insert_reservation(&mut tx, &row).await? {
+            return self.raced(tx, settlement_id, &row.request_digest).await;
+        }
         audit::record(&mut tx, "Reserve", message_id.as_str()).await?;
         tx.commit().await?;
         Ok(row)
+    }
+
+    /// A Reserve whose insert met a row of its settlement id that a racing Void (which does not
+    /// take the person's lock for an id it has never seen) inserted first: answered as a
+    /// replay would be.
+    async fn raced(
+        &self,
+        tx: yitong_store::sqlx::Transaction<'static, yitong_store::sqlx::Any>,
+        settlement_id: &str,
+        digest: &str,
+    ) -> Result<ReservationRow, BenefitError> {
+        tx.rollback().await?;
+        let mut conn = self.store.pool().acquire().await?;
+        let existing = repo::reservation(&mut conn, settlement_id)
+            .await?
+            .ok_or_else(|| {
+                BenefitError::Corrupt(format!("reservation {settlement_id} vanished"))
+            })?;
+        Self::replayed(existing, digest)
     }
 
     /// The split a stored settlement reservation was computed with, recomputed exactly.
@@ -462,7 +483,9 @@ impl BenefitNode {
             // defined by them, and its own figures are the negated ones above.
             ..original.clone()
         };
-        repo::insert_reservation(&mut tx, &row).await?;
+        if !repo::insert_reservation(&mut tx, &row).await? {
+            return self.raced(tx, settlement_id, &row.request_digest).await;
+        }
         repo::set_reversed_by(&mut tx, original_id, Some(settlement_id)).await?;
         audit::record(&mut tx, "Reserve", message_id.as_str()).await?;
         tx.commit().await?;
@@ -582,7 +605,11 @@ impl BenefitNode {
                     void_reason: reason.to_owned(),
                     ..ReservationRow::default()
                 };
-                repo::insert_reservation(&mut tx, &tombstone).await?;
+                if !repo::insert_reservation(&mut tx, &tombstone).await? {
+                    // A Reserve inserted the id first: void what it holds, under its lock.
+                    tx.rollback().await?;
+                    return Box::pin(self.void(message_id, settlement_id, reason)).await;
+                }
                 audit::record(&mut tx, "Void", message_id.as_str()).await?;
             }
             Some(row) if row.status == POSTED => {

@@ -114,18 +114,20 @@ pub async fn reservation(
     Ok(row.map(|row| ReservationRow::from_row(&row)).transpose()?)
 }
 
+/// Inserts a reservation (or a tombstone); false when a row of its settlement id exists
+/// already (a racing Reserve or Void inserted it first, without the person's lock).
 pub async fn insert_reservation(
     conn: &mut AnyConnection,
     r: &ReservationRow,
-) -> Result<(), BenefitError> {
-    sqlx::query(
+) -> Result<bool, BenefitError> {
+    let inserted = sqlx::query(
         "INSERT INTO reservations (settlement_id, kind, original_settlement_id, status, person_no, benefit_year, \
          treatment_city, institution_code, visit_id, message_id, request_digest, total_fen, full_self_pay_fen, \
          over_cap_self_pay_fen, pre_self_pay_fen, in_scope_fen, policy_id, policy_deductible_fen, policy_ratio, \
          policy_annual_cap_fen, insurance_type, use_personal_account, before_deductible_used_fen, before_fund_paid_fen, \
          before_balance_fen, deductible_applied_fen, fund_pay_fen, account_pay_fen, account_moved, split, reserved_at_ms, \
          expires_at_ms, resolved_at_ms, void_reason, reversed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35)",
+         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35) ON CONFLICT (settlement_id) DO NOTHING",
     )
     .bind(r.settlement_id.clone())
     .bind(r.kind)
@@ -163,8 +165,9 @@ pub async fn insert_reservation(
     .bind(r.void_reason.clone())
     .bind(r.reversed_by.clone())
     .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 /// Locks a person's running totals for a year for the rest of the transaction, creating them

@@ -131,6 +131,12 @@ fn ledger_error(status: tonic::Status) -> TreatmentError {
     }
 }
 
+/// The machine-readable reason of a peer's refusal (google.rpc.ErrorInfo), if it gave one.
+fn error_reason(status: &tonic::Status) -> Option<String> {
+    use tonic_types::StatusExt;
+    status.get_details_error_info().map(|info| info.reason)
+}
+
 fn benefit_error(status: tonic::Status) -> TreatmentError {
     TreatmentError::remote("insured city's benefit service", status)
 }
@@ -418,16 +424,30 @@ impl SettlementNode {
     /// Step 2: the insured city holds the benefit change (or its reversal).
     pub async fn step_reserve(&self, intent: &Intent) -> Result<pb::Reservation, TreatmentError> {
         let mut benefit = self.benefit(city(&intent.row.insured_city)?)?;
-        let reply = benefit
-            .reserve(intent.reserve.clone())
-            .await
-            .map_err(benefit_error)?;
+        let voided = || {
+            TreatmentError::refused(
+                "SETTLEMENT_VOIDED",
+                format!(
+                    "settlement {} was voided before it was reserved",
+                    intent.settlement_id()
+                ),
+            )
+        };
+        let reply = match benefit.reserve(intent.reserve.clone()).await {
+            Ok(reply) => reply,
+            // The void of this intent (a reversal, the sweep) reached the insured city first.
+            Err(status) if error_reason(&status).as_deref() == Some("VOIDED_BEFORE_RESERVED") => {
+                return Err(voided());
+            }
+            Err(status) => return Err(benefit_error(status)),
+        };
         let reservation = reply
             .into_inner()
             .reservation
             .ok_or_else(|| TreatmentError::Peer("benefit answered without a reservation".into()))?;
         match pb::ReservationStatus::try_from(reservation.status) {
             Ok(pb::ReservationStatus::Reserved) => Ok(reservation),
+            Ok(pb::ReservationStatus::Voided) => Err(voided()),
             _ => Err(TreatmentError::Peer(format!(
                 "reservation {} is not held",
                 intent.settlement_id()
