@@ -588,7 +588,13 @@ impl BenefitNode {
         if let Some(found) = &found {
             repo::lock_year(&mut tx, &found.person_no, found.benefit_year).await?;
         }
-        match repo::reservation(&mut tx, settlement_id).await? {
+        let held = repo::reservation(&mut tx, settlement_id).await?;
+        if found.is_none() && held.is_some() {
+            // Reserved since the first look, and not locked: look again, under the lock.
+            tx.rollback().await?;
+            return Box::pin(self.void(message_id, settlement_id, reason)).await;
+        }
+        match held {
             None => {
                 // Voided before it was ever reserved: remember it, so a Reserve delayed in the
                 // network cannot bring it back.
@@ -619,7 +625,11 @@ impl BenefitNode {
                 ));
             }
             Some(row) if row.status == RESERVED => {
-                repo::void(&mut tx, settlement_id, reason).await?;
+                let voided = repo::void(&mut tx, settlement_id, reason).await?;
+                assert!(
+                    voided,
+                    "a reservation read under the person's lock is still reserved"
+                );
                 if let Some(original) = &row.original_settlement_id {
                     repo::set_reversed_by(&mut tx, original, None).await?;
                 }

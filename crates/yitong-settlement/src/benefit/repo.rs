@@ -278,19 +278,25 @@ pub async fn post(conn: &mut AnyConnection, r: &ReservationRow) -> Result<i64, B
     Ok(now)
 }
 
+/// Voids a reserved reservation; false when it was not reserved.
 pub async fn void(
     conn: &mut AnyConnection,
     settlement_id: &str,
     reason: &str,
-) -> Result<i64, BenefitError> {
-    let now = now_ms();
-    sqlx::query("UPDATE reservations SET status = 3, resolved_at_ms = $2, void_reason = $3 WHERE settlement_id = $1")
-        .bind(settlement_id)
-        .bind(now)
-        .bind(reason)
-        .execute(&mut *conn)
-        .await?;
-    Ok(now)
+) -> Result<bool, BenefitError> {
+    let voided = sqlx::query(
+        "UPDATE reservations SET status = $4, resolved_at_ms = $2, void_reason = $3 \
+         WHERE settlement_id = $1 AND status = $5",
+    )
+    .bind(settlement_id)
+    .bind(now_ms())
+    .bind(reason)
+    .bind(VOIDED)
+    .bind(RESERVED)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(voided == 1)
 }
 
 pub async fn set_reversed_by(

@@ -221,17 +221,25 @@ impl SettlementNode {
         // A message id seen before is answered (or refused) before anything else is asked; a
         // fresh one is read, not claimed, here: the intent claims it.
         let message_id = &input.scope.message_id;
-        {
+        // A reversal kills an id by claiming it with a digest no Settle has: the claim and the
+        // dead mark commit together, so a conflict is a dead id once the mark is read.
+        let is_dead = || async {
             let mut conn = self.store.pool().acquire().await?;
-            if repo::is_dead(&mut conn, message_id.as_str()).await? {
+            repo::is_dead(&mut conn, message_id.as_str()).await
+        };
+        if is_dead().await? {
+            return Err(dead_refusal(message_id));
+        }
+        match self
+            .first_answer(message_id, "Settle", digest, deadline)
+            .await
+        {
+            Ok(Some(reply)) => return decode_reply(&reply),
+            Ok(None) => {}
+            Err(TreatmentError::MessageConflict(_)) if is_dead().await? => {
                 return Err(dead_refusal(message_id));
             }
-        }
-        if let Some(reply) = self
-            .first_answer(message_id, "Settle", digest, deadline)
-            .await?
-        {
-            return decode_reply(&reply);
+            Err(error) => return Err(error),
         }
         self.prepare(&input).await?;
         let intent = match self.intend(&input, digest).await? {
