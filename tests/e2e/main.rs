@@ -13,6 +13,7 @@ mod ledger;
 mod month;
 mod permissions;
 mod properties;
+mod protocol;
 mod reconciliation;
 mod settlement;
 mod support;

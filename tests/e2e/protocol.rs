@@ -1,0 +1,411 @@
+//! The settlement protocol's defects found from outside, one test each, on both databases: a
+//! reversal racing its own Settle, the personal account taken twice by racing Settles, replays
+//! answered OK without their answer, voids that could not be sent again, the balance a
+//! cancellation reports, and a void that overtakes its booking. Each test drives the race or
+//! the fault the attack found and then holds the three parties to agreement.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic_types::StatusExt;
+use yitong_core::{CityCode, Owner, Service};
+use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, credential::Kind};
+use yitong_proto::ledger::v1::{
+    LookupTransfersRequest, TransferStatus, VoidPendingTransfersRequest,
+    lookup_transfers_request::Selector,
+};
+use yitong_proto::settlement::v1::settlement_service_server::SettlementService;
+use yitong_proto::settlement::v1::{
+    ReversalOutcome, ReverseByMessageIdRequest, ReversibleTransaction, Settlement, Visit,
+};
+use yitong_sandbox::{BINZHOU, DONGYING, JINAN, PILOT_CITIES, Sandbox, ZIBO, network_test};
+use yitong_settlement::SettlementNode;
+use yitong_settlement::treatment::{Started, TreatmentOptions};
+
+use crate::settlement::{
+    assert_ledger_agrees, cancel_request, fen, his_request, hospital, own_node, register_request,
+    settle_request, upload_request, visit_lines,
+};
+use crate::support::assert_refused;
+
+/// The reason a refusal carries (google.rpc.ErrorInfo), if any.
+fn reason(status: &tonic::Status) -> Option<String> {
+    status.get_details_error_info().map(|info| info.reason)
+}
+
+/// A fresh visit of the n-th person of `insured` at `treatment`'s hospital, lines uploaded.
+async fn open_visit(net: &Sandbox, tag: &str, treatment: &str, insured: &str, n: u32) -> Visit {
+    let mut his = net.his_settlement(&hospital(treatment));
+    let visit = his
+        .register_visit(register_request(&format!("R-{tag}"), treatment, insured, n))
+        .await
+        .expect("registered")
+        .into_inner()
+        .visit
+        .expect("visit");
+    his.upload_fee_lines(upload_request(&format!("U-{tag}"), &visit, visit_lines()))
+        .await
+        .expect("uploaded");
+    visit
+}
+
+/// The same, at a node the test drives itself (Binzhou's).
+async fn open_own_visit(node: &SettlementNode, tag: &str, insured: &str, n: u32) -> Visit {
+    let visit = node
+        .register_visit(his_request(register_request(
+            &format!("R-{tag}"),
+            BINZHOU,
+            insured,
+            n,
+        )))
+        .await
+        .expect("registered")
+        .into_inner()
+        .visit
+        .expect("visit");
+    node.upload_fee_lines(his_request(upload_request(
+        &format!("U-{tag}"),
+        &visit,
+        visit_lines(),
+    )))
+    .await
+    .expect("uploaded");
+    visit
+}
+
+/// Runs every city's recovery sweep through a node of its own on the city's store until
+/// nothing is left in doubt, then asserts the ledger holds nothing pending and agrees with
+/// `live`.
+async fn settle_down(net: &Sandbox, live: &[Settlement]) {
+    for city in PILOT_CITIES {
+        let code = CityCode::parse(city).expect("city");
+        let store = net.store(Owner::City(code), Service::Settlement).await;
+        let node = SettlementNode::new(
+            code,
+            store,
+            std::sync::Arc::new(net.network().clone()),
+            &net.peer_access(Owner::City(code)),
+        )
+        .expect("node")
+        .with_options(TreatmentOptions {
+            pending_grace_ms: 0,
+            ..TreatmentOptions::default()
+        });
+        let report = node.recover().await.expect("swept");
+        assert_eq!(report.left, 0, "{city}: nothing left in doubt: {report:?}");
+    }
+    assert_ledger_agrees(net, live).await;
+}
+
+async fn transfer_statuses(net: &Sandbox, settlement_id: &str) -> Vec<i32> {
+    net.ledger()
+        .lookup_transfers(LookupTransfersRequest {
+            selector: Some(Selector::SettlementId(settlement_id.to_owned())),
+        })
+        .await
+        .expect("looked up")
+        .into_inner()
+        .transfers
+        .iter()
+        .map(|transfer| transfer.status)
+        .collect()
+}
+
+async fn balance_fen(net: &Sandbox, person_no: &str) -> i64 {
+    let person = net
+        .node(JINAN)
+        .identity(JINAN)
+        .get_insured_person(GetInsuredPersonRequest {
+            credential: Some(Credential {
+                kind: Some(Kind::PersonNo(person_no.to_owned())),
+            }),
+            service_date: yitong_core::today().to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("person")
+        .into_inner()
+        .person
+        .expect("person");
+    fen(&person.account_balance)
+}
+
+network_test! {
+    /// Proves a reversal racing its own Settle never leaves the Settle acknowledged and its
+    /// peers voided: in every round the reversal either voids the Settle before it records
+    /// (the Settle is refused) or finds it recorded and cancels it; afterwards nothing is in
+    /// doubt anywhere and the ledger agrees with what stands.
+    async fn a_reversal_racing_its_settle_leaves_nothing_in_doubt(net) {
+        let mut live = Vec::new();
+        for round in 0..16u64 {
+            let tag = format!("race-{round}");
+            let treatment = [ZIBO, BINZHOU, DONGYING][round as usize % 3];
+            let visit = open_visit(net, &tag, treatment, JINAN, 2).await;
+            let mut settler = net.his_settlement(&hospital(treatment));
+            let mut reverser = net.his_settlement(&hospital(treatment));
+            let settle_id = format!("S-{tag}");
+            let settle = settle_request(&settle_id, &visit, 2, false);
+            let reverse = ReverseByMessageIdRequest {
+                message_id: format!("X-{tag}"),
+                original_message_id: settle_id.clone(),
+                original_transaction: ReversibleTransaction::Settle as i32,
+                institution_code: hospital(treatment),
+                reason: "timed out at the counter".into(),
+                operator_id: "op1".into(),
+            };
+            let delay = Duration::from_millis(round * 4);
+            let (settled, reversed) = tokio::join!(settler.settle(settle), async {
+                tokio::time::sleep(delay).await;
+                reverser.reverse_by_message_id(reverse).await
+            });
+            let reversed = reversed.expect("a reversal is always answered").into_inner();
+            match settled {
+                Ok(reply) => {
+                    // Acknowledged: the reversal must have cancelled it, not voided its peers.
+                    let settlement = reply.into_inner().settlement.expect("settlement");
+                    assert_eq!(reversed.outcome, ReversalOutcome::Cancelled as i32, "round {round}: an acknowledged settle is cancelled");
+                    assert_eq!(reversed.settlement.as_ref().map(|s| &s.settlement_id), Some(&settlement.settlement_id));
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), Code::FailedPrecondition, "round {round}: {status:?}");
+                    assert!(matches!(reason(&status).as_deref(), Some("SETTLEMENT_VOIDED" | "MESSAGE_ID_DEAD")), "round {round}: {status:?}");
+                    assert_eq!(reversed.outcome, ReversalOutcome::MessageIdDead as i32, "round {round}");
+                }
+            }
+            if round % 4 == 3 {
+                // An untouched settle of the same person alongside keeps the ledger honest.
+                let visit = open_visit(net, &format!("{tag}-kept"), treatment, JINAN, 2).await;
+                let kept = settler.settle(settle_request(&format!("S-{tag}-kept"), &visit, 2, false)).await.expect("settled");
+                live.push(kept.into_inner().settlement.expect("settlement"));
+            }
+        }
+        settle_down(net, &live).await;
+    }
+}
+
+network_test! {
+    /// Proves racing Settles of one employee at hospitals of every city, each paying from the
+    /// personal account, never take more than the balance: the account pays acknowledged add
+    /// up to what left the account, every acknowledged settlement completes, and the balance
+    /// never goes below zero.
+    async fn racing_settles_never_take_the_personal_account_twice(net) {
+        let person = 1;
+        let person_no = format!("{JINAN}{person:010}");
+        let before = balance_fen(net, &person_no).await;
+        let mut visits = Vec::new();
+        for round in 0..5 {
+            for treatment in PILOT_CITIES {
+                let tag = format!("acct-{treatment}-{round}");
+                visits.push((treatment, tag.clone(), open_visit(net, &tag, treatment, JINAN, person).await));
+            }
+        }
+        let settles: Vec<_> = visits.iter().map(|(treatment, tag, visit)| {
+            let mut his = net.his_settlement(&hospital(treatment));
+            let request = settle_request(&format!("S-{tag}"), visit, person, true);
+            tokio::spawn(async move { his.settle(request).await })
+        }).collect();
+        let mut settled = Vec::new();
+        for settle in settles {
+            match settle.await.expect("the settle ran") {
+                Ok(reply) => settled.push(reply.into_inner().settlement.expect("settlement")),
+                Err(status) => assert!(
+                    matches!(status.code(), Code::Unavailable | Code::ResourceExhausted),
+                    "only a retryable refusal: {status:?}"
+                ),
+            }
+        }
+        settle_down(net, &settled).await;
+        let taken: i64 = settled.iter().map(|s| fen(&s.split.as_ref().expect("split").account_pay)).sum();
+        let after = balance_fen(net, &person_no).await;
+        assert!(after >= 0, "balance {after} below zero");
+        assert_eq!(before - after, taken, "what left the account is what the settlements took");
+        assert!(settled.iter().any(|s| fen(&s.split.as_ref().expect("split").account_pay) > 0));
+    }
+}
+
+network_test! {
+    /// Proves a replay is never answered OK without the first answer: a Settle replayed while
+    /// its first call is still in flight waits for it and is otherwise answered ABORTED (never
+    /// FAILED_PRECONDITION), and concurrent replays of CancelSettlement and ReverseByMessageId
+    /// each get the cancellation, never an empty reply or an unspecified outcome.
+    async fn replays_in_flight_get_the_first_answer_or_a_retry(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let node = own_node(net, dir.path()).await.with_options(TreatmentOptions {
+            replay_wait_ms: 200,
+            pending_grace_ms: 60_000,
+            ..TreatmentOptions::default()
+        });
+        let visit = open_own_visit(&node, "replay", JINAN, 1).await;
+        let request = settle_request("S-replay", &visit, 1, true);
+        let Started::Intent(intent) = node.step_intent(&request).await.expect("intent") else {
+            panic!("a fresh message id starts an intent");
+        };
+        // The first call is in flight (its intent written, nothing more): a replay waits, then
+        // tells the HIS to send it again.
+        let status = node.settle(his_request(request.clone())).await.unwrap_err();
+        assert_eq!(status.code(), Code::Aborted, "{status:?}");
+        assert_eq!(reason(&status).as_deref(), Some("SETTLEMENT_IN_PROGRESS"));
+        let reservation = node.step_reserve(&intent).await.expect("reserved");
+        let transfer = node.step_book(&intent, &reservation).await.expect("booked");
+        // Recorded while a replay waits: the replay gets the recorded answer.
+        let (replayed, recorded) = tokio::join!(node.settle(his_request(request.clone())), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            node.step_record(&intent, &reservation, &transfer).await
+        });
+        let recorded = recorded.expect("recorded");
+        let replayed = replayed.expect("the replay waited for the record").into_inner().settlement.expect("settlement");
+        assert_eq!(replayed.settlement_id, recorded.settlement_id);
+        node.step_complete(intent.settlement_id()).await.expect("completed");
+        node.store().close().await;
+
+        // Concurrent replays at the sandbox's own nodes: every answer carries the cancellation.
+        let mut live = vec![recorded];
+        for round in 0..6 {
+            let tag = format!("twin-{round}");
+            let visit = open_visit(net, &tag, ZIBO, JINAN, 2).await;
+            let mut his = net.his_settlement(&hospital(ZIBO));
+            let settlement = his.settle(settle_request(&format!("S-{tag}"), &visit, 2, false)).await.expect("settled").into_inner().settlement.expect("settlement");
+            let answers = if round % 2 == 0 {
+                let cancel = cancel_request(&format!("C-{tag}"), &settlement);
+                let (mut a, mut b) = (his.clone(), his.clone());
+                let (first, second) = tokio::join!(a.cancel_settlement(cancel.clone()), b.cancel_settlement(cancel));
+                [first, second].map(|answer| answer.map(|reply| reply.into_inner().settlement))
+            } else {
+                let reverse = ReverseByMessageIdRequest {
+                    message_id: format!("X-{tag}"),
+                    original_message_id: format!("S-{tag}"),
+                    original_transaction: ReversibleTransaction::Settle as i32,
+                    institution_code: hospital(ZIBO),
+                    reason: "counter timed out".into(),
+                    operator_id: "op1".into(),
+                };
+                let (mut a, mut b) = (his.clone(), his.clone());
+                let (first, second) = tokio::join!(a.reverse_by_message_id(reverse.clone()), b.reverse_by_message_id(reverse));
+                [first, second].map(|answer| {
+                    answer.map(|reply| {
+                        let reply = reply.into_inner();
+                        assert_eq!(reply.outcome, ReversalOutcome::Cancelled as i32, "never an unspecified outcome");
+                        reply.settlement
+                    })
+                })
+            };
+            let mut cancelled = 0;
+            for answer in answers {
+                match answer {
+                    Ok(Some(cancelled_settlement)) => {
+                        assert_eq!(cancelled_settlement.settlement_id, settlement.settlement_id);
+                        assert!(cancelled_settlement.cancellation.is_some(), "the answer is the cancellation");
+                        cancelled += 1;
+                    }
+                    Ok(None) => panic!("round {round}: OK without the cancellation"),
+                    Err(status) => assert_eq!(status.code(), Code::Aborted, "round {round}: only a retry: {status:?}"),
+                }
+            }
+            assert!(cancelled >= 1, "round {round}: the first call was answered");
+            if round == 5 {
+                let visit = open_visit(net, "twin-kept", ZIBO, JINAN, 2).await;
+                live.push(his.settle(settle_request("S-twin-kept", &visit, 2, false)).await.expect("settled").into_inner().settlement.expect("settlement"));
+            }
+        }
+        settle_down(net, &live).await;
+    }
+}
+
+network_test! {
+    /// Proves a void is the same request whoever sends it, and the sweep gets past rows that
+    /// keep failing: a void whose ledger answer was lost is completed by the sweep (the same
+    /// message id with the same reason, not ALREADY_EXISTS); and with the insured city of the
+    /// oldest intents down, the next sweep still voids the intents behind them.
+    async fn voids_are_resent_identically_and_the_sweep_cannot_starve(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let node = own_node(net, dir.path()).await.with_options(TreatmentOptions {
+            sweep_batch_max: 2,
+            pending_grace_ms: 0,
+            ..TreatmentOptions::default()
+        });
+        // A void cut off after the ledger voided the transfer but before its answer arrived.
+        let visit = open_own_visit(&node, "lost", JINAN, 1).await;
+        let Started::Intent(intent) = node.step_intent(&settle_request("S-lost", &visit, 1, true)).await.expect("intent") else {
+            panic!("a fresh message id starts an intent");
+        };
+        let reservation = node.step_reserve(&intent).await.expect("reserved");
+        node.step_book(&intent, &reservation).await.expect("booked");
+        let id = intent.settlement_id().to_owned();
+        net.abort_server(Owner::ClearingHouse, Service::Ledger);
+        node.void_intent(&id, "settle failed before it was recorded").await.expect_err("the ledger is down");
+        net.restart_server(Owner::ClearingHouse, Service::Ledger).await;
+        let lost = VoidPendingTransfersRequest {
+            message_id: format!("{id}-void"),
+            pending_transfer_ids: vec![yitong_settlement::treatment::transfer_id(&id, "pending")],
+            reason: "settle failed before it was recorded".into(),
+        };
+        net.node(BINZHOU).ledger().void_pending_transfers(lost).await.expect("the first void reached the ledger");
+        let report = node.recover().await.expect("swept");
+        assert_eq!((report.voided, report.left), (1, 0), "{report:?}");
+        assert_eq!(transfer_statuses(net, &id).await, [TransferStatus::Voided as i32]);
+
+        // Two intents of Jinan's persons, the oldest, with Jinan's benefit service down; then two
+        // of Zibo's persons. The first sweep fails on Jinan's; the second reaches Zibo's.
+        let mut doomed = Vec::new();
+        for (tag, insured) in [("j1", JINAN), ("j2", JINAN), ("z1", ZIBO), ("z2", ZIBO)] {
+            let visit = open_own_visit(&node, tag, insured, 2).await;
+            let Started::Intent(intent) = node.step_intent(&settle_request(&format!("S-{tag}"), &visit, 2, false)).await.expect("intent") else {
+                panic!("a fresh message id starts an intent");
+            };
+            doomed.push(intent.settlement_id().to_owned());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let jinan = Owner::City(CityCode::parse(JINAN).expect("city"));
+        net.abort_server(jinan, Service::Settlement);
+        let first = node.recover().await.expect("swept");
+        assert_eq!((first.voided, first.left), (0, 2), "{first:?}");
+        let second = node.recover().await.expect("swept");
+        assert_eq!((second.voided, second.left), (2, 0), "the rows behind the failing ones: {second:?}");
+        net.restart_server(jinan, Service::Settlement).await;
+        node.store().close().await;
+        settle_down(net, &[]).await;
+    }
+}
+
+network_test! {
+    /// Proves a cancellation reports the person's balance once its refund is posted, not the
+    /// balance the original settlement saw: after two settlements paid from the account, the
+    /// first one's cancellation answers the live balance plus its refund.
+    async fn a_cancellation_reports_the_balance_after_it(net) {
+        let person = 8;
+        let person_no = format!("{JINAN}{person:010}");
+        let mut his = net.his_settlement(&hospital(ZIBO));
+        let first_visit = open_visit(net, "bal-1", ZIBO, JINAN, person).await;
+        let first = his.settle(settle_request("S-bal-1", &first_visit, person, true)).await.expect("settled").into_inner().settlement.expect("settlement");
+        let second_visit = open_visit(net, "bal-2", ZIBO, JINAN, person).await;
+        let second = his.settle(settle_request("S-bal-2", &second_visit, person, true)).await.expect("settled").into_inner().settlement.expect("settlement");
+        assert!(fen(&first.split.as_ref().expect("split").account_pay) > 0);
+        let cancelled = his.cancel_settlement(cancel_request("C-bal-1", &first)).await.expect("cancelled").into_inner().settlement.expect("settlement");
+        let reported = cancelled.cancellation.as_ref().and_then(|c| c.split.as_ref()).map(|split| fen(&split.account_balance)).expect("split");
+        let live = balance_fen(net, &person_no).await;
+        assert_eq!(reported, live, "the cancellation reports the balance after its refund");
+        settle_down(net, &[second]).await;
+    }
+}
+
+network_test! {
+    /// Proves the ledger remembers a void that overtakes its booking: a Settle voided after its
+    /// reservation and before its transfer was booked (the booking delayed in the network) has
+    /// its late booking refused, so no pending transfer is left that nothing resolves.
+    async fn a_void_that_overtakes_its_booking_is_remembered(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let node = own_node(net, dir.path()).await;
+        let visit = open_own_visit(&node, "late", JINAN, 1).await;
+        let Started::Intent(intent) = node.step_intent(&settle_request("S-late", &visit, 1, true)).await.expect("intent") else {
+            panic!("a fresh message id starts an intent");
+        };
+        let reservation = node.step_reserve(&intent).await.expect("reserved");
+        let id = intent.settlement_id().to_owned();
+        node.void_intent(&id, "left pending; voided by the recovery sweep").await.expect("voided");
+        let status = node.step_book(&intent, &reservation).await.expect_err("the late booking is refused");
+        assert_refused(&tonic::Status::from(status), "SETTLEMENT_VOIDED");
+        assert!(transfer_statuses(net, &id).await.is_empty(), "nothing booked for a voided settlement");
+        node.store().close().await;
+        settle_down(net, &[]).await;
+    }
+}
