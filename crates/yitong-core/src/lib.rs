@@ -13,6 +13,7 @@ mod ids;
 mod invalid;
 mod money;
 mod network;
+mod peer;
 mod report;
 mod service;
 
@@ -25,6 +26,7 @@ pub use ids::{InstitutionCode, MessageId, PersonNo};
 pub use invalid::Invalid;
 pub use money::Amount;
 pub use network::{City, ClearingHouse, Network, NetworkError};
+pub use peer::PeerFault;
 pub use report::{
     Authorized, CallLimits, PeerAccess, PeerChannel, bearer, cause_chain, peer_channel,
 };

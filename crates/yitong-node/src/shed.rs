@@ -3,14 +3,16 @@
 //!
 //! A call holds its slot until its reply has been sent in full (a streaming reply included),
 //! so the limit counts the work the server is actually doing. Health checks never take a slot:
-//! a load balancer must see a busy server as busy, not dead. The caller is named by
-//! [`caller_key`], the one function to change when callers are authenticated.
+//! a load balancer must see a busy server as busy, not dead. The caller is the one the
+//! authentication layer (which runs before this one) put in the request: [`caller_key`].
 //!
-//! Calls a node makes on behalf of a call it already accepted (the insured city's
-//! BenefitService, a lookup forwarded from another city) have a limit of their own, beside
-//! those of the calls that start work: otherwise a node full of HIS calls would shed the
-//! Reserve that each of them needs (a settlement node serves both services, and calls its own
-//! BenefitService for its own city's patients), and every accepted Settle would fail.
+//! Calls a node makes (the insured city's BenefitService, the ledger's bookings, a lookup
+//! forwarded to another city) are made on behalf of calls some node already accepted, and have
+//! a budget of their own beside the calls that start work: otherwise a server full of HIS
+//! calls would shed the Reserve or the booking each of them needs, and every accepted Settle
+//! would fail. The class comes from the authenticated caller, a node's credential, never from
+//! anything a client can put in a header. One caller may hold only a share of its server's
+//! entry slots, so one HIS cannot starve a city.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,47 +24,38 @@ use http::{Request, Response};
 use tonic::body::Body;
 use tonic::transport::server::TcpConnectInfo;
 
-/// Calls that start work one server runs at once, all callers together. The existing
-/// concurrency tests race 200 Settles at once through the sandbox, where every caller has the
-/// same address; 256 lets them through. A pool of 8 connections at tens of milliseconds a
-/// write queues a 256th call for about a second, inside the 3 s node-to-node deadline.
+/// Calls that start work one server runs at once, all callers together. A pool of 8
+/// connections at tens of milliseconds a write queues a 256th call for about a second, inside
+/// the 3 s node-to-node deadline.
 pub const SERVER_CALLS_IN_FLIGHT_MAX: usize = 256;
-/// Calls that start work one caller runs at once on one server. Equal to the server limit for
-/// as long as callers are told apart only by address (every node on one machine is one caller,
-/// and a node's lookups for the calls it accepted count here); to be lowered, to a share of the
-/// server's, once callers are authenticated.
-pub const CALLER_CALLS_IN_FLIGHT_MAX: usize = 256;
-/// Calls made on behalf of accepted calls one server runs at once, and one caller. A backstop:
-/// a node makes at most one such call at a time for each call it accepted, so these are
-/// bounded already by the entry limits of the nodes that make them.
-pub const ON_BEHALF_CALLS_IN_FLIGHT_MAX: usize = 512;
+/// Calls that start work one caller runs at once on one server: a quarter of the server's, so
+/// one HIS (or one bureau's export) holding its share leaves the rest to the others.
+pub const CALLER_CALLS_IN_FLIGHT_MAX: usize = 64;
+/// Calls nodes make on behalf of accepted calls, one server runs at once. A backstop, not a
+/// budget anyone should meet: a node makes at most one such call at a time for each call it
+/// accepted, so every enabled node's entry limit together bounds them (the ledger serves every
+/// city's nodes at once).
+pub const ON_BEHALF_CALLS_IN_FLIGHT_MAX: usize = 4_096;
+/// The same backstop for one node.
+pub const NODE_CALLS_IN_FLIGHT_MAX: usize = 1_024;
 
 /// Paths that never take a slot and are never shed.
 const EXEMPT_PREFIXES: [&str; 1] = ["/grpc.health.v1.Health/"];
-/// Services only nodes call, for calls they already accepted.
-const NODE_SERVICE_PREFIXES: [&str; 1] = ["/yitong.settlement.v1.BenefitService/"];
-/// Metadata a node sets on a call it forwards to another city.
-const FORWARDED: &str = "yitong-forwarded";
 
 /// Which limits a call counts against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Class {
-    /// A call that starts work: an HIS's, a bureau's, a node's first call.
+    /// A call that starts work: an HIS's, a bureau's, an operator's.
     Entry,
     /// A call a node makes for a call it has accepted.
     OnBehalf,
 }
 
+/// A call is on behalf of accepted work when a node's credential made it.
 fn class_of<B>(request: &Request<B>) -> Class {
-    let path = request.uri().path();
-    if request.headers().contains_key(FORWARDED)
-        || NODE_SERVICE_PREFIXES
-            .iter()
-            .any(|prefix| path.starts_with(prefix))
-    {
-        Class::OnBehalf
-    } else {
-        Class::Entry
+    match request.extensions().get::<yitong_core::Caller>() {
+        Some(yitong_core::Caller::Node(_)) => Class::OnBehalf,
+        _ => Class::Entry,
     }
 }
 
@@ -73,8 +66,10 @@ pub struct ShedLimits {
     pub server_calls_in_flight_max: usize,
     /// Calls that start work, per caller.
     pub caller_calls_in_flight_max: usize,
-    /// Calls made on behalf of accepted calls, on the whole server and per caller.
+    /// Calls made on behalf of accepted calls, on the whole server.
     pub on_behalf_calls_in_flight_max: usize,
+    /// Calls made on behalf of accepted calls, per node.
+    pub node_calls_in_flight_max: usize,
 }
 
 impl Default for ShedLimits {
@@ -83,6 +78,7 @@ impl Default for ShedLimits {
             server_calls_in_flight_max: SERVER_CALLS_IN_FLIGHT_MAX,
             caller_calls_in_flight_max: CALLER_CALLS_IN_FLIGHT_MAX,
             on_behalf_calls_in_flight_max: ON_BEHALF_CALLS_IN_FLIGHT_MAX,
+            node_calls_in_flight_max: NODE_CALLS_IN_FLIGHT_MAX,
         }
     }
 }
@@ -97,7 +93,7 @@ impl ShedLimits {
             ),
             Class::OnBehalf => (
                 self.on_behalf_calls_in_flight_max,
-                self.on_behalf_calls_in_flight_max,
+                self.node_calls_in_flight_max,
             ),
         }
     }

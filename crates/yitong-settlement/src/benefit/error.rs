@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use yitong_core::Invalid;
+use yitong_core::{Invalid, PeerFault};
 
 use crate::split::SplitError;
 
@@ -41,14 +41,20 @@ impl BenefitError {
         }
     }
 
-    /// A service of this city answered a call: refusals pass through, silence is UNAVAILABLE.
+    /// A service of this city answered a call: see [`PeerFault`]. A business refusal passes
+    /// through; silence or load is UNAVAILABLE; anything else is this city's own failure.
     pub fn upstream(what: &'static str, status: Status) -> Self {
-        match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+        match PeerFault::of(&status, &[]) {
+            PeerFault::Unavailable => {
                 tracing::warn!(service = what, code = ?status.code(), "call failed");
                 BenefitError::Unavailable { what, status }
             }
-            _ => BenefitError::Upstream(status),
+            PeerFault::Refused => BenefitError::Upstream(status),
+            PeerFault::Internal => BenefitError::Corrupt(format!(
+                "{what} answered {:?}: {}",
+                status.code(),
+                status.message()
+            )),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use yitong_core::Invalid;
+use yitong_core::{Invalid, PeerFault};
 use yitong_store::replies::ReplyError;
 
 use crate::split::SplitError;
@@ -31,8 +31,8 @@ pub enum TreatmentError {
     InProgress(String),
     #[error("{what} {id} already exists")]
     AlreadyExists { what: &'static str, id: String },
-    /// Another node refused; its status reaches the HIS unchanged (a lost card, a suspended
-    /// person, an insured city's refusal).
+    /// Another node refused for a business reason; its status reaches the HIS unchanged (a
+    /// lost card, a suspended person, an insured city's refusal).
     #[error("{service} answered: {}", status.message())]
     Remote {
         service: &'static str,
@@ -60,17 +60,21 @@ impl TreatmentError {
         }
     }
 
-    /// A call to another node failed: silence is UNAVAILABLE, an answer passes through.
+    /// A call to another node failed: see [`PeerFault`]. Only the HIS's own `credential`,
+    /// which this node forwards unchanged to identity, may come back as the HIS's invalid
+    /// argument.
     pub fn remote(service: &'static str, status: Status) -> Self {
-        match status.code() {
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
+        match PeerFault::of(&status, &["credential"]) {
+            PeerFault::Unavailable => {
                 tracing::warn!(service, code = ?status.code(), message = status.message(), "peer call failed");
                 TreatmentError::Unavailable { service, status }
             }
-            Code::Internal => {
-                TreatmentError::Peer(format!("{service} failed: {}", status.message()))
-            }
-            _ => TreatmentError::Remote { service, status },
+            PeerFault::Refused => TreatmentError::Remote { service, status },
+            PeerFault::Internal => TreatmentError::Peer(format!(
+                "{service} answered {:?}: {}",
+                status.code(),
+                status.message()
+            )),
         }
     }
 }

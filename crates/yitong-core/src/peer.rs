@@ -1,0 +1,98 @@
+//! What another node's answer means to the node that asked: a peer's gRPC status mapped onto
+//! the three things the asking node can do about it, so no foreign field path, permission
+//! error or internal failure of a peer reaches an HIS as if it were its own.
+
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// How a call to another node failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerFault {
+    /// The peer could not answer now: unreachable, past its deadline, shedding load, or asking
+    /// for a retry. The caller's own answer is UNAVAILABLE: the same request may be sent again.
+    Unavailable,
+    /// The peer refused for a business reason about the request's own subject (a lost card, a
+    /// suspended person, a settlement not found): its status, code, message and details, is
+    /// the caller's answer too.
+    Refused,
+    /// The peer answered what a correct node never makes it answer (a malformed request, a
+    /// permission it should have had, its own internal failure): logged, and INTERNAL to the
+    /// caller.
+    Internal,
+}
+
+impl PeerFault {
+    /// Classifies a peer's status. An INVALID_ARGUMENT is the caller's own fault only when
+    /// every field it names is one the asking node forwarded unchanged from its caller (the
+    /// HIS's `credential`, say): `forwarded` lists those fields' paths.
+    pub fn of(status: &Status, forwarded: &[&str]) -> PeerFault {
+        match status.code() {
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::ResourceExhausted
+            | Code::Aborted => PeerFault::Unavailable,
+            Code::FailedPrecondition | Code::NotFound | Code::OutOfRange => PeerFault::Refused,
+            Code::InvalidArgument if names_only(status, forwarded) => PeerFault::Refused,
+            _ => PeerFault::Internal,
+        }
+    }
+}
+
+/// True when the status names at least one field and every one is under a forwarded path.
+fn names_only(status: &Status, forwarded: &[&str]) -> bool {
+    let Some(bad_request) = status.get_details_bad_request() else {
+        return false;
+    };
+    let fields: Vec<&str> = bad_request
+        .field_violations
+        .iter()
+        .map(|violation| violation.field.as_str())
+        .collect();
+    !fields.is_empty()
+        && fields.iter().all(|field| {
+            forwarded.iter().any(|prefix| {
+                field == prefix
+                    || field
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::{ErrorDetails, FieldViolation};
+
+    fn invalid(field: &str) -> Status {
+        let details = ErrorDetails::with_bad_request(vec![FieldViolation::new(field, "is wrong")]);
+        Status::with_error_details(Code::InvalidArgument, "bad", details)
+    }
+
+    /// Proves each code lands in its class, and a field path passes through only when the
+    /// asking node forwarded that field.
+    #[test]
+    fn statuses_map_onto_three_faults() {
+        let table = [
+            (Status::unavailable("down"), PeerFault::Unavailable),
+            (Status::deadline_exceeded("slow"), PeerFault::Unavailable),
+            (Status::resource_exhausted("busy"), PeerFault::Unavailable),
+            (Status::aborted("again"), PeerFault::Unavailable),
+            (Status::failed_precondition("lost card"), PeerFault::Refused),
+            (Status::not_found("no person"), PeerFault::Refused),
+            (Status::permission_denied("no"), PeerFault::Internal),
+            (Status::internal("boom"), PeerFault::Internal),
+            (Status::already_exists("twice"), PeerFault::Internal),
+            (Status::invalid_argument("no details"), PeerFault::Internal),
+            (invalid("credential.card_number"), PeerFault::Refused),
+            (invalid("credential"), PeerFault::Refused),
+            (invalid("claim.person_no"), PeerFault::Internal),
+            (invalid("credentials"), PeerFault::Internal),
+        ];
+        for (status, fault) in table {
+            assert_eq!(PeerFault::of(&status, &["credential"]), fault, "{status:?}");
+        }
+    }
+}
