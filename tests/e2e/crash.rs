@@ -45,7 +45,7 @@ async fn open_visit(node: &SettlementNode, tag: &str, n: u32) -> Visit {
     visit
 }
 
-/// Runs the first `steps` steps of a Settle, each allowed to fail (a peer may be down), and
+/// Runs the first `steps` steps of a Settle, each asserted to succeed (every peer is up), and
 /// returns the settlement id of the intent.
 async fn settle_partly(
     node: &SettlementNode,
@@ -65,19 +65,20 @@ async fn settle_partly(
     if steps < 2 {
         return id;
     }
-    let Ok(reservation) = node.step_reserve(&intent).await else {
-        return id;
-    };
+    let reservation = node.step_reserve(&intent).await.expect("step 2: reserved");
     if steps < 3 {
         return id;
     }
-    let Ok(transfer) = node.step_book(&intent, &reservation).await else {
-        return id;
-    };
+    let transfer = node
+        .step_book(&intent, &reservation)
+        .await
+        .expect("step 3: booked");
     if steps < 4 {
         return id;
     }
-    let _ = node.step_record(&intent, &reservation, &transfer).await;
+    node.step_record(&intent, &reservation, &transfer)
+        .await
+        .expect("step 4: recorded");
     id
 }
 
@@ -250,6 +251,10 @@ network_test! {
                     },
                     _ => node.step_complete(&id).await.is_ok(),
                 };
+                // Every step before the crash succeeds; after it, the steps that call the insured
+                // node (reserve, complete) fail and the others (book, record) still succeed.
+                let needs_insured = matches!(step, 2 | 5);
+                assert_eq!(done, step <= steps || !needs_insured, "insured node down after {steps} steps: step {step}");
                 if !done {
                     break;
                 }
