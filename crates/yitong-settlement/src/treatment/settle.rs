@@ -37,7 +37,7 @@
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use yitong_core::{Amount, CityCode, Invalid, MessageId};
+use yitong_core::{Amount, CityCode, MessageId};
 use yitong_proto::ledger::v1::{
     self as ledger, ClearingType, CreateTransferResult, PendingTransferResult, TransferCode,
     TransferFlags,
@@ -51,7 +51,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::repo::{self, Kind, Phase, SettlementRow};
-use super::request::{CancelInput, ReverseInput, SettleInput};
+use super::request::SettleInput;
 use super::{SettlementNode, TreatmentError, decode, decode_reply, encode, fen, timestamp};
 
 /// The fund pay of a recorded settlement, in fen (its split is written by this node, so it
@@ -67,10 +67,10 @@ fn fund_pay_fen(settlement: &pb::Settlement) -> u64 {
 /// A settlement id whose intent is written (phase `pending`): what steps 2 to 4 work on.
 #[derive(Debug, Clone)]
 pub struct Intent {
-    row: SettlementRow,
-    reserve: pb::ReserveRequest,
+    pub(super) row: SettlementRow,
+    pub(super) reserve: pb::ReserveRequest,
     /// The settlement as the HIS will see it, less what steps 2 and 4 fill in.
-    draft: pb::Settlement,
+    pub(super) draft: pb::Settlement,
 }
 
 impl Intent {
@@ -146,7 +146,7 @@ fn city(text: &str) -> Result<CityCode, TreatmentError> {
 }
 
 impl SettlementNode {
-    fn accounts(&self, insured: &str) -> (String, String) {
+    pub(super) fn accounts(&self, insured: &str) -> (String, String) {
         let advances = format!("{}.advances", self.city);
         let payer = if insured == self.city.to_string() {
             format!("{}.pool", self.city)
@@ -282,7 +282,7 @@ impl SettlementNode {
     }
 
     /// Counts one outcome of a Settle or a cancellation in the process's metrics.
-    fn observe(&self, insured_city: &str, outcome: &str, fund_pay_fen: u64) {
+    pub(super) fn observe(&self, insured_city: &str, outcome: &str, fund_pay_fen: u64) {
         yitong_telemetry::metrics().observe_settlement(
             &self.city.to_string(),
             insured_city,
@@ -292,7 +292,7 @@ impl SettlementNode {
     }
 
     /// Steps 2 to 4; any failure decides the void of the intent and is returned.
-    async fn drive(&self, intent: &Intent) -> Result<pb::Settlement, TreatmentError> {
+    pub(super) async fn drive(&self, intent: &Intent) -> Result<pb::Settlement, TreatmentError> {
         let attempt = async {
             let reservation = self.step_reserve(intent).await?;
             let transfer = self.step_book(intent, &reservation).await?;
@@ -315,7 +315,7 @@ impl SettlementNode {
     /// Step 5 for a settlement just recorded: done now when the peers answer, else left to the
     /// sweep. The HIS is answered from the record either way: the settlement's record as
     /// completed by this call, when it completed a settlement.
-    async fn finish_completion(&self, settlement_id: &str) -> Option<pb::Settlement> {
+    pub(super) async fn finish_completion(&self, settlement_id: &str) -> Option<pb::Settlement> {
         match self.complete(settlement_id).await {
             Ok(completed) => completed,
             Err(error) => {
@@ -339,7 +339,11 @@ impl SettlementNode {
         self.intend(&input, &super::digest(request)).await
     }
 
-    async fn intend(&self, input: &SettleInput, digest: &str) -> Result<Started, TreatmentError> {
+    pub(super) async fn intend(
+        &self,
+        input: &SettleInput,
+        digest: &str,
+    ) -> Result<Started, TreatmentError> {
         let scope = &input.scope;
         let mut tx = self.store.begin_write().await?;
         if let Claimed::Seen = self
@@ -464,7 +468,7 @@ impl SettlementNode {
     }
 
     /// The pending ledger transfer of an intent, from its reservation's binding split.
-    fn transfer(
+    pub(super) fn transfer(
         &self,
         intent: &Intent,
         reservation: &pb::Reservation,
@@ -535,7 +539,7 @@ impl SettlementNode {
         Ok(transfer)
     }
 
-    async fn create(
+    pub(super) async fn create(
         &self,
         message_id: String,
         transfer: ledger::Transfer,
@@ -664,7 +668,7 @@ impl SettlementNode {
     }
 
     /// Step 5; returns the record of a settlement (not a cancellation) it completed.
-    async fn complete(
+    pub(super) async fn complete(
         &self,
         settlement_id: &str,
     ) -> Result<Option<pb::Settlement>, TreatmentError> {
@@ -780,7 +784,7 @@ impl SettlementNode {
 
     /// The void decision for an intent: the row as `voiding` (or `voided`, when decided
     /// before), or `Recorded` when a record won.
-    async fn decide_void(
+    pub(super) async fn decide_void(
         &self,
         settlement_id: &str,
         reason: &str,
@@ -811,7 +815,7 @@ impl SettlementNode {
 
     /// Carries a decided void to the insured city and the ledger, with the reason decided
     /// once, so every attempt sends the same requests whoever sends them.
-    async fn carry_void(&self, row: &SettlementRow) -> Result<(), TreatmentError> {
+    pub(super) async fn carry_void(&self, row: &SettlementRow) -> Result<(), TreatmentError> {
         assert!(row.phase.is_void(), "only a decided void is carried");
         let settlement_id = row.settlement_id.as_str();
         let void = pb::VoidRequest {
@@ -856,7 +860,7 @@ impl SettlementNode {
 
     /// Notes a failed attempt at a row in doubt and when the sweep may try it again: the
     /// delay doubles with each failure, up to [`SWEEP_BACKOFF_MAX_MS`].
-    async fn attempt_failed(
+    pub(super) async fn attempt_failed(
         &self,
         settlement_id: &str,
         attempts: i64,
@@ -938,350 +942,19 @@ impl SettlementNode {
             .set(in_doubt);
         Ok(report)
     }
-
-    // ---- Cancellation and reversal -------------------------------------------------------
-
-    pub(super) async fn cancel_settlement(
-        &self,
-        input: CancelInput,
-        digest: &str,
-        deadline: Instant,
-    ) -> Result<pb::CancelSettlementResponse, TreatmentError> {
-        const RPC: &str = "CancelSettlement";
-        if let Some(reply) = self
-            .first_answer(&input.message_id, RPC, digest, deadline)
-            .await?
-        {
-            return decode_reply(&reply);
-        }
-        let original = {
-            let mut conn = self.store.pool().acquire().await?;
-            repo::settlement(&mut conn, &input.settlement_id).await?
-        };
-        let original = original
-            .filter(|row| row.kind == Kind::Settlement && row.phase.is_recorded())
-            .ok_or_else(|| TreatmentError::NotFound {
-                what: "settlement",
-                id: input.settlement_id.clone(),
-            })?;
-        if original.institution_code != input.institution.as_str() {
-            return Err(TreatmentError::NotYours {
-                what: "settlement",
-                id: original.settlement_id,
-            });
-        }
-        if original.visit_id != input.visit_id {
-            return Err(Invalid::new("visit_id", "is not the settlement's visit").into());
-        }
-        if original.person_no != input.person_no.as_str() {
-            return Err(Invalid::new("person_no", "is not the settlement's person").into());
-        }
-        let request = CancelRequest {
-            message_id: input.message_id.clone(),
-            rpc: RPC,
-            digest: digest.to_owned(),
-            kind: pb::CancellationKind::CancelSettlement,
-            reason: input.reason.clone(),
-            operator_id: input.operator_id.clone(),
-        };
-        match self.cancel(&original, &request).await? {
-            Cancelled::Seen => {
-                let reply = self
-                    .first_answer(&input.message_id, RPC, digest, deadline)
-                    .await?
-                    .ok_or_else(|| {
-                        TreatmentError::Corrupt("a claimed message id vanished".into())
-                    })?;
-                decode_reply(&reply)
-            }
-            Cancelled::Done(settlement) => {
-                self.observe(&original.insured_city, "cancelled", 0);
-                Ok(pb::CancelSettlementResponse {
-                    settlement: Some(*settlement),
-                })
-            }
-        }
-    }
-
-    /// Cancels a recorded settlement with new entries everywhere: an intent for a cancellation
-    /// id, the insured city's CANCELLATION reservation, the ledger's mirror transfer, the record
-    /// here, then both posted. The same steps as a Settle.
-    async fn cancel(
-        &self,
-        original: &SettlementRow,
-        request: &CancelRequest,
-    ) -> Result<Cancelled, TreatmentError> {
-        // The insured city reverses only a posted settlement: finish the original first.
-        if original.phase == Phase::Recorded {
-            self.step_complete(&original.settlement_id).await?;
-        }
-        let intent = {
-            let mut tx = self.store.begin_write().await?;
-            match replies::claim(
-                &mut tx,
-                request.message_id.as_str(),
-                request.rpc,
-                &request.digest,
-            )
-            .await?
-            {
-                Claim::Replay(_) => return Ok(Cancelled::Seen),
-                Claim::Fresh => {}
-            }
-            let original = repo::lock_settlement(&mut tx, &original.settlement_id)
-                .await?
-                .ok_or_else(|| TreatmentError::Corrupt("a settlement vanished".into()))?;
-            if let Some(by) = &original.cancelled_by {
-                return Err(TreatmentError::refused(
-                    "ALREADY_CANCELLED",
-                    format!(
-                        "settlement {} is already cancelled by {by}",
-                        original.settlement_id
-                    ),
-                ));
-            }
-            Self::check_not_in_flight(&mut tx, &original.visit_id).await?;
-            if original.phase != Phase::Completed {
-                return Err(TreatmentError::Unavailable {
-                    service: "completion of the original settlement",
-                    status: tonic::Status::unavailable("not complete"),
-                });
-            }
-            let today = yitong_core::today();
-            let prefix = format!("J{}{}", self.city, today.format("%y%m%d"));
-            let serial = repo::next_serial(&mut tx, &prefix).await?;
-            let cancellation_id = format!("{prefix}{serial:07}");
-            let reserve = pb::ReserveRequest {
-                message_id: request.message_id.to_string(),
-                settlement_id: cancellation_id.clone(),
-                kind: pb::ReservationKind::Cancellation as i32,
-                original_settlement_id: original.settlement_id.clone(),
-                claim: None,
-                timeout_seconds: self.options.reservation_timeout_seconds,
-            };
-            let mut draft: pb::Settlement = decode(&original.record, "settlement record")?;
-            draft.status = pb::SettlementStatus::Cancelled as i32;
-            draft.cancellation = Some(pb::Cancellation {
-                cancellation_id: cancellation_id.clone(),
-                kind: request.kind as i32,
-                message_id: request.message_id.to_string(),
-                cancelled_at: None,
-                cancellation_date: today.to_string(),
-                reason: request.reason.clone(),
-                operator_id: request.operator_id.clone(),
-                split: None,
-            });
-            let row = SettlementRow {
-                settlement_id: cancellation_id,
-                kind: Kind::Cancellation,
-                original_settlement_id: Some(original.settlement_id.clone()),
-                visit_id: original.visit_id.clone(),
-                institution_code: original.institution_code.clone(),
-                insured_city: original.insured_city.clone(),
-                person_no: original.person_no.clone(),
-                message_id: request.message_id.to_string(),
-                phase: Phase::Pending,
-                reserve_request: encode(&reserve),
-                settlement_date: today.to_string(),
-                record: encode(&draft),
-                created_at_ms: now_ms(),
-                ..SettlementRow::default()
-            };
-            repo::insert_intent(
-                &mut tx,
-                &row,
-                row.created_at_ms + self.options.pending_grace_ms,
-            )
-            .await?;
-            tx.commit().await?;
-            Intent {
-                row,
-                reserve,
-                draft,
-            }
-        };
-        let settlement = self.drive(&intent).await?;
-        let settlement = self
-            .finish_completion(intent.settlement_id())
-            .await
-            .map_or(settlement, |completed| completed);
-        Ok(Cancelled::Done(Box::new(settlement)))
-    }
-
-    /// ReverseByMessageId: a Settle recorded under the message id is cancelled; one still in
-    /// flight is voided (unless it records first, then it is cancelled); an id never settled
-    /// dies, so a Settle arriving late with it is refused.
-    pub(super) async fn reverse(
-        &self,
-        input: ReverseInput,
-        digest: &str,
-        deadline: Instant,
-    ) -> Result<pb::ReverseByMessageIdResponse, TreatmentError> {
-        const RPC: &str = "ReverseByMessageId";
-        // Each round reads the Settle's state afresh; a round ends early only when the Settle
-        // moved on under it (recorded while a void was being decided, or claimed its id while
-        // it was being marked dead), which can happen once each.
-        for _ in 0..REVERSE_ROUNDS_MAX {
-            if let Some(reply) = self
-                .first_answer(&input.message_id, RPC, digest, deadline)
-                .await?
-            {
-                return decode_reply(&reply);
-            }
-            let original = {
-                let mut conn = self.store.pool().acquire().await?;
-                repo::settlement_by_message(&mut conn, input.original_message_id.as_str()).await?
-            };
-            if let Some(row) = &original {
-                if row.kind != Kind::Settlement {
-                    return Err(Invalid::new(
-                        "original_message_id",
-                        "is not the message id of a Settle",
-                    )
-                    .into());
-                }
-                if row.institution_code != input.institution.as_str() {
-                    return Err(TreatmentError::NotYours {
-                        what: "settle under message id",
-                        id: input.original_message_id.to_string(),
-                    });
-                }
-            }
-            let reversed = match original {
-                Some(row) if row.phase.is_recorded() => {
-                    self.reverse_recorded(&row, &input, digest).await?
-                }
-                Some(row) if row.phase == Phase::Pending => {
-                    // The Settle is in flight or was cut off: it has not taken effect, so its
-                    // void is decided before its message id dies, unless it records first.
-                    match self.decide_void(&row.settlement_id, VOID_REVERSED).await? {
-                        VoidDecision::Recorded => Reversed::Again,
-                        VoidDecision::Void(row) => {
-                            if let Err(error) = self.carry_void(&row).await {
-                                // Decided is enough for the answer: the sweep carries it.
-                                tracing::warn!(settlement_id = %row.settlement_id, error = %yitong_core::cause_chain(&error), "void of a reversed settle did not finish; the sweep will");
-                                self.attempt_failed(&row.settlement_id, row.attempts, &error)
-                                    .await?;
-                            }
-                            self.mark_dead(&input, digest).await?
-                        }
-                    }
-                }
-                _ => self.mark_dead(&input, digest).await?,
-            };
-            match reversed {
-                Reversed::Answer(reply) => return Ok(reply),
-                Reversed::Seen => {
-                    let reply = self
-                        .first_answer(&input.message_id, RPC, digest, deadline)
-                        .await?
-                        .ok_or_else(|| {
-                            TreatmentError::Corrupt("a claimed message id vanished".into())
-                        })?;
-                    return decode_reply(&reply);
-                }
-                Reversed::Again => continue,
-            }
-        }
-        Err(TreatmentError::InProgress(format!(
-            "the settle under message id {} is still moving: reverse again shortly",
-            input.original_message_id
-        )))
-    }
-
-    /// Reverses a recorded Settle: cancels it, or says it is cancelled already.
-    async fn reverse_recorded(
-        &self,
-        row: &SettlementRow,
-        input: &ReverseInput,
-        digest: &str,
-    ) -> Result<Reversed, TreatmentError> {
-        const RPC: &str = "ReverseByMessageId";
-        if row.cancelled_by.is_some() {
-            // Already cancelled: say so, and remember the answer under this message id.
-            let tx = match self.begin(&input.message_id, RPC, digest).await? {
-                super::Begun::Replay(_) => return Ok(Reversed::Seen),
-                super::Begun::Fresh(tx) => tx,
-            };
-            let settlement = decode(&row.record, "settlement record")?;
-            let reply = pb::ReverseByMessageIdResponse {
-                outcome: pb::ReversalOutcome::Cancelled as i32,
-                settlement: Some(settlement),
-            };
-            return Ok(Reversed::Answer(
-                self.finish(tx, &input.message_id, reply).await?,
-            ));
-        }
-        let request = CancelRequest {
-            message_id: input.message_id.clone(),
-            rpc: RPC,
-            digest: digest.to_owned(),
-            kind: pb::CancellationKind::Reversal,
-            reason: input.reason.clone(),
-            operator_id: input.operator_id.clone(),
-        };
-        Ok(match self.cancel(row, &request).await? {
-            Cancelled::Seen => Reversed::Seen,
-            Cancelled::Done(settlement) => Reversed::Answer(pb::ReverseByMessageIdResponse {
-                outcome: pb::ReversalOutcome::Cancelled as i32,
-                settlement: Some(*settlement),
-            }),
-        })
-    }
-
-    /// Marks a Settle's message id dead, so a Settle arriving late with it is refused. The id is
-    /// claimed in `message_replies` too: a Settle racing this one queues on the same row, and
-    /// one that claimed it first sends the reversal round again.
-    async fn mark_dead(
-        &self,
-        input: &ReverseInput,
-        digest: &str,
-    ) -> Result<Reversed, TreatmentError> {
-        let mut tx = match self
-            .begin(&input.message_id, "ReverseByMessageId", digest)
-            .await?
-        {
-            super::Begun::Replay(_) => return Ok(Reversed::Seen),
-            super::Begun::Fresh(tx) => tx,
-        };
-        let original = input.original_message_id.as_str();
-        match replies::claim(&mut tx, original, "Settle", DEAD_DIGEST).await {
-            Ok(_) | Err(ReplyError::Conflict(_)) => {}
-            Err(error) => return Err(error.into()),
-        }
-        let found = repo::settlement_by_message(&mut tx, original).await?;
-        if found.is_some_and(|row| !row.phase.is_void()) {
-            // A Settle claimed the id first: this round's claims roll back, the next round
-            // finds its intent.
-            tx.rollback().await?;
-            return Ok(Reversed::Again);
-        }
-        repo::mark_dead(&mut tx, original, input.institution.as_str()).await?;
-        let reply = pb::ReverseByMessageIdResponse {
-            outcome: pb::ReversalOutcome::MessageIdDead as i32,
-            settlement: None,
-        };
-        Ok(Reversed::Answer(
-            self.finish(tx, &input.message_id, reply).await?,
-        ))
-    }
 }
 
-/// The digest under which a dead Settle message id is claimed: no Settle request has it.
-const DEAD_DIGEST: &str = "dead";
 /// The void reasons, one per actor that decides a void: each is decided once per settlement
 /// id and then sent unchanged with every void of it.
 const VOID_SETTLE_FAILED: &str = "settle failed before it was recorded";
 const VOID_SWEPT: &str = "left pending; voided by the recovery sweep";
-const VOID_REVERSED: &str = "reversed by message id";
+pub(super) const VOID_REVERSED: &str = "reversed by message id";
 /// How often a replay looks again at a first call still in flight.
 const REPLAY_POLL: Duration = Duration::from_millis(25);
-/// Most rounds of one ReverseByMessageId: see [`SettlementNode::reverse`].
-const REVERSE_ROUNDS_MAX: usize = 4;
 /// Longest wait of the sweep before it tries a failing row again, in milliseconds.
 pub const SWEEP_BACKOFF_MAX_MS: i64 = 60_000;
 
-fn dead_refusal(message_id: &MessageId) -> TreatmentError {
+pub(super) fn dead_refusal(message_id: &MessageId) -> TreatmentError {
     TreatmentError::refused(
         "MESSAGE_ID_DEAD",
         format!("message id {message_id} was reversed: settle again under a new message id"),
@@ -1289,7 +962,7 @@ fn dead_refusal(message_id: &MessageId) -> TreatmentError {
 }
 
 /// How a first call whose intent was voided is answered to every replay.
-fn voided_refusal(intent: &SettlementRow) -> TreatmentError {
+pub(super) fn voided_refusal(intent: &SettlementRow) -> TreatmentError {
     match intent.kind {
         Kind::Settlement => TreatmentError::refused(
             "SETTLEMENT_VOIDED",
@@ -1316,36 +989,9 @@ enum Claimed {
 }
 
 /// Where a void decision left an intent.
-enum VoidDecision {
+pub(super) enum VoidDecision {
     /// A record won: the intent is a settlement now.
     Recorded,
     /// Decided void (now or before): the row as `voiding` or `voided`.
     Void(Box<SettlementRow>),
-}
-
-/// What a cancellation needs besides the settlement it cancels.
-#[derive(Debug)]
-struct CancelRequest {
-    message_id: MessageId,
-    rpc: &'static str,
-    digest: String,
-    kind: pb::CancellationKind,
-    reason: String,
-    operator_id: String,
-}
-
-/// How a cancellation ended: the settlement cancelled, or its message id claimed by another
-/// call, whose answer is the one to give.
-enum Cancelled {
-    Seen,
-    Done(Box<pb::Settlement>),
-}
-
-/// How one round of a reversal ended.
-enum Reversed {
-    Answer(pb::ReverseByMessageIdResponse),
-    /// Its message id was claimed by another call: that call's answer is the one to give.
-    Seen,
-    /// The Settle moved on under it: read it again.
-    Again,
 }

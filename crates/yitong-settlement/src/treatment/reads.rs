@@ -1,0 +1,96 @@
+//! What an institution, its city's bureau and operators read of settlements.
+
+use yitong_core::{Caller, Owner};
+use yitong_proto::settlement::v1 as pb;
+
+use super::repo::{self, Kind};
+use super::request;
+use super::{SettlementNode, TreatmentError, decode};
+
+impl SettlementNode {
+    pub(super) async fn get_settlement(
+        &self,
+        input: request::GetInput,
+    ) -> Result<pb::Settlement, TreatmentError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let (row, id) = match &input.key {
+            request::SettlementKey::Id(id) => (repo::settlement(&mut conn, id).await?, id.clone()),
+            request::SettlementKey::MessageId(id) => (
+                repo::settlement_by_message(&mut conn, id.as_str()).await?,
+                id.to_string(),
+            ),
+        };
+        // Intents never recorded, and cancellations (which their originals carry), are no
+        // settlement the HIS can see.
+        let row = row
+            .filter(|row| row.kind == Kind::Settlement && row.phase.is_recorded())
+            .ok_or_else(|| TreatmentError::NotFound {
+                what: "settlement",
+                id: id.clone(),
+            })?;
+        if row.institution_code != input.institution.as_str() {
+            return Err(TreatmentError::NotYours {
+                what: "settlement",
+                id,
+            });
+        }
+        decode(&row.record, "settlement record")
+    }
+
+    pub(super) async fn list_settlements(
+        &self,
+        input: request::ListInput,
+    ) -> Result<pb::ListSettlementsResponse, TreatmentError> {
+        let mut conn = self.store.pool().acquire().await?;
+        let limit = i64::from(input.page_size) + 1;
+        let mut rows = repo::list(
+            &mut conn,
+            input.institution.as_str(),
+            &input.from_date.to_string(),
+            &input.to_date.to_string(),
+            input.cancelled,
+            input.after,
+            limit,
+        )
+        .await?;
+        let more = rows.len() > input.page_size as usize;
+        rows.truncate(input.page_size as usize);
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => {
+                request::page_token(last.settled_at_ms.unwrap_or_default(), &last.settlement_id)
+            }
+            _ => String::new(),
+        };
+        let settlements = rows
+            .iter()
+            .map(|row| decode(&row.record, "settlement record"))
+            .collect::<Result<_, _>>()?;
+        Ok(pb::ListSettlementsResponse {
+            settlements,
+            next_page_token,
+        })
+    }
+}
+
+/// An operator sees what a settlement was, never whose: the person's number and name are
+/// blanked.
+pub(super) fn without_personal_data(settlement: &mut pb::Settlement) {
+    settlement.person_no.clear();
+    settlement.person_name.clear();
+}
+
+impl SettlementNode {
+    /// Who may read an institution's settlements: the institution itself, this city's bureau,
+    /// and operators (without personal data).
+    pub(super) fn require_reader(
+        &self,
+        caller: &Caller,
+        institution: &str,
+    ) -> Result<(), yitong_core::Denied> {
+        match caller {
+            Caller::Bureau(_) => caller.require_bureau(Owner::City(self.city)),
+            Caller::Operator(_) => Ok(()),
+            _ => caller.require_institution_code(institution),
+        }
+    }
+}
