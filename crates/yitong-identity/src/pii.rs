@@ -107,7 +107,7 @@ fn decode_key(text: &str) -> Result<[u8; 32], PiiKeyError> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

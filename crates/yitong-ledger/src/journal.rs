@@ -40,7 +40,6 @@
 //! chain from a database dump alone, and an altered row is still read (and reported) rather than
 //! refused when parsed.
 
-use std::fmt::Write;
 
 use sha2::{Digest, Sha256};
 
@@ -455,11 +454,7 @@ impl Verifier {
 
 /// Lowercase hex.
 pub fn to_hex(hash: &Hash) -> String {
-    hash.iter()
-        .fold(String::with_capacity(64), |mut text, byte| {
-            write!(text, "{byte:02x}").expect("writing to a String does not fail");
-            text
-        })
+    hex::encode(hash)
 }
 
 /// Parses 64 lowercase hex digits.

@@ -44,10 +44,7 @@ pub enum ReplyError {
 
 /// SHA-256 (hex) of a request's encoding; two requests are "the same" when their digests match.
 pub fn digest(request: &[u8]) -> String {
-    Sha256::digest(request)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(request))
 }
 
 /// Claims `message_id` for a request of `rpc` with `digest`, inside the caller's transaction.

@@ -16,7 +16,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Datelike;
 use prost::Message;
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use yitong_core::PeerChannel;
 use yitong_core::{Amount, CityCode, Date, Invalid, MessageId, Network, PeerAccess, peer_channel};
@@ -700,10 +699,7 @@ fn reserve_digest(request: &pb::ReserveRequest) -> String {
         timeout_seconds: 0,
         ..request.clone()
     };
-    Sha256::digest(content.encode_to_vec())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    yitong_store::replies::digest(&content.encode_to_vec())
 }
 
 #[tonic::async_trait]
