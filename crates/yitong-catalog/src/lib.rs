@@ -31,9 +31,4 @@ pub use routing::PeerEndpointError;
 pub use service::CatalogNode;
 
 /// A protobuf timestamp of milliseconds since the Unix epoch.
-pub(crate) fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1_000),
-        nanos: i32::try_from(ms.rem_euclid(1_000) * 1_000_000).expect("under a second"),
-    }
-}
+pub(crate) use yitong_core::timestamp_of_ms as timestamp;

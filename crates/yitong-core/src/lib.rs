@@ -21,7 +21,7 @@ pub use caller::{BadCaller, Caller, Denied, Role};
 pub use card::CardNumber;
 pub use citizen_id::CitizenId;
 pub use city::CityCode;
-pub use date::{Date, china, date_of_ms, parse_date, today};
+pub use date::{Date, china, date_of_ms, parse_date, timestamp_of_ms, today};
 pub use ids::{InstitutionCode, MessageId, PersonNo};
 pub use invalid::Invalid;
 pub use money::Amount;

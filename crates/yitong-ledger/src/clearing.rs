@@ -167,13 +167,7 @@ fn yuan(fen: i64) -> String {
     Amount::from_fen(fen).to_string()
 }
 
-fn timestamp(at_ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at_ms.div_euclid(1_000),
-        nanos: i32::try_from(at_ms.rem_euclid(1_000) * 1_000_000)
-            .expect("below a billion nanoseconds"),
-    }
-}
+use yitong_core::timestamp_of_ms as timestamp;
 
 /// A clearing detail as read: the journal's row and its decision, if any.
 #[derive(Clone, Debug)]

@@ -40,7 +40,6 @@
 //! chain from a database dump alone, and an altered row is still read (and reported) rather than
 //! refused when parsed.
 
-
 use sha2::{Digest, Sha256};
 
 use crate::transfer::FLAG_PENDING;

@@ -617,13 +617,7 @@ fn sequence(value: i64) -> u64 {
     u64::try_from(value).expect("journal sequence numbers are not negative")
 }
 
-fn timestamp(at_ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at_ms.div_euclid(1_000),
-        nanos: i32::try_from(at_ms.rem_euclid(1_000) * 1_000_000)
-            .expect("below a billion nanoseconds"),
-    }
-}
+use yitong_core::timestamp_of_ms as timestamp;
 
 /// A parsed GetBalances request.
 #[derive(Debug)]

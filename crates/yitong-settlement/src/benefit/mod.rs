@@ -58,12 +58,7 @@ struct Context {
     account_balance: Amount,
 }
 
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
+use yitong_core::timestamp_of_ms as timestamp;
 
 fn fen(amount: Amount) -> i64 {
     amount.fen()

@@ -102,12 +102,7 @@ enum Begun {
     Fresh(Transaction<'static, Any>),
 }
 
-fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    }
-}
+use yitong_core::timestamp_of_ms as timestamp;
 
 fn encode<M: Message>(message: &M) -> String {
     BASE64.encode(message.encode_to_vec())
