@@ -18,3 +18,4 @@ mod reconciliation;
 mod settlement;
 mod support;
 mod tls;
+mod torture;

@@ -266,19 +266,22 @@ impl SettlementNode {
         self.observe(&insured_city, "settled", fund_pay_fen(&settlement));
         // The HIS is answered with the record as it stands: completed now, or as recorded
         // when completion is left to the sweep.
-        let settlement = match self.finish_completion(intent.settlement_id()).await {
-            Some(completed) => completed,
-            None => {
-                let mut conn = self.store.pool().acquire().await?;
-                match repo::settlement(&mut conn, intent.settlement_id()).await? {
-                    Some(row) => decode(&row.record, "settlement record")?,
-                    None => settlement,
-                }
-            }
-        };
-        Ok(pb::SettleResponse {
-            settlement: Some(settlement),
-        })
+        // The HIS is answered with the reply recorded under its message id, which a replay
+        // returns too: completed by this call, or as recorded when completion is left to the
+        // sweep (or was done by another actor, such as a reversal that cancelled it since: the
+        // record moves on, the Settle's answer does not).
+        if let Some(completed) = self.finish_completion(intent.settlement_id()).await {
+            return Ok(pb::SettleResponse {
+                settlement: Some(completed),
+            });
+        }
+        let mut conn = self.store.pool().acquire().await?;
+        match replies::peek(&mut conn, message_id.as_str(), "Settle", digest).await? {
+            Some(reply) if !reply.is_empty() => decode_reply(&reply),
+            _ => Ok(pb::SettleResponse {
+                settlement: Some(settlement),
+            }),
+        }
     }
 
     /// Counts one outcome of a Settle or a cancellation in the process's metrics.

@@ -1,0 +1,2102 @@
+//! The torture harness: random concurrent schedules of every settlement call an HIS makes, with
+//! replays, HIS deadlines, and servers aborted and restarted under them; then every city's
+//! recovery sweep runs until nothing is in doubt, and an invariant checker reads every store
+//! with plain SQL. `TORTURE.md` says what it does, the faults, the invariants, and how to run it
+//! with a given seed or at a hundred thousand operations.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::Barrier;
+use tokio::task::JoinSet;
+use tonic::Code;
+use tonic_types::StatusExt;
+use yitong_core::{CityCode, Owner, Service};
+use yitong_proto::identity::v1::InsuranceType;
+use yitong_proto::ledger::v1::VerifyJournalRequest;
+use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
+use yitong_proto::settlement::v1::{
+    CancelSettlementRequest, CancelSettlementResponse, FeeLine, MedicalType, PreSettleRequest,
+    PreSettleResponse, RegisterVisitRequest, RegisterVisitResponse, ReversalOutcome,
+    ReverseByMessageIdRequest, ReverseByMessageIdResponse, ReversibleTransaction, SettleRequest,
+    SettleResponse, Settlement, SettlementStatus, UploadFeeLinesRequest, UploadFeeLinesResponse,
+    Visit,
+};
+use yitong_sandbox::{
+    BINZHOU, Channel, DONGYING, JINAN, PILOT_CITIES, Sandbox, ZIBO, network_test,
+};
+use yitong_settlement::SettlementNode;
+use yitong_settlement::treatment::TreatmentOptions;
+use yitong_store::{Store, sqlx};
+
+use crate::settlement::{cancel_request, card, fen, hospital, line, upload_request};
+use crate::support::yuan;
+
+/// Operations (HIS calls, replays and retries included) when `YITONG_TORTURE_OPS` is not set:
+/// a bounded run for CI, under a minute and a half per database in a debug build
+/// (`TORTURE.md`).
+const OPS_DEFAULT: usize = 800;
+/// HIS counters working at once; each runs one visit, or one burst of a patient's visits, at a
+/// time.
+const WORKERS: usize = 6;
+/// Most times an HIS sends one call under one message id before it gives up on it.
+const ATTEMPTS_MAX: u32 = 10;
+/// Deadline of an HIS call, unless the HIS is in a hurry.
+const CALL_DEADLINE: Duration = Duration::from_secs(10);
+/// A hurried HIS's deadline, in ms: short enough that the treatment node drops its handler
+/// between two steps of a Settle, as a crash of that node would.
+const SHORT_DEADLINE_MS: std::ops::RangeInclusive<u64> = 5..=250;
+/// Out of a hundred, how often a call goes out under a short deadline.
+const SHORT_DEADLINE_PERCENT: u32 = 8;
+/// Out of a hundred, how often an HIS sends a call once and never again, whatever it got.
+const ABANDON_PERCENT: u32 = 4;
+/// The same two for a reversal racing its Settle.
+const RACING_SHORT_PERCENT: u32 = 30;
+const RACING_ABANDON_PERCENT: u32 = 15;
+/// Out of a hundred, how often a call is sent twice at once under one message id.
+const CONCURRENT_REPLAY_PERCENT: u32 = 25;
+/// Out of a hundred, how often a call is sent again once its visit is over.
+const LATER_REPLAY_PERCENT: u32 = 25;
+/// Out of a hundred, how often an HIS gives up on a Settle at once and reverses it while the
+/// Settle may still be running.
+const RACING_REVERSAL_PERCENT: u32 = 15;
+/// Out of a hundred, how often a visit is cancelled (CancelSettlement) once settled, and how
+/// often it is reversed after the Settle took effect.
+const CANCEL_PERCENT: u32 = 30;
+const REVERSE_AFTER_PERCENT: u32 = 10;
+/// Out of a hundred, how often a worker runs a burst of visits of one patient at once, and
+/// the most visits in a burst.
+const BURST_PERCENT: u32 = 35;
+const BURST_MAX: usize = 4;
+/// How far apart, in ms, the first Settles of a burst are sent.
+const BURST_STAGGER_MS: std::ops::RangeInclusive<u64> = 0..=150;
+/// Settlements per visit at most (a cancelled visit is settled again).
+const SETTLES_PER_VISIT_MAX: u32 = 3;
+/// Message ids a visit's Settle may go through after voids and reversals, and a
+/// cancellation after voids.
+const SETTLE_IDS_MAX: u32 = 5;
+const CANCEL_IDS_MAX: u32 = 3;
+/// Time between two faults, and how long a server stays down, in ms.
+const FAULT_GAP_MS: std::ops::RangeInclusive<u64> = 100..=800;
+const OUTAGE_MS: std::ops::RangeInclusive<u64> = 20..=300;
+/// How long the final sweeps may take to leave nothing in doubt: longer than the sweep's
+/// longest back-off, so a row waiting for its next attempt is not taken for a stuck one.
+const SWEEP_TIME_MAX: Duration = Duration::from_secs(75);
+/// How often, and how long apart, an aborted server's port is tried before it is restarted.
+const PORT_WAITS_MAX: u32 = 1_000;
+const PORT_WAIT: Duration = Duration::from_millis(5);
+/// Time between two rounds of the final sweeps.
+const SWEEP_PAUSE: Duration = Duration::from_millis(250);
+/// Violations printed in full; the rest are counted.
+const VIOLATIONS_SHOWN_MAX: usize = 300;
+/// The journal's flag of a transfer created pending (`crates/yitong-ledger/src/transfer.rs`).
+const FLAG_PENDING: i64 = 2;
+
+/// The run's seed: `YITONG_TORTURE_SEED`, else drawn once per process, so the SQLite and the
+/// PostgreSQL variants of one `cargo test` run the same schedule.
+static SEED: LazyLock<u64> = LazyLock::new(|| match std::env::var("YITONG_TORTURE_SEED") {
+    Ok(text) => text
+        .trim()
+        .parse()
+        .expect("YITONG_TORTURE_SEED is an unsigned 64-bit integer"),
+    Err(_) => rand::random(),
+});
+
+fn ops_max() -> usize {
+    match std::env::var("YITONG_TORTURE_OPS") {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .expect("YITONG_TORTURE_OPS is a number of operations"),
+        Err(_) => OPS_DEFAULT,
+    }
+}
+
+fn percent(rng: &mut ChaCha8Rng, percent: u32) -> bool {
+    rng.random_range(0..100) < percent
+}
+
+// ---- The patients ----------------------------------------------------------------------------
+
+/// An employee in service of one pilot city whose personal account holds two to three thousand
+/// yuan: a handful of settlements drains it and brings the fund near the annual cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Patient {
+    city: &'static str,
+    /// The patient's position among the city's seeded persons (`seeds/README.md`).
+    n: u32,
+}
+
+const PATIENTS: [Patient; 4] = [
+    Patient { city: JINAN, n: 26 },
+    Patient { city: ZIBO, n: 58 },
+    Patient {
+        city: DONGYING,
+        n: 90,
+    },
+    Patient {
+        city: BINZHOU,
+        n: 177,
+    },
+];
+
+impl Patient {
+    fn person_no(&self) -> String {
+        format!("{}{:010}", self.city, self.n)
+    }
+}
+
+/// What the seeds say of a patient: the opening account balance, and the insured city's annual
+/// cap and deductible for them at a level-3 hospital this year.
+#[derive(Debug, Clone, Copy)]
+struct Seeded {
+    balance_fen: i64,
+    annual_cap_fen: i64,
+    deductible_fen: i64,
+}
+
+fn seeded(patient: Patient) -> Seeded {
+    let dir = yitong_sandbox::seeds_dir();
+    let persons = std::fs::read_to_string(dir.join("persons.csv")).expect("persons.csv");
+    let row = persons
+        .lines()
+        .skip(1)
+        .filter(|row| row.starts_with(patient.city))
+        .nth(patient.n as usize - 1)
+        .expect("the patient is seeded");
+    let columns: Vec<&str> = row.split(',').collect();
+    assert_eq!(
+        (columns[4], columns[8], columns[10]),
+        ("310", "active", "active"),
+        "{patient:?} must be an active employee with an active card: {row}"
+    );
+    let person_type = columns[5];
+    let today = yitong_core::today().to_string();
+    let policies = std::fs::read_to_string(dir.join("policies.csv")).expect("policies.csv");
+    let policy = policies
+        .lines()
+        .filter(|row| row.starts_with(&format!("{},310,{person_type},3,", patient.city)))
+        .filter(|row| {
+            row.split(',')
+                .nth(7)
+                .is_some_and(|from| from <= today.as_str())
+        })
+        .max_by_key(|row| row.split(',').nth(7).map(str::to_owned))
+        .expect("the insured city has a policy for the patient");
+    let policy: Vec<&str> = policy.split(',').collect();
+    Seeded {
+        balance_fen: fen(columns[7]),
+        annual_cap_fen: fen(policy[6]),
+        deductible_fen: fen(policy[4]),
+    }
+}
+
+// ---- Calls and what they got -----------------------------------------------------------------
+
+/// One HIS call, as sent (and sent again, unchanged, as a replay).
+#[derive(Debug, Clone)]
+enum Call {
+    Register(RegisterVisitRequest),
+    Upload(UploadFeeLinesRequest),
+    PreSettle(PreSettleRequest),
+    Settle(SettleRequest),
+    Cancel(CancelSettlementRequest),
+    Reverse(ReverseByMessageIdRequest),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Register(RegisterVisitResponse),
+    Upload(UploadFeeLinesResponse),
+    PreSettle(PreSettleResponse),
+    Settle(SettleResponse),
+    Cancel(CancelSettlementResponse),
+    Reverse(ReverseByMessageIdResponse),
+}
+
+fn timed<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
+
+impl Call {
+    fn rpc(&self) -> &'static str {
+        match self {
+            Call::Register(_) => "RegisterVisit",
+            Call::Upload(_) => "UploadFeeLines",
+            Call::PreSettle(_) => "PreSettle",
+            Call::Settle(_) => "Settle",
+            Call::Cancel(_) => "CancelSettlement",
+            Call::Reverse(_) => "ReverseByMessageId",
+        }
+    }
+
+    fn message_id(&self) -> &str {
+        match self {
+            Call::Register(request) => &request.message_id,
+            Call::Upload(request) => &request.message_id,
+            Call::PreSettle(request) => &request.message_id,
+            Call::Settle(request) => &request.message_id,
+            Call::Cancel(request) => &request.message_id,
+            Call::Reverse(request) => &request.message_id,
+        }
+    }
+
+    async fn send(
+        &self,
+        his: &mut SettlementServiceClient<Channel>,
+        deadline: Duration,
+    ) -> Result<Reply, tonic::Status> {
+        Ok(match self {
+            Call::Register(request) => Reply::Register(
+                his.register_visit(timed(request.clone(), deadline))
+                    .await?
+                    .into_inner(),
+            ),
+            Call::Upload(request) => Reply::Upload(
+                his.upload_fee_lines(timed(request.clone(), deadline))
+                    .await?
+                    .into_inner(),
+            ),
+            Call::PreSettle(request) => Reply::PreSettle(
+                his.pre_settle(timed(request.clone(), deadline))
+                    .await?
+                    .into_inner(),
+            ),
+            Call::Settle(request) => Reply::Settle(
+                his.settle(timed(request.clone(), deadline))
+                    .await?
+                    .into_inner(),
+            ),
+            Call::Cancel(request) => Reply::Cancel(
+                his.cancel_settlement(timed(request.clone(), deadline))
+                    .await?
+                    .into_inner(),
+            ),
+            Call::Reverse(request) => Reply::Reverse(
+                his.reverse_by_message_id(timed(request.clone(), deadline))
+                    .await?
+                    .into_inner(),
+            ),
+        })
+    }
+}
+
+// Answers are kept once per call for the checker; boxing the replies would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    Ok(Reply),
+    Failed {
+        code: Code,
+        /// The google.rpc.ErrorInfo reason of a business refusal; empty otherwise.
+        reason: String,
+        message: String,
+    },
+}
+
+impl Answer {
+    fn of(result: Result<Reply, tonic::Status>) -> Answer {
+        match result {
+            Ok(reply) => Answer::Ok(reply),
+            Err(status) => Answer::Failed {
+                code: status.code(),
+                reason: status
+                    .get_details_error_info()
+                    .map(|info| info.reason)
+                    .unwrap_or_default(),
+                message: status.message().to_owned(),
+            },
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Answer::Ok(_) => "",
+            Answer::Failed { reason, .. } => reason,
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            Answer::Ok(_) => Code::Ok,
+            Answer::Failed { code, .. } => *code,
+        }
+    }
+
+    /// An answer an HIS sends the same call again after: no answer at all (a server down, a
+    /// deadline passed, a call shed, a connection broken) or "still in progress".
+    fn transient(&self) -> bool {
+        matches!(
+            self.code(),
+            Code::Unavailable
+                | Code::Aborted
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Cancelled
+                | Code::Unknown
+        ) || self.reason() == "SETTLEMENT_IN_PROGRESS"
+            || self.broken_connection()
+    }
+
+    /// The client's own INTERNAL for an HTTP/2 stream reset under it (tonic maps h2's
+    /// PROTOCOL_ERROR and INTERNAL_ERROR resets to it): the connection broke, the server did not
+    /// answer. A handler's INTERNAL says "internal error".
+    fn broken_connection(&self) -> bool {
+        matches!(self, Answer::Failed { code: Code::Internal, message, .. }
+            if message.starts_with("h2 protocol error"))
+    }
+
+    fn short(&self) -> String {
+        let settlement = |settlement: &Option<Settlement>| match settlement {
+            Some(settlement) => format!(
+                "{} {:?}",
+                settlement.settlement_id,
+                SettlementStatus::try_from(settlement.status).unwrap_or_default()
+            ),
+            None => "no settlement".into(),
+        };
+        match self {
+            Answer::Ok(Reply::Settle(reply)) => format!("OK {}", settlement(&reply.settlement)),
+            Answer::Ok(Reply::Cancel(reply)) => format!("OK {}", settlement(&reply.settlement)),
+            Answer::Ok(Reply::Reverse(reply)) => format!(
+                "OK {:?} {}",
+                ReversalOutcome::try_from(reply.outcome).unwrap_or_default(),
+                settlement(&reply.settlement)
+            ),
+            Answer::Ok(_) => "OK".into(),
+            Answer::Failed {
+                code,
+                reason,
+                message,
+            } => format!("{code:?} {reason} ({message})"),
+        }
+    }
+}
+
+/// How an HIS waits for one call: the first attempt's deadline, and how many attempts it makes
+/// before it gives up (one: the counter walked away).
+#[derive(Debug, Clone, Copy)]
+struct Patience {
+    deadline: Duration,
+    attempts: u32,
+}
+
+impl Patience {
+    const FULL: Patience = Patience {
+        deadline: CALL_DEADLINE,
+        attempts: ATTEMPTS_MAX,
+    };
+
+    /// A short deadline `short` times in a hundred, a single attempt `abandon` times.
+    fn draw(rng: &mut ChaCha8Rng, short: u32, abandon: u32) -> Patience {
+        let deadline = if percent(rng, short) {
+            Duration::from_millis(rng.random_range(SHORT_DEADLINE_MS))
+        } else {
+            CALL_DEADLINE
+        };
+        let attempts = if percent(rng, abandon) {
+            1
+        } else {
+            ATTEMPTS_MAX
+        };
+        Patience { deadline, attempts }
+    }
+}
+
+/// One call the HIS made and the answer it got. `sent` and `answered` are ticks of one clock
+/// for the whole run, so "sent after that answer arrived" is `sent > answered`.
+#[derive(Debug, Clone)]
+struct Exchange {
+    city: &'static str,
+    rpc: &'static str,
+    message_id: String,
+    /// For a reversal, the Settle's message id it reverses.
+    original_message_id: String,
+    sent: u64,
+    answered: u64,
+    /// How long the HIS waited for the answer.
+    took: Duration,
+    answer: Answer,
+}
+
+// ---- The HIS side ----------------------------------------------------------------------------
+
+/// Everything the HIS workers share: a client per treatment city's level-3 hospital and the
+/// record of every call.
+struct Torture {
+    his: BTreeMap<&'static str, SettlementServiceClient<Channel>>,
+    /// Calls to make; a visit under way when they run out is finished.
+    ops_max: usize,
+    /// Calls made so far.
+    ops: AtomicUsize,
+    /// Visits (or bursts) begun so far: each one's number seeds its choices.
+    flows: AtomicUsize,
+    /// The clock of [`Exchange::sent`] and [`Exchange::answered`].
+    clock: AtomicU64,
+    exchanges: Mutex<Vec<Exchange>>,
+}
+
+impl Torture {
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Sends `call` once and notes what it got.
+    async fn once(&self, city: &'static str, call: &Call, deadline: Duration) -> Answer {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+        let mut his = self.his[city].clone();
+        let sent = self.tick();
+        let clock = Instant::now();
+        let answer = Answer::of(call.send(&mut his, deadline).await);
+        let took = clock.elapsed();
+        let answered = self.tick();
+        let original_message_id = match call {
+            Call::Reverse(request) => request.original_message_id.clone(),
+            _ => String::new(),
+        };
+        self.exchanges.lock().expect("exchanges").push(Exchange {
+            city,
+            rpc: call.rpc(),
+            message_id: call.message_id().to_owned(),
+            original_message_id,
+            sent,
+            answered,
+            took,
+            answer: answer.clone(),
+        });
+        answer
+    }
+
+    /// Sends `call` as an HIS does until the answer is not transient, under the same message id,
+    /// at most `patience.attempts` times; the first attempt under `patience.deadline`.
+    async fn until_answered(&self, city: &'static str, call: &Call, patience: Patience) -> Answer {
+        let mut answer = self.once(city, call, patience.deadline).await;
+        for attempt in 1..patience.attempts {
+            if !answer.transient() {
+                break;
+            }
+            let pause_ms = 50 * u64::from(attempt.min(6));
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            answer = self.once(city, call, CALL_DEADLINE).await;
+        }
+        answer
+    }
+
+    /// One step of a visit as a hurried, impatient HIS makes it: sometimes under a short
+    /// deadline, sometimes sent once and abandoned, sometimes sent twice at once, sometimes noted
+    /// to be sent again once the visit is over. The answer that counts is the first call's, or
+    /// the replay's when only it got one.
+    async fn step(
+        &self,
+        city: &'static str,
+        call: &Call,
+        rng: &mut ChaCha8Rng,
+        later: &mut Vec<(&'static str, Call)>,
+    ) -> Answer {
+        let patience = Patience::draw(rng, SHORT_DEADLINE_PERCENT, ABANDON_PERCENT);
+        if percent(rng, LATER_REPLAY_PERCENT) {
+            later.push((city, call.clone()));
+        }
+        if !percent(rng, CONCURRENT_REPLAY_PERCENT) {
+            return self.until_answered(city, call, patience).await;
+        }
+        let pause = Duration::from_millis(rng.random_range(0..=30));
+        let (first, replay) = tokio::join!(self.until_answered(city, call, patience), async {
+            tokio::time::sleep(pause).await;
+            self.once(city, call, CALL_DEADLINE).await
+        });
+        match (&first, &replay) {
+            (Answer::Failed { .. }, Answer::Ok(_)) => replay,
+            _ => first,
+        }
+    }
+
+    /// Visits until the operations run out.
+    async fn work(self: Arc<Self>, seed: u64) {
+        while self.ops.load(Ordering::Relaxed) < self.ops_max {
+            let flow = self.flows.fetch_add(1, Ordering::Relaxed) as u64;
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(seed ^ flow.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let patient = PATIENTS[rng.random_range(0..PATIENTS.len())];
+            if !percent(&mut rng, BURST_PERCENT) {
+                let city = PILOT_CITIES[rng.random_range(0..PILOT_CITIES.len())];
+                self.visit(flow.to_string(), patient, city, &mut rng, None)
+                    .await;
+                continue;
+            }
+            // Visits of one patient at several hospitals at once, their first Settles sent
+            // together: they race for the same personal account and the same annual cap.
+            let size = rng.random_range(2..=BURST_MAX);
+            let barrier = Arc::new(Barrier::new(size));
+            let mut visits = JoinSet::new();
+            for index in 0..size {
+                let city = PILOT_CITIES[rng.random_range(0..PILOT_CITIES.len())];
+                let mut rng = ChaCha8Rng::seed_from_u64(rng.random());
+                let (torture, barrier) = (self.clone(), barrier.clone());
+                visits.spawn(async move {
+                    let tag = format!("{flow}-{index}");
+                    torture
+                        .visit(tag, patient, city, &mut rng, Some(barrier))
+                        .await;
+                });
+            }
+            while let Some(done) = visits.join_next().await {
+                done.expect("a visit");
+            }
+        }
+    }
+
+    /// One visit: register, upload, maybe pre-settle, settle (again after a void or a
+    /// reversal), maybe cancel or reverse and settle again; then the replays noted on the way.
+    /// A visit of a burst waits for the others at `barrier` before its first Settle.
+    async fn visit(
+        &self,
+        tag: String,
+        patient: Patient,
+        city: &'static str,
+        rng: &mut ChaCha8Rng,
+        barrier: Option<Arc<Barrier>>,
+    ) {
+        let mut later = Vec::new();
+        let opened = self.open(&tag, patient, city, rng, &mut later).await;
+        if let Some(barrier) = barrier {
+            // Together, then a little apart: a Settle that reads the account while another
+            // one's completion moves it is the race to find, and it needs the two staggered.
+            barrier.wait().await;
+            let stagger = rng.random_range(BURST_STAGGER_MS);
+            tokio::time::sleep(Duration::from_millis(stagger)).await;
+        }
+        if let Some((visit, total)) = opened {
+            self.settle_visit(&tag, patient, city, &visit, &total, rng, &mut later)
+                .await;
+        }
+        for (city, call) in later {
+            self.once(city, &call, CALL_DEADLINE).await;
+        }
+    }
+
+    /// Registers a visit, uploads its lines and maybe pre-settles it: the visit and its total.
+    async fn open(
+        &self,
+        tag: &str,
+        patient: Patient,
+        city: &'static str,
+        rng: &mut ChaCha8Rng,
+        later: &mut Vec<(&'static str, Call)>,
+    ) -> Option<(Visit, String)> {
+        let register = Call::Register(register_request(&format!("R-{tag}"), city, patient));
+        let Answer::Ok(Reply::Register(RegisterVisitResponse { visit: Some(visit) })) =
+            self.step(city, &register, rng, later).await
+        else {
+            return None;
+        };
+        let (lines, total_fen) = random_lines(rng);
+        let upload = Call::Upload(upload_request(&format!("U-{tag}"), &visit, lines));
+        if !matches!(self.step(city, &upload, rng, later).await, Answer::Ok(_)) {
+            return None;
+        }
+        let total = yuan(total_fen);
+        for quote in 0..rng.random_range(0..=2) {
+            let message_id = format!("P-{tag}-{quote}");
+            let pre = Call::PreSettle(pre_settle_request(&message_id, &visit, patient, &total));
+            self.step(city, &pre, rng, later).await;
+        }
+        Some((visit, total))
+    }
+
+    /// Settles an open visit, then maybe cancels or reverses it and settles it again.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle_visit(
+        &self,
+        tag: &str,
+        patient: Patient,
+        city: &'static str,
+        visit: &Visit,
+        total: &str,
+        rng: &mut ChaCha8Rng,
+        later: &mut Vec<(&'static str, Call)>,
+    ) {
+        let mut serial = 0;
+        for _ in 0..SETTLES_PER_VISIT_MAX {
+            let Some((message_id, settlement)) = self
+                .settle(tag, &mut serial, city, visit, patient, total, rng, later)
+                .await
+            else {
+                return;
+            };
+            let undo = rng.random_range(0..100);
+            let undone = if undo < CANCEL_PERCENT {
+                // A cancellation the node voided is asked for again under a new message id.
+                let mut answer = None;
+                for attempt in 0..CANCEL_IDS_MAX {
+                    let message_id = format!("C-{tag}-{serial}-{attempt}");
+                    let cancel = Call::Cancel(cancel_request(&message_id, &settlement));
+                    let answered = self.step(city, &cancel, rng, later).await;
+                    let voided = answered.reason() == "CANCELLATION_VOIDED";
+                    answer = Some(answered);
+                    if !voided {
+                        break;
+                    }
+                }
+                answer.expect("at least one cancellation was asked for")
+            } else if undo < CANCEL_PERCENT + REVERSE_AFTER_PERCENT {
+                // The HIS never heard the Settle's answer and reverses it after it took effect.
+                let reverse =
+                    reverse_request(&format!("X-{tag}-{serial}-after"), &message_id, city);
+                self.step(city, &Call::Reverse(reverse), rng, later).await
+            } else {
+                return;
+            };
+            if !matches!(undone, Answer::Ok(_)) {
+                return;
+            }
+        }
+    }
+
+    /// Settles `visit` as an HIS does: the same message id again while the answer is transient,
+    /// a new one after SETTLEMENT_VOIDED, and a reversal when no answer ever came. Sometimes the
+    /// HIS gives up at once and reverses the Settle while it may still be running. The
+    /// settlement and its message id, once one was answered OK.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        tag: &str,
+        serial: &mut u32,
+        city: &'static str,
+        visit: &Visit,
+        patient: Patient,
+        total: &str,
+        rng: &mut ChaCha8Rng,
+        later: &mut Vec<(&'static str, Call)>,
+    ) -> Option<(String, Settlement)> {
+        for _ in 0..SETTLE_IDS_MAX {
+            *serial += 1;
+            let message_id = format!("S-{tag}-{serial}");
+            let call = Call::Settle(settle_request(&message_id, visit, patient, total));
+            let reverse = Call::Reverse(reverse_request(
+                &format!("X-{tag}-{serial}"),
+                &message_id,
+                city,
+            ));
+            if percent(rng, RACING_REVERSAL_PERCENT) {
+                let deadline = Duration::from_millis(rng.random_range(SHORT_DEADLINE_MS));
+                let pause = Duration::from_millis(rng.random_range(0..=100));
+                let late = percent(rng, 50);
+                // The reversal may be hurried or abandoned too: its void then falls to another
+                // actor (the HIS's next try, a sweep), which must send the same void.
+                let patience = Patience::draw(rng, RACING_SHORT_PERCENT, RACING_ABANDON_PERCENT);
+                let (_, reversed) = tokio::join!(self.once(city, &call, deadline), async {
+                    tokio::time::sleep(pause).await;
+                    self.until_answered(city, &reverse, patience).await
+                });
+                if late {
+                    // The Settle arrives once more, late: refused if its id is dead.
+                    self.once(city, &call, CALL_DEADLINE).await;
+                }
+                match reversed {
+                    Answer::Ok(_) => continue,
+                    _ => return None,
+                }
+            }
+            match self.step(city, &call, rng, later).await {
+                Answer::Ok(Reply::Settle(SettleResponse {
+                    settlement: Some(settlement),
+                })) => return Some((message_id, settlement)),
+                answer if answer.reason() == "SETTLEMENT_VOIDED" => continue,
+                answer if answer.transient() => {
+                    // No answer however often it asked: the HIS reverses the Settle.
+                    match self.until_answered(city, &reverse, Patience::FULL).await {
+                        Answer::Ok(_) => continue,
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+}
+
+fn register_request(message_id: &str, city: &str, patient: Patient) -> RegisterVisitRequest {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    RegisterVisitRequest {
+        message_id: message_id.into(),
+        person_no: patient.person_no(),
+        credential: card(patient.city, patient.n),
+        insurance_type: InsuranceType::Employee as i32,
+        institution_code: hospital(city),
+        medical_type: MedicalType::Outpatient as i32,
+        began_at: Some(prost_types::Timestamp {
+            seconds: now as i64 - 60,
+            nanos: 0,
+        }),
+        department_code: "0301".into(),
+        department_name: "内科".into(),
+        doctor_code: "D001".into(),
+        doctor_name: "王医生".into(),
+        his_visit_no: format!("HIS-{message_id}"),
+        diagnoses: vec![],
+        operator_id: "op1".into(),
+    }
+}
+
+/// An examination above every city's price cap, four to sixteen CT scans and one to four packs
+/// of a grade-B drug: 636 to 2,484 yuan, most of it in scope, so the deductible goes on the first
+/// settlement and the cap comes near after a handful. With the total in fen.
+fn random_lines(rng: &mut ChaCha8Rng) -> (Vec<FeeLine>, i64) {
+    let scans: i64 = rng.random_range(4..=16);
+    let packs: i64 = rng.random_range(1..=4);
+    let lines = vec![
+        line("1", "001102000010000", "1", "20.00", "20.00"),
+        line(
+            "2",
+            "002103000010000",
+            &scans.to_string(),
+            "150.00",
+            &yuan(scans * 15_000),
+        ),
+        line(
+            "3",
+            "ZA01AAA001A002000100101",
+            &packs.to_string(),
+            "16.00",
+            &yuan(packs * 1_600),
+        ),
+    ];
+    (lines, 2_000 + scans * 15_000 + packs * 1_600)
+}
+
+fn pre_settle_request(
+    message_id: &str,
+    visit: &Visit,
+    patient: Patient,
+    total: &str,
+) -> PreSettleRequest {
+    PreSettleRequest {
+        message_id: message_id.into(),
+        visit_id: visit.visit_id.clone(),
+        person_no: visit.person_no.clone(),
+        credential: card(patient.city, patient.n),
+        insurance_type: InsuranceType::Employee as i32,
+        total_amount: total.into(),
+        use_personal_account: true,
+        institution_code: visit.institution_code.clone(),
+        operator_id: "op1".into(),
+    }
+}
+
+fn settle_request(message_id: &str, visit: &Visit, patient: Patient, total: &str) -> SettleRequest {
+    SettleRequest {
+        message_id: message_id.into(),
+        visit_id: visit.visit_id.clone(),
+        person_no: visit.person_no.clone(),
+        credential: card(patient.city, patient.n),
+        insurance_type: InsuranceType::Employee as i32,
+        total_amount: total.into(),
+        use_personal_account: true,
+        institution_code: visit.institution_code.clone(),
+        operator_id: "op1".into(),
+    }
+}
+
+fn reverse_request(message_id: &str, original: &str, city: &str) -> ReverseByMessageIdRequest {
+    ReverseByMessageIdRequest {
+        message_id: message_id.into(),
+        original_message_id: original.into(),
+        original_transaction: ReversibleTransaction::Settle as i32,
+        institution_code: hospital(city),
+        reason: "no answer at the counter".into(),
+        operator_id: "op1".into(),
+    }
+}
+
+// ---- Faults ----------------------------------------------------------------------------------
+
+fn city_owner(city: &str) -> Owner {
+    Owner::City(CityCode::parse(city).expect("a pilot city"))
+}
+
+/// Aborts a server now and then and restarts it after a short outage, until `stop`: a city's
+/// settlement server (its treatment side and its benefit service), the ledger, or a city's
+/// identity. Returns what it did, one line per outage.
+async fn inject_faults(net: &Sandbox, mut rng: ChaCha8Rng, stop: &AtomicBool) -> Vec<String> {
+    let mut faults = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(FAULT_GAP_MS))).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let city = PILOT_CITIES[rng.random_range(0..PILOT_CITIES.len())];
+        let (owner, service) = match rng.random_range(0..100) {
+            0..45 => (city_owner(city), Service::Settlement),
+            45..75 => (Owner::ClearingHouse, Service::Ledger),
+            _ => (city_owner(city), Service::Identity),
+        };
+        let outage = Duration::from_millis(rng.random_range(OUTAGE_MS));
+        abort(net, owner, service).await;
+        tokio::time::sleep(outage).await;
+        net.restart_server(owner, service).await;
+        faults.push(format!("{owner} {service} down {} ms", outage.as_millis()));
+    }
+    faults
+}
+
+/// Aborts a server and waits until its port is free again. The abort takes effect when the
+/// runtime next polls the server's task, so a restart right after it may find the old listener
+/// still bound (`Sandbox::restart_server` of a running server fails with AddrInUse).
+async fn abort(net: &Sandbox, owner: Owner, service: Service) {
+    net.abort_server(owner, service);
+    let url = net.endpoint(owner, service);
+    let address = url.trim_start_matches("http://");
+    for _ in 0..PORT_WAITS_MAX {
+        if std::net::TcpListener::bind(address).is_ok() {
+            return;
+        }
+        tokio::time::sleep(PORT_WAIT).await;
+    }
+    panic!("{owner} {service} still holds {address} after it was aborted");
+}
+
+/// Restarts every server, then sweeps every city with a node of the test's own on the city's
+/// store (no grace period: no HIS call is in flight any more) until no settlement is pending,
+/// recorded or voiding anywhere, or [`SWEEP_TIME_MAX`] passed. Returns what each city's last
+/// sweeps reported that was not empty, or failed.
+async fn quiesce(net: &Sandbox) -> Vec<String> {
+    let endpoints: Vec<(Owner, Service)> = net
+        .endpoints()
+        .iter()
+        .map(|endpoint| (endpoint.owner, endpoint.service))
+        .collect();
+    for (owner, service) in endpoints {
+        abort(net, owner, service).await;
+        net.restart_server(owner, service).await;
+    }
+    let mut nodes = Vec::new();
+    for city in PILOT_CITIES {
+        let owner = city_owner(city);
+        let store = net.store(owner, Service::Settlement).await;
+        let node = SettlementNode::new(
+            CityCode::parse(city).expect("a pilot city"),
+            store,
+            Arc::new(net.network().clone()),
+            &net.peer_access(owner),
+        )
+        .expect("a sweeping node")
+        .with_options(TreatmentOptions {
+            pending_grace_ms: 0,
+            ..TreatmentOptions::default()
+        });
+        nodes.push((city, node));
+    }
+    let started = Instant::now();
+    let mut reports: BTreeMap<&str, String> = BTreeMap::new();
+    loop {
+        for (city, node) in &nodes {
+            match node.recover().await {
+                Ok(report) if report.is_empty() => {}
+                Ok(report) => {
+                    reports.insert(city, format!("{report:?}"));
+                }
+                Err(error) => {
+                    reports.insert(city, format!("sweep failed: {error}"));
+                }
+            }
+        }
+        let mut in_doubt = 0;
+        for (_, node) in &nodes {
+            in_doubt += treatment_rows(node.store(), "")
+                .await
+                .iter()
+                .filter(|row| !matches!(row.phase.as_str(), "completed" | "voided"))
+                .count();
+        }
+        if in_doubt == 0 || started.elapsed() > SWEEP_TIME_MAX {
+            break;
+        }
+        tokio::time::sleep(SWEEP_PAUSE).await;
+    }
+    for (_, node) in nodes {
+        node.store().close().await;
+    }
+    reports
+        .into_iter()
+        .map(|(city, report)| format!("{city}: {report}"))
+        .collect()
+}
+
+// ---- The stores, as plain SQL reads them ------------------------------------------------------
+
+/// A settlement or cancellation at its treatment city (`settlements`).
+#[derive(Debug, Clone)]
+struct TreatmentRow {
+    city: &'static str,
+    settlement_id: String,
+    /// "settlement" or "cancellation".
+    kind: String,
+    original_settlement_id: Option<String>,
+    visit_id: String,
+    insured_city: String,
+    message_id: String,
+    /// "pending", "recorded", "completed", "voided" (or any phase a later schema adds).
+    phase: String,
+    fund_pay_fen: i64,
+    account_pay_fen: i64,
+    cancelled_by: Option<String>,
+    last_error: String,
+}
+
+/// The schema's numbers, or its words since it stores words: one vocabulary for the checker.
+fn word(text: &str, words: &[&str]) -> String {
+    text.parse::<usize>()
+        .ok()
+        .and_then(|number| words.get(number))
+        .map_or_else(|| text.to_owned(), |word| (*word).to_owned())
+}
+
+async fn treatment_rows(store: &Store, city: &'static str) -> Vec<TreatmentRow> {
+    type Columns = (
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        Option<String>,
+        String,
+    );
+    let rows: Vec<Columns> = sqlx::query_as(
+        "SELECT settlement_id, CAST(kind AS TEXT), original_settlement_id, visit_id, insured_city, \
+         person_no, message_id, CAST(phase AS TEXT), fund_pay_fen, account_pay_fen, cancelled_by, \
+         last_error FROM settlements",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("settlements read");
+    rows.into_iter()
+        .map(|row| TreatmentRow {
+            city,
+            settlement_id: row.0,
+            kind: word(&row.1, &["", "settlement", "cancellation"]),
+            original_settlement_id: row.2,
+            visit_id: row.3,
+            insured_city: row.4,
+            message_id: row.6,
+            phase: word(&row.7, &["", "pending", "recorded", "completed", "voided"]),
+            fund_pay_fen: row.8,
+            account_pay_fen: row.9,
+            cancelled_by: row.10,
+            last_error: row.11,
+        })
+        .collect()
+}
+
+/// A reservation at the insured city (`reservations`).
+#[derive(Debug, Clone)]
+struct ReservationRow {
+    insured_city: &'static str,
+    /// "tombstone", "settlement" or "cancellation".
+    kind: String,
+    /// "reserved", "posted" or "voided".
+    status: String,
+    person_no: String,
+    benefit_year: i64,
+    fund_pay_fen: i64,
+    account_pay_fen: i64,
+    deductible_applied_fen: i64,
+    account_moved: i64,
+    expires_at_ms: i64,
+}
+
+/// One ledger transfer of a settlement id, from its journal entries.
+#[derive(Debug, Clone, Default)]
+struct TransferRow {
+    settlement_id: String,
+    code: i64,
+    amount_fen: i64,
+    fund_pay_fen: i64,
+    account_pay_fen: i64,
+    debit_account_id: String,
+    credit_account_id: String,
+    /// Created pending (else created posted).
+    created_pending: bool,
+    /// The event that resolved a pending transfer: 2 posted, 3 voided, 4 expired.
+    resolution: Option<i64>,
+}
+
+impl TransferRow {
+    /// Whether the transfer moved money for good. A zero amount counts: a settlement past the
+    /// cap with an empty account is booked for 0.00 all the same.
+    fn posted(&self) -> bool {
+        self.resolution == Some(2) || (self.resolution.is_none() && !self.created_pending)
+    }
+
+    fn pending(&self) -> bool {
+        self.resolution.is_none() && self.created_pending
+    }
+}
+
+/// Everything the checker reads.
+#[derive(Debug, Default)]
+struct Stores {
+    treatment: BTreeMap<String, TreatmentRow>,
+    /// Visits: id -> (status word, the settlement id it holds).
+    visits: BTreeMap<String, (String, Option<String>)>,
+    reservations: BTreeMap<String, ReservationRow>,
+    /// Per insured city's store: (person, year) -> (deductible used, fund paid).
+    benefit_years: BTreeMap<(String, i64), (i64, i64)>,
+    /// Ledger transfers of SETTLEMENT and CANCELLATION, by transfer id.
+    transfers: BTreeMap<String, TransferRow>,
+    /// Account id -> (debits pending, debits posted, credits pending, credits posted).
+    accounts: BTreeMap<String, (i64, i64, i64, i64)>,
+    /// Identity's account movements: settlement id -> (person, amount).
+    movements: BTreeMap<String, (String, i64)>,
+    /// Each patient's account balance now.
+    balances: BTreeMap<String, i64>,
+    journal_problem: Option<String>,
+}
+
+async fn read_stores(net: &Sandbox) -> Stores {
+    let mut stores = Stores::default();
+    for city in PILOT_CITIES {
+        let store = net.store(city_owner(city), Service::Settlement).await;
+        for row in treatment_rows(&store, city).await {
+            stores.treatment.insert(row.settlement_id.clone(), row);
+        }
+        let visits: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT visit_id, CAST(status AS TEXT), settlement_id FROM visits")
+                .fetch_all(store.pool())
+                .await
+                .expect("visits read");
+        for (visit_id, status, settlement_id) in visits {
+            let status = word(&status, &["", "open", "settled", "cancelled"]);
+            stores.visits.insert(visit_id, (status, settlement_id));
+        }
+        type Columns = (String, String, String, String, i64, i64, i64, i64, i64, i64);
+        let reservations: Vec<Columns> = sqlx::query_as(
+            "SELECT settlement_id, CAST(kind AS TEXT), CAST(status AS TEXT), person_no, benefit_year, \
+             fund_pay_fen, account_pay_fen, deductible_applied_fen, account_moved, expires_at_ms \
+             FROM reservations",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("reservations read");
+        for row in reservations {
+            stores.reservations.insert(
+                row.0,
+                ReservationRow {
+                    insured_city: city,
+                    kind: word(&row.1, &["tombstone", "settlement", "cancellation"]),
+                    status: word(&row.2, &["", "reserved", "posted", "voided"]),
+                    person_no: row.3,
+                    benefit_year: row.4,
+                    fund_pay_fen: row.5,
+                    account_pay_fen: row.6,
+                    deductible_applied_fen: row.7,
+                    account_moved: row.8,
+                    expires_at_ms: row.9,
+                },
+            );
+        }
+        let years: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT person_no, benefit_year, deductible_used_fen, fund_paid_fen FROM benefit_years",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("benefit years read");
+        for (person_no, year, deductible, fund) in years {
+            stores
+                .benefit_years
+                .insert((person_no, year), (deductible, fund));
+        }
+        store.close().await;
+
+        let identity = net.store(city_owner(city), Service::Identity).await;
+        let movements: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT settlement_id, person_no, amount_fen FROM account_movements")
+                .fetch_all(identity.pool())
+                .await
+                .expect("account movements read");
+        for (settlement_id, person_no, amount) in movements {
+            stores.movements.insert(settlement_id, (person_no, amount));
+        }
+        for patient in PATIENTS.iter().filter(|patient| patient.city == city) {
+            let (balance,): (i64,) =
+                sqlx::query_as("SELECT account_balance_fen FROM persons WHERE person_no = $1")
+                    .bind(patient.person_no())
+                    .fetch_one(identity.pool())
+                    .await
+                    .expect("the patient's balance read");
+            stores.balances.insert(patient.person_no(), balance);
+        }
+        identity.close().await;
+    }
+
+    let ledger = net.ledger_store().await;
+    type Entry = (String, String, i64, i64, i64, i64, String, String, i64, i64);
+    let entries: Vec<Entry> = sqlx::query_as(
+        "SELECT transfer_id, settlement_id, code, amount_fen, fund_pay_fen, account_pay_fen, \
+         debit_account_id, credit_account_id, event, flags \
+         FROM journal WHERE code IN (3, 4)",
+    )
+    .fetch_all(ledger.pool())
+    .await
+    .expect("journal read");
+    for entry in entries {
+        let transfer = stores.transfers.entry(entry.0).or_default();
+        transfer.settlement_id = entry.1;
+        transfer.code = entry.2;
+        transfer.amount_fen = entry.3;
+        transfer.fund_pay_fen = entry.4;
+        transfer.account_pay_fen = entry.5;
+        transfer.debit_account_id = entry.6;
+        transfer.credit_account_id = entry.7;
+        match entry.8 {
+            1 => transfer.created_pending = entry.9 & FLAG_PENDING != 0,
+            event => transfer.resolution = Some(event),
+        }
+    }
+    let accounts: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT id, debits_pending_fen, debits_posted_fen, credits_pending_fen, credits_posted_fen \
+         FROM accounts",
+    )
+    .fetch_all(ledger.pool())
+    .await
+    .expect("accounts read");
+    for (id, debits_pending, debits_posted, credits_pending, credits_posted) in accounts {
+        stores.accounts.insert(
+            id,
+            (
+                debits_pending,
+                debits_posted,
+                credits_pending,
+                credits_posted,
+            ),
+        );
+    }
+    ledger.close().await;
+
+    let verified = net
+        .ledger()
+        .verify_journal(VerifyJournalRequest { up_to_sequence: 0 })
+        .await
+        .map(tonic::Response::into_inner);
+    stores.journal_problem = match verified {
+        Ok(answer) if answer.intact && answer.detail.is_empty() => None,
+        Ok(answer) => Some(format!(
+            "the journal does not verify: entry {} {}",
+            answer.first_altered_sequence, answer.detail
+        )),
+        Err(status) => Some(format!("VerifyJournal failed: {status:?}")),
+    };
+    stores
+}
+
+// ---- The invariants --------------------------------------------------------------------------
+
+/// Violations, each under the number of the invariant it breaks (`TORTURE.md`).
+#[derive(Debug, Default)]
+struct Violations(Vec<String>);
+
+impl Violations {
+    fn add(&mut self, invariant: u32, text: String) {
+        self.0.push(format!("[{invariant}] {text}"));
+    }
+}
+
+/// The settlement ids the HIS was answered OK for: a Settle's settlement, a cancellation's and
+/// a reversal's cancellation. With the answer's fund and account pay, as the HIS was told them.
+fn answered_ok(exchanges: &[Exchange]) -> BTreeMap<String, (&'static str, i64, i64)> {
+    let mut ids = BTreeMap::new();
+    for exchange in exchanges {
+        let settlement = match &exchange.answer {
+            Answer::Ok(Reply::Settle(reply)) => reply.settlement.as_ref().map(|s| (s, false)),
+            Answer::Ok(Reply::Cancel(reply)) => reply.settlement.as_ref().map(|s| (s, true)),
+            Answer::Ok(Reply::Reverse(reply)) => reply.settlement.as_ref().map(|s| (s, true)),
+            _ => None,
+        };
+        let Some((settlement, cancelled)) = settlement else {
+            continue;
+        };
+        let (id, split) = match (cancelled, &settlement.cancellation) {
+            (false, _) => (settlement.settlement_id.clone(), settlement.split.as_ref()),
+            (true, Some(cancellation)) => (
+                cancellation.cancellation_id.clone(),
+                cancellation.split.as_ref(),
+            ),
+            (true, None) => continue,
+        };
+        let (fund, account) = split.map_or((0, 0), |split| {
+            (fen(&split.fund_pay), fen(&split.account_pay))
+        });
+        ids.insert(id, (exchange.rpc, fund, account));
+    }
+    ids
+}
+
+/// Invariant 1: every settlement answered OK is complete in all three places, as answered.
+fn check_answered(stores: &Stores, exchanges: &[Exchange], violations: &mut Violations) {
+    let mut posted_by_settlement: HashMap<&str, usize> = HashMap::new();
+    for transfer in stores.transfers.values().filter(|t| t.posted()) {
+        *posted_by_settlement
+            .entry(transfer.settlement_id.as_str())
+            .or_default() += 1;
+    }
+    for (id, (rpc, fund, account)) in answered_ok(exchanges) {
+        let Some(row) = stores.treatment.get(&id) else {
+            violations.add(1, format!("{id} ({rpc} answered OK) has no treatment row"));
+            continue;
+        };
+        if row.phase != "completed" {
+            violations.add(
+                1,
+                format!("{id} ({rpc} answered OK) is {} at {}", row.phase, row.city),
+            );
+        }
+        if (row.fund_pay_fen, row.account_pay_fen) != (fund, account) {
+            violations.add(
+                1,
+                format!(
+                    "{id} ({rpc} answered OK) told the HIS fund {fund} account {account}, the record \
+                     says {} {}",
+                    row.fund_pay_fen, row.account_pay_fen
+                ),
+            );
+        }
+        match stores.reservations.get(&id) {
+            Some(reservation) if reservation.status == "posted" => {}
+            Some(reservation) => violations.add(
+                1,
+                format!(
+                    "{id} ({rpc} answered OK) is {} at the insured city {}",
+                    reservation.status, reservation.insured_city
+                ),
+            ),
+            None => violations.add(
+                1,
+                format!("{id} ({rpc} answered OK) has no reservation at the insured city"),
+            ),
+        }
+        let posted = posted_by_settlement.get(id.as_str()).copied().unwrap_or(0);
+        if posted != 1 {
+            violations.add(
+                1,
+                format!("{id} ({rpc} answered OK) has {posted} posted ledger transfers, not one"),
+            );
+        }
+    }
+    // A reversal that found the Settle without effect: the Settle never takes effect after it.
+    let mut by_message: HashMap<(&str, &str), Vec<&TreatmentRow>> = HashMap::new();
+    for row in stores.treatment.values() {
+        by_message
+            .entry((row.city, row.message_id.as_str()))
+            .or_default()
+            .push(row);
+    }
+    for exchange in exchanges {
+        let Answer::Ok(Reply::Reverse(reply)) = &exchange.answer else {
+            continue;
+        };
+        if reply.outcome != ReversalOutcome::MessageIdDead as i32 {
+            continue;
+        }
+        let key = (exchange.city, exchange.original_message_id.as_str());
+        for row in by_message.get(&key).into_iter().flatten() {
+            if row.phase != "voided" {
+                violations.add(
+                    1,
+                    format!(
+                        "{} answered MESSAGE_ID_DEAD for {}, whose settlement {} is {} at {}",
+                        exchange.message_id,
+                        exchange.original_message_id,
+                        row.settlement_id,
+                        row.phase,
+                        row.city
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Invariants 2 and 3: nothing in doubt anywhere, and the three places agree to the fen on
+/// every settlement id, and the ledger's balances on the sum of them.
+fn check_agreement(stores: &Stores, violations: &mut Violations) {
+    let mut by_settlement: HashMap<&str, Vec<&TransferRow>> = HashMap::new();
+    for transfer in stores.transfers.values() {
+        by_settlement
+            .entry(transfer.settlement_id.as_str())
+            .or_default()
+            .push(transfer);
+    }
+    // Posted sums each account should hold: (debits, credits).
+    let mut expected: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for row in stores.treatment.values() {
+        let id = &row.settlement_id;
+        let transfers = by_settlement.get(id.as_str()).cloned().unwrap_or_default();
+        let posted: Vec<&&TransferRow> = transfers.iter().filter(|t| t.posted()).collect();
+        let reservation = stores.reservations.get(id);
+        match row.phase.as_str() {
+            "completed" => check_completed(stores, row, &posted, &mut expected, violations),
+            "voided" => {
+                if reservation.is_some_and(|reservation| reservation.status == "posted") {
+                    violations.add(
+                        3,
+                        format!(
+                            "{id} voided at {} is posted at {}",
+                            row.city, row.insured_city
+                        ),
+                    );
+                }
+                if !posted.is_empty() {
+                    violations.add(
+                        3,
+                        format!("{id} voided at {} is posted in the ledger", row.city),
+                    );
+                }
+            }
+            phase => violations.add(
+                2,
+                format!(
+                    "{id} ({}, message id {}) left {phase} at {}: {}",
+                    row.kind, row.message_id, row.city, row.last_error
+                ),
+            ),
+        }
+    }
+    let now = yitong_store::now_ms();
+    for (id, reservation) in &stores.reservations {
+        if reservation.status == "reserved" {
+            let lapsed = if reservation.expires_at_ms <= now {
+                " (expired)"
+            } else {
+                ""
+            };
+            violations.add(
+                2,
+                format!(
+                    "{id} still reserved at {}{lapsed}",
+                    reservation.insured_city
+                ),
+            );
+        }
+        if !stores.treatment.contains_key(id) {
+            violations.add(
+                3,
+                format!(
+                    "{id} is {} at {} but no treatment city has it",
+                    reservation.status, reservation.insured_city
+                ),
+            );
+        }
+    }
+    for (transfer_id, transfer) in &stores.transfers {
+        if transfer.pending() {
+            let phase = stores
+                .treatment
+                .get(&transfer.settlement_id)
+                .map_or("unknown", |row| row.phase.as_str());
+            violations.add(
+                2,
+                format!(
+                    "ledger transfer {transfer_id} ({} fen) of {} ({phase} at its treatment city) is \
+                     still pending",
+                    transfer.amount_fen, transfer.settlement_id
+                ),
+            );
+        }
+        if !stores.treatment.contains_key(&transfer.settlement_id) {
+            violations.add(
+                3,
+                format!(
+                    "ledger transfer {transfer_id} names {}, which no treatment city has",
+                    transfer.settlement_id
+                ),
+            );
+        }
+    }
+    for (id, (debits_pending, debits_posted, credits_pending, credits_posted)) in &stores.accounts {
+        if *debits_pending != 0 || *credits_pending != 0 {
+            violations.add(
+                2,
+                format!(
+                    "ledger account {id} holds {debits_pending} debits and {credits_pending} credits \
+                     pending",
+                ),
+            );
+        }
+        let (debits, credits) = expected.get(id).copied().unwrap_or_default();
+        if (*debits_posted, *credits_posted) != (debits, credits) {
+            violations.add(
+                3,
+                format!(
+                    "ledger account {id} posted debits {debits_posted} credits {credits_posted}; the \
+                     completed settlements make {debits} and {credits}"
+                ),
+            );
+        }
+    }
+    if let Some(problem) = &stores.journal_problem {
+        violations.add(3, problem.clone());
+    }
+    // One live settlement per settled visit, none for an open one.
+    let mut live_by_visit: HashMap<&str, Vec<&TreatmentRow>> = HashMap::new();
+    for row in stores.treatment.values() {
+        let cancelled = row
+            .cancelled_by
+            .as_ref()
+            .and_then(|by| stores.treatment.get(by))
+            .is_some_and(|cancellation| cancellation.phase == "completed");
+        if row.kind == "settlement" && row.phase == "completed" && !cancelled {
+            live_by_visit
+                .entry(row.visit_id.as_str())
+                .or_default()
+                .push(row);
+        }
+    }
+    for (visit_id, (status, holds)) in &stores.visits {
+        let live = live_by_visit
+            .get(visit_id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let ok = match status.as_str() {
+            "settled" => {
+                live.len() == 1 && holds.as_deref() == Some(live[0].settlement_id.as_str())
+            }
+            _ => live.is_empty(),
+        };
+        if !ok {
+            let ids: Vec<&str> = live.iter().map(|row| row.settlement_id.as_str()).collect();
+            violations.add(
+                3,
+                format!(
+                    "visit {visit_id} is {status} (holding {holds:?}) with live settlements {ids:?}"
+                ),
+            );
+        }
+    }
+}
+
+/// A completed settlement or cancellation: posted at the insured city and once in the ledger,
+/// all three to the fen; what it moves is added to the accounts' `expected` posted sums.
+fn check_completed(
+    stores: &Stores,
+    row: &TreatmentRow,
+    posted: &[&&TransferRow],
+    expected: &mut BTreeMap<String, (i64, i64)>,
+    violations: &mut Violations,
+) {
+    let id = &row.settlement_id;
+    let here = (row.fund_pay_fen, row.account_pay_fen);
+    match stores.reservations.get(id) {
+        None => violations.add(
+            3,
+            format!(
+                "{id} completed at {} has no reservation at {}",
+                row.city, row.insured_city
+            ),
+        ),
+        Some(reservation) => {
+            if reservation.status != "posted" {
+                violations.add(
+                    3,
+                    format!(
+                        "{id} completed at {} is {} at {}",
+                        row.city, reservation.status, row.insured_city
+                    ),
+                );
+            }
+            let there = (reservation.fund_pay_fen, reservation.account_pay_fen);
+            if there != here {
+                violations.add(
+                    3,
+                    format!("{id}: (fund, account) {here:?} at treatment, {there:?} at insured"),
+                );
+            }
+        }
+    }
+    if posted.len() != 1 {
+        violations.add(
+            3,
+            format!(
+                "{id} completed at {} has {} posted ledger transfers, not one",
+                row.city,
+                posted.len()
+            ),
+        );
+    }
+    let pay = (row.fund_pay_fen + row.account_pay_fen).abs();
+    let (advances, payer) = accounts_of(row);
+    let (code, debit, credit) = if row.kind == "cancellation" {
+        (4, payer, advances)
+    } else {
+        (3, advances, payer)
+    };
+    let want = (code, debit.as_str(), credit.as_str(), pay, here);
+    for transfer in posted {
+        let booked = (
+            transfer.code,
+            transfer.debit_account_id.as_str(),
+            transfer.credit_account_id.as_str(),
+            transfer.amount_fen,
+            (transfer.fund_pay_fen, transfer.account_pay_fen),
+        );
+        if booked != want {
+            violations.add(
+                3,
+                format!(
+                    "{id}: the ledger booked (code, debit, credit, amount, (fund, account)) \
+                     {booked:?}, the treatment city recorded {want:?}"
+                ),
+            );
+        }
+    }
+    expected.entry(debit).or_default().0 += pay;
+    expected.entry(credit).or_default().1 += pay;
+    if row.kind == "cancellation" {
+        check_cancellation(stores, row, violations);
+    }
+}
+
+/// The advances account and the paying account (obligation or pool) of a row.
+fn accounts_of(row: &TreatmentRow) -> (String, String) {
+    let advances = format!("{}.advances", row.city);
+    let payer = if row.insured_city == row.city {
+        format!("{}.pool", row.city)
+    } else {
+        format!("{}->{}.obligation", row.insured_city, row.city)
+    };
+    (advances, payer)
+}
+
+/// A completed cancellation reverses its original to the fen, and the original names it.
+fn check_cancellation(stores: &Stores, row: &TreatmentRow, violations: &mut Violations) {
+    let id = &row.settlement_id;
+    let Some(original) = row
+        .original_settlement_id
+        .as_ref()
+        .and_then(|original| stores.treatment.get(original))
+    else {
+        violations.add(3, format!("cancellation {id} has no original settlement"));
+        return;
+    };
+    if original.phase != "completed" || original.cancelled_by.as_deref() != Some(id.as_str()) {
+        violations.add(
+            3,
+            format!(
+                "cancellation {id} completed, its original {} is {} and cancelled by {:?}",
+                original.settlement_id, original.phase, original.cancelled_by
+            ),
+        );
+    }
+    if (row.fund_pay_fen, row.account_pay_fen)
+        != (-original.fund_pay_fen, -original.account_pay_fen)
+    {
+        violations.add(
+            3,
+            format!(
+                "cancellation {id} moves fund {} account {}, its original {} fund {} account {}",
+                row.fund_pay_fen,
+                row.account_pay_fen,
+                original.settlement_id,
+                original.fund_pay_fen,
+                original.account_pay_fen
+            ),
+        );
+    }
+}
+
+/// Invariant 4: the patients' money. No account negative; identity's movements are exactly the
+/// posted reservations' account pays; the fund never past the annual cap nor the deductible past
+/// the policy's; the yearly totals are the posted reservations' sums.
+fn check_money(stores: &Stores, violations: &mut Violations) {
+    for patient in PATIENTS {
+        let person = patient.person_no();
+        let seeds = seeded(patient);
+        let posted: Vec<(&String, &ReservationRow)> = stores
+            .reservations
+            .iter()
+            .filter(|(_, r)| r.person_no == person && r.status == "posted" && r.kind != "tombstone")
+            .collect();
+        let mut years: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        let mut account_paid = 0;
+        for (id, reservation) in &posted {
+            let year = years.entry(reservation.benefit_year).or_default();
+            year.0 += reservation.deductible_applied_fen;
+            year.1 += reservation.fund_pay_fen;
+            account_paid += reservation.account_pay_fen;
+            let moved = stores.movements.get(*id).map(|(_, amount)| *amount);
+            let want = (reservation.account_pay_fen != 0).then_some(-reservation.account_pay_fen);
+            if moved != want || (want.is_some() && reservation.account_moved != 1) {
+                violations.add(
+                    4,
+                    format!(
+                        "{person}: {id} posted with account pay {}, identity moved {moved:?} \
+                         (account_moved {})",
+                        reservation.account_pay_fen, reservation.account_moved
+                    ),
+                );
+            }
+        }
+        let moved: i64 = stores
+            .movements
+            .values()
+            .filter(|(owner, _)| *owner == person)
+            .map(|(_, amount)| amount)
+            .sum();
+        for (id, (owner, amount)) in &stores.movements {
+            let posted = stores
+                .reservations
+                .get(id)
+                .is_some_and(|r| r.status == "posted");
+            if *owner == person && !posted {
+                violations.add(
+                    4,
+                    format!("{person}: identity moved {amount} for {id}, which is not posted"),
+                );
+            }
+        }
+        if moved != -account_paid {
+            violations.add(
+                4,
+                format!(
+                    "{person}: identity's movements sum to {moved}, the posted reservations' account \
+                     pays to {account_paid}",
+                ),
+            );
+        }
+        let balance = stores.balances.get(&person).copied().unwrap_or_default();
+        if balance < 0 || balance != seeds.balance_fen + moved {
+            violations.add(
+                4,
+                format!(
+                    "{person}: account balance {balance}, opened with {} and moved {moved}",
+                    seeds.balance_fen
+                ),
+            );
+        }
+        if account_paid > seeds.balance_fen {
+            violations.add(
+                4,
+                format!(
+                    "{person}: the account paid {account_paid} out of {}",
+                    seeds.balance_fen
+                ),
+            );
+        }
+        for (year, (deductible, fund)) in &years {
+            if *fund > seeds.annual_cap_fen {
+                violations.add(
+                    4,
+                    format!(
+                        "{person}: the fund paid {fund} in {year}, past the annual cap {}",
+                        seeds.annual_cap_fen
+                    ),
+                );
+            }
+            if *deductible > seeds.deductible_fen {
+                violations.add(
+                    4,
+                    format!(
+                        "{person}: deductible {deductible} applied in {year}, past the policy's {}",
+                        seeds.deductible_fen
+                    ),
+                );
+            }
+            let kept = stores
+                .benefit_years
+                .get(&(person.clone(), *year))
+                .copied()
+                .unwrap_or_default();
+            if kept != (*deductible, *fund) {
+                violations.add(
+                    4,
+                    format!(
+                        "{person}: benefit_years {year} holds deductible {} fund {}, the posted \
+                         reservations sum to {deductible} and {fund}",
+                        kept.0, kept.1
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// What is missing from an OK reply, if anything: an OK must carry what it answers.
+fn hollow(reply: &Reply) -> Option<String> {
+    let settlement_hollow = |settlement: &Option<Settlement>, cancelled: bool| match settlement {
+        None => Some("no settlement".to_owned()),
+        Some(settlement) => {
+            let Some(split) = settlement.split.as_ref() else {
+                return Some("a settlement without its split".into());
+            };
+            if fen(&split.fund_pay) + fen(&split.account_pay) + fen(&split.cash_pay)
+                != fen(&split.total_amount)
+            {
+                return Some(format!("a split that does not add up: {split:?}"));
+            }
+            match (cancelled, &settlement.cancellation) {
+                (false, _) if settlement.status != SettlementStatus::Settled as i32 => {
+                    Some("a settlement not SETTLED".into())
+                }
+                (true, None) => Some("a cancelled settlement without its cancellation".into()),
+                (true, Some(cancellation)) if cancellation.split.is_none() => {
+                    Some("a cancellation without its split".into())
+                }
+                (true, Some(_)) if settlement.status != SettlementStatus::Cancelled as i32 => {
+                    Some("a cancelled settlement not CANCELLED".into())
+                }
+                _ => None,
+            }
+        }
+    };
+    match reply {
+        Reply::Register(reply) => reply.visit.is_none().then(|| "no visit".into()),
+        Reply::Upload(reply) => {
+            (reply.visit.is_none() || reply.lines.is_empty()).then(|| "no visit or no lines".into())
+        }
+        Reply::PreSettle(reply) => reply.split.is_none().then(|| "no split".into()),
+        Reply::Settle(reply) => settlement_hollow(&reply.settlement, false),
+        Reply::Cancel(reply) => settlement_hollow(&reply.settlement, true),
+        Reply::Reverse(reply) => match ReversalOutcome::try_from(reply.outcome) {
+            Ok(ReversalOutcome::Cancelled) => settlement_hollow(&reply.settlement, true),
+            Ok(ReversalOutcome::MessageIdDead) => reply
+                .settlement
+                .is_some()
+                .then(|| "MESSAGE_ID_DEAD with a settlement".into()),
+            _ => Some(format!("outcome {}", reply.outcome)),
+        },
+    }
+}
+
+/// Two OK answers to one message id agree, but for a completion time only one of them knew.
+fn same_answer(first: &Reply, other: &Reply) -> bool {
+    fn settlement_of(reply: &mut Reply) -> Option<&mut Settlement> {
+        match reply {
+            Reply::Settle(reply) => reply.settlement.as_mut(),
+            Reply::Cancel(reply) => reply.settlement.as_mut(),
+            Reply::Reverse(reply) => reply.settlement.as_mut(),
+            _ => None,
+        }
+    }
+    let (mut first, mut other) = (first.clone(), other.clone());
+    if let (Some(a), Some(b)) = (settlement_of(&mut first), settlement_of(&mut other))
+        && (a.completed_at.is_none() || b.completed_at.is_none())
+    {
+        a.completed_at = None;
+        b.completed_at = None;
+    }
+    first == other
+}
+
+fn brief(answer: &Answer) -> String {
+    let text = format!("{answer:?}");
+    match text.char_indices().nth(400) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
+    }
+}
+
+/// Answers an HIS sending valid requests of its own should never get: a server's failure, or a
+/// refusal of what is well formed and its own.
+const UNEXPECTED: [Code; 7] = [
+    Code::Internal,
+    Code::DataLoss,
+    Code::Unimplemented,
+    Code::PermissionDenied,
+    Code::Unauthenticated,
+    Code::InvalidArgument,
+    Code::OutOfRange,
+];
+
+/// Invariants 5 and 6: every replay got the first answer; no OK without content; no answer an
+/// HIS should never get.
+fn check_replies(exchanges: &[Exchange], violations: &mut Violations) {
+    let mut by_message: BTreeMap<(&str, &str), Vec<&Exchange>> = BTreeMap::new();
+    for exchange in exchanges {
+        by_message
+            .entry((exchange.rpc, exchange.message_id.as_str()))
+            .or_default()
+            .push(exchange);
+        match exchange.answer.code() {
+            Code::AlreadyExists => violations.add(
+                5,
+                format!(
+                    "{} {} answered ALREADY_EXISTS, though the message id was only ever sent with one \
+                     content: {}",
+                    exchange.rpc, exchange.message_id, exchange.answer.short()
+                ),
+            ),
+            code if UNEXPECTED.contains(&code) && !exchange.answer.broken_connection() => {
+                let answer = exchange.answer.short();
+                violations.add(
+                    6,
+                    format!("{} {} answered {answer}", exchange.rpc, exchange.message_id),
+                );
+            }
+            _ => {}
+        }
+    }
+    let mut reversals: HashMap<&str, Vec<&Exchange>> = HashMap::new();
+    for exchange in exchanges
+        .iter()
+        .filter(|e| !e.original_message_id.is_empty())
+    {
+        reversals
+            .entry(exchange.original_message_id.as_str())
+            .or_default()
+            .push(exchange);
+    }
+    for ((rpc, message_id), calls) in &by_message {
+        // Every call of the message id, and the reversals of a Settle, in the order sent.
+        let history = || {
+            let mut related: Vec<&Exchange> = calls.clone();
+            related.extend(reversals.get(message_id).into_iter().flatten());
+            related.sort_by_key(|exchange| exchange.sent);
+            let mut text = String::new();
+            for exchange in related {
+                let _ = write!(
+                    text,
+                    "\n      {} {} sent #{} answered #{}: {}",
+                    exchange.rpc,
+                    exchange.message_id,
+                    exchange.sent,
+                    exchange.answered,
+                    exchange.answer.short()
+                );
+            }
+            text
+        };
+        for call in calls {
+            if let Answer::Ok(reply) = &call.answer
+                && let Some(missing) = hollow(reply)
+            {
+                violations.add(
+                    5,
+                    format!("{rpc} {message_id} answered OK with {missing}{}", history()),
+                );
+            }
+        }
+        // A quote is a read: sent again later it quotes the totals as they stand then.
+        if *rpc == "PreSettle" {
+            continue;
+        }
+        let oks: Vec<&&Exchange> = calls
+            .iter()
+            .filter(|c| matches!(c.answer, Answer::Ok(_)))
+            .collect();
+        if let Some(first) = oks.iter().min_by_key(|c| c.answered) {
+            let Answer::Ok(first_reply) = &first.answer else {
+                unreachable!("only OK answers are kept")
+            };
+            for other in &oks {
+                let Answer::Ok(reply) = &other.answer else {
+                    unreachable!("only OK answers are kept")
+                };
+                if !same_answer(first_reply, reply) {
+                    violations.add(
+                        5,
+                        format!(
+                            "{rpc} {message_id} answered OK twice, differently:\n      {}\n      {}{}",
+                            brief(&first.answer),
+                            brief(&other.answer),
+                            history()
+                        ),
+                    );
+                }
+            }
+            for other in calls.iter().filter(|c| c.sent > first.answered) {
+                if matches!(other.answer, Answer::Failed { .. }) && !other.answer.transient() {
+                    violations.add(
+                        5,
+                        format!(
+                            "{rpc} {message_id} was answered OK, then a replay sent after it got \
+                             {}{}",
+                            other.answer.short(),
+                            history()
+                        ),
+                    );
+                }
+            }
+            if let Some(refusal) = calls
+                .iter()
+                .find(|c| matches!(c.answer.reason(), "SETTLEMENT_VOIDED" | "MESSAGE_ID_DEAD"))
+            {
+                violations.add(
+                    5,
+                    format!(
+                        "{rpc} {message_id} was answered OK and also {}{}",
+                        refusal.answer.short(),
+                        history()
+                    ),
+                );
+            }
+        }
+    }
+    // A Settle a reversal declared dead was never answered OK.
+    for exchange in exchanges {
+        let Answer::Ok(Reply::Reverse(reply)) = &exchange.answer else {
+            continue;
+        };
+        if reply.outcome != ReversalOutcome::MessageIdDead as i32 {
+            continue;
+        }
+        let settled = by_message
+            .get(&("Settle", exchange.original_message_id.as_str()))
+            .is_some_and(|calls| calls.iter().any(|c| matches!(c.answer, Answer::Ok(_))));
+        if settled {
+            violations.add(
+                5,
+                format!(
+                    "{} declared Settle {} dead, which was answered OK",
+                    exchange.message_id, exchange.original_message_id
+                ),
+            );
+        }
+    }
+}
+
+/// Counts of answers by RPC and outcome, each with the longest the HIS waited for one, for the
+/// run's summary.
+fn tally(exchanges: &[Exchange]) -> String {
+    let mut counts: BTreeMap<(&str, String), (usize, Duration)> = BTreeMap::new();
+    for exchange in exchanges {
+        let outcome = match &exchange.answer {
+            Answer::Ok(_) => "OK".to_owned(),
+            Answer::Failed { code, reason, .. } if reason.is_empty() => format!("{code:?}"),
+            Answer::Failed { reason, .. } => reason.clone(),
+        };
+        let (count, slowest) = counts.entry((exchange.rpc, outcome)).or_default();
+        *count += 1;
+        *slowest = (*slowest).max(exchange.took);
+    }
+    let mut text = String::new();
+    for ((rpc, outcome), (count, slowest)) in counts {
+        let _ = write!(
+            text,
+            "{rpc} {outcome} {count} (slowest {} ms); ",
+            slowest.as_millis()
+        );
+    }
+    text
+}
+
+network_test! {
+    /// Proves the settlement protocol keeps its invariants under random concurrent HIS schedules
+    /// (every settlement RPC, replays at once and later, hurried deadlines, reversals racing
+    /// their Settle, two visits of one patient at once) while settlement, ledger and identity
+    /// servers crash and restart: after the sweeps, every settlement answered OK is complete in
+    /// all three places, nothing is in doubt, the three places and the ledger's balances agree
+    /// to the fen, no account goes negative nor fund past the cap, every replay got the first
+    /// answer and no OK came without content. Every violation is reported, with the seed.
+    async fn random_schedules_under_crashes_keep_every_invariant(net) {
+        let seed = *SEED;
+        let ops_max = ops_max();
+        eprintln!(
+            "torture on {:?}: seed {seed} (YITONG_TORTURE_SEED={seed} replays its choices), \
+             {ops_max} operations",
+            net.database()
+        );
+        let his = PILOT_CITIES
+            .into_iter()
+            .map(|city| (city, net.his_settlement(&hospital(city))))
+            .collect();
+        let torture = Arc::new(Torture {
+            his,
+            ops_max,
+            ops: AtomicUsize::new(0),
+            flows: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
+            exchanges: Mutex::new(Vec::new()),
+        });
+
+        let started = Instant::now();
+        let stop = AtomicBool::new(false);
+        let mut workers = JoinSet::new();
+        for _ in 0..WORKERS {
+            workers.spawn(torture.clone().work(seed));
+        }
+        let run = async {
+            while let Some(done) = workers.join_next().await {
+                done.expect("an HIS worker");
+            }
+            stop.store(true, Ordering::Relaxed);
+        };
+        let fault_rng = ChaCha8Rng::seed_from_u64(seed.rotate_left(32) ^ 0xFA17);
+        let (faults, ()) = tokio::join!(inject_faults(net, fault_rng, &stop), run);
+        let ran = started.elapsed();
+
+        let sweeping = Instant::now();
+        let sweeps = quiesce(net).await;
+        let swept = sweeping.elapsed();
+
+        let exchanges = torture.exchanges.lock().expect("exchanges").clone();
+        let stores = read_stores(net).await;
+        let mut violations = Violations::default();
+        check_answered(&stores, &exchanges, &mut violations);
+        check_agreement(&stores, &mut violations);
+        check_money(&stores, &mut violations);
+        check_replies(&exchanges, &mut violations);
+
+        let completed = stores.treatment.values().filter(|row| row.phase == "completed").count();
+        let voided = stores.treatment.values().filter(|row| row.phase == "voided").count();
+        let patients: Vec<String> = PATIENTS
+            .iter()
+            .map(|patient| {
+                let person = patient.person_no();
+                let fund: i64 = stores
+                    .benefit_years
+                    .iter()
+                    .filter(|((owner, _), _)| *owner == person)
+                    .map(|(_, (_, fund))| fund)
+                    .sum();
+                let seeds = seeded(*patient);
+                format!(
+                    "{person}: fund {fund} of cap {}, account {} of {}",
+                    seeds.annual_cap_fen,
+                    stores.balances.get(&person).copied().unwrap_or_default(),
+                    seeds.balance_fen
+                )
+            })
+            .collect();
+        eprintln!(
+            "torture on {:?}, seed {seed}: {} calls in {} visits over {ran:?}, {} outages; \
+             sweeps took {swept:?} ({sweeps:?}); {completed} rows completed, {voided} voided; \
+             {patients:?}\n  answers: {}",
+            net.database(),
+            exchanges.len(),
+            torture.flows.load(Ordering::Relaxed),
+            faults.len(),
+            tally(&exchanges),
+        );
+
+        let Violations(found) = violations;
+        let classes: BTreeSet<&str> = found.iter().filter_map(|v| v.get(..3)).collect();
+        let mut report = format!(
+            "torture seed {seed} on {:?}: {} violations (invariants {classes:?}); \
+             rerun with YITONG_TORTURE_SEED={seed}\n",
+            net.database(),
+            found.len()
+        );
+        for violation in found.iter().take(VIOLATIONS_SHOWN_MAX) {
+            let _ = writeln!(report, "  {violation}");
+        }
+        if found.len() > VIOLATIONS_SHOWN_MAX {
+            let _ = writeln!(report, "  ... and {} more", found.len() - VIOLATIONS_SHOWN_MAX);
+        }
+        assert!(found.is_empty(), "{report}");
+    }
+}
