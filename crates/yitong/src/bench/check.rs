@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::client::Channel;
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use yitong_core::{Amount, CityCode};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::{GetBalancesRequest, VerifyJournalRequest};
@@ -26,7 +26,7 @@ const PAGE_SIZE: u32 = 200;
 const PENDING_WAIT_MAX: Duration = Duration::from_secs(30);
 
 /// Posted balance and pending sums of one account, in fen.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Sums {
     balance: i64,
     debits_pending: i64,
@@ -34,7 +34,7 @@ struct Sums {
 }
 
 /// The ledger's settlement accounts at one moment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     accounts: BTreeMap<String, Sums>,
 }

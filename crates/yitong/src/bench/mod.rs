@@ -4,15 +4,21 @@
 //! arriving at a fixed rate, whether or not the network keeps up). At the end: visits per second,
 //! latency percentiles per RPC, failures by status code, and an invariant check of the ledger
 //! against the settlements made.
+//!
+//! The first Ctrl-C (or SIGTERM) ends the load early and still reports and checks; a second
+//! one exits at once. `--call-log` writes every Settle, CancelSettlement and ReverseByMessageId
+//! sent, and `--replay` sends again those whose answer was lost (`bench/kill9/run`).
 
+mod calls;
 mod check;
+mod replay;
 mod stats;
 mod workload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -27,7 +33,9 @@ use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 
 use crate::output::Outcome;
+use calls::{CallLog, RunHeader};
 use check::{CheckInput, CheckReport, Known};
+use replay::{ReplayReport, Replayer};
 use stats::{Figures, OpenLoop, Stats, per_second};
 use workload::{LINES_PER_VISIT_MAX, Mix, Plan, Population};
 
@@ -66,6 +74,10 @@ pub struct BenchArgs {
     /// Share of visits that call PreSettle before Settle, in percent.
     #[arg(long, default_value_t = 0)]
     pre_settle_percent: u32,
+    /// Share of visits (not cancelled) whose Settle is then reversed by its message id
+    /// (ReverseByMessageId), in percent.
+    #[arg(long, default_value_t = 5)]
+    reverse_percent: u32,
     /// Seed of the random choices (patients, hospitals, prices): the same seed draws the same
     /// visits.
     #[arg(long, default_value_t = 1)]
@@ -76,6 +88,18 @@ pub struct BenchArgs {
     /// Skip the end-of-run invariant check.
     #[arg(long)]
     no_check: bool,
+    /// Write every Settle, CancelSettlement and ReverseByMessageId sent to this file, one JSON
+    /// line each, with its first answer (the file is emptied first).
+    #[arg(long)]
+    call_log: Option<PathBuf>,
+    /// Send no new visits: replay the calls of this call log whose answer was lost, and every
+    /// --replay-ok-every-th answered one, check every replay's answer is consistent, then run
+    /// the invariant check of the logged run. Exit code 1 on an inconsistency or a break.
+    #[arg(long, conflicts_with_all = ["call_log", "rate", "visits", "warmup_visits"])]
+    replay: Option<PathBuf>,
+    /// With --replay: replay every n-th call answered OK too (0: none).
+    #[arg(long, default_value_t = 10)]
+    replay_ok_every: u64,
     /// Print the report as JSON on standard output (the progress bar still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -93,6 +117,10 @@ pub struct BenchArgs {
     credentials: PathBuf,
 }
 
+/// How long a closed-loop client waits after a failed visit before its next one, so a network
+/// that is down (being restarted) is not spun against.
+const FAILED_VISIT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Everything the client tasks share.
 struct Shared {
     population: Arc<Population>,
@@ -102,11 +130,14 @@ struct Shared {
     run_tag: String,
     /// Settlement ids the run got back, with what it knows of their state.
     known: std::sync::Mutex<HashMap<String, Known>>,
+    call_log: Option<Arc<CallLog>>,
+    /// Set on Ctrl-C or SIGTERM: start no more visits.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Shared {
-    /// Runs one visit and records its outcome.
-    async fn visit(&self, plan: Plan, due: Instant) {
+    /// Runs one visit and records its outcome; whether it settled.
+    async fn visit(&self, plan: Plan, due: Instant) -> bool {
         let mut client = self.clients[&plan.treatment()].clone();
         let outcome = workload::run_visit(
             &mut client,
@@ -115,6 +146,7 @@ impl Shared {
             &self.run_tag,
             &self.mix,
             &self.stats,
+            self.call_log.as_deref(),
         )
         .await;
         match outcome {
@@ -132,8 +164,12 @@ impl Shared {
                     .lock()
                     .expect("known lock")
                     .insert(settlement_id, known);
+                true
             }
-            workload::Outcome::Failed => self.stats.visit_failed(),
+            workload::Outcome::Failed => {
+                self.stats.visit_failed();
+                false
+            }
         }
     }
 }
@@ -168,24 +204,26 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("cannot reach {url}"))
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
-    if args.lines == 0 || args.lines > LINES_PER_VISIT_MAX {
-        bail!("--lines must be 1 to {LINES_PER_VISIT_MAX}");
-    }
-    if args.cross_city_percent > 100 || args.cancel_percent > 100 || args.pre_settle_percent > 100 {
-        bail!("percentages must be 0 to 100");
-    }
-    if args.clients == 0 || args.rate == Some(0) || args.max_in_flight == 0 {
-        bail!("--clients, --rate and --max-in-flight must be above zero");
-    }
+/// The network as the bench reaches it: HIS clients, bureau clients and the clearing house.
+struct Reached {
+    cities: Vec<CityCode>,
+    credentials: yitong_auth::Credentials,
+    population: Arc<Population>,
+    /// SettlementService of each city, called as each hospital's HIS.
+    clients: HashMap<CityCode, SettlementServiceClient<Channel>>,
+    /// SettlementService of each city, as that city's bureau: the check lists settlements.
+    bureau_clients: HashMap<CityCode, SettlementServiceClient<crate::client::Channel>>,
+    /// The ledger, as the clearing house's staff, who read every balance and verify the journal.
+    ledger: LedgerServiceClient<crate::client::Channel>,
+}
+
+async fn reach(args: &BenchArgs, lines: u32) -> anyhow::Result<Reached> {
     let network = Network::load(&args.seeds.join("network.toml"))?;
     let cities: Vec<CityCode> = network.enabled_cities().map(|city| city.code).collect();
     let credentials = crate::client::load_credentials(&args.credentials)?;
-    let mut population = Population::load(&args.seeds, cities.clone(), args.lines)?;
+    let mut population = Population::load(&args.seeds, cities.clone(), lines)?;
     population.authorize(&credentials)?;
-    let population = Arc::new(population);
     let mut clients = HashMap::new();
-    // The check lists each city's settlements as that city's bureau.
     let mut bureau_clients = HashMap::new();
     for city in network.enabled_cities() {
         clients.insert(
@@ -198,11 +236,56 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             SettlementServiceClient::new(as_caller(&credentials, &bureau, &city.settlement).await?),
         );
     }
-    // The clearing house's staff read every balance and verify the journal.
     let house = Caller::Bureau(Owner::ClearingHouse);
-    let mut ledger = LedgerServiceClient::new(
+    let ledger = LedgerServiceClient::new(
         as_caller(&credentials, &house, &network.clearing_house.ledger).await?,
     );
+    Ok(Reached {
+        cities,
+        credentials,
+        population: Arc::new(population),
+        clients,
+        bureau_clients,
+        ledger,
+    })
+}
+
+/// Sets `stopping` on the first Ctrl-C or SIGTERM; exits on the second.
+fn stop_on_signal(stopping: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        crate::config::shutdown_signal().await;
+        eprintln!("stopping the load: the visits running finish, then the report and check");
+        stopping.store(true, Ordering::Relaxed);
+        crate::config::shutdown_signal().await;
+        std::process::exit(130);
+    });
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
+    if args.lines == 0 || args.lines > LINES_PER_VISIT_MAX {
+        bail!("--lines must be 1 to {LINES_PER_VISIT_MAX}");
+    }
+    if args.cross_city_percent > 100
+        || args.cancel_percent > 100
+        || args.pre_settle_percent > 100
+        || args.reverse_percent > 100
+    {
+        bail!("percentages must be 0 to 100");
+    }
+    if args.clients == 0 || args.rate == Some(0) || args.max_in_flight == 0 {
+        bail!("--clients, --rate and --max-in-flight must be above zero");
+    }
+    if let Some(path) = &args.replay {
+        return run_replay(&args, path).await;
+    }
+    let Reached {
+        cities,
+        population,
+        clients,
+        bureau_clients,
+        mut ledger,
+        ..
+    } = reach(&args, args.lines).await?;
     let before = check::snapshot(&mut ledger, &cities).await?;
     let from_date = yitong_core::today().to_string();
     // Message ids are "<tag>-<visit>-<step>": unique per run, and how the check finds the run's
@@ -214,6 +297,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             .unwrap_or_default()
             .as_millis()
     );
+    let call_log = match &args.call_log {
+        Some(path) => Some(Arc::new(CallLog::create(
+            path,
+            RunHeader {
+                run_tag: run_tag.clone(),
+                from_date: from_date.clone(),
+                before: before.clone(),
+            },
+        )?)),
+        None => None,
+    };
+    let stopping = Arc::new(AtomicBool::new(false));
+    stop_on_signal(stopping.clone());
     let shared = Arc::new(Shared {
         population: population.clone(),
         clients: clients.clone(),
@@ -222,11 +318,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             cross_city_percent: args.cross_city_percent,
             cancel_percent: args.cancel_percent,
             pre_settle_percent: args.pre_settle_percent,
+            reverse_percent: args.reverse_percent,
             timeout: Duration::from_secs(args.timeout_secs),
         },
         stats: Stats::default(),
         run_tag: run_tag.clone(),
         known: std::sync::Mutex::new(HashMap::new()),
+        call_log: call_log.clone(),
+        stopping: stopping.clone(),
     });
     let rng = Arc::new(std::sync::Mutex::new(StdRng::seed_from_u64(args.seed)));
     let numbers = Arc::new(AtomicU64::new(0));
@@ -241,6 +340,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
             stats: Stats::default(),
             run_tag: run_tag.clone(),
             known: std::sync::Mutex::new(HashMap::new()),
+            call_log: call_log.clone(),
+            stopping: stopping.clone(),
         });
         closed_loop(
             &warm,
@@ -277,6 +378,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         }
     };
     let elapsed = started.elapsed();
+    if let Some(call_log) = &call_log {
+        call_log.finish()?;
+    }
     let mut figures = shared.stats.report(elapsed);
     figures.open_loop = open_loop.map(|(rate, offered, dropped)| OpenLoop {
         target_rate: rate,
@@ -356,7 +460,9 @@ async fn closed_loop(
         );
         tasks.push(tokio::spawn(async move {
             loop {
-                if duration.is_some_and(|duration| started.elapsed() >= duration) {
+                if duration.is_some_and(|duration| started.elapsed() >= duration)
+                    || shared.stopping.load(Ordering::Relaxed)
+                {
                     break;
                 }
                 // Take one visit from the budget; stop when it is spent.
@@ -369,7 +475,9 @@ async fn closed_loop(
                     break;
                 }
                 let plan = draw(&shared, &rng, &numbers);
-                shared.visit(plan, Instant::now()).await;
+                if !shared.visit(plan, Instant::now()).await {
+                    tokio::time::sleep(FAILED_VISIT_PAUSE).await;
+                }
                 if visits.is_some() {
                     bar.inc(1);
                 }
@@ -423,7 +531,7 @@ async fn open_loop(
     let (mut offered, mut dropped) = (0u64, 0u64);
     let mut tasks = tokio::task::JoinSet::new();
     let mut due = started;
-    while due < started + duration {
+    while due < started + duration && !shared.stopping.load(Ordering::Relaxed) {
         tokio::time::sleep_until(due.into()).await;
         offered += 1;
         match in_flight.clone().try_acquire_owned() {
@@ -520,12 +628,109 @@ fn print_report(
             println!("  {} {}: {}", failure.rpc, failure.code, failure.count);
         }
     }
+    print_check(check);
+    Ok(())
+}
+
+/// `--replay`: resends the lost calls of a call log, then checks the logged run.
+async fn run_replay(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<Outcome> {
+    let (header, calls) = calls::read(path)?;
+    let Reached {
+        cities,
+        credentials,
+        population,
+        clients,
+        bureau_clients,
+        ledger,
+    } = reach(args, 1).await?;
+    let replayer = Replayer {
+        clients,
+        credentials,
+        timeout: Duration::from_secs(args.timeout_secs),
+    };
+    eprintln!(
+        "replaying the call log of run {} ({} calls)",
+        header.run_tag,
+        calls.len()
+    );
+    let (report, known) = replay::replay(&replayer, &calls, args.replay_ok_every).await?;
+    let check = if args.no_check {
+        None
+    } else {
+        eprintln!("checking the ledger against the run's settlements");
+        Some(
+            check::check(CheckInput {
+                ledger,
+                settlement: bureau_clients,
+                cities: &cities,
+                institutions: population.hospitals(),
+                run_tag: &header.run_tag,
+                from_date: header.from_date.clone(),
+                to_date: yitong_core::today().to_string(),
+                before: header.before.clone(),
+                known,
+            })
+            .await?,
+        )
+    };
+    print_replay(args, &header.run_tag, &report, check.as_ref())?;
+    let consistent = report.inconsistencies.is_empty();
+    match check {
+        Some(check) if !check.passed => Ok(Outcome::Findings),
+        _ if !consistent => Ok(Outcome::Findings),
+        _ => Ok(Outcome::Clean),
+    }
+}
+
+fn print_replay(
+    args: &BenchArgs,
+    run_tag: &str,
+    report: &ReplayReport,
+    check: Option<&CheckReport>,
+) -> anyhow::Result<()> {
+    if args.json {
+        let report = serde_json::json!({
+            "run_tag": run_tag,
+            "replay": report,
+            "check": check,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "replay of run {run_tag}: {} calls logged, {} settles acknowledged",
+        report.calls, report.settles_acknowledged
+    );
+    println!(
+        "lost answers replayed: {} ({}), answered {} and refused {} (voided or dead); {} OK \
+         answers replayed to compare; {} sends repeated after ABORTED or UNAVAILABLE",
+        report.lost_replayed,
+        report
+            .lost
+            .iter()
+            .map(|(rpc, count)| format!("{rpc} {count}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        report.lost_answered,
+        report.lost_refused,
+        report.ok_replayed,
+        report.retries
+    );
+    println!("inconsistencies: {}", report.inconsistencies.len());
+    for inconsistency in &report.inconsistencies {
+        println!("  {inconsistency}");
+    }
+    print_check(check);
+    Ok(())
+}
+
+fn print_check(check: Option<&CheckReport>) {
     match check {
         None => println!("invariant check: skipped"),
         Some(report) => {
             println!(
                 "invariant check: {} ({} settlements of this run listed, {} settled, {} \
-                 cancelled; {} ledger accounts compared; {} journal entries verified)",
+             cancelled; {} ledger accounts compared; {} journal entries verified)",
                 if report.passed { "passed" } else { "FAILED" },
                 report.settlements_listed,
                 report.settled,
@@ -538,5 +743,4 @@ fn print_report(
             }
         }
     }
-    Ok(())
 }

@@ -17,15 +17,17 @@ pub enum Rpc {
     PreSettle,
     Settle,
     CancelSettlement,
+    ReverseByMessageId,
 }
 
 impl Rpc {
-    const ALL: [Rpc; 5] = [
+    const ALL: [Rpc; 6] = [
         Rpc::RegisterVisit,
         Rpc::UploadFeeLines,
         Rpc::PreSettle,
         Rpc::Settle,
         Rpc::CancelSettlement,
+        Rpc::ReverseByMessageId,
     ];
 
     fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Rpc {
             Rpc::PreSettle => "PreSettle",
             Rpc::Settle => "Settle",
             Rpc::CancelSettlement => "CancelSettlement",
+            Rpc::ReverseByMessageId => "ReverseByMessageId",
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What one simulated HIS does: the seeded persons and hospitals it draws from, the fee lines it
 //! bills, and one outpatient visit settled (RegisterVisit, UploadFeeLines, optionally PreSettle,
-//! Settle, and now and then CancelSettlement), each call timed.
+//! Settle, and now and then CancelSettlement or ReverseByMessageId), each call timed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -16,10 +16,11 @@ use yitong_core::{Amount, CardNumber, CityCode};
 use yitong_proto::identity::v1::{Credential, InsuranceType, credential::Kind};
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 use yitong_proto::settlement::v1::{
-    CancelSettlementRequest, FeeLine, MedicalType, PreSettleRequest, RegisterVisitRequest,
-    SettleRequest, UploadFeeLinesRequest,
+    FeeLine, MedicalType, PreSettleRequest, RegisterVisitRequest, ReversalOutcome,
+    UploadFeeLinesRequest,
 };
 
+use super::calls::{Answer, Call, CallLog, Sent};
 use super::stats::{Rpc, Stats};
 
 /// Fixture persons (1 to 8 of every city) are kept for the end-to-end tests; the bench draws
@@ -202,6 +203,9 @@ pub struct Mix {
     pub cancel_percent: u32,
     /// Percentage of visits that ask PreSettle before Settle.
     pub pre_settle_percent: u32,
+    /// Percentage of visits (not cancelled) whose Settle the HIS then reverses with
+    /// ReverseByMessageId, whether or not it got the Settle's answer.
+    pub reverse_percent: u32,
     /// Deadline of every call.
     pub timeout: Duration,
 }
@@ -219,6 +223,7 @@ pub struct Plan {
     authorization: Option<http::HeaderValue>,
     pre_settle: bool,
     cancel: bool,
+    reverse: bool,
     /// Unit prices in fen, one per line.
     prices_fen: Vec<i64>,
 }
@@ -254,6 +259,7 @@ impl Plan {
             prices_fen: (0..mix.lines)
                 .map(|_| rng.random_range(5_000..=80_000))
                 .collect(),
+            reverse: rng.random_range(0..100) < mix.reverse_percent,
         }
     }
 
@@ -268,14 +274,16 @@ pub enum Outcome {
     /// Settled, and cancelled when the plan said so.
     Settled {
         settlement_id: String,
-        /// None when the plan kept the settlement; else whether CancelSettlement succeeded.
+        /// None when the plan kept the settlement; else whether CancelSettlement (or
+        /// ReverseByMessageId) cancelled it.
         cancel: Option<bool>,
     },
     /// A call failed (recorded in the stats); the visit went no further.
     Failed,
 }
 
-/// Runs one visit through the treatment city's SettlementService, recording every call.
+/// Runs one visit through the treatment city's SettlementService, recording every call, and
+/// writing its Settle, CancelSettlement and ReverseByMessageId to the call log if there is one.
 pub async fn run_visit(
     client: &mut SettlementServiceClient<Channel>,
     population: &Population,
@@ -283,6 +291,7 @@ pub async fn run_visit(
     run_tag: &str,
     mix: &Mix,
     stats: &Stats,
+    log: Option<&CallLog>,
 ) -> Outcome {
     let message = |step: &str| format!("{run_tag}-{}-{step}", plan.number);
     let person_no = format!("{}{:010}", plan.insured, plan.patient.serial);
@@ -382,24 +391,56 @@ pub async fn run_visit(
             return Outcome::Failed;
         }
     }
-    let settle = SettleRequest {
+    let settle = Sent::Settle {
         message_id: message("S"),
         visit_id: visit.visit_id.clone(),
         person_no: person_no.clone(),
-        credential,
+        card_number: CardNumber::new(plan.insured, plan.patient.serial).to_string(),
         insurance_type: plan.patient.insurance_type as i32,
         total_amount: total,
         use_personal_account,
         institution_code: plan.hospital.clone(),
-        operator_id: "bench".into(),
     };
-    let Some(settlement) = timed(
+    let settle_request = settle.settle_request().expect("a Settle");
+    let settlement = logged(
         stats,
+        log,
         Rpc::Settle,
-        client.settle(request(settle, mix, plan)),
+        &settle,
+        Answer::of_settle,
+        client.settle(request(settle_request, mix, plan)),
     )
     .await
-    .and_then(|reply| reply.settlement) else {
+    .and_then(|reply| reply.settlement);
+    // An HIS reverses a Settle by its message id, answered or not (2601 is for the Settle that
+    // timed out); a cancellation needs the settlement id, so only an answered one.
+    if plan.reverse && !plan.cancel {
+        let reverse = Sent::ReverseByMessageId {
+            message_id: message("V"),
+            original_message_id: settle.message_id().to_owned(),
+            institution_code: plan.hospital.clone(),
+            reason: "bench reversal".into(),
+        };
+        let reverse_request = reverse.reverse_request().expect("a reversal");
+        let reversed = logged(
+            stats,
+            log,
+            Rpc::ReverseByMessageId,
+            &reverse,
+            Answer::of_reverse,
+            client.reverse_by_message_id(request(reverse_request, mix, plan)),
+        )
+        .await
+        .is_some_and(|reply| reply.outcome == ReversalOutcome::Cancelled as i32);
+        return match settlement {
+            Some(settlement) => Outcome::Settled {
+                settlement_id: settlement.settlement_id,
+                cancel: Some(reversed),
+            },
+            None => Outcome::Failed,
+        };
+    }
+    let Some(settlement) = settlement else {
         return Outcome::Failed;
     };
     if !plan.cancel {
@@ -408,19 +449,22 @@ pub async fn run_visit(
             cancel: None,
         };
     }
-    let cancel = CancelSettlementRequest {
+    let cancel = Sent::CancelSettlement {
         message_id: message("C"),
         settlement_id: settlement.settlement_id.clone(),
         visit_id: visit.visit_id,
         person_no,
         institution_code: plan.hospital.clone(),
         reason: "bench cancellation".into(),
-        operator_id: "bench".into(),
     };
-    let cancelled = timed(
+    let cancel_request = cancel.cancel_request().expect("a cancellation");
+    let cancelled = logged(
         stats,
+        log,
         Rpc::CancelSettlement,
-        client.cancel_settlement(request(cancel, mix, plan)),
+        &cancel,
+        Answer::of_cancel,
+        client.cancel_settlement(request(cancel_request, mix, plan)),
     )
     .await
     .is_some();
@@ -460,4 +504,34 @@ async fn timed<T>(
             None
         }
     }
+}
+
+/// [`timed`], and the call with its answer (summed up by `answer`) written to the call log.
+async fn logged<T>(
+    stats: &Stats,
+    log: Option<&CallLog>,
+    rpc: Rpc,
+    sent: &Sent,
+    answer: fn(&T) -> Answer,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Option<T> {
+    let started = Instant::now();
+    let result = call.await;
+    match &result {
+        Ok(_) => stats.record(rpc, started.elapsed()),
+        Err(status) => stats.fail(rpc, status.code()),
+    }
+    if let Some(log) = log {
+        log.call(Call {
+            sent: sent.clone(),
+            code: format!(
+                "{:?}",
+                result
+                    .as_ref()
+                    .map_or_else(|status| status.code(), |_| tonic::Code::Ok)
+            ),
+            answer: result.as_ref().ok().map(|reply| answer(reply.get_ref())),
+        });
+    }
+    result.ok().map(tonic::Response::into_inner)
 }
