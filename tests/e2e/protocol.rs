@@ -346,12 +346,15 @@ network_test! {
     /// oldest intents down, the next sweep still voids the intents behind them.
     async fn voids_are_resent_identically_and_the_sweep_cannot_starve(net) {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let node = own_node(net, dir.path()).await.with_options(TreatmentOptions {
+        let options = TreatmentOptions {
             sweep_batch_max: 2,
             pending_grace_ms: 0,
             ..TreatmentOptions::default()
-        });
-        // A void cut off after the ledger voided the transfer but before its answer arrived.
+        };
+        let node = own_node(net, dir.path()).await.with_options(options);
+        // A void cut off after the ledger voided the transfer but before its answer arrived:
+        // the node that decided it cannot reach the ledger at all (a closed port), and the
+        // void it would have sent reaches the ledger all the same.
         let visit = open_own_visit(&node, "lost", JINAN, 1).await;
         let Started::Intent(intent) = node.step_intent(&settle_request("S-lost", &visit, 1, true)).await.expect("intent") else {
             panic!("a fresh message id starts an intent");
@@ -359,9 +362,8 @@ network_test! {
         let reservation = node.step_reserve(&intent).await.expect("reserved");
         node.step_book(&intent, &reservation).await.expect("booked");
         let id = intent.settlement_id().to_owned();
-        net.abort_server(Owner::ClearingHouse, Service::Ledger);
-        node.void_intent(&id, "settle failed before it was recorded").await.expect_err("the ledger is down");
-        net.restart_server(Owner::ClearingHouse, Service::Ledger).await;
+        let cut_off = node_without(net, &node, |network| network.clearing_house.ledger = CLOSED.into());
+        cut_off.void_intent(&id, "settle failed before it was recorded").await.expect_err("the ledger cannot be reached");
         let lost = VoidPendingTransfersRequest {
             message_id: format!("{id}-void"),
             pending_transfer_ids: vec![yitong_settlement::treatment::transfer_id(&id, "pending")],
@@ -372,27 +374,64 @@ network_test! {
         assert_eq!((report.voided, report.left), (1, 0), "{report:?}");
         assert_eq!(transfer_statuses(net, &id).await, [TransferStatus::Voided as i32]);
 
-        // Two intents of Jinan's persons, the oldest, with Jinan's benefit service down; then two
-        // of Zibo's persons. The first sweep fails on Jinan's; the second reaches Zibo's.
-        let mut doomed = Vec::new();
+        // Two intents of Jinan's persons, the oldest, at a node that cannot reach Jinan; then
+        // two of Zibo's persons. The first sweep decides Jinan's voids and fails to carry them;
+        // the second reaches Zibo's.
+        let mut intents = Vec::new();
         for (tag, insured) in [("j1", JINAN), ("j2", JINAN), ("z1", ZIBO), ("z2", ZIBO)] {
             let visit = open_own_visit(&node, tag, insured, 2).await;
             let Started::Intent(intent) = node.step_intent(&settle_request(&format!("S-{tag}"), &visit, 2, false)).await.expect("intent") else {
                 panic!("a fresh message id starts an intent");
             };
-            doomed.push(intent.settlement_id().to_owned());
+            intents.push(intent.settlement_id().to_owned());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let jinan = Owner::City(CityCode::parse(JINAN).expect("city"));
-        net.abort_server(jinan, Service::Settlement);
-        let first = node.recover().await.expect("swept");
-        assert_eq!((first.voided, first.left), (0, 2), "{first:?}");
-        let second = node.recover().await.expect("swept");
+        let cut_off = node_without(net, &node, |network| {
+            let jinan = network.cities.iter_mut().find(|city| city.code.to_string() == JINAN).expect("Jinan");
+            jinan.settlement = CLOSED.into();
+        });
+        let first = cut_off.recover().await.expect("swept");
+        assert_eq!((first.voided, first.left), (0, 2), "the two oldest, Jinan's, fail: {first:?}");
+        let second = cut_off.recover().await.expect("swept");
         assert_eq!((second.voided, second.left), (2, 0), "the rows behind the failing ones: {second:?}");
-        net.restart_server(jinan, Service::Settlement).await;
+        for (id, phase) in intents.iter().zip(["voiding", "voiding", "voided", "voided"]) {
+            let stored: String = yitong_store::sqlx::query_scalar("SELECT phase FROM settlements WHERE settlement_id = $1")
+                .bind(id.clone())
+                .fetch_one(node.store().pool())
+                .await
+                .expect("the intent reads");
+            assert_eq!(stored, phase, "{id}");
+        }
         node.store().close().await;
         settle_down(net, &[]).await;
     }
+}
+
+/// An address where nothing listens: a peer that cannot be reached.
+const CLOSED: &str = "http://127.0.0.1:9";
+
+/// The same node (its store and options) as it runs on a network changed by `change`: a node
+/// cut off from some of its peers.
+fn node_without(
+    net: &Sandbox,
+    node: &SettlementNode,
+    change: impl FnOnce(&mut yitong_core::Network),
+) -> SettlementNode {
+    let mut network = net.network().clone();
+    change(&mut network);
+    let city = node.city();
+    SettlementNode::new(
+        city,
+        node.store().clone(),
+        std::sync::Arc::new(network),
+        &net.peer_access(Owner::City(city)),
+    )
+    .expect("node")
+    .with_options(TreatmentOptions {
+        sweep_batch_max: 2,
+        pending_grace_ms: 0,
+        ..TreatmentOptions::default()
+    })
 }
 
 network_test! {

@@ -23,7 +23,7 @@ use yitong_proto::catalog::v1::GetPolicyRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::identity::v1::{
-    Credential, GetInsuredPersonRequest, MoveAccountRequest, credential::Kind,
+    Credential, GetInsuredPersonRequest, InsuredPerson, MoveAccountRequest, credential::Kind,
 };
 use yitong_proto::settlement::v1 as pb;
 use yitong_store::{Store, audit, now_ms};
@@ -115,23 +115,9 @@ impl BenefitNode {
             )
             .into());
         }
-        let lookup = GetInsuredPersonRequest {
-            credential: Some(Credential {
-                kind: Some(Kind::PersonNo(claim.person_no.to_string())),
-            }),
-            service_date: claim.service_date.to_string(),
-            ..Default::default()
-        };
         let person = self
-            .identity
-            .clone()
-            .get_insured_person(lookup)
-            .await
-            .map_err(|status| BenefitError::upstream("identity", status))?;
-        let person = person
-            .into_inner()
-            .person
-            .ok_or_else(|| BenefitError::Corrupt("identity answered without a person".into()))?;
+            .insured_person(claim.person_no.as_str(), claim.service_date)
+            .await?;
         if person.insurance_type != claim::insurance_type_code(claim.insurance_type) {
             return Err(
                 Invalid::new("claim.insurance_type", "is not the person's insurance type").into(),
@@ -175,6 +161,17 @@ impl BenefitNode {
     /// the balance and the held reservations are read at one instant and no two settlements
     /// can both take the same money.
     async fn live_balance(&self, person_no: &str, date: Date) -> Result<Amount, BenefitError> {
+        let person = self.insured_person(person_no, date).await?;
+        Amount::parse(&person.account_balance)
+            .map_err(|_| BenefitError::Corrupt("identity sent a malformed balance".into()))
+    }
+
+    /// The person as this city's identity knows them on `date` (refused unless entitled).
+    async fn insured_person(
+        &self,
+        person_no: &str,
+        date: Date,
+    ) -> Result<InsuredPerson, BenefitError> {
         let lookup = GetInsuredPersonRequest {
             credential: Some(Credential {
                 kind: Some(Kind::PersonNo(person_no.to_owned())),
@@ -182,17 +179,14 @@ impl BenefitNode {
             service_date: date.to_string(),
             ..Default::default()
         };
-        let person = self
-            .identity
+        self.identity
             .clone()
             .get_insured_person(lookup)
             .await
             .map_err(|status| BenefitError::upstream("identity", status))?
             .into_inner()
             .person
-            .ok_or_else(|| BenefitError::Corrupt("identity answered without a person".into()))?;
-        Amount::parse(&person.account_balance)
-            .map_err(|_| BenefitError::Corrupt("identity sent a malformed balance".into()))
+            .ok_or_else(|| BenefitError::Corrupt("identity answered without a person".into()))
     }
 
     /// The running totals a new settlement starts from: posted plus held, and the account

@@ -58,13 +58,8 @@ impl SettlementNode {
         };
         match self.cancel(&original, &request).await? {
             Cancelled::Seen => {
-                let reply = self
-                    .first_answer(&input.message_id, RPC, digest, deadline)
-                    .await?
-                    .ok_or_else(|| {
-                        TreatmentError::Corrupt("a claimed message id vanished".into())
-                    })?;
-                decode_reply(&reply)
+                self.answer_of_claimed(&input.message_id, RPC, digest, deadline)
+                    .await
             }
             Cancelled::Done(settlement) => {
                 self.observe(&original.insured_city, "cancelled", 0);
@@ -119,10 +114,7 @@ impl SettlementNode {
                     status: tonic::Status::unavailable("not complete"),
                 });
             }
-            let today = yitong_core::today();
-            let prefix = format!("J{}{}", self.city, today.format("%y%m%d"));
-            let serial = repo::next_serial(&mut tx, &prefix).await?;
-            let cancellation_id = format!("{prefix}{serial:07}");
+            let (cancellation_id, today) = self.new_settlement_id(&mut tx).await?;
             let reserve = pb::ReserveRequest {
                 message_id: request.message_id.to_string(),
                 settlement_id: cancellation_id.clone(),
@@ -159,12 +151,7 @@ impl SettlementNode {
                 created_at_ms: now_ms(),
                 ..SettlementRow::default()
             };
-            repo::insert_intent(
-                &mut tx,
-                &row,
-                row.created_at_ms + self.options.pending_grace_ms,
-            )
-            .await?;
+            self.write_intent(&mut tx, &row).await?;
             tx.commit().await?;
             Intent {
                 row,
@@ -244,13 +231,9 @@ impl SettlementNode {
             match reversed {
                 Reversed::Answer(reply) => return Ok(*reply),
                 Reversed::Seen => {
-                    let reply = self
-                        .first_answer(&input.message_id, RPC, digest, deadline)
-                        .await?
-                        .ok_or_else(|| {
-                            TreatmentError::Corrupt("a claimed message id vanished".into())
-                        })?;
-                    return decode_reply(&reply);
+                    return self
+                        .answer_of_claimed(&input.message_id, RPC, digest, deadline)
+                        .await;
                 }
                 Reversed::Again => continue,
             }

@@ -191,6 +191,44 @@ impl SettlementNode {
         }
     }
 
+    /// The answer to a message id another call claimed first (and may still be running): its
+    /// first answer, waited for as [`Self::first_answer`] waits.
+    pub(super) async fn answer_of_claimed<R: Message + Default>(
+        &self,
+        message_id: &MessageId,
+        rpc: &str,
+        digest: &str,
+        deadline: Instant,
+    ) -> Result<R, TreatmentError> {
+        let reply = self
+            .first_answer(message_id, rpc, digest, deadline)
+            .await?
+            .ok_or_else(|| TreatmentError::Corrupt("a claimed message id vanished".into()))?;
+        decode_reply(&reply)
+    }
+
+    /// A new settlement (or cancellation) id of this city for today, handed out inside the
+    /// caller's write transaction: `J`, the city, the date and a serial of the day.
+    pub(super) async fn new_settlement_id(
+        &self,
+        tx: &mut yitong_store::sqlx::AnyConnection,
+    ) -> Result<(String, yitong_core::Date), TreatmentError> {
+        let today = yitong_core::today();
+        let prefix = format!("J{}{}", self.city, today.format("%y%m%d"));
+        let serial = repo::next_serial(tx, &prefix).await?;
+        Ok((format!("{prefix}{serial:07}"), today))
+    }
+
+    /// Writes an intent inside the caller's write transaction; the sweep first looks at it once
+    /// its grace period is over.
+    pub(super) async fn write_intent(
+        &self,
+        tx: &mut yitong_store::sqlx::AnyConnection,
+        row: &SettlementRow,
+    ) -> Result<(), TreatmentError> {
+        repo::insert_intent(tx, row, row.created_at_ms + self.options.pending_grace_ms).await
+    }
+
     /// Claims a Settle's message id inside `tx`: `Fresh` when claimed now. A dead id is
     /// refused; one claimed by another call is `Seen`, for [`Self::first_answer`].
     async fn claim_settle(
@@ -245,13 +283,9 @@ impl SettlementNode {
         let intent = match self.intend(&input, digest).await? {
             Started::Seen => {
                 // Another call with this message id claimed it first: its answer is ours.
-                let reply = self
-                    .first_answer(message_id, "Settle", digest, deadline)
-                    .await?
-                    .ok_or_else(|| {
-                        TreatmentError::Corrupt("a claimed message id vanished".into())
-                    })?;
-                return decode_reply(&reply);
+                return self
+                    .answer_of_claimed(message_id, "Settle", digest, deadline)
+                    .await;
             }
             Started::Intent(intent) => intent,
         };
@@ -362,10 +396,7 @@ impl SettlementNode {
         // changed since, and the claim must be exactly what the visit holds now.
         let lines = repo::live_lines(&mut tx, &visit.visit_id).await?;
         let claim = Self::claim_of(&visit.visit_id, &lines, input.total_amount)?;
-        let today = yitong_core::today();
-        let prefix = format!("J{}{}", self.city, today.format("%y%m%d"));
-        let serial = repo::next_serial(&mut tx, &prefix).await?;
-        let settlement_id = format!("{prefix}{serial:07}");
+        let (settlement_id, today) = self.new_settlement_id(&mut tx).await?;
         let reserve = pb::ReserveRequest {
             message_id: scope.message_id.to_string(),
             settlement_id: settlement_id.clone(),
@@ -422,12 +453,7 @@ impl SettlementNode {
             created_at_ms: now_ms(),
             ..SettlementRow::default()
         };
-        repo::insert_intent(
-            &mut tx,
-            &row,
-            row.created_at_ms + self.options.pending_grace_ms,
-        )
-        .await?;
+        self.write_intent(&mut tx, &row).await?;
         tx.commit().await?;
         Ok(Started::Intent(Box::new(Intent {
             row,
