@@ -37,9 +37,20 @@ fn reason(status: &tonic::Status) -> Option<String> {
 
 /// A fresh visit of the n-th person of `insured` at `treatment`'s hospital, lines uploaded.
 async fn open_visit(net: &Sandbox, tag: &str, treatment: &str, insured: &str, n: u32) -> Visit {
+    let register = register_request(&format!("R-{tag}"), treatment, insured, n);
+    open_registered(net, tag, treatment, register).await
+}
+
+/// Registers a visit at `treatment`'s hospital as `register` asks, and uploads its lines.
+async fn open_registered(
+    net: &Sandbox,
+    tag: &str,
+    treatment: &str,
+    register: yitong_proto::settlement::v1::RegisterVisitRequest,
+) -> Visit {
     let mut his = net.his_settlement(&hospital(treatment));
     let visit = his
-        .register_visit(register_request(&format!("R-{tag}"), treatment, insured, n))
+        .register_visit(register)
         .await
         .expect("registered")
         .into_inner()
@@ -191,20 +202,9 @@ const SMALL_ACCOUNTS: [u32; 12] = [26, 60, 91, 118, 133, 156, 212, 238, 263, 274
 
 /// A fresh visit of the n-th Jinan person, an employee, at `treatment`'s hospital.
 async fn open_employee_visit(net: &Sandbox, tag: &str, treatment: &str, n: u32) -> Visit {
-    let mut his = net.his_settlement(&hospital(treatment));
     let mut register = register_request(&format!("R-{tag}"), treatment, JINAN, n);
     register.insurance_type = InsuranceType::Employee as i32;
-    let visit = his
-        .register_visit(register)
-        .await
-        .expect("registered")
-        .into_inner()
-        .visit
-        .expect("visit");
-    his.upload_fee_lines(upload_request(&format!("U-{tag}"), &visit, visit_lines()))
-        .await
-        .expect("uploaded");
-    visit
+    open_registered(net, tag, treatment, register).await
 }
 
 network_test! {
