@@ -248,6 +248,23 @@ impl Store {
 }
 
 /// Milliseconds since the Unix epoch, the form every timestamp column takes.
+/// True when a statement failed only because other writers held what it needed: SQLite busy
+/// or locked past its busy timeout, PostgreSQL's serialization failure, deadlock or lock
+/// timeout. An operating condition, not a fault: the same request succeeds when sent again, so
+/// services answer it UNAVAILABLE, never INTERNAL.
+pub fn is_contention(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(database) = error else {
+        return false;
+    };
+    matches!(
+        database.code().as_deref(),
+        // SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT, SQLITE_BUSY_TIMEOUT.
+        Some("5" | "6" | "517" | "773")
+            // PostgreSQL: serialization_failure, deadlock_detected, lock_not_available.
+            | Some("40001" | "40P01" | "55P03")
+    )
+}
+
 pub fn now_ms() -> i64 {
     let elapsed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

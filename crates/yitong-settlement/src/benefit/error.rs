@@ -81,6 +81,10 @@ impl From<BenefitError> for Status {
                 Status::with_error_details(Code::FailedPrecondition, message.clone(), details)
             }
             BenefitError::Unavailable { .. } => Status::unavailable(error.to_string()),
+            BenefitError::Store(ref store) if yitong_store::is_contention(store) => {
+                tracing::warn!(error = %yitong_core::cause_chain(&error), "storage busy");
+                Status::unavailable("storage is busy: send the same request again")
+            }
             BenefitError::Store(_) | BenefitError::Corrupt(_) => {
                 tracing::error!(error = %yitong_core::cause_chain(&error), "benefit request failed");
                 Status::internal("internal error")

@@ -124,6 +124,10 @@ impl From<TreatmentError> for Status {
                 );
                 Status::with_error_details(Code::Aborted, message, details)
             }
+            TreatmentError::Store(ref store) if yitong_store::is_contention(store) => {
+                tracing::warn!(error = %yitong_core::cause_chain(&error), "storage busy");
+                Status::unavailable("storage is busy: send the same request again")
+            }
             TreatmentError::Store(_) | TreatmentError::Corrupt(_) | TreatmentError::Peer(_) => {
                 tracing::error!(error = %yitong_core::cause_chain(&error), "settlement request failed");
                 Status::internal("internal error")
