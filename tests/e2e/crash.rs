@@ -16,34 +16,12 @@ use yitong_sandbox::{BINZHOU, JINAN, Sandbox, network_test};
 use yitong_settlement::SettlementNode;
 use yitong_settlement::treatment::Started;
 
-use crate::settlement::{
-    assert_ledger_agrees, hospital, own_node, register_request, settle_request, upload_request,
-    visit_lines,
-};
+use crate::protocol::open_own_visit;
+use crate::settlement::{assert_ledger_agrees, hospital, own_node, settle_request};
 use crate::support::assert_refused;
 
 /// Where a Settle stops: after this many of its five steps.
 const BOUNDARIES: [usize; 4] = [1, 2, 3, 4];
-
-/// A fresh Binzhou visit of the n-th Jinan person, at `node`.
-async fn open_visit(node: &SettlementNode, tag: &str, n: u32) -> Visit {
-    let register = register_request(&format!("R-{tag}"), BINZHOU, JINAN, n);
-    let visit = node
-        .register_visit(crate::settlement::his_request(register))
-        .await
-        .expect("registered")
-        .into_inner()
-        .visit
-        .expect("visit");
-    node.upload_fee_lines(crate::settlement::his_request(upload_request(
-        &format!("U-{tag}"),
-        &visit,
-        visit_lines(),
-    )))
-    .await
-    .expect("uploaded");
-    visit
-}
 
 /// Runs the first `steps` steps of a Settle, each asserted to succeed (every peer is up), and
 /// returns the settlement id of the intent.
@@ -196,7 +174,7 @@ network_test! {
             let tag = format!("T{steps}");
             let (id, visit) = {
                 let node = own_node(net, dir.path()).await;
-                let visit = open_visit(&node, &tag, 1).await;
+                let visit = open_own_visit(&node, &tag, JINAN, 1).await;
                 let id = settle_partly(&node, &format!("S-{tag}"), &visit, 1, steps).await;
                 // The process dies here: nothing more runs, nothing is cleaned up.
                 drop(node);
@@ -228,7 +206,7 @@ network_test! {
         let mut completed = Vec::new();
         for steps in BOUNDARIES {
             let tag = format!("I{steps}");
-            let visit = open_visit(&node, &tag, 2).await;
+            let visit = open_own_visit(&node, &tag, JINAN, 2).await;
             let Started::Intent(intent) = node.step_intent(&settle_request(&format!("S-{tag}"), &visit, 2, true)).await.expect("intent") else {
                 panic!("a fresh message id starts an intent");
             };

@@ -62,8 +62,13 @@ async fn open_registered(
     visit
 }
 
-/// The same, at a node the test drives itself (Binzhou's).
-async fn open_own_visit(node: &SettlementNode, tag: &str, insured: &str, n: u32) -> Visit {
+/// The same, at a Binzhou node the test drives itself.
+pub(crate) async fn open_own_visit(
+    node: &SettlementNode,
+    tag: &str,
+    insured: &str,
+    n: u32,
+) -> Visit {
     let visit = node
         .register_visit(his_request(register_request(
             &format!("R-{tag}"),
