@@ -187,7 +187,9 @@ async fn settle_as_an_his_would(
         };
         match his.settle(settle_request(&id, visit, n, false)).await {
             Ok(reply) => return Ok(reply.into_inner().settlement.expect("settlement")),
-            Err(status) if status.code() == Code::Unavailable => {}
+            // Shed, or a peer past its deadline: the same call again, after a pause.
+            Err(status) if matches!(status.code(), Code::Unavailable | Code::ResourceExhausted) => {
+            }
             Err(status) => match status.get_details_error_info().map(|info| info.reason) {
                 Some(reason) if reason == "SETTLEMENT_IN_PROGRESS" => {}
                 Some(reason) if reason == "SETTLEMENT_VOIDED" => attempt += 1,

@@ -109,6 +109,7 @@ async fn a_production_network_speaks_only_mutual_tls() {
             ..PoolLimits::default()
         },
         calls: CallLimits::default(),
+        shed: yitong_node::shed::ShedLimits::default(),
         security: Security {
             keyring: SharedKeyring::default(),
             pki: Some(pki.clone()),
@@ -215,6 +216,7 @@ async fn a_production_network_speaks_only_mutual_tls() {
         Role::Catalog(node),
         listener,
         &security,
+        yitong_node::shed::ShedLimits::default(),
         CancellationToken::new(),
     )
     .await;

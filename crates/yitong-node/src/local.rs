@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
 use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
 
+use crate::shed::ShedLimits;
 use crate::{Security, SecurityError, ServeError};
 use yitong_identity::{IdentityNode, IdentityStartError, PiiKeys, VoucherSigner, seed_persons};
 use yitong_ledger::LedgerNode;
@@ -41,6 +42,8 @@ pub struct LocalNetworkOptions {
     pub bind: Bind,
     pub pool: PoolLimits,
     pub calls: CallLimits,
+    /// How many calls each server runs at once before it sheds.
+    pub shed: ShedLimits,
     /// How the servers check callers and the nodes present themselves.
     pub security: Security,
 }
@@ -88,6 +91,7 @@ pub struct LocalNetwork {
     endpoints: Vec<Endpoint>,
     stores: Vec<Store>,
     calls: CallLimits,
+    shed: ShedLimits,
     security: Security,
     shutdown: CancellationToken,
     servers: Mutex<Servers>,
@@ -163,6 +167,7 @@ impl LocalNetwork {
             endpoints: Vec::new(),
             stores: Vec::new(),
             calls: options.calls,
+            shed: options.shed,
             security: options.security,
             shutdown,
             servers: Mutex::new(Servers::default()),
@@ -261,7 +266,9 @@ impl LocalNetwork {
         let security = self.security.clone();
         let owner = endpoint.owner;
         let stop = shutdown.clone();
-        let task = tokio::spawn(async move { serve(owner, role, listener, &security, stop).await });
+        let shed = self.shed;
+        let task =
+            tokio::spawn(async move { serve(owner, role, listener, &security, shed, stop).await });
         let key = (endpoint.owner, endpoint.service);
         let mut servers = self.servers.lock().expect("server table");
         servers.tasks.insert(key, (task, shutdown));

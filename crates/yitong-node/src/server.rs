@@ -92,13 +92,15 @@ const REFLECTION: [&str; 2] = [
 /// Serves `role`, run by `owner`, on `listener` until `shutdown` is cancelled, then finishes
 /// the calls in flight and returns. Every call of the role's services gets a server span (which
 /// continues the caller's trace) and is counted in the process's metrics under `owner`; every
-/// call is authenticated and checked against the permission matrix (`yitong_auth`). Without a
-/// PKI the server speaks plaintext, and refuses to unless it listens on a loopback address.
+/// call is authenticated and checked against the permission matrix (`yitong_auth`), then shed
+/// beyond `shed` ([`crate::shed`]). Without a PKI the server speaks plaintext, and refuses to
+/// unless it listens on a loopback address.
 pub async fn serve(
     owner: Owner,
     role: Role,
     listener: TcpListener,
     security: &Security,
+    shed: ShedLimits,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let tls = security.server_tls(owner)?;
@@ -141,7 +143,7 @@ pub async fn serve(
     let router = builder
         .layer(ServerLayer::new(owner.to_string()))
         .layer(AuthLayer::new(owner, security.keyring.clone()))
-        .layer(ShedLayer::new(ShedLimits::default()))
+        .layer(ShedLayer::new(shed))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

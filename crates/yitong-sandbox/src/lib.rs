@@ -17,6 +17,7 @@ use std::sync::{LazyLock, Mutex};
 
 use yitong_auth::{Credentials, SharedKeyring};
 use yitong_core::{CallLimits, Caller, CityCode, Network, Owner, Service, bearer};
+use yitong_node::shed::ShedLimits;
 use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
 use yitong_proto::audit::v1::audit_service_client::AuditServiceClient;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
@@ -41,6 +42,11 @@ pub const ZIBO: &str = "370300";
 pub const DONGYING: &str = "370500";
 pub const BINZHOU: &str = "371600";
 pub const PILOT_CITIES: [&str; 4] = [JINAN, ZIBO, DONGYING, BINZHOU];
+
+/// How many times [`Sandbox::restart_server`] tries to start a server again, and the pause
+/// between two tries: a minute in all.
+pub const RESTART_TRIES: u32 = 120;
+const RESTART_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A client channel of the sandbox: it presents its caller's API key on every call, unless the
 /// call carries its own `authorization` ([`as_its_bureau`]).
@@ -367,6 +373,7 @@ impl Sandbox {
                 ..PoolLimits::default()
             },
             calls: CallLimits::default(),
+            shed: ShedLimits::default(),
             security: KEYS.security(),
         }
     }
@@ -459,12 +466,20 @@ impl Sandbox {
         self.network.abort(owner, service);
     }
 
-    /// Starts a killed server again on its address and store, as a restarted process would.
+    /// Starts a killed server again on its address and store, as a restarted process would,
+    /// and as a process supervisor would, tries again while the start fails (its store out of
+    /// connections on a loaded database server, say) for up to [`RESTART_TRIES`] tries.
     pub async fn restart_server(&self, owner: Owner, service: Service) {
-        self.network
-            .restart(owner, service)
-            .await
-            .expect("server restarts");
+        let mut tries = 0;
+        while let Err(error) = self.network.restart(owner, service).await {
+            tries += 1;
+            assert!(
+                tries < RESTART_TRIES,
+                "{owner} {service} did not restart in {tries} tries: {error:?}"
+            );
+            eprintln!("{owner} {service} did not restart ({error:?}); trying again");
+            tokio::time::sleep(RESTART_PAUSE).await;
+        }
     }
 
     /// Calls as `caller`, by its canonical name (`institution:H37030000001`, `bureau:370100`,

@@ -25,6 +25,9 @@ pub struct ConfigFile {
     pub e_voucher_signing_key: Option<String>,
     /// Connections in the store's pool.
     pub pool_connections_max: Option<u32>,
+    /// Calls from outside (HIS, bureaus, operators) the server runs at once; beyond it calls
+    /// are refused RESOURCE_EXHAUSTED (`yitong_node::shed`). Half may start new work.
+    pub calls_in_flight_max: Option<usize>,
     /// Deadline of every call to another node, in milliseconds.
     pub call_timeout_ms: Option<u64>,
     /// Address of the Prometheus metrics endpoint; none when absent.

@@ -7,6 +7,7 @@ use clap::Args;
 use yitong_auth::{Credentials, Pki, Validity};
 use yitong_core::Caller;
 use yitong_core::{CallLimits, Network, Owner};
+use yitong_node::shed::ShedLimits;
 use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
 use yitong_seeds::Seeds;
 use yitong_seeds::load_seeds;
@@ -30,6 +31,10 @@ pub struct DevArgs {
     /// on first use (data/pki; clients trust data/pki/ca.pem).
     #[arg(long)]
     tls: bool,
+    /// Calls from outside (HIS, bureaus, operators) each server runs at once; beyond it calls
+    /// are refused RESOURCE_EXHAUSTED. Half may start new work.
+    #[arg(long, env = "YITONG_CALLS_IN_FLIGHT_MAX", default_value_t = ShedLimits::default().entry_calls_in_flight_max)]
+    calls_in_flight_max: usize,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -60,6 +65,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             ..PoolLimits::default()
         },
         calls: CallLimits::default(),
+        shed: ShedLimits::with_entry_calls(args.calls_in_flight_max),
         security,
     };
     let running = LocalNetwork::start(options)

@@ -14,6 +14,7 @@ use yitong_auth::{Keyring, Pki, SharedKeyring};
 use yitong_core::{CallLimits, CityCode, Network, Owner, PeerAccess, Service};
 use yitong_identity::{IdentityNode, PiiKeys, VoucherSigner};
 use yitong_ledger::LedgerNode;
+use yitong_node::shed::ShedLimits;
 use yitong_node::{Role, Security, serve};
 use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_store::{Location, PoolLimits, Store};
@@ -244,7 +245,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Role::Settlement(node, _) = &role {
         node.spawn_recovery(shutdown.clone());
     }
-    serve(owner, role, listener, &security, shutdown).await?;
+    let shed = ShedLimits::with_entry_calls(
+        file.calls_in_flight_max
+            .unwrap_or(ShedLimits::default().entry_calls_in_flight_max),
+    );
+    serve(owner, role, listener, &security, shed, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -11,6 +11,7 @@
 
 mod calls;
 mod check;
+mod health;
 mod replay;
 mod stats;
 mod workload;
@@ -215,6 +216,8 @@ struct Reached {
     bureau_clients: HashMap<CityCode, SettlementServiceClient<crate::client::Channel>>,
     /// The ledger, as the clearing house's staff, who read every balance and verify the journal.
     ledger: LedgerServiceClient<crate::client::Channel>,
+    /// A connection of its own to each city's settlement server, for health checks.
+    health: Vec<Channel>,
 }
 
 async fn reach(args: &BenchArgs, lines: u32) -> anyhow::Result<Reached> {
@@ -225,7 +228,9 @@ async fn reach(args: &BenchArgs, lines: u32) -> anyhow::Result<Reached> {
     population.authorize(&credentials)?;
     let mut clients = HashMap::new();
     let mut bureau_clients = HashMap::new();
+    let mut health = Vec::new();
     for city in network.enabled_cities() {
+        health.push(connect(&city.settlement).await?);
         clients.insert(
             city.code,
             SettlementServiceClient::new(connect(&city.settlement).await?),
@@ -247,6 +252,7 @@ async fn reach(args: &BenchArgs, lines: u32) -> anyhow::Result<Reached> {
         clients,
         bureau_clients,
         ledger,
+        health,
     })
 }
 
@@ -284,6 +290,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         clients,
         bureau_clients,
         mut ledger,
+        health,
         ..
     } = reach(&args, args.lines).await?;
     let before = check::snapshot(&mut ledger, &cities).await?;
@@ -357,6 +364,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
     }
 
     let duration = Duration::from_secs(args.duration_secs);
+    let probing = Arc::new(AtomicBool::new(false));
+    let probe = tokio::spawn(health::probe(health, probing.clone()));
     let started = Instant::now();
     let open_loop = match args.rate {
         None => {
@@ -378,6 +387,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         }
     };
     let elapsed = started.elapsed();
+    probing.store(true, Ordering::Relaxed);
+    let health = probe.await.expect("the health probe ends without panic");
     if let Some(call_log) = &call_log {
         call_log.finish()?;
     }
@@ -389,6 +400,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Outcome> {
         dropped,
         accepted_per_second: figures.visits_per_second,
     });
+    figures.health = Some(health);
 
     let check = if args.no_check {
         None
@@ -604,6 +616,15 @@ fn print_report(
             open.accepted_per_second
         );
     }
+    if let Some(health) = &figures.health {
+        println!(
+            "health checks: {}, slowest {:.1} ms, {} not SERVING within {} s",
+            health.checks,
+            health.slowest_ms,
+            health.failed,
+            health::ANSWER_MAX.as_secs()
+        );
+    }
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::NOTHING)
@@ -642,6 +663,7 @@ async fn run_replay(args: &BenchArgs, path: &std::path::Path) -> anyhow::Result<
         clients,
         bureau_clients,
         ledger,
+        ..
     } = reach(args, 1).await?;
     let replayer = Replayer {
         clients,

@@ -148,6 +148,7 @@ impl Stats {
             calls,
             failures,
             open_loop: None,
+            health: None,
         }
     }
 }
@@ -225,4 +226,6 @@ pub struct Figures {
     pub calls: Vec<Latency>,
     pub failures: Vec<Failure>,
     pub open_loop: Option<OpenLoop>,
+    /// Health checks of the settlement servers made during the load.
+    pub health: Option<super::health::HealthFigures>,
 }
