@@ -2097,6 +2097,15 @@ network_test! {
         if found.len() > VIOLATIONS_SHOWN_MAX {
             let _ = writeln!(report, "  ... and {} more", found.len() - VIOLATIONS_SHOWN_MAX);
         }
+        if !found.is_empty() {
+            // Why a server answered INTERNAL is in its ERROR log lines (of any test running in
+            // this process, the last ones kept).
+            let errors = yitong_sandbox::privacy::errors();
+            let _ = writeln!(report, "errors logged in this process ({}):", errors.len());
+            for error in errors {
+                let _ = writeln!(report, "  {error}");
+            }
+        }
         assert!(found.is_empty(), "{report}");
     }
 }

@@ -4,6 +4,9 @@
 //! A citizen ID is recognised by its form, not by a list: 17 digits and a check character that
 //! together pass GB 11643, with no digit right before or after. So an ID that never was in the
 //! seeds (one a test enrols) is caught as well.
+//!
+//! The watch also keeps the last [`ERRORS_KEPT`] events logged at ERROR ([`errors`]), so a test
+//! that saw a server answer INTERNAL can say why.
 
 use std::fmt;
 use std::sync::{Mutex, Once};
@@ -19,6 +22,11 @@ use yitong_core::CitizenId;
 /// What was seen: "field `name` of `target`", with the ID masked.
 static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
+/// The last ERROR events, oldest first: "target: field=value ...".
+static ERRORS: Mutex<std::collections::VecDeque<String>> =
+    Mutex::new(std::collections::VecDeque::new());
+/// How many ERROR events [`errors`] keeps.
+pub const ERRORS_KEPT: usize = 200;
 
 /// What the watch filters: every level of Yitong's own crates, and dependencies down to debug
 /// (their trace output is wire noise).
@@ -61,6 +69,11 @@ pub fn leaks() -> Vec<String> {
     LEAKS.lock().expect("leak list").clone()
 }
 
+/// The last [`ERRORS_KEPT`] events logged at ERROR in this process, oldest first.
+pub fn errors() -> Vec<String> {
+    ERRORS.lock().expect("error list").iter().cloned().collect()
+}
+
 /// The tracing layer that scans what it is given.
 #[derive(Debug, Clone, Copy)]
 pub struct Watch;
@@ -80,6 +93,25 @@ impl<S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> Layer
         event.record(&mut Scanner {
             target: event.metadata().target(),
         });
+        if *event.metadata().level() == tracing::Level::ERROR {
+            let mut line = Line(format!("{}:", event.metadata().target()));
+            event.record(&mut line);
+            let mut errors = ERRORS.lock().expect("error list");
+            if errors.len() == ERRORS_KEPT {
+                errors.pop_front();
+            }
+            errors.push_back(line.0);
+        }
+    }
+}
+
+/// An event's fields written out on one line.
+struct Line(String);
+
+impl Visit for Line {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
     }
 }
 
