@@ -53,8 +53,8 @@ enum Class {
 
 /// A call is on behalf of accepted work when a node's credential made it.
 fn class_of<B>(request: &Request<B>) -> Class {
-    match request.extensions().get::<yitong_core::Caller>() {
-        Some(yitong_core::Caller::Node(_)) => Class::OnBehalf,
+    match request.extensions().get::<yitong_rpc::Caller>() {
+        Some(yitong_rpc::Caller::Node(_)) => Class::OnBehalf,
         _ => Class::Entry,
     }
 }
@@ -103,8 +103,8 @@ impl ShedLimits {
 /// auth layer runs before this one), else, for anonymous calls, the peer's IP address; `None`
 /// when neither is known (such calls share one key).
 pub fn caller_key<B>(request: &Request<B>) -> Option<String> {
-    match request.extensions().get::<yitong_core::Caller>() {
-        Some(yitong_core::Caller::Anonymous) | None => {}
+    match request.extensions().get::<yitong_rpc::Caller>() {
+        Some(yitong_rpc::Caller::Anonymous) | None => {}
         Some(caller) => return Some(caller.to_string()),
     }
     request
