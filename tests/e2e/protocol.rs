@@ -1,8 +1,9 @@
 //! The settlement protocol's defects found from outside, one test each, on both databases: a
 //! reversal racing its own Settle, the personal account taken twice by racing Settles, replays
 //! answered OK without their answer, voids that could not be sent again, the balance a
-//! cancellation reports, and a void that overtakes its booking. Each test drives the race or
-//! the fault the attack found and then holds the three parties to agreement.
+//! cancellation reports, a void that overtakes its booking, and a peer's status passed to the
+//! HIS unchanged. Each test drives the race or the fault the attack found and then holds the
+//! three parties to agreement.
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ use yitong_proto::settlement::v1::settlement_service_server::SettlementService;
 use yitong_proto::settlement::v1::{
     ReversalOutcome, ReverseByMessageIdRequest, ReversibleTransaction, Settlement, Visit,
 };
+use yitong_rpc::{PeerAccess, bearer};
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, PILOT_CITIES, Sandbox, ZIBO, network_test};
 use yitong_settlement::SettlementNode;
 use yitong_settlement::treatment::{Started, TreatmentOptions};
@@ -424,12 +426,29 @@ fn node_without(
 ) -> SettlementNode {
     let mut network = net.network().clone();
     change(&mut network);
-    let city = node.city();
+    rebuilt(node, network, &net.peer_access(Owner::City(node.city())))
+}
+
+/// The same node presenting the API key `key` to its peers instead of its own node key.
+fn node_presenting(net: &Sandbox, node: &SettlementNode, key: &str) -> SettlementNode {
+    let access = PeerAccess {
+        authorization: bearer(key).expect("a key is a header value"),
+        ..net.peer_access(Owner::City(node.city()))
+    };
+    rebuilt(node, net.network().clone(), &access)
+}
+
+/// A node on `node`'s store, reaching the peers `network` names with `access`.
+fn rebuilt(
+    node: &SettlementNode,
+    network: yitong_core::Network,
+    access: &PeerAccess,
+) -> SettlementNode {
     SettlementNode::new(
-        city,
+        node.city(),
         node.store().clone(),
         std::sync::Arc::new(network),
-        &net.peer_access(Owner::City(city)),
+        access,
     )
     .expect("node")
     .with_options(TreatmentOptions {
@@ -479,5 +498,90 @@ network_test! {
         assert!(transfer_statuses(net, &id).await.is_empty(), "nothing booked for a voided settlement");
         node.store().close().await;
         settle_down(net, &[]).await;
+    }
+}
+
+/// How a node's own call to a peer went wrong, and what the HIS must get from the Settle it
+/// was making.
+struct PeerFaultCase {
+    tag: &'static str,
+    /// The node, on the test node's store, whose peer answers what the HIS must never see.
+    node: SettlementNode,
+    /// Words of the peer's answer, none of which may reach the HIS.
+    peer_said: [&'static str; 2],
+    /// Whether the Settle got as far as its intent (its message id then stays the voided
+    /// Settle's), or was refused before it (the HIS may send it again and settle).
+    intent: bool,
+    /// Intents whose void the failing node could not carry to its peers, left to the sweep.
+    voided_by_sweep: u64,
+}
+
+network_test! {
+    /// Proves a peer's answer to the node's own call never reaches the HIS as if it were about
+    /// the HIS's request (defect 6): an insured city's service that refuses the node's Reserve
+    /// naming `claim.person_no` (the network file sends Jinan's claims to Zibo), a peer that
+    /// does not accept the node's key (a stale secret), and peers that refuse the node
+    /// permission (it presents an HIS's key) each leave the HIS an opaque INTERNAL, without the
+    /// peer's field path or words. Nothing is left in doubt: the sweep leaves nothing behind,
+    /// and the HIS's resend of the same message id gets a definite answer.
+    async fn a_peer_s_refusal_of_the_node_reaches_the_his_as_internal(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let node = own_node(net, dir.path()).await;
+        let zibo = CityCode::parse(ZIBO).expect("city");
+        let zibo_settlement = net.network().city(zibo).expect("Zibo").settlement.clone();
+        let own_key = net.api_key(&format!("node:{BINZHOU}"));
+        let (key_id, _secret) = own_key.rsplit_once('.').expect("yt1.<id>.<secret>");
+        let stale_key = format!("{key_id}.{}", "0".repeat(64));
+        let his_key = net.api_key(&format!("institution:{}", hospital(BINZHOU)));
+        let cases = [
+            PeerFaultCase {
+                tag: "misrouted",
+                node: node_without(net, &node, |network| {
+                    let jinan = network.cities.iter_mut().find(|city| city.code.to_string() == JINAN).expect("Jinan");
+                    jinan.settlement = zibo_settlement.clone();
+                }),
+                peer_said: ["claim.person_no", "is not insured"],
+                intent: true,
+                voided_by_sweep: 0,
+            },
+            PeerFaultCase {
+                tag: "stale-key",
+                node: node_presenting(net, &node, &stale_key),
+                peer_said: ["api key", "refused"],
+                intent: false,
+                voided_by_sweep: 0,
+            },
+            PeerFaultCase {
+                tag: "his-key",
+                node: node_presenting(net, &node, &his_key),
+                peer_said: ["may not", "institution:"],
+                intent: true,
+                voided_by_sweep: 1,
+            },
+        ];
+        let mut live = Vec::new();
+        for (case, n) in cases.into_iter().zip([3, 4, 2]) {
+            let tag = case.tag;
+            let visit = open_own_visit(&node, &format!("peer-{tag}"), JINAN, n).await;
+            let request = settle_request(&format!("S-peer-{tag}"), &visit, n, false);
+            let status = case.node.settle(his_request(request.clone())).await.expect_err("the peer refused the node");
+            assert_eq!(status.code(), Code::Internal, "{tag}: {status:?}");
+            assert!(status.get_details_bad_request().is_none(), "{tag}: no field path of the peer's: {status:?}");
+            for words in case.peer_said {
+                assert!(!status.message().contains(words), "{tag}: the peer's words reached the HIS: {status:?}");
+            }
+            // Whatever the failed Settle left behind, the sweep of a node its peers accept
+            // resolves; the HIS's resend then gets a definite answer.
+            let report = node.recover().await.expect("swept");
+            assert_eq!((report.voided, report.left), (case.voided_by_sweep, 0), "{tag}: nothing left in doubt: {report:?}");
+            let resent = node.settle(his_request(request)).await;
+            if case.intent {
+                assert_refused(&resent.expect_err("the Settle was voided"), "SETTLEMENT_VOIDED");
+            } else {
+                live.push(resent.expect("nothing was started: the resend settles").into_inner().settlement.expect("settlement"));
+            }
+        }
+        node.store().close().await;
+        settle_down(net, &live).await;
     }
 }

@@ -515,7 +515,7 @@ pub(crate) fn his_request<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request
         .extensions_mut()
-        .insert(yitong_core::Caller::Institution(
+        .insert(yitong_rpc::Caller::Institution(
             yitong_core::InstitutionCode::parse(&hospital(BINZHOU)).expect("an institution code"),
         ));
     request

@@ -9,10 +9,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use yitong_auth::{Pki, SharedKeyring, Validity};
-use yitong_core::{CallLimits, Caller, Network, Owner, PeerAccess, Service};
+use yitong_core::{Network, Owner, Service};
 use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Role, Security, ServeError, serve};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::catalog::v1::{GetPolicyRequest, ListInstitutionsRequest};
+use yitong_rpc::{CallLimits, Caller, PeerAccess};
 use yitong_sandbox::{JINAN, ZIBO, seeds_dir};
 use yitong_store::{Location, PoolLimits, Store};
 

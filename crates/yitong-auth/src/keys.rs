@@ -15,7 +15,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use yitong_core::Caller;
+use yitong_rpc::Caller;
 
 /// The prefix of every key's text, naming its format.
 const KEY_PREFIX: &str = "yt1";

@@ -8,7 +8,8 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use yitong_core::{Caller, Owner};
+use yitong_core::Owner;
+use yitong_rpc::Caller;
 
 use crate::keys::SharedKeyring;
 use crate::permissions::{Verdict, verdict};

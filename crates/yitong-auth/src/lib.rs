@@ -1,6 +1,6 @@
 //! Who may call what. Every server authenticates each call (a client certificate from the
 //! network's CA, or an API key), checks it against the permission matrix, and hands the handler
-//! the [`yitong_core::Caller`]; every node presents its own credential to its peers.
+//! the [`yitong_rpc::Caller`]; every node presents its own credential to its peers.
 //!
 //! - [`keys`]: API keys, stored by the server only as hashes, rotatable without a restart.
 //! - [`permissions`]: the matrix of roles and RPCs.

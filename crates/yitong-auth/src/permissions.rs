@@ -3,11 +3,12 @@
 //! This is the first of two checks. The server layer refuses a call here before any handler
 //! runs when the caller's role may never make it (an HIS calling the ledger's CreateTransfers,
 //! a bureau of Zibo calling Jinan's identity service). The handler then checks the request's
-//! own fields against the caller with [`yitong_core::Caller`]'s `require_*` methods: the
+//! own fields against the caller with [`yitong_rpc::Caller`]'s `require_*` methods: the
 //! institution code is the caller's, the treatment city is the bureau's, and so on. What the
 //! matrix cannot know from the path alone, the handler knows from the request.
 
-use yitong_core::{Caller, Owner};
+use yitong_core::Owner;
+use yitong_rpc::Caller;
 
 /// One way to be allowed an RPC.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

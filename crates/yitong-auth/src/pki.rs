@@ -15,7 +15,8 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
-use yitong_core::{Caller, Owner};
+use yitong_core::Owner;
+use yitong_rpc::Caller;
 
 /// Days a node certificate is valid by default; renew before, with `yitong pki issue`.
 pub const NODE_VALIDITY_DAYS: i64 = 397;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use yitong_core::{CityCode, Date, Invalid};
+use yitong_rpc::invalid_argument;
 use yitong_store::replies::ReplyError;
 
 use crate::ItemCode;
@@ -108,7 +109,7 @@ impl From<ReplyError> for CatalogError {
 impl From<CatalogError> for Status {
     fn from(error: CatalogError) -> Status {
         let code = match &error {
-            CatalogError::Invalid(invalid) => return invalid.clone().into(),
+            CatalogError::Invalid(invalid) => return invalid_argument(invalid.clone()),
             CatalogError::OutOfRange(invalid) => {
                 let details =
                     ErrorDetails::with_bad_request_violation(invalid.field(), invalid.reason());

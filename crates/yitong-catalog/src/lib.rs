@@ -31,4 +31,4 @@ pub use routing::PeerEndpointError;
 pub use service::CatalogNode;
 
 /// A protobuf timestamp of milliseconds since the Unix epoch.
-pub(crate) use yitong_core::timestamp_of_ms as timestamp;
+pub(crate) use yitong_rpc::timestamp_of_ms as timestamp;

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 
 use tonic::{Code, Request, Status};
-use yitong_core::PeerChannel;
-use yitong_core::{CityCode, Network, PeerAccess, peer_channel};
+use yitong_core::{CityCode, Network};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
 
 use crate::CatalogError;
 

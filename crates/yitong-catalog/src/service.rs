@@ -7,8 +7,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
-use yitong_core::{CityCode, Invalid, Network, PeerAccess};
+use yitong_core::{CityCode, Invalid, Network};
 use yitong_proto::catalog::v1 as pb;
+use yitong_rpc::{PeerAccess, invalid_argument};
 use yitong_store::Store;
 use yitong_store::replies::{self, Claim};
 
@@ -85,7 +86,7 @@ impl CatalogNode {
         &self,
         city: CityCode,
     ) -> Result<
-        pb::catalog_service_client::CatalogServiceClient<yitong_core::PeerChannel>,
+        pb::catalog_service_client::CatalogServiceClient<yitong_rpc::PeerChannel>,
         CatalogError,
     > {
         self.peers
@@ -356,7 +357,7 @@ impl pb::catalog_service_server::CatalogService for CatalogNode {
         &self,
         request: Request<pb::LookupItemsRequest>,
     ) -> Result<Response<pb::LookupItemsResponse>, Status> {
-        let lookup = Lookup::try_from(request.into_inner())?;
+        let lookup = Lookup::try_from(request.into_inner()).map_err(invalid_argument)?;
         Ok(Response::new(self.look_up(lookup).await?))
     }
 
@@ -364,7 +365,7 @@ impl pb::catalog_service_server::CatalogService for CatalogNode {
         &self,
         request: Request<pb::DownloadCatalogRequest>,
     ) -> Result<Response<BoxStream<pb::DownloadCatalogResponse>>, Status> {
-        let download = Download::try_from(request.into_inner())?;
+        let download = Download::try_from(request.into_inner()).map_err(invalid_argument)?;
         let current = {
             let mut conn = self
                 .store
@@ -398,7 +399,7 @@ impl pb::catalog_service_server::CatalogService for CatalogNode {
     ) -> Result<Response<pb::PublishCatalogVersionResponse>, Status> {
         let request = request.into_inner();
         let digest = replies::digest(&request.encode_to_vec());
-        let set = ChangeSet::try_from(request)?;
+        let set = ChangeSet::try_from(request).map_err(invalid_argument)?;
         Ok(Response::new(self.publish(set, &digest).await?))
     }
 
@@ -418,7 +419,7 @@ impl pb::catalog_service_server::CatalogService for CatalogNode {
     ) -> Result<Response<pb::UpsertPolicyResponse>, Status> {
         let request = request.into_inner();
         let digest = replies::digest(&request.encode_to_vec());
-        let upsert = PolicyUpsert::try_from(request)?;
+        let upsert = PolicyUpsert::try_from(request).map_err(invalid_argument)?;
         Ok(Response::new(self.upsert_policy(upsert, &digest).await?))
     }
 

@@ -1,6 +1,5 @@
-//! A refused input value, named by its field path, and its mapping to INVALID_ARGUMENT.
-
-use tonic_types::{ErrorDetails, StatusExt};
+//! A refused input value, named by its field path (INVALID_ARGUMENT on the wire, through
+//! `yitong_rpc::invalid_argument`).
 
 /// One input field that failed validation.
 ///
@@ -43,41 +42,5 @@ impl Invalid {
 
     pub fn reason(&self) -> &str {
         &self.reason
-    }
-}
-
-impl From<Invalid> for tonic::Status {
-    fn from(invalid: Invalid) -> Self {
-        let details = ErrorDetails::with_bad_request_violation(&invalid.field, &invalid.reason);
-        tonic::Status::with_error_details(
-            tonic::Code::InvalidArgument,
-            invalid.to_string(),
-            details,
-        )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Proves the field path reaches the client as a google.rpc.BadRequest detail.
-    #[test]
-    fn status_carries_the_field_path() {
-        let status: tonic::Status = Invalid::new("card_number", "must be 15 digits")
-            .within("credential")
-            .into();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        let bad_request = status
-            .get_details_bad_request()
-            .expect("bad request detail");
-        assert_eq!(
-            bad_request.field_violations[0].field,
-            "credential.card_number"
-        );
-        assert_eq!(
-            status.message(),
-            "credential.card_number: must be 15 digits"
-        );
     }
 }

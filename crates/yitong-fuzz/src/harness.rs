@@ -10,11 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
-use yitong_core::{
-    CallLimits, CardNumber, CityCode, Network, Owner, PeerAccess, PersonNo, Service,
-};
+use yitong_core::{CardNumber, CityCode, Network, Owner, PersonNo, Service};
 use yitong_identity::{IdentityNode, PiiKeys, VoucherSigner, seed_persons};
 use yitong_ledger::LedgerNode;
+use yitong_rpc::{CallLimits, PeerAccess};
 use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_store::{Location, PoolLimits, Store};
 

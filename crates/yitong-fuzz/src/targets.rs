@@ -516,7 +516,7 @@ fn reconcile_details() -> Target {
                 );
                 let mut request = Request::new(stream);
                 // The clearing house's staff may reconcile any scope.
-                request.extensions_mut().insert(yitong_core::Caller::Bureau(
+                request.extensions_mut().insert(yitong_rpc::Caller::Bureau(
                     yitong_core::Owner::ClearingHouse,
                 ));
                 let result = LedgerService::reconcile_details(&harness.ledger, request).await;

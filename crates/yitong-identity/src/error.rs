@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use yitong_core::{CardNumber, CityCode, Date, Invalid, PersonNo};
+use yitong_rpc::invalid_argument;
 use yitong_store::replies::ReplyError;
 
 use crate::InsuranceStatus;
@@ -91,7 +92,7 @@ impl IdentityError {
 impl From<IdentityError> for Status {
     fn from(error: IdentityError) -> Status {
         let code = match &error {
-            IdentityError::Invalid(invalid) => return invalid.clone().into(),
+            IdentityError::Invalid(invalid) => return invalid_argument(invalid.clone()),
             IdentityError::Remote { status, .. } => return status.clone(),
             IdentityError::NotFound(_) => Code::NotFound,
             IdentityError::CardLost(_)

@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use yitong_core::PeerChannel;
-use yitong_core::{CityCode, Network, PeerAccess, peer_channel};
+use yitong_core::{CityCode, Network};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
 
 /// Metadata key set on a request one node forwards to another. The receiver answers from its
 /// own records only and never forwards again, so a lookup crosses at most one hop.

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use yitong_core::{
-    Amount, Caller, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network, PeerAccess,
-    PersonNo,
+    Amount, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network, PersonNo,
 };
 use yitong_proto::identity::v1 as pb;
 use yitong_proto::identity::v1::credential::Kind;
+use yitong_rpc::{Caller, PeerAccess, invalid_argument};
 use yitong_store::replies::{self, Claim};
 use yitong_store::sqlx::{Any, AnyConnection, Transaction};
 use yitong_store::{Store, now_ms};
@@ -747,8 +747,9 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
                 request.institution_code
             )));
         }
-        let credential = Credential::try_from(request.credential)?;
-        let date = optional_date(&request.service_date, "service_date")?;
+        let credential = Credential::try_from(request.credential).map_err(invalid_argument)?;
+        let date =
+            optional_date(&request.service_date, "service_date").map_err(invalid_argument)?;
         let person = self.look_up(credential, date, is_forwarded).await?;
         Ok(Response::new(pb::GetInsuredPersonResponse {
             person: Some(person),
@@ -760,9 +761,9 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
         request: Request<pb::IssueCardRequest>,
     ) -> Result<Response<pb::IssueCardResponse>, Status> {
         let request = request.into_inner();
-        let message_id = message_id(&request.message_id)?;
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
         let digest = self.keys.request_digest(&request.encode_to_vec());
-        let enrolment = Enrolment::try_from(request.person)?;
+        let enrolment = Enrolment::try_from(request.person).map_err(invalid_argument)?;
         let mut tx = match self.begin(&message_id, "IssueCard", &digest).await? {
             Begun::Replay(reply) => return Ok(Response::new(reply)),
             Begun::Fresh(tx) => tx,
@@ -776,8 +777,8 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
         request: Request<pb::ReportCardLostRequest>,
     ) -> Result<Response<pb::ReportCardLostResponse>, Status> {
         let request = request.into_inner();
-        let message_id = message_id(&request.message_id)?;
-        let card = card_number(&request.card_number)?;
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
+        let card = card_number(&request.card_number).map_err(invalid_argument)?;
         let digest = self.keys.request_digest(&request.encode_to_vec());
         let mut tx = match self.begin(&message_id, "ReportCardLost", &digest).await? {
             Begun::Replay(reply) => return Ok(Response::new(reply)),
@@ -792,8 +793,8 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
         request: Request<pb::ReissueCardRequest>,
     ) -> Result<Response<pb::ReissueCardResponse>, Status> {
         let request = request.into_inner();
-        let message_id = message_id(&request.message_id)?;
-        let card = card_number(&request.card_number)?;
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
+        let card = card_number(&request.card_number).map_err(invalid_argument)?;
         let digest = self.keys.request_digest(&request.encode_to_vec());
         let mut tx = match self.begin(&message_id, "ReissueCard", &digest).await? {
             Begun::Replay(reply) => return Ok(Response::new(reply)),
@@ -808,8 +809,8 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
         request: Request<pb::SetInsuranceStatusRequest>,
     ) -> Result<Response<pb::SetInsuranceStatusResponse>, Status> {
         let request = request.into_inner();
-        let message_id = message_id(&request.message_id)?;
-        let change = StatusChange::try_from(&request)?;
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
+        let change = StatusChange::try_from(&request).map_err(invalid_argument)?;
         let digest = self.keys.request_digest(&request.encode_to_vec());
         let mut tx = match self
             .begin(&message_id, "SetInsuranceStatus", &digest)
@@ -827,8 +828,8 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
         request: Request<pb::MoveAccountRequest>,
     ) -> Result<Response<pb::MoveAccountResponse>, Status> {
         let request = request.into_inner();
-        let message_id = message_id(&request.message_id)?;
-        let movement = Movement::try_from(&request)?;
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
+        let movement = Movement::try_from(&request).map_err(invalid_argument)?;
         let digest = self.keys.request_digest(&request.encode_to_vec());
         let mut tx = match self.begin(&message_id, "MoveAccount", &digest).await? {
             Begun::Replay(reply) => return Ok(Response::new(reply)),
@@ -844,23 +845,21 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
     ) -> Result<Response<pb::IssueEVoucherResponse>, Status> {
         let is_forwarded = request.metadata().contains_key(FORWARDED);
         let request = request.into_inner();
-        let credential = Credential::try_from(request.credential)?;
+        let credential = Credential::try_from(request.credential).map_err(invalid_argument)?;
         if matches!(credential, Credential::EVoucher(_)) {
-            return Err(Invalid::new(
+            return Err(invalid_argument(Invalid::new(
                 "credential.e_voucher_token",
                 "an e-voucher is issued against a card number or citizen ID",
-            )
-            .into());
+            )));
         }
         let ttl_seconds = match request.ttl_seconds {
             0 => TTL_SECONDS_DEFAULT,
             ttl if ttl <= TTL_SECONDS_MAX => ttl,
             _ => {
-                return Err(Invalid::new(
+                return Err(invalid_argument(Invalid::new(
                     "ttl_seconds",
                     format!("must be 0 (default {TTL_SECONDS_DEFAULT}) to {TTL_SECONDS_MAX}"),
-                )
-                .into());
+                )));
             }
         };
         Ok(Response::new(

@@ -218,7 +218,7 @@ impl State {
     }
 }
 
-use yitong_core::timestamp_of_ms as timestamp;
+use yitong_rpc::timestamp_of_ms as timestamp;
 
 fn sequence(value: i64) -> u64 {
     u64::try_from(value).expect("journal sequence numbers are positive")

@@ -167,7 +167,7 @@ fn yuan(fen: i64) -> String {
     Amount::from_fen(fen).to_string()
 }
 
-use yitong_core::timestamp_of_ms as timestamp;
+use yitong_rpc::timestamp_of_ms as timestamp;
 
 /// A clearing detail as read: the journal's row and its decision, if any.
 #[derive(Clone, Debug)]

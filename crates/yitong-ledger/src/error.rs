@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use yitong_core::{CityCode, Invalid};
+use yitong_rpc::invalid_argument;
 use yitong_store::replies::ReplyError;
 
 use crate::balance::Unbalanced;
@@ -57,7 +58,7 @@ impl From<ReplyError> for LedgerError {
 impl From<LedgerError> for Status {
     fn from(error: LedgerError) -> Status {
         let code = match &error {
-            LedgerError::Invalid(invalid) => return invalid.clone().into(),
+            LedgerError::Invalid(invalid) => return invalid_argument(invalid.clone()),
             LedgerError::AccountNotFound(_)
             | LedgerError::CityNotFound(_)
             | LedgerError::RowNotFound(_) => Code::NotFound,

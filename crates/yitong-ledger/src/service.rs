@@ -10,9 +10,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
-use yitong_core::{Caller, CityCode, Invalid, MessageId, Network, Owner};
+use yitong_core::{CityCode, Invalid, MessageId, Network, Owner};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
+use yitong_rpc::{Caller, invalid_argument};
 use yitong_store::replies::{self, Claim};
 use yitong_store::sqlx::{Any, Transaction};
 use yitong_store::{Store, now_ms};
@@ -459,11 +460,17 @@ impl LedgerNode {
         use pb::reconcile_details_request::Item;
         let header = match stream.message().await?.and_then(|message| message.item) {
             Some(Item::Header(header)) => header,
-            _ => return Err(Invalid::new("header", "must be the first message").into()),
+            _ => {
+                return Err(invalid_argument(Invalid::new(
+                    "header",
+                    "must be the first message",
+                )));
+            }
         };
         reconcile_for(caller, header.scope.as_ref())?;
         let header_scope = header.scope.clone();
-        let header = Header::try_from(header).map_err(|invalid| invalid.within("header"))?;
+        let header = Header::try_from(header)
+            .map_err(|invalid| invalid_argument(invalid.within("header")))?;
         let opened = DetailRun::open(&self.store, header).await?;
         let (replies, receiver) = mpsc::channel(RESPONSES_BUFFERED_MAX);
         match opened {
@@ -617,7 +624,7 @@ fn sequence(value: i64) -> u64 {
     u64::try_from(value).expect("journal sequence numbers are not negative")
 }
 
-use yitong_core::timestamp_of_ms as timestamp;
+use yitong_rpc::timestamp_of_ms as timestamp;
 
 /// A parsed GetBalances request.
 #[derive(Debug)]
@@ -875,7 +882,7 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
     ) -> Result<Response<pb::CloseClearingPeriodResponse>, Status> {
         Caller::of(&request).require_bureau(Owner::ClearingHouse)?;
         let request = request.into_inner();
-        let message_id = message_id(&request.message_id)?;
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
         let cities: Vec<(CityCode, i64)> = self
             .network
             .enabled_cities()

@@ -2,8 +2,9 @@
 //! bureau it belongs to.
 
 use tonic::{Request, Response, Status};
-use yitong_core::{Caller, Invalid, Owner};
+use yitong_core::{Invalid, Owner};
 use yitong_proto::audit::v1 as pb;
+use yitong_rpc::{Caller, invalid_argument};
 use yitong_store::Store;
 use yitong_store::audit::{self, PAGE_ROWS_MAX};
 
@@ -47,13 +48,17 @@ impl pb::audit_service_server::AuditService for AuditNode {
             0 => PAGE_ROWS_DEFAULT,
             size if size <= PAGE_ROWS_MAX => size,
             _ => {
-                return Err(
-                    Invalid::new("page_size", format!("must be at most {PAGE_ROWS_MAX}")).into(),
-                );
+                return Err(invalid_argument(Invalid::new(
+                    "page_size",
+                    format!("must be at most {PAGE_ROWS_MAX}"),
+                )));
             }
         };
         if request.page_token.len() > 64 {
-            return Err(Invalid::new("page_token", "is not a token this service gave").into());
+            return Err(invalid_argument(Invalid::new(
+                "page_token",
+                "is not a token this service gave",
+            )));
         }
         let failed = |error: yitong_store::sqlx::Error| {
             tracing::error!(error = %yitong_core::cause_chain(&error), "cannot read the audit trail");

@@ -11,7 +11,8 @@ use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
-use yitong_core::{CallLimits, CityCode, Network, Owner, Service};
+use yitong_core::{CityCode, Network, Owner, Service};
+use yitong_rpc::CallLimits;
 
 use crate::shed::ShedLimits;
 use crate::{Security, SecurityError, ServeError};

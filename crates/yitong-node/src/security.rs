@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use tonic::transport::ServerTlsConfig;
 use yitong_auth::{Credentials, Pki, PkiError, SharedKeyring};
-use yitong_core::{CallLimits, Caller, Network, Owner, PeerAccess, bearer};
+use yitong_core::{Network, Owner};
+use yitong_rpc::{CallLimits, Caller, PeerAccess, bearer};
 use yitong_seeds::Seeds;
 
 /// The operator every development network has, for `yitong settlement show` and dashboards.

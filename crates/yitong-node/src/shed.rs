@@ -94,7 +94,7 @@ impl Class {
 /// A call is on behalf of accepted work when a node's credential made it; otherwise it
 /// carries on a visit when it is one of the settlement service's [`CARRYING_ON`] calls.
 fn class_of<B>(request: &Request<B>) -> Class {
-    if let Some(yitong_core::Caller::Node(_)) = request.extensions().get::<yitong_core::Caller>() {
+    if let Some(yitong_rpc::Caller::Node(_)) = request.extensions().get::<yitong_rpc::Caller>() {
         return Class::OnBehalf;
     }
     let path = request.uri().path().trim_start_matches('/');
@@ -168,8 +168,8 @@ impl ShedLimits {
 /// auth layer runs before this one), else, for anonymous calls, the peer's IP address; `None`
 /// when neither is known (such calls share one key).
 pub fn caller_key<B>(request: &Request<B>) -> Option<String> {
-    match request.extensions().get::<yitong_core::Caller>() {
-        Some(yitong_core::Caller::Anonymous) | None => {}
+    match request.extensions().get::<yitong_rpc::Caller>() {
+        Some(yitong_rpc::Caller::Anonymous) | None => {}
         Some(caller) => return Some(caller.to_string()),
     }
     request
@@ -383,7 +383,7 @@ mod tests {
         })
     }
 
-    fn request(path: &str, caller: Option<yitong_core::Caller>) -> Request<()> {
+    fn request(path: &str, caller: Option<yitong_rpc::Caller>) -> Request<()> {
         let mut request = Request::builder().uri(path).body(()).expect("request");
         if let Some(caller) = caller {
             request.extensions_mut().insert(caller);
@@ -413,7 +413,7 @@ mod tests {
         ] {
             assert_eq!(class_of(&request(path, None)), Class::Opening, "{path}");
         }
-        let node = yitong_core::Caller::Node(yitong_core::Owner::ClearingHouse);
+        let node = yitong_rpc::Caller::Node(yitong_core::Owner::ClearingHouse);
         assert_eq!(
             class_of(&request(
                 "/yitong.ledger.v1.LedgerService/CreateTransfers",

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::sync::{LazyLock, Mutex};
 
 use yitong_auth::{Credentials, SharedKeyring};
-use yitong_core::{CallLimits, Caller, CityCode, Network, Owner, Service, bearer};
+use yitong_core::{CityCode, Network, Owner, Service};
 use yitong_node::shed::ShedLimits;
 use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
 use yitong_proto::audit::v1::audit_service_client::AuditServiceClient;
@@ -25,6 +25,7 @@ use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
+use yitong_rpc::{CallLimits, Caller, bearer};
 use yitong_seeds::load_seeds;
 use yitong_store::sqlx::{self, AssertSqlSafe, Connection};
 use yitong_store::{Location, PoolLimits};
@@ -525,7 +526,7 @@ impl Sandbox {
 
     /// How a node of `owner` built by a test itself reaches its peers: with the owner's node
     /// key, as the sandbox's own nodes do.
-    pub fn peer_access(&self, owner: Owner) -> yitong_core::PeerAccess {
+    pub fn peer_access(&self, owner: Owner) -> yitong_rpc::PeerAccess {
         KEYS.security()
             .peer_access(owner, CallLimits::default())
             .expect("every owner has a node key")

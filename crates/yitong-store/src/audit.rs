@@ -9,7 +9,7 @@
 //! any request (a service's own sweep) is recorded as `system`.
 
 use sqlx::{AnyConnection, Row};
-use yitong_core::Caller;
+use yitong_rpc::Caller;
 
 use crate::now_ms;
 

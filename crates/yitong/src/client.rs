@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use yitong_auth::Credentials;
-use yitong_core::{Authorized, Caller, bearer};
+use yitong_rpc::{Authorized, Caller, bearer};
 
 /// A channel that presents the command's credential on every call.
 pub type Channel = Authorized<tonic::transport::Channel>;

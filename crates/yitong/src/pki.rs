@@ -6,7 +6,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use yitong_auth::pki::{CA_VALIDITY_DAYS, NODE_VALIDITY_DAYS};
 use yitong_auth::{ApiKey, KeyFile, Pki, Validity};
-use yitong_core::{Caller, Network, Owner};
+use yitong_core::{Network, Owner};
+use yitong_rpc::Caller;
 
 #[derive(Debug, Args)]
 pub struct PkiCommand {

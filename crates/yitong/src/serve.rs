@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 use yitong_catalog::CatalogNode;
 
 use yitong_auth::{Keyring, Pki, SharedKeyring};
-use yitong_core::{CallLimits, CityCode, Network, Owner, PeerAccess, Service};
+use yitong_core::{CityCode, Network, Owner, Service};
 use yitong_identity::{IdentityNode, PiiKeys, VoucherSigner};
 use yitong_ledger::LedgerNode;
 use yitong_node::shed::ShedLimits;
 use yitong_node::{Role, Security, serve};
+use yitong_rpc::{CallLimits, PeerAccess};
 use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_store::{Location, PoolLimits, Store};
 

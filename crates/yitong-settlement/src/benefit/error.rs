@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use yitong_core::{Invalid, PeerFault};
+use yitong_core::Invalid;
+use yitong_rpc::{PeerFault, invalid_argument};
 
 use crate::split::SplitError;
 
@@ -68,7 +69,7 @@ impl From<SplitError> for BenefitError {
 impl From<BenefitError> for Status {
     fn from(error: BenefitError) -> Status {
         match error {
-            BenefitError::Invalid(invalid) => invalid.into(),
+            BenefitError::Invalid(invalid) => invalid_argument(invalid),
             BenefitError::Upstream(status) => status,
             BenefitError::NotFound(_) => Status::not_found(error.to_string()),
             BenefitError::Conflict(_) => Status::already_exists(error.to_string()),

@@ -17,8 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Datelike;
 use prost::Message;
 use tonic::{Request, Response, Status};
-use yitong_core::PeerChannel;
-use yitong_core::{Amount, CityCode, Date, Invalid, MessageId, Network, PeerAccess, peer_channel};
+use yitong_core::{Amount, CityCode, Date, Invalid, MessageId, Network};
 use yitong_proto::catalog::v1::GetPolicyRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -26,6 +25,7 @@ use yitong_proto::identity::v1::{
     Credential, GetInsuredPersonRequest, InsuredPerson, MoveAccountRequest, credential::Kind,
 };
 use yitong_proto::settlement::v1 as pb;
+use yitong_rpc::{PeerAccess, PeerChannel, invalid_argument, peer_channel};
 use yitong_store::{Store, audit, now_ms};
 
 pub use claim::{BenefitClaim, parse_id};
@@ -58,7 +58,7 @@ struct Context {
     account_balance: Amount,
 }
 
-use yitong_core::timestamp_of_ms as timestamp;
+use yitong_rpc::timestamp_of_ms as timestamp;
 
 fn fen(amount: Amount) -> i64 {
     amount.fen()
@@ -697,7 +697,7 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         &self,
         request: Request<pb::QuoteRequest>,
     ) -> Result<Response<pb::QuoteResponse>, Status> {
-        let claim = BenefitClaim::try_from(request.into_inner().claim)?;
+        let claim = BenefitClaim::try_from(request.into_inner().claim).map_err(invalid_argument)?;
         let split = BenefitNode::quote(self, claim).await?;
         Ok(Response::new(pb::QuoteResponse { split: Some(split) }))
     }
@@ -708,43 +708,42 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
     ) -> Result<Response<pb::ReserveResponse>, Status> {
         let request = request.into_inner();
         let digest = reserve_digest(&request);
-        let message_id = message_id(&request.message_id)?;
-        let settlement_id = parse_id(&request.settlement_id, "settlement_id")?;
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
+        let settlement_id =
+            parse_id(&request.settlement_id, "settlement_id").map_err(invalid_argument)?;
         let timeout_seconds = match request.timeout_seconds {
             0 => TIMEOUT_SECONDS_DEFAULT,
             seconds if seconds <= TIMEOUT_SECONDS_MAX => seconds,
             _ => {
-                return Err(Invalid::new(
+                return Err(invalid_argument(Invalid::new(
                     "timeout_seconds",
                     format!(
                         "must be 0 (default {TIMEOUT_SECONDS_DEFAULT}) to {TIMEOUT_SECONDS_MAX}"
                     ),
-                )
-                .into());
+                )));
             }
         };
         let row = match pb::ReservationKind::try_from(request.kind) {
             Ok(pb::ReservationKind::Settlement) => {
                 if !request.original_settlement_id.is_empty() {
-                    return Err(Invalid::new(
+                    return Err(invalid_argument(Invalid::new(
                         "original_settlement_id",
                         "must be empty for a settlement",
-                    )
-                    .into());
+                    )));
                 }
-                let claim = BenefitClaim::try_from(request.claim)?;
+                let claim = BenefitClaim::try_from(request.claim).map_err(invalid_argument)?;
                 self.reserve_settlement(&message_id, &settlement_id, claim, timeout_seconds, digest)
                     .await?
             }
             Ok(pb::ReservationKind::Cancellation) => {
                 if request.claim.is_some() {
-                    return Err(Invalid::new(
+                    return Err(invalid_argument(Invalid::new(
                         "claim",
                         "must be absent for a cancellation: the original is reversed exactly",
-                    )
-                    .into());
+                    )));
                 }
-                let original = parse_id(&request.original_settlement_id, "original_settlement_id")?;
+                let original = parse_id(&request.original_settlement_id, "original_settlement_id")
+                    .map_err(invalid_argument)?;
                 self.reserve_cancellation(
                     &message_id,
                     &settlement_id,
@@ -755,11 +754,10 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
                 .await?
             }
             _ => {
-                return Err(Invalid::new(
+                return Err(invalid_argument(Invalid::new(
                     "kind",
                     "must be RESERVATION_KIND_SETTLEMENT or RESERVATION_KIND_CANCELLATION",
-                )
-                .into());
+                )));
             }
         };
         Ok(Response::new(pb::ReserveResponse {
@@ -772,8 +770,9 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         request: Request<pb::PostRequest>,
     ) -> Result<Response<pb::PostResponse>, Status> {
         let request = request.into_inner();
-        let message_id = message_id(&request.message_id)?;
-        let settlement_id = parse_id(&request.settlement_id, "settlement_id")?;
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
+        let settlement_id =
+            parse_id(&request.settlement_id, "settlement_id").map_err(invalid_argument)?;
         let row = BenefitNode::post(self, &message_id, &settlement_id).await?;
         Ok(Response::new(pb::PostResponse {
             reservation: Some(self.reservation_wire(&row)?),
@@ -785,14 +784,14 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         request: Request<pb::VoidRequest>,
     ) -> Result<Response<pb::VoidResponse>, Status> {
         let request = request.into_inner();
-        let message_id = message_id(&request.message_id)?;
-        let settlement_id = parse_id(&request.settlement_id, "settlement_id")?;
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
+        let settlement_id =
+            parse_id(&request.settlement_id, "settlement_id").map_err(invalid_argument)?;
         if request.reason.chars().count() > REASON_CHARS_MAX {
-            return Err(Invalid::new(
+            return Err(invalid_argument(Invalid::new(
                 "reason",
                 format!("must be at most {REASON_CHARS_MAX} characters"),
-            )
-            .into());
+            )));
         }
         let row = BenefitNode::void(self, &message_id, &settlement_id, &request.reason).await?;
         Ok(Response::new(pb::VoidResponse {

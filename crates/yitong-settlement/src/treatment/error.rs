@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use yitong_core::{Invalid, PeerFault};
+use yitong_core::Invalid;
+use yitong_rpc::{PeerFault, invalid_argument};
 use yitong_store::replies::ReplyError;
 
 use crate::split::SplitError;
@@ -100,7 +101,7 @@ impl From<ReplyError> for TreatmentError {
 impl From<TreatmentError> for Status {
     fn from(error: TreatmentError) -> Status {
         match error {
-            TreatmentError::Invalid(invalid) => invalid.into(),
+            TreatmentError::Invalid(invalid) => invalid_argument(invalid),
             TreatmentError::Remote { status, .. } => status,
             TreatmentError::NotFound { .. } => Status::not_found(error.to_string()),
             TreatmentError::NotYours { .. } => Status::permission_denied(error.to_string()),

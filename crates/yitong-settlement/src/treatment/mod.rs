@@ -35,12 +35,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use yitong_core::PeerChannel;
-use yitong_core::{Amount, CityCode, MessageId, Network, PeerAccess, peer_channel};
+use yitong_core::{Amount, CityCode, MessageId, Network};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
+use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
 use yitong_store::Store;
 use yitong_store::replies::{self, Claim};
 use yitong_store::sqlx::{Any, Transaction};
@@ -102,7 +102,7 @@ enum Begun {
     Fresh(Transaction<'static, Any>),
 }
 
-use yitong_core::timestamp_of_ms as timestamp;
+use yitong_rpc::timestamp_of_ms as timestamp;
 
 fn encode<M: Message>(message: &M) -> String {
     BASE64.encode(message.encode_to_vec())

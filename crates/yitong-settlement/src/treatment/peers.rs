@@ -3,12 +3,12 @@
 
 use std::str::FromStr;
 
-use yitong_core::PeerChannel;
 use yitong_core::{CityCode, Date, InstitutionCode, Invalid, PersonNo};
 use yitong_proto::catalog::v1::{ItemGrade, LookupItemsRequest, LookupOutcome};
 use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, InsuredPerson};
 use yitong_proto::settlement::v1 as pb;
 use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
+use yitong_rpc::PeerChannel;
 
 use super::request::{self};
 use super::{SettlementNode, TreatmentError, fen};

@@ -1,7 +1,8 @@
 //! What an institution, its city's bureau and operators read of settlements.
 
-use yitong_core::{Caller, Owner};
+use yitong_core::Owner;
 use yitong_proto::settlement::v1 as pb;
+use yitong_rpc::Caller;
 
 use super::repo::{self, Kind};
 use super::request;
@@ -86,7 +87,7 @@ impl SettlementNode {
         &self,
         caller: &Caller,
         institution: &str,
-    ) -> Result<(), yitong_core::Denied> {
+    ) -> Result<(), yitong_rpc::Denied> {
         match caller {
             Caller::Bureau(_) => caller.require_bureau(Owner::City(self.city)),
             Caller::Operator(_) => Ok(()),

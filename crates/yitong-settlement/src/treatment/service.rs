@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
-use yitong_core::{Caller, Role};
 use yitong_proto::settlement::v1 as pb;
+use yitong_rpc::{Caller, Role, invalid_argument};
 
 use super::reads::without_personal_data;
 use super::request::{self, Registration, SettleInput, Upload, VisitScope};
@@ -55,7 +55,7 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
         let digest = digest(&request);
-        let registration = Registration::try_from(request)?;
+        let registration = Registration::try_from(request).map_err(invalid_argument)?;
         Ok(Response::new(
             SettlementNode::register_visit(self, registration, &digest).await?,
         ))
@@ -67,7 +67,7 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
     ) -> Result<Response<pb::CancelVisitResponse>, Status> {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
-        let scope = VisitScope::try_from(&request)?;
+        let scope = VisitScope::try_from(&request).map_err(invalid_argument)?;
         Ok(Response::new(
             SettlementNode::cancel_visit(self, scope, &digest(&request)).await?,
         ))
@@ -79,7 +79,7 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
     ) -> Result<Response<pb::UploadFeeLinesResponse>, Status> {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
-        let upload = Upload::try_from(&request)?;
+        let upload = Upload::try_from(&request).map_err(invalid_argument)?;
         Ok(Response::new(
             self.upload_lines(upload, &digest(&request)).await?,
         ))
@@ -91,7 +91,8 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
     ) -> Result<Response<pb::CancelFeeLinesResponse>, Status> {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let request = request.into_inner();
-        let cancellation = request::LineCancellation::try_from(&request)?;
+        let cancellation =
+            request::LineCancellation::try_from(&request).map_err(invalid_argument)?;
         Ok(Response::new(
             self.cancel_lines(cancellation, &digest(&request)).await?,
         ))
@@ -102,7 +103,7 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         request: Request<pb::PreSettleRequest>,
     ) -> Result<Response<pb::PreSettleResponse>, Status> {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
-        let input = SettleInput::try_from(&request.into_inner())?;
+        let input = SettleInput::try_from(&request.into_inner()).map_err(invalid_argument)?;
         Ok(Response::new(
             SettlementNode::pre_settle(self, input).await?,
         ))
@@ -115,7 +116,7 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let deadline = self.replay_deadline(request.metadata());
         let request = request.into_inner();
-        let input = SettleInput::try_from(&request)?;
+        let input = SettleInput::try_from(&request).map_err(invalid_argument)?;
         Ok(Response::new(
             SettlementNode::settle(self, input, &digest(&request), deadline).await?,
         ))
@@ -128,7 +129,7 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let deadline = self.replay_deadline(request.metadata());
         let request = request.into_inner();
-        let input = request::CancelInput::try_from(&request)?;
+        let input = request::CancelInput::try_from(&request).map_err(invalid_argument)?;
         Ok(Response::new(
             SettlementNode::cancel_settlement(self, input, &digest(&request), deadline).await?,
         ))
@@ -141,7 +142,7 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
         let deadline = self.replay_deadline(request.metadata());
         let request = request.into_inner();
-        let input = request::ReverseInput::try_from(&request)?;
+        let input = request::ReverseInput::try_from(&request).map_err(invalid_argument)?;
         Ok(Response::new(
             SettlementNode::reverse(self, input, &digest(&request), deadline).await?,
         ))
@@ -153,7 +154,7 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
     ) -> Result<Response<pb::GetSettlementResponse>, Status> {
         let caller = Caller::of(&request);
         self.require_reader(&caller, &request.get_ref().institution_code)?;
-        let input = request::GetInput::try_from(&request.into_inner())?;
+        let input = request::GetInput::try_from(&request.into_inner()).map_err(invalid_argument)?;
         let mut settlement = SettlementNode::get_settlement(self, input).await?;
         if caller.role() == Role::Operator {
             without_personal_data(&mut settlement);
@@ -169,7 +170,8 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
     ) -> Result<Response<pb::ListSettlementsResponse>, Status> {
         let caller = Caller::of(&request);
         self.require_reader(&caller, &request.get_ref().institution_code)?;
-        let input = request::ListInput::try_from(&request.into_inner())?;
+        let input =
+            request::ListInput::try_from(&request.into_inner()).map_err(invalid_argument)?;
         let mut page = SettlementNode::list_settlements(self, input).await?;
         if caller.role() == Role::Operator {
             page.settlements.iter_mut().for_each(without_personal_data);

@@ -29,9 +29,10 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
-use yitong_core::{Caller, CityCode, Network, Owner};
+use yitong_core::{CityCode, Network, Owner};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
+use yitong_rpc::Caller;
 
 use crate::output::Outcome;
 use calls::{CallLog, RunHeader};

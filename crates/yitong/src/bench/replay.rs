@@ -102,7 +102,7 @@ impl Replayer {
             .clone();
         let authorization = crate::client::authorization_of(
             &self.credentials,
-            &yitong_core::Caller::Institution(institution),
+            &yitong_rpc::Caller::Institution(institution),
         )?;
         let authorization = tonic::metadata::AsciiMetadataValue::try_from(authorization.as_bytes())
             .expect("a header value is ASCII metadata");

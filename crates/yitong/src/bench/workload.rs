@@ -158,7 +158,7 @@ impl Population {
     /// error, since its every call would be refused.
     pub fn authorize(&mut self, credentials: &yitong_auth::Credentials) -> anyhow::Result<()> {
         for code in self.hospitals.values().flatten() {
-            let caller = yitong_core::Caller::Institution(
+            let caller = yitong_rpc::Caller::Institution(
                 yitong_core::InstitutionCode::parse(code)
                     .map_err(|_| anyhow::anyhow!("bad institution code {code}"))?,
             );

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{CityCode, InstitutionCode, Owner};
+use yitong_core::{CityCode, InstitutionCode, Owner};
 
 /// The party a call is authenticated as.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]

@@ -1,0 +1,16 @@
+//! The gRPC edge every Yitong service shares: the caller of a request, invalid arguments as
+//! statuses, wire timestamps, channels to peers and what a peer's answer means.
+//!
+//! The domain types these speak of are `yitong-core`'s, which knows nothing of the transport.
+
+mod caller;
+mod channel;
+mod invalid;
+mod peer;
+mod timestamp;
+
+pub use caller::{BadCaller, Caller, Denied, Role};
+pub use channel::{Authorized, CallLimits, PeerAccess, PeerChannel, bearer, peer_channel};
+pub use invalid::invalid_argument;
+pub use peer::PeerFault;
+pub use timestamp::timestamp_of_ms;
