@@ -32,6 +32,9 @@ pub enum BenefitError {
     Store(#[from] yitong_store::sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// Another node answered what it should never answer (as `TreatmentError::Peer`).
+    #[error("{0}")]
+    Peer(String),
 }
 
 impl BenefitError {
@@ -51,7 +54,7 @@ impl BenefitError {
                 BenefitError::Unavailable { what, status }
             }
             PeerFault::Refused => BenefitError::Upstream(status),
-            PeerFault::Internal => BenefitError::Corrupt(format!(
+            PeerFault::Internal => BenefitError::Peer(format!(
                 "{what} answered {:?}: {}",
                 status.code(),
                 status.message()
@@ -86,7 +89,7 @@ impl From<BenefitError> for Status {
                 tracing::warn!(error = %yitong_core::cause_chain(&error), "storage busy");
                 Status::unavailable("storage is busy: send the same request again")
             }
-            BenefitError::Store(_) | BenefitError::Corrupt(_) => {
+            BenefitError::Store(_) | BenefitError::Corrupt(_) | BenefitError::Peer(_) => {
                 tracing::error!(error = %yitong_core::cause_chain(&error), "benefit request failed");
                 Status::internal("internal error")
             }

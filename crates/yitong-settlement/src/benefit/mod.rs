@@ -124,7 +124,7 @@ impl BenefitNode {
             );
         }
         let account_balance = Amount::parse(&person.account_balance)
-            .map_err(|_| BenefitError::Corrupt("identity sent a malformed balance".into()))?;
+            .map_err(|_| BenefitError::Peer("identity sent a malformed balance".into()))?;
         let request = GetPolicyRequest {
             insured_city: String::new(),
             insurance_type: person.insurance_type,
@@ -141,9 +141,8 @@ impl BenefitNode {
         let policy = policy
             .into_inner()
             .policy
-            .ok_or_else(|| BenefitError::Corrupt("catalog answered without a policy".into()))?;
-        let corrupt =
-            |what: &str| BenefitError::Corrupt(format!("catalog sent a malformed {what}"));
+            .ok_or_else(|| BenefitError::Peer("catalog answered without a policy".into()))?;
+        let corrupt = |what: &str| BenefitError::Peer(format!("catalog sent a malformed {what}"));
         let policy_value = Policy::new(
             Amount::parse(&policy.deductible).map_err(|_| corrupt("deductible"))?,
             claim::ratio(&policy.reimbursement_ratio, "policy").map_err(|_| corrupt("ratio"))?,
@@ -163,7 +162,7 @@ impl BenefitNode {
     async fn live_balance(&self, person_no: &str, date: Date) -> Result<Amount, BenefitError> {
         let person = self.insured_person(person_no, date).await?;
         Amount::parse(&person.account_balance)
-            .map_err(|_| BenefitError::Corrupt("identity sent a malformed balance".into()))
+            .map_err(|_| BenefitError::Peer("identity sent a malformed balance".into()))
     }
 
     /// The person as this city's identity knows them on `date` (refused unless entitled).
@@ -186,7 +185,7 @@ impl BenefitNode {
             .map_err(|status| BenefitError::upstream("identity", status))?
             .into_inner()
             .person
-            .ok_or_else(|| BenefitError::Corrupt("identity answered without a person".into()))
+            .ok_or_else(|| BenefitError::Peer("identity answered without a person".into()))
     }
 
     /// The running totals a new settlement starts from: posted plus held, and the account
