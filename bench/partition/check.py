@@ -165,6 +165,19 @@ def check(data: Path, cities: list, pending_only: bool, check_sql: Path) -> dict
     counts["ledger voids before booking"] = ledger.execute(
         "SELECT COUNT(*) FROM voided_before_booked"
     ).fetchone()[0]
+    # A transfer booked and then voided: the booking reached the ledger, the treatment city
+    # did not record (its answer lost or late, or a later step failed).
+    counts["ledger transfers booked then voided"] = ledger.execute(
+        "SELECT COUNT(*) FROM journal WHERE event = ?", (VOIDED_EVENT,)
+    ).fetchone()[0]
+    for city, db in settlement.items():
+        for what, condition in (
+            ("reservations held then voided", "kind <> 0 AND status = 3"),
+            ("reservations voided before held", "kind = 0"),
+        ):
+            counts[what] = counts.get(what, 0) + db.execute(
+                f"SELECT COUNT(*) FROM reservations WHERE {condition}"
+            ).fetchone()[0]
 
     if not pending_only:
         agreement(data, cities, settlement, ledger, findings, counts)

@@ -17,22 +17,39 @@ def log_messages(path: Path):
         except ValueError:
             continue
         fields = entry.get("fields", {})
-        yield entry.get("message", fields.get("message", "")), fields
+        at = instant(entry["timestamp"]) if "timestamp" in entry else None
+        yield entry.get("message", fields.get("message", "")), fields, at
 
 
-def sweeps(logs: Path) -> dict:
-    """What the settlement nodes' recovery sweeps logged: reports and failed attempts."""
-    figures = {"reports": 0, "voided": 0, "completed": 0, "could_not_void": 0, "could_not_complete": 0}
+def instant(text: str) -> datetime.datetime:
+    """A UTC timestamp of the logs ("...Z") or of faults.tsv (no zone, nanoseconds)."""
+    text = text.rstrip("Z")
+    whole, _, fraction = text.partition(".")
+    return datetime.datetime.fromisoformat(f"{whole}.{(fraction + '000000')[:6]}")
+
+
+def sweeps(logs: Path, healed: datetime.datetime) -> dict:
+    """What the settlement nodes' recovery sweeps logged: reports of work and failed attempts,
+    over the whole run and after the last heal."""
+    figures = {"reports": 0, "voided": 0, "completed": 0, "could_not_void": 0, "could_not_complete": 0,
+               "after_heal": {}}
     for path in sorted(logs.glob("*-settlement.log")):
-        for message, fields in log_messages(path):
+        city = path.name.split("-")[0]
+        after = {"reports": 0, "failed": 0, "last_secs": None}
+        for message, fields, at in log_messages(path):
+            later = at is not None and at > healed
             if message == "recovery sweep":
                 figures["reports"] += 1
                 figures["voided"] += int(fields.get("voided", 0))
                 figures["completed"] += int(fields.get("completed", 0))
-            elif message == "recovery could not void":
-                figures["could_not_void"] += 1
-            elif message == "recovery could not complete":
-                figures["could_not_complete"] += 1
+                if later:
+                    after["reports"] += 1
+                    after["last_secs"] = round((at - healed).total_seconds(), 1)
+            elif message in ("recovery could not void", "recovery could not complete"):
+                figures["could_not_void" if message.endswith("void") else "could_not_complete"] += 1
+                if later:
+                    after["failed"] += 1
+        figures["after_heal"][city] = after
     return figures
 
 
@@ -62,7 +79,7 @@ def main():
         dict(zip(["n", "kind", "what", "secs", "packets", "queue_max_bytes", "calls", "healed_at"], line.split("\t")))
         for line in (work / "faults.tsv").read_text().splitlines()
     ]
-    swept = sweeps(work / "logs")
+    swept = sweeps(work / "logs", instant(faults[-1]["healed_at"]))
     figures = bench["figures"]
     found = replay["replay"]
     check = replay.get("check") or {}
@@ -86,13 +103,19 @@ def main():
     print(f"recovery sweeps (all nodes):   {swept['reports']} reports of work: {swept['voided']} voided, "
           f"{swept['completed']} completed; {swept['could_not_void']} voids and "
           f"{swept['could_not_complete']} completions failed and were retried")
+    print("after the last heal:           " + "; ".join(
+        f"{city} {after['reports']} sweep reports, the last {after['last_secs']} s after it, "
+        f"{after['failed']} attempts failed" for city, after in swept["after_heal"].items()))
     print("nothing in doubt:              "
           + (f"{settled_after} s after the last heal" if settled_after else f"NOT within {sweep_wait_secs} s"))
     counts = final.get("counts") or live.get("counts") or {}
     print("settlements by phase:          " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())
                                                       if k.startswith(("settlement ", "cancellation "))))
-    print(f"ledger:                        {counts.get('ledger journal entries')} journal entries, "
+    print(f"ledger:                        {counts.get('ledger journal entries')} journal entries; "
+          f"{counts.get('ledger transfers booked then voided')} transfers booked then voided, "
           f"{counts.get('ledger voids before booking')} voids before booking")
+    print(f"insured cities:                {counts.get('reservations held then voided')} reservations held then voided, "
+          f"{counts.get('reservations voided before held')} voided before held")
     print(f"store check, nodes running:    {'passed' if check_live == '0' else 'FAILED'} "
           f"({live.get('counts', {}).get('ids agreeing')} of "
           f"{live.get('counts', {}).get('ids checked in three places')} settlement ids agree in three places)")
