@@ -76,7 +76,8 @@ def main():
     live = json.loads((work / "check-live.json").read_text() or "{}")
     final = json.loads((work / "check-final.json").read_text() or "{}")
     faults = [
-        dict(zip(["n", "kind", "what", "secs", "packets", "queue_max_bytes", "calls", "healed_at"], line.split("\t")))
+        dict(zip(["n", "kind", "what", "secs", "packets", "queue_max_bytes", "calls", "healed_at", "back_secs"],
+                 line.split("\t")))
         for line in (work / "faults.tsv").read_text().splitlines()
     ]
     swept = sweeps(work / "logs", instant(faults[-1]["healed_at"]))
@@ -94,8 +95,9 @@ def main():
         if fault["kind"] == "delay":
             queued = int(fault["queue_max_bytes"])
             extra = f", queue up to {queued} bytes = {queued * 8 / rate_bits:.0f} s behind {delay_rate}/s"
+        back = f"{fault['back_secs']} s" if fault["back_secs"] != "-" else "NOT within the wait"
         print(f"  {fault['n']:>2}. {fault['what']}, {fault['secs']} s: {fault['packets']} packets matched{extra}; "
-              f"{fault['calls']} calls logged meanwhile")
+              f"{fault['calls']} calls logged meanwhile; every city settling again {back} after the heal")
     print(f"load:                          {figures['visits_settled']} visits settled, {figures['visits_failed']} failed, "
           f"{figures['elapsed_ms'] / 1000:.1f} s")
     print("errors by status code:         "
