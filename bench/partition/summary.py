@@ -65,7 +65,8 @@ def findings_text(report: dict) -> list:
 
 def main():
     work = Path(sys.argv[1])
-    load_secs, settled_after, sweep_wait_secs, check_live, check_final, panics, delay_rate, seed = sys.argv[2:10]
+    (load_secs, settled_after, sweep_wait_secs, check_live, check_final, panics, delay_rate, seed,
+     clients, his_timeout_secs) = sys.argv[2:12]
     root = Path(__file__).resolve().parent.parent.parent
     commit = subprocess.run(
         ["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=7"],
@@ -88,7 +89,8 @@ def main():
 
     print("== result")
     print(f"date, commit:                  {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {commit}")
-    print(f"network:                       13 yitong serve processes on SQLite, 6 network namespaces on a bridge; seed {seed}")
+    print("network:                       13 yitong serve processes on SQLite, 6 network namespaces on a bridge")
+    print(f"load:                          {clients} HIS clients, {his_timeout_secs} s deadline per call; seed {seed}")
     print(f"faults under load ({load_secs} s):")
     for fault in faults:
         extra = ""
@@ -98,7 +100,7 @@ def main():
         back = f"{fault['back_secs']} s" if fault["back_secs"] != "-" else "NOT within the wait"
         print(f"  {fault['n']:>2}. {fault['what']}, {fault['secs']} s: {fault['packets']} packets matched{extra}; "
               f"{fault['calls']} calls logged meanwhile; every city settling again {back} after the heal")
-    print(f"load:                          {figures['visits_settled']} visits settled, {figures['visits_failed']} failed, "
+    print(f"visits:                        {figures['visits_settled']} visits settled, {figures['visits_failed']} failed, "
           f"{figures['elapsed_ms'] / 1000:.1f} s")
     print("errors by status code:         "
           + (", ".join(f"{f['rpc']} {f['code']} {f['count']}" for f in figures["failures"]) or "none"))
@@ -146,7 +148,7 @@ def main():
     print(f"panics in node logs:           {panics}")
 
     (work / "summary.json").write_text(json.dumps({
-        "commit": commit, "seed": seed, "load_secs": int(load_secs), "faults": faults,
+        "commit": commit, "seed": seed, "clients": int(clients), "his_timeout_secs": int(his_timeout_secs), "load_secs": int(load_secs), "faults": faults,
         "bench": figures, "sweeps": swept, "settled_after_secs": settled_after or None,
         "check_live": live, "replay": found, "ledger_check": check, "check_final": final,
         "panics": int(panics),
