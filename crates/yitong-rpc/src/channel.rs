@@ -11,6 +11,13 @@ pub struct CallLimits {
     pub call_timeout_ms: u64,
     /// Deadline for establishing the connection.
     pub connect_timeout_ms: u64,
+    /// How often an open connection is pinged (HTTP/2 PING), busy or idle. Without pings a
+    /// connection across a link that was cut stays open on TCP's retransmission back-off, and
+    /// calls keep failing for a minute and more after the link is back (PARTITIONS.md).
+    pub keep_alive_interval_ms: u64,
+    /// How long a ping's answer may take before the connection is taken for dead and dropped;
+    /// the next call connects afresh.
+    pub keep_alive_timeout_ms: u64,
 }
 
 impl Default for CallLimits {
@@ -18,6 +25,8 @@ impl Default for CallLimits {
         CallLimits {
             call_timeout_ms: 3_000,
             connect_timeout_ms: 1_000,
+            keep_alive_interval_ms: 2_000,
+            keep_alive_timeout_ms: 2_000,
         }
     }
 }
@@ -118,6 +127,9 @@ pub fn peer_channel(
     builder = builder
         .timeout(Duration::from_millis(limits.call_timeout_ms))
         .connect_timeout(Duration::from_millis(limits.connect_timeout_ms))
+        .http2_keep_alive_interval(Duration::from_millis(limits.keep_alive_interval_ms))
+        .keep_alive_timeout(Duration::from_millis(limits.keep_alive_timeout_ms))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     Ok(yitong_telemetry::grpc::Traced::new(Authorized::new(
         builder.connect_lazy(),
