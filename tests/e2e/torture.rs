@@ -1024,15 +1024,16 @@ struct TransferRow {
     credit_account_id: String,
     /// Created pending (else created posted).
     created_pending: bool,
-    /// The event that resolved a pending transfer: 2 posted, 3 voided, 4 expired.
-    resolution: Option<i64>,
+    /// The event that resolved a pending transfer: "posted", "voided" or "expired".
+    resolution: Option<String>,
 }
 
 impl TransferRow {
     /// Whether the transfer moved money for good. A zero amount counts: a settlement past the
     /// cap with an empty account is booked for 0.00 all the same.
     fn posted(&self) -> bool {
-        self.resolution == Some(2) || (self.resolution.is_none() && !self.created_pending)
+        self.resolution.as_deref() == Some("posted")
+            || (self.resolution.is_none() && !self.created_pending)
     }
 
     fn pending(&self) -> bool {
@@ -1136,7 +1137,18 @@ async fn read_stores(net: &Sandbox) -> Stores {
     }
 
     let ledger = net.ledger_store().await;
-    type Entry = (String, String, i64, i64, i64, i64, String, String, i64, i64);
+    type Entry = (
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        i64,
+    );
     let entries: Vec<Entry> = sqlx::query_as(
         "SELECT transfer_id, settlement_id, code, amount_fen, fund_pay_fen, account_pay_fen, \
          debit_account_id, credit_account_id, event, flags \
@@ -1154,9 +1166,10 @@ async fn read_stores(net: &Sandbox) -> Stores {
         transfer.account_pay_fen = entry.5;
         transfer.debit_account_id = entry.6;
         transfer.credit_account_id = entry.7;
-        match entry.8 {
-            1 => transfer.created_pending = entry.9 & FLAG_PENDING != 0,
-            event => transfer.resolution = Some(event),
+        if entry.8 == "created" {
+            transfer.created_pending = entry.9 & FLAG_PENDING != 0;
+        } else {
+            transfer.resolution = Some(entry.8);
         }
     }
     let accounts: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(

@@ -1251,17 +1251,18 @@ pub(crate) async fn close(
     // Every live row of the period not included comes back in the next one: the excluded, and
     // those no decision reached because they were still pending or were posted after their
     // city applied. A row is never left behind in a frozen period.
-    sqlx::query(
+    sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO clearing_carryovers (period, transfer_id) \
          SELECT $1, c.transfer_id FROM journal c \
          WHERE c.stage = 0 AND c.code IN (3, 4) AND c.insured_city <> c.treatment_city \
          AND (c.clearing_period = $2 OR EXISTS (SELECT 1 FROM clearing_carryovers co \
               WHERE co.transfer_id = c.transfer_id AND co.period = $2)) \
          AND NOT EXISTS (SELECT 1 FROM journal r WHERE r.transfer_id = c.transfer_id \
-              AND r.stage = 1 AND r.event IN (3, 4)) \
+              AND r.stage = 1 AND r.event IN {}) \
          AND NOT EXISTS (SELECT 1 FROM clearing_confirmations f WHERE f.period = $2 \
               AND f.transfer_id = c.transfer_id AND f.status = $3)",
-    )
+        repo::released()
+    )))
     .bind(next_period(period.as_str()))
     .bind(period.as_str())
     .bind(INCLUDED)

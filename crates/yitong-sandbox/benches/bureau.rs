@@ -559,7 +559,7 @@ async fn load_journal(store: &Store, count: u64, claim: fn(u64) -> Claim) {
                     event,
                     claim(n).columns(now),
                     now,
-                    format!("LOAD-{first}-{}", event as i64),
+                    format!("LOAD-{first}-{}", event.as_str()),
                     String::new(),
                     &hash,
                 );
