@@ -1103,6 +1103,14 @@ network_test! {
     }
 }
 
+/// The statuses `sql` reads, in its order.
+async fn words(store: &yitong_store::Store, sql: &'static str) -> Vec<String> {
+    sqlx::query_scalar(sql)
+        .fetch_all(store.pool())
+        .await
+        .expect("statuses read")
+}
+
 /// VerifyJournal of a ledger node a test runs itself.
 async fn verify_node(node: &yitong_ledger::LedgerNode) -> VerifyJournalResponse {
     use yitong_proto::ledger::v1::ledger_service_server::LedgerService;
@@ -1119,7 +1127,7 @@ network_test! {
     /// Proves a journal the ledger wrote while events were stored as numbers (the fixture,
     /// written at commit 0f6019d) verifies after migration 0009 stores them as words, that the
     /// ledger goes on chaining entries of the new form after them (the transfer left pending
-    /// resolved, a deposit booked).
+    /// resolved, a deposit booked), and that clearing's states read as words after 0010.
     async fn a_journal_written_before_events_were_words_verifies_after(net) {
         use yitong_proto::ledger::v1::ledger_service_server::LedgerService;
 
@@ -1132,6 +1140,9 @@ network_test! {
             .fetch_all(store.pool()).await.expect("events read");
         let expected = ["created", "created", "expired", "created", "posted", "created", "voided", "created", "created"];
         assert_eq!(events, expected);
+        assert_eq!(words(&store, "SELECT status FROM clearing_confirmations ORDER BY transfer_id").await, ["included", "excluded"]);
+        assert_eq!(words(&store, "SELECT status FROM clearing_applications ORDER BY application_id").await, ["cleared", "cancelled", "applied"]);
+        assert_eq!(words(&store, "SELECT status FROM clearing_statements ORDER BY city").await, ["confirmed", "issued"]);
 
         let node = yitong_ledger::LedgerNode::start(store.clone(), std::sync::Arc::new(net.network().clone()))
             .await
