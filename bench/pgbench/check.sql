@@ -24,7 +24,7 @@ WITH reservations AS (
            SUM(deductible_applied_fen) AS deductible_used_fen,
            SUM(fund_pay_fen) AS fund_paid_fen,
            MIN(policy_annual_cap_fen) AS annual_cap_fen
-      FROM reservations WHERE status = 2
+      FROM reservations WHERE status = 'posted'
      GROUP BY person_no, benefit_year
 ), accumulator_breaks AS (
     SELECT 'accumulator' AS class, COALESCE(y.person_no, p.person_no) AS what,
@@ -40,7 +40,7 @@ WITH reservations AS (
     SELECT CASE WHEN insured_city = treatment_city THEN treatment_city || '.pool'
                 ELSE insured_city || '->' || treatment_city || '.obligation' END AS account_id,
            SUM(fund_pay_fen + account_pay_fen) AS posted_fen
-      FROM reservations WHERE status = 2
+      FROM reservations WHERE status = 'posted'
      GROUP BY 1
 ), ledger AS (
     SELECT account_id, SUM(posted_fen) AS posted_fen FROM (

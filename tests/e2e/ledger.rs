@@ -798,7 +798,7 @@ network_test! {
 /// The `journal` table's columns, and whether each holds text.
 const JOURNAL_COLUMNS: [(&str, bool); 40] = [
     ("sequence", false),
-    ("event", false),
+    ("event", true),
     ("stage", false),
     ("transfer_id", true),
     ("debit_account_id", true),
@@ -840,7 +840,8 @@ const JOURNAL_COLUMNS: [(&str, bool); 40] = [
 ];
 
 /// Changes one byte of one column of journal entry `sequence` directly in the database and
-/// returns the SQL that puts it back.
+/// returns the SQL that puts it back. The event, whose CHECK constraint admits only the four
+/// events' words, is changed to another event's word instead.
 async fn alter_one_byte(
     store: &yitong_store::Store,
     column: &str,
@@ -859,6 +860,25 @@ async fn alter_one_byte(
         return format!("UPDATE journal SET sequence = {sequence} WHERE sequence = {moved}");
     }
     let select = format!("SELECT {column} FROM journal WHERE sequence = {sequence}");
+    if column == "event" {
+        let original: String = sqlx::query_scalar(AssertSqlSafe(select))
+            .fetch_one(store.pool())
+            .await
+            .expect("read");
+        let altered = if original == "created" {
+            "posted"
+        } else {
+            "created"
+        };
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE journal SET event = $1 WHERE sequence = {sequence}"
+        )))
+        .bind(altered)
+        .execute(store.pool())
+        .await
+        .expect("alter");
+        return format!("UPDATE journal SET event = '{original}' WHERE sequence = {sequence}");
+    }
     if text {
         let original: String = sqlx::query_scalar(AssertSqlSafe(select))
             .fetch_one(store.pool())
@@ -905,7 +925,7 @@ async fn verify_outcome(ledger: &mut Ledger) -> (bool, u64, String) {
 
 network_test! {
     /// Proves that altering any single byte of any column of a journal row directly in the
-    /// database is found by VerifyJournal, which names that entry as the first altered (and
+    /// database (its event: to another event) is found by VerifyJournal, which names that entry as the first altered (and
     /// the earlier of two), and that a deleted entry is named as missing.
     async fn any_altered_byte_is_found(net) {
         let mut ledger = net.ledger();
@@ -1080,5 +1100,82 @@ network_test! {
         let advances = account(&mut ledger, "370300.advances").await;
         assert_eq!(fen(&advances.debits_pending), pending_left);
         assert_eq!(fen(&advances.debits_posted), posted.iter().sum::<i64>());
+    }
+}
+
+/// The statuses `sql` reads, in its order.
+async fn words(store: &yitong_store::Store, sql: &'static str) -> Vec<String> {
+    sqlx::query_scalar(sql)
+        .fetch_all(store.pool())
+        .await
+        .expect("statuses read")
+}
+
+/// VerifyJournal of a ledger node a test runs itself.
+async fn verify_node(node: &yitong_ledger::LedgerNode) -> VerifyJournalResponse {
+    use yitong_proto::ledger::v1::ledger_service_server::LedgerService;
+    LedgerService::verify_journal(
+        node,
+        tonic::Request::new(VerifyJournalRequest { up_to_sequence: 0 }),
+    )
+    .await
+    .expect("VerifyJournal answers")
+    .into_inner()
+}
+
+network_test! {
+    /// Proves a journal the ledger wrote while events were stored as numbers (the fixture,
+    /// written at commit 0f6019d) verifies after migration 0009 stores them as words, that the
+    /// ledger goes on chaining entries of the new form after them (the transfer left pending
+    /// resolved, a deposit booked), and that clearing's states read as words after 0010.
+    async fn a_journal_written_before_events_were_words_verifies_after(net) {
+        use yitong_proto::ledger::v1::ledger_service_server::LedgerService;
+
+        let store = crate::support::store_no_server_runs(net, yitong_core::Service::Ledger).await;
+        crate::support::migrate_through(&store, "ledger", 8).await;
+        crate::support::execute_script(&store, include_str!("fixtures/ledger_before_words.sql")).await;
+        store.migrate().await.expect("the later migrations run");
+
+        let events: Vec<String> = sqlx::query_scalar("SELECT event FROM journal ORDER BY sequence")
+            .fetch_all(store.pool()).await.expect("events read");
+        let expected = ["created", "created", "expired", "created", "posted", "created", "voided", "created", "created"];
+        assert_eq!(events, expected);
+        assert_eq!(words(&store, "SELECT status FROM clearing_confirmations ORDER BY transfer_id").await, ["included", "excluded"]);
+        assert_eq!(words(&store, "SELECT status FROM clearing_applications ORDER BY application_id").await, ["cleared", "cancelled", "applied"]);
+        assert_eq!(words(&store, "SELECT status FROM clearing_statements ORDER BY city").await, ["confirmed", "issued"]);
+
+        let node = yitong_ledger::LedgerNode::start(store.clone(), std::sync::Arc::new(net.network().clone()))
+            .await
+            .expect("the ledger starts on the migrated store");
+        // Nine entries of the old form, and perhaps already a tenth: the fixture's last transfer
+        // was left pending, for an hour from 0f6019d's run, so the ledger's sweeper may have
+        // expired it by now.
+        let verified = verify_node(&node).await;
+        assert!(verified.intact, "{verified:?}");
+        // Voiding it books its void (or, once its hour has passed, its expiry, if the sweeper has
+        // not yet), an entry of the new form chained to the old ones; one more transfer follows.
+        LedgerService::void_pending_transfers(&node, tonic::Request::new(VoidPendingTransfersRequest {
+            message_id: "MIGRATED-1".into(),
+            pending_transfer_ids: vec![transfer_id(8)],
+            reason: "after the migration".into(),
+        }))
+        .await
+        .expect("the void is answered");
+        let created = LedgerService::create_transfers(&node, tonic::Request::new(CreateTransfersRequest {
+            message_id: "MIGRATED-2".into(),
+            transfers: vec![deposit(10, JINAN, "1.00")],
+        }))
+        .await
+        .expect("the deposit is answered")
+        .into_inner();
+        assert_eq!(created.results[0].result(), CreateTransferResult::Ok);
+        let verified = verify_node(&node).await;
+        assert!(verified.intact, "{verified:?}");
+        assert_eq!(verified.entries_checked, 11);
+        let events: Vec<String> = sqlx::query_scalar("SELECT event FROM journal WHERE sequence > 9 ORDER BY sequence")
+            .fetch_all(store.pool()).await.expect("the new events read");
+        assert!(matches!(events[0].as_str(), "voided" | "expired"), "{events:?}");
+        assert_eq!(events[1], "created");
+        store.close().await;
     }
 }

@@ -799,3 +799,66 @@ network_test! {
         node.store().close().await;
     }
 }
+
+/// Visits and reservations as the settlement store held them before their states were words
+/// (migrations up to 0005): one row of each number each column allowed.
+fn states_as_numbers() -> String {
+    let mut sql = String::from(
+        "INSERT INTO visits (visit_id, institution_code, person_no, insured_city, insurance_type, \
+         hospital_level, service_date, status, settlement_id, registered, registered_at_ms) VALUES \
+         ('V1', 'H37090000001', '3701000000000001', '370100', 310, 3, '2026-03-01', 1, NULL, '', 1), \
+         ('V2', 'H37090000001', '3701000000000001', '370100', 310, 3, '2026-03-01', 2, 'J2', '', 1), \
+         ('V3', 'H37090000001', '3701000000000001', '370100', 310, 3, '2026-03-01', 3, NULL, '', 1);\n",
+    );
+    for (id, kind, status) in [("J1", 1, 1), ("J2", 1, 2), ("J3", 2, 3), ("J4", 0, 3)] {
+        sql.push_str(&format!(
+            "INSERT INTO reservations (settlement_id, kind, original_settlement_id, status, person_no, \
+             benefit_year, treatment_city, institution_code, visit_id, message_id, request_digest, \
+             total_fen, full_self_pay_fen, over_cap_self_pay_fen, pre_self_pay_fen, in_scope_fen, \
+             policy_id, policy_deductible_fen, policy_ratio, policy_annual_cap_fen, insurance_type, \
+             use_personal_account, before_deductible_used_fen, before_fund_paid_fen, \
+             before_balance_fen, deductible_applied_fen, fund_pay_fen, account_pay_fen, split, \
+             reserved_at_ms, expires_at_ms) VALUES ('{id}', {kind}, NULL, {status}, \
+             '3701000000000001', 2026, '370900', 'H37090000001', 'V2', 'M-{id}', '', 0, 0, 0, 0, 0, \
+             '', 0, '0', 0, 310, 0, 0, 0, 0, 0, 0, 0, '', 1, 1);\n"
+        ));
+    }
+    sql
+}
+
+network_test! {
+    /// Proves the settlement store an older release left, its visits' and reservations' states
+    /// stored as numbers, reads them as words once migrated (settlement 0006), and that the
+    /// CHECK constraints then refuse a number.
+    async fn states_stored_as_numbers_migrate_to_words(net) {
+        let store = crate::support::store_no_server_runs(net, Service::Settlement).await;
+        crate::support::migrate_through(&store, "settlement", 5).await;
+        crate::support::execute_script(&store, &states_as_numbers()).await;
+        store.migrate().await.expect("the later migrations run");
+
+        let visits: Vec<(String, String)> = yitong_store::sqlx::query_as("SELECT visit_id, status FROM visits ORDER BY visit_id")
+            .fetch_all(store.pool()).await.expect("visits read");
+        let words = |rows: &[(&str, &str)]| rows.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect::<Vec<_>>();
+        assert_eq!(visits, words(&[("V1", "open"), ("V2", "settled"), ("V3", "cancelled")]));
+        let reservations: Vec<(String, String, String)> =
+            yitong_store::sqlx::query_as("SELECT settlement_id, kind, status FROM reservations ORDER BY settlement_id")
+                .fetch_all(store.pool()).await.expect("reservations read");
+        let expected = [
+            ("J1", "settlement", "reserved"),
+            ("J2", "settlement", "posted"),
+            ("J3", "cancellation", "voided"),
+            ("J4", "tombstone", "voided"),
+        ];
+        assert_eq!(reservations, expected.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())));
+
+        for refused in [
+            "UPDATE visits SET status = '2' WHERE visit_id = 'V1'",
+            "UPDATE reservations SET status = '2' WHERE settlement_id = 'J1'",
+            "UPDATE reservations SET kind = '1' WHERE settlement_id = 'J1'",
+        ] {
+            let result = yitong_store::sqlx::query(refused).execute(store.pool()).await;
+            assert!(result.is_err(), "{refused} was not refused");
+        }
+        store.close().await;
+    }
+}

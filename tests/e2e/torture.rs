@@ -947,20 +947,12 @@ struct TreatmentRow {
     visit_id: String,
     insured_city: String,
     message_id: String,
-    /// "pending", "recorded", "completed", "voided" (or any phase a later schema adds).
+    /// "pending", "recorded", "completed", "voiding" or "voided".
     phase: String,
     fund_pay_fen: i64,
     account_pay_fen: i64,
     cancelled_by: Option<String>,
     last_error: String,
-}
-
-/// The schema's numbers, or its words since it stores words: one vocabulary for the checker.
-fn word(text: &str, words: &[&str]) -> String {
-    text.parse::<usize>()
-        .ok()
-        .and_then(|number| words.get(number))
-        .map_or_else(|| text.to_owned(), |word| (*word).to_owned())
 }
 
 async fn treatment_rows(store: &Store, city: &'static str) -> Vec<TreatmentRow> {
@@ -979,9 +971,8 @@ async fn treatment_rows(store: &Store, city: &'static str) -> Vec<TreatmentRow> 
         String,
     );
     let rows: Vec<Columns> = sqlx::query_as(
-        "SELECT settlement_id, CAST(kind AS TEXT), original_settlement_id, visit_id, insured_city, \
-         person_no, message_id, CAST(phase AS TEXT), fund_pay_fen, account_pay_fen, cancelled_by, \
-         last_error FROM settlements",
+        "SELECT settlement_id, kind, original_settlement_id, visit_id, insured_city, person_no, \
+         message_id, phase, fund_pay_fen, account_pay_fen, cancelled_by, last_error FROM settlements",
     )
     .fetch_all(store.pool())
     .await
@@ -990,12 +981,12 @@ async fn treatment_rows(store: &Store, city: &'static str) -> Vec<TreatmentRow> 
         .map(|row| TreatmentRow {
             city,
             settlement_id: row.0,
-            kind: word(&row.1, &["", "settlement", "cancellation"]),
+            kind: row.1,
             original_settlement_id: row.2,
             visit_id: row.3,
             insured_city: row.4,
             message_id: row.6,
-            phase: word(&row.7, &["", "pending", "recorded", "completed", "voided"]),
+            phase: row.7,
             fund_pay_fen: row.8,
             account_pay_fen: row.9,
             cancelled_by: row.10,
@@ -1033,15 +1024,16 @@ struct TransferRow {
     credit_account_id: String,
     /// Created pending (else created posted).
     created_pending: bool,
-    /// The event that resolved a pending transfer: 2 posted, 3 voided, 4 expired.
-    resolution: Option<i64>,
+    /// The event that resolved a pending transfer: "posted", "voided" or "expired".
+    resolution: Option<String>,
 }
 
 impl TransferRow {
     /// Whether the transfer moved money for good. A zero amount counts: a settlement past the
     /// cap with an empty account is booked for 0.00 all the same.
     fn posted(&self) -> bool {
-        self.resolution == Some(2) || (self.resolution.is_none() && !self.created_pending)
+        self.resolution.as_deref() == Some("posted")
+            || (self.resolution.is_none() && !self.created_pending)
     }
 
     fn pending(&self) -> bool {
@@ -1077,17 +1069,16 @@ async fn read_stores(net: &Sandbox) -> Stores {
             stores.treatment.insert(row.settlement_id.clone(), row);
         }
         let visits: Vec<(String, String, Option<String>)> =
-            sqlx::query_as("SELECT visit_id, CAST(status AS TEXT), settlement_id FROM visits")
+            sqlx::query_as("SELECT visit_id, status, settlement_id FROM visits")
                 .fetch_all(store.pool())
                 .await
                 .expect("visits read");
         for (visit_id, status, settlement_id) in visits {
-            let status = word(&status, &["", "open", "settled", "cancelled"]);
             stores.visits.insert(visit_id, (status, settlement_id));
         }
         type Columns = (String, String, String, String, i64, i64, i64, i64, i64, i64);
         let reservations: Vec<Columns> = sqlx::query_as(
-            "SELECT settlement_id, CAST(kind AS TEXT), CAST(status AS TEXT), person_no, benefit_year, \
+            "SELECT settlement_id, kind, status, person_no, benefit_year, \
              fund_pay_fen, account_pay_fen, deductible_applied_fen, account_moved, expires_at_ms \
              FROM reservations",
         )
@@ -1099,8 +1090,8 @@ async fn read_stores(net: &Sandbox) -> Stores {
                 row.0,
                 ReservationRow {
                     insured_city: city,
-                    kind: word(&row.1, &["tombstone", "settlement", "cancellation"]),
-                    status: word(&row.2, &["", "reserved", "posted", "voided"]),
+                    kind: row.1,
+                    status: row.2,
                     person_no: row.3,
                     benefit_year: row.4,
                     fund_pay_fen: row.5,
@@ -1146,7 +1137,18 @@ async fn read_stores(net: &Sandbox) -> Stores {
     }
 
     let ledger = net.ledger_store().await;
-    type Entry = (String, String, i64, i64, i64, i64, String, String, i64, i64);
+    type Entry = (
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        i64,
+    );
     let entries: Vec<Entry> = sqlx::query_as(
         "SELECT transfer_id, settlement_id, code, amount_fen, fund_pay_fen, account_pay_fen, \
          debit_account_id, credit_account_id, event, flags \
@@ -1164,9 +1166,10 @@ async fn read_stores(net: &Sandbox) -> Stores {
         transfer.account_pay_fen = entry.5;
         transfer.debit_account_id = entry.6;
         transfer.credit_account_id = entry.7;
-        match entry.8 {
-            1 => transfer.created_pending = entry.9 & FLAG_PENDING != 0,
-            event => transfer.resolution = Some(event),
+        if entry.8 == "created" {
+            transfer.created_pending = entry.9 & FLAG_PENDING != 0;
+        } else {
+            transfer.resolution = Some(entry.8);
         }
     }
     let accounts: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(

@@ -31,7 +31,7 @@ pub(crate) fn known_transfers(entries: Vec<Entry>) -> Result<HashMap<String, Kno
     let mut known: HashMap<String, Known> = HashMap::new();
     let mut resolutions = Vec::new();
     for entry in entries {
-        match Event::from_number(entry.event) {
+        match Event::parse(&entry.event) {
             Some(Event::Created) => {
                 known.insert(
                     entry.transfer.transfer_id.clone(),

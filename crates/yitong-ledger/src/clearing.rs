@@ -55,13 +55,120 @@ const CONFIRMATIONS_PER_INSERT: usize = 500;
 /// Longest exclusion, rollback or cancellation reason, in characters.
 pub const REASON_CHARS_MAX: usize = 200;
 
-/// Stored confirmation states: the ConfirmationStatus numbers.
-const INCLUDED: i64 = 2;
-const EXCLUDED: i64 = 3;
-/// Stored application states: the ClearingApplicationStatus numbers.
-const APPLIED: i64 = 1;
-const CANCELLED: i64 = 2;
-const CLEARED: i64 = 3;
+/// A treatment city's decision on one clearing detail: its `clearing_confirmations` row's
+/// status, stored as its word. A detail without a row is unconfirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Cleared in this period.
+    Included,
+    /// Held out of this period, with a reason; carried into the next one at the close.
+    Excluded,
+}
+
+impl Decision {
+    const ALL: [Decision; 2] = [Decision::Included, Decision::Excluded];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Decision::Included => "included",
+            Decision::Excluded => "excluded",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Decision> {
+        Decision::ALL
+            .into_iter()
+            .find(|decision| decision.as_str() == text)
+    }
+
+    fn wire(self) -> pb::ConfirmationStatus {
+        match self {
+            Decision::Included => pb::ConfirmationStatus::Included,
+            Decision::Excluded => pb::ConfirmationStatus::Excluded,
+        }
+    }
+}
+
+/// Where a clearing application stands: its `clearing_applications` row's status, stored as
+/// its word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ApplicationStatus {
+    /// Applied; the city's confirmations are frozen.
+    Applied,
+    /// Withdrawn before the close; the city may confirm and apply again.
+    Cancelled,
+    /// The period closed with it.
+    Cleared,
+}
+
+impl ApplicationStatus {
+    const ALL: [ApplicationStatus; 3] = [
+        ApplicationStatus::Applied,
+        ApplicationStatus::Cancelled,
+        ApplicationStatus::Cleared,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ApplicationStatus::Applied => "applied",
+            ApplicationStatus::Cancelled => "cancelled",
+            ApplicationStatus::Cleared => "cleared",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ApplicationStatus> {
+        ApplicationStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+
+    fn wire(self) -> pb::ClearingApplicationStatus {
+        match self {
+            ApplicationStatus::Applied => pb::ClearingApplicationStatus::Applied,
+            ApplicationStatus::Cancelled => pb::ClearingApplicationStatus::Cancelled,
+            ApplicationStatus::Cleared => pb::ClearingApplicationStatus::Cleared,
+        }
+    }
+}
+
+/// Whether a city has confirmed its statement of a closed period: its `clearing_statements`
+/// row's status, stored as its word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StatementStatus {
+    /// Issued by the close, not yet confirmed.
+    Issued,
+    /// Confirmed by the city's bureau.
+    Confirmed,
+}
+
+impl StatementStatus {
+    const ALL: [StatementStatus; 2] = [StatementStatus::Issued, StatementStatus::Confirmed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            StatementStatus::Issued => "issued",
+            StatementStatus::Confirmed => "confirmed",
+        }
+    }
+
+    fn parse(text: &str) -> Option<StatementStatus> {
+        StatementStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
+
+/// The enum value of a word read from `column`; a word none of the enum's is a corrupt store.
+fn stored<T>(text: &str, column: &str, parse: fn(&str) -> Option<T>) -> Result<T, LedgerError> {
+    parse(text).ok_or_else(|| LedgerError::Corrupt(format!("{column} {text:?}")))
+}
+
+/// Which details a listing asks for, by their confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wanted {
+    Unconfirmed,
+    Decided(Decision),
+}
 
 /// A clearing period, "YYYY-MM".
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,8 +294,8 @@ struct Detail {
     cancellation: bool,
     original_settlement_id: String,
     clearing_period: String,
-    /// 0 while unconfirmed, else [`INCLUDED`] or [`EXCLUDED`].
-    status: i64,
+    /// `None` while unconfirmed.
+    status: Option<Decision>,
     reason: String,
     confirmed_at_ms: i64,
     confirmed_by: String,
@@ -197,12 +304,13 @@ struct Detail {
 const DETAIL_COLUMNS: &str = "c.sequence, c.transfer_id, c.settlement_id, c.visit_id, \
      c.person_no, c.insured_city, c.treatment_city, c.institution_code, c.settlement_date, \
      c.total_amount_fen, c.fund_pay_fen, c.account_pay_fen, c.cancellation, \
-     c.original_settlement_id, c.clearing_period, COALESCE(f.status, 0), COALESCE(f.reason, ''), \
+     c.original_settlement_id, c.clearing_period, f.status, COALESCE(f.reason, ''), \
      COALESCE(f.confirmed_at_ms, 0), COALESCE(f.confirmed_by, '')";
 
 impl Detail {
     fn from_row(row: &AnyRow) -> Result<Detail, LedgerError> {
         let cancellation: i64 = row.try_get(12)?;
+        let status: Option<String> = row.try_get(15)?;
         Ok(Detail {
             sequence: row.try_get(0)?,
             transfer_id: row.try_get(1)?,
@@ -219,7 +327,9 @@ impl Detail {
             cancellation: cancellation != 0,
             original_settlement_id: row.try_get(13)?,
             clearing_period: row.try_get(14)?,
-            status: row.try_get(15)?,
+            status: status
+                .map(|word| stored(&word, "clearing_confirmations.status", Decision::parse))
+                .transpose()?,
             reason: row.try_get(16)?,
             confirmed_at_ms: row.try_get(17)?,
             confirmed_by: row.try_get(18)?,
@@ -232,11 +342,9 @@ impl Detail {
     }
 
     fn to_wire(&self, period: &Period) -> pb::ClearingDetail {
-        let confirmation = match self.status {
-            INCLUDED => pb::ConfirmationStatus::Included,
-            EXCLUDED => pb::ConfirmationStatus::Excluded,
-            _ => pb::ConfirmationStatus::Unconfirmed,
-        };
+        let confirmation = self
+            .status
+            .map_or(pb::ConfirmationStatus::Unconfirmed, Decision::wire);
         pb::ClearingDetail {
             settlement_id: self.settlement_id.clone(),
             visit_id: self.visit_id.clone(),
@@ -254,12 +362,15 @@ impl Detail {
             adjustment: self.adjustment(),
             carried_over: self.clearing_period.as_str() != period.as_str(),
             confirmation: confirmation as i32,
-            exclusion_reason: if self.status == EXCLUDED {
+            exclusion_reason: if self.status == Some(Decision::Excluded) {
                 self.reason.clone()
             } else {
                 String::new()
             },
-            confirmed_at: (self.status != 0).then(|| timestamp(self.confirmed_at_ms)),
+            confirmed_at: self
+                .status
+                .is_some()
+                .then(|| timestamp(self.confirmed_at_ms)),
             confirmed_by: self.confirmed_by.clone(),
         }
     }
@@ -270,8 +381,8 @@ struct Selection<'a> {
     period: &'a Period,
     treatment: &'a str,
     insured: Option<&'a str>,
-    /// Unconfirmed (1), included (2) or excluded (3); `None` for all.
-    confirmation: Option<i64>,
+    /// `None` for all.
+    confirmation: Option<Wanted>,
     /// Only these settlement ids; all when empty.
     settlement_ids: &'a [&'a str],
 }
@@ -318,8 +429,11 @@ impl Selection<'_> {
             sql.push_str(&format!(" AND c.insured_city = ${}", binds.len()));
         }
         match self.confirmation {
-            Some(1) => sql.push_str(" AND f.transfer_id IS NULL"),
-            Some(status) => sql.push_str(&format!(" AND f.status = {status}")),
+            Some(Wanted::Unconfirmed) => sql.push_str(" AND f.transfer_id IS NULL"),
+            Some(Wanted::Decided(decision)) => {
+                binds.push(decision.as_str().to_owned());
+                sql.push_str(&format!(" AND f.status = ${}", binds.len()));
+            }
             None => {}
         }
         (with, sql, binds)
@@ -385,7 +499,9 @@ pub(crate) async fn list_details(
     };
     let confirmation = match pb::ConfirmationStatus::try_from(request.confirmation) {
         Ok(pb::ConfirmationStatus::Unspecified) => None,
-        Ok(status) => Some(i64::from(status as i32)),
+        Ok(pb::ConfirmationStatus::Unconfirmed) => Some(Wanted::Unconfirmed),
+        Ok(pb::ConfirmationStatus::Included) => Some(Wanted::Decided(Decision::Included)),
+        Ok(pb::ConfirmationStatus::Excluded) => Some(Wanted::Decided(Decision::Excluded)),
         Err(_) => return Err(Invalid::new("confirmation", "is not a ConfirmationStatus").into()),
     };
     if request.page_size == 0 || request.page_size > DETAILS_PER_PAGE_MAX {
@@ -404,9 +520,9 @@ pub(crate) async fn list_details(
     let tally = tally::read(conn, period.as_str(), &treatment, insured.as_deref()).await?;
     let total_rows = match confirmation {
         None => tally.details,
-        Some(1) => tally.unconfirmed(),
-        Some(INCLUDED) => tally.included,
-        Some(_) => tally.excluded,
+        Some(Wanted::Unconfirmed) => tally.unconfirmed(),
+        Some(Wanted::Decided(Decision::Included)) => tally.included,
+        Some(Wanted::Decided(Decision::Excluded)) => tally.excluded,
     };
     let total_rows = u64::try_from(total_rows).expect("a tally is not negative");
     // One row more than the page tells whether another page follows.
@@ -425,7 +541,7 @@ pub(crate) async fn list_details(
     })
 }
 
-/// The APPLIED application of a city for a period, if any: its id.
+/// The applied application of a city for a period, if any: its id.
 async fn applied(
     conn: &mut AnyConnection,
     period: &Period,
@@ -437,7 +553,7 @@ async fn applied(
     )
     .bind(period.as_str())
     .bind(treatment)
-    .bind(APPLIED)
+    .bind(ApplicationStatus::Applied.as_str())
     .fetch_optional(&mut *conn)
     .await?)
 }
@@ -500,13 +616,15 @@ pub(crate) async fn confirm(
             return Err(Invalid::new(field("settlement_id"), "names a row decided twice").into());
         }
         let status = match pb::ConfirmationStatus::try_from(decision.decision) {
-            Ok(pb::ConfirmationStatus::Included) if decision.reason.is_empty() => INCLUDED,
+            Ok(pb::ConfirmationStatus::Included) if decision.reason.is_empty() => {
+                Decision::Included
+            }
             Ok(pb::ConfirmationStatus::Included) => {
                 return Err(Invalid::new(field("reason"), "must be empty when including").into());
             }
             Ok(pb::ConfirmationStatus::Excluded) => {
                 reason(&decision.reason, &field("reason"))?;
-                EXCLUDED
+                Decision::Excluded
             }
             _ => {
                 return Err(Invalid::new(field("decision"), "must be INCLUDED or EXCLUDED").into());
@@ -543,9 +661,9 @@ pub(crate) async fn confirm(
             ))
         })?;
         match row.status {
-            0 => {}
-            same if same == status => continue,
-            _ => {
+            None => {}
+            Some(same) if same == status => continue,
+            Some(_) => {
                 return Err(refused(
                     "ALREADY_CONFIRMED",
                     format!(
@@ -554,7 +672,7 @@ pub(crate) async fn confirm(
                 ));
             }
         }
-        if status == INCLUDED {
+        if status == Decision::Included {
             included += 1;
         } else {
             excluded += 1;
@@ -570,7 +688,7 @@ pub(crate) async fn confirm(
                 row.insured_city.clone(),
             ))
             .or_default();
-        if *status == INCLUDED {
+        if *status == Decision::Included {
             change.included += 1;
         } else {
             change.excluded += 1;
@@ -593,7 +711,7 @@ pub(crate) async fn confirm(
                 .bind(&row.settlement_id)
                 .bind(&row.treatment_city)
                 .bind(&row.insured_city)
-                .bind(*status)
+                .bind(status.as_str())
                 .bind(*reason)
                 .bind(row.total_fen)
                 .bind(row.fund_fen)
@@ -654,15 +772,14 @@ pub(crate) async fn rollback(
     let mut undecided: BTreeMap<tally::Key, Tally> = BTreeMap::new();
     let mut rolled_back = 0;
     for row in counted.fetch_all(&mut *conn).await? {
-        let (insured, status, count): (String, i64, i64) =
+        let (insured, status, count): (String, String, i64) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
         let change = undecided
             .entry((period.0.clone(), treatment.clone(), insured))
             .or_default();
-        if status == INCLUDED {
-            change.included -= count;
-        } else {
-            change.excluded -= count;
+        match stored(&status, "clearing_confirmations.status", Decision::parse)? {
+            Decision::Included => change.included -= count,
+            Decision::Excluded => change.excluded -= count,
         }
         rolled_back += count;
     }
@@ -744,7 +861,7 @@ async fn included_sums(
     )
     .bind(period.as_str())
     .bind(treatment)
-    .bind(INCLUDED)
+    .bind(Decision::Included.as_str())
     .fetch_one(&mut *conn)
     .await?;
     let count: i64 = row.try_get(0)?;
@@ -783,7 +900,12 @@ async fn application(
         application_id: row.try_get(0)?,
         period: Some(Period(period).to_wire()),
         treatment_city: row.try_get(2)?,
-        status: i32::try_from(row.try_get::<i64, _>(3)?).unwrap_or_default(),
+        status: stored(
+            &row.try_get::<String, _>(3)?,
+            "clearing_applications.status",
+            ApplicationStatus::parse,
+        )?
+        .wire() as i32,
         totals: Some(sums.to_wire()),
         applied_at: Some(timestamp(row.try_get(8)?)),
         cancelled_at: (cancelled_at_ms != 0).then(|| timestamp(cancelled_at_ms)),
@@ -844,7 +966,7 @@ pub(crate) async fn apply(
     .bind(&application_id)
     .bind(period.as_str())
     .bind(&treatment)
-    .bind(APPLIED)
+    .bind(ApplicationStatus::Applied.as_str())
     .bind(count)
     .bind(ledger.total_fen)
     .bind(ledger.fund_fen)
@@ -883,7 +1005,7 @@ pub(crate) async fn cancel_application(
             format!("clearing period {} is closed", period.as_str()),
         ));
     }
-    if found.status != APPLIED as i32 {
+    if found.status != ApplicationStatus::Applied.wire() as i32 {
         return Err(refused(
             "NOT_APPLIED",
             format!("application {} is not applied", request.application_id),
@@ -893,7 +1015,7 @@ pub(crate) async fn cancel_application(
         "UPDATE clearing_applications SET status = $1, cancelled_at_ms = $2, cancel_reason = $3 \
          WHERE application_id = $4",
     )
-    .bind(CANCELLED)
+    .bind(ApplicationStatus::Cancelled.as_str())
     .bind(now_ms())
     .bind(&reason)
     .bind(&request.application_id)
@@ -1061,7 +1183,7 @@ pub(crate) async fn close(
     let mut gross: BTreeMap<(String, String), Gross> = BTreeMap::new();
     let mut excluded: BTreeMap<(String, String), Gross> = BTreeMap::new();
     for row in rows {
-        let status: i64 = row.try_get(2)?;
+        let status: String = row.try_get(2)?;
         let count: i64 = row.try_get(3)?;
         let sums = Gross {
             count: u64::try_from(count).expect("a count is not negative"),
@@ -1070,10 +1192,9 @@ pub(crate) async fn close(
             adjustments_fen: row.try_get(6)?,
         };
         let pair = (row.try_get(0)?, row.try_get(1)?);
-        match status {
-            INCLUDED => gross.insert(pair, sums),
-            EXCLUDED => excluded.insert(pair, sums),
-            other => return Err(LedgerError::Corrupt(format!("confirmation status {other}"))),
+        match stored(&status, "clearing_confirmations.status", Decision::parse)? {
+            Decision::Included => gross.insert(pair, sums),
+            Decision::Excluded => excluded.insert(pair, sums),
         };
     }
     // Net positions of every enabled city.
@@ -1239,11 +1360,12 @@ pub(crate) async fn close(
         };
         sqlx::query(
             "INSERT INTO clearing_statements (period, city, statement, status, confirmed_at_ms, \
-             confirmed_by) VALUES ($1, $2, $3, 1, 0, '')",
+             confirmed_by) VALUES ($1, $2, $3, $4, 0, '')",
         )
         .bind(period.as_str())
         .bind(name)
         .bind(hex(&prost::Message::encode_to_vec(&statement)))
+        .bind(StatementStatus::Issued.as_str())
         .execute(&mut *conn)
         .await?;
         statements.push(statement);
@@ -1251,28 +1373,29 @@ pub(crate) async fn close(
     // Every live row of the period not included comes back in the next one: the excluded, and
     // those no decision reached because they were still pending or were posted after their
     // city applied. A row is never left behind in a frozen period.
-    sqlx::query(
+    sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO clearing_carryovers (period, transfer_id) \
          SELECT $1, c.transfer_id FROM journal c \
          WHERE c.stage = 0 AND c.code IN (3, 4) AND c.insured_city <> c.treatment_city \
          AND (c.clearing_period = $2 OR EXISTS (SELECT 1 FROM clearing_carryovers co \
               WHERE co.transfer_id = c.transfer_id AND co.period = $2)) \
          AND NOT EXISTS (SELECT 1 FROM journal r WHERE r.transfer_id = c.transfer_id \
-              AND r.stage = 1 AND r.event IN (3, 4)) \
+              AND r.stage = 1 AND r.event IN {}) \
          AND NOT EXISTS (SELECT 1 FROM clearing_confirmations f WHERE f.period = $2 \
               AND f.transfer_id = c.transfer_id AND f.status = $3)",
-    )
+        repo::released()
+    )))
     .bind(next_period(period.as_str()))
     .bind(period.as_str())
-    .bind(INCLUDED)
+    .bind(Decision::Included.as_str())
     .execute(&mut *conn)
     .await?;
     carry_tallies(conn, &period).await?;
     // The applications are cleared and the period is frozen.
     sqlx::query("UPDATE clearing_applications SET status = $1 WHERE period = $2 AND status = $3")
-        .bind(CLEARED)
+        .bind(ApplicationStatus::Cleared.as_str())
         .bind(period.as_str())
-        .bind(APPLIED)
+        .bind(ApplicationStatus::Applied.as_str())
         .execute(&mut *conn)
         .await?;
     sqlx::query(
@@ -1382,8 +1505,13 @@ pub(crate) async fn statement(
         .ok_or_else(|| {
             LedgerError::Corrupt(format!("statement of {name} for {}", period.as_str()))
         })?;
-    let status: i64 = row.try_get(1)?;
-    if status == pb::StatementStatus::Confirmed as i64 {
+    let status: String = row.try_get(1)?;
+    if stored(
+        &status,
+        "clearing_statements.status",
+        StatementStatus::parse,
+    )? == StatementStatus::Confirmed
+    {
         statement.status = pb::StatementStatus::Confirmed as i32;
         statement.confirmed_at = Some(timestamp(row.try_get(2)?));
         statement.confirmed_by = row.try_get(3)?;
@@ -1402,13 +1530,15 @@ pub(crate) async fn confirm_statement(
     if found.status != pb::StatementStatus::Confirmed as i32 {
         let period = Period::parse(request.period.as_ref())?;
         sqlx::query(
-            "UPDATE clearing_statements SET status = 2, confirmed_at_ms = $1, confirmed_by = $2 \
-             WHERE period = $3 AND city = $4 AND status = 1",
+            "UPDATE clearing_statements SET status = $1, confirmed_at_ms = $2, confirmed_by = $3 \
+             WHERE period = $4 AND city = $5 AND status = $6",
         )
+        .bind(StatementStatus::Confirmed.as_str())
         .bind(now_ms())
         .bind(&operator_id)
         .bind(period.as_str())
         .bind(&found.city)
+        .bind(StatementStatus::Issued.as_str())
         .execute(&mut *conn)
         .await?;
     }

@@ -21,9 +21,15 @@
 //! ```
 //!
 //! where an integer field is its value as 8 bytes big-endian two's complement, and a text field
-//! is its length in bytes as 8 bytes big-endian followed by its UTF-8 bytes. The lengths make the
-//! encoding injective: no two different entries encode alike. The fields are the `journal`
-//! table's columns, in [`COLUMNS`] order, as stored: `sequence`, `event`, `stage`,
+//! is its length in bytes as 8 bytes big-endian followed by its UTF-8 bytes. The fields are the
+//! `journal` table's columns, in [`COLUMNS`] order, as stored, but for one: `event`, stored as
+//! its word, is encoded as an integer field, its number ([`Event::number`]: `created` 1,
+//! `posted` 2, `voided` 3, `expired` 4). Those are the numbers the column held until
+//! `migrations/ledger/0009_journal_event_words.sql` made it words, so an entry hashes alike in
+//! either form, and a journal written before the migration verifies after it. The lengths make
+//! the encoding injective: no two different entries encode alike. (A word that is no event's,
+//! which only an alteration can store, encodes as 0, so its hash no longer matches.) The
+//! fields: `sequence`, `event`, `stage`,
 //! `transfer_id`, `debit_account_id`, `credit_account_id`, `amount_fen`, `code`, `flags`,
 //! `pending_timeout_seconds`, `operator_id`, `settlement_id`, `settlement_message_id`,
 //! `treatment_city`, `insured_city`, `institution_code`, `visit_id`, `person_no`,
@@ -53,24 +59,44 @@ pub const GENESIS: Hash = [0; 32];
 /// Prefix of every hashed encoding, naming its version.
 const DOMAIN_TAG: &[u8; 24] = b"yitong.ledger.journal.v1";
 
-/// What happened to a transfer. The numbers are the stored `event` column's.
+/// What happened to a transfer; stored in the `event` column as its word.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Event {
-    Created = 1,
-    Posted = 2,
-    Voided = 3,
-    Expired = 4,
+    /// Created, pending or posted.
+    Created,
+    /// A pending transfer posted.
+    Posted,
+    /// A pending transfer voided by a VoidPendingTransfers call.
+    Voided,
+    /// A pending transfer voided by the ledger when its timeout passed.
+    Expired,
 }
 
 impl Event {
-    pub fn from_number(number: i64) -> Option<Event> {
-        Some(match number {
-            1 => Event::Created,
-            2 => Event::Posted,
-            3 => Event::Voided,
-            4 => Event::Expired,
-            _ => return None,
-        })
+    pub const ALL: [Event; 4] = [Event::Created, Event::Posted, Event::Voided, Event::Expired];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Created => "created",
+            Event::Posted => "posted",
+            Event::Voided => "voided",
+            Event::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Event> {
+        Event::ALL.into_iter().find(|event| event.as_str() == text)
+    }
+
+    /// What the hash covers of the event (see the module docs): the number the `event` column
+    /// held before it held words. Never change one.
+    pub fn number(self) -> i64 {
+        match self {
+            Event::Created => 1,
+            Event::Posted => 2,
+            Event::Voided => 3,
+            Event::Expired => 4,
+        }
     }
 
     /// 0 for the creation, 1 for the one resolution a pending transfer may have; the journal's
@@ -216,12 +242,15 @@ pub const COLUMN_COUNT: usize = 40;
 /// Columns the hash covers: all but `previous_hash` and `hash`.
 const HASHED_COLUMN_COUNT: usize = COLUMN_COUNT - 2;
 
+/// Where `event` is in [`COLUMNS`].
+const EVENT_COLUMN: usize = 1;
+
 /// One journal entry as stored.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Entry {
     pub sequence: i64,
-    /// [`Event`]'s number; kept raw so that an altered value is reported, not refused.
-    pub event: i64,
+    /// [`Event`]'s word as stored; kept raw so that an altered value is reported, not refused.
+    pub event: String,
     /// [`Event::stage`] of the event.
     pub stage: i64,
     pub transfer: TransferColumns,
@@ -253,7 +282,7 @@ impl Entry {
         let legs = Legs::of(event, transfer.amount_fen, transfer.created_pending());
         let mut entry = Entry {
             sequence,
-            event: event as i64,
+            event: event.as_str().to_owned(),
             stage: event.stage(),
             transfer,
             recorded_at_ms,
@@ -276,13 +305,13 @@ impl Entry {
         entry
     }
 
-    /// Every column value, in [`COLUMNS`] order.
+    /// Every column value as stored, in [`COLUMNS`] order.
     pub fn values(&self) -> [Value<'_>; COLUMN_COUNT] {
         use Value::{Int, Text};
         let t = &self.transfer;
         [
             Int(self.sequence),
-            Int(self.event),
+            Text(&self.event),
             Int(self.stage),
             Text(&t.transfer_id),
             Text(&t.debit_account_id),
@@ -324,12 +353,22 @@ impl Entry {
         ]
     }
 
+    /// The values the hash covers, in [`COLUMNS`] order: every column as stored but the chain's
+    /// two, and the event as its number (see the module docs).
+    fn hashed_values(&self) -> [Value<'_>; HASHED_COLUMN_COUNT] {
+        let values = self.values();
+        let mut hashed = [Value::Int(0); HASHED_COLUMN_COUNT];
+        hashed.copy_from_slice(&values[..HASHED_COLUMN_COUNT]);
+        hashed[EVENT_COLUMN] = Value::Int(Event::parse(&self.event).map_or(0, Event::number));
+        hashed
+    }
+
     /// SHA-256 of the canonical encoding after `previous` (see the module docs).
     pub fn compute_hash(&self, previous: &Hash) -> Hash {
         let mut hasher = Sha256::new();
         hasher.update(DOMAIN_TAG);
         hasher.update(previous);
-        for value in &self.values()[..HASHED_COLUMN_COUNT] {
+        for value in &self.hashed_values() {
             match value {
                 Value::Int(number) => hasher.update(number.to_be_bytes()),
                 Value::Text(text) => {
@@ -345,7 +384,7 @@ impl Entry {
     /// The event is known, its stage is the event's, and its legs are what the event moves for
     /// the transfer's amount.
     fn consistent(&self) -> bool {
-        let Some(event) = Event::from_number(self.event) else {
+        let Some(event) = Event::parse(&self.event) else {
             return false;
         };
         if event != Event::Created && !self.transfer.created_pending() {
@@ -564,7 +603,7 @@ mod tests {
         };
         match column {
             0 => entry.sequence += 100,
-            1 => entry.event ^= 1,
+            1 => text(&mut entry.event),
             2 => entry.stage ^= 1,
             3 => text(&mut t.transfer_id),
             4 => text(&mut t.debit_account_id),
@@ -652,7 +691,10 @@ mod tests {
         let mut expected = Sha256::new();
         expected.update(b"yitong.ledger.journal.v1");
         expected.update([0u8; 32]);
-        for value in &entry.values()[..38] {
+        let mut values = entry.values();
+        assert_eq!(values[1], Value::Text("created"), "stored as its word");
+        values[1] = Value::Int(1);
+        for value in &values[..38] {
             match value {
                 Value::Int(number) => expected.update(number.to_be_bytes()),
                 Value::Text(text) => {
@@ -666,6 +708,52 @@ mod tests {
         let names: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
         assert_eq!(names.len(), COLUMN_COUNT);
         assert_eq!(&names[38..], ["previous_hash", "hash"]);
+    }
+
+    // Proves an entry hashes to the very value the ledger computed when `event` was stored as a
+    // number: the hash below is what it computed, at commit 0f6019d, for this entry (then
+    // `event` 2). So a journal written before migration 0009 verifies after it.
+    #[test]
+    fn an_entry_hashes_as_before_events_were_words() {
+        let entry = Entry::new(
+            1,
+            Event::Posted,
+            transfer(1, 12_345, true),
+            1_772_000_000_001,
+            "msg-1".into(),
+            String::new(),
+            &GENESIS,
+        );
+        assert_eq!(entry.event, "posted");
+        assert_eq!(
+            entry.hash,
+            "ff5700ddd7074c5c4ac8affcb3849e629c6afb539691c556f57c151730fbc6d0"
+        );
+        let numbers: Vec<i64> = Event::ALL.into_iter().map(Event::number).collect();
+        assert_eq!(numbers, [1, 2, 3, 4], "the numbers the column held");
+        for event in Event::ALL {
+            assert_eq!(Event::parse(event.as_str()), Some(event));
+        }
+    }
+
+    // Proves an entry whose event is no event's word (which the CHECK constraint keeps out, and
+    // a tamperer could put in) is found, and named as altered, not refused when read.
+    #[test]
+    fn an_unknown_event_word_is_found() {
+        let mut entries = chain(3);
+        entries[1].event = "reposted".into();
+        let failure = verify(&entries, 3).unwrap_err();
+        assert_eq!(
+            (failure.sequence, failure.detail.as_str()),
+            (2, "content does not match its hash")
+        );
+        let previous = from_hex(&entries[0].hash).unwrap();
+        entries[1].hash = to_hex(&entries[1].compute_hash(&previous));
+        let failure = verify(&entries[..2], 2).unwrap_err();
+        assert_eq!(
+            (failure.sequence, failure.detail.as_str()),
+            (2, "amounts do not match the event")
+        );
     }
 
     // Proves the legs of each event, and that pending then posted books what a transfer

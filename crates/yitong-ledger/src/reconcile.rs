@@ -232,7 +232,8 @@ impl Query {
         let snapshot = self.snapshot_placeholder();
         self.conditions.push(format!(
             "NOT EXISTS (SELECT 1 FROM journal v WHERE v.transfer_id = c.transfer_id \
-             AND v.stage = 1 AND v.event IN (3, 4) AND v.sequence <= {snapshot})"
+             AND v.stage = 1 AND v.event IN {} AND v.sequence <= {snapshot})",
+            repo::released()
         ));
         self
     }

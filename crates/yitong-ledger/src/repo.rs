@@ -12,7 +12,9 @@ use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
 use crate::LedgerError;
 use crate::account::AccountId;
 use crate::balance::Balance;
-use crate::journal::{COLUMN_COUNT, COLUMNS, Entry, Head, Legs, TransferColumns, Value, from_hex};
+use crate::journal::{
+    COLUMN_COUNT, COLUMNS, Entry, Event, Head, Legs, TransferColumns, Value, from_hex,
+};
 
 /// Rows per INSERT: 40 values each, so 100 rows bind 4,000 values, far below SQLite's and
 /// PostgreSQL's limits.
@@ -26,13 +28,25 @@ pub(crate) const RESOLUTION_JOIN: &str =
 
 /// The condition that creation `c`, joined to `r` by [`RESOLUTION_JOIN`], is posted: created
 /// posted, or posted from pending (by the journal entry `snapshot`, a placeholder, when given).
+/// The event is the enum's word, written into the SQL: a fragment has no placeholder of its own.
 pub(crate) fn posted(snapshot: Option<&str>) -> String {
+    let posted = Event::Posted.as_str();
     match snapshot {
         Some(snapshot) => {
-            format!("(c.expires_at_ms = 0 OR (r.event = 2 AND r.sequence <= {snapshot}))")
+            format!("(c.expires_at_ms = 0 OR (r.event = '{posted}' AND r.sequence <= {snapshot}))")
         }
-        None => "(c.expires_at_ms = 0 OR r.event = 2)".to_owned(),
+        None => format!("(c.expires_at_ms = 0 OR r.event = '{posted}')"),
     }
+}
+
+/// The SQL list of the events that release a pending transfer without posting it, the enum's
+/// words written into the SQL: `('voided', 'expired')`.
+pub(crate) fn released() -> String {
+    format!(
+        "('{}', '{}')",
+        Event::Voided.as_str(),
+        Event::Expired.as_str()
+    )
 }
 
 /// "$first, $first+1, ..." for `count` values.
@@ -273,7 +287,7 @@ fn entry_from_row(row: &AnyRow) -> Result<Entry, sqlx::Error> {
     let text = |index: usize| row.try_get::<String, _>(index);
     Ok(Entry {
         sequence: int(0)?,
-        event: int(1)?,
+        event: text(1)?,
         stage: int(2)?,
         transfer: TransferColumns {
             transfer_id: text(3)?,
@@ -439,8 +453,9 @@ pub(crate) async fn live_bookings(
         "SELECT c.code, c.settlement_id, c.original_settlement_id, c.transfer_id FROM journal c \
          WHERE c.stage = 0 AND ({}) \
          AND NOT EXISTS (SELECT 1 FROM journal r WHERE r.transfer_id = c.transfer_id \
-                         AND r.stage = 1 AND r.event IN (3, 4))",
+                         AND r.stage = 1 AND r.event IN {})",
         branches.join(" OR "),
+        released(),
     );
     let mut query = sqlx::query_as(AssertSqlSafe(sql));
     for id in settlement_ids.iter().chain(original_ids) {

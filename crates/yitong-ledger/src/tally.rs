@@ -115,7 +115,7 @@ pub(crate) async fn count_new_details(
         let t = &entry.transfer;
         let detail = SETTLEMENT_CODES.contains(&t.code)
             && t.insured_city != t.treatment_city
-            && match Event::from_number(entry.event) {
+            && match Event::parse(&entry.event) {
                 Some(Event::Created) => t.expires_at_ms == 0,
                 Some(Event::Posted) => true,
                 _ => false,

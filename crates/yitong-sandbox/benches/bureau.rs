@@ -559,7 +559,7 @@ async fn load_journal(store: &Store, count: u64, claim: fn(u64) -> Claim) {
                     event,
                     claim(n).columns(now),
                     now,
-                    format!("LOAD-{first}-{}", event as i64),
+                    format!("LOAD-{first}-{}", event.as_str()),
                     String::new(),
                     &hash,
                 );
@@ -599,8 +599,9 @@ async fn load_confirmations(store: &Store) {
         "INSERT INTO clearing_confirmations (period, transfer_id, settlement_id, \
          treatment_city, insured_city, status, reason, total_amount_fen, fund_pay_fen, \
          account_pay_fen, adjustment, confirmed_at_ms, confirmed_by) \
-         SELECT clearing_period, transfer_id, settlement_id, treatment_city, insured_city, 2, '', \
-         total_amount_fen, fund_pay_fen, account_pay_fen, 0, $1, treatment_city || '-bureau' \
+         SELECT clearing_period, transfer_id, settlement_id, treatment_city, insured_city, \
+         'included', '', total_amount_fen, fund_pay_fen, account_pay_fen, 0, $1, \
+         treatment_city || '-bureau' \
          FROM journal c WHERE clearing_period = '2026-10' AND stage = 0 AND code = 3 \
          AND insured_city <> treatment_city AND NOT EXISTS (SELECT 1 FROM clearing_confirmations f \
          WHERE f.period = '2026-10' AND f.transfer_id = c.transfer_id)",
@@ -613,7 +614,8 @@ async fn load_confirmations(store: &Store) {
     sqlx::query(
         "UPDATE clearing_tallies SET included_count = (SELECT COUNT(*) FROM clearing_confirmations f \
          WHERE f.period = clearing_tallies.period AND f.treatment_city = clearing_tallies.treatment_city \
-         AND f.insured_city = clearing_tallies.insured_city AND f.status = 2) WHERE period = '2026-10'",
+         AND f.insured_city = clearing_tallies.insured_city AND f.status = 'included') \
+         WHERE period = '2026-10'",
     )
     .execute(&mut *transaction)
     .await

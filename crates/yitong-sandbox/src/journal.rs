@@ -455,9 +455,9 @@ async fn check_state(
     }
     if service == Service::Settlement {
         for (rpc, condition) in [
-            ("Reserve", "kind IN (1, 2)"),
-            ("Post", "status = 2"),
-            ("Void", "status = 3"),
+            ("Reserve", "kind IN ('settlement', 'cancellation')"),
+            ("Post", "status = 'posted'"),
+            ("Void", "status = 'voided'"),
         ] {
             let (expected,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT COUNT(*) FROM reservations WHERE {condition}"

@@ -4,6 +4,7 @@
 
 pub mod benefit;
 pub mod split;
+mod stored;
 pub mod treatment;
 
 pub use benefit::BenefitNode;

@@ -30,7 +30,7 @@ use yitong_store::{Store, audit, now_ms};
 
 pub use claim::{BenefitClaim, parse_id};
 pub use error::BenefitError;
-use repo::{CANCELLATION, POSTED, RESERVED, ReservationRow, SETTLEMENT, TOMBSTONE, VOIDED};
+use repo::{ReservationKind, ReservationRow, ReservationStatus};
 
 use crate::split::{self, Policy, RunningTotals, Split};
 
@@ -272,8 +272,8 @@ impl BenefitNode {
         let now = now_ms();
         let row = ReservationRow {
             settlement_id: settlement_id.to_owned(),
-            kind: SETTLEMENT,
-            status: RESERVED,
+            kind: ReservationKind::Settlement,
+            status: ReservationStatus::Reserved,
             person_no: claim.person_no.to_string(),
             benefit_year: year,
             treatment_city: claim.treatment_city.to_string(),
@@ -402,7 +402,7 @@ impl BenefitNode {
         let original = repo::reservation(&mut conn, original_id).await?;
         drop(conn);
         let original = original
-            .filter(|original| original.kind == SETTLEMENT)
+            .filter(|original| original.kind == ReservationKind::Settlement)
             .ok_or_else(|| BenefitError::NotFound(original_id.to_owned()))?;
         let mut tx = self.store.begin_write().await?;
         repo::lock_year(&mut tx, &original.person_no, original.benefit_year).await?;
@@ -412,7 +412,7 @@ impl BenefitNode {
         let original = repo::reservation(&mut tx, original_id)
             .await?
             .ok_or_else(|| BenefitError::NotFound(original_id.to_owned()))?;
-        if original.status != POSTED {
+        if original.status != ReservationStatus::Posted {
             return Err(BenefitError::refused(
                 "SETTLEMENT_NOT_POSTED",
                 format!("settlement {original_id} is not posted"),
@@ -448,9 +448,9 @@ impl BenefitNode {
         let now = now_ms();
         let row = ReservationRow {
             settlement_id: settlement_id.to_owned(),
-            kind: CANCELLATION,
+            kind: ReservationKind::Cancellation,
             original_settlement_id: Some(original_id.to_owned()),
-            status: RESERVED,
+            status: ReservationStatus::Reserved,
             message_id: message_id.to_string(),
             request_digest: digest,
             deductible_applied_fen: fen(reversal.deductible_applied()),
@@ -482,7 +482,7 @@ impl BenefitNode {
     /// A second Reserve for a settlement id: the same request gets the reservation as it stands,
     /// another request is refused, an id voided before it was reserved stays voided.
     fn replayed(existing: ReservationRow, digest: &str) -> Result<ReservationRow, BenefitError> {
-        if existing.kind == TOMBSTONE {
+        if existing.kind == ReservationKind::Tombstone {
             return Err(BenefitError::refused(
                 "VOIDED_BEFORE_RESERVED",
                 format!(
@@ -506,9 +506,11 @@ impl BenefitNode {
         let found = repo::reservation(&mut conn, settlement_id).await?;
         drop(conn);
         let found = found
-            .filter(|row| row.kind != TOMBSTONE)
+            .filter(|row| row.kind != ReservationKind::Tombstone)
             .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
-        if found.status == POSTED && (found.account_pay_fen == 0 || found.account_moved == 1) {
+        if found.status == ReservationStatus::Posted
+            && (found.account_pay_fen == 0 || found.account_moved == 1)
+        {
             return Ok(found);
         }
         let mut tx = self.store.begin_write().await?;
@@ -517,7 +519,7 @@ impl BenefitNode {
             .await?
             .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
         match row.status {
-            VOIDED => {
+            ReservationStatus::Voided => {
                 return Err(BenefitError::refused(
                     "RESERVATION_VOIDED",
                     format!("reservation {settlement_id} is voided"),
@@ -525,11 +527,11 @@ impl BenefitNode {
             }
             // Held until the treatment city decides, past its timeout too: its room was never
             // given to another settlement, so the post always fits.
-            RESERVED => {
+            ReservationStatus::Reserved => {
                 row.posted_at(repo::post(&mut tx, &row).await?);
                 audit::record(&mut tx, "Post", message_id.as_str()).await?;
             }
-            _ => {}
+            ReservationStatus::Posted => {}
         }
         // The account moves under the person's lock, in the transaction that posts: a Reserve
         // of the same person reads the balance either before both or after both.
@@ -545,7 +547,10 @@ impl BenefitNode {
     /// once: identity keeps one movement per settlement id, so a retried Post moves nothing twice.
     /// True when the account has moved by this call.
     async fn move_account(&self, row: &ReservationRow) -> Result<bool, BenefitError> {
-        if row.status != POSTED || row.account_pay_fen == 0 || row.account_moved == 1 {
+        if row.status != ReservationStatus::Posted
+            || row.account_pay_fen == 0
+            || row.account_moved == 1
+        {
             return Ok(false);
         }
         let request = MoveAccountRequest {
@@ -588,8 +593,8 @@ impl BenefitNode {
                 let now = now_ms();
                 let tombstone = ReservationRow {
                     settlement_id: settlement_id.to_owned(),
-                    kind: TOMBSTONE,
-                    status: VOIDED,
+                    kind: ReservationKind::Tombstone,
+                    status: ReservationStatus::Voided,
                     message_id: message_id.to_string(),
                     policy_ratio: "0".into(),
                     reserved_at_ms: now,
@@ -605,13 +610,13 @@ impl BenefitNode {
                 }
                 audit::record(&mut tx, "Void", message_id.as_str()).await?;
             }
-            Some(row) if row.status == POSTED => {
+            Some(row) if row.status == ReservationStatus::Posted => {
                 return Err(BenefitError::refused(
                     "RESERVATION_POSTED",
                     format!("reservation {settlement_id} is posted: cancel the settlement instead"),
                 ));
             }
-            Some(row) if row.status == RESERVED => {
+            Some(row) if row.status == ReservationStatus::Reserved => {
                 let voided = repo::void(&mut tx, settlement_id, reason).await?;
                 assert!(
                     voided,
@@ -634,21 +639,21 @@ impl BenefitNode {
     fn reservation_wire(&self, row: &ReservationRow) -> Result<pb::Reservation, BenefitError> {
         let now = now_ms();
         let (status, resolved_at) = match row.status {
-            RESERVED if row.expires_at_ms <= now => {
+            ReservationStatus::Reserved if row.expires_at_ms <= now => {
                 (pb::ReservationStatus::Expired, Some(row.expires_at_ms))
             }
-            RESERVED => (pb::ReservationStatus::Reserved, None),
-            POSTED => (pb::ReservationStatus::Posted, row.resolved_at_ms),
-            _ => (pb::ReservationStatus::Voided, row.resolved_at_ms),
+            ReservationStatus::Reserved => (pb::ReservationStatus::Reserved, None),
+            ReservationStatus::Posted => (pb::ReservationStatus::Posted, row.resolved_at_ms),
+            ReservationStatus::Voided => (pb::ReservationStatus::Voided, row.resolved_at_ms),
         };
         let kind = match row.kind {
-            SETTLEMENT => pb::ReservationKind::Settlement,
-            CANCELLATION => pb::ReservationKind::Cancellation,
-            _ => pb::ReservationKind::Unspecified,
+            ReservationKind::Settlement => pb::ReservationKind::Settlement,
+            ReservationKind::Cancellation => pb::ReservationKind::Cancellation,
+            ReservationKind::Tombstone => pb::ReservationKind::Unspecified,
         };
         let split = match row.kind {
-            TOMBSTONE => None,
-            _ => {
+            ReservationKind::Tombstone => None,
+            ReservationKind::Settlement | ReservationKind::Cancellation => {
                 let bytes = BASE64.decode(&row.split).map_err(|_| {
                     BenefitError::Corrupt(format!("split of {}", row.settlement_id))
                 })?;

@@ -1,27 +1,97 @@
 //! The benefit store's queries: running totals and reservations. See
-//! `migrations/settlement/0002_benefits.sql`.
+//! `migrations/settlement/0002_benefits.sql`, and 0006, which stores the reservations' kinds and
+//! statuses as words.
 
 use yitong_store::now_ms;
 use yitong_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
 use super::BenefitError;
+use crate::stored::decode_column;
 
-/// Reservation statuses as stored; EXPIRED is never stored, it is read off `expires_at_ms`.
-pub const RESERVED: i64 = 1;
-pub const POSTED: i64 = 2;
-pub const VOIDED: i64 = 3;
-/// Reservation kinds as stored; a tombstone is an id voided before it was ever reserved.
-pub const TOMBSTONE: i64 = 0;
-pub const SETTLEMENT: i64 = 1;
-pub const CANCELLATION: i64 = 2;
+/// What a reservation's settlement id holds; stored as its word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReservationKind {
+    /// The benefit of a new settlement.
+    #[default]
+    Settlement,
+    /// The exact reversal of a posted settlement's benefit.
+    Cancellation,
+    /// An id voided before it was ever reserved: a later Reserve of it is refused.
+    Tombstone,
+}
+
+impl ReservationKind {
+    pub const ALL: [ReservationKind; 3] = [
+        ReservationKind::Settlement,
+        ReservationKind::Cancellation,
+        ReservationKind::Tombstone,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationKind::Settlement => "settlement",
+            ReservationKind::Cancellation => "cancellation",
+            ReservationKind::Tombstone => "tombstone",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ReservationKind> {
+        ReservationKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+}
+
+/// Where a reservation stands; stored as its word.
+///
+/// ```text
+/// (none) ──Reserve──▶ reserved ──Post──▶ posted
+///    │                   └──Void──▶ voided
+///    └──Void──▶ voided (a tombstone)
+/// ```
+///
+/// EXPIRED is never stored: a reserved row past its `expires_at_ms` reads as expired on the
+/// wire, and still holds its room (the treatment city may yet record it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReservationStatus {
+    /// Held: counted as used until posted or voided.
+    #[default]
+    Reserved,
+    /// Part of the person's running totals for good.
+    Posted,
+    /// Released.
+    Voided,
+}
+
+impl ReservationStatus {
+    pub const ALL: [ReservationStatus; 3] = [
+        ReservationStatus::Reserved,
+        ReservationStatus::Posted,
+        ReservationStatus::Voided,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Reserved => "reserved",
+            ReservationStatus::Posted => "posted",
+            ReservationStatus::Voided => "voided",
+        }
+    }
+
+    fn parse(text: &str) -> Option<ReservationStatus> {
+        ReservationStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
 
 /// One row of `reservations`.
 #[derive(Debug, Clone, Default)]
 pub struct ReservationRow {
     pub settlement_id: String,
-    pub kind: i64,
+    pub kind: ReservationKind,
     pub original_settlement_id: Option<String>,
-    pub status: i64,
+    pub status: ReservationStatus,
     pub person_no: String,
     pub benefit_year: i64,
     pub treatment_city: String,
@@ -58,16 +128,16 @@ pub struct ReservationRow {
 impl ReservationRow {
     /// The row as [`post`] leaves it, posted at `now_ms`.
     pub fn posted_at(&mut self, now_ms: i64) {
-        self.status = POSTED;
+        self.status = ReservationStatus::Posted;
         self.resolved_at_ms = Some(now_ms);
     }
 
     fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(ReservationRow {
             settlement_id: row.try_get("settlement_id")?,
-            kind: row.try_get("kind")?,
+            kind: decode_column(row, "kind", ReservationKind::parse)?,
             original_settlement_id: row.try_get("original_settlement_id")?,
-            status: row.try_get("status")?,
+            status: decode_column(row, "status", ReservationStatus::parse)?,
             person_no: row.try_get("person_no")?,
             benefit_year: row.try_get("benefit_year")?,
             treatment_city: row.try_get("treatment_city")?,
@@ -130,9 +200,9 @@ pub async fn insert_reservation(
          $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35) ON CONFLICT (settlement_id) DO NOTHING",
     )
     .bind(r.settlement_id.clone())
-    .bind(r.kind)
+    .bind(r.kind.as_str())
     .bind(r.original_settlement_id.clone())
-    .bind(r.status)
+    .bind(r.status.as_str())
     .bind(r.person_no.clone())
     .bind(r.benefit_year)
     .bind(r.treatment_city.clone())
@@ -217,8 +287,8 @@ pub async fn used(
     )
     .bind(person_no)
     .bind(year)
-    .bind(SETTLEMENT)
-    .bind(RESERVED)
+    .bind(ReservationKind::Settlement.as_str())
+    .bind(ReservationStatus::Reserved.as_str())
     .bind(excluding)
     .fetch_one(&mut *conn)
     .await?;
@@ -229,9 +299,9 @@ pub async fn used(
          AND (status = $3 OR (status = $4 AND account_moved = 0)) AND settlement_id <> $5",
     )
     .bind(person_no)
-    .bind(SETTLEMENT)
-    .bind(RESERVED)
-    .bind(POSTED)
+    .bind(ReservationKind::Settlement.as_str())
+    .bind(ReservationStatus::Reserved.as_str())
+    .bind(ReservationStatus::Posted.as_str())
     .bind(excluding)
     .fetch_one(&mut *conn)
     .await?;
@@ -260,11 +330,14 @@ pub async fn posted(
 /// Marks a reservation posted and adds what it holds to the year's totals.
 pub async fn post(conn: &mut AnyConnection, r: &ReservationRow) -> Result<i64, BenefitError> {
     let now = now_ms();
-    sqlx::query("UPDATE reservations SET status = 2, resolved_at_ms = $2 WHERE settlement_id = $1")
-        .bind(r.settlement_id.clone())
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE reservations SET status = $3, resolved_at_ms = $2 WHERE settlement_id = $1",
+    )
+    .bind(r.settlement_id.clone())
+    .bind(now)
+    .bind(ReservationStatus::Posted.as_str())
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "UPDATE benefit_years SET deductible_used_fen = deductible_used_fen + $3, fund_paid_fen = fund_paid_fen + $4 \
          WHERE person_no = $1 AND benefit_year = $2",
@@ -291,8 +364,8 @@ pub async fn void(
     .bind(settlement_id)
     .bind(now_ms())
     .bind(reason)
-    .bind(VOIDED)
-    .bind(RESERVED)
+    .bind(ReservationStatus::Voided.as_str())
+    .bind(ReservationStatus::Reserved.as_str())
     .execute(&mut *conn)
     .await?
     .rows_affected();

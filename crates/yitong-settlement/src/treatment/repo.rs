@@ -1,15 +1,45 @@
 //! The treatment side's queries: visits, fee lines, settlements and dead message ids. See
-//! `migrations/settlement/0003_visits_and_settlements.sql`.
+//! `migrations/settlement/0003_visits_and_settlements.sql`, and 0005 and 0006, which store the
+//! settlements' and visits' states as words.
 
 use yitong_store::now_ms;
 use yitong_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
 
 use super::TreatmentError;
+use crate::stored::decode_column;
 
-/// Visit statuses as stored (the wire's numbers).
-pub const VISIT_OPEN: i64 = 1;
-pub const VISIT_SETTLED: i64 = 2;
-pub const VISIT_CANCELLED: i64 = 3;
+/// Where a visit stands; stored as its word, the name the wire's `VisitStatus` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisitStatus {
+    /// Registered: fee lines may be added and cancelled, and it may be settled.
+    Open,
+    /// Settled: its lines are frozen while its settlement stands (a cancellation opens it again).
+    Settled,
+    /// Cancelled before settlement; final.
+    Cancelled,
+}
+
+impl VisitStatus {
+    pub const ALL: [VisitStatus; 3] = [
+        VisitStatus::Open,
+        VisitStatus::Settled,
+        VisitStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VisitStatus::Open => "open",
+            VisitStatus::Settled => "settled",
+            VisitStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn parse(text: &str) -> Option<VisitStatus> {
+        VisitStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+    }
+}
 
 /// What a settlement id settles: a visit, or the cancellation of a settlement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -93,18 +123,6 @@ impl Phase {
     }
 }
 
-fn decode_column<T>(
-    row: &AnyRow,
-    column: &str,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<T, sqlx::Error> {
-    let text: String = row.try_get(column)?;
-    parse(&text).ok_or_else(|| sqlx::Error::ColumnDecode {
-        index: column.to_owned(),
-        source: format!("unknown {column} {text:?}").into(),
-    })
-}
-
 /// Hands out the next serial under `prefix`, inside the caller's write transaction (the upsert
 /// locks the counter row until the transaction ends, as everywhere: no `SELECT ... FOR UPDATE`).
 pub async fn next_serial(conn: &mut AnyConnection, prefix: &str) -> Result<i64, TreatmentError> {
@@ -130,7 +148,7 @@ pub struct VisitRow {
     pub insurance_type: i64,
     pub hospital_level: i64,
     pub service_date: String,
-    pub status: i64,
+    pub status: VisitStatus,
     pub settlement_id: Option<String>,
     pub registered: String,
     pub registered_at_ms: i64,
@@ -146,7 +164,7 @@ impl VisitRow {
             insurance_type: row.try_get("insurance_type")?,
             hospital_level: row.try_get("hospital_level")?,
             service_date: row.try_get("service_date")?,
-            status: row.try_get("status")?,
+            status: decode_column(row, "status", VisitStatus::parse)?,
             settlement_id: row.try_get("settlement_id")?,
             registered: row.try_get("registered")?,
             registered_at_ms: row.try_get("registered_at_ms")?,
@@ -167,7 +185,7 @@ pub async fn insert_visit(conn: &mut AnyConnection, v: &VisitRow) -> Result<(), 
     .bind(v.insurance_type)
     .bind(v.hospital_level)
     .bind(v.service_date.clone())
-    .bind(v.status)
+    .bind(v.status.as_str())
     .bind(v.settlement_id.clone())
     .bind(v.registered.clone())
     .bind(v.registered_at_ms)
@@ -203,12 +221,12 @@ pub async fn lock_visit(
 pub async fn set_visit_status(
     conn: &mut AnyConnection,
     visit_id: &str,
-    status: i64,
+    status: VisitStatus,
     settlement_id: Option<&str>,
 ) -> Result<(), TreatmentError> {
     sqlx::query("UPDATE visits SET status = $2, settlement_id = $3 WHERE visit_id = $1")
         .bind(visit_id)
-        .bind(status)
+        .bind(status.as_str())
         .bind(settlement_id.map(str::to_owned))
         .execute(&mut *conn)
         .await?;

@@ -636,7 +636,7 @@ impl SettlementNode {
             .ok_or_else(|| TreatmentError::Corrupt(format!("visit {} vanished", row.visit_id)))?;
         let reply = match row.kind {
             Kind::Settlement => {
-                if visit.status != repo::VISIT_OPEN {
+                if visit.status != repo::VisitStatus::Open {
                     return Err(voided());
                 }
                 settlement.split = Some(split);
@@ -644,7 +644,7 @@ impl SettlementNode {
                 repo::set_visit_status(
                     &mut tx,
                     &row.visit_id,
-                    repo::VISIT_SETTLED,
+                    repo::VisitStatus::Settled,
                     Some(&row.settlement_id),
                 )
                 .await?;
@@ -665,7 +665,8 @@ impl SettlementNode {
                 let kind = cancellation.kind;
                 repo::set_cancelled_by(&mut tx, &original, &row.settlement_id).await?;
                 repo::set_record(&mut tx, &original, &encode(&settlement)).await?;
-                repo::set_visit_status(&mut tx, &row.visit_id, repo::VISIT_OPEN, None).await?;
+                repo::set_visit_status(&mut tx, &row.visit_id, repo::VisitStatus::Open, None)
+                    .await?;
                 if kind == pb::CancellationKind::Reversal as i32 {
                     let outcome = pb::ReversalOutcome::Cancelled as i32;
                     pb::ReverseByMessageIdResponse {

@@ -19,7 +19,11 @@ impl SettlementNode {
     ) -> Result<pb::Visit, TreatmentError> {
         let mut visit: pb::Visit = decode(&row.registered, "registered visit")?;
         let (count, total) = repo::line_totals(conn, &row.visit_id).await?;
-        visit.status = row.status as i32;
+        visit.status = match row.status {
+            repo::VisitStatus::Open => pb::VisitStatus::Open,
+            repo::VisitStatus::Settled => pb::VisitStatus::Settled,
+            repo::VisitStatus::Cancelled => pb::VisitStatus::Cancelled,
+        } as i32;
         visit.fee_line_count = u32::try_from(count).unwrap_or_default();
         visit.fee_total = Amount::from_fen(total).to_string();
         visit.settlement_id = row.settlement_id.clone().unwrap_or_default();
@@ -50,15 +54,15 @@ impl SettlementNode {
     /// Refuses a change to a visit that is not open.
     pub(super) fn check_open(row: &VisitRow) -> Result<(), TreatmentError> {
         match row.status {
-            repo::VISIT_OPEN => Ok(()),
-            repo::VISIT_SETTLED => Err(TreatmentError::refused(
+            repo::VisitStatus::Open => Ok(()),
+            repo::VisitStatus::Settled => Err(TreatmentError::refused(
                 "VISIT_SETTLED",
                 format!(
                     "visit {} is settled: cancel the settlement first",
                     row.visit_id
                 ),
             )),
-            _ => Err(TreatmentError::refused(
+            repo::VisitStatus::Cancelled => Err(TreatmentError::refused(
                 "VISIT_CANCELLED",
                 format!("visit {} is cancelled", row.visit_id),
             )),
@@ -189,7 +193,7 @@ impl SettlementNode {
             insurance_type: i64::from(person.insurance_type),
             hospital_level: i64::from(institution.level),
             service_date: date.to_string(),
-            status: repo::VISIT_OPEN,
+            status: repo::VisitStatus::Open,
             settlement_id: None,
             registered: encode(&visit),
             registered_at_ms: now,
@@ -215,8 +219,8 @@ impl SettlementNode {
         let mut row = Self::check_visit(repo::lock_visit(&mut tx, &scope.visit_id).await?, &scope)?;
         Self::check_open(&row)?;
         Self::check_not_in_flight(&mut tx, &row.visit_id).await?;
-        repo::set_visit_status(&mut tx, &row.visit_id, repo::VISIT_CANCELLED, None).await?;
-        row.status = repo::VISIT_CANCELLED;
+        repo::set_visit_status(&mut tx, &row.visit_id, repo::VisitStatus::Cancelled, None).await?;
+        row.status = repo::VisitStatus::Cancelled;
         let visit = self.visit_wire(&mut tx, &row).await?;
         self.finish(
             tx,
