@@ -2,7 +2,7 @@
 -- load has stopped and S seconds have passed: every row it returns is something left unresolved.
 --   1. the treatment cities' settlements pending (an intent), recorded (not yet completed) or
 --      voiding (a void not yet carried to the peers);
---   2. the insured cities' reservations still reserved (status 1), neither posted nor voided;
+--   2. the insured cities' reservations still reserved, neither posted nor voided;
 --   3. the ledger's transfers created pending (flags bit 2) with no resolution (stage 1) yet.
 -- The four pilot cities' schemas are named here, as `yitong dev` lays them out.
 WITH treatment AS (
@@ -20,7 +20,7 @@ SELECT 'settlements ' || phase || ' at ' || city, COUNT(*)
   FROM treatment WHERE phase IN ('pending', 'recorded', 'voiding') GROUP BY city, phase
 UNION ALL
 SELECT 'reservations reserved at ' || city, COUNT(*)
-  FROM insured WHERE status = 1 GROUP BY city
+  FROM insured WHERE status = 'reserved' GROUP BY city
 UNION ALL
 SELECT 'ledger transfers pending', COUNT(*)
   FROM ledger_clearing.journal created
