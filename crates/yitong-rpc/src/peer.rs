@@ -26,6 +26,9 @@ impl PeerFault {
     /// every field it names is one the asking node forwarded unchanged from its caller (the
     /// HIS's `credential`, say): `forwarded` lists those fields' paths.
     pub fn of(status: &Status, forwarded: &[&str]) -> PeerFault {
+        if broke_under_the_call(status) {
+            return PeerFault::Unavailable;
+        }
         match status.code() {
             Code::Unavailable
             | Code::DeadlineExceeded
@@ -38,6 +41,15 @@ impl PeerFault {
             _ => PeerFault::Internal,
         }
     }
+}
+
+/// True when the status is not the peer's answer but this node's own client's, for an HTTP/2
+/// stream or connection that broke under the call (the peer's process died, or the link went):
+/// tonic makes those INTERNAL "h2 protocol error", with the h2 error as its source. The peer may
+/// or may not have done what was asked, as when it does not answer at all; a peer's own status
+/// comes off the wire and has no source.
+fn broke_under_the_call(status: &Status) -> bool {
+    std::error::Error::source(status).is_some_and(|source| source.is::<h2::Error>())
 }
 
 /// True when the status names at least one field and every one is under a forwarded path.
@@ -94,5 +106,20 @@ mod tests {
         for (status, fault) in table {
             assert_eq!(PeerFault::of(&status, &["credential"]), fault, "{status:?}");
         }
+    }
+
+    /// Proves a stream that broke under the call (this client's own INTERNAL, its source an h2
+    /// error) is the peer's unavailability, while a peer's INTERNAL answer stays internal.
+    #[test]
+    fn a_broken_stream_is_unavailability_not_the_peer_s_failure() {
+        let mut broken = Status::internal("h2 protocol error: http2 error");
+        broken.set_source(std::sync::Arc::new(h2::Error::from(
+            h2::Reason::INTERNAL_ERROR,
+        )));
+        assert_eq!(PeerFault::of(&broken, &[]), PeerFault::Unavailable);
+        assert_eq!(
+            PeerFault::of(&Status::internal("h2 protocol error: http2 error"), &[]),
+            PeerFault::Internal
+        );
     }
 }
