@@ -7,7 +7,7 @@ disagreement between the three parties of a settlement. Exit status 0 when it fi
 
 In doubt ("money stranded"), with --pending-only this alone:
   - a treatment city's settlement still `pending`, `recorded` or `voiding`;
-  - an insured city's reservation still `reserved` (status 1);
+  - an insured city's reservation still `reserved`;
   - a posted reservation whose personal-account pay has not moved yet;
   - a ledger transfer created pending and never posted, voided or expired;
   - a ledger account whose pending sums are not back to zero.
@@ -31,9 +31,9 @@ import sys
 from pathlib import Path
 
 SETTLEMENT_OPEN = ("pending", "recorded", "voiding")
-RESERVED, POSTED, VOIDED = 1, 2, 3
-# Journal events: 1 created, 2 posted, 3 voided, 4 expired; flags bit 2 (value 2) pending.
-CREATED, POSTED_EVENT, VOIDED_EVENT, EXPIRED_EVENT = 1, 2, 3, 4
+RESERVED, POSTED, VOIDED = "reserved", "posted", "voided"
+# Journal events, as stored; flags bit 2 (value 2) pending.
+CREATED, POSTED_EVENT, VOIDED_EVENT, EXPIRED_EVENT = "created", "posted", "voided", "expired"
 PENDING_FLAG = 2
 # Findings listed in full up to this many per class; the count is always exact.
 LISTED_MAX = 20
@@ -172,8 +172,8 @@ def check(data: Path, cities: list, pending_only: bool, check_sql: Path) -> dict
     ).fetchone()[0]
     for city, db in settlement.items():
         for what, condition in (
-            ("reservations held then voided", "kind <> 0 AND status = 3"),
-            ("reservations voided before held", "kind = 0"),
+            ("reservations held then voided", "kind <> 'tombstone' AND status = 'voided'"),
+            ("reservations voided before held", "kind = 'tombstone'"),
         ):
             counts[what] = counts.get(what, 0) + db.execute(
                 f"SELECT COUNT(*) FROM reservations WHERE {condition}"
@@ -214,7 +214,7 @@ def agreement(data, cities, settlement, ledger, findings, counts):
     def reserved_amounts(reservation):
         # A reservation keeps the claim's total as the treatment city sent it, positive for a
         # cancellation too; what it holds (fund and account pay) is negative for a cancellation.
-        total = reservation["total_fen"] if reservation["kind"] != 2 else -reservation["total_fen"]
+        total = reservation["total_fen"] if reservation["kind"] != "cancellation" else -reservation["total_fen"]
         return (total, reservation["fund_pay_fen"], reservation["account_pay_fen"])
 
     def ledger_amounts(transfer):
