@@ -12,7 +12,7 @@ pub const REQUEST_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// larger reply would be refused by the caller anyway.
 pub const REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Streams one HTTP/2 connection may have open at once; above the server's own limit of calls
-/// in flight (`shed::SERVER_CALLS_IN_FLIGHT_MAX`), so a single connection can still reach that
+/// in flight (`shed::ENTRY_CALLS_IN_FLIGHT_MAX`), so a single connection can still reach that
 /// limit and be shed rather than queued.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 256;
 /// Largest header block (metadata) of one call, in bytes; hyper's default is 16 MiB.

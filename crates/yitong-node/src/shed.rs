@@ -45,9 +45,6 @@ use yitong_settlement::SettlementNode;
 /// excess call costs the HIS a retry instead. The figure is the one the overload run of
 /// BENCHMARKS.md holds to its targets; a node's configuration may set its own.
 pub const ENTRY_CALLS_IN_FLIGHT_MAX: usize = 32;
-/// Calls that one caller (one HIS, one bureau) runs at once on one server: half of the
-/// server's, so one caller holding its share leaves the rest to the others.
-pub const CALLER_CALLS_IN_FLIGHT_MAX: usize = ENTRY_CALLS_IN_FLIGHT_MAX / 2;
 /// Calls nodes make on behalf of accepted calls, one server runs at once. A backstop, not a
 /// budget anyone should meet: a node makes at most one such call at a time for each call it
 /// accepted, so every enabled node's entry limit together bounds them (the ledger serves every
