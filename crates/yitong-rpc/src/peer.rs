@@ -45,11 +45,13 @@ impl PeerFault {
 
 /// True when the status is not the peer's answer but this node's own client's, for an HTTP/2
 /// stream or connection that broke under the call (the peer's process died, or the link went):
-/// tonic makes those INTERNAL "h2 protocol error", with the h2 error as its source. The peer may
-/// or may not have done what was asked, as when it does not answer at all; a peer's own status
-/// comes off the wire and has no source.
+/// tonic makes those INTERNAL "h2 protocol error", with the h2 error in its source chain (its
+/// source, or under the hyper or transport error that is). The peer may or may not have done
+/// what was asked, as when it does not answer at all; a peer's own status comes off the wire
+/// and has no source.
 fn broke_under_the_call(status: &Status) -> bool {
-    std::error::Error::source(status).is_some_and(|source| source.is::<h2::Error>())
+    std::iter::successors(std::error::Error::source(status), |error| error.source())
+        .any(|error| error.is::<h2::Error>())
 }
 
 /// True when the status names at least one field and every one is under a forwarded path.
@@ -108,6 +110,22 @@ mod tests {
         }
     }
 
+    /// A client error with an h2 error beneath it, as hyper's "http2 error" is.
+    #[derive(Debug)]
+    struct Wrapper(h2::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("http2 error")
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
     /// Proves a stream that broke under the call (this client's own INTERNAL, its source an h2
     /// error) is the peer's unavailability, while a peer's INTERNAL answer stays internal.
     #[test]
@@ -117,6 +135,12 @@ mod tests {
             h2::Reason::INTERNAL_ERROR,
         )));
         assert_eq!(PeerFault::of(&broken, &[]), PeerFault::Unavailable);
+        // As hyper reports it: the h2 error under the client's own error.
+        let mut wrapped = Status::internal("h2 protocol error: http2 error");
+        wrapped.set_source(std::sync::Arc::new(Wrapper(h2::Error::from(
+            h2::Reason::PROTOCOL_ERROR,
+        ))));
+        assert_eq!(PeerFault::of(&wrapped, &[]), PeerFault::Unavailable);
         assert_eq!(
             PeerFault::of(&Status::internal("h2 protocol error: http2 error"), &[]),
             PeerFault::Internal

@@ -5,8 +5,9 @@
 //! together pass GB 11643, with no digit right before or after. So an ID that never was in the
 //! seeds (one a test enrols) is caught as well.
 //!
-//! The watch also keeps the last [`ERRORS_KEPT`] events logged at ERROR ([`errors`]), so a test
-//! that saw a server answer INTERNAL can say why.
+//! The watch also keeps the last [`ERRORS_KEPT`] distinct events logged at ERROR ([`errors`]),
+//! so a test that saw a server answer INTERNAL can say why; a line logged again is counted, not
+//! kept twice, so one test's flood of a line does not push another test's cause out.
 
 use std::fmt;
 use std::sync::{Mutex, Once};
@@ -22,10 +23,11 @@ use yitong_core::CitizenId;
 /// What was seen: "field `name` of `target`", with the ID masked.
 static LEAKS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
-/// The last ERROR events, oldest first: "target: field=value ...".
-static ERRORS: Mutex<std::collections::VecDeque<String>> =
+/// The last distinct ERROR events, least recently logged first: "target: field=value ..." and
+/// how many times it was logged.
+static ERRORS: Mutex<std::collections::VecDeque<(String, usize)>> =
     Mutex::new(std::collections::VecDeque::new());
-/// How many ERROR events [`errors`] keeps.
+/// How many distinct ERROR events [`errors`] keeps.
 pub const ERRORS_KEPT: usize = 200;
 
 /// What the watch filters: every level of Yitong's own crates, and dependencies down to debug
@@ -69,9 +71,18 @@ pub fn leaks() -> Vec<String> {
     LEAKS.lock().expect("leak list").clone()
 }
 
-/// The last [`ERRORS_KEPT`] events logged at ERROR in this process, oldest first.
+/// The last [`ERRORS_KEPT`] distinct events logged at ERROR in this process, least recently
+/// logged first, each with "(n times)" when it was logged more than once.
 pub fn errors() -> Vec<String> {
-    ERRORS.lock().expect("error list").iter().cloned().collect()
+    ERRORS
+        .lock()
+        .expect("error list")
+        .iter()
+        .map(|(line, times)| match times {
+            1 => line.clone(),
+            n => format!("{line} ({n} times)"),
+        })
+        .collect()
 }
 
 /// The tracing layer that scans what it is given.
@@ -96,13 +107,22 @@ impl<S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>> Layer
         if *event.metadata().level() == tracing::Level::ERROR {
             let mut line = Line(format!("{}:", event.metadata().target()));
             event.record(&mut line);
-            let mut errors = ERRORS.lock().expect("error list");
-            if errors.len() == ERRORS_KEPT {
-                errors.pop_front();
-            }
-            errors.push_back(line.0);
+            keep_error(&mut ERRORS.lock().expect("error list"), line.0);
         }
     }
+}
+
+/// Moves `line` to the back of `errors`, counted once more, dropping the least recently logged
+/// line when [`ERRORS_KEPT`] are kept.
+fn keep_error(errors: &mut std::collections::VecDeque<(String, usize)>, line: String) {
+    let times = match errors.iter().position(|(seen, _)| *seen == line) {
+        Some(at) => errors.remove(at).map_or(1, |(_, times)| times + 1),
+        None => 1,
+    };
+    if errors.len() == ERRORS_KEPT {
+        errors.pop_front();
+    }
+    errors.push_back((line, times));
 }
 
 /// An event's fields written out on one line.
@@ -165,6 +185,29 @@ pub fn citizen_ids_in(text: &str) -> Vec<CitizenId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Proves a flood of one line keeps a single counted entry, so a rarer line logged before
+    // it is still there, and that the least recently logged line goes first when full.
+    #[test]
+    fn a_flood_of_one_error_does_not_push_out_another() {
+        let mut errors = std::collections::VecDeque::new();
+        keep_error(&mut errors, "rare".to_owned());
+        for _ in 0..(ERRORS_KEPT * 2) {
+            keep_error(&mut errors, "flood".to_owned());
+        }
+        assert_eq!(
+            Vec::from(errors.clone()),
+            vec![
+                ("rare".to_owned(), 1),
+                ("flood".to_owned(), ERRORS_KEPT * 2)
+            ]
+        );
+        for n in 0..ERRORS_KEPT - 1 {
+            keep_error(&mut errors, format!("line {n}"));
+        }
+        assert_eq!(errors.len(), ERRORS_KEPT);
+        assert_eq!(errors.front().map(|(line, _)| line.as_str()), Some("flood"));
+    }
 
     // Proves the watch sees a citizen ID in an event field, a span attribute and a debug value,
     // and stays quiet about card numbers, person numbers and invalid 18-digit runs.
