@@ -1,9 +1,10 @@
 //! The settlement protocol's defects found from outside, one test each, on both databases: a
 //! reversal racing its own Settle, the personal account taken twice by racing Settles, replays
 //! answered OK without their answer, voids that could not be sent again, the balance a
-//! cancellation reports, a void that overtakes its booking, and a peer's status passed to the
-//! HIS unchanged. Each test drives the race or the fault the attack found and then holds the
-//! three parties to agreement.
+//! cancellation reports, a void that overtakes its booking, a peer's status passed to the HIS
+//! unchanged, and (found by the torture harness) an undo whose void was not carried. Each test
+//! drives the race or the fault the attack found and then holds the three parties to
+//! agreement.
 
 use std::time::Duration;
 
@@ -583,5 +584,47 @@ network_test! {
         }
         node.store().close().await;
         settle_down(net, &live).await;
+    }
+}
+
+network_test! {
+    /// Proves an undo whose void is decided but not yet carried still holds its visit: a
+    /// cancellation booked at the ledger and then voided by a node cut off from the ledger
+    /// leaves its booking live there, and the ledger books one live cancellation per
+    /// settlement. A second cancellation of the settlement used to be refused by the ledger
+    /// (SETTLEMENT_ALREADY_BOOKED, which reached the HIS as INTERNAL); now, while the void
+    /// cannot be carried, it is refused SETTLEMENT_IN_PROGRESS with nothing stored, and once it
+    /// can, the void is carried first and the cancellation goes through.
+    async fn an_undo_whose_void_is_not_carried_holds_its_visit(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let node = own_node(net, dir.path()).await;
+        let visit = open_own_visit(&node, "undo", JINAN, 3).await;
+        let settled = node.settle(his_request(settle_request("S-undo", &visit, 3, true))).await.expect("settled").into_inner().settlement.expect("settlement");
+        let Started::Intent(first) = node.step_cancel_intent(&cancel_request("C-undo-1", &settled)).await.expect("intent") else {
+            panic!("a fresh message id starts an intent");
+        };
+        let reservation = node.step_reserve(&first).await.expect("reserved");
+        node.step_book(&first, &reservation).await.expect("booked");
+        let first_id = first.settlement_id().to_owned();
+        let cut_off = node_without(net, &node, |network| network.clearing_house.ledger = CLOSED.into());
+        cut_off.void_intent(&first_id, "cancel failed before it was recorded").await.expect_err("the ledger cannot be reached");
+        assert_eq!(transfer_statuses(net, &first_id).await, [TransferStatus::Pending as i32]);
+
+        let status = cut_off.cancel_settlement(his_request(cancel_request("C-undo-2", &settled))).await.expect_err("the void cannot be carried");
+        assert_refused(&status, "SETTLEMENT_IN_PROGRESS");
+        let cancelled = node
+            .cancel_settlement(his_request(cancel_request("C-undo-2", &settled)))
+            .await
+            .expect("the same message id, once the void is carried, cancels")
+            .into_inner()
+            .settlement
+            .expect("settlement");
+        assert_eq!(transfer_statuses(net, &first_id).await, [TransferStatus::Voided as i32]);
+        let second_id = cancelled.cancellation.as_ref().map(|c| c.cancellation_id.clone()).expect("a cancellation");
+        assert_eq!(transfer_statuses(net, &second_id).await, [TransferStatus::Posted as i32]);
+        let report = node.recover().await.expect("swept");
+        assert_eq!(report.left, 0, "{report:?}");
+        node.store().close().await;
+        settle_down(net, &[]).await;
     }
 }

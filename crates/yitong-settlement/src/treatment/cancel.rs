@@ -9,7 +9,7 @@ use yitong_store::replies::{self, Claim, ReplyError};
 
 use super::repo::{self, Kind, Phase, SettlementRow};
 use super::request::{CancelInput, ReverseInput};
-use super::settle::{Intent, VOID_REVERSED, VoidDecision};
+use super::settle::{Intent, Started, VOID_REVERSED, VoidDecision};
 use super::{SettlementNode, TreatmentError, decode, decode_reply, encode};
 
 impl SettlementNode {
@@ -26,36 +26,8 @@ impl SettlementNode {
         {
             return decode_reply(&reply);
         }
-        let original = {
-            let mut conn = self.store.pool().acquire().await?;
-            repo::settlement(&mut conn, &input.settlement_id).await?
-        };
-        let original = original
-            .filter(|row| row.kind == Kind::Settlement && row.phase.is_recorded())
-            .ok_or_else(|| TreatmentError::NotFound {
-                what: "settlement",
-                id: input.settlement_id.clone(),
-            })?;
-        if original.institution_code != input.institution.as_str() {
-            return Err(TreatmentError::NotYours {
-                what: "settlement",
-                id: original.settlement_id,
-            });
-        }
-        if original.visit_id != input.visit_id {
-            return Err(Invalid::new("visit_id", "is not the settlement's visit").into());
-        }
-        if original.person_no != input.person_no.as_str() {
-            return Err(Invalid::new("person_no", "is not the settlement's person").into());
-        }
-        let request = CancelRequest {
-            message_id: input.message_id.clone(),
-            rpc: RPC,
-            digest: digest.to_owned(),
-            kind: pb::CancellationKind::CancelSettlement,
-            reason: input.reason.clone(),
-            operator_id: input.operator_id.clone(),
-        };
+        let original = self.original_of(&input).await?;
+        let request = CancelRequest::of(&input, digest);
         match self.cancel(&original, &request).await? {
             Cancelled::Seen => {
                 self.answer_of_claimed(&input.message_id, RPC, digest, deadline)
@@ -82,7 +54,74 @@ impl SettlementNode {
         if original.phase == Phase::Recorded {
             self.step_complete(&original.settlement_id).await?;
         }
-        let intent = {
+        let intent = match self.intend_cancel(original, request).await? {
+            Some(intent) => intent,
+            None => return Ok(Cancelled::Seen),
+        };
+        let settlement = self.drive(&intent).await?;
+        let settlement = self
+            .finish_completion(intent.settlement_id())
+            .await
+            .map_or(settlement, |completed| completed);
+        Ok(Cancelled::Done(Box::new(settlement)))
+    }
+
+    /// Step 1 of a CancelSettlement, from the wire request: for tests and crash drills that
+    /// drive the steps one by one. Checks the request and the settlement it cancels, which must
+    /// be complete.
+    pub async fn step_cancel_intent(
+        &self,
+        request: &pb::CancelSettlementRequest,
+    ) -> Result<Started, TreatmentError> {
+        let input = CancelInput::try_from(request)?;
+        let original = self.original_of(&input).await?;
+        let request = CancelRequest::of(&input, &super::digest(request));
+        Ok(match self.intend_cancel(&original, &request).await? {
+            Some(intent) => Started::Intent(Box::new(intent)),
+            None => Started::Seen,
+        })
+    }
+
+    /// The recorded settlement a CancelSettlement names, if it is the caller's and matches the
+    /// visit and person the request gives.
+    async fn original_of(&self, input: &CancelInput) -> Result<SettlementRow, TreatmentError> {
+        let original = {
+            let mut conn = self.store.pool().acquire().await?;
+            repo::settlement(&mut conn, &input.settlement_id).await?
+        };
+        let original = original
+            .filter(|row| row.kind == Kind::Settlement && row.phase.is_recorded())
+            .ok_or_else(|| TreatmentError::NotFound {
+                what: "settlement",
+                id: input.settlement_id.clone(),
+            })?;
+        if original.institution_code != input.institution.as_str() {
+            return Err(TreatmentError::NotYours {
+                what: "settlement",
+                id: original.settlement_id,
+            });
+        }
+        if original.visit_id != input.visit_id {
+            return Err(Invalid::new("visit_id", "is not the settlement's visit").into());
+        }
+        if original.person_no != input.person_no.as_str() {
+            return Err(Invalid::new("person_no", "is not the settlement's person").into());
+        }
+        Ok(original)
+    }
+
+    /// Step 1 of a cancellation: claims its message id and writes its intent, for a cancelled
+    /// settlement that is complete and not cancelled already. `None` when another call claimed
+    /// the message id first.
+    async fn intend_cancel(
+        &self,
+        original: &SettlementRow,
+        request: &CancelRequest,
+    ) -> Result<Option<Intent>, TreatmentError> {
+        // An earlier undo of this visit whose void is decided but not yet carried still holds
+        // its cancellation's booking at the ledger: carry it first.
+        self.carry_voids_of_visit(&original.visit_id).await;
+        {
             let mut tx = self.store.begin_write().await?;
             match replies::claim(
                 &mut tx,
@@ -92,7 +131,7 @@ impl SettlementNode {
             )
             .await?
             {
-                Claim::Replay(_) => return Ok(Cancelled::Seen),
+                Claim::Replay(_) => return Ok(None),
                 Claim::Fresh => {}
             }
             let original = repo::lock_settlement(&mut tx, &original.settlement_id)
@@ -153,18 +192,12 @@ impl SettlementNode {
             };
             self.write_intent(&mut tx, &row).await?;
             tx.commit().await?;
-            Intent {
+            Ok(Some(Intent {
                 row,
                 reserve,
                 draft,
-            }
-        };
-        let settlement = self.drive(&intent).await?;
-        let settlement = self
-            .finish_completion(intent.settlement_id())
-            .await
-            .map_or(settlement, |completed| completed);
-        Ok(Cancelled::Done(Box::new(settlement)))
+            }))
+        }
     }
 
     /// ReverseByMessageId: a Settle recorded under the message id is cancelled; one still in
@@ -338,6 +371,20 @@ struct CancelRequest {
     kind: pb::CancellationKind,
     reason: String,
     operator_id: String,
+}
+
+impl CancelRequest {
+    /// A CancelSettlement's, with its request's digest.
+    fn of(input: &CancelInput, digest: &str) -> CancelRequest {
+        CancelRequest {
+            message_id: input.message_id.clone(),
+            rpc: "CancelSettlement",
+            digest: digest.to_owned(),
+            kind: pb::CancellationKind::CancelSettlement,
+            reason: input.reason.clone(),
+            operator_id: input.operator_id.clone(),
+        }
+    }
 }
 
 /// How a cancellation ended: the settlement cancelled, or its message id claimed by another

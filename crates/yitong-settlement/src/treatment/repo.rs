@@ -475,20 +475,43 @@ pub async fn lock_settlement(
     Ok(row.map(|row| SettlementRow::from_row(&row)).transpose()?)
 }
 
-/// A settlement or cancellation of the visit (or of the original) that is not decided yet:
-/// while one is in flight, nothing else may change what it covers.
+/// A settlement or cancellation of the visit (or of the original) that is not settled yet:
+/// pending (not decided), or voiding (its void decided but not yet carried to the peers, which
+/// still hold its reservation and its transfer). While one is in flight, nothing else may
+/// change what it covers: the ledger books one live cancellation per settlement, and the
+/// insured city's cap and balance still count what the voiding one holds.
 pub async fn in_flight(
     conn: &mut AnyConnection,
     visit_id: &str,
 ) -> Result<Option<String>, TreatmentError> {
     let id: Option<String> = sqlx::query_scalar(
-        "SELECT settlement_id FROM settlements WHERE visit_id = $1 AND phase = $2 ORDER BY created_at_ms LIMIT 1",
+        "SELECT settlement_id FROM settlements WHERE visit_id = $1 AND phase IN ($2, $3) \
+         ORDER BY created_at_ms LIMIT 1",
     )
     .bind(visit_id)
     .bind(Phase::Pending.as_str())
+    .bind(Phase::Voiding.as_str())
     .fetch_optional(&mut *conn)
     .await?;
     Ok(id)
+}
+
+/// The settlements and cancellations of the visit whose void is decided but not carried.
+pub async fn voiding_of_visit(
+    conn: &mut AnyConnection,
+    visit_id: &str,
+) -> Result<Vec<SettlementRow>, TreatmentError> {
+    let rows = sqlx::query(
+        "SELECT * FROM settlements WHERE visit_id = $1 AND phase = $2 ORDER BY created_at_ms",
+    )
+    .bind(visit_id)
+    .bind(Phase::Voiding.as_str())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(SettlementRow::from_row)
+        .collect::<Result<_, _>>()?)
 }
 
 /// Decides a void: `pending` becomes `voiding` with its reason, and the sweep may carry the

@@ -382,6 +382,9 @@ impl SettlementNode {
         digest: &str,
     ) -> Result<Started, TreatmentError> {
         let scope = &input.scope;
+        // An earlier Settle of this visit whose void is decided but not carried still holds
+        // the person's benefit at the insured city: carry it first.
+        self.carry_voids_of_visit(&scope.visit_id).await;
         let mut tx = self.store.begin_write().await?;
         if let Claimed::Seen = self
             .claim_settle(&mut tx, &scope.message_id, digest)
@@ -886,6 +889,34 @@ impl SettlementNode {
         repo::finish_void(&mut tx, settlement_id).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Carries the decided voids of the visit's intents now, rather than when the sweep next
+    /// gets to them: a new Settle or cancellation of the visit waits for them
+    /// ([`repo::in_flight`]), and is refused SETTLEMENT_IN_PROGRESS while one cannot be carried.
+    pub(super) async fn carry_voids_of_visit(&self, visit_id: &str) {
+        let rows = match self.store.pool().acquire().await {
+            Ok(mut conn) => repo::voiding_of_visit(&mut conn, visit_id).await,
+            Err(error) => Err(error.into()),
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(error) => {
+                tracing::warn!(visit_id, error = %yitong_core::cause_chain(&error), "could not read the visit's voids");
+                return;
+            }
+        };
+        for row in rows {
+            if let Err(error) = self.carry_void(&row).await {
+                tracing::warn!(settlement_id = %row.settlement_id, error = %yitong_core::cause_chain(&error), "a decided void could not be carried; the sweep retries it");
+                if let Err(error) = self
+                    .attempt_failed(&row.settlement_id, row.attempts, &error)
+                    .await
+                {
+                    tracing::warn!(settlement_id = %row.settlement_id, error = %yitong_core::cause_chain(&error), "could not note the failed void");
+                }
+            }
+        }
     }
 
     /// Notes a failed attempt at a row in doubt and when the sweep may try it again: the
