@@ -179,7 +179,10 @@ impl Scenario {
     /// one-cancellation scenario covers: losses and the sweep's race with a live handler make
     /// the first fail with its booking live, crashes and expiry leave it live or not, and
     /// delays bring a booking or a void of the first in after the second has started. With
-    /// replays this scenario has 2.1 million states (about 85 s in a debug build).
+    /// replays this scenario has 2.1 million states (about 85 s in a debug build). An HIS
+    /// that retries while the first call still runs (it timed out) races the two handlers:
+    /// checked once and held, at 196 thousand states without delays and 2.5 million (about
+    /// 100 s) without replays, too many for the test.
     pub fn settle_and_two_cancels() -> Self {
         Self {
             name: "one cross-city settle and two cancellations of it",
