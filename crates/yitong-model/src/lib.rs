@@ -9,10 +9,14 @@
 //! - the treatment city: a row per settlement id, Pending -> Recorded -> Completed or
 //!   Pending -> Voiding -> Voided, with `cancelled` set when a cancellation of it records; a
 //!   claim per message id (absent, claimed, dead); and a slot per handler: each Settle's
-//!   request handler, the undo's (cancel or reverse) and the recovery sweep's. A handler runs
+//!   request handler, each undo's (cancel or reverse) and the recovery sweep's. A handler runs
 //!   `step_intent`, `step_reserve`, `step_book`, `step_record` and `step_complete` as separate
-//!   actions; a failure before Recorded decides the void (Pending -> Voiding) and then voids at
-//!   the insured city and the ledger; a failure after Recorded leaves completion to the sweep.
+//!   actions; a failure before Recorded (a refused call among them) decides the void
+//!   (Pending -> Voiding) and then voids at the insured city and the ledger; a failure after
+//!   Recorded leaves completion to the sweep. A cancellation's intent is refused
+//!   SETTLEMENT_IN_PROGRESS, storing nothing, while another cancellation of the settlement is
+//!   pending or voiding; before it, the undo carries such a decided void itself
+//!   (`carry_voids_of_visit`).
 //!   The sweep picks any row: it voids a Pending one whose handler is gone (or, with
 //!   `slow_past_grace`, slower than the grace), finishes a Voiding one, completes a Recorded one.
 //! - the insured city: a reservation per settlement id (absent, Reserved, Posted, Voided,
@@ -21,7 +25,9 @@
 //!   `min(asked, cap - posted - held)` of fund pay and `min(asked, balance - held)` of account
 //!   pay; Post moves them; a cancellation holds nothing and gives back at Post.
 //! - the ledger: a transfer per settlement id (absent, Pending, Posted, Voided, Expired,
-//!   PostedByRebook, Tombstone).
+//!   PostedByRebook, Tombstone). It books one live (pending or posted) cancellation per
+//!   settlement: a booking of a cancellation while another cancellation of the same settlement
+//!   is live is refused SETTLEMENT_ALREADY_BOOKED.
 //!
 //! The network holds the requests that are delayed (a bit per id and kind); the HIS's side is
 //! what it has been told per message id.
@@ -49,7 +55,9 @@
 //! a balance that covers exactly one settlement's account pay and cap room for exactly one
 //! settlement's fund pay. The scenarios ([`scenario::Scenario`]) checked exhaustively by
 //! `cargo test` are one Settle; one Settle and its reversal; one Settle and its cancellation;
-//! two concurrent Settles of Li from two hospitals; and those two with a reversal of the first.
+//! one Settle and two cancellations of it (the second the HIS's retry under a new message id,
+//! once the first's call ended without OK); two concurrent Settles of Li from two hospitals;
+//! and those two with a reversal of the first.
 //! The whole network (Li's two Settles and a reversal, Wang's Settle, every fault) is checked to
 //! a depth bound. Each scenario says which faults it turns on and why.
 //!
@@ -72,9 +80,14 @@
 //!    cap, and no Post of a recorded settlement refused by the insured city.
 //! 5. [`model::ONE_EFFECT_PER_MESSAGE_ID`]: at most one recorded settlement per Settle message
 //!    id, and never OK and failed told under one message id.
+//! 6. [`model::ONE_LIVE_BOOKING_PER_SETTLEMENT`]: the ledger never refuses a booking
+//!    SETTLEMENT_ALREADY_BOOKED, which the treatment city could only answer INTERNAL: no
+//!    cancellation books while another cancellation of the same settlement is live there.
 //!
 //! Sanity properties (`sometimes`) show each scenario reaches a completed settlement, a voided
-//! one and, with an undo, a completed cancellation, so the properties above are not vacuous.
+//! one and, with an undo, a completed cancellation, and with two cancellations of a settlement
+//! the second completed after the first was booked and voided, so the properties above are
+//! not vacuous.
 //!
 //! # Variants
 //!
@@ -91,11 +104,17 @@
 //!   reservation's room and the recorded one can never post.
 //! - `ReplayStartsAgain`: property 5 only. A replay writes a second intent while the first is
 //!   in flight, and both record; it shows property 5 can fail.
+//! - `VoidingNotInFlight`: property 6 only, in the two-cancellation scenario (the path the
+//!   torture harness found). The first cancellation's booking reply is lost, its void is
+//!   decided and does not reach the ledger; the retry counts only pending rows as in flight,
+//!   books, and the ledger refuses it as already booked.
 //!
 //! # Running it
 //!
-//! `cargo test -p yitong-model` checks every scenario and variant (under a minute in a debug
-//! build); `-- --nocapture` prints the state counts and each counterexample step by step.
+//! `cargo test -p yitong-model` checks every scenario and variant (about 45 s of CPU in a
+//! debug build, 50 s on two cores; the two-cancellation scenario is 491 thousand states and
+//! 15 s of it alone); `-- --nocapture` prints the state counts and each counterexample step by
+//! step.
 //! `YITONG_MODEL_DEPTH` sets the depth to which the whole network is explored: 13 without it
 //! (675 thousand states), 0 for every reachable state (far beyond a test's budget). Each step
 //! deeper costs about two and a half times the last: depth 15 is 3.9 million states and 20

@@ -1,5 +1,5 @@
 //! The settlement protocol as a stateright model: the actions of the HIS, the treatment city's
-//! handlers and sweep, the insured city, the ledger and the network, and the five properties.
+//! handlers and sweep, the insured city, the ledger and the network, and the six properties.
 
 use std::fmt::Write as _;
 
@@ -27,13 +27,21 @@ pub const MONEY_STAYS_IN_BOUNDS: &str = "money stays in bounds";
 /// Property 5: at most one settlement is recorded per Settle message id, and the HIS is never
 /// told OK and failed under one message id.
 pub const ONE_EFFECT_PER_MESSAGE_ID: &str = "one effect per message id";
+/// Property 6: the ledger never refuses a booking SETTLEMENT_ALREADY_BOOKED: the treatment
+/// city never books a cancellation of a settlement while another cancellation of it has a live
+/// transfer. The refusal can only fail the cancellation, and the HIS would hear INTERNAL.
+pub const ONE_LIVE_BOOKING_PER_SETTLEMENT: &str = "one live booking per settlement";
 
 /// Sanity: some reachable state has a settlement the HIS was told OK for complete everywhere.
 pub const SOME_SETTLE_COMPLETES: &str = "some settle completes";
 /// Sanity: some reachable state has a settlement voided everywhere.
 pub const SOME_SETTLE_IS_VOIDED: &str = "some settle is voided";
-/// Sanity: some reachable state has the cancellation complete everywhere (with an undo).
+/// Sanity: some reachable state has a cancellation complete everywhere (with an undo).
 pub const SOME_CANCELLATION_COMPLETES: &str = "some cancellation completes";
+/// Sanity: some reachable state has a cancellation complete everywhere while another
+/// cancellation of the same settlement was booked at the ledger and is voided everywhere (with
+/// two cancellations of a settlement): the HIS's retry goes through.
+pub const SOME_RETRIED_CANCELLATION_COMPLETES: &str = "some retried cancellation completes";
 
 /// The protocol checked: the fixed one, or one of the bugs the checker must catch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +61,10 @@ pub enum Variant {
     /// A replay of a Settle whose first attempt is still in flight writes a second intent
     /// instead of answering "retry later": no claim of the message id is looked at.
     ReplayStartsAgain,
+    /// A cancellation's in-flight check counts only the visit's pending rows, not the voiding
+    /// ones (void decided, not carried), and nothing carries their voids first: a second
+    /// cancellation books while the first's transfer is still live at the ledger.
+    VoidingNotInFlight,
 }
 
 /// The fate of a handler's step. A call to a peer is delivered and answered in one action:
@@ -75,7 +87,7 @@ pub enum Outcome {
 /// One step of the whole system.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// The HIS sends or replays request `0` (a Settle by index, or the undo after the Settles).
+    /// The HIS sends or replays request `0` (a Settle by index, or an undo after the Settles).
     HisSends(u8),
     /// The handler in slot `slot` runs its next step.
     Run { slot: u8, outcome: Outcome },
@@ -113,8 +125,8 @@ enum IdKind {
     /// A settlement written by Settle request `request`, attempt `attempt` (always 0 unless
     /// the variant lets a replay write a second intent).
     Settle { request: usize, attempt: usize },
-    /// The cancellation of settlement `target`.
-    Cancellation { target: usize },
+    /// The cancellation of settlement `target` written by undo `undo`.
+    Cancellation { target: usize, undo: usize },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -128,8 +140,12 @@ struct IdInfo {
 /// Who runs in a handler slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Origin {
-    Settle { request: usize, attempt: usize },
-    Undo,
+    Settle {
+        request: usize,
+        attempt: usize,
+    },
+    /// The handler of undo `0` (by its index in [`Scenario::undos`]).
+    Undo(usize),
     Sweep,
 }
 
@@ -141,8 +157,8 @@ pub struct SettlementModel {
     ids: Vec<IdInfo>,
     /// Per Settle request, its settlement ids in attempt order.
     settle_ids: Vec<Vec<usize>>,
-    /// The cancellation's settlement id, when the scenario has an undo.
-    cancellation: Option<usize>,
+    /// Per undo, its cancellation's settlement id.
+    cancellations: Vec<usize>,
     slots: Vec<Origin>,
 }
 
@@ -153,7 +169,7 @@ impl SettlementModel {
     ///
     /// When the scenario does not fit the model's bounds: more than ten settlement ids (the
     /// network is a 64-bit set, six messages per id), an undo of a Settle that does not
-    /// exist, or `ReplayStartsAgain` with an undo (the cancellation targets the first attempt).
+    /// exist, or `ReplayStartsAgain` with an undo (a cancellation targets the first attempt).
     pub fn new(scenario: Scenario, variant: Variant) -> Self {
         let attempts = if variant == Variant::ReplayStartsAgain {
             2
@@ -161,7 +177,7 @@ impl SettlementModel {
             1
         };
         assert!(
-            !(variant == Variant::ReplayStartsAgain && scenario.undo.is_some()),
+            variant != Variant::ReplayStartsAgain || scenario.undos.is_empty(),
             "the replay variant is checked without an undo"
         );
         let mut ids = Vec::new();
@@ -185,19 +201,20 @@ impl SettlementModel {
             }
             settle_ids.push(attempt_ids);
         }
-        let cancellation = scenario.undo.map(|undo| {
+        let mut cancellations = Vec::new();
+        for (undo, request) in scenario.undos.iter().enumerate() {
             let target = *settle_ids
-                .get(undo.settle())
+                .get(request.settle())
                 .and_then(|attempts| attempts.first())
                 .expect("undo of an unknown settle");
             let target_info = ids[target];
+            cancellations.push(ids.len());
             ids.push(IdInfo {
-                kind: IdKind::Cancellation { target },
+                kind: IdKind::Cancellation { target, undo },
                 ..target_info
             });
-            slots.push(Origin::Undo);
-            ids.len() - 1
-        });
+            slots.push(Origin::Undo(undo));
+        }
         slots.push(Origin::Sweep);
         assert!(
             ids.len() <= 10,
@@ -208,7 +225,7 @@ impl SettlementModel {
             variant,
             ids,
             settle_ids,
-            cancellation,
+            cancellations,
             slots,
         }
     }
@@ -221,21 +238,26 @@ impl SettlementModel {
         self.variant
     }
 
-    /// The undo's request index: it comes after the Settles.
-    fn undo_request(&self) -> usize {
-        self.scenario.settles.len()
+    /// Undo `undo`'s request index: the undos come after the Settles.
+    fn undo_request(&self, undo: usize) -> usize {
+        self.scenario.settles.len() + undo
+    }
+
+    /// The undo a request index names, if it is not a Settle's.
+    fn undo_of_request(&self, request: usize) -> Option<usize> {
+        request.checked_sub(self.scenario.settles.len())
     }
 
     fn requests(&self) -> usize {
-        self.scenario.settles.len() + usize::from(self.scenario.undo.is_some())
+        self.scenario.settles.len() + self.scenario.undos.len()
     }
 
     fn sweep_slot(&self) -> usize {
         self.slots.len() - 1
     }
 
-    fn undo_slot(&self) -> Option<usize> {
-        self.slots.iter().position(|origin| *origin == Origin::Undo)
+    fn undo_slot(&self, undo: usize) -> usize {
+        self.slot_of(Origin::Undo(undo))
     }
 
     fn slot_of(&self, origin: Origin) -> usize {
@@ -245,25 +267,30 @@ impl SettlementModel {
             .expect("every origin has a slot")
     }
 
-    /// The cancelled settlement's id.
-    fn undo_target(&self) -> usize {
-        let undo = self
-            .scenario
-            .undo
-            .expect("an undo handler runs only with an undo");
-        self.settle_ids[undo.settle()][0]
+    /// The id of the settlement undo `undo` cancels.
+    fn undo_target(&self, undo: usize) -> usize {
+        self.settle_ids[self.scenario.undos[undo].settle()][0]
     }
 
-    fn cancellation_id(&self) -> usize {
-        self.cancellation
-            .expect("an undo handler runs only with an undo")
+    fn cancellation_id(&self, undo: usize) -> usize {
+        self.cancellations[undo]
+    }
+
+    /// The cancellations of settlement `target` other than undo `undo`'s: the rows of its
+    /// visit that may be in flight when the undo writes its intent.
+    fn other_cancellations(&self, undo: usize, target: usize) -> impl Iterator<Item = usize> {
+        let own = self.cancellation_id(undo);
+        self.cancellations.iter().copied().filter(move |&c| {
+            c != own
+                && matches!(self.ids[c].kind, IdKind::Cancellation { target: t, .. } if t == target)
+        })
     }
 
     /// The settlement ids whose outcome a request's answer reports.
     fn request_ids(&self, request: usize) -> &[usize] {
         match self.settle_ids.get(request) {
             Some(ids) => ids,
-            None => self.cancellation.as_slice(),
+            None => std::slice::from_ref(&self.cancellations[request - self.settle_ids.len()]),
         }
     }
 
@@ -303,19 +330,27 @@ impl SettlementModel {
 
     /// What the HIS's send of `request` would do, if anything.
     fn his_send(&self, st: &State, request: usize) -> Option<HisSend> {
-        if request == self.undo_request() {
-            let slot = self.undo_slot()?;
+        if let Some(undo) = self.undo_of_request(request) {
+            let slot = self.undo_slot(undo);
             if st.claims[request] == Claim::Absent {
-                let undo = self.scenario.undo?;
-                let knows = match undo {
+                let knows = match self.scenario.undos[undo] {
                     // The HIS cancels a settlement it was told OK for.
                     Undo::Cancel { settle } => st.his[settle].ok,
                     // The HIS reverses a Settle whose outcome it may not know.
                     Undo::Reverse { .. } => true,
                 };
-                return (knows && st.handlers[slot].is_none()).then_some(HisSend::Spawn(slot));
+                // A later undo retries the one before under a new message id, once that one
+                // has written its intent and its call ended without OK.
+                let retries = undo.checked_sub(1).is_none_or(|before| {
+                    let request = self.undo_request(before);
+                    st.claims[request] == Claim::Claimed
+                        && st.handlers[self.undo_slot(before)].is_none()
+                        && !st.his[request].ok
+                });
+                return (knows && retries && st.handlers[slot].is_none())
+                    .then_some(HisSend::Spawn(slot));
             }
-            let c = self.cancellation_id();
+            let c = self.cancellation_id(undo);
             let replay_tells_ok = st.rows[c].phase.is_recorded() && !st.his[request].ok;
             return (self.scenario.faults.replay && replay_tells_ok).then_some(HisSend::Replay);
         }
@@ -388,19 +423,16 @@ impl SettlementModel {
                 let request = usize::from(request);
                 match self.his_send(st, request) {
                     Some(HisSend::Spawn(slot)) => {
-                        let step = match self.slots[slot] {
-                            Origin::Undo => Step::Look,
-                            _ => Step::Intent,
-                        };
-                        let id = match self.slots[slot] {
+                        let (id, step) = match self.slots[slot] {
                             Origin::Settle { request, attempt } => {
-                                self.settle_ids[request][attempt]
+                                (self.settle_ids[request][attempt], Step::Intent)
                             }
-                            _ => self.undo_target(),
+                            Origin::Undo(undo) => (self.undo_target(undo), Step::Look),
+                            Origin::Sweep => unreachable!("the HIS does not start the sweep"),
                         };
                         Self::go(st, slot, id, step);
                     }
-                    Some(HisSend::Replay) if request == self.undo_request() => {
+                    Some(HisSend::Replay) if self.undo_of_request(request).is_some() => {
                         st.his[request].ok = true;
                     }
                     Some(HisSend::Replay) => {
@@ -468,6 +500,8 @@ impl SettlementModel {
             },
             // Running this step means giving up waiting: the deadline passed.
             Step::AwaitReserve => self.fail_before_record(st, slot),
+            // A refusal (a void overtook the booking, or SETTLEMENT_ALREADY_BOOKED) is a peer's
+            // failure like a lost call: the void is decided and the HIS hears a failure.
             Step::Book => match self.call(st, msg(MsgKind::Create), outcome) {
                 Some(Reply::Ok) => Self::go(st, slot, id, Step::Record),
                 _ => self.fail_before_record(st, slot),
@@ -475,7 +509,7 @@ impl SettlementModel {
             Step::Record => {
                 if st.rows[id].phase == Phase::Pending {
                     st.rows[id].phase = Phase::Recorded;
-                    if let IdKind::Cancellation { target } = self.ids[id].kind {
+                    if let IdKind::Cancellation { target, .. } = self.ids[id].kind {
                         st.rows[target].cancelled = true;
                     }
                     Self::go(st, slot, id, Step::PostInsured);
@@ -498,26 +532,85 @@ impl SettlementModel {
             Step::VoidInsured => match self.call(st, msg(MsgKind::VoidInsured), outcome) {
                 Some(Reply::Ok) => Self::go(st, slot, id, Step::VoidLedger),
                 // The void stays decided; the sweep tries again later.
-                _ => Self::finish(st, slot),
+                _ => self.void_ends(st, slot),
             },
             Step::VoidLedger => match self.call(st, msg(MsgKind::VoidLedger), outcome) {
                 Some(Reply::Ok) => Self::go(st, slot, id, Step::FinishVoid),
-                _ => Self::finish(st, slot),
+                _ => self.void_ends(st, slot),
             },
             Step::FinishVoid => {
                 match (self.variant, st.rows[id].phase) {
                     (Variant::VoidAfterPeers, Phase::Pending) | (_, Phase::Voiding) => {
                         st.rows[id].phase = Phase::Voided;
-                        self.answer_failed(st, slot);
-                        self.claim_undo(st, slot);
+                        if self.carrying(st, slot).is_none() {
+                            self.answer_failed(st, slot);
+                            self.claim_undo(st, slot);
+                        }
                     }
                     // Voided: another handler finished the void first. In `VoidAfterPeers`
                     // also Recorded: the move failed because the Settle recorded in between,
                     // and nobody looks.
                     _ => {}
                 }
-                Self::finish(st, slot);
+                self.void_ends(st, slot);
             }
+            Step::CarryVoids => self.carry_voids(st, slot),
+        }
+    }
+
+    /// The undo whose handler in `slot` is carrying the decided void of another cancellation
+    /// of its settlement, if it is.
+    fn carrying(&self, st: &State, slot: usize) -> Option<usize> {
+        let Origin::Undo(undo) = self.slots[slot] else {
+            return None;
+        };
+        let id = usize::from(st.handlers[slot]?.id);
+        let target = self.undo_target(undo);
+        self.other_cancellations(undo, target)
+            .any(|other| other == id)
+            .then_some(undo)
+    }
+
+    /// A void's steps end, carried or not: a request handler or the sweep is done (the sweep
+    /// carries a void still decided later); an undo that was carrying another cancellation's
+    /// void goes on to its own intent, which refuses while that void is still decided.
+    fn void_ends(&self, st: &mut State, slot: usize) {
+        match self.carrying(st, slot) {
+            Some(undo) => Self::go(st, slot, self.cancellation_id(undo), Step::Intent),
+            None => Self::finish(st, slot),
+        }
+    }
+
+    /// The way to an undo's intent once its settlement is complete: in the fixed protocol,
+    /// when the settlement has other cancellations, through `carry_voids_of_visit`.
+    fn intend(&self, st: &mut State, slot: usize, undo: usize) {
+        let c = self.cancellation_id(undo);
+        let carries = self.variant != Variant::VoidingNotInFlight
+            && self
+                .other_cancellations(undo, self.undo_target(undo))
+                .next()
+                .is_some();
+        let step = if carries {
+            Step::CarryVoids
+        } else {
+            Step::Intent
+        };
+        Self::go(st, slot, c, step);
+    }
+
+    /// `carry_voids_of_visit`, one local read: the first other cancellation of the settlement
+    /// whose void is decided (a settlement has at most two cancellations in the scenarios, so
+    /// at most one other), whose void the undo then carries itself before its intent.
+    fn carry_voids(&self, st: &mut State, slot: usize) {
+        let Origin::Undo(undo) = self.slots[slot] else {
+            unreachable!("only an undo carries the voids of its visit");
+        };
+        let voiding = self
+            .other_cancellations(undo, self.undo_target(undo))
+            .find(|&other| st.rows[other].phase == Phase::Voiding);
+        match voiding {
+            Some(other) => Self::go(st, slot, other, Step::VoidInsured),
+            None => Self::go(st, slot, self.cancellation_id(undo), Step::Intent),
         }
     }
 
@@ -541,13 +634,27 @@ impl SettlementModel {
                 st.rows[id].phase = Phase::Pending;
                 Self::go(st, slot, id, Step::Reserve);
             }
-            Origin::Undo => {
-                let request = self.undo_request();
-                let target = self.undo_target();
-                let c = self.cancellation_id();
+            Origin::Undo(undo) => {
+                let request = self.undo_request(undo);
+                let target = self.undo_target(undo);
+                let c = self.cancellation_id(undo);
                 let cancellable =
                     st.rows[target].phase == Phase::Completed && !st.rows[target].cancelled;
                 if st.claims[request] != Claim::Absent || !cancellable {
+                    return Self::finish(st, slot);
+                }
+                // `repo::in_flight`: while another cancellation of the visit is pending, or
+                // voiding (its void decided but not carried, its transfer maybe still booked at
+                // the ledger), the undo is refused SETTLEMENT_IN_PROGRESS and stores nothing;
+                // the HIS may send it again. `VoidingNotInFlight` counts pending ones only.
+                let in_flight = self.other_cancellations(undo, target).any(|other| {
+                    match st.rows[other].phase {
+                        Phase::Pending => true,
+                        Phase::Voiding => self.variant != Variant::VoidingNotInFlight,
+                        _ => false,
+                    }
+                });
+                if in_flight {
                     return Self::finish(st, slot);
                 }
                 st.claims[request] = Claim::Claimed;
@@ -561,17 +668,15 @@ impl SettlementModel {
     /// The undo's first look, one local read (and, when it reverses an unknown message id,
     /// one local write).
     fn look(&self, st: &mut State, slot: usize) {
-        let request = self.undo_request();
-        let undo = self
-            .scenario
-            .undo
-            .expect("an undo handler runs only with an undo");
-        let target = self.undo_target();
-        let c = self.cancellation_id();
+        let Origin::Undo(undo) = self.slots[slot] else {
+            unreachable!("only an undo looks");
+        };
+        let request = self.undo_request(undo);
+        let target = self.undo_target(undo);
         if st.claims[request] != Claim::Absent || st.rows[target].cancelled {
             return Self::finish(st, slot);
         }
-        if let Undo::Reverse { settle } = undo {
+        if let Undo::Reverse { settle } = self.scenario.undos[undo] {
             match st.claims[settle] {
                 Claim::Absent => {
                     // Nothing was settled under the message id: it is dead from now on.
@@ -595,7 +700,7 @@ impl SettlementModel {
             }
         }
         match st.rows[target].phase {
-            Phase::Completed => Self::go(st, slot, c, Step::Intent),
+            Phase::Completed => self.intend(st, slot, undo),
             // Finish the settlement first: a cancellation needs it posted.
             Phase::Recorded => Self::go(st, slot, target, Step::PostInsured),
             _ => Self::finish(st, slot),
@@ -612,10 +717,10 @@ impl SettlementModel {
         }
         match self.slots[slot] {
             Origin::Settle { request, .. } => st.his[request].ok = true,
-            Origin::Undo if id == self.undo_target() => {
-                return Self::go(st, slot, self.cancellation_id(), Step::Intent);
+            Origin::Undo(undo) if id == self.undo_target(undo) => {
+                return self.intend(st, slot, undo);
             }
-            Origin::Undo => st.his[self.undo_request()].ok = true,
+            Origin::Undo(undo) => st.his[self.undo_request(undo)].ok = true,
             Origin::Sweep => {}
         }
         Self::finish(st, slot);
@@ -652,10 +757,10 @@ impl SettlementModel {
         if st.rows[id].phase.is_recorded() {
             match self.slots[slot] {
                 Origin::Settle { request, .. } => st.his[request].ok = true,
-                Origin::Undo if id == self.cancellation_id() => {
-                    st.his[self.undo_request()].ok = true;
+                Origin::Undo(undo) if id == self.cancellation_id(undo) => {
+                    st.his[self.undo_request(undo)].ok = true;
                 }
-                Origin::Undo | Origin::Sweep => {}
+                Origin::Undo(_) | Origin::Sweep => {}
             }
         }
         Self::finish(st, slot);
@@ -668,8 +773,8 @@ impl SettlementModel {
     }
 
     fn claim_undo(&self, st: &mut State, slot: usize) {
-        if self.slots[slot] == Origin::Undo {
-            st.claims[self.undo_request()] = Claim::Claimed;
+        if let Origin::Undo(undo) = self.slots[slot] {
+            st.claims[self.undo_request(undo)] = Claim::Claimed;
         }
     }
 
@@ -696,8 +801,8 @@ impl SettlementModel {
             MsgKind::Reserve => self.insured_reserve(st, id),
             MsgKind::PostInsured => self.insured_post(st, id),
             MsgKind::VoidInsured => Self::insured_void(st, id),
-            MsgKind::Create => Self::ledger_create(st, id),
-            MsgKind::PostLedger => Self::ledger_post(st, id),
+            MsgKind::Create => self.ledger_create(st, id),
+            MsgKind::PostLedger => self.ledger_post(st, id),
             MsgKind::VoidLedger => self.ledger_void(st, id),
         }
     }
@@ -743,7 +848,7 @@ impl SettlementModel {
                 };
                 Reply::Ok
             }
-            IdKind::Cancellation { target } => {
+            IdKind::Cancellation { target, .. } => {
                 let settled = st.reservations[target];
                 if settled.hold != Hold::Posted || settled.reversed {
                     return Reply::Refused;
@@ -808,7 +913,7 @@ impl SettlementModel {
                 account.balance_fen -= reservation.account_fen;
                 account.fund_posted_fen += reservation.fund_fen;
             }
-            IdKind::Cancellation { target } => {
+            IdKind::Cancellation { target, .. } => {
                 account.balance_fen += reservation.account_fen;
                 account.fund_posted_fen -= reservation.fund_fen;
                 st.reservations[target].reversed = true;
@@ -829,8 +934,12 @@ impl SettlementModel {
         Reply::Ok
     }
 
-    fn ledger_create(st: &mut State, id: usize) -> Reply {
+    fn ledger_create(&self, st: &mut State, id: usize) -> Reply {
         match st.transfers[id] {
+            Transfer::Absent if self.already_booked(st, id) => {
+                st.ledger_refused_already_booked = true;
+                return Reply::Refused;
+            }
             Transfer::Absent => st.transfers[id] = Transfer::Pending,
             Transfer::Pending | Transfer::Posted | Transfer::Expired | Transfer::PostedByRebook => {
             }
@@ -839,10 +948,31 @@ impl SettlementModel {
         Reply::Ok
     }
 
-    fn ledger_post(st: &mut State, id: usize) -> Reply {
+    /// The ledger's booking key (`book.rs`, `State::decide`): it books one live transfer per
+    /// settlement and one live cancellation per original settlement, and refuses a new booking
+    /// SETTLEMENT_ALREADY_BOOKED while another cancellation of the same settlement has a
+    /// pending or posted transfer (not voided, expired or tombstoned). A settlement id has one
+    /// transfer in the model (a rebook replaces an expired one), so only cancellations meet.
+    fn already_booked(&self, st: &State, id: usize) -> bool {
+        let IdKind::Cancellation { target, .. } = self.ids[id].kind else {
+            return false;
+        };
+        self.ids.iter().enumerate().any(|(other, info)| {
+            other != id
+                && matches!(info.kind, IdKind::Cancellation { target: t, .. } if t == target)
+                && (st.transfers[other] == Transfer::Pending || st.transfers[other].is_posted())
+        })
+    }
+
+    fn ledger_post(&self, st: &mut State, id: usize) -> Reply {
         match st.transfers[id] {
             Transfer::Pending => st.transfers[id] = Transfer::Posted,
-            // The treatment city books a second transfer, posted, in the expired one's place.
+            // The treatment city books a second transfer, posted, in the expired one's place:
+            // a booking like any other, under the same key.
+            Transfer::Expired if self.already_booked(st, id) => {
+                st.ledger_refused_already_booked = true;
+                return Reply::Refused;
+            }
             Transfer::Expired => st.transfers[id] = Transfer::PostedByRebook,
             Transfer::Posted | Transfer::PostedByRebook => {}
             Transfer::Voided => {
@@ -932,6 +1062,7 @@ impl SettlementModel {
             his: vec![Answers::default(); self.requests()],
             post_refused_while_recorded: false,
             ledger_posted_voided: false,
+            ledger_refused_already_booked: false,
         }
     }
 
@@ -1033,11 +1164,15 @@ impl SettlementModel {
                 attempt: 0,
             } => format!("Settle m{request}"),
             Origin::Settle { request, attempt } => format!("Settle m{request} (replay {attempt})"),
-            Origin::Undo => match self.scenario.undo {
-                Some(Undo::Cancel { settle }) => format!("CancelSettlement of m{settle}"),
-                Some(Undo::Reverse { settle }) => format!("ReverseByMessageId(m{settle})"),
-                None => "undo".to_owned(),
-            },
+            Origin::Undo(undo) => {
+                let request = self.undo_request(undo);
+                match self.scenario.undos[undo] {
+                    Undo::Cancel { settle } => format!("CancelSettlement m{request} of m{settle}"),
+                    Undo::Reverse { settle } => {
+                        format!("ReverseByMessageId(m{settle}) m{request}")
+                    }
+                }
+            }
             Origin::Sweep => "sweep".to_owned(),
         };
         match action {
@@ -1048,7 +1183,7 @@ impl SettlementModel {
                         "Settle m{request} ({} at {})",
                         self.scenario.persons[settle.person].name, settle.hospital
                     ),
-                    None => who(self.undo_slot().expect("an undo slot")),
+                    None => who(self.undo_slot(request - self.scenario.settles.len())),
                 };
                 match (self.his_send(st, request), st.claims[request]) {
                     (Some(HisSend::Spawn(_)), Claim::Absent) => format!("HIS sends {what}"),
@@ -1072,6 +1207,7 @@ impl SettlementModel {
                     Step::Decide => "decides the void (Pending -> Voiding)",
                     Step::VoidInsured => "calls Void at the insured city",
                     Step::VoidLedger => "calls VoidPendingTransfer at the ledger",
+                    Step::CarryVoids => "reads the decided voids of its visit to carry them",
                     Step::FinishVoid => match self.variant {
                         Variant::VoidAfterPeers => "moves Pending -> Voided",
                         _ => "finishes the void (Voiding -> Voided)",
@@ -1118,7 +1254,9 @@ impl SettlementModel {
                 IdKind::Settle { request, attempt } => {
                     format!("Settle m{request} replay {attempt}")
                 }
-                IdKind::Cancellation { target } => format!("cancellation of s{target}"),
+                IdKind::Cancellation { target, undo } => {
+                    format!("cancellation of s{target} by m{}", self.undo_request(undo))
+                }
             };
             let r = st.reservations[id];
             let _ = writeln!(
@@ -1156,6 +1294,9 @@ impl SettlementModel {
         }
         if st.ledger_posted_voided {
             out.push_str("  the ledger was asked to post a voided transfer\n");
+        }
+        if st.ledger_refused_already_booked {
+            out.push_str("  the ledger refused a booking SETTLEMENT_ALREADY_BOOKED\n");
         }
         out
     }
@@ -1309,6 +1450,9 @@ impl Model for SettlementModel {
             Property::always(ONE_EFFECT_PER_MESSAGE_ID, |m: &Self, st: &State| {
                 m.one_effect_per_message_id(st)
             }),
+            Property::always(ONE_LIVE_BOOKING_PER_SETTLEMENT, |_: &Self, st: &State| {
+                !st.ledger_refused_already_booked
+            }),
             Property::sometimes(SOME_SETTLE_COMPLETES, |m: &Self, st: &State| {
                 (0..m.scenario.settles.len()).any(|request| {
                     st.his[request].ok
@@ -1325,12 +1469,34 @@ impl Model for SettlementModel {
                 })
             }),
         ];
-        if self.cancellation.is_some() {
+        if !self.cancellations.is_empty() {
             properties.push(Property::sometimes(
                 SOME_CANCELLATION_COMPLETES,
                 |m: &Self, st: &State| {
-                    m.cancellation
-                        .is_some_and(|c| Self::is_complete_everywhere(st, c))
+                    m.cancellations
+                        .iter()
+                        .any(|&c| Self::is_complete_everywhere(st, c))
+                },
+            ));
+        }
+        let retried = (0..self.cancellations.len()).any(|undo| {
+            self.other_cancellations(undo, self.undo_target(undo))
+                .next()
+                .is_some()
+        });
+        if retried {
+            properties.push(Property::sometimes(
+                SOME_RETRIED_CANCELLATION_COMPLETES,
+                |m: &Self, st: &State| {
+                    (0..m.cancellations.len()).any(|undo| {
+                        Self::is_complete_everywhere(st, m.cancellation_id(undo))
+                            && m.other_cancellations(undo, m.undo_target(undo))
+                                .any(|other| {
+                                    st.rows[other].phase == Phase::Voided
+                                        && st.reservations[other].hold == Hold::Voided
+                                        && st.transfers[other] == Transfer::Voided
+                                })
+                    })
                 },
             ));
         }

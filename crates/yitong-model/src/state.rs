@@ -139,6 +139,10 @@ pub enum Step {
     VoidLedger,
     /// Local: Voiding becomes Voided (in `VoidAfterPeers`, Pending becomes Voided if it still is).
     FinishVoid,
+    /// Cancellation, when its settlement has other cancellations: read which of them has its
+    /// void decided, and carry that void (`VoidInsured`, `VoidLedger`, `FinishVoid`) before
+    /// the intent (`carry_voids_of_visit`).
+    CarryVoids,
 }
 
 /// A live handler at the treatment city: a request handler or the sweep.
@@ -214,7 +218,7 @@ pub struct Answers {
 pub struct State {
     /// Treatment city: one row per settlement id.
     pub rows: Vec<Row>,
-    /// Treatment city: one claim per request (the Settles, then the undo).
+    /// Treatment city: one claim per request (the Settles, then the undos).
     pub claims: Vec<Claim>,
     /// Treatment city: one slot per handler the scenario allows (see `Model::slots`).
     pub handlers: Vec<Option<Handler>>,
@@ -230,10 +234,13 @@ pub struct State {
     /// The network: a bit per delayed request (`Msg::bit`). A copy is delivered at most once
     /// with effect: every request is idempotent, so a second delivery changes nothing.
     pub delayed: u64,
-    /// The HIS: the answers per request (the Settles, then the undo).
+    /// The HIS: the answers per request (the Settles, then the undos).
     pub his: Vec<Answers>,
     /// The insured city refused a Post of a settlement the treatment city had recorded.
     pub post_refused_while_recorded: bool,
     /// The ledger was asked to post a voided transfer.
     pub ledger_posted_voided: bool,
+    /// The ledger refused a booking SETTLEMENT_ALREADY_BOOKED: a cancellation of a settlement
+    /// another cancellation of which still had a live transfer.
+    pub ledger_refused_already_booked: bool,
 }

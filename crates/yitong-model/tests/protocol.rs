@@ -4,7 +4,7 @@
 use yitong_model::check::{Options, Report, check, property_names};
 use yitong_model::model::{
     ACKNOWLEDGED_SETTLES_COMPLETE, MONEY_STAYS_IN_BOUNDS, NOTHING_STAYS_IN_DOUBT,
-    ONE_EFFECT_PER_MESSAGE_ID, SettlementModel, Variant,
+    ONE_EFFECT_PER_MESSAGE_ID, ONE_LIVE_BOOKING_PER_SETTLEMENT, SettlementModel, Variant,
 };
 use yitong_model::scenario::Scenario;
 
@@ -80,6 +80,15 @@ fn fixed_protocol_settle_and_cancel() {
     // Proves a cancellation runs the same steps as a settlement and gives back exactly what
     // the settlement took, under every fault.
     assert_fixed_protocol_holds(Scenario::settle_and_cancel(), None);
+}
+
+#[test]
+fn fixed_protocol_settle_and_two_cancels() {
+    // Proves a cancellation retried under a new message id after the first failed never books
+    // while the first's transfer is live at the ledger: a void decided but not carried holds
+    // the visit, the retry carries it first and is refused SETTLEMENT_IN_PROGRESS while it
+    // cannot; and that the retry then goes through and gives back exactly once.
+    assert_fixed_protocol_holds(Scenario::settle_and_two_cancels(), None);
 }
 
 #[test]
@@ -174,5 +183,18 @@ fn replay_starts_again_records_twice() {
         Scenario::one_settle(),
         Variant::ReplayStartsAgain,
         ONE_EFFECT_PER_MESSAGE_ID,
+    );
+}
+
+#[test]
+fn voiding_not_in_flight_books_a_second_cancellation() {
+    // Proves the checker catches the in-flight check that counts only pending rows (the bug
+    // the torture harness found): the first cancellation books, its void is decided but does
+    // not reach the ledger, the HIS retries under a new message id, and the ledger refuses the
+    // second booking SETTLEMENT_ALREADY_BOOKED.
+    assert_caught(
+        Scenario::settle_and_two_cancels(),
+        Variant::VoidingNotInFlight,
+        ONE_LIVE_BOOKING_PER_SETTLEMENT,
     );
 }
