@@ -68,6 +68,11 @@ pub enum CatalogError {
     Remote { city: CityCode, status: Status },
     #[error("city {city} cannot be reached")]
     Unavailable { city: CityCode, status: Status },
+    /// The other city answered what a correct node never makes it answer (its own internal
+    /// failure, a permission this node should have had): logged, and INTERNAL to the caller
+    /// without the peer's words.
+    #[error("city {city} failed: {detail}")]
+    Peer { city: CityCode, detail: String },
     #[error("storage failed")]
     Store(#[from] yitong_store::sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
@@ -139,7 +144,7 @@ impl From<CatalogError> for Status {
             }
             CatalogError::MessageIdReused(_) => Code::AlreadyExists,
             CatalogError::Unavailable { .. } => Code::Unavailable,
-            CatalogError::Store(_) | CatalogError::Corrupt(_) => {
+            CatalogError::Store(_) | CatalogError::Corrupt(_) | CatalogError::Peer { .. } => {
                 tracing::error!(error = %yitong_core::cause_chain(&error), "catalog request failed");
                 return Status::internal("internal error");
             }

@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 use yitong_core::{CityCode, Network};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
-use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
+use yitong_rpc::{PeerAccess, PeerChannel, PeerFault, peer_channel};
 
 use crate::CatalogError;
 
@@ -66,13 +66,71 @@ pub(crate) fn forwarded<T>(message: T) -> Request<T> {
     request
 }
 
-/// Sorts another city's failure: a refusal reaches the caller unchanged, silence is UNAVAILABLE.
+/// Sorts another city's answer to a forwarded request: a refusal reaches the caller unchanged
+/// (an INVALID_ARGUMENT too, when it names only fields of the caller's request, which is sent
+/// on unchanged), silence or a stream broken under the call is UNAVAILABLE, and anything else
+/// is the other city's failure, INTERNAL here.
 pub(crate) fn remote_error(city: CityCode, status: Status) -> CatalogError {
-    match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-            tracing::warn!(city = %city, code = ?status.code(), "catalog node of another city did not answer");
+    /// The fields of the requests a node forwards: GetPolicy, GetInstitution, ListInstitutions.
+    const FORWARDED_FIELDS: [&str; 13] = [
+        "insured_city",
+        "insurance_type",
+        "person_type",
+        "hospital_level",
+        "date",
+        "code",
+        "city",
+        "kind",
+        "level",
+        "networked_only",
+        "networked_on",
+        "page_size",
+        "page_token",
+    ];
+    match PeerFault::of(&status, &FORWARDED_FIELDS) {
+        PeerFault::Unavailable => {
+            tracing::warn!(city = %city, code = ?status.code(), message = status.message(), "catalog node of another city did not answer");
             CatalogError::Unavailable { city, status }
         }
-        _ => CatalogError::Remote { city, status },
+        PeerFault::Refused => CatalogError::Remote { city, status },
+        PeerFault::Internal => CatalogError::Peer {
+            city,
+            detail: format!("{:?}: {}", status.code(), status.message()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    /// Proves another city's answers reach the caller as they should: a refusal, or a bad
+    /// field of the caller's own forwarded request, passes unchanged; the other city's own
+    /// failure or a permission this node should have had is INTERNAL without its words (both
+    /// were passed on as if they were this node's answer).
+    #[test]
+    fn another_city_s_answers_mean_what_they_say() {
+        let zibo = CityCode::parse("370300").expect("city");
+        let answered = |status| Status::from(remote_error(zibo, status));
+        assert_eq!(
+            answered(Status::not_found("no designated institution H37030000009")).code(),
+            Code::NotFound
+        );
+        assert_eq!(
+            answered(Status::unavailable("shedding load")).code(),
+            Code::Unavailable
+        );
+        for status in [
+            Status::internal("relation policies does not exist"),
+            Status::permission_denied("node key of 370100 may not ask"),
+        ] {
+            let failed = answered(status);
+            assert_eq!(
+                (failed.code(), failed.message()),
+                (Code::Internal, "internal error")
+            );
+        }
     }
 }

@@ -47,6 +47,11 @@ pub enum IdentityError {
     Remote { city: CityCode, status: Status },
     #[error("issuing city {city} cannot be reached")]
     Unavailable { city: CityCode, status: Status },
+    /// The issuing city answered what a correct node never makes it answer (its own internal
+    /// failure, a permission this node should have had): logged, and INTERNAL to the caller
+    /// without the peer's words.
+    #[error("issuing city {city} failed: {detail}")]
+    Peer { city: CityCode, detail: String },
     #[error("storage failed")]
     Store(#[from] yitong_store::sqlx::Error),
     #[error("stored data is inconsistent: {0}")]
@@ -107,7 +112,7 @@ impl From<IdentityError> for Status {
             | IdentityError::AccountInsufficient(_) => Code::FailedPrecondition,
             IdentityError::MessageConflict(_) => Code::AlreadyExists,
             IdentityError::Unavailable { .. } => Code::Unavailable,
-            IdentityError::Store(_) | IdentityError::Corrupt(_) => {
+            IdentityError::Store(_) | IdentityError::Corrupt(_) | IdentityError::Peer { .. } => {
                 tracing::error!(error = %yitong_core::cause_chain(&error), "identity request failed");
                 return Status::internal("internal error");
             }

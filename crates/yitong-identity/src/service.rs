@@ -9,7 +9,7 @@ use yitong_core::{
 };
 use yitong_proto::identity::v1 as pb;
 use yitong_proto::identity::v1::credential::Kind;
-use yitong_rpc::{Caller, PeerAccess, invalid_argument};
+use yitong_rpc::{Caller, PeerAccess, PeerFault, invalid_argument};
 use yitong_store::replies::{self, Claim};
 use yitong_store::sqlx::{Any, AnyConnection, Transaction};
 use yitong_store::{Store, now_ms};
@@ -707,13 +707,28 @@ fn forwarded<T>(message: T) -> Request<T> {
     request
 }
 
+/// What the issuing city's answer to a forwarded request means here. Every field of a
+/// forwarded request is the caller's own, sent on unchanged, so an INVALID_ARGUMENT naming one
+/// of them is the caller's to read; a stream that broke under the call is the issuing city's
+/// unavailability, not its failure.
 fn remote_error(city: CityCode, status: Status) -> IdentityError {
-    match status.code() {
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-            tracing::warn!(city = %city, code = ?status.code(), "issuing city did not answer");
+    const FORWARDED_FIELDS: [&str; 5] = [
+        "credential",
+        "service_date",
+        "institution_code",
+        "operator_id",
+        "ttl_seconds",
+    ];
+    match PeerFault::of(&status, &FORWARDED_FIELDS) {
+        PeerFault::Unavailable => {
+            tracing::warn!(city = %city, code = ?status.code(), message = status.message(), "issuing city did not answer");
             IdentityError::Unavailable { city, status }
         }
-        _ => IdentityError::Remote { city, status },
+        PeerFault::Refused => IdentityError::Remote { city, status },
+        PeerFault::Internal => IdentityError::Peer {
+            city,
+            detail: format!("{:?}: {}", status.code(), status.message()),
+        },
     }
 }
 
@@ -866,5 +881,61 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
             self.issue_voucher(credential, ttl_seconds, is_forwarded)
                 .await?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An h2 error under the client's own error, as hyper's "http2 error" carries it.
+    #[derive(Debug)]
+    struct Broken(h2::Error);
+
+    impl std::fmt::Display for Broken {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("http2 error")
+        }
+    }
+
+    impl std::error::Error for Broken {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// Proves the issuing city's answers reach the caller as they should: a stream broken
+    /// under the call is UNAVAILABLE (it was INTERNAL, passed on as if the issuer had failed),
+    /// a refusal passes unchanged, and the issuer's own failure or a permission this node
+    /// should have had is INTERNAL without the issuer's words.
+    #[test]
+    fn the_issuing_city_s_answers_mean_what_they_say() {
+        let jinan = CityCode::parse("370100").expect("city");
+        let mut broken = Status::internal("h2 protocol error: http2 error");
+        broken.set_source(std::sync::Arc::new(Broken(h2::Error::from(
+            h2::Reason::PROTOCOL_ERROR,
+        ))));
+        let answered = |status| Status::from(remote_error(jinan, status));
+        assert_eq!(answered(broken).code(), Code::Unavailable);
+        let lost = answered(Status::failed_precondition(
+            "card 370100000000018 is reported lost",
+        ));
+        assert_eq!(
+            (lost.code(), lost.message()),
+            (
+                Code::FailedPrecondition,
+                "card 370100000000018 is reported lost"
+            )
+        );
+        for status in [
+            Status::internal("relation persons does not exist"),
+            Status::permission_denied("node key of 370300 may not ask"),
+        ] {
+            let failed = answered(status);
+            assert_eq!(
+                (failed.code(), failed.message()),
+                (Code::Internal, "internal error")
+            );
+        }
     }
 }
