@@ -1132,7 +1132,7 @@ network_test! {
         use yitong_proto::ledger::v1::ledger_service_server::LedgerService;
 
         let store = crate::support::store_no_server_runs(net, yitong_core::Service::Ledger).await;
-        crate::support::migrate_through(&store, "ledger", 8).await;
+        crate::support::migrate_through(&store, 8).await;
         crate::support::execute_script(&store, include_str!("fixtures/ledger_before_words.sql")).await;
         store.migrate().await.expect("the later migrations run");
 
