@@ -117,7 +117,10 @@ pub(crate) fn drug(
     }
 }
 
-pub(crate) fn publication(message_id: &str, added: Vec<CatalogItem>) -> PublishCatalogVersionRequest {
+pub(crate) fn publication(
+    message_id: &str,
+    added: Vec<CatalogItem>,
+) -> PublishCatalogVersionRequest {
     PublishCatalogVersionRequest {
         message_id: message_id.to_owned(),
         added,

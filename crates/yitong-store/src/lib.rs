@@ -70,7 +70,8 @@ impl Migrations {
             Backend::Postgres => &self.postgres,
             Backend::Sqlite => &self.sqlite,
         };
-        let migrator = Migrator::with_migrations(self.portable.iter().chain(own.iter()).cloned().collect());
+        let migrator =
+            Migrator::with_migrations(self.portable.iter().chain(own.iter()).cloned().collect());
         assert!(
             migrator
                 .migrations
