@@ -18,7 +18,7 @@ use yitong_sandbox::{JINAN, PILOT_CITIES, ZIBO, network_test};
 use crate::support::{assert_invalid, assert_refused};
 
 /// Fixtures of `seeds/catalog_items.csv` whose terms differ between the cities on purpose.
-const ATORVASTATIN: &str = "XC10AAA001A001000100101";
+pub(crate) const ATORVASTATIN: &str = "XC10AAA001A001000100101";
 const LIANHUA_QINGWEN: &str = "ZA01AAA001A002000100101";
 const CT_HEAD: &str = "002103000010000";
 const IV_CANNULA: &str = "C0204010010001022101";
@@ -30,7 +30,7 @@ const DONEPEZIL: &str = "XN06DAA003A001000100101";
 const UNKNOWN: &str = "XA10BKA999A001000100101";
 
 /// `days` days after today (before, when negative), as the wire writes dates.
-fn from_today(days: i64) -> String {
+pub(crate) fn from_today(days: i64) -> String {
     let mut date: Date = today();
     for _ in 0..days.unsigned_abs() {
         date = if days > 0 {
@@ -96,7 +96,7 @@ async fn download(
     pages
 }
 
-fn drug(
+pub(crate) fn drug(
     code: &str,
     name: &str,
     grade: ItemGrade,
@@ -117,7 +117,10 @@ fn drug(
     }
 }
 
-fn publication(message_id: &str, added: Vec<CatalogItem>) -> PublishCatalogVersionRequest {
+pub(crate) fn publication(
+    message_id: &str,
+    added: Vec<CatalogItem>,
+) -> PublishCatalogVersionRequest {
     PublishCatalogVersionRequest {
         message_id: message_id.to_owned(),
         added,

@@ -273,12 +273,15 @@ network_test! {
         assert_eq!(journal["entries_checked"], journal["digest_entry_count"]);
         assert_eq!(journal["entries_checked"], booked.len().to_string());
 
-        // One amount altered behind the ledger's back: the readable table names the entry.
+        // One amount altered behind the ledger's back, its triggers disarmed first as an
+        // intruder's would be: the readable table names the entry.
         let store = net.ledger_store().await;
+        let disarmed = crate::support::disarm_append_only(&store, "journal").await;
         sqlx::query("UPDATE journal SET amount_fen = amount_fen + 1 WHERE sequence = 4")
             .execute(store.pool())
             .await
             .expect("alter");
+        disarmed.rearm(&store).await;
         store.close().await;
         let altered = run(net, &["journal", "verify"]).await;
         assert_eq!(altered.code, 1, "{altered:?}");

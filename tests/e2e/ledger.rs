@@ -926,7 +926,9 @@ async fn verify_outcome(ledger: &mut Ledger) -> (bool, u64, String) {
 network_test! {
     /// Proves that altering any single byte of any column of a journal row directly in the
     /// database (its event: to another event) is found by VerifyJournal, which names that entry as the first altered (and
-    /// the earlier of two), and that a deleted entry is named as missing.
+    /// the earlier of two), and that a deleted entry is named as missing. The journal refuses
+    /// the UPDATE and DELETE this takes, so the test first disarms its triggers, as an intruder
+    /// with the table owner's rights would: the hash chain is what still finds the alteration.
     async fn any_altered_byte_is_found(net) {
         let mut ledger = net.ledger();
         let settled = settlement(3, 5, JINAN, DONGYING, 4_400, 600);
@@ -944,6 +946,7 @@ network_test! {
         let head = digest(&mut ledger).await;
 
         let store = net.ledger_store().await;
+        let disarmed = crate::support::disarm_append_only(&store, "journal").await;
         // Entry 3 is the settlement created posted: every column set but the operator and the
         // reason, and no second entry of its transfer to collide with when its stage changes.
         for (column, text) in JOURNAL_COLUMNS {
@@ -975,7 +978,44 @@ network_test! {
         let verified = verify(&mut ledger).await;
         assert_eq!((verified.first_altered_sequence, verified.detail.as_str()), (1, "sequence 1 missing"));
         assert_eq!(digest(&mut ledger).await, head, "the head row was not touched");
+        disarmed.rearm(&store).await;
         store.close().await;
+    }
+}
+
+network_test! {
+    /// Proves the journal is append-only in the database itself, not by its hash chain alone:
+    /// once two transfers are booked the normal way, an UPDATE and a DELETE of their entries
+    /// are refused (on PostgreSQL a TRUNCATE too), the entries stay as they were and the chain
+    /// intact, and the next booking still appends.
+    async fn the_journal_refuses_updates_and_deletes(net) {
+        let mut ledger = net.ledger();
+        let results = create(&mut ledger, "MSG-1", vec![deposit(1, JINAN, "500.00"), deposit(2, ZIBO, "9.00")]).await;
+        assert!(results.iter().all(|result| *result == CreateTransferResult::Ok), "{results:?}");
+        let store = net.ledger_store().await;
+        let read = "SELECT sequence, transfer_id, amount_fen, hash FROM journal ORDER BY sequence";
+        let before: Vec<(i64, String, i64, String)> = sqlx::query_as(read).fetch_all(store.pool()).await.expect("journal read");
+        assert_eq!(before.len(), 2);
+        let mut refused = vec![
+            ("UPDATE", "UPDATE journal SET amount_fen = amount_fen + 1 WHERE sequence = 1"),
+            ("UPDATE", "UPDATE journal SET reason = 'forged'"),
+            ("DELETE", "DELETE FROM journal WHERE sequence = 2"),
+            ("DELETE", "DELETE FROM journal"),
+        ];
+        if store.backend() == yitong_store::Backend::Postgres {
+            refused.push(("TRUNCATE", "TRUNCATE journal"));
+        }
+        for (operation, statement) in refused {
+            let error = sqlx::query(statement).execute(store.pool()).await.expect_err(statement);
+            let expected = format!("journal is append-only: {operation} refused");
+            assert!(error.to_string().contains(&expected), "{statement}: {error}");
+        }
+        let after: Vec<(i64, String, i64, String)> = sqlx::query_as(read).fetch_all(store.pool()).await.expect("journal read");
+        assert_eq!(after, before);
+        store.close().await;
+        assert!(verify(&mut ledger).await.intact);
+        assert_eq!(create(&mut ledger, "MSG-2", vec![deposit(3, JINAN, "1.00")]).await, [CreateTransferResult::Ok]);
+        assert_eq!(digest(&mut ledger).await.entry_count, 3);
     }
 }
 
@@ -1132,7 +1172,7 @@ network_test! {
         use yitong_proto::ledger::v1::ledger_service_server::LedgerService;
 
         let store = crate::support::store_no_server_runs(net, yitong_core::Service::Ledger).await;
-        crate::support::migrate_through(&store, "ledger", 8).await;
+        crate::support::migrate_through(&store, 8).await;
         crate::support::execute_script(&store, include_str!("fixtures/ledger_before_words.sql")).await;
         store.migrate().await.expect("the later migrations run");
 

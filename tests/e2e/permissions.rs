@@ -750,7 +750,9 @@ yitong_sandbox::network_test! {
 
 yitong_sandbox::network_test! {
     /// Proves the shut-down check of every test can fail: a change whose audit row is gone,
-    /// and a row no change made, are both reported.
+    /// and a row no change made, are both reported. The trail refuses the UPDATE and DELETE
+    /// this takes, so the test first disarms its triggers, as an intruder with the table
+    /// owner's rights would, and rearms them when done.
     async fn the_audit_check_finds_a_missing_and_a_stray_row(net) {
         use yitong_core::{Owner, Service};
         let zibo = Owner::City(ZIBO.parse().expect("region code"));
@@ -760,6 +762,7 @@ yitong_sandbox::network_test! {
 
         let store = net.store(zibo, Service::Settlement).await;
         let (audit_id,): (String,) = sqlx::query_as("SELECT audit_id FROM audit_trail WHERE message_id = 'CHK-R'").fetch_one(store.pool()).await.expect("the visit's row");
+        let disarmed = crate::support::disarm_append_only(&store, "audit_trail").await;
         sqlx::query("UPDATE audit_trail SET message_id = 'CHK-STRAY' WHERE audit_id = $1").bind(&audit_id).execute(store.pool()).await.expect("row moved");
         let found = net.audit_disagreements().await;
         assert!(found.iter().any(|line| line.contains("RegisterVisit CHK-R was answered OK and has 0 audit rows")), "{found:?}");
@@ -767,6 +770,7 @@ yitong_sandbox::network_test! {
         assert!(found.iter().any(|line| line.contains("audit rows of RegisterVisit CHK-STRAY but no claim")), "{found:?}");
 
         sqlx::query("UPDATE audit_trail SET message_id = 'CHK-R' WHERE audit_id = $1").bind(&audit_id).execute(store.pool()).await.expect("row restored");
+        disarmed.rearm(&store).await;
         store.close().await;
         assert_eq!(net.audit_disagreements().await, Vec::<String>::new());
         // A refused call that left a row behind is reported too.
@@ -776,7 +780,77 @@ yitong_sandbox::network_test! {
         sqlx::query("INSERT INTO audit_trail (audit_id, recorded_at_ms, actor, actor_city, rpc, message_id) SELECT 'zz-forged', recorded_at_ms, actor, actor_city, 'CancelVisit', 'CHK-X' FROM audit_trail WHERE audit_id = $1").bind(&audit_id).execute(store.pool()).await.expect("row forged");
         let found = net.audit_disagreements().await;
         assert!(found.iter().any(|line| line.contains("audit rows of CancelVisit CHK-X but no claim")), "{found:?}");
+        let disarmed = crate::support::disarm_append_only(&store, "audit_trail").await;
         sqlx::query("DELETE FROM audit_trail WHERE audit_id = 'zz-forged'").execute(store.pool()).await.expect("forged row removed");
+        disarmed.rearm(&store).await;
         store.close().await;
+    }
+}
+
+yitong_sandbox::network_test! {
+    /// Proves the audit trail is append-only in the database itself, not by convention alone:
+    /// once a Zibo bureau's status change, a Zibo catalog publication and a Zibo hospital's
+    /// visit of a Jinan patient settled across cities have written their rows the normal way,
+    /// an UPDATE and a DELETE of those rows are refused in every store that holds some (Zibo's
+    /// identity, catalog and settlement services, Jinan's benefit service, the clearing house's
+    /// ledger), and on PostgreSQL a TRUNCATE too; every row is left as it was, and the trail
+    /// still takes the rows of the next change.
+    async fn the_audit_trail_refuses_updates_and_deletes(net) {
+        use yitong_core::{Owner, Service};
+        use yitong_store::sqlx::AssertSqlSafe;
+        let zibo = Owner::City(ZIBO.parse().expect("region code"));
+        let jinan = Owner::City(yitong_sandbox::JINAN.parse().expect("region code"));
+        net.identity(ZIBO).set_insurance_status(identity::SetInsuranceStatusRequest {
+            message_id: "AO-1".into(),
+            person_no: "3703000000000003".into(),
+            status: identity::InsuranceStatus::Suspended as i32,
+            effective_date: "2026-01-01".into(),
+            reason: "contributions unpaid".into(),
+            operator_id: "bureau-2".into(),
+        }).await.expect("suspended");
+        let mut changed = crate::catalog::publication("AO-CAT", vec![]);
+        changed.changed.push(crate::catalog::drug(crate::catalog::ATORVASTATIN, "阿托伐他汀钙片 20mg*7片", catalog::ItemGrade::A, "0", "24.00", &crate::catalog::from_today(20)));
+        net.catalog(ZIBO).publish_catalog_version(changed).await.expect("published");
+        let mut his = net.his_settlement(HIS);
+        let visit = his.register_visit(crate::settlement::register_request("AO-R", ZIBO, yitong_sandbox::JINAN, 2)).await.expect("registered").into_inner().visit.expect("visit");
+        his.upload_fee_lines(crate::settlement::upload_request("AO-U", &visit, crate::settlement::visit_lines())).await.expect("uploaded");
+        his.settle(crate::settlement::settle_request("AO-S", &visit, 2, false)).await.expect("settled");
+
+        let stores = [(zibo, Service::Identity), (zibo, Service::Catalog), (zibo, Service::Settlement), (jinan, Service::Settlement), (Owner::ClearingHouse, Service::Ledger)];
+        for (owner, service) in stores {
+            let store = net.store(owner, service).await;
+            let place = store.name().to_owned();
+            let read = "SELECT audit_id, actor, rpc, message_id FROM audit_trail ORDER BY audit_id";
+            let before: Vec<(String, String, String, String)> = sqlx::query_as(read).fetch_all(store.pool()).await.expect("trail read");
+            assert!(!before.is_empty(), "{place}: the changes wrote no audit row");
+            let mut refused = vec![
+                ("UPDATE", "UPDATE audit_trail SET message_id = 'AO-FORGED'".to_owned()),
+                ("UPDATE", format!("UPDATE audit_trail SET actor = 'system' WHERE audit_id = '{}'", before[0].0)),
+                ("DELETE", format!("DELETE FROM audit_trail WHERE audit_id = '{}'", before[0].0)),
+                ("DELETE", "DELETE FROM audit_trail".to_owned()),
+            ];
+            if store.backend() == yitong_store::Backend::Postgres {
+                refused.push(("TRUNCATE", "TRUNCATE audit_trail".to_owned()));
+            }
+            for (operation, statement) in refused {
+                let error = sqlx::query(AssertSqlSafe(statement.clone())).execute(store.pool()).await.expect_err(&format!("{place}: {statement} was not refused"));
+                let expected = format!("audit_trail is append-only: {operation} refused");
+                assert!(error.to_string().contains(&expected), "{place}: {statement}: {error}");
+            }
+            let after: Vec<(String, String, String, String)> = sqlx::query_as(read).fetch_all(store.pool()).await.expect("trail read");
+            assert_eq!(after, before, "{place}");
+            store.close().await;
+        }
+
+        // The trail still takes a change's rows the normal way, at every store the visit reaches.
+        let before = net.row_counts().await;
+        let settled = his.get_settlement(settlement::GetSettlementRequest { key: Some(settlement::get_settlement_request::Key::MessageId("AO-S".into())), institution_code: HIS.into() }).await.expect("read").into_inner().settlement.expect("settlement");
+        his.cancel_settlement(crate::settlement::cancel_request("AO-C", &settled)).await.expect("cancelled");
+        let after = net.row_counts().await;
+        for (owner, service) in [(zibo, Service::Settlement), (jinan, Service::Settlement), (Owner::ClearingHouse, Service::Ledger)] {
+            let table = format!("{service}_{owner}.audit_trail");
+            let count = |counts: &[(String, i64)]| counts.iter().find(|(name, _)| *name == table).map(|(_, count)| *count).expect("the trail is counted");
+            assert!(count(&after) > count(&before), "{table} took no row");
+        }
     }
 }

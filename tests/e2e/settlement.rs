@@ -832,7 +832,7 @@ network_test! {
     /// CHECK constraints then refuse a number.
     async fn states_stored_as_numbers_migrate_to_words(net) {
         let store = crate::support::store_no_server_runs(net, Service::Settlement).await;
-        crate::support::migrate_through(&store, "settlement", 5).await;
+        crate::support::migrate_through(&store, 5).await;
         crate::support::execute_script(&store, &states_as_numbers()).await;
         store.migrate().await.expect("the later migrations run");
 

@@ -115,14 +115,11 @@ pub async fn store_no_server_runs(
     net.store(yitong_core::Owner::City(taian), service).await
 }
 
-/// Applies the migrations of `migrations/<service>/` numbered up to `version`, as a release
-/// that had only those left the store; `Store::migrate` applies the rest.
-pub async fn migrate_through(store: &yitong_store::Store, service: &str, version: i64) {
-    use yitong_store::sqlx::migrate::Migrator;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../migrations")
-        .join(service);
-    let mut migrator = Migrator::new(dir).await.expect("the migrations read");
+/// Applies the store's migrations numbered up to `version` (those of `migrations/<service>/`,
+/// with its database's own where there is one), as a release that had only those left the
+/// store; `Store::migrate` applies the rest.
+pub async fn migrate_through(store: &yitong_store::Store, version: i64) {
+    let mut migrator = store.migrator();
     let older: Vec<_> = migrator
         .migrations
         .iter()
@@ -154,5 +151,72 @@ pub async fn execute_script(store: &yitong_store::Store, sql: &str) {
             .execute(store.pool())
             .await
             .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    }
+}
+
+// ---- Append-only tables, as an intruder gets past them ------------------------------------------
+
+/// What [`disarm_append_only`] took away from a table, to put back.
+#[must_use = "rearm the table when the alteration is done"]
+pub struct Disarmed {
+    /// The statements that restore the table's triggers as they were.
+    restore: Vec<String>,
+}
+
+impl Disarmed {
+    /// Puts the table's append-only triggers back.
+    pub async fn rearm(self, store: &yitong_store::Store) {
+        for statement in self.restore {
+            yitong_store::sqlx::query(yitong_store::sqlx::AssertSqlSafe(statement))
+                .execute(store.pool())
+                .await
+                .expect("the triggers are restored");
+        }
+    }
+}
+
+/// Takes away the triggers that keep `table` append-only (migrations/<service>/postgres and
+/// sqlite), as an intruder with the table owner's rights would: PostgreSQL's `ALTER TABLE ...
+/// DISABLE TRIGGER`, SQLite's `DROP TRIGGER`. Only tests that alter stored rows behind the
+/// services' back, to prove the alteration is found, do this. Panics when the table has no
+/// triggers, so that such a test notices the protection it gets past has gone.
+pub async fn disarm_append_only(store: &yitong_store::Store, table: &str) -> Disarmed {
+    use yitong_store::sqlx::{self, AssertSqlSafe};
+    let execute = |statement: String| async move {
+        sqlx::query(AssertSqlSafe(statement.clone()))
+            .execute(store.pool())
+            .await
+            .unwrap_or_else(|error| panic!("{statement}: {error}"));
+    };
+    match store.backend() {
+        yitong_store::Backend::Postgres => {
+            let (count,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM pg_trigger WHERE tgrelid = '{table}'::regclass AND NOT tgisinternal"
+            )))
+            .fetch_one(store.pool())
+            .await
+            .expect("triggers counted");
+            assert!(count > 0, "{table} has no triggers to disarm");
+            execute(format!("ALTER TABLE {table} DISABLE TRIGGER USER")).await;
+            Disarmed {
+                restore: vec![format!("ALTER TABLE {table} ENABLE TRIGGER USER")],
+            }
+        }
+        yitong_store::Backend::Sqlite => {
+            let triggers: Vec<(String, String)> = sqlx::query_as(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = $1 ORDER BY name",
+            )
+            .bind(table)
+            .fetch_all(store.pool())
+            .await
+            .expect("triggers listed");
+            assert!(!triggers.is_empty(), "{table} has no triggers to disarm");
+            for (name, _) in &triggers {
+                execute(format!("DROP TRIGGER {name}")).await;
+            }
+            Disarmed {
+                restore: triggers.into_iter().map(|(_, sql)| sql).collect(),
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! own: on PostgreSQL a schema named `<service>_<owner>` ("identity_370100"), on SQLite a file
 //! `<dir>/<owner>/<service>.db`. Services write SQL with `$1` placeholders, integer fen, TEXT
 //! dates and BIGINT millisecond timestamps, which both databases run unchanged; the few
-//! differences (how a writing transaction begins, how a pool is prepared) stay in this crate.
+//! differences (how a writing transaction begins, how a pool is prepared, which file of a
+//! migration written per database runs) stay in this crate.
 //!
 //! Architecture invariant: no service reads or writes another service's store; they talk gRPC.
 
@@ -22,10 +23,65 @@ pub mod replies;
 
 pub use sqlx;
 
-static IDENTITY: Migrator = sqlx::migrate!("../../migrations/identity");
-static CATALOG: Migrator = sqlx::migrate!("../../migrations/catalog");
-static SETTLEMENT: Migrator = sqlx::migrate!("../../migrations/settlement");
-static LEDGER: Migrator = sqlx::migrate!("../../migrations/ledger");
+/// The migrations of one service. Almost all are portable SQL, run unchanged on both databases
+/// (`migrations/<service>/`); the few statements the two cannot share (triggers) are one file
+/// per database under the same version and description (`migrations/<service>/postgres/`,
+/// `migrations/<service>/sqlite/`), and a store runs its own database's file in that place.
+struct Migrations {
+    portable: Migrator,
+    postgres: Migrator,
+    sqlite: Migrator,
+}
+
+static IDENTITY: Migrations = Migrations {
+    portable: sqlx::migrate!("../../migrations/identity"),
+    postgres: sqlx::migrate!("../../migrations/identity/postgres"),
+    sqlite: sqlx::migrate!("../../migrations/identity/sqlite"),
+};
+static CATALOG: Migrations = Migrations {
+    portable: sqlx::migrate!("../../migrations/catalog"),
+    postgres: sqlx::migrate!("../../migrations/catalog/postgres"),
+    sqlite: sqlx::migrate!("../../migrations/catalog/sqlite"),
+};
+static SETTLEMENT: Migrations = Migrations {
+    portable: sqlx::migrate!("../../migrations/settlement"),
+    postgres: sqlx::migrate!("../../migrations/settlement/postgres"),
+    sqlite: sqlx::migrate!("../../migrations/settlement/sqlite"),
+};
+static LEDGER: Migrations = Migrations {
+    portable: sqlx::migrate!("../../migrations/ledger"),
+    postgres: sqlx::migrate!("../../migrations/ledger/postgres"),
+    sqlite: sqlx::migrate!("../../migrations/ledger/sqlite"),
+};
+
+impl Migrations {
+    fn of(service: Service) -> &'static Migrations {
+        match service {
+            Service::Identity => &IDENTITY,
+            Service::Catalog => &CATALOG,
+            Service::Settlement => &SETTLEMENT,
+            Service::Ledger => &LEDGER,
+        }
+    }
+
+    /// The portable migrations and `backend`'s own, in version order.
+    fn for_backend(&self, backend: Backend) -> Migrator {
+        let own = match backend {
+            Backend::Postgres => &self.postgres,
+            Backend::Sqlite => &self.sqlite,
+        };
+        let migrator =
+            Migrator::with_migrations(self.portable.iter().chain(own.iter()).cloned().collect());
+        assert!(
+            migrator
+                .migrations
+                .windows(2)
+                .all(|pair| pair[0].version < pair[1].version),
+            "a migration version is taken twice"
+        );
+        migrator
+    }
+}
 
 /// Where the databases live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,13 +258,7 @@ impl Store {
 
     /// Applies the service's migrations that have not run yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = match self.service {
-            Service::Identity => &IDENTITY,
-            Service::Catalog => &CATALOG,
-            Service::Settlement => &SETTLEMENT,
-            Service::Ledger => &LEDGER,
-        };
-        migrator
+        self.migrator()
             .run(&self.pool)
             .await
             .map_err(|source| StoreError::Migrate {
@@ -217,6 +267,11 @@ impl Store {
             })?;
         tracing::debug!(store = %self.name, "migrated");
         Ok(())
+    }
+
+    /// Every migration of this store's service, as this store's database runs them.
+    pub fn migrator(&self) -> Migrator {
+        Migrations::of(self.service).for_backend(self.backend)
     }
 
     /// Begins a transaction that will write. On SQLite it takes the write lock at once
@@ -283,4 +338,41 @@ pub fn multi_row_insert(target: &str, columns: usize, rows: usize) -> String {
         })
         .collect();
     format!("INSERT INTO {target} VALUES {}", tuples.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Proves every service's migrations are numbered from 1 without gaps on both databases,
+    /// and that a version with a file per database has one for each, described alike: a store
+    /// on either database runs the same steps in the same order.
+    #[test]
+    fn each_database_runs_every_version_once() {
+        for service in Service::ALL {
+            let migrations = Migrations::of(service);
+            let versions = |backend| -> Vec<i64> {
+                migrations
+                    .for_backend(backend)
+                    .iter()
+                    .map(|migration| migration.version)
+                    .collect()
+            };
+            for backend in [Backend::Postgres, Backend::Sqlite] {
+                let expected: Vec<i64> = (1..).take(versions(backend).len()).collect();
+                assert_eq!(versions(backend), expected, "{service} on {backend:?}");
+            }
+            let described = |migrator: &Migrator| -> Vec<(i64, String)> {
+                migrator
+                    .iter()
+                    .map(|migration| (migration.version, migration.description.to_string()))
+                    .collect()
+            };
+            assert_eq!(
+                described(&migrations.postgres),
+                described(&migrations.sqlite),
+                "{service}: a per-database migration lacks its twin"
+            );
+        }
+    }
 }
