@@ -107,6 +107,9 @@ static SEED: LazyLock<u64> = LazyLock::new(|| match std::env::var("YITONG_TORTUR
     Err(_) => rand::random(),
 });
 
+/// A run prints its progress every this many calls (the bounded run never reaches it).
+const PROGRESS_EVERY: usize = 5_000;
+
 fn ops_max() -> usize {
     match std::env::var("YITONG_TORTURE_OPS") {
         Ok(text) => text
@@ -436,6 +439,9 @@ struct Torture {
     ops_max: usize,
     /// Calls made so far.
     ops: AtomicUsize,
+    /// When the schedule began: a long run says how far it has come every [`PROGRESS_EVERY`]
+    /// calls.
+    started: Instant,
     /// Visits (or bursts) begun so far: each one's number seeds its choices.
     flows: AtomicUsize,
     /// The clock of [`Exchange::sent`] and [`Exchange::answered`].
@@ -450,7 +456,14 @@ impl Torture {
 
     /// Sends `call` once and notes what it got.
     async fn once(&self, city: &'static str, call: &Call, deadline: Duration) -> Answer {
-        self.ops.fetch_add(1, Ordering::Relaxed);
+        let made = self.ops.fetch_add(1, Ordering::Relaxed) + 1;
+        if made % PROGRESS_EVERY == 0 {
+            eprintln!(
+                "torture: {made} of {} calls after {:?}",
+                self.ops_max,
+                self.started.elapsed()
+            );
+        }
         let mut his = self.his[city].clone();
         let sent = self.tick();
         let clock = Instant::now();
@@ -2021,6 +2034,7 @@ network_test! {
             his,
             ops_max,
             ops: AtomicUsize::new(0),
+            started: Instant::now(),
             flows: AtomicUsize::new(0),
             clock: AtomicU64::new(0),
             exchanges: Mutex::new(Vec::new()),
