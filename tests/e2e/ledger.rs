@@ -390,6 +390,38 @@ network_test! {
 }
 
 network_test! {
+    /// Proves that a crashed ledger sweeps nothing: a pending transfer that falls due while its
+    /// server is down stays pending until a server runs again, and is expired then. (A sweeper
+    /// that outlived its server kept booking expiries through every outage, and thousands of
+    /// them, one per restart, slowed a long torture run on PostgreSQL to a crawl.)
+    async fn a_crashed_ledger_sweeps_nothing(net) {
+        use yitong_core::{Owner, Service};
+
+        let mut ledger = net.ledger();
+        let transfer = pending(settlement(1, 9, DONGYING, BINZHOU, 3_000, 0), 1);
+        assert_eq!(create(&mut ledger, "MSG-1", vec![transfer]).await, [CreateTransferResult::Ok]);
+        net.abort_server(Owner::ClearingHouse, Service::Ledger);
+        // Due after one second; a live sweeper would book it within half a second more.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let store = net.ledger_store().await;
+        let events: Vec<String> = sqlx::query_scalar("SELECT event FROM journal ORDER BY sequence")
+            .fetch_all(store.pool())
+            .await
+            .expect("events read");
+        store.close().await;
+        assert_eq!(events, ["created"], "a server that is down expired a transfer");
+
+        net.restart_server(Owner::ClearingHouse, Service::Ledger).await;
+        let mut ledger = net.ledger();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while lookup(&mut ledger, &transfer_id(1)).await.expect("created").status() != TransferStatus::Expired {
+            assert!(Instant::now() < deadline, "the restarted ledger never expired the transfer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+network_test! {
     /// Proves that the transfer id is the idempotency key: the same transfers again under a new
     /// message id answer EXISTS with the first creation's instant and sequence and book
     /// nothing; the same message id again returns the first reply; the same message id with

@@ -8,6 +8,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 use yitong_core::{CityCode, Invalid, MessageId, Network, Owner};
@@ -68,8 +69,8 @@ enum Begun<R> {
 
 impl LedgerNode {
     /// Opens the chart of accounts of every enabled city of the network (accounts already open
-    /// are left as they are, so this runs at every start), and starts the expiry sweeper, which
-    /// stops when the store is closed.
+    /// are left as they are, so this runs at every start). The expiry sweeper is started apart,
+    /// with [`LedgerNode::spawn_expiry_sweep`], by whoever owns the server's lifetime.
     pub async fn start(store: Store, network: Arc<Network>) -> Result<LedgerNode, LedgerError> {
         let bookings = Bookings::start(store.clone(), network.clone());
         let node = LedgerNode {
@@ -79,8 +80,6 @@ impl LedgerNode {
         };
         let opened = node.open_accounts().await?;
         tracing::info!(opened, "ledger accounts ready");
-        let sweeper = node.clone();
-        tokio::spawn(async move { sweeper.sweep_expiries_until_closed().await });
         Ok(node)
     }
 
@@ -121,23 +120,32 @@ impl LedgerNode {
         }
     }
 
-    async fn sweep_expiries_until_closed(self) {
-        let mut interval = tokio::time::interval(Duration::from_millis(EXPIRY_SWEEP_INTERVAL_MS));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            interval.tick().await;
-            if self.store.pool().is_closed() {
-                return;
-            }
-            match self.sweep_expiries().await {
-                Ok(0) => {}
-                Ok(expired) => tracing::info!(expired, "pending transfers expired"),
-                Err(LedgerError::Store(yitong_store::sqlx::Error::PoolClosed)) => return,
-                Err(error) => {
-                    tracing::warn!(error = %yitong_core::cause_chain(&error), "expiry sweep failed");
+    /// Books due expiries every [`EXPIRY_SWEEP_INTERVAL_MS`] until `shutdown` is cancelled or
+    /// the store is closed. The sweeper belongs to the server: a server that stops or crashes
+    /// cancels it, so no sweeper outlives its server (a crashed process sweeps nothing).
+    pub fn spawn_expiry_sweep(&self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_millis(EXPIRY_SWEEP_INTERVAL_MS));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = ticks.tick() => {}
+                }
+                if node.store.pool().is_closed() {
+                    return;
+                }
+                match node.sweep_expiries().await {
+                    Ok(0) => {}
+                    Ok(expired) => tracing::info!(expired, "pending transfers expired"),
+                    Err(LedgerError::Store(yitong_store::sqlx::Error::PoolClosed)) => return,
+                    Err(error) => {
+                        tracing::warn!(error = %yitong_core::cause_chain(&error), "expiry sweep failed");
+                    }
                 }
             }
-        }
+        })
     }
 
     /// Claims a message id inside a new write transaction, or returns its first reply.

@@ -260,7 +260,10 @@ impl LocalNetwork {
                 )
             }
             (Owner::ClearingHouse, Service::Ledger) => {
-                Role::Ledger(LedgerNode::start(store.clone(), network.clone()).await?)
+                let node = LedgerNode::start(store.clone(), network.clone()).await?;
+                // The expiry sweep runs until shutdown, as the settlement's recovery does.
+                node.spawn_expiry_sweep(shutdown.clone());
+                Role::Ledger(node)
             }
             (owner, service) => unreachable!("{owner} does not run {service}"),
         };
@@ -277,7 +280,8 @@ impl LocalNetwork {
     }
 
     /// Kills one server as a crash would: calls in flight are cut, nothing is drained, and its
-    /// background work (a settlement node's recovery sweep) stops with it. Its store stays.
+    /// background work (a settlement node's recovery sweep, the ledger's expiry sweep) stops
+    /// with it. Its store stays.
     pub fn abort(&self, owner: Owner, service: Service) {
         let mut servers = self.servers.lock().expect("server table");
         if let Some((task, shutdown)) = servers.tasks.remove(&(owner, service)) {

@@ -242,9 +242,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             stop.cancelled().await;
         }));
     }
-    // The settlement node's recovery sweep runs at start-up and periodically, until shutdown.
-    if let Role::Settlement(node, _) = &role {
-        node.spawn_recovery(shutdown.clone());
+    // The settlement node's recovery sweep and the ledger's expiry sweep run at start-up and
+    // periodically, until shutdown.
+    match &role {
+        Role::Settlement(node, _) => {
+            node.spawn_recovery(shutdown.clone());
+        }
+        Role::Ledger(node) => {
+            node.spawn_expiry_sweep(shutdown.clone());
+        }
+        Role::Identity(_) | Role::Catalog(_) => {}
     }
     let shed = ShedLimits::with_entry_calls(
         file.calls_in_flight_max
