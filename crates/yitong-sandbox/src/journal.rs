@@ -495,18 +495,25 @@ async fn check_state(
             .map(|(rpc, message_id): (String, String)| (String::new(), rpc, message_id))
             .collect()
     };
+    // Whose ids a line speaks of, where ids are each caller's own.
+    let of_owner = |owner: &str| match owner {
+        "" => String::new(),
+        owner => format!(" (message ids of {owner})"),
+    };
     for key in &replies {
         let count = audited.remove(key).unwrap_or(0);
         if count != 1 {
+            let (owner, rpc, message_id) = key;
             problems.push(format!(
-                "{server}: the claim of {} {} {} has {count} audit rows, not one",
-                key.0, key.1, key.2
+                "{server}: the claim of {rpc} {message_id} has {count} audit rows, not one{}",
+                of_owner(owner)
             ));
         }
     }
     for ((owner, rpc, message_id), count) in audited {
         problems.push(format!(
-            "{server}: {count} audit rows of {owner} {rpc} {message_id} but no claim"
+            "{server}: {count} audit rows of {rpc} {message_id} but no claim{}",
+            of_owner(&owner)
         ));
     }
     if service == Service::Settlement {
