@@ -431,6 +431,95 @@ network_test! {
     }
 }
 
+/// Another designated institution of Zibo than [`hospital`]'s, also level 3.
+const ZIBO_OTHER_HOSPITAL: &str = "H37030000002";
+
+network_test! {
+    /// Proves message ids are scoped to the institution that sends them (issue 17): two
+    /// hospitals of one city send the same message ids for their own visits, and each call is
+    /// its own institution's (registration, upload, settle, replay, cancellation, reversal); a
+    /// hospital asking by message id about another's Settle is answered NOT_FOUND with the
+    /// words an id nobody used gets; and a reversal of another's message id kills it for the
+    /// reverser alone, leaving the other's settlement untouched.
+    async fn two_hospitals_of_a_city_use_the_same_message_ids(net) {
+        let first = hospital(ZIBO);
+        let other = ZIBO_OTHER_HOSPITAL.to_owned();
+        let mut his_first = net.his_settlement(&first);
+        let mut his_other = net.his_settlement(&other);
+        let by_message = |message_id: &str, institution: &str| GetSettlementRequest {
+            key: Some(Key::MessageId(message_id.into())),
+            institution_code: institution.into(),
+        };
+        let reverse = |message_id: &str, original: &str, institution: &str| ReverseByMessageIdRequest {
+            message_id: message_id.into(),
+            original_message_id: original.into(),
+            original_transaction: ReversibleTransaction::Settle as i32,
+            institution_code: institution.into(),
+            reason: "timed out".into(),
+            operator_id: "op1".into(),
+        };
+
+        // Each registers a visit of its own patient and uploads its lines, under the same ids.
+        let visit_first = his_first.register_visit(register_request("R-1", ZIBO, JINAN, 1)).await.expect("registered").into_inner().visit.expect("visit");
+        let mut registration = register_request("R-1", ZIBO, JINAN, 2);
+        registration.institution_code = other.clone();
+        let visit_other = his_other.register_visit(registration).await.expect("the other hospital's R-1 is its own").into_inner().visit.expect("visit");
+        assert_ne!(visit_first.visit_id, visit_other.visit_id);
+        assert_eq!((visit_first.institution_code.as_str(), visit_other.institution_code.as_str()), (first.as_str(), other.as_str()));
+        his_first.upload_fee_lines(upload_request("U-1", &visit_first, visit_lines())).await.expect("uploaded");
+        his_other.upload_fee_lines(upload_request("U-1", &visit_other, visit_lines())).await.expect("the other hospital's U-1 is its own");
+
+        // An id nobody used, and the same id once another hospital has settled under it, are
+        // answered alike: nothing tells the asker that the other hospital used it.
+        let never_used = his_other.get_settlement(by_message("S-1", &other)).await.unwrap_err();
+        assert_eq!(never_used.code(), Code::NotFound, "{never_used:?}");
+        let settled_first = his_first.settle(settle_request("S-1", &visit_first, 1, false)).await.expect("settled").into_inner().settlement.expect("settlement");
+        let asked = his_other.get_settlement(by_message("S-1", &other)).await.unwrap_err();
+        assert_eq!((asked.code(), asked.message()), (never_used.code(), never_used.message()), "another's id reads as never used");
+
+        // The other hospital settles under the same id: its own settlement, its own replay.
+        let settled_other = his_other.settle(settle_request("S-1", &visit_other, 2, false)).await.expect("the other hospital's S-1 is its own").into_inner().settlement.expect("settlement");
+        assert_ne!(settled_first.settlement_id, settled_other.settlement_id);
+        assert_eq!((settled_other.institution_code.as_str(), settled_other.visit_id.as_str()), (other.as_str(), visit_other.visit_id.as_str()));
+        for (his, institution, visit, n, settled) in [
+            (&mut his_first, &first, &visit_first, 1, &settled_first),
+            (&mut his_other, &other, &visit_other, 2, &settled_other),
+        ] {
+            let replay = his.settle(settle_request("S-1", visit, n, false)).await.expect("replayed").into_inner().settlement.expect("settlement");
+            assert_eq!(&replay, settled, "{institution}'s replay returns its own first answer");
+            let found = his.get_settlement(by_message("S-1", institution)).await.expect("found").into_inner().settlement.expect("settlement");
+            assert_eq!(found.settlement_id, settled.settlement_id, "{institution} finds its own S-1");
+        }
+        assert_ledger_agrees(net, &[settled_first.clone(), settled_other.clone()]).await;
+
+        // Each cancels its own settlement under the same cancellation id.
+        his_first.cancel_settlement(cancel_request("C-1", &settled_first)).await.expect("cancelled");
+        his_other.cancel_settlement(cancel_request("C-1", &settled_other)).await.expect("the other hospital's C-1 is its own");
+        assert_ledger_agrees(net, &[]).await;
+
+        // A reversal of an id the reverser never used kills it for the reverser only: the
+        // other hospital settles under it, and then reverses it itself.
+        let dead = his_first.reverse_by_message_id(reverse("X-1", "S-2", &first)).await.expect("reversed").into_inner();
+        assert_eq!(dead.outcome, ReversalOutcome::MessageIdDead as i32);
+        let settled_other = his_other.settle(settle_request("S-2", &visit_other, 2, false)).await.expect("another's dead id is not the other hospital's").into_inner().settlement.expect("settlement");
+        let status = his_first.settle(settle_request("S-2", &visit_first, 1, false)).await.unwrap_err();
+        assert_refused(&status, "MESSAGE_ID_DEAD");
+        let reversed = his_other.reverse_by_message_id(reverse("X-1", "S-2", &other)).await.expect("reversed").into_inner();
+        assert_eq!(reversed.outcome, ReversalOutcome::Cancelled as i32);
+        assert_eq!(reversed.settlement.expect("settlement").settlement_id, settled_other.settlement_id);
+        let replay = his_first.reverse_by_message_id(reverse("X-1", "S-2", &first)).await.expect("replayed").into_inner();
+        assert_eq!(replay, dead, "the first hospital's X-1 keeps its own first answer");
+
+        // A Settle the first hospital makes is untouched by the other's reversal of its id.
+        let settled_first = his_first.settle(settle_request("S-3", &visit_first, 1, false)).await.expect("settled").into_inner().settlement.expect("settlement");
+        let reversed = his_other.reverse_by_message_id(reverse("X-2", "S-3", &other)).await.expect("reversed").into_inner();
+        assert_eq!(reversed.outcome, ReversalOutcome::MessageIdDead as i32, "the other hospital's S-3 was never used");
+        let found = his_first.get_settlement(by_message("S-3", &first)).await.expect("found").into_inner().settlement.expect("settlement");
+        assert_eq!(found.status, SettlementStatus::Settled as i32, "still settled");
+        assert_ledger_agrees(net, std::slice::from_ref(&settled_first)).await;
+    }
+}
+
 network_test! {
     /// Proves each bad input gets its precise status and stores nothing: a bad quantity or
     /// amount (INVALID_ARGUMENT naming the line's field), an unknown visit (NOT_FOUND), too many
@@ -858,6 +947,83 @@ network_test! {
         ] {
             let result = yitong_store::sqlx::query(refused).execute(store.pool()).await;
             assert!(result.is_err(), "{refused} was not refused");
+        }
+        store.close().await;
+    }
+}
+
+/// Claims as the settlement store held them before message ids were scoped by institution
+/// (migrations up to 0007), keyed by message id alone: one whose institution the settlement
+/// written under it says, one a reversal's dead mark says, one only its audit row says, and one
+/// nothing says.
+const CLAIMS_PER_CITY: &str = "\
+INSERT INTO settlements (settlement_id, kind, visit_id, institution_code, insured_city, person_no, \
+ message_id, phase, reserve_request, settlement_date, created_at_ms) VALUES ('J1', 'settlement', \
+ 'V1', 'H37090000001', '370100', '3701000000000001', 'S-settled', 'completed', '', '2026-01-05', 1);
+INSERT INTO dead_message_ids (message_id, institution_code, dead_at_ms) VALUES ('S-dead', 'H37090000002', 2);
+INSERT INTO audit_trail (audit_id, recorded_at_ms, actor, actor_city, rpc, message_id) VALUES \
+ ('01900000-0000-7000-8000-000000000001', 3, 'institution:H37090000003', '370900', 'RegisterVisit', 'R-visit');
+INSERT INTO audit_trail (audit_id, recorded_at_ms, actor, actor_city, rpc, message_id) VALUES \
+ ('01900000-0000-7000-8000-000000000002', 4, 'node:370100', '370100', 'Reserve', 'R-orphan');
+INSERT INTO message_replies (message_id, rpc, request_digest, reply, created_at_ms) VALUES \
+ ('S-settled', 'Settle', 'd1', '', 1);
+INSERT INTO message_replies (message_id, rpc, request_digest, reply, created_at_ms) VALUES \
+ ('S-dead', 'Settle', 'dead', '', 2);
+INSERT INTO message_replies (message_id, rpc, request_digest, reply, created_at_ms) VALUES \
+ ('R-visit', 'RegisterVisit', 'd3', '', 3);
+INSERT INTO message_replies (message_id, rpc, request_digest, reply, created_at_ms) VALUES \
+ ('R-orphan', 'RegisterVisit', 'd4', '', 4);
+";
+
+network_test! {
+    /// Proves the settlement store an older release left, its message ids unique per city,
+    /// keys them by institution once migrated (settlement 0008): each claim takes the
+    /// institution of its settlement, of its dead mark or of its claim's audit row (one with
+    /// none of them keeps an empty institution, which no request names), and afterwards two
+    /// institutions may hold the same message id in every table keyed by it, one institution
+    /// still only once.
+    async fn message_ids_of_an_older_store_migrate_to_their_institutions(net) {
+        let store = crate::support::store_no_server_runs(net, Service::Settlement).await;
+        crate::support::migrate_through(&store, 7).await;
+        crate::support::execute_script(&store, CLAIMS_PER_CITY).await;
+        store.migrate().await.expect("the later migrations run");
+
+        let claims: Vec<(String, String, String)> = yitong_store::sqlx::query_as(
+            "SELECT message_id, institution_code, request_digest FROM message_replies ORDER BY message_id",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("claims read");
+        let expected = [
+            ("R-orphan", "", "d4"),
+            ("R-visit", "H37090000003", "d3"),
+            ("S-dead", "H37090000002", "dead"),
+            ("S-settled", "H37090000001", "d1"),
+        ];
+        assert_eq!(claims, expected.map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned())));
+
+        let same_id_elsewhere = [
+            "INSERT INTO message_replies (institution_code, message_id, rpc, request_digest, reply, created_at_ms) \
+             VALUES ('H37090000002', 'S-settled', 'Settle', 'd5', '', 5)",
+            "INSERT INTO dead_message_ids (institution_code, message_id, dead_at_ms) VALUES ('H37090000001', 'S-dead', 6)",
+            "INSERT INTO settlements (settlement_id, kind, visit_id, institution_code, insured_city, person_no, \
+             message_id, phase, reserve_request, settlement_date, created_at_ms) VALUES ('J2', 'settlement', \
+             'V2', 'H37090000002', '370100', '3701000000000002', 'S-settled', 'pending', '', '2026-01-05', 7)",
+        ];
+        for statement in same_id_elsewhere {
+            yitong_store::sqlx::query(statement).execute(store.pool()).await.unwrap_or_else(|error| panic!("{statement}: {error}"));
+        }
+        let same_id_again = [
+            "INSERT INTO message_replies (institution_code, message_id, rpc, request_digest, reply, created_at_ms) \
+             VALUES ('H37090000001', 'S-settled', 'Settle', 'd8', '', 8)",
+            "INSERT INTO dead_message_ids (institution_code, message_id, dead_at_ms) VALUES ('H37090000002', 'S-dead', 9)",
+            "INSERT INTO settlements (settlement_id, kind, visit_id, institution_code, insured_city, person_no, \
+             message_id, phase, reserve_request, settlement_date, created_at_ms) VALUES ('J3', 'settlement', \
+             'V3', 'H37090000001', '370100', '3701000000000003', 'S-settled', 'pending', '', '2026-01-05', 10)",
+        ];
+        for statement in same_id_again {
+            let result = yitong_store::sqlx::query(statement).execute(store.pool()).await;
+            assert!(result.is_err(), "{statement} was not refused");
         }
         store.close().await;
     }

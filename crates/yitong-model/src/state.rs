@@ -36,7 +36,8 @@ pub struct Row {
     pub cancelled: bool,
 }
 
-/// A message id's claim at the treatment city (`message_replies`).
+/// A message id's claim at the treatment city (`message_replies`, keyed by the sending
+/// institution and the id: the model's HIS is one institution, so the id alone names it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Claim {
     Absent,

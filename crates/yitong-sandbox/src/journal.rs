@@ -14,6 +14,11 @@
 //!   are held too; the insured city's reservations have one Reserve row each, one Post
 //!   row each posted one, one Void row each voided one; every detail reconciliation run has one
 //!   row.
+//!
+//! A message id is its sender's in the settlement store (each institution's msgid is its own,
+//! settlement migration 0008), so there a call, a claim and an audit row are matched by the
+//! caller and the message id together: two hospitals of a city using one id are two claims,
+//! each with its own row. In the other stores a message id is the store's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
@@ -325,41 +330,74 @@ pub(crate) async fn check(
         // intent was committed and then voided changed the store (its intent stays, voided) and
         // is audited from that commit; a Settle whose id a racing reversal killed has the row of
         // the reversal's claim of it.
-        let voided: BTreeSet<String> = match service {
-            Service::Settlement => sqlx::query_scalar::<_, String>(
-                "SELECT message_id FROM settlements WHERE phase IN ('voiding', 'voided') \
-                 UNION SELECT message_id FROM dead_message_ids",
+        let voided: BTreeSet<(String, String)> = match service {
+            Service::Settlement => sqlx::query_as::<_, (String, String)>(
+                "SELECT institution_code, message_id FROM settlements \
+                 WHERE phase IN ('voiding', 'voided') \
+                 UNION SELECT institution_code, message_id FROM dead_message_ids",
             )
             .fetch_all(store.pool())
             .await
             .expect("the settlements read")
             .into_iter()
+            .map(|(institution, message_id)| (institution_actor(&institution), message_id))
             .collect(),
             _ => BTreeSet::new(),
         };
-        check_calls(&server, &rows, &mine, &voided, &mut problems);
+        check_calls(&server, service, &rows, &mine, &voided, &mut problems);
         check_state(&server, &store, service, &rows, &mut problems).await;
         store.close().await;
     }
     problems
 }
 
+/// Whether a store's message ids are each caller's own rather than the store's: the settlement
+/// store's, where an institution's message id is its own national msgid.
+fn ids_per_caller(service: Service) -> bool {
+    service == Service::Settlement
+}
+
+/// The audit trail's actor for an institution code.
+fn institution_actor(institution_code: &str) -> String {
+    format!("institution:{institution_code}")
+}
+
+/// Whose message id a call's is, as the audit trail names its owner: the caller in a store whose
+/// ids are each caller's own, nobody ("") where they are the store's.
+fn id_owner(service: Service, call: &Call) -> String {
+    match (ids_per_caller(service), &call.caller) {
+        (true, Some(caller)) => caller.clone(),
+        _ => String::new(),
+    }
+}
+
 fn check_calls(
     server: &str,
+    service: Service,
     rows: &[Row],
     calls: &[&Call],
-    voided: &BTreeSet<String>,
+    voided: &BTreeSet<(String, String)>,
     problems: &mut Vec<String>,
 ) {
+    // Whether a row is of the call's message id: of its caller too, where ids are the caller's.
+    let of_call = |row: &Row, call: &Call| {
+        row.message_id == call.message_id
+            && (!ids_per_caller(service)
+                || call
+                    .caller
+                    .as_ref()
+                    .is_none_or(|caller| row.actor == *caller))
+    };
     let mut answered_ok = BTreeSet::new();
     for call in calls {
         if call.status == Some(tonic::Code::Ok) {
-            answered_ok.insert(call.message_id.as_str());
+            answered_ok.insert((id_owner(service, call), call.message_id.clone()));
         }
     }
     let mut checked = BTreeSet::new();
     for call in calls {
         if !checked.insert((
+            id_owner(service, call),
             call.rpc.as_str(),
             call.message_id.as_str(),
             call.status.map(i32::from),
@@ -368,7 +406,7 @@ fn check_calls(
         }
         let matching: Vec<&Row> = rows
             .iter()
-            .filter(|row| row.rpc == call.rpc && row.message_id == call.message_id)
+            .filter(|row| row.rpc == call.rpc && of_call(row, call))
             .collect();
         if call.status == Some(tonic::Code::Ok) && !BENEFIT_RESOLUTIONS.contains(&&*call.rpc) {
             if matching.len() != 1 {
@@ -388,17 +426,14 @@ fn check_calls(
             }
         }
         let refused = call.status.is_some_and(|code| REFUSALS.contains(&code));
-        if refused
-            && !call.streaming
-            && !answered_ok.contains(call.message_id.as_str())
-            && !voided.contains(&call.message_id)
-        {
+        let id = (id_owner(service, call), call.message_id.clone());
+        if refused && !call.streaming && !answered_ok.contains(&id) && !voided.contains(&id) {
             // A message id may have a row from another call (a reversal kills the id of a
             // settle it never saw); none may have been added while the refused call ran.
             let added: Vec<&Row> = rows
                 .iter()
                 .filter(|row| {
-                    row.message_id == call.message_id
+                    of_call(row, call)
                         && (call.sent_ms..=call.ended_ms).contains(&row.recorded_at_ms)
                 })
                 .collect();
@@ -426,31 +461,59 @@ async fn check_state(
         }
         counts
     };
-    // Rows of changes keyed by a claimed message id, against the claims.
+    // Rows of changes keyed by a claimed message id, against the claims: keyed by whose id it
+    // is (the actor, where ids are each caller's own), the RPC and the message id.
     let own = ["Reserve", "Post", "Void", "ReconcileDetails"];
-    let mut audited: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let per_caller = ids_per_caller(service);
+    let mut audited: BTreeMap<(String, String, String), usize> = BTreeMap::new();
     for row in rows.iter().filter(|row| !own.contains(&row.rpc.as_str())) {
+        let owner = if per_caller {
+            row.actor.clone()
+        } else {
+            String::new()
+        };
         *audited
-            .entry((row.rpc.clone(), row.message_id.clone()))
+            .entry((owner, row.rpc.clone(), row.message_id.clone()))
             .or_default() += 1;
     }
-    let replies: Vec<(String, String)> =
+    let replies: Vec<(String, String, String)> = if per_caller {
+        sqlx::query_as("SELECT institution_code, rpc, message_id FROM message_replies")
+            .fetch_all(store.pool())
+            .await
+            .expect("claimed message ids read")
+            .into_iter()
+            .map(|(institution, rpc, message_id): (String, String, String)| {
+                (institution_actor(&institution), rpc, message_id)
+            })
+            .collect()
+    } else {
         sqlx::query_as("SELECT rpc, message_id FROM message_replies")
             .fetch_all(store.pool())
             .await
-            .expect("claimed message ids read");
+            .expect("claimed message ids read")
+            .into_iter()
+            .map(|(rpc, message_id): (String, String)| (String::new(), rpc, message_id))
+            .collect()
+    };
+    // Whose ids a line speaks of, where ids are each caller's own.
+    let of_owner = |owner: &str| match owner {
+        "" => String::new(),
+        owner => format!(" (message ids of {owner})"),
+    };
     for key in &replies {
         let count = audited.remove(key).unwrap_or(0);
         if count != 1 {
+            let (owner, rpc, message_id) = key;
             problems.push(format!(
-                "{server}: the claim of {} {} has {count} audit rows, not one",
-                key.0, key.1
+                "{server}: the claim of {rpc} {message_id} has {count} audit rows, not one{}",
+                of_owner(owner)
             ));
         }
     }
-    for ((rpc, message_id), count) in audited {
+    for ((owner, rpc, message_id), count) in audited {
         problems.push(format!(
-            "{server}: {count} audit rows of {rpc} {message_id} but no claim"
+            "{server}: {count} audit rows of {rpc} {message_id} but no claim{}",
+            of_owner(&owner)
         ));
     }
     if service == Service::Settlement {

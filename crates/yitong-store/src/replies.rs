@@ -14,6 +14,12 @@
 //! no trace, and the same message id may be used again. A change that commits its claim before
 //! its reply (a settlement records its intent first, so that a crash can be recovered) is
 //! audited from that first commit, whether it then completes or is voided.
+//!
+//! Whose message ids a table holds is its [`Scope`]. Most stores keep one namespace, the
+//! store's: their message ids come from the store's own few callers. The settlement store keeps
+//! one per designated institution: an HIS's message id is the national msgid, which the
+//! institution makes itself (fixmedins_code, the time and a serial), so two institutions of one
+//! city may send the same id, and each has it to itself (settlement migration 0008).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -47,29 +53,70 @@ pub fn digest(request: &[u8]) -> String {
     hex::encode(Sha256::digest(request))
 }
 
-/// Claims `message_id` for a request of `rpc` with `digest`, inside the caller's transaction.
+/// Whose message ids a `message_replies` table holds, and so which rows a claim is among.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// One namespace for the whole store: the table is keyed by message id alone.
+    Store,
+    /// The message ids of one designated institution (its code, the national fixmedins_code):
+    /// the table is keyed by (institution_code, message_id), and another institution's use of
+    /// the same id is neither seen nor refused.
+    Institution(&'a str),
+}
+
+/// Claims `message_id` for a request of `rpc` with `digest`, inside the caller's transaction,
+/// in a store with one namespace ([`Scope::Store`]).
 pub async fn claim(
     connection: &mut AnyConnection,
     message_id: &str,
     rpc: &str,
     digest: &str,
 ) -> Result<Claim, ReplyError> {
-    let inserted = sqlx::query(
-        "INSERT INTO message_replies (message_id, rpc, request_digest, reply, created_at_ms) \
-         VALUES ($1, $2, $3, '', $4) ON CONFLICT (message_id) DO NOTHING",
-    )
-    .bind(message_id)
-    .bind(rpc)
-    .bind(digest)
-    .bind(now_ms())
-    .execute(&mut *connection)
-    .await?
+    claim_in(connection, Scope::Store, message_id, rpc, digest).await
+}
+
+/// Claims `message_id` among the ids of `scope` for a request of `rpc` with `digest`, inside
+/// the caller's transaction.
+pub async fn claim_in(
+    connection: &mut AnyConnection,
+    scope: Scope<'_>,
+    message_id: &str,
+    rpc: &str,
+    digest: &str,
+) -> Result<Claim, ReplyError> {
+    let inserted = match scope {
+        Scope::Store => sqlx::query(
+            "INSERT INTO message_replies (message_id, rpc, request_digest, reply, created_at_ms) \
+                 VALUES ($1, $2, $3, '', $4) ON CONFLICT (message_id) DO NOTHING",
+        )
+        .bind(message_id)
+        .bind(rpc)
+        .bind(digest)
+        .bind(now_ms())
+        .execute(&mut *connection)
+        .await?,
+        Scope::Institution(institution) => {
+            sqlx::query(
+                "INSERT INTO message_replies \
+                 (institution_code, message_id, rpc, request_digest, reply, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, '', $5) \
+                 ON CONFLICT (institution_code, message_id) DO NOTHING",
+            )
+            .bind(institution)
+            .bind(message_id)
+            .bind(rpc)
+            .bind(digest)
+            .bind(now_ms())
+            .execute(&mut *connection)
+            .await?
+        }
+    }
     .rows_affected();
     if inserted == 1 {
         crate::audit::record(connection, rpc, message_id).await?;
         return Ok(Claim::Fresh);
     }
-    match peek(connection, message_id, rpc, digest).await? {
+    match peek_in(connection, scope, message_id, rpc, digest).await? {
         Some(reply) => Ok(Claim::Replay(reply)),
         // The conflicting row is this transaction's to see: it cannot have gone.
         None => Err(ReplyError::Corrupt(message_id.to_owned())),
@@ -86,12 +133,38 @@ pub async fn peek(
     rpc: &str,
     digest: &str,
 ) -> Result<Option<Vec<u8>>, ReplyError> {
-    let first: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT rpc, request_digest, reply FROM message_replies WHERE message_id = $1",
-    )
-    .bind(message_id)
-    .fetch_optional(&mut *connection)
-    .await?;
+    peek_in(connection, Scope::Store, message_id, rpc, digest).await
+}
+
+/// [`peek`] among the ids of `scope`: another scope's use of the id is `None`, as for an id
+/// never used.
+pub async fn peek_in(
+    connection: &mut AnyConnection,
+    scope: Scope<'_>,
+    message_id: &str,
+    rpc: &str,
+    digest: &str,
+) -> Result<Option<Vec<u8>>, ReplyError> {
+    let first: Option<(String, String, String)> = match scope {
+        Scope::Store => {
+            sqlx::query_as(
+                "SELECT rpc, request_digest, reply FROM message_replies WHERE message_id = $1",
+            )
+            .bind(message_id)
+            .fetch_optional(&mut *connection)
+            .await?
+        }
+        Scope::Institution(institution) => {
+            sqlx::query_as(
+                "SELECT rpc, request_digest, reply FROM message_replies \
+                 WHERE institution_code = $1 AND message_id = $2",
+            )
+            .bind(institution)
+            .bind(message_id)
+            .fetch_optional(&mut *connection)
+            .await?
+        }
+    };
     let Some((first_rpc, first_digest, reply)) = first else {
         return Ok(None);
     };
@@ -105,18 +178,45 @@ pub async fn peek(
 }
 
 /// Records the reply to a claimed message id, in the same transaction as the change it made (a
-/// settlement's reply is brought up to date once more when it completes).
+/// settlement's reply is brought up to date once more when it completes), in a store with one
+/// namespace ([`Scope::Store`]).
 pub async fn record(
     connection: &mut AnyConnection,
     message_id: &str,
     reply: &[u8],
 ) -> Result<(), sqlx::Error> {
-    let updated = sqlx::query("UPDATE message_replies SET reply = $2 WHERE message_id = $1")
-        .bind(message_id)
-        .bind(BASE64.encode(reply))
-        .execute(&mut *connection)
-        .await?
-        .rows_affected();
+    record_in(connection, Scope::Store, message_id, reply).await
+}
+
+/// [`record`] for a message id claimed among the ids of `scope`.
+pub async fn record_in(
+    connection: &mut AnyConnection,
+    scope: Scope<'_>,
+    message_id: &str,
+    reply: &[u8],
+) -> Result<(), sqlx::Error> {
+    let reply = BASE64.encode(reply);
+    let updated = match scope {
+        Scope::Store => {
+            sqlx::query("UPDATE message_replies SET reply = $2 WHERE message_id = $1")
+                .bind(message_id)
+                .bind(reply)
+                .execute(&mut *connection)
+                .await?
+        }
+        Scope::Institution(institution) => {
+            sqlx::query(
+                "UPDATE message_replies SET reply = $3 \
+                 WHERE institution_code = $1 AND message_id = $2",
+            )
+            .bind(institution)
+            .bind(message_id)
+            .bind(reply)
+            .execute(&mut *connection)
+            .await?
+        }
+    }
+    .rows_affected();
     assert_eq!(
         updated, 1,
         "a reply is recorded only for a message id claimed in this transaction"

@@ -5,7 +5,7 @@ use tokio::time::Instant;
 use yitong_core::{Invalid, MessageId};
 use yitong_proto::settlement::v1 as pb;
 use yitong_store::now_ms;
-use yitong_store::replies::{self, Claim, ReplyError};
+use yitong_store::replies::{self, Claim, ReplyError, Scope};
 
 use super::repo::{self, Kind, Phase, SettlementRow};
 use super::request::{CancelInput, ReverseInput};
@@ -20,8 +20,9 @@ impl SettlementNode {
         deadline: Instant,
     ) -> Result<pb::CancelSettlementResponse, TreatmentError> {
         const RPC: &str = "CancelSettlement";
+        let institution = &input.institution;
         if let Some(reply) = self
-            .first_answer(&input.message_id, RPC, digest, deadline)
+            .first_answer(institution, &input.message_id, RPC, digest, deadline)
             .await?
         {
             return decode_reply(&reply);
@@ -30,7 +31,7 @@ impl SettlementNode {
         let request = CancelRequest::of(&input, digest);
         match self.cancel(&original, &request).await? {
             Cancelled::Seen => {
-                self.answer_of_claimed(&input.message_id, RPC, digest, deadline)
+                self.answer_of_claimed(institution, &input.message_id, RPC, digest, deadline)
                     .await
             }
             Cancelled::Done(settlement) => {
@@ -123,8 +124,11 @@ impl SettlementNode {
         self.carry_voids_of_visit(&original.visit_id).await;
         {
             let mut tx = self.store.begin_write().await?;
-            match replies::claim(
+            // Among the asking institution's message ids: `original_of` checked that the
+            // settlement it cancels is that institution's.
+            match replies::claim_in(
                 &mut tx,
+                Scope::Institution(&original.institution_code),
                 request.message_id.as_str(),
                 request.rpc,
                 &request.digest,
@@ -213,16 +217,21 @@ impl SettlementNode {
         // Each round reads the Settle's state afresh; a round ends early only when the Settle
         // moved on under it (recorded while a void was being decided, or claimed its id while
         // it was being marked dead), which can happen once each.
+        let institution = &input.institution;
         for _ in 0..REVERSE_ROUNDS_MAX {
             if let Some(reply) = self
-                .first_answer(&input.message_id, RPC, digest, deadline)
+                .first_answer(institution, &input.message_id, RPC, digest, deadline)
                 .await?
             {
                 return decode_reply(&reply);
             }
+            // The original is looked up among the institution's own message ids: another
+            // institution's Settle under the same id is none of its business, and is neither
+            // found nor touched (the id dies for this institution alone).
             let original = {
                 let mut conn = self.store.pool().acquire().await?;
-                repo::settlement_by_message(&mut conn, input.original_message_id.as_str()).await?
+                let original = input.original_message_id.as_str();
+                repo::settlement_by_message(&mut conn, institution.as_str(), original).await?
             };
             if let Some(row) = &original {
                 if row.kind != Kind::Settlement {
@@ -232,12 +241,11 @@ impl SettlementNode {
                     )
                     .into());
                 }
-                if row.institution_code != input.institution.as_str() {
-                    return Err(TreatmentError::NotYours {
-                        what: "settle under message id",
-                        id: input.original_message_id.to_string(),
-                    });
-                }
+                assert_eq!(
+                    row.institution_code,
+                    institution.as_str(),
+                    "a settlement found under an institution's message id is the institution's"
+                );
             }
             let reversed = match original {
                 Some(row) if row.phase.is_recorded() => {
@@ -265,7 +273,7 @@ impl SettlementNode {
                 Reversed::Answer(reply) => return Ok(*reply),
                 Reversed::Seen => {
                     return self
-                        .answer_of_claimed(&input.message_id, RPC, digest, deadline)
+                        .answer_of_claimed(institution, &input.message_id, RPC, digest, deadline)
                         .await;
                 }
                 Reversed::Again => continue,
@@ -287,7 +295,10 @@ impl SettlementNode {
         const RPC: &str = "ReverseByMessageId";
         if row.cancelled_by.is_some() {
             // Already cancelled: say so, and remember the answer under this message id.
-            let tx = match self.begin(&input.message_id, RPC, digest).await? {
+            let tx = match self
+                .begin(&input.institution, &input.message_id, RPC, digest)
+                .await?
+            {
                 super::Begun::Replay(_) => return Ok(Reversed::Seen),
                 super::Begun::Fresh(tx) => tx,
             };
@@ -297,7 +308,8 @@ impl SettlementNode {
                 settlement: Some(settlement),
             };
             return Ok(Reversed::Answer(Box::new(
-                self.finish(tx, &input.message_id, reply).await?,
+                self.finish(tx, &input.institution, &input.message_id, reply)
+                    .await?,
             )));
         }
         let request = CancelRequest {
@@ -319,7 +331,8 @@ impl SettlementNode {
         })
     }
 
-    /// Marks a Settle's message id dead, so a Settle arriving late with it is refused. The id is
+    /// Marks the institution's Settle message id dead, so a Settle of the institution arriving
+    /// late with it is refused (another institution's use of the id is untouched). The id is
     /// claimed in `message_replies` too: a Settle racing this one queues on the same row, and
     /// one that claimed it first sends the reversal round again.
     async fn mark_dead(
@@ -327,32 +340,35 @@ impl SettlementNode {
         input: &ReverseInput,
         digest: &str,
     ) -> Result<Reversed, TreatmentError> {
+        let institution = &input.institution;
         let mut tx = match self
-            .begin(&input.message_id, "ReverseByMessageId", digest)
+            .begin(institution, &input.message_id, "ReverseByMessageId", digest)
             .await?
         {
             super::Begun::Replay(_) => return Ok(Reversed::Seen),
             super::Begun::Fresh(tx) => tx,
         };
         let original = input.original_message_id.as_str();
-        match replies::claim(&mut tx, original, "Settle", DEAD_DIGEST).await {
+        let scope = Scope::Institution(institution.as_str());
+        match replies::claim_in(&mut tx, scope, original, "Settle", DEAD_DIGEST).await {
             Ok(_) | Err(ReplyError::Conflict(_)) => {}
             Err(error) => return Err(error.into()),
         }
-        let found = repo::settlement_by_message(&mut tx, original).await?;
+        let found = repo::settlement_by_message(&mut tx, institution.as_str(), original).await?;
         if found.is_some_and(|row| !row.phase.is_void()) {
             // A Settle claimed the id first: this round's claims roll back, the next round
             // finds its intent.
             tx.rollback().await?;
             return Ok(Reversed::Again);
         }
-        repo::mark_dead(&mut tx, original, input.institution.as_str()).await?;
+        repo::mark_dead(&mut tx, institution.as_str(), original).await?;
         let reply = pb::ReverseByMessageIdResponse {
             outcome: pb::ReversalOutcome::MessageIdDead as i32,
             settlement: None,
         };
         Ok(Reversed::Answer(Box::new(
-            self.finish(tx, &input.message_id, reply).await?,
+            self.finish(tx, institution, &input.message_id, reply)
+                .await?,
         )))
     }
 }

@@ -2,7 +2,11 @@
 //! city's catalog, pre-settlement, and the cross-city settle, cancel and reverse (`settle`).
 //!
 //! Every state-changing request claims its message id in the same write transaction as its
-//! change (`yitong_store::replies`), so a replay returns the first answer. Calls to other nodes
+//! change (`yitong_store::replies`), so a replay returns the first answer. Message ids are the
+//! sending institution's own (the national msgid: fixmedins_code, time and serial), so every
+//! claim and every look-up by message id is scoped to the request's institution
+//! ([`Scope::Institution`]): two institutions of the city may use the same id independently, and
+//! one asking about another's id finds nothing, as for an id nobody used. Calls to other nodes
 //! (this city's identity and catalog, the insured city's benefit service, the clearing house's
 //! ledger) are made outside any transaction and each carries a deadline and this node's
 //! credential (`PeerAccess`).
@@ -35,14 +39,14 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use yitong_core::{Amount, CityCode, MessageId, Network};
+use yitong_core::{Amount, CityCode, InstitutionCode, MessageId, Network};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
 use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
 use yitong_store::Store;
-use yitong_store::replies::{self, Claim};
+use yitong_store::replies::{self, Claim, Scope};
 use yitong_store::sqlx::{Any, Transaction};
 
 pub use error::TreatmentError;
@@ -198,15 +202,25 @@ impl SettlementNode {
 
     // ---- Message ids ---------------------------------------------------------------------
 
-    /// Claims a message id inside a new write transaction, or returns its first reply.
+    /// Claims an institution's message id inside a new write transaction, or returns its first
+    /// reply.
     async fn begin(
         &self,
+        institution: &InstitutionCode,
         message_id: &MessageId,
         rpc: &str,
         digest: &str,
     ) -> Result<Begun, TreatmentError> {
         let mut tx = self.store.begin_write().await?;
-        match replies::claim(&mut tx, message_id.as_str(), rpc, digest).await? {
+        match replies::claim_in(
+            &mut tx,
+            scope(institution),
+            message_id.as_str(),
+            rpc,
+            digest,
+        )
+        .await?
+        {
             Claim::Fresh => Ok(Begun::Fresh(tx)),
             Claim::Replay(bytes) => Ok(Begun::Replay(bytes)),
         }
@@ -216,21 +230,37 @@ impl SettlementNode {
     /// before they write look here first, so a replay is answered as it was.
     async fn peek(
         &self,
+        institution: &InstitutionCode,
         message_id: &MessageId,
         rpc: &str,
         digest: &str,
     ) -> Result<Option<Vec<u8>>, TreatmentError> {
         let mut conn = self.store.pool().acquire().await?;
-        Ok(replies::peek(&mut conn, message_id.as_str(), rpc, digest).await?)
+        Ok(replies::peek_in(
+            &mut conn,
+            scope(institution),
+            message_id.as_str(),
+            rpc,
+            digest,
+        )
+        .await?)
     }
 
     async fn finish<R: Message>(
         &self,
         mut tx: Transaction<'static, Any>,
+        institution: &InstitutionCode,
         message_id: &MessageId,
         reply: R,
     ) -> Result<R, TreatmentError> {
-        replies::record(&mut tx, message_id.as_str(), &reply.encode_to_vec()).await?;
+        let reply_bytes = reply.encode_to_vec();
+        replies::record_in(
+            &mut tx,
+            scope(institution),
+            message_id.as_str(),
+            &reply_bytes,
+        )
+        .await?;
         tx.commit().await?;
         Ok(reply)
     }
@@ -238,6 +268,11 @@ impl SettlementNode {
 
 fn decode_reply<R: Message + Default>(bytes: &[u8]) -> Result<R, TreatmentError> {
     R::decode(bytes).map_err(|_| TreatmentError::Corrupt("a recorded reply does not decode".into()))
+}
+
+/// Where an institution's message ids are claimed: among its own.
+fn scope(institution: &InstitutionCode) -> Scope<'_> {
+    Scope::Institution(institution.as_str())
 }
 
 fn digest<M: Message>(request: &M) -> String {

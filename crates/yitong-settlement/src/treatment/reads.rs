@@ -14,10 +14,14 @@ impl SettlementNode {
         input: request::GetInput,
     ) -> Result<pb::Settlement, TreatmentError> {
         let mut conn = self.store.pool().acquire().await?;
+        let institution = input.institution.as_str();
         let (row, id) = match &input.key {
             request::SettlementKey::Id(id) => (repo::settlement(&mut conn, id).await?, id.clone()),
+            // A message id is looked up among the institution's own: another institution's use
+            // of the same id is not found, exactly as an id nobody used, so the answer tells
+            // nothing of other institutions' message ids.
             request::SettlementKey::MessageId(id) => (
-                repo::settlement_by_message(&mut conn, id.as_str()).await?,
+                repo::settlement_by_message(&mut conn, institution, id.as_str()).await?,
                 id.to_string(),
             ),
         };
@@ -29,7 +33,7 @@ impl SettlementNode {
                 what: "settlement",
                 id: id.clone(),
             })?;
-        if row.institution_code != input.institution.as_str() {
+        if row.institution_code != institution {
             return Err(TreatmentError::NotYours {
                 what: "settlement",
                 id,

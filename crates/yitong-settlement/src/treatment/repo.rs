@@ -1,6 +1,6 @@
 //! The treatment side's queries: visits, fee lines, settlements and dead message ids. See
-//! `migrations/settlement/0003_visits_and_settlements.sql`, and 0005 and 0006, which store the
-//! settlements' and visits' states as words.
+//! `migrations/settlement/0003_visits_and_settlements.sql`, 0005 and 0006, which store the
+//! settlements' and visits' states as words, and 0008, which keys message ids by institution.
 
 use yitong_store::now_ms;
 use yitong_store::sqlx::{self, AnyConnection, Row, any::AnyRow};
@@ -451,14 +451,19 @@ pub async fn settlement(
     Ok(row.map(|row| SettlementRow::from_row(&row)).transpose()?)
 }
 
+/// The settlement or cancellation written under an institution's message id: another
+/// institution's use of the same id is not it.
 pub async fn settlement_by_message(
     conn: &mut AnyConnection,
+    institution_code: &str,
     message_id: &str,
 ) -> Result<Option<SettlementRow>, TreatmentError> {
-    let row = sqlx::query("SELECT * FROM settlements WHERE message_id = $1")
-        .bind(message_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT * FROM settlements WHERE institution_code = $1 AND message_id = $2")
+            .bind(institution_code)
+            .bind(message_id)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(row.map(|row| SettlementRow::from_row(&row)).transpose()?)
 }
 
@@ -728,26 +733,33 @@ pub async fn list(
         .map_err(Into::into)
 }
 
-pub async fn is_dead(conn: &mut AnyConnection, message_id: &str) -> Result<bool, TreatmentError> {
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT dead_at_ms FROM dead_message_ids WHERE message_id = $1")
-            .bind(message_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+/// Whether a reversal killed the institution's Settle message id.
+pub async fn is_dead(
+    conn: &mut AnyConnection,
+    institution_code: &str,
+    message_id: &str,
+) -> Result<bool, TreatmentError> {
+    let found: Option<i64> = sqlx::query_scalar(
+        "SELECT dead_at_ms FROM dead_message_ids WHERE institution_code = $1 AND message_id = $2",
+    )
+    .bind(institution_code)
+    .bind(message_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(found.is_some())
 }
 
 pub async fn mark_dead(
     conn: &mut AnyConnection,
-    message_id: &str,
     institution_code: &str,
+    message_id: &str,
 ) -> Result<(), TreatmentError> {
     sqlx::query(
-        "INSERT INTO dead_message_ids (message_id, institution_code, dead_at_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (message_id) DO NOTHING",
+        "INSERT INTO dead_message_ids (institution_code, message_id, dead_at_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (institution_code, message_id) DO NOTHING",
     )
-    .bind(message_id)
     .bind(institution_code)
+    .bind(message_id)
     .bind(now_ms())
     .execute(&mut *conn)
     .await?;

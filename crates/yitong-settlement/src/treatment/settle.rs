@@ -37,14 +37,14 @@
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use yitong_core::{Amount, CityCode, MessageId};
+use yitong_core::{Amount, CityCode, InstitutionCode, MessageId};
 use yitong_proto::ledger::v1::{
     self as ledger, ClearingType, CreateTransferResult, PendingTransferResult, TransferCode,
     TransferFlags,
 };
 use yitong_proto::settlement::v1 as pb;
 use yitong_store::now_ms;
-use yitong_store::replies::{self, Claim, ReplyError};
+use yitong_store::replies::{self, Claim, ReplyError, Scope};
 
 use std::time::Duration;
 
@@ -156,20 +156,23 @@ impl SettlementNode {
         (advances, payer)
     }
 
-    /// The first answer to a Settle, CancelSettlement or ReverseByMessageId message id, read
-    /// without claiming it: `None` when the id is fresh. A first call still in flight is
-    /// waited for until `deadline`, then answered ABORTED (retry the same message id); one
-    /// whose intent was voided is refused as voided, whoever replays it.
+    /// The first answer to an institution's Settle, CancelSettlement or ReverseByMessageId
+    /// message id, read without claiming it: `None` when the id is fresh. A first call still in
+    /// flight is waited for until `deadline`, then answered ABORTED (retry the same message
+    /// id); one whose intent was voided is refused as voided, whoever replays it.
     pub(super) async fn first_answer(
         &self,
+        institution: &InstitutionCode,
         message_id: &MessageId,
         rpc: &str,
         digest: &str,
         deadline: Instant,
     ) -> Result<Option<Vec<u8>>, TreatmentError> {
+        let scope = super::scope(institution);
         loop {
             let mut conn = self.store.pool().acquire().await?;
-            let Some(reply) = replies::peek(&mut conn, message_id.as_str(), rpc, digest).await?
+            let Some(reply) =
+                replies::peek_in(&mut conn, scope, message_id.as_str(), rpc, digest).await?
             else {
                 return Ok(None);
             };
@@ -177,7 +180,9 @@ impl SettlementNode {
                 return Ok(Some(reply));
             }
             // Claimed and not answered: the intent under the id says how the first call went.
-            let intent = repo::settlement_by_message(&mut conn, message_id.as_str()).await?;
+            let intent =
+                repo::settlement_by_message(&mut conn, institution.as_str(), message_id.as_str())
+                    .await?;
             drop(conn);
             if let Some(intent) = intent.filter(|intent| intent.phase.is_void()) {
                 return Err(voided_refusal(&intent));
@@ -195,13 +200,14 @@ impl SettlementNode {
     /// first answer, waited for as [`Self::first_answer`] waits.
     pub(super) async fn answer_of_claimed<R: Message + Default>(
         &self,
+        institution: &InstitutionCode,
         message_id: &MessageId,
         rpc: &str,
         digest: &str,
         deadline: Instant,
     ) -> Result<R, TreatmentError> {
         let reply = self
-            .first_answer(message_id, rpc, digest, deadline)
+            .first_answer(institution, message_id, rpc, digest, deadline)
             .await?
             .ok_or_else(|| TreatmentError::Corrupt("a claimed message id vanished".into()))?;
         decode_reply(&reply)
@@ -229,21 +235,23 @@ impl SettlementNode {
         repo::insert_intent(tx, row, row.created_at_ms + self.options.pending_grace_ms).await
     }
 
-    /// Claims a Settle's message id inside `tx`: `Fresh` when claimed now. A dead id is
-    /// refused; one claimed by another call is `Seen`, for [`Self::first_answer`].
+    /// Claims an institution's Settle message id inside `tx`: `Fresh` when claimed now. A dead
+    /// id is refused; one claimed by another call is `Seen`, for [`Self::first_answer`].
     async fn claim_settle(
         &self,
         tx: &mut yitong_store::sqlx::AnyConnection,
+        institution: &InstitutionCode,
         message_id: &MessageId,
         digest: &str,
     ) -> Result<Claimed, TreatmentError> {
-        if repo::is_dead(tx, message_id.as_str()).await? {
+        let (code, id) = (institution.as_str(), message_id.as_str());
+        if repo::is_dead(tx, code, id).await? {
             return Err(dead_refusal(message_id));
         }
-        match replies::claim(tx, message_id.as_str(), "Settle", digest).await {
+        match replies::claim_in(tx, super::scope(institution), id, "Settle", digest).await {
             Ok(Claim::Fresh) => Ok(Claimed::Fresh),
             Ok(Claim::Replay(_)) => Ok(Claimed::Seen),
-            Err(ReplyError::Conflict(_)) if repo::is_dead(tx, message_id.as_str()).await? => {
+            Err(ReplyError::Conflict(_)) if repo::is_dead(tx, code, id).await? => {
                 Err(dead_refusal(message_id))
             }
             Err(error) => Err(error.into()),
@@ -259,17 +267,18 @@ impl SettlementNode {
         // A message id seen before is answered (or refused) before anything else is asked; a
         // fresh one is read, not claimed, here: the intent claims it.
         let message_id = &input.scope.message_id;
+        let institution = &input.scope.institution;
         // A reversal kills an id by claiming it with a digest no Settle has: the claim and the
         // dead mark commit together, so a conflict is a dead id once the mark is read.
         let is_dead = || async {
             let mut conn = self.store.pool().acquire().await?;
-            repo::is_dead(&mut conn, message_id.as_str()).await
+            repo::is_dead(&mut conn, institution.as_str(), message_id.as_str()).await
         };
         if is_dead().await? {
             return Err(dead_refusal(message_id));
         }
         match self
-            .first_answer(message_id, "Settle", digest, deadline)
+            .first_answer(institution, message_id, "Settle", digest, deadline)
             .await
         {
             Ok(Some(reply)) => return decode_reply(&reply),
@@ -284,7 +293,7 @@ impl SettlementNode {
             Started::Seen => {
                 // Another call with this message id claimed it first: its answer is ours.
                 return self
-                    .answer_of_claimed(message_id, "Settle", digest, deadline)
+                    .answer_of_claimed(institution, message_id, "Settle", digest, deadline)
                     .await;
             }
             Started::Intent(intent) => intent,
@@ -310,7 +319,8 @@ impl SettlementNode {
             });
         }
         let mut conn = self.store.pool().acquire().await?;
-        match replies::peek(&mut conn, message_id.as_str(), "Settle", digest).await? {
+        let scope = super::scope(institution);
+        match replies::peek_in(&mut conn, scope, message_id.as_str(), "Settle", digest).await? {
             Some(reply) if !reply.is_empty() => decode_reply(&reply),
             _ => Ok(pb::SettleResponse {
                 settlement: Some(settlement),
@@ -387,7 +397,7 @@ impl SettlementNode {
         self.carry_voids_of_visit(&scope.visit_id).await;
         let mut tx = self.store.begin_write().await?;
         if let Claimed::Seen = self
-            .claim_settle(&mut tx, &scope.message_id, digest)
+            .claim_settle(&mut tx, &scope.institution, &scope.message_id, digest)
             .await?
         {
             return Ok(Started::Seen);
@@ -689,7 +699,8 @@ impl SettlementNode {
         if !repo::record(&mut tx, &row, now).await? {
             return Err(voided());
         }
-        replies::record(&mut tx, &row.message_id, &reply).await?;
+        let scope = Scope::Institution(&row.institution_code);
+        replies::record_in(&mut tx, scope, &row.message_id, &reply).await?;
         tx.commit().await?;
         Ok(settlement)
     }
@@ -790,7 +801,8 @@ impl SettlementNode {
             let reply = pb::SettleResponse {
                 settlement: Some(settlement.clone()),
             };
-            replies::record(&mut tx, &row.message_id, &reply.encode_to_vec()).await?;
+            let scope = Scope::Institution(&row.institution_code);
+            replies::record_in(&mut tx, scope, &row.message_id, &reply.encode_to_vec()).await?;
             completed = Some(settlement);
         }
         tx.commit().await?;

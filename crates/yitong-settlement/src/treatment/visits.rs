@@ -96,7 +96,12 @@ impl SettlementNode {
             .into());
         }
         if let Some(reply) = self
-            .peek(&registration.message_id, "RegisterVisit", digest)
+            .peek(
+                &registration.institution,
+                &registration.message_id,
+                "RegisterVisit",
+                digest,
+            )
             .await?
         {
             return decode_reply(&reply);
@@ -148,7 +153,12 @@ impl SettlementNode {
         self.benefit(insured_city)?;
 
         let mut tx = match self
-            .begin(&registration.message_id, "RegisterVisit", digest)
+            .begin(
+                &registration.institution,
+                &registration.message_id,
+                "RegisterVisit",
+                digest,
+            )
             .await?
         {
             Begun::Replay(reply) => return decode_reply(&reply),
@@ -201,6 +211,7 @@ impl SettlementNode {
         repo::insert_visit(&mut tx, &row).await?;
         self.finish(
             tx,
+            &registration.institution,
             &registration.message_id,
             pb::RegisterVisitResponse { visit: Some(visit) },
         )
@@ -212,7 +223,10 @@ impl SettlementNode {
         scope: VisitScope,
         digest: &str,
     ) -> Result<pb::CancelVisitResponse, TreatmentError> {
-        let mut tx = match self.begin(&scope.message_id, "CancelVisit", digest).await? {
+        let mut tx = match self
+            .begin(&scope.institution, &scope.message_id, "CancelVisit", digest)
+            .await?
+        {
             Begun::Replay(reply) => return decode_reply(&reply),
             Begun::Fresh(tx) => tx,
         };
@@ -224,6 +238,7 @@ impl SettlementNode {
         let visit = self.visit_wire(&mut tx, &row).await?;
         self.finish(
             tx,
+            &scope.institution,
             &scope.message_id,
             pb::CancelVisitResponse { visit: Some(visit) },
         )
@@ -237,7 +252,12 @@ impl SettlementNode {
     ) -> Result<pb::UploadFeeLinesResponse, TreatmentError> {
         let scope = &upload.scope;
         if let Some(reply) = self
-            .peek(&scope.message_id, "UploadFeeLines", digest)
+            .peek(
+                &scope.institution,
+                &scope.message_id,
+                "UploadFeeLines",
+                digest,
+            )
             .await?
         {
             return decode_reply(&reply);
@@ -254,7 +274,12 @@ impl SettlementNode {
             .await?;
 
         let mut tx = match self
-            .begin(&scope.message_id, "UploadFeeLines", digest)
+            .begin(
+                &scope.institution,
+                &scope.message_id,
+                "UploadFeeLines",
+                digest,
+            )
             .await?
         {
             Begun::Replay(reply) => return decode_reply(&reply),
@@ -303,6 +328,7 @@ impl SettlementNode {
         let visit = self.visit_wire(&mut tx, &row).await?;
         self.finish(
             tx,
+            &scope.institution,
             &scope.message_id,
             pb::UploadFeeLinesResponse {
                 lines: reply_lines,
@@ -319,7 +345,12 @@ impl SettlementNode {
     ) -> Result<pb::CancelFeeLinesResponse, TreatmentError> {
         let scope = &cancellation.scope;
         let mut tx = match self
-            .begin(&scope.message_id, "CancelFeeLines", digest)
+            .begin(
+                &scope.institution,
+                &scope.message_id,
+                "CancelFeeLines",
+                digest,
+            )
             .await?
         {
             Begun::Replay(reply) => return decode_reply(&reply),
@@ -355,6 +386,7 @@ impl SettlementNode {
         let visit = self.visit_wire(&mut tx, &row).await?;
         self.finish(
             tx,
+            &scope.institution,
             &scope.message_id,
             pb::CancelFeeLinesResponse {
                 cancelled_serials: serials,
