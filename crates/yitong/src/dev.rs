@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
 use yitong_auth::{Credentials, Pki, Validity};
 use yitong_core::{Network, Owner};
 use yitong_node::shed::ShedLimits;
@@ -19,8 +20,8 @@ pub struct DevArgs {
     #[arg(long, default_value = "data")]
     data: PathBuf,
     /// Run on PostgreSQL instead (postgres://...), one schema per service and city.
-    #[arg(long, env = "YITONG_DATABASE_URL")]
-    database_url: Option<String>,
+    #[arg(long, env = "YITONG_DATABASE_URL", hide_env_values = true, value_parser = crate::config::secret)]
+    database_url: Option<SecretString>,
     /// Directory of the seed files; network.toml there says where each node listens.
     #[arg(long, default_value_os_t = crate::default_seeds())]
     seeds: PathBuf,
@@ -49,7 +50,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         security.pki = Some(dev_pki(&args.data.join("pki"), &network, &seeds)?);
     }
     let location = match &args.database_url {
-        Some(url) => Location::parse(url),
+        Some(url) => Location::parse(url.expose_secret()),
         None => Location::Sqlite {
             dir: args.data.clone(),
         },
