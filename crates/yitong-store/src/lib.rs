@@ -147,6 +147,11 @@ pub enum Backend {
 #[derive(Debug, Clone, Copy)]
 pub struct PoolLimits {
     pub connections_max: u32,
+    /// Connections opened when the store opens and kept open (at most `connections_max`): the
+    /// test sandbox opens all of them up front on PostgreSQL, so a server short of
+    /// connections fails a sandbox at its start, never in the middle of a test. Zero opens
+    /// them as they are needed.
+    pub connections_min: u32,
     pub acquire_timeout_ms: u64,
 }
 
@@ -154,6 +159,7 @@ impl Default for PoolLimits {
     fn default() -> Self {
         PoolLimits {
             connections_max: 8,
+            connections_min: 0,
             acquire_timeout_ms: 5_000,
         }
     }
@@ -204,6 +210,7 @@ impl Store {
         };
         let pool_options = AnyPoolOptions::new()
             .max_connections(limits.connections_max)
+            .min_connections(limits.connections_min.min(limits.connections_max))
             .acquire_timeout(Duration::from_millis(limits.acquire_timeout_ms))
             .idle_timeout(Duration::from_secs(60));
         let (pool, backend) = match location {
