@@ -25,6 +25,26 @@ async fn execute(admin: &mut sqlx::AnyConnection, statement: String) {
         .unwrap_or_else(|error| panic!("{statement}: {error}"));
 }
 
+/// Drops `role` and every database it owns.
+async fn drop_role(admin: &mut sqlx::AnyConnection, role: &str) {
+    let owned: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(d.datname AS TEXT) FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba \
+         WHERE CAST(r.rolname AS TEXT) = $1",
+    )
+    .bind(role)
+    .fetch_all(&mut *admin)
+    .await
+    .expect("the role's databases");
+    for database in owned {
+        execute(
+            admin,
+            format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        )
+        .await;
+    }
+    execute(admin, format!("DROP ROLE IF EXISTS {role}")).await;
+}
+
 /// One PostgreSQL sandbox's whole life: start, a cross-city lookup (Zibo asks Jinan), shut-down.
 async fn one_postgres_test(running: Arc<AtomicUsize>, most: Arc<AtomicUsize>) {
     let net = Sandbox::start(Database::Postgres)
@@ -44,7 +64,10 @@ async fn one_postgres_test(running: Arc<AtomicUsize>, most: Arc<AtomicUsize>) {
         })
         .await
         .expect("Zibo finds a Jinan card");
-    assert_eq!(reply.into_inner().person.expect("a person").insured_city, JINAN);
+    assert_eq!(
+        reply.into_inner().person.expect("a person").insured_city,
+        JINAN
+    );
     running.fetch_sub(1, Ordering::SeqCst);
     net.shut_down().await;
 }
@@ -69,6 +92,16 @@ async fn postgres_sandboxes_fit_beside_another_client() {
             return;
         }
     };
+    // Roles a failed run of this test left behind, with their databases.
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(rolname AS TEXT) FROM pg_roles WHERE rolname LIKE 'yitong_headroom_%'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("the roles");
+    for role in stale {
+        drop_role(&mut admin, &role).await;
+    }
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let role = format!("yitong_headroom_{}", &suffix[..12]);
     let password = uuid::Uuid::new_v4().simple().to_string();
@@ -86,7 +119,9 @@ async fn postgres_sandboxes_fit_beside_another_client() {
     .await;
     let mut role_url = url::Url::parse(&admin_url).expect("DATABASE_URL is a URL");
     role_url.set_username(&role).expect("a URL with a host");
-    role_url.set_password(Some(&password)).expect("a URL with a host");
+    role_url
+        .set_password(Some(&password))
+        .expect("a URL with a host");
     yitong_sandbox::use_postgres(role_url.to_string());
     let mut held = Vec::new();
     for _ in 0..HELD {
@@ -127,17 +162,7 @@ async fn postgres_sandboxes_fit_beside_another_client() {
     for connection in held {
         let _ = connection.close().await;
     }
-    let owned: Vec<String> = sqlx::query_scalar(
-        "SELECT CAST(d.datname AS TEXT) FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba WHERE CAST(r.rolname AS TEXT) = $1",
-    )
-    .bind(&role)
-    .fetch_all(&mut admin)
-    .await
-    .expect("the role's databases");
-    for database in owned {
-        execute(&mut admin, format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await;
-    }
-    execute(&mut admin, format!("DROP ROLE {role}")).await;
+    drop_role(&mut admin, &role).await;
     first.expect("the first test passes");
     second.expect("the second test passes");
     assert_eq!(most.load(Ordering::SeqCst), 1, "one sandbox at a time");
