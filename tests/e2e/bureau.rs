@@ -113,7 +113,10 @@ network_test! {
 }
 
 fn voucher_for(kind: Kind) -> IssueEVoucherRequest {
-    IssueEVoucherRequest { credential: Some(Credential { kind: Some(kind) }), ttl_seconds: 0 }
+    IssueEVoucherRequest {
+        credential: Some(Credential { kind: Some(kind) }),
+        ttl_seconds: 0,
+    }
 }
 
 network_test! {

@@ -59,7 +59,12 @@ async fn call_with(url: &str, key: &str) -> Result<(), tonic::Status> {
 }
 
 /// Waits until a call with `key` is answered as `wanted` says, for up to [`RELOAD_SECS_MAX`].
-async fn until(url: &str, key: &str, what: &str, wanted: impl Fn(&Result<(), tonic::Status>) -> bool) {
+async fn until(
+    url: &str,
+    key: &str,
+    what: &str,
+    wanted: impl Fn(&Result<(), tonic::Status>) -> bool,
+) {
     let deadline = Instant::now() + Duration::from_secs(RELOAD_SECS_MAX);
     loop {
         let outcome = call_with(url, key).await;
@@ -80,7 +85,10 @@ fn run_key_command(args: &[&str]) -> String {
         .output()
         .expect("the binary runs");
     assert!(output.status.success(), "{args:?}: {output:?}");
-    String::from_utf8(output.stdout).expect("UTF-8").trim().to_owned()
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
 }
 
 /// Proves that `yitong dev` rereads its key file as `yitong serve` does: while the network runs,
@@ -130,7 +138,9 @@ async fn dev_accepts_an_issued_key_and_refuses_a_revoked_one_while_running() {
         .and_then(|rest| rest.strip_suffix('"'))
         .expect("the HIS's key in credentials.toml")
         .to_owned();
-    call_with(&url, &old).await.expect("the HIS's key is accepted");
+    call_with(&url, &old)
+        .await
+        .expect("the HIS's key is accepted");
 
     let keys = data.join("keys.toml");
     let keys = keys.to_str().unwrap();
@@ -139,11 +149,16 @@ async fn dev_accepts_an_issued_key_and_refuses_a_revoked_one_while_running() {
 
     let old_id = old.split('.').nth(1).expect("yt1.<id>.<secret>");
     run_key_command(&["key", "revoke", "--keys", keys, old_id]);
-    until(&url, &old, "the revoked key is refused", |outcome| {
-        matches!(outcome, Err(status) if status.code() == Code::Unauthenticated)
-    })
+    until(
+        &url,
+        &old,
+        "the revoked key is refused",
+        |outcome| matches!(outcome, Err(status) if status.code() == Code::Unauthenticated),
+    )
     .await;
-    call_with(&url, &new).await.expect("the new key still works");
+    call_with(&url, &new)
+        .await
+        .expect("the new key still works");
 
     dev.start_kill().expect("yitong dev stops");
     let _ = dev.wait().await;

@@ -243,7 +243,9 @@ mod tests {
     }
 
     fn repository_file(path: &str) -> String {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path);
         std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path:?}: {error}"))
     }
 
@@ -260,7 +262,10 @@ mod tests {
                 if let Some(rest) = line.strip_prefix("service ") {
                     service = rest.split_whitespace().next();
                 } else if let Some(list) = line.strip_prefix("// Callers:") {
-                    assert!(callers.is_none(), "two Callers: lines before one rpc in {package}");
+                    assert!(
+                        callers.is_none(),
+                        "two Callers: lines before one rpc in {package}"
+                    );
                     callers = Some(phrases(list));
                 } else if let Some(rest) = line.strip_prefix("rpc ") {
                     let method = rest.split('(').next().expect("rpc Name(...)");
@@ -268,9 +273,15 @@ mod tests {
                     let callers = callers
                         .take()
                         .unwrap_or_else(|| panic!("{rpc} has no Callers: line"));
-                    assert!(documented.insert(rpc.clone(), callers).is_none(), "{rpc} twice");
+                    assert!(
+                        documented.insert(rpc.clone(), callers).is_none(),
+                        "{rpc} twice"
+                    );
                 } else if !line.starts_with("//") {
-                    assert!(callers.is_none(), "a Callers: line not above an rpc in {package}");
+                    assert!(
+                        callers.is_none(),
+                        "a Callers: line not above an rpc in {package}"
+                    );
                 }
             }
         }

@@ -176,7 +176,13 @@ mod tests {
         assert_eq!(shortage.need, 42);
         let message = shortage.to_string();
         assert!(message.contains("41 connections free"), "{message}");
-        assert!(message.contains("needs 42 (13 stores x 3 + 3)"), "{message}");
-        assert_eq!(headroom(97, None, 0).sandboxes(13, "pg").unwrap_err().free, 0);
+        assert!(
+            message.contains("needs 42 (13 stores x 3 + 3)"),
+            "{message}"
+        );
+        assert_eq!(
+            headroom(97, None, 0).sandboxes(13, "pg").unwrap_err().free,
+            0
+        );
     }
 }

@@ -58,7 +58,9 @@ impl ClientArgs {
             .await
             .with_context(|| format!("cannot reach {url}"))?;
         let authorization = match &self.api_key {
-            Some(key) => bearer(key.expose_secret()).context("the API key is not a valid header value")?,
+            Some(key) => {
+                bearer(key.expose_secret()).context("the API key is not a valid header value")?
+            }
             None => None,
         };
         Ok(Authorized::new(channel, authorization))

@@ -156,7 +156,10 @@ impl Settings {
             .extract_lossy()
             .map_err(|error| anyhow::anyhow!("{error}"))
             .with_context(|| match file {
-                Some(path) => format!("the settings (config file {}) are not valid", path.display()),
+                Some(path) => format!(
+                    "the settings (config file {}) are not valid",
+                    path.display()
+                ),
                 None => "the settings are not valid".to_owned(),
             })
     }
@@ -242,8 +245,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("serve.toml");
         std::fs::write(&file, "database_urll = \"postgres://x\"\n").unwrap();
-        let error = Settings::merge(Some(&file), environment(&[]), &Settings::default())
-            .unwrap_err();
+        let error =
+            Settings::merge(Some(&file), environment(&[]), &Settings::default()).unwrap_err();
         assert!(format!("{error:#}").contains("database_urll"), "{error:#}");
         let missing = dir.path().join("absent.toml");
         assert!(Settings::merge(Some(&missing), environment(&[]), &Settings::default()).is_err());
@@ -255,7 +258,10 @@ mod tests {
         let names = Settings::names();
         assert_eq!(names.len(), 14, "{names:?}");
         for name in &names {
-            assert!(name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{name}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{name}"
+            );
         }
     }
 }

@@ -21,8 +21,10 @@ const DB_PASSWORD: &str = "Pg-Password-8841";
 const SEAL: &str = "SealKeySecret0000000000000000000000000000000=";
 const HASH: &str = "HashKeySecret000000000000000000000000000000=";
 const SIGNING: &str = "SigningKeySecret00000000000000000000000000=";
-const NODE_KEY: &str = "yt1.00112233aabbccdd.5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
-const API_KEY: &str = "yt1.99887766aabbccdd.a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a";
+const NODE_KEY: &str =
+    "yt1.00112233aabbccdd.5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
+const API_KEY: &str =
+    "yt1.99887766aabbccdd.a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a71a";
 
 fn database_url() -> String {
     format!("postgres://yitong:{DB_PASSWORD}@db.example:5432/yitong")
@@ -72,7 +74,11 @@ async fn no_configuration_type_prints_a_secret() {
 
     // The command lines, each as clap parsed it.
     let command_lines: Vec<Vec<&str>> = vec![
-        [&["yitong", "serve", "identity", "--city", "370100"][..], &serve_flags[..]].concat(),
+        [
+            &["yitong", "serve", "identity", "--city", "370100"][..],
+            &serve_flags[..],
+        ]
+        .concat(),
         vec!["yitong", "dev", "--database-url", &url],
         vec!["yitong", "migrate", "--database-url", &url],
         vec![
@@ -137,7 +143,10 @@ async fn no_configuration_type_prints_a_secret() {
         security: security.clone(),
     };
     let printed = format!("{options:?}");
-    assert!(printed.contains("db.example"), "the URL still shows where: {printed}");
+    assert!(
+        printed.contains("db.example"),
+        "the URL still shows where: {printed}"
+    );
     assert_no_secret("LocalNetworkOptions", &printed, &secrets);
 
     // On TLS: a node's peer access holds its certificate's private key.

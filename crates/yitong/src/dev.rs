@@ -193,8 +193,7 @@ fn dev_key_file(path: &Path, credentials: &Credentials, added: &[Caller]) -> any
     } else {
         all
     };
-    std::fs::write(path, file.to_toml())
-        .with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(path, file.to_toml()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The development network's PKI under `dir`: made on first use, with a certificate for every

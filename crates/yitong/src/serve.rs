@@ -44,9 +44,11 @@ impl From<ServiceArg> for Service {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Every setting is also an environment variable YITONG_<NAME> \
+#[command(
+    after_help = "Every setting is also an environment variable YITONG_<NAME> \
     (YITONG_DATABASE_URL) and a key <name> of the --config file (database_url). A flag wins \
-    over the environment, the environment over the file, the file over the default.")]
+    over the environment, the environment over the file, the file over the default."
+)]
 pub struct ServeArgs {
     /// The service to run.
     service: ServiceArg,
