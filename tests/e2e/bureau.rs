@@ -101,14 +101,54 @@ network_test! {
         assert_eq!(by_card, by_code);
         assert_eq!(by_card.expect("person").insured_city, BINZHOU);
 
-        // Asked at Dongying, a voucher for a Binzhou card is still signed by Binzhou.
-        let routed = dongying
+        // A code asked for by citizen ID is the same person's, found in every city.
+        let by_citizen_id = net.identity(BINZHOU)
             .issue_e_voucher(IssueEVoucherRequest { credential: Some(Credential { kind: Some(Kind::CitizenId(seeded_citizen_id(BINZHOU, 2))) }), ttl_seconds: 60 })
             .await
-            .expect("voucher issued through Dongying")
+            .expect("voucher issued by citizen ID")
             .into_inner();
-        assert_eq!(routed.issuer_city, BINZHOU);
-        found_everywhere(net, Kind::EVoucherToken(routed.token), BINZHOU).await;
+        assert_eq!(by_citizen_id.issuer_city, BINZHOU);
+        found_everywhere(net, Kind::EVoucherToken(by_citizen_id.token), BINZHOU).await;
+    }
+}
+
+fn voucher_for(kind: Kind) -> IssueEVoucherRequest {
+    IssueEVoucherRequest {
+        credential: Some(Credential { kind: Some(kind) }),
+        ttl_seconds: 0,
+    }
+}
+
+network_test! {
+    /// Proves that only the insured city issues scan codes, at its own node and under its
+    /// bureau's credential: another city's bureau is refused for a Binzhou card
+    /// (NOT_ISSUED_HERE) and finds no Binzhou citizen ID (no city is asked), a node key and an
+    /// HIS are denied, and Binzhou's bureau may not issue at another city's node.
+    async fn only_the_insured_city_issues_scan_codes(net) {
+        let status = net.identity(DONGYING).issue_e_voucher(voucher_for(card(&seeded_card(BINZHOU, 1)))).await.unwrap_err();
+        assert_refused(&status, "NOT_ISSUED_HERE");
+        let status = net.identity(DONGYING).issue_e_voucher(voucher_for(Kind::CitizenId(seeded_citizen_id(BINZHOU, 2)))).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        let status = net.identity(DONGYING).issue_e_voucher(voucher_for(Kind::PersonNo(format!("{BINZHOU}0000000001")))).await.unwrap_err();
+        assert_refused(&status, "NOT_ISSUED_HERE");
+
+        // Binzhou's own node, another city's node, an HIS of Binzhou and the operator are
+        // all denied at Binzhou's node; Binzhou's bureau is denied at Dongying's.
+        for caller in [
+            format!("node:{BINZHOU}"),
+            format!("node:{DONGYING}"),
+            "institution:H37160000001".to_owned(),
+            "operator:dev".to_owned(),
+        ] {
+            let status = net.as_caller(&caller).identity(BINZHOU).issue_e_voucher(voucher_for(card(&seeded_card(BINZHOU, 1)))).await.unwrap_err();
+            assert_eq!(status.code(), Code::PermissionDenied, "{caller}: {status:?}");
+        }
+        let status = net.bureau(BINZHOU).identity(DONGYING).issue_e_voucher(voucher_for(card(&seeded_card(BINZHOU, 1)))).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+        // Binzhou's bureau, at Binzhou's node, issues it.
+        let voucher = net.identity(BINZHOU).issue_e_voucher(voucher_for(card(&seeded_card(BINZHOU, 1)))).await.expect("issued by the insured city").into_inner();
+        assert_eq!(voucher.issuer_city, BINZHOU);
     }
 }
 

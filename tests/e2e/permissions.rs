@@ -39,7 +39,7 @@ const TABLE: &[(&str, &[&str])] = &[
     ("ReportCardLost", &["bureau"]),
     ("ReissueCard", &["bureau"]),
     ("SetInsuranceStatus", &["bureau"]),
-    ("IssueEVoucher", &["bureau", "node", "node_far"]),
+    ("IssueEVoucher", &["bureau"]),
     ("MoveAccount", &["node"]),
     (
         "LookupItems",

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -331,12 +332,14 @@ mod tests {
 
 /// Keys as their holders have them, by caller: what `yitong dev` and the test sandbox hand to
 /// their clients (`credentials.toml`). A production network never writes such a file; each
-/// holder receives its own key once, from `yitong key issue`.
+/// holder receives its own key once, from `yitong key issue`. Debug output names the callers
+/// and redacts their keys.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
-    keys: std::collections::BTreeMap<String, String>,
+    keys: std::collections::BTreeMap<String, SecretString>,
 }
 
+/// The file's form of [`Credentials`], keys in the clear: only ever read or written whole.
 #[derive(Serialize, Deserialize)]
 struct CredentialsFile {
     keys: std::collections::BTreeMap<String, String>,
@@ -348,14 +351,16 @@ impl Credentials {
         Credentials {
             keys: callers
                 .into_iter()
-                .map(|caller| (caller.to_string(), ApiKey::generate().expose()))
+                .map(|caller| (caller.to_string(), ApiKey::generate().expose().into()))
                 .collect(),
         }
     }
 
     /// The key of `caller`, as its text.
     pub fn key(&self, caller: &Caller) -> Option<&str> {
-        self.keys.get(&caller.to_string()).map(String::as_str)
+        self.keys
+            .get(&caller.to_string())
+            .map(|key| key.expose_secret())
     }
 
     /// The server side of these keys: their hashes only.
@@ -365,7 +370,7 @@ impl Credentials {
                 .keys
                 .iter()
                 .map(|(caller, text)| {
-                    let key = ApiKey::parse(text).expect("generated keys parse");
+                    let key = ApiKey::parse(text.expose_secret()).expect("generated keys parse");
                     key.entry(&caller.parse().expect("generated callers parse"))
                 })
                 .collect(),
@@ -377,15 +382,18 @@ impl Credentials {
     }
 
     pub fn to_toml(&self) -> String {
-        toml::to_string(&CredentialsFile {
-            keys: self.keys.clone(),
-        })
-        .expect("credentials serialise")
+        let keys = self
+            .keys
+            .iter()
+            .map(|(caller, key)| (caller.clone(), key.expose_secret().to_owned()))
+            .collect();
+        toml::to_string(&CredentialsFile { keys }).expect("credentials serialise")
     }
 
     pub fn from_toml(text: &str) -> Result<Credentials, KeyringError> {
         let file: CredentialsFile = toml::from_str(text)?;
-        for (caller, key) in &file.keys {
+        let mut keys = std::collections::BTreeMap::new();
+        for (caller, key) in file.keys {
             let bad = |reason: &str| KeyringError::Entry {
                 id: caller.clone(),
                 reason: reason.to_owned(),
@@ -393,9 +401,10 @@ impl Credentials {
             caller
                 .parse::<Caller>()
                 .map_err(|_| bad("caller is not valid"))?;
-            ApiKey::parse(key).ok_or_else(|| bad("not a key"))?;
+            ApiKey::parse(&key).ok_or_else(|| bad("not a key"))?;
+            keys.insert(caller, SecretString::from(key));
         }
-        Ok(Credentials { keys: file.keys })
+        Ok(Credentials { keys })
     }
 }
 
@@ -412,6 +421,6 @@ impl Credentials {
     /// Issues `caller` a fresh key, replacing any it had.
     pub fn insert(&mut self, caller: Caller) {
         self.keys
-            .insert(caller.to_string(), ApiKey::generate().expose());
+            .insert(caller.to_string(), ApiKey::generate().expose().into());
     }
 }

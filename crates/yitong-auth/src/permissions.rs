@@ -59,9 +59,9 @@ pub const MATRIX: &[(&str, &str, &[Grant])] = &[
     (IDENTITY, "ReportCardLost", BUREAU_WRITES),
     (IDENTITY, "ReissueCard", BUREAU_WRITES),
     (IDENTITY, "SetInsuranceStatus", BUREAU_WRITES),
-    // The insured city's app platform issues e-vouchers under its bureau's credential; a
-    // city asked for another city's person forwards the request to it, as a node.
-    (IDENTITY, "IssueEVoucher", &[OwnBureau, CityNode]),
+    // Scan codes are issued by the insured city alone: its app platform, for the person's
+    // own app, under the bureau's credential, at the city's own node. No node forwards it.
+    (IDENTITY, "IssueEVoucher", BUREAU_WRITES),
     (IDENTITY, "MoveAccount", &[OwnNode]),
     (CATALOG, "LookupItems", REFERENCE_READS),
     (CATALOG, "DownloadCatalog", REFERENCE_READS),
@@ -127,6 +127,20 @@ pub enum Verdict {
 }
 
 impl Grant {
+    /// How the protos' `Callers:` lines and ARCHITECTURE.md's table name the grant. "Own" is
+    /// the owner of the server that answers.
+    pub fn phrase(self) -> &'static str {
+        match self {
+            CityInstitution => "own city's HIS",
+            AnyInstitution => "any city's HIS",
+            OwnBureau => "own bureau",
+            AnyBureau => "any bureau",
+            OwnNode => "own node",
+            CityNode => "any city's node",
+            Operator => "operator",
+        }
+    }
+
     fn admits(self, server: Owner, caller: &Caller) -> bool {
         match (self, caller) {
             (CityInstitution, Caller::Institution(code)) => server == Owner::City(code.city()),
@@ -205,5 +219,89 @@ mod tests {
             Verdict::Allowed
         );
         assert_eq!(verdict(jinan, "/x.Y/Z", &his), Verdict::Unknown);
+    }
+
+    /// The grants of every RPC as `text` names them, keyed "Service/Method" (the package left
+    /// out), from the matrix.
+    fn matrix_as_phrases() -> std::collections::BTreeMap<String, Vec<String>> {
+        MATRIX
+            .iter()
+            .map(|(service, method, grants)| {
+                let service = service.rsplit('.').next().expect("a service name");
+                let phrases = grants.iter().map(|grant| grant.phrase().to_owned());
+                (format!("{service}/{method}"), phrases.collect())
+            })
+            .collect()
+    }
+
+    fn phrases(list: &str) -> Vec<String> {
+        list.trim()
+            .trim_end_matches('.')
+            .split(", ")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn repository_file(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path:?}: {error}"))
+    }
+
+    // Every rpc of every proto file says who may call it on a `Callers:` line of its comment,
+    // and says what the matrix says: no rpc without one, none the matrix lacks, no grant
+    // missing or added.
+    #[test]
+    fn the_protos_say_who_may_call_each_rpc_as_the_matrix_does() {
+        let mut documented = std::collections::BTreeMap::new();
+        for package in ["audit", "catalog", "identity", "ledger", "settlement"] {
+            let text = repository_file(&format!("proto/yitong/{package}/v1/{package}.proto"));
+            let (mut service, mut callers) = (None, None);
+            for line in text.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("service ") {
+                    service = rest.split_whitespace().next();
+                } else if let Some(list) = line.strip_prefix("// Callers:") {
+                    assert!(
+                        callers.is_none(),
+                        "two Callers: lines before one rpc in {package}"
+                    );
+                    callers = Some(phrases(list));
+                } else if let Some(rest) = line.strip_prefix("rpc ") {
+                    let method = rest.split('(').next().expect("rpc Name(...)");
+                    let rpc = format!("{}/{method}", service.expect("an rpc inside a service"));
+                    let callers = callers
+                        .take()
+                        .unwrap_or_else(|| panic!("{rpc} has no Callers: line"));
+                    assert!(
+                        documented.insert(rpc.clone(), callers).is_none(),
+                        "{rpc} twice"
+                    );
+                } else if !line.starts_with("//") {
+                    assert!(
+                        callers.is_none(),
+                        "a Callers: line not above an rpc in {package}"
+                    );
+                }
+            }
+        }
+        assert_eq!(documented, matrix_as_phrases());
+    }
+
+    // ARCHITECTURE.md's "Who may call what" table lists every RPC with the matrix's grants.
+    #[test]
+    fn the_architecture_table_says_what_the_matrix_does() {
+        let text = repository_file("ARCHITECTURE.md");
+        let table: std::collections::BTreeMap<String, Vec<String>> = text
+            .lines()
+            .filter_map(|line| {
+                let row = line.strip_prefix("| `")?;
+                let (rpc, rest) = row.split_once("` | ")?;
+                let callers = rest.strip_suffix(" |")?;
+                rpc.contains("Service/")
+                    .then(|| (rpc.to_owned(), phrases(callers)))
+            })
+            .collect();
+        assert_eq!(table, matrix_as_phrases());
     }
 }

@@ -36,7 +36,7 @@ pub enum IdentityError {
     AlreadyHoldsCard(CardNumber),
     #[error("person.{0} differs from the enrolled person's record")]
     ParticularsDiffer(&'static str),
-    #[error("{what} belongs to city {owner}: only its bureau can change it")]
+    #[error("{what} belongs to city {owner}: only that city acts for it")]
     NotOurs { what: String, owner: CityCode },
     #[error("the personal account of person {0} does not cover the amount")]
     AccountInsufficient(PersonNo),

@@ -309,54 +309,27 @@ impl IdentityNode {
 
     // ---- E-vouchers ----------------------------------------------------------------------
 
+    /// Signs a scan code for a person this city insures. Only the insured city issues them
+    /// (its bureau's app platform, for the person's own app): a card numbered or a person
+    /// number prefixed by another city is refused NOT_ISSUED_HERE, and a citizen ID this city
+    /// does not insure is NOT_FOUND, without asking any other city, so no city learns through
+    /// this call where another city's person is insured.
     async fn issue_voucher(
         &self,
         credential: Credential,
         ttl_seconds: u32,
-        is_forwarded: bool,
     ) -> Result<pb::IssueEVoucherResponse, IdentityError> {
-        let issuer = match &credential {
-            Credential::Card(card) => card.issuer(),
-            Credential::PersonNo(person_no) => person_no.insured_city(),
+        let elsewhere = match &credential {
+            Credential::Card(card) => {
+                (card.issuer() != self.city).then(|| (format!("card {card}"), card.issuer()))
+            }
+            Credential::PersonNo(person_no) => (person_no.insured_city() != self.city)
+                .then(|| (format!("person {person_no}"), person_no.insured_city())),
+            Credential::CitizenId(_) => None,
             Credential::EVoucher(_) => unreachable!("refused when parsed"),
-            Credential::CitizenId(id) => {
-                let mut conn = self.store.pool().acquire().await?;
-                let known_here =
-                    repo::person_by_citizen_id(&mut conn, &self.keys, id, yitong_core::today())
-                        .await?
-                        .is_some();
-                match (known_here, is_forwarded) {
-                    (true, _) => self.city,
-                    (false, true) => return Err(IdentityError::NotFound("citizen ID")),
-                    (false, false) => {
-                        let person = self.look_up_everywhere(id, yitong_core::today()).await?;
-                        CityCode::parse(&person.insured_city).map_err(|_| {
-                            IdentityError::Corrupt(
-                                "a city answered with a malformed insured city".into(),
-                            )
-                        })?
-                    }
-                }
-            }
         };
-        if issuer != self.city {
-            if is_forwarded {
-                return Err(IdentityError::NotFound("credential"));
-            }
-            self.check_city(issuer, credential_field(&credential))?;
-            let mut client = self
-                .peers
-                .client(issuer)
-                .ok_or(IdentityError::CityNotEnabled(issuer))?;
-            let request = pb::IssueEVoucherRequest {
-                credential: Some(credential.to_wire()),
-                ttl_seconds,
-            };
-            let reply = client
-                .issue_e_voucher(forwarded(request))
-                .await
-                .map_err(|status| remote_error(issuer, status))?;
-            return Ok(reply.into_inner());
+        if let Some((what, owner)) = elsewhere {
+            return Err(IdentityError::NotOurs { what, owner });
         }
         // The insured city signs only for a person entitled today, holding the credential.
         let person = self.local(&credential, yitong_core::today()).await?;
@@ -858,7 +831,6 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
         &self,
         request: Request<pb::IssueEVoucherRequest>,
     ) -> Result<Response<pb::IssueEVoucherResponse>, Status> {
-        let is_forwarded = request.metadata().contains_key(FORWARDED);
         let request = request.into_inner();
         let credential = Credential::try_from(request.credential).map_err(invalid_argument)?;
         if matches!(credential, Credential::EVoucher(_)) {
@@ -878,8 +850,7 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
             }
         };
         Ok(Response::new(
-            self.issue_voucher(credential, ttl_seconds, is_forwarded)
-                .await?,
+            self.issue_voucher(credential, ttl_seconds).await?,
         ))
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use secrecy::{ExposeSecret, SecretString};
 use tonic::transport::ServerTlsConfig;
 use yitong_auth::{Credentials, Pki, PkiError, SharedKeyring};
 use yitong_core::{Network, Owner};
@@ -21,8 +22,9 @@ pub struct Security {
     /// certificates against the network's CA, each node calls its peers with its certificate.
     /// `None` serves plaintext, which only loopback addresses may do.
     pub pki: Option<Pki>,
-    /// Each node's own key, presented to its peers when there is no TLS.
-    pub node_keys: HashMap<Owner, String>,
+    /// Each node's own key, presented to its peers when there is no TLS. Secret: Debug
+    /// prints it redacted.
+    pub node_keys: HashMap<Owner, SecretString>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +68,9 @@ impl Security {
         let node_keys = credentials
             .callers()
             .filter_map(|caller| match caller {
-                Caller::Node(owner) => credentials.key(&caller).map(|key| (owner, key.to_owned())),
+                Caller::Node(owner) => credentials
+                    .key(&caller)
+                    .map(|key| (owner, SecretString::from(key))),
                 _ => None,
             })
             .collect();
@@ -104,7 +108,8 @@ impl Security {
             .ok_or(SecurityError::NoNodeKey(owner))?;
         Ok(PeerAccess {
             limits,
-            authorization: bearer(key).map_err(|_| SecurityError::BadNodeKey(owner))?,
+            authorization: bearer(key.expose_secret())
+                .map_err(|_| SecurityError::BadNodeKey(owner))?,
             tls: None,
         })
     }

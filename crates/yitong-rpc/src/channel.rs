@@ -32,8 +32,9 @@ impl Default for CallLimits {
 }
 
 /// How this node reaches its peers: the limits on every call, and the credential that says
-/// the caller is this node.
-#[derive(Debug, Clone, Default)]
+/// the caller is this node. Debug output shows neither the key (a sensitive header prints as
+/// `Sensitive`) nor the TLS identity's private key (only whether there is one).
+#[derive(Clone, Default)]
 pub struct PeerAccess {
     pub limits: CallLimits,
     /// `Bearer <key>`: the node's API key, presented on every call. Loopback-only networks
@@ -43,6 +44,16 @@ pub struct PeerAccess {
     /// The network's CA and this node's certificate, when the network runs TLS; every peer
     /// endpoint is then reached over `https`.
     pub tls: Option<ClientTlsConfig>,
+}
+
+impl std::fmt::Debug for PeerAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerAccess")
+            .field("limits", &self.limits)
+            .field("authorization", &self.authorization)
+            .field("tls", &self.tls.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
 }
 
 impl PeerAccess {

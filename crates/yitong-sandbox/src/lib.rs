@@ -5,15 +5,20 @@
 //! Every end-to-end test runs through it, on both databases ([`network_test!`]). PostgreSQL is
 //! found at `DATABASE_URL`, else at `postgres://postgres@127.0.0.1:5432/postgres`; when none can
 //! be reached the PostgreSQL variants say so loudly and skip, unless `YITONG_REQUIRE_POSTGRES=1`,
-//! where that is a failure.
+//! where that is a failure. A process runs only as many PostgreSQL sandboxes at once as the
+//! server's free connections hold, and fails the first test at once, saying what it needs,
+//! when not even one fits ([`headroom`]).
 
+pub mod headroom;
 mod journal;
 pub mod privacy;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use yitong_auth::{Credentials, SharedKeyring};
 use yitong_core::{CityCode, Network, Owner, Service};
@@ -232,6 +237,9 @@ pub struct Sandbox {
     _sqlite_dir: Option<tempfile::TempDir>,
     /// The PostgreSQL test database, dropped at shut-down.
     postgres: Option<PostgresDatabase>,
+    /// The PostgreSQL sandbox's slot of the process's connection budget ([`headroom`]), given
+    /// back when the sandbox is dropped.
+    _slot: Option<OwnedSemaphorePermit>,
     /// The state-changing calls of the sandbox's clients, for the audit check at shut-down.
     journal: journal::Journal,
 }
@@ -260,6 +268,41 @@ static SQLITE_TEMPLATE: tokio::sync::OnceCell<tempfile::TempDir> =
 /// The PostgreSQL template database's name; `None` when PostgreSQL cannot be reached.
 static POSTGRES_TEMPLATE: tokio::sync::OnceCell<Option<String>> =
     tokio::sync::OnceCell::const_new();
+/// One permit per PostgreSQL sandbox the server's free connections hold at once, counted when
+/// the first one starts ([`headroom`]); `None` when PostgreSQL cannot be reached.
+static POSTGRES_SLOTS: tokio::sync::OnceCell<Option<Arc<Semaphore>>> =
+    tokio::sync::OnceCell::const_new();
+
+/// A slot for one more PostgreSQL sandbox, waiting while the process runs as many as the
+/// server holds. `None` when PostgreSQL cannot be reached and is not required. Panics with
+/// what a sandbox needs when the server has not room for even one.
+async fn postgres_slot() -> Option<OwnedSemaphorePermit> {
+    let slots = POSTGRES_SLOTS
+        .get_or_init(|| async {
+            let url = postgres_admin_url();
+            let mut admin = connect_admin(&url).await?;
+            let headroom = headroom::Headroom::measure(&mut admin)
+                .await
+                .expect("PostgreSQL says how many connections it has");
+            let _ = admin.close().await;
+            let network = Network::load(&seeds_dir().join("network.toml"))
+                .expect("seeds/network.toml is valid");
+            let stores = headroom::stores_per_sandbox(&network);
+            let fit = headroom
+                .sandboxes(stores, &yitong_store::redact_url(&url))
+                .unwrap_or_else(|shortage| panic!("{shortage}"));
+            Some(Arc::new(Semaphore::new(fit)))
+        })
+        .await
+        .as_ref()?;
+    Some(
+        slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the slots are never closed"),
+    )
+}
 
 async fn seed_sqlite_template() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("can create a temporary directory");
@@ -325,6 +368,7 @@ impl Sandbox {
                 Some(Self::start_on(database, location, Some(dir), None).await)
             }
             Database::Postgres => {
+                let slot = postgres_slot().await?;
                 let template = POSTGRES_TEMPLATE
                     .get_or_init(seed_postgres_template)
                     .await
@@ -333,7 +377,9 @@ impl Sandbox {
                 let location = Location::Postgres {
                     url: postgres.url(),
                 };
-                Some(Self::start_on(database, location, None, Some(postgres)).await)
+                let mut sandbox = Self::start_on(database, location, None, Some(postgres)).await;
+                sandbox._slot = Some(slot);
+                Some(sandbox)
             }
         }
     }
@@ -353,6 +399,7 @@ impl Sandbox {
             location,
             _sqlite_dir: sqlite_dir,
             postgres,
+            _slot: None,
             journal: journal::Journal::default(),
         }
     }
@@ -361,16 +408,22 @@ impl Sandbox {
     /// starts on a copy of it, whose stores already hold the seeds.
     fn options(location: Location, seeded: bool) -> LocalNetworkOptions {
         let seeds = seeds_dir();
+        // On PostgreSQL every pool is opened whole at the start, so a sandbox holds exactly
+        // what the process budgeted for it ([`headroom`]) and a server short of connections
+        // fails it there, not halfway through a test.
+        let connections_min = match location {
+            Location::Postgres { .. } => headroom::STORE_CONNECTIONS,
+            Location::Sqlite { .. } => 0,
+        };
         LocalNetworkOptions {
             network: Network::load(&seeds.join("network.toml"))
                 .expect("seeds/network.toml is valid"),
             location,
             seeds: seeded.then(|| load_seeds(&seeds).expect("seed files are valid")),
             bind: Bind::Ephemeral,
-            // Thirteen stores per sandbox and two sandboxes at once must stay well inside
-            // PostgreSQL's default of 100 connections.
             pool: PoolLimits {
-                connections_max: 3,
+                connections_max: headroom::STORE_CONNECTIONS,
+                connections_min,
                 ..PoolLimits::default()
             },
             calls: CallLimits::default(),
@@ -387,6 +440,7 @@ impl Sandbox {
             location,
             _sqlite_dir,
             postgres,
+            _slot,
             journal,
         } = self;
         network.shut_down().await;
@@ -399,6 +453,7 @@ impl Sandbox {
             location,
             _sqlite_dir,
             postgres,
+            _slot,
             journal,
         }
     }
@@ -708,9 +763,47 @@ pub fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seeds")
 }
 
-fn postgres_admin_url() -> String {
+/// The server and role of this process's PostgreSQL sandboxes when a test chose them
+/// ([`use_postgres`]).
+static POSTGRES_URL: OnceLock<String> = OnceLock::new();
+
+/// Runs every PostgreSQL sandbox of this process against `admin_url` (a database of the
+/// server, reached as the role the sandboxes use) instead of `DATABASE_URL`: for a test that
+/// runs its sandboxes as a role of its own. Call it before the first sandbox starts; a
+/// second call is refused.
+pub fn use_postgres(admin_url: String) {
+    POSTGRES_URL
+        .set(admin_url)
+        .expect("the sandboxes' PostgreSQL is chosen once, before the first starts");
+}
+
+/// The PostgreSQL server and role the sandboxes use: [`use_postgres`]'s, else `DATABASE_URL`,
+/// else the local server's `postgres` role.
+pub fn postgres_admin_url() -> String {
+    if let Some(url) = POSTGRES_URL.get() {
+        return url.clone();
+    }
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A connection to the server's administration database, or `None` (after saying so loudly)
+/// when it cannot be reached and is not required.
+async fn connect_admin(admin_url: &str) -> Option<sqlx::AnyConnection> {
+    sqlx::any::install_default_drivers();
+    let shown = yitong_store::redact_url(admin_url);
+    match sqlx::AnyConnection::connect(admin_url).await {
+        Ok(connection) => Some(connection),
+        Err(error) if postgres_required() => panic!(
+            "PostgreSQL is required (YITONG_REQUIRE_POSTGRES=1) but {shown} cannot be reached: {error}"
+        ),
+        Err(error) => {
+            eprintln!(
+                "\n*** SKIPPED: PostgreSQL at {shown} cannot be reached ({error}); this test ran on SQLite only. Set YITONG_REQUIRE_POSTGRES=1 to make this a failure. ***\n"
+            );
+            None
+        }
+    }
 }
 
 fn postgres_required() -> bool {
@@ -719,20 +812,8 @@ fn postgres_required() -> bool {
 
 /// Creates an empty database, or a copy of `template`, after dropping leftovers of aborted runs.
 async fn create_postgres_database(template: Option<&str>) -> Option<PostgresDatabase> {
-    sqlx::any::install_default_drivers();
     let admin_url = postgres_admin_url();
-    let mut admin = match sqlx::AnyConnection::connect(&admin_url).await {
-        Ok(connection) => connection,
-        Err(error) if postgres_required() => panic!(
-            "PostgreSQL is required (YITONG_REQUIRE_POSTGRES=1) but {admin_url} cannot be reached: {error}"
-        ),
-        Err(error) => {
-            eprintln!(
-                "\n*** SKIPPED: PostgreSQL at {admin_url} cannot be reached ({error}); this test ran on SQLite only. Set YITONG_REQUIRE_POSTGRES=1 to make this a failure. ***\n"
-            );
-            return None;
-        }
-    };
+    let mut admin = connect_admin(&admin_url).await?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")

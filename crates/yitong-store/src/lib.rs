@@ -84,12 +84,40 @@ impl Migrations {
 }
 
 /// Where the databases live.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Location {
     /// Embedded SQLite, one file per service and owner below this directory.
     Sqlite { dir: PathBuf },
-    /// A PostgreSQL database (`postgres://...`), one schema per service and owner.
+    /// A PostgreSQL database (`postgres://...`), one schema per service and owner. The URL
+    /// may hold a password: `Debug` masks it ([`redact_url`]).
     Postgres { url: String },
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite { dir } => f.debug_struct("Sqlite").field("dir", dir).finish(),
+            Location::Postgres { url } => f
+                .debug_struct("Postgres")
+                .field("url", &redact_url(url))
+                .finish(),
+        }
+    }
+}
+
+/// A database URL fit to print: its password, if it has one, replaced by `***`. Text that
+/// does not parse as a URL is replaced whole, since where its password is cannot be told.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                // Only URLs that cannot have one ("mailto:") refuse a password.
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(a URL that does not parse)".to_owned(),
+    }
 }
 
 impl Location {
@@ -119,6 +147,11 @@ pub enum Backend {
 #[derive(Debug, Clone, Copy)]
 pub struct PoolLimits {
     pub connections_max: u32,
+    /// Connections opened when the store opens and kept open (at most `connections_max`): the
+    /// test sandbox opens all of them up front on PostgreSQL, so a server short of
+    /// connections fails a sandbox at its start, never in the middle of a test. Zero opens
+    /// them as they are needed.
+    pub connections_min: u32,
     pub acquire_timeout_ms: u64,
 }
 
@@ -126,6 +159,7 @@ impl Default for PoolLimits {
     fn default() -> Self {
         PoolLimits {
             connections_max: 8,
+            connections_min: 0,
             acquire_timeout_ms: 5_000,
         }
     }
@@ -176,6 +210,7 @@ impl Store {
         };
         let pool_options = AnyPoolOptions::new()
             .max_connections(limits.connections_max)
+            .min_connections(limits.connections_min.min(limits.connections_max))
             .acquire_timeout(Duration::from_millis(limits.acquire_timeout_ms))
             .idle_timeout(Duration::from_secs(60));
         let (pool, backend) = match location {

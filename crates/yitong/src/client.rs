@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use yitong_auth::Credentials;
 use yitong_rpc::{Authorized, Caller, bearer};
@@ -18,8 +19,8 @@ pub type Channel = Authorized<tonic::transport::Channel>;
 pub struct ClientArgs {
     /// API key to call with (yt1.<id>.<secret>). `yitong dev` writes one for every caller to
     /// data/credentials.toml.
-    #[arg(long, global = true, env = "YITONG_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    #[arg(long, global = true, env = "YITONG_API_KEY", hide_env_values = true, value_parser = crate::config::secret)]
+    pub api_key: Option<SecretString>,
     /// The network's CA certificate (PEM), to reach servers over TLS (https:// endpoints).
     #[arg(long, global = true, env = "YITONG_CA")]
     pub ca: Option<PathBuf>,
@@ -57,7 +58,9 @@ impl ClientArgs {
             .await
             .with_context(|| format!("cannot reach {url}"))?;
         let authorization = match &self.api_key {
-            Some(key) => bearer(key).context("the API key is not a valid header value")?,
+            Some(key) => {
+                bearer(key.expose_secret()).context("the API key is not a valid header value")?
+            }
             None => None,
         };
         Ok(Authorized::new(channel, authorization))

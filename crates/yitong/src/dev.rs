@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use yitong_auth::{Credentials, Pki, Validity};
+use secrecy::{ExposeSecret, SecretString};
+use yitong_auth::{Credentials, KeyFile, Keyring, Pki, Validity};
 use yitong_core::{Network, Owner};
 use yitong_node::shed::ShedLimits;
 use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
@@ -19,8 +20,8 @@ pub struct DevArgs {
     #[arg(long, default_value = "data")]
     data: PathBuf,
     /// Run on PostgreSQL instead (postgres://...), one schema per service and city.
-    #[arg(long, env = "YITONG_DATABASE_URL")]
-    database_url: Option<String>,
+    #[arg(long, env = "YITONG_DATABASE_URL", hide_env_values = true, value_parser = crate::config::secret)]
+    database_url: Option<SecretString>,
     /// Directory of the seed files; network.toml there says where each node listens.
     #[arg(long, default_value_os_t = crate::default_seeds())]
     seeds: PathBuf,
@@ -43,13 +44,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
     let credentials_path = args.data.join("credentials.toml");
-    let credentials = dev_credentials(&credentials_path, &network, &seeds)?;
+    let (credentials, added) = dev_credentials(&credentials_path, &network, &seeds)?;
+    let keys_path = args.data.join("keys.toml");
+    dev_key_file(&keys_path, &credentials, &added)?;
     let mut security = Security::loopback(&credentials);
+    // The servers accept the keys of the key file, reread when it changes, as `yitong serve
+    // --keys` does: `yitong key issue` and `yitong key revoke` work on a running network.
+    security.keyring = Keyring::watch(keys_path.clone())
+        .with_context(|| format!("cannot load the key file {}", keys_path.display()))?;
     if args.tls {
         security.pki = Some(dev_pki(&args.data.join("pki"), &network, &seeds)?);
     }
     let location = match &args.database_url {
-        Some(url) => Location::parse(url),
+        Some(url) => Location::parse(url.expose_secret()),
         None => Location::Sqlite {
             dir: args.data.clone(),
         },
@@ -110,6 +117,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "API keys of every HIS, bureau, node and the operator: {}",
         credentials_path.display()
     );
+    println!(
+        "Keys the servers accept, reread when the file changes: {} (yitong key issue|revoke --keys {})",
+        keys_path.display(),
+        keys_path.display()
+    );
     if args.tls {
         println!(
             "TLS: clients trust {} and present their certificate from that folder (--ca, --cert, --key)",
@@ -124,23 +136,28 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The development network's keys: read from `path`, with a fresh key for every caller of the
-/// network and seeds that has none yet, written back (owner-only) when anything was added. The
-/// keys stay the same from one start to the next, so an HIS under integration keeps its key.
-fn dev_credentials(path: &Path, network: &Network, seeds: &Seeds) -> anyhow::Result<Credentials> {
+/// The development network's keys as their holders have them: read from `path`, with a fresh
+/// key for every caller of the network and seeds that has none yet, written back (owner-only)
+/// when anything was added; also the callers given a key now. The keys stay the same from one
+/// start to the next, so an HIS under integration keeps its key.
+fn dev_credentials(
+    path: &Path,
+    network: &Network,
+    seeds: &Seeds,
+) -> anyhow::Result<(Credentials, Vec<Caller>)> {
     let mut credentials = if path.exists() {
         crate::client::load_credentials(path)?
     } else {
         Credentials::default()
     };
-    let mut added = false;
+    let mut added = Vec::new();
     for caller in development_callers(network, Some(seeds)) {
         if credentials.key(&caller).is_none() {
-            credentials.insert(caller);
-            added = true;
+            credentials.insert(caller.clone());
+            added.push(caller);
         }
     }
-    if added {
+    if !added.is_empty() {
         std::fs::write(path, credentials.to_toml())
             .with_context(|| format!("cannot write {}", path.display()))?;
         #[cfg(unix)]
@@ -149,7 +166,34 @@ fn dev_credentials(path: &Path, network: &Network, seeds: &Seeds) -> anyhow::Res
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         }
     }
-    Ok(credentials)
+    Ok((credentials, added))
+}
+
+/// The server side of the development keys, the key file at `path` (hashes only, the format
+/// `yitong serve --keys` reads): made from `credentials` when missing, else kept as it is,
+/// with entries added only for the callers given a key at this start (`added`). A key revoked
+/// from it stays revoked across restarts even though the holders' file still lists it.
+fn dev_key_file(path: &Path, credentials: &Credentials, added: &[Caller]) -> anyhow::Result<()> {
+    let all = credentials.key_file();
+    let file = if path.exists() {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut file: KeyFile =
+            toml::from_str(&text).with_context(|| format!("{} is malformed", path.display()))?;
+        if added.is_empty() {
+            return Ok(());
+        }
+        let added: Vec<String> = added.iter().map(Caller::to_string).collect();
+        file.keys.extend(
+            all.keys
+                .into_iter()
+                .filter(|entry| added.contains(&entry.caller)),
+        );
+        file
+    } else {
+        all
+    };
+    std::fs::write(path, file.to_toml()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The development network's PKI under `dir`: made on first use, with a certificate for every

@@ -5,6 +5,8 @@ mod bench;
 mod clearing;
 mod client;
 mod config;
+#[cfg(test)]
+mod debug_output;
 mod dev;
 mod generate;
 mod journal;

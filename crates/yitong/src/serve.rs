@@ -20,7 +20,9 @@ use yitong_rpc::{CallLimits, PeerAccess};
 use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_store::{Location, PoolLimits, Store};
 
-use crate::config::{ConfigFile, shutdown_signal};
+use secrecy::ExposeSecret;
+
+use crate::config::{Settings, shutdown_signal};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ServiceArg {
@@ -42,73 +44,47 @@ impl From<ServiceArg> for Service {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Every setting is also an environment variable YITONG_<NAME> \
+    (YITONG_DATABASE_URL) and a key <name> of the --config file (database_url). A flag wins \
+    over the environment, the environment over the file, the file over the default."
+)]
 pub struct ServeArgs {
     /// The service to run.
     service: ServiceArg,
-    /// Region code of the city this node serves (not for the ledger, which the clearing house runs).
-    #[arg(long, env = "YITONG_CITY")]
-    city: Option<String>,
-    /// Configuration file (TOML); flags and environment variables override it.
+    /// Configuration file (TOML); environment variables and flags override it.
     #[arg(long, env = "YITONG_CONFIG")]
     config: Option<PathBuf>,
-    /// The network file listing every city's endpoints.
-    #[arg(long, env = "YITONG_NETWORK")]
-    network: Option<PathBuf>,
-    /// postgres://... for production; a directory for embedded SQLite.
-    #[arg(long, env = "YITONG_DATABASE_URL")]
-    database_url: Option<String>,
-    /// Address to listen on; defaults to this service's address in the network file.
-    #[arg(long, env = "YITONG_LISTEN")]
-    listen: Option<String>,
-    /// Base64 of the 32-byte key that seals citizen IDs (identity only).
-    #[arg(long, env = "YITONG_PII_SEAL_KEY", hide_env_values = true)]
-    pii_seal_key: Option<String>,
-    /// Base64 of the 32-byte key of the citizen-ID lookup hash (identity only).
-    #[arg(long, env = "YITONG_PII_HASH_KEY", hide_env_values = true)]
-    pii_hash_key: Option<String>,
-    /// Base64 of the 32-byte Ed25519 key that signs this city's e-vouchers (identity only).
-    #[arg(long, env = "YITONG_E_VOUCHER_SIGNING_KEY", hide_env_values = true)]
-    e_voucher_signing_key: Option<String>,
-    /// Address of the Prometheus metrics endpoint (`GET /metrics`), "0.0.0.0:9464"; none
-    /// when not given.
-    #[arg(long, env = "YITONG_METRICS_LISTEN")]
-    metrics_listen: Option<String>,
-    /// The network's PKI folder (`yitong pki init`): the server speaks TLS with its node
-    /// certificate, checks client certificates against the network's CA, and calls its peers
-    /// with its certificate. Without it the server refuses any address but loopback.
-    #[arg(long, env = "YITONG_PKI")]
-    pki: Option<PathBuf>,
-    /// The key file (`yitong key issue`): hashes of the API keys this server accepts, reread
-    /// when it changes.
-    #[arg(long, env = "YITONG_KEYS")]
-    keys: Option<PathBuf>,
-    /// This node's own API key, presented to its peers on a loopback network without a PKI.
-    #[arg(long, env = "YITONG_NODE_KEY", hide_env_values = true)]
-    node_key: Option<String>,
+    /// The settings as the flags give them, before the environment and the file.
+    #[command(flatten)]
+    pub(crate) flags: Settings,
 }
 
 impl ServeArgs {
     /// The trace resource's default service name ("yitong-settlement") and its owner
-    /// ("370300", or "clearing" for the ledger), as the arguments give them.
+    /// ("370300", or "clearing" for the ledger), as the settings give them (the flags alone
+    /// when the settings do not load: `run` reports why).
     pub fn trace_identity(&self) -> (String, String) {
         let service = Service::from(self.service);
+        let settings = Settings::load(self.config.as_deref(), &self.flags)
+            .unwrap_or_else(|_| self.flags.clone());
         let owner = match service {
             Service::Ledger => "clearing".to_owned(),
-            _ => self.city.clone().unwrap_or_default(),
+            _ => settings.city.unwrap_or_default(),
         };
         (format!("yitong-{service}"), owner)
     }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let file = ConfigFile::load(args.config.as_deref())?;
+    let settings = Settings::load(args.config.as_deref(), &args.flags)?;
     let service = Service::from(args.service);
-    let network_path = args
+    let network_path = settings
         .network
-        .or(file.network)
+        .clone()
         .unwrap_or_else(|| crate::default_seeds().join("network.toml"));
     let network = Arc::new(Network::load(&network_path)?);
-    let owner = match (service, &args.city) {
+    let owner = match (service, &settings.city) {
         (Service::Ledger, _) => Owner::ClearingHouse,
         (_, None) => bail!("--city is required for the {service} service"),
         (_, Some(code)) => {
@@ -121,11 +97,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let database_url = args.database_url.or(file.database_url).context(
+    let database_url = settings.database_url.as_ref().context(
         "no database: set --database-url, YITONG_DATABASE_URL or database_url in the config file",
     )?;
-    let listen = match args.listen.or(file.listen) {
-        Some(listen) => listen,
+    let listen = match &settings.listen {
+        Some(listen) => listen.clone(),
         None => {
             let configured = match owner {
                 Owner::City(code) => {
@@ -141,27 +117,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let pool = PoolLimits {
-        connections_max: file
+        connections_max: settings
             .pool_connections_max
             .unwrap_or(PoolLimits::default().connections_max),
         ..PoolLimits::default()
     };
     let calls = CallLimits {
-        call_timeout_ms: file
+        call_timeout_ms: settings
             .call_timeout_ms
             .unwrap_or(CallLimits::default().call_timeout_ms),
         ..CallLimits::default()
     };
-    let keyring = match args.keys.or(file.keys) {
-        Some(path) => Keyring::watch(path).context("cannot load the key file")?,
+    let keyring = match &settings.keys {
+        Some(path) => Keyring::watch(path.clone()).context("cannot load the key file")?,
         None => SharedKeyring::default(),
     };
     let security = Security {
         keyring,
-        pki: args.pki.or(file.pki).map(Pki::at),
-        node_keys: args
+        pki: settings.pki.clone().map(Pki::at),
+        node_keys: settings
             .node_key
-            .or(file.node_key)
+            .clone()
             .map(|key| HashMap::from([(owner, key)]))
             .unwrap_or_default(),
     };
@@ -174,24 +150,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let calls = &access;
 
-    let store = Store::open(&Location::parse(&database_url), service, owner, pool).await?;
+    let location = Location::parse(database_url.expose_secret());
+    let store = Store::open(&location, service, owner, pool).await?;
     store.migrate().await?;
     let role = match (owner, service) {
         (Owner::City(city), Service::Identity) => {
-            let (Some(seal), Some(hash)) = (
-                args.pii_seal_key.or(file.pii_seal_key),
-                args.pii_hash_key.or(file.pii_hash_key),
-            ) else {
+            let (Some(seal), Some(hash)) = (&settings.pii_seal_key, &settings.pii_hash_key) else {
                 bail!(
                     "the identity service needs YITONG_PII_SEAL_KEY and YITONG_PII_HASH_KEY (base64 of 32 random bytes each)"
                 );
             };
-            let keys = PiiKeys::from_base64(&seal, &hash).context("malformed citizen-ID key")?;
-            let signing_key = args
-                .e_voucher_signing_key
-                .or(file.e_voucher_signing_key)
-                .context("the identity service needs YITONG_E_VOUCHER_SIGNING_KEY (base64 of a 32-byte Ed25519 key)")?;
-            let signer = VoucherSigner::from_base64(city, &signing_key)
+            let keys = PiiKeys::from_base64(seal.expose_secret(), hash.expose_secret())
+                .context("malformed citizen-ID key")?;
+            let signing_key = settings.e_voucher_signing_key.as_ref().context("the identity service needs YITONG_E_VOUCHER_SIGNING_KEY (base64 of a 32-byte Ed25519 key)")?;
+            let signer = VoucherSigner::from_base64(city, signing_key.expose_secret())
                 .context("malformed e-voucher signing key")?;
             let published = &network.city(city).expect("checked above").e_voucher_key;
             if &signer.public_key_base64() != published {
@@ -232,7 +204,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         stop.cancel();
     });
-    if let Some(address) = args.metrics_listen.or(file.metrics_listen) {
+    if let Some(address) = &settings.metrics_listen {
         let metrics = TcpListener::bind(&address)
             .await
             .with_context(|| format!("cannot listen for metrics on {address}"))?;
@@ -254,7 +226,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Role::Identity(_) | Role::Catalog(_) => {}
     }
     let shed = ShedLimits::with_entry_calls(
-        file.calls_in_flight_max
+        settings
+            .calls_in_flight_max
             .unwrap_or(ShedLimits::default().entry_calls_in_flight_max),
     );
     serve(owner, role, listener, &security, shed, shutdown).await?;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use secrecy::{ExposeSecret, SecretString};
 use yitong_catalog::{seed_institutions, seed_items, seed_policies};
 use yitong_core::{Network, Owner, Service};
 use yitong_identity::{PiiKeys, seed_persons};
@@ -13,8 +14,8 @@ use yitong_store::{Location, PoolLimits, Store};
 #[derive(Debug, Args)]
 pub struct StoresArgs {
     /// postgres://... or a directory of embedded SQLite databases.
-    #[arg(long, env = "YITONG_DATABASE_URL", default_value = "data")]
-    database_url: String,
+    #[arg(long, env = "YITONG_DATABASE_URL", hide_env_values = true, default_value = "data", value_parser = crate::config::secret)]
+    database_url: SecretString,
     /// Directory of the seed files (network.toml names the enabled cities).
     #[arg(long, default_value_os_t = crate::default_seeds())]
     seeds: PathBuf,
@@ -28,10 +29,10 @@ pub struct SeedArgs {
     /// of YITONG_PII_SEAL_KEY and YITONG_PII_HASH_KEY. Never for real data.
     #[arg(long)]
     dev_keys: bool,
-    #[arg(long, env = "YITONG_PII_SEAL_KEY", hide_env_values = true)]
-    pii_seal_key: Option<String>,
-    #[arg(long, env = "YITONG_PII_HASH_KEY", hide_env_values = true)]
-    pii_hash_key: Option<String>,
+    #[arg(long, env = "YITONG_PII_SEAL_KEY", hide_env_values = true, value_parser = crate::config::secret)]
+    pii_seal_key: Option<SecretString>,
+    #[arg(long, env = "YITONG_PII_HASH_KEY", hide_env_values = true, value_parser = crate::config::secret)]
+    pii_hash_key: Option<SecretString>,
 }
 
 /// Every (owner, service) pair the enabled network runs.
@@ -48,7 +49,7 @@ fn stores_of(network: &Network) -> Vec<(Owner, Service)> {
 
 pub async fn migrate(args: StoresArgs) -> anyhow::Result<()> {
     let network = Network::load(&args.seeds.join("network.toml"))?;
-    let location = Location::parse(&args.database_url);
+    let location = Location::parse(args.database_url.expose_secret());
     for (owner, service) in stores_of(&network) {
         let store = Store::open(&location, service, owner, PoolLimits::default()).await?;
         store.migrate().await?;
@@ -61,7 +62,7 @@ pub async fn migrate(args: StoresArgs) -> anyhow::Result<()> {
 pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let network = Network::load(&args.stores.seeds.join("network.toml"))?;
     let seeds = load_seeds(&args.stores.seeds)?;
-    let location = Location::parse(&args.stores.database_url);
+    let location = Location::parse(args.stores.database_url.expose_secret());
     for (owner, service) in stores_of(&network) {
         let Owner::City(city) = owner else { continue };
         let store = Store::open(&location, service, owner, PoolLimits::default()).await?;
@@ -73,13 +74,14 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                 } else {
                     let seal = args
                         .pii_seal_key
-                        .as_deref()
+                        .as_ref()
                         .context("YITONG_PII_SEAL_KEY is required (or --dev-keys)")?;
                     let hash = args
                         .pii_hash_key
-                        .as_deref()
+                        .as_ref()
                         .context("YITONG_PII_HASH_KEY is required (or --dev-keys)")?;
-                    PiiKeys::from_base64(seal, hash).context("malformed citizen-ID key")?
+                    PiiKeys::from_base64(seal.expose_secret(), hash.expose_secret())
+                        .context("malformed citizen-ID key")?
                 };
                 seed_persons(&store, &keys, city, &seeds.persons_of(city)).await?
             }

@@ -187,7 +187,7 @@ async fn as_caller(
             credentials
                 .key(caller)
                 .with_context(|| format!("the credentials hold no key for {caller}"))?
-                .to_owned(),
+                .into(),
         ),
         ca: None,
         cert: None,

@@ -1,0 +1,165 @@
+//! `yitong dev` as its user runs it: the built binary on a data directory of its own, on
+//! ports the kernel picks (a network file whose ports are 0), rotating an HIS's key while the
+//! network runs.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::Code;
+use yitong_proto::catalog::v1::GetInstitutionRequest;
+use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use yitong_sandbox::{ZIBO, seeds_dir};
+use yitong_tests::yitong;
+
+/// How long the first start (migrations and seeds on SQLite) may take on a loaded machine.
+const START_SECS_MAX: u64 = 600;
+/// How long a change of the key file may take to reach the servers: they look every two
+/// seconds (`yitong_auth::Keyring::watch`).
+const RELOAD_SECS_MAX: u64 = 30;
+const HIS: &str = "institution:H37030000001";
+
+/// The seed files, with every endpoint of the network file on port 0.
+fn seeds_on_ephemeral_ports(to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(seeds_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        if name == "network.toml" {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut ephemeral = String::new();
+            for line in text.lines() {
+                match line.split_once("\"http://127.0.0.1:") {
+                    Some((head, _)) => ephemeral.push_str(&format!("{head}\"http://127.0.0.1:0\"")),
+                    None => ephemeral.push_str(line),
+                }
+                ephemeral.push('\n');
+            }
+            std::fs::write(to.join(name), ephemeral).unwrap();
+        } else if path.is_file() {
+            std::fs::copy(&path, to.join(name)).unwrap();
+        }
+    }
+}
+
+/// GetInstitution at Zibo's catalog with `key`: Ok, or the status.
+async fn call_with(url: &str, key: &str) -> Result<(), tonic::Status> {
+    let mut client = CatalogServiceClient::connect(url.to_owned())
+        .await
+        .expect("Zibo's catalog is up");
+    let mut request = tonic::Request::new(GetInstitutionRequest {
+        code: "H37030000001".to_owned(),
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("ascii key"),
+    );
+    client.get_institution(request).await.map(|_| ())
+}
+
+/// Waits until a call with `key` is answered as `wanted` says, for up to [`RELOAD_SECS_MAX`].
+async fn until(
+    url: &str,
+    key: &str,
+    what: &str,
+    wanted: impl Fn(&Result<(), tonic::Status>) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(RELOAD_SECS_MAX);
+    loop {
+        let outcome = call_with(url, key).await;
+        if wanted(&outcome) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} within {RELOAD_SECS_MAX} s; the last answer: {outcome:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn run_key_command(args: &[&str]) -> String {
+    let output = std::process::Command::new(yitong())
+        .args(args)
+        .output()
+        .expect("the binary runs");
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    String::from_utf8(output.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
+}
+
+/// Proves that `yitong dev` rereads its key file as `yitong serve` does: while the network runs,
+/// a key issued with `yitong key issue --keys data/keys.toml` is accepted and the HIS's old key,
+/// revoked with `yitong key revoke`, is refused UNAUTHENTICATED, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_accepts_an_issued_key_and_refuses_a_revoked_one_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, seeds) = (dir.path().join("data"), dir.path().join("seeds"));
+    seeds_on_ephemeral_ports(&seeds);
+    let mut dev = tokio::process::Command::new(yitong())
+        .arg("dev")
+        .arg("--data")
+        .arg(&data)
+        .arg("--seeds")
+        .arg(&seeds)
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env_remove("YITONG_DATABASE_URL")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("yitong dev starts");
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let mut catalog = None;
+    let started = tokio::time::timeout(Duration::from_secs(START_SECS_MAX), async {
+        while let Some(line) = lines.next_line().await.expect("stdout reads") {
+            if line.contains(&format!("({ZIBO})")) && line.contains(" catalog ") {
+                catalog = line.split_whitespace().last().map(str::to_owned);
+            }
+            if line.starts_with("Press Ctrl-C") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true), "yitong dev came up");
+    let url = catalog.expect("the table names Zibo's catalog");
+
+    let credentials = std::fs::read_to_string(data.join("credentials.toml")).unwrap();
+    let old = credentials
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("\"{HIS}\" = \"")))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .expect("the HIS's key in credentials.toml")
+        .to_owned();
+    call_with(&url, &old)
+        .await
+        .expect("the HIS's key is accepted");
+
+    let keys = data.join("keys.toml");
+    let keys = keys.to_str().unwrap();
+    let new = run_key_command(&["key", "issue", "--keys", keys, HIS]);
+    until(&url, &new, "the issued key is accepted", Result::is_ok).await;
+
+    let old_id = old.split('.').nth(1).expect("yt1.<id>.<secret>");
+    run_key_command(&["key", "revoke", "--keys", keys, old_id]);
+    until(
+        &url,
+        &old,
+        "the revoked key is refused",
+        |outcome| matches!(outcome, Err(status) if status.code() == Code::Unauthenticated),
+    )
+    .await;
+    call_with(&url, &new)
+        .await
+        .expect("the new key still works");
+
+    dev.start_kill().expect("yitong dev stops");
+    let _ = dev.wait().await;
+}
