@@ -10,9 +10,10 @@
 //! it with INVALID_ARGUMENT naming what is wrong; tonic then answers that status as it is (it
 //! keeps a `Status` a request body fails with). A unary call's body must hold exactly one
 //! message. Each whole message is decoded once against the method's input type from the
-//! descriptor set (`prost-reflect`), before tonic decodes it again into the generated type: the
-//! cost of a second decode, small beside any handler's database work, buys one check for every
-//! RPC of every service with no list of types to keep.
+//! descriptor set (`prost-reflect`), before tonic decodes it again into the generated type: a
+//! second decode of every request (about 6 µs for a Settle's 123 bytes, timed once on the
+//! shared development machine, beside milliseconds of a Settle's own work) buys one check for
+//! every RPC of every service with no list of types to keep.
 //!
 //! What the check leaves to tonic: a frame longer than the server's message limit (tonic
 //! answers OUT_OF_RANGE without reading it), a message flagged compressed in a call that names
@@ -90,10 +91,10 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let path = request.uri().path().to_owned();
-        let compressed = request.headers().contains_key("grpc-encoding");
-        self.inner
-            .call(request.map(|body| checked(&path, compressed, body)))
+        let (parts, body) = request.into_parts();
+        let compressed = parts.headers.contains_key("grpc-encoding");
+        let body = checked(parts.uri.path(), compressed, body);
+        self.inner.call(Request::from_parts(parts, body))
     }
 }
 
