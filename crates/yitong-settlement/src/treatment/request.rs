@@ -115,7 +115,10 @@ pub fn china_time(ms: i64) -> String {
 /// `look_back_days` before `today` or later. The future was refused when the request was
 /// parsed.
 pub fn check_look_back(began_at_ms: i64, look_back_days: u32, today: Date) -> Result<(), Invalid> {
-    let earliest = today - chrono::Days::new(u64::from(look_back_days));
+    // A look-back past the calendar's start bounds nothing.
+    let earliest = today
+        .checked_sub_days(chrono::Days::new(u64::from(look_back_days)))
+        .unwrap_or(Date::MIN);
     if date_of_ms(began_at_ms) < earliest {
         return Err(Invalid::new(
             "began_at",
@@ -692,6 +695,7 @@ mod tests {
             Ok(())
         );
         assert!(check_look_back(china_ms("2026-12-04", 23), 0, today).is_err());
+        assert_eq!(check_look_back(i64::MIN / 2, u32::MAX, today), Ok(()));
     }
 
     // Proves a line is refused when it arose before its visit began, by its index, and that a
