@@ -228,3 +228,98 @@ network_test! {
         assert_eq!(fen(&after.fund_pay), 0);
     }
 }
+
+// Proves a Reserve that loses the race to a Void of the same new settlement id answers a
+// precise status, FAILED_PRECONDITION VOIDED_BEFORE_RESERVED, and not INTERNAL (issue 17: the
+// reservations' primary key was violated). The interleaving is made, not hoped for: the test
+// holds a lock on Jinan's audit trail, so the Void stops after inserting its tombstone, before
+// it commits; the Reserve then finds no row, inserts its own and waits on the Void's; the lock
+// is released, the Void commits, and the Reserve's insert meets the tombstone. Each step is
+// awaited by watching the server's sessions wait in PostgreSQL (pg_stat_activity), never by
+// sleeping for a guess. PostgreSQL only: on SQLite a write transaction holds the whole
+// database from its start (BEGIN IMMEDIATE), so the Void cannot insert between the Reserve's
+// look and its insert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserve_overtaken_by_a_void_is_refused_as_voided() {
+    use yitong_core::{CityCode, Owner, Service};
+    use yitong_store::sqlx;
+
+    let Some(net) = Sandbox::start(yitong_sandbox::Database::Postgres).await else {
+        return;
+    };
+    let owner = Owner::City(CityCode::parse(JINAN).expect("city"));
+    let blocker_store = net.store(owner, Service::Settlement).await;
+    let watcher_store = net.store(owner, Service::Settlement).await;
+    // Whether a session of this test's database waits for a lock in a statement starting
+    // with `statement`.
+    let waiting = |statement: &'static str| {
+        let pool = watcher_store.pool().clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                     AND query LIKE $1",
+                )
+                .bind(format!("{statement}%"))
+                .fetch_one(&pool)
+                .await
+                .expect("pg_stat_activity reads");
+                if count > 0 {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no session waits in {statement}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+
+    let before = quote(&net, claim("10.00", false)).await;
+    let mut blocker = blocker_store.pool().begin().await.expect("a transaction");
+    sqlx::query("LOCK TABLE audit_trail IN SHARE MODE")
+        .execute(&mut *blocker)
+        .await
+        .expect("the audit trail locks");
+    let mut benefit = net.benefit(JINAN);
+    let void = tokio::spawn(async move {
+        benefit
+            .void(VoidRequest {
+                message_id: "V-R1".into(),
+                settlement_id: "R1".into(),
+                reason: "timed out".into(),
+            })
+            .await
+    });
+    waiting("INSERT INTO audit_trail").await;
+    let mut benefit = net.benefit(JINAN);
+    let reserve =
+        tokio::spawn(async move { benefit.reserve(reserve("R1", claim("10.00", false))).await });
+    waiting("INSERT INTO reservations").await;
+    blocker.rollback().await.expect("the lock is released");
+
+    let voided = void
+        .await
+        .expect("the void task")
+        .expect("the void answers")
+        .into_inner()
+        .reservation
+        .expect("reservation");
+    assert_eq!(voided.status, ReservationStatus::Voided as i32);
+    let status = reserve
+        .await
+        .expect("the reserve task")
+        .expect_err("the id was voided first");
+    assert_refused(&status, "VOIDED_BEFORE_RESERVED");
+    assert_eq!(
+        quote(&net, claim("10.00", false)).await,
+        before,
+        "the refused Reserve holds nothing of the person's totals"
+    );
+    blocker_store.close().await;
+    watcher_store.close().await;
+    net.shut_down().await;
+}

@@ -6,6 +6,7 @@ mod bureau;
 mod catalog;
 mod cli;
 mod crash;
+mod dates;
 mod dev;
 mod foundation;
 mod hostile;

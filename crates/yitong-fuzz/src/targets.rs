@@ -28,7 +28,8 @@ const FORWARDED: &str = "yitong-forwarded";
 /// What one input led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// The bytes are not the request message; tonic would refuse them before any handler.
+    /// The bytes are not the request message; a server refuses them (INVALID_ARGUMENT, its frame
+    /// check) before any handler.
     Undecodable,
     /// The handler's answer: OK, or the status code it refused with.
     Answered(Code),
@@ -507,7 +508,13 @@ fn reconcile_details() -> Target {
                     ledger::ReconcileDetailsResponse,
                     ledger::ReconcileDetailsRequest,
                 >::default();
-                let body = http_body_util::Full::new(bytes::Bytes::from(bytes));
+                // The body as a server reads it: through the frame check, which refuses what
+                // does not decode before tonic does.
+                let body = yitong_node::frames::checked(
+                    "/yitong.ledger.v1.LedgerService/ReconcileDetails",
+                    false,
+                    tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(bytes))),
+                );
                 let stream = tonic::Streaming::new_request(
                     codec.decoder(),
                     body,
@@ -524,25 +531,6 @@ fn reconcile_details() -> Target {
             })
         },
     }
-}
-
-/// Whether `body` is a sequence of whole, uncompressed gRPC frames each holding a
-/// ReconcileDetailsRequest. tonic itself answers any other request stream with INTERNAL
-/// ("protocol error", "unexpected EOF", a decode error) as it reads it, so that answer is the
-/// transport's, not the handler's.
-pub fn well_formed_stream(mut body: &[u8]) -> bool {
-    while !body.is_empty() {
-        let [0, a, b, c, d, rest @ ..] = body else {
-            return false;
-        };
-        let length = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
-        if rest.len() < length || ledger::ReconcileDetailsRequest::decode(&rest[..length]).is_err()
-        {
-            return false;
-        }
-        body = &rest[length..];
-    }
-    true
 }
 
 /// Frames encoded messages as a gRPC request body.

@@ -684,6 +684,9 @@ pub(crate) enum Halt {
     ClientGone,
     /// A refusal or failure, sent to the client as the stream's status.
     Failed(LedgerError),
+    /// The client's stream was refused as it was read (a message that does not decode): its
+    /// status ends the stream.
+    Refused(tonic::Status),
 }
 
 impl From<LedgerError> for Halt {

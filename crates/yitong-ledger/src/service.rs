@@ -613,14 +613,26 @@ async fn drive_details(
                     None => return Err(Halt::from(Invalid::new("item", "give rows"))),
                 },
                 Ok(None) => return run.finish(&replies).await,
+                // A message that does not decode, refused by the server's frame check: the
+                // stream ends with that refusal, and the client resumes from its last
+                // checkpoint once it sends what decodes.
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    return Err(Halt::Refused(status));
+                }
                 // The client's side broke: it resumes from its last checkpoint.
                 Err(_) => return Err(Halt::ClientGone),
             }
         }
     }
     .await;
-    if let Err(Halt::Failed(error)) = outcome {
-        let _ = replies.send(Err(error.into())).await;
+    match outcome {
+        Err(Halt::Failed(error)) => {
+            let _ = replies.send(Err(error.into())).await;
+        }
+        Err(Halt::Refused(status)) => {
+            let _ = replies.send(Err(status)).await;
+        }
+        Ok(()) | Err(Halt::ClientGone) => {}
     }
 }
 

@@ -5,6 +5,7 @@
 //! process (what `yitong dev` and the test sandbox run).
 
 mod audit;
+pub mod frames;
 pub mod limits;
 mod local;
 mod security;

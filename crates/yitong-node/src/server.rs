@@ -35,6 +35,7 @@ pub enum ServeError {
     #[error("cannot read the listener's address")]
     Address(#[source] std::io::Error),
 }
+use crate::frames::FrameCheckLayer;
 use crate::limits::{self, limited};
 use crate::shed::{ShedLayer, ShedLimits};
 
@@ -139,11 +140,14 @@ pub async fn serve(
         builder = builder.tls_config(tls)?;
     }
     // Outermost first: every call is traced and counted, then authenticated (so a refusal
-    // costs no handler), then shed by its authenticated caller when too many are in flight.
+    // costs no handler), then shed by its authenticated caller when too many are in flight;
+    // what is admitted has its request body checked frame by frame, so a message that does not
+    // decode is refused INVALID_ARGUMENT (and counted so) before tonic reads it.
     let router = builder
         .layer(ServerLayer::new(owner.to_string()))
         .layer(AuthLayer::new(owner, security.keyring.clone()))
         .layer(ShedLayer::new(shed))
+        .layer(FrameCheckLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -13,4 +13,4 @@ pub use caller::{BadCaller, Caller, Denied, Role};
 pub use channel::{Authorized, CallLimits, PeerAccess, PeerChannel, bearer, peer_channel};
 pub use invalid::invalid_argument;
 pub use peer::PeerFault;
-pub use timestamp::timestamp_of_ms;
+pub use timestamp::{ms_of_timestamp, timestamp_of_ms};

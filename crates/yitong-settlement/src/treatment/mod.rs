@@ -53,7 +53,7 @@ pub use error::TreatmentError;
 pub use repo::{Kind, Phase};
 pub use settle::{Intent, RecoveryReport, SWEEP_BACKOFF_MAX_MS, Started, transfer_id};
 
-/// Timing of the settle protocol and of its recovery sweep.
+/// Timing of the settle protocol and of its recovery sweep, and how far back a visit may lie.
 #[derive(Debug, Clone, Copy)]
 pub struct TreatmentOptions {
     /// How long the insured city holds a reservation for a Settle, in seconds (1 to 600).
@@ -72,6 +72,11 @@ pub struct TreatmentOptions {
     /// Longest a replay waits for the first call under its message id to finish, in
     /// milliseconds, within the caller's own deadline; then it answers ABORTED.
     pub replay_wait_ms: u64,
+    /// How many days back a visit may have begun: RegisterVisit refuses a `began_at` whose
+    /// date (China Standard Time) is earlier than today less this many days, a year by
+    /// default. A hospital registers a visit on the day, or soon after; a date further back
+    /// is a mistyped year, which would otherwise be classified and settled at that date.
+    pub visit_look_back_days: u32,
 }
 
 impl Default for TreatmentOptions {
@@ -83,6 +88,7 @@ impl Default for TreatmentOptions {
             sweep_interval_ms: 5_000,
             sweep_batch_max: 100,
             replay_wait_ms: 5_000,
+            visit_look_back_days: 365,
         }
     }
 }

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use yitong_core::{Amount, Date, InstitutionCode, Invalid, MessageId, PersonNo};
 use yitong_proto::identity::v1::Credential;
 use yitong_proto::settlement::v1 as pb;
+use yitong_rpc::ms_of_timestamp;
 
 use yitong_proto::identity::v1::InsuranceType as WireInsuranceType;
 
@@ -31,6 +32,10 @@ pub const CODE_CHARS_MAX: usize = 64;
 pub const PAGE_SIZE_MAX: u32 = 200;
 /// Longest date range of one ListSettlements, in days after `from_date`.
 pub const LIST_RANGE_DAYS_MAX: i64 = 31;
+/// How far ahead of the node's clock an instant from the HIS (a visit's start, a fee line's
+/// time) may be, in milliseconds: an HIS clock a little fast is not the HIS's fault. Anything
+/// later is refused as in the future.
+pub const CLOCK_SKEW_ALLOWANCE_MS: i64 = 60_000;
 
 pub use yitong_core::date_of_ms;
 
@@ -86,15 +91,61 @@ fn credential(value: Option<Credential>) -> Result<Credential, Invalid> {
         })
 }
 
-fn timestamp_ms(value: &prost_types::Timestamp) -> Option<i64> {
-    let nanos = i64::from(value.nanos);
-    if !(0..1_000_000_000).contains(&nanos) {
-        return None;
+/// An instant the HIS sent for `field`: required, a Timestamp in range
+/// (`yitong_rpc::ms_of_timestamp`) and not in the future beyond [`CLOCK_SKEW_ALLOWANCE_MS`].
+fn past_instant_ms(value: Option<&prost_types::Timestamp>, field: &str) -> Result<i64, Invalid> {
+    let ms = value
+        .ok_or_else(|| Invalid::new(field, "is required"))
+        .and_then(|value| ms_of_timestamp(value).map_err(|invalid| invalid.at(field)))?;
+    if ms > yitong_store::now_ms() + CLOCK_SKEW_ALLOWANCE_MS {
+        return Err(Invalid::new(field, "must not be in the future"));
     }
-    value
-        .seconds
-        .checked_mul(1000)?
-        .checked_add(nanos / 1_000_000)
+    Ok(ms)
+}
+
+/// An instant as an HIS reads it: its date and time in China Standard Time.
+pub fn china_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .with_timezone(&yitong_core::china())
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Refuses a visit that began before the look-back: its date (China Standard Time) must be
+/// `look_back_days` before `today` or later. The future was refused when the request was
+/// parsed.
+pub fn check_look_back(began_at_ms: i64, look_back_days: u32, today: Date) -> Result<(), Invalid> {
+    // A look-back past the calendar's start bounds nothing.
+    let earliest = today
+        .checked_sub_days(chrono::Days::new(u64::from(look_back_days)))
+        .unwrap_or(Date::MIN);
+    if date_of_ms(began_at_ms) < earliest {
+        return Err(Invalid::new(
+            "began_at",
+            format!(
+                "must be within the last {look_back_days} days: on or after {earliest} \
+                 (China Standard Time)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses uploaded lines that arose before their visit began: every line lies within its
+/// visit, from its start to now.
+pub fn check_within_visit(lines: &[UploadedLine], began_at_ms: i64) -> Result<(), Invalid> {
+    for (index, line) in lines.iter().enumerate() {
+        if line.occurred_at_ms.is_some_and(|at| at < began_at_ms) {
+            return Err(Invalid::new(
+                format!("lines[{index}].occurred_at"),
+                format!(
+                    "must not be before the visit began, {}",
+                    china_time(began_at_ms)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A RegisterVisit, checked.
@@ -123,15 +174,7 @@ impl TryFrom<pb::RegisterVisitRequest> for Registration {
                 ));
             }
         };
-        let began_at_ms = request
-            .began_at
-            .as_ref()
-            .and_then(timestamp_ms)
-            .ok_or_else(|| Invalid::new("began_at", "is required"))?;
-        // A minute's grace for clocks that differ between the HIS and the node.
-        if began_at_ms > yitong_store::now_ms() + 60_000 {
-            return Err(Invalid::new("began_at", "must not be in the future"));
-        }
+        let began_at_ms = past_instant_ms(request.began_at.as_ref(), "began_at")?;
         text(
             &request.department_code,
             "department_code",
@@ -313,10 +356,7 @@ impl TryFrom<&pb::UploadFeeLinesRequest> for Upload {
                 .map_err(|error| Invalid::new(at(error.field()), error.to_string()))?;
             let occurred_at_ms = match &wire.occurred_at {
                 None => None,
-                Some(at_time) => Some(
-                    timestamp_ms(at_time)
-                        .ok_or_else(|| Invalid::new(at("occurred_at"), "is not a valid instant"))?,
-                ),
+                Some(at_time) => Some(past_instant_ms(Some(at_time), &at("occurred_at"))?),
             };
             lines.push(UploadedLine {
                 serial,
@@ -619,4 +659,64 @@ fn parse_token(token: &str) -> Option<(i64, String)> {
     let (ms, id) = token.split_once('.')?;
     let id = parse_id(id, "page_token").ok()?;
     Some((ms.parse().ok()?, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Milliseconds of `date` at `hour`:00 China Standard Time.
+    fn china_ms(date: &str, hour: u32) -> i64 {
+        yitong_core::parse_date(date)
+            .expect("date")
+            .and_hms_opt(hour, 0, 0)
+            .expect("time")
+            .and_local_timezone(yitong_core::china())
+            .single()
+            .expect("one instant")
+            .timestamp_millis()
+    }
+
+    // Proves the look-back counts calendar days in China Standard Time: with 365 days from
+    // 2026-12-05, a visit begun at 00:00 on 2025-12-05 (16:00 the day before in UTC) is in, and
+    // one begun a millisecond earlier is refused, naming the first day allowed.
+    #[test]
+    fn the_look_back_counts_china_days() {
+        let today = yitong_core::parse_date("2026-12-05").expect("date");
+        let first = china_ms("2025-12-05", 0);
+        assert_eq!(check_look_back(first, 365, today), Ok(()));
+        let refused = check_look_back(first - 1, 365, today).expect_err("a day too early");
+        assert_eq!(
+            refused.to_string(),
+            "began_at: must be within the last 365 days: on or after 2025-12-05 (China Standard Time)"
+        );
+        assert_eq!(
+            check_look_back(china_ms("2026-12-05", 23), 0, today),
+            Ok(())
+        );
+        assert!(check_look_back(china_ms("2026-12-04", 23), 0, today).is_err());
+        assert_eq!(check_look_back(i64::MIN / 2, u32::MAX, today), Ok(()));
+    }
+
+    // Proves a line is refused when it arose before its visit began, by its index, and that a
+    // line at the visit's start, later, or undated (the visit's start) is within it.
+    #[test]
+    fn lines_lie_within_their_visit() {
+        let began = china_ms("2026-12-05", 9);
+        let line = |occurred_at_ms| UploadedLine {
+            serial: "1".into(),
+            item_code: "001102000010000".into(),
+            line: FeeLine::new(Decimal::ONE, Amount::from_fen(100), Amount::from_fen(100))
+                .expect("a line"),
+            occurred_at_ms,
+        };
+        let within = [line(None), line(Some(began)), line(Some(began + 3_600_000))];
+        assert_eq!(check_within_visit(&within, began), Ok(()));
+        let before = [line(Some(began)), line(Some(began - 1))];
+        let refused = check_within_visit(&before, began).expect_err("a line before the visit");
+        assert_eq!(
+            refused.to_string(),
+            "lines[1].occurred_at: must not be before the visit began, 2026-12-05T09:00:00+08:00"
+        );
+    }
 }

@@ -51,6 +51,16 @@ impl SettlementNode {
         Ok(row)
     }
 
+    /// When the visit began, as registered.
+    fn began_at_ms(row: &VisitRow) -> Result<i64, TreatmentError> {
+        let visit: pb::Visit = decode(&row.registered, "registered visit")?;
+        visit
+            .began_at
+            .as_ref()
+            .and_then(|began_at| yitong_rpc::ms_of_timestamp(began_at).ok())
+            .ok_or_else(|| TreatmentError::Corrupt(format!("start of visit {}", row.visit_id)))
+    }
+
     /// Refuses a change to a visit that is not open.
     pub(super) fn check_open(row: &VisitRow) -> Result<(), TreatmentError> {
         match row.status {
@@ -106,6 +116,11 @@ impl SettlementNode {
         {
             return decode_reply(&reply);
         }
+        request::check_look_back(
+            registration.began_at_ms,
+            self.options.visit_look_back_days,
+            yitong_core::today(),
+        )?;
         let date = request::date_of_ms(registration.began_at_ms);
         let operator_id = &registration.request.operator_id;
         let person = self
@@ -269,6 +284,7 @@ impl SettlementNode {
         Self::check_open(&row)?;
         let visit_date = yitong_core::parse_date(&row.service_date)
             .map_err(|_| TreatmentError::Corrupt(format!("date of visit {}", row.visit_id)))?;
+        request::check_within_visit(&upload.lines, Self::began_at_ms(&row)?)?;
         let classified = self
             .classify(&upload.lines, visit_date, &scope.institution)
             .await?;
