@@ -91,10 +91,8 @@ const TABLE: &[(&str, &[&str])] = &[
             "operator",
         ],
     ),
-    (
-        "GetBalances",
-        &["bureau", "house", "node", "node_far", "operator"],
-    ),
+    // A city's node, like its bureau, reads its own city's accounts only; these are Zibo's.
+    ("GetBalances", &["bureau", "house", "node", "operator"]),
     (
         "GetJournalDigest",
         &[
