@@ -19,3 +19,4 @@ mod settlement;
 mod support;
 mod tls;
 mod torture;
+mod visibility;
