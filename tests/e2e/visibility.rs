@@ -362,11 +362,17 @@ async fn read(
     match rpc {
         "GetInsuredPerson" => seen(
             "yitong.identity.v1.GetInsuredPersonResponse",
-            as_caller.identity(ZIBO).get_insured_person(person(HIS)).await,
+            as_caller
+                .identity(ZIBO)
+                .get_insured_person(person(HIS))
+                .await,
         ),
         "GetInsuredPerson(no institution)" => seen(
             "yitong.identity.v1.GetInsuredPersonResponse",
-            as_caller.identity(ZIBO).get_insured_person(person("")).await,
+            as_caller
+                .identity(ZIBO)
+                .get_insured_person(person(""))
+                .await,
         ),
         "GetSettlement(cross)" => seen(
             "yitong.settlement.v1.GetSettlementResponse",
@@ -473,7 +479,11 @@ async fn read(
                     rows.push(row);
                 }
             }
-            Ok(Seen::of_rows("yitong.ledger.v1.DetailRowResult", "rows", &rows))
+            Ok(Seen::of_rows(
+                "yitong.ledger.v1.DetailRowResult",
+                "rows",
+                &rows,
+            ))
         }
         "ListClearingDetails(Zibo)" => seen(
             "yitong.ledger.v1.ListClearingDetailsResponse",
@@ -481,14 +491,20 @@ async fn read(
         ),
         "ListClearingDetails(Zibo owed by Jinan)" => seen(
             "yitong.ledger.v1.ListClearingDetailsResponse",
-            as_caller.ledger().list_clearing_details(clearing(JINAN)).await,
+            as_caller
+                .ledger()
+                .list_clearing_details(clearing(JINAN))
+                .await,
         ),
         "LookupItems" => seen(
             "yitong.catalog.v1.LookupItemsResponse",
             as_caller
                 .catalog(ZIBO)
                 .lookup_items(catalog::LookupItemsRequest {
-                    codes: visit_lines().into_iter().map(|line| line.item_code).collect(),
+                    codes: visit_lines()
+                        .into_iter()
+                        .map(|line| line.item_code)
+                        .collect(),
                     ..Default::default()
                 })
                 .await,
@@ -504,7 +520,10 @@ async fn read(
                 .await?
                 .into_inner();
             let first = pages.message().await?.expect("a first page");
-            Ok(Seen::of("yitong.catalog.v1.DownloadCatalogResponse", &first))
+            Ok(Seen::of(
+                "yitong.catalog.v1.DownloadCatalogResponse",
+                &first,
+            ))
         }
         "GetPolicy" => seen(
             "yitong.catalog.v1.GetPolicyResponse",
@@ -552,9 +571,13 @@ async fn settle(net: &Sandbox, tag: &str, insured: &str, n: u32) -> settlement::
         .into_inner()
         .visit
         .expect("visit");
-    his.upload_fee_lines(upload_request(&format!("VIS-{tag}-U"), &visit, visit_lines()))
-        .await
-        .expect("uploaded");
+    his.upload_fee_lines(upload_request(
+        &format!("VIS-{tag}-U"),
+        &visit,
+        visit_lines(),
+    ))
+    .await
+    .expect("uploaded");
     let settled = his
         .settle(settle_request(&format!("VIS-{tag}-S"), &visit, n, false))
         .await
@@ -710,9 +733,15 @@ fn assert_not_the_callers(status: &tonic::Status, field: &str) {
     use tonic_types::StatusExt;
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains(field), "{status:?}");
-    let info = status.get_details_error_info().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
     assert_eq!(info.reason, "NOT_THE_CALLERS", "{status:?}");
-    assert_eq!(info.metadata.get("field").map(String::as_str), Some(field), "{status:?}");
+    assert_eq!(
+        info.metadata.get("field").map(String::as_str),
+        Some(field),
+        "{status:?}"
+    );
 }
 
 yitong_sandbox::network_test! {

@@ -72,11 +72,7 @@ impl From<Denied> for tonic::Status {
             Some(field) => {
                 let metadata = std::collections::HashMap::from([("field".to_owned(), field)]);
                 let details = ErrorDetails::with_error_info("NOT_THE_CALLERS", "yitong", metadata);
-                tonic::Status::with_error_details(
-                    tonic::Code::PermissionDenied,
-                    message,
-                    details,
-                )
+                tonic::Status::with_error_details(tonic::Code::PermissionDenied, message, details)
             }
         }
     }
@@ -284,8 +280,15 @@ mod tests {
         assert_eq!(denied.field.as_deref(), Some("claim.treatment_city"));
         let status = tonic::Status::from(denied);
         assert_eq!(status.code(), tonic::Code::PermissionDenied);
-        assert!(status.message().contains("claim.treatment_city"), "{status:?}");
+        assert!(
+            status.message().contains("claim.treatment_city"),
+            "{status:?}"
+        );
         let operator: Caller = "operator:dev".parse().unwrap();
-        assert!(operator.require_own_city("claim.treatment_city", jinan).is_err());
+        assert!(
+            operator
+                .require_own_city("claim.treatment_city", jinan)
+                .is_err()
+        );
     }
 }

@@ -258,7 +258,11 @@ mod tests {
             ..Default::default()
         };
         let person = |record: &ledger::TransferRecord| {
-            record.transfer.as_ref().and_then(|t| t.settlement.as_ref()).map(|s| s.person_no.clone())
+            record
+                .transfer
+                .as_ref()
+                .and_then(|t| t.settlement.as_ref())
+                .map(|s| s.person_no.clone())
         };
         let own = seen_by(&caller("bureau:370300"), record.clone()).expect("seen");
         assert_eq!(person(&own).as_deref(), Some("3703000000000001"));
