@@ -457,7 +457,7 @@ impl Torture {
     /// Sends `call` once and notes what it got.
     async fn once(&self, city: &'static str, call: &Call, deadline: Duration) -> Answer {
         let made = self.ops.fetch_add(1, Ordering::Relaxed) + 1;
-        if made % PROGRESS_EVERY == 0 {
+        if made.is_multiple_of(PROGRESS_EVERY) {
             eprintln!(
                 "torture: {made} of {} calls after {:?}",
                 self.ops_max,
