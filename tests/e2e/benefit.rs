@@ -6,6 +6,7 @@ use yitong_core::Amount;
 use yitong_proto::identity::v1::{
     Credential, GetInsuredPersonRequest, InsuranceType, credential::Kind,
 };
+use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
 use yitong_proto::settlement::v1::{
     BenefitClaim, ClaimAmounts, PostRequest, QuoteRequest, ReservationKind, ReservationStatus,
     ReserveRequest, SettlementSplit, VoidRequest,
@@ -37,6 +38,12 @@ fn policy() -> (i64, i64, i64) {
     .parse::<i64>()
     .expect("basis points");
     (fen(fields[4]), ratio_bp, fen(fields[6]))
+}
+
+/// Jinan's benefit service as Zibo's node, the treatment city of every claim here: a node
+/// quotes and reserves only claims treated in its own city.
+fn zibo_node(net: &Sandbox) -> BenefitServiceClient<yitong_sandbox::Channel> {
+    net.node(ZIBO).benefit(JINAN)
 }
 
 fn fen(text: &str) -> i64 {
@@ -86,7 +93,7 @@ fn cancellation(settlement_id: &str, original: &str) -> ReserveRequest {
 }
 
 async fn quote(net: &Sandbox, claim: BenefitClaim) -> SettlementSplit {
-    net.benefit(JINAN)
+    zibo_node(net)
         .quote(QuoteRequest { claim: Some(claim) })
         .await
         .expect("quoted")
@@ -100,8 +107,7 @@ async fn post(net: &Sandbox, settlement_id: &str) -> ReservationStatus {
         message_id: format!("P-{settlement_id}"),
         settlement_id: settlement_id.into(),
     };
-    let reservation = net
-        .benefit(JINAN)
+    let reservation = zibo_node(net)
         .post(request)
         .await
         .expect("posted")
@@ -144,7 +150,7 @@ network_test! {
         assert_eq!(fen(&first.fund_pay), expected_fund.min(cap));
         assert_eq!(fen(&first.fund_pay) + fen(&first.cash_pay) + fen(&first.account_pay), 100_000);
 
-        let mut benefit = net.benefit(JINAN);
+        let mut benefit = zibo_node(net);
         let held = benefit.reserve(reserve("J1", claim("1000.00", false))).await.expect("reserved").into_inner().reservation.expect("reservation");
         assert_eq!(held.status, ReservationStatus::Reserved as i32);
         assert_eq!(held.split.as_ref(), Some(&first));
@@ -181,13 +187,13 @@ network_test! {
     /// its cancellation is posted.
     async fn account_pay_moves_on_post_and_returns_on_cancellation(net) {
         let opening = balance(net).await;
-        let held = net.benefit(JINAN).reserve(reserve("A1", claim("300.00", true))).await.expect("reserved").into_inner().reservation.expect("reservation");
+        let held = zibo_node(net).reserve(reserve("A1", claim("300.00", true))).await.expect("reserved").into_inner().reservation.expect("reservation");
         let account_pay = fen(&held.split.expect("split").account_pay);
         assert!(account_pay > 0, "the employee's share is paid from the account");
         assert_eq!(balance(net).await, opening, "nothing moves while reserved");
         post(net, "A1").await;
         assert_eq!(balance(net).await, opening - account_pay);
-        net.benefit(JINAN).reserve(cancellation("A1C", "A1")).await.expect("cancellation held");
+        zibo_node(net).reserve(cancellation("A1C", "A1")).await.expect("cancellation held");
         post(net, "A1C").await;
         assert_eq!(balance(net).await, opening);
     }
@@ -204,7 +210,7 @@ network_test! {
         let in_scope = Amount::from_fen(in_scope_fen).to_string();
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..200 {
-            let mut benefit = net.benefit(JINAN);
+            let mut benefit = zibo_node(net);
             let claim = claim(&in_scope, false);
             tasks.spawn(async move {
                 let id = format!("R{index:03}");

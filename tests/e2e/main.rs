@@ -21,3 +21,4 @@ mod settlement;
 mod support;
 mod tls;
 mod torture;
+mod visibility;

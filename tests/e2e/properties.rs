@@ -88,7 +88,9 @@ async fn totals(net: &Sandbox, case: &Case) -> (String, String, String) {
         }),
         use_personal_account: true,
     };
+    // Asked as the treatment city's node: a node quotes only claims treated in its own city.
     let split: SettlementSplit = net
+        .node(treatment)
         .benefit(insured)
         .quote(QuoteRequest { claim: Some(claim) })
         .await

@@ -5,7 +5,8 @@
 //! a bureau of Zibo calling Jinan's identity service). The handler then checks the request's
 //! own fields against the caller with [`yitong_rpc::Caller`]'s `require_*` methods: the
 //! institution code is the caller's, the treatment city is the bureau's, and so on. What the
-//! matrix cannot know from the path alone, the handler knows from the request.
+//! matrix cannot know from the path alone, the handler knows from the request. What a read
+//! then returns, record by record, is the third check: `yitong_rpc::visibility`.
 
 use yitong_core::Owner;
 use yitong_rpc::Caller;

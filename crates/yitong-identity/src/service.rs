@@ -5,7 +5,8 @@ use std::sync::Arc;
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use yitong_core::{
-    Amount, CardNumber, CitizenId, CityCode, Date, Invalid, MessageId, Network, PersonNo,
+    Amount, CardNumber, CitizenId, CityCode, Date, InstitutionCode, Invalid, MessageId, Network,
+    PersonNo,
 };
 use yitong_proto::identity::v1 as pb;
 use yitong_proto::identity::v1::credential::Kind;
@@ -734,6 +735,13 @@ impl pb::identity_service_server::IdentityService for IdentityNode {
                 "{caller} may not look up persons for institution {:?}",
                 request.institution_code
             )));
+        }
+        // A node (forwarding its HIS's lookup) and a bureau ask for an institution of their own
+        // city only: a node may not ask as another city's hospital.
+        if matches!(caller, Caller::Node(_) | Caller::Bureau(_))
+            && let Ok(code) = InstitutionCode::parse(&request.institution_code)
+        {
+            caller.require_own_city("institution_code", code.city())?;
         }
         let credential = Credential::try_from(request.credential).map_err(invalid_argument)?;
         let date =

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use yitong_core::{CityCode, Invalid, MessageId, Network, Owner};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
+use yitong_rpc::visibility::{self, Parties, Sight};
 use yitong_rpc::{Caller, invalid_argument};
 use yitong_store::replies::{self, Claim};
 use yitong_store::sqlx::{Any, Transaction};
@@ -747,15 +748,16 @@ impl TryFrom<pb::LookupTransfersRequest> for Lookup {
     }
 }
 
-/// Reading a city's clearing figures: the city's own bureau, or the clearing house's staff.
+/// Reading a city's figures (its clearing, its statement): whoever the visibility rule lets
+/// see that city's records, which for the callers the matrix admits is the city's own bureau,
+/// the clearing house's staff and operators.
 fn read_city(caller: &Caller, city: &str) -> Result<(), Status> {
-    match caller {
-        Caller::Bureau(Owner::ClearingHouse) => Ok(()),
-        Caller::Bureau(Owner::City(own)) if own.to_string() == city => Ok(()),
-        _ => Err(Status::permission_denied(format!(
-            "{caller} may not read the clearing of city {city:?}"
-        ))),
+    if visibility::sight(caller, &Parties::of(&[city], "")) == Sight::Hidden {
+        return Err(Status::permission_denied(format!(
+            "{caller} may not read the figures of city {city:?}"
+        )));
     }
+    Ok(())
 }
 
 /// Acting in a city's clearing (confirming, applying, confirming its statement): only that
@@ -815,9 +817,9 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
             .acquire()
             .await
             .map_err(LedgerError::from)?;
-        Ok(Response::new(
-            clearing::list_details(&mut conn, &request).await?,
-        ))
+        let mut reply = clearing::list_details(&mut conn, &request).await?;
+        reply.details = visibility::seen_all_by(&caller, reply.details);
+        Ok(Response::new(reply))
     }
 
     async fn confirm_clearing_details(
@@ -930,9 +932,7 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
     ) -> Result<Response<pb::GetClearingStatementResponse>, Status> {
         let caller = Caller::of(&request);
         let request = request.into_inner();
-        if !matches!(caller, Caller::Operator(_)) {
-            read_city(&caller, &request.city)?;
-        }
+        read_city(&caller, &request.city)?;
         let mut conn = self
             .store
             .pool()
@@ -1032,27 +1032,33 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         &self,
         request: Request<pb::LookupTransfersRequest>,
     ) -> Result<Response<pb::LookupTransfersResponse>, Status> {
-        Ok(Response::new(self.lookup(request.into_inner()).await?))
+        // A transfer id does not say whose it is, so a transfer the caller may not see is left
+        // out, as an unknown id is: the reply tells it nothing of other cities' settlements.
+        let caller = Caller::of(&request);
+        let mut reply = self.lookup(request.into_inner()).await?;
+        reply.transfers = visibility::seen_all_by(&caller, reply.transfers);
+        Ok(Response::new(reply))
     }
 
     async fn get_balances(
         &self,
         request: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesResponse>, Status> {
-        if let Caller::Bureau(Owner::City(own)) = Caller::of(&request) {
-            let own = own.to_string();
-            let theirs = |account: &String| {
-                account.starts_with(&format!("{own}."))
-                    || account.starts_with(&format!("{own}->"))
-                    || account.contains(&format!("->{own}."))
-            };
-            let request = request.get_ref();
-            if !request.account_ids.iter().all(theirs) || !request.cities.iter().all(|c| *c == own)
-            {
-                return Err(Status::permission_denied(format!(
-                    "bureau:{own} may read only its own city's accounts"
-                )));
-            }
+        // Accounts and cities are named in the request, so one the caller may not see refuses
+        // the request, before anything is read.
+        let caller = Caller::of(&request);
+        let named = request.get_ref();
+        let hidden = named
+            .account_ids
+            .iter()
+            .map(String::as_str)
+            .map(Parties::of_account)
+            .chain(named.cities.iter().map(|city| Parties::of(&[city], "")))
+            .any(|parties| visibility::sight(&caller, &parties) == Sight::Hidden);
+        if hidden {
+            return Err(Status::permission_denied(format!(
+                "{caller} may read only its own city's accounts"
+            )));
         }
         Ok(Response::new(self.balances(request.into_inner()).await?))
     }

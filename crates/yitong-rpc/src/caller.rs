@@ -57,11 +57,24 @@ impl Role {
 pub struct Denied {
     pub caller: String,
     pub action: String,
+    /// The path of the request field whose value the caller may not give
+    /// (`claim.treatment_city`), when one field is to blame; the status then names it in a
+    /// `google.rpc.ErrorInfo` (reason `NOT_THE_CALLERS`, metadata `field`).
+    pub field: Option<String>,
 }
 
 impl From<Denied> for tonic::Status {
     fn from(denied: Denied) -> Self {
-        tonic::Status::permission_denied(denied.to_string())
+        use tonic_types::{ErrorDetails, StatusExt};
+        let message = denied.to_string();
+        match denied.field {
+            None => tonic::Status::permission_denied(message),
+            Some(field) => {
+                let metadata = std::collections::HashMap::from([("field".to_owned(), field)]);
+                let details = ErrorDetails::with_error_info("NOT_THE_CALLERS", "yitong", metadata);
+                tonic::Status::with_error_details(tonic::Code::PermissionDenied, message, details)
+            }
+        }
     }
 }
 
@@ -115,6 +128,7 @@ impl Caller {
         Denied {
             caller: self.to_string(),
             action: action.to_string(),
+            field: None,
         }
     }
 
@@ -126,6 +140,20 @@ impl Caller {
             Caller::Institution(own) if own.as_str() == code => Ok(()),
             _ => Err(self.denied(format_args!("act for institution {code:?}"))),
         }
+    }
+
+    /// Refuses unless `city`, which the request gives in `field`, is the caller's own city: a
+    /// node acts for its own city only, never as another (a treatment city of a claim, the city
+    /// of an institution it asks for). Checked once the field has parsed, so a malformed value
+    /// is still INVALID_ARGUMENT; the refusal names the field.
+    pub fn require_own_city(&self, field: &str, city: CityCode) -> Result<(), Denied> {
+        if self.city() == Some(city) {
+            return Ok(());
+        }
+        Err(Denied {
+            field: Some(field.to_owned()),
+            ..self.denied(format_args!("act as city {city} ({field})"))
+        })
     }
 
     /// Refuses unless the caller is `owner`'s bureau.
@@ -236,5 +264,31 @@ mod tests {
         assert!(bureau.require_bureau(Owner::City(zibo)).is_ok());
         assert!(bureau.require_bureau(Owner::City(jinan)).is_err());
         assert!(his.require_bureau(Owner::City(zibo)).is_err());
+    }
+
+    // A node gives only its own city in a field that must be the caller's, and the refusal
+    // names the field.
+    #[test]
+    fn a_node_acts_as_its_own_city_only() {
+        let jinan = CityCode::parse("370100").unwrap();
+        let dongying = CityCode::parse("370500").unwrap();
+        let node: Caller = "node:370100".parse().unwrap();
+        assert!(node.require_own_city("claim.treatment_city", jinan).is_ok());
+        let denied = node
+            .require_own_city("claim.treatment_city", dongying)
+            .unwrap_err();
+        assert_eq!(denied.field.as_deref(), Some("claim.treatment_city"));
+        let status = tonic::Status::from(denied);
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert!(
+            status.message().contains("claim.treatment_city"),
+            "{status:?}"
+        );
+        let operator: Caller = "operator:dev".parse().unwrap();
+        assert!(
+            operator
+                .require_own_city("claim.treatment_city", jinan)
+                .is_err()
+        );
     }
 }

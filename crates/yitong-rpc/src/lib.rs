@@ -1,5 +1,6 @@
 //! The gRPC edge every Yitong service shares: the caller of a request, invalid arguments as
-//! statuses, wire timestamps, channels to peers and what a peer's answer means.
+//! statuses, wire timestamps, channels to peers, what a peer's answer means, and what each caller
+//! sees of the records a read returns (`visibility`).
 //!
 //! The domain types these speak of are `yitong-core`'s, which knows nothing of the transport.
 
@@ -8,6 +9,7 @@ mod channel;
 mod invalid;
 mod peer;
 mod timestamp;
+pub mod visibility;
 
 pub use caller::{BadCaller, Caller, Denied, Role};
 pub use channel::{Authorized, CallLimits, PeerAccess, PeerChannel, bearer, peer_channel};

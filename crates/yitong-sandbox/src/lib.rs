@@ -624,8 +624,9 @@ impl Sandbox {
         self.bureau(city).catalog(city)
     }
 
-    /// The city's benefit service, as a node of the city (as the treatment city's node calls
-    /// it).
+    /// The city's benefit service, as the city's own node: for Post and Void, and for claims
+    /// treated in the city itself. A claim treated elsewhere is quoted and reserved only by its
+    /// treatment city's node: `net.node(treatment).benefit(city)`.
     pub fn benefit(&self, city: &str) -> BenefitServiceClient<Channel> {
         self.node(city).benefit(city)
     }

@@ -25,7 +25,7 @@ use yitong_proto::identity::v1::{
     Credential, GetInsuredPersonRequest, InsuredPerson, MoveAccountRequest, credential::Kind,
 };
 use yitong_proto::settlement::v1 as pb;
-use yitong_rpc::{PeerAccess, PeerChannel, invalid_argument, peer_channel};
+use yitong_rpc::{Caller, Denied, PeerAccess, PeerChannel, invalid_argument, peer_channel};
 use yitong_store::{Store, audit, now_ms};
 
 pub use claim::{BenefitClaim, parse_id};
@@ -686,6 +686,14 @@ fn message_id(text: &str) -> Result<MessageId, Invalid> {
     MessageId::parse(text).map_err(|invalid| invalid.at("message_id"))
 }
 
+/// A claim is priced or held only for the node of its treatment city: a node may not ask as
+/// another city, nor for another city's institution (the proto's "it must be the calling
+/// node's"). PERMISSION_DENIED names the field.
+fn require_treating_node(caller: &Caller, claim: &BenefitClaim) -> Result<(), Denied> {
+    caller.require_own_city("claim.treatment_city", claim.treatment_city)?;
+    caller.require_own_city("claim.institution_code", claim.institution_code.city())
+}
+
 /// The digest a Reserve replay must match: the request's content, its timeout aside.
 fn reserve_digest(request: &pb::ReserveRequest) -> String {
     let content = pb::ReserveRequest {
@@ -701,7 +709,9 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         &self,
         request: Request<pb::QuoteRequest>,
     ) -> Result<Response<pb::QuoteResponse>, Status> {
+        let caller = Caller::of(&request);
         let claim = BenefitClaim::try_from(request.into_inner().claim).map_err(invalid_argument)?;
+        require_treating_node(&caller, &claim)?;
         let split = BenefitNode::quote(self, claim).await?;
         Ok(Response::new(pb::QuoteResponse { split: Some(split) }))
     }
@@ -710,6 +720,7 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         &self,
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
+        let caller = Caller::of(&request);
         let request = request.into_inner();
         let digest = reserve_digest(&request);
         let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
@@ -736,6 +747,7 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
                     )));
                 }
                 let claim = BenefitClaim::try_from(request.claim).map_err(invalid_argument)?;
+                require_treating_node(&caller, &claim)?;
                 self.reserve_settlement(&message_id, &settlement_id, claim, timeout_seconds, digest)
                     .await?
             }

@@ -77,16 +77,9 @@ impl SettlementNode {
     }
 }
 
-/// An operator sees what a settlement was, never whose: the person's number and name are
-/// blanked.
-pub(super) fn without_personal_data(settlement: &mut pb::Settlement) {
-    settlement.person_no.clear();
-    settlement.person_name.clear();
-}
-
 impl SettlementNode {
     /// Who may read an institution's settlements: the institution itself, this city's bureau,
-    /// and operators (without personal data).
+    /// and operators (who see them without the person: `yitong_rpc::visibility`).
     pub(super) fn require_reader(
         &self,
         caller: &Caller,

@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use yitong_proto::settlement::v1 as pb;
-use yitong_rpc::{Caller, Role, invalid_argument};
+use yitong_rpc::{Caller, invalid_argument, visibility};
 
-use super::reads::without_personal_data;
 use super::request::{self, Registration, SettleInput, Upload, VisitScope};
 use super::{SettlementNode, digest};
 
@@ -155,10 +154,12 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         let caller = Caller::of(&request);
         self.require_reader(&caller, &request.get_ref().institution_code)?;
         let input = request::GetInput::try_from(&request.into_inner()).map_err(invalid_argument)?;
-        let mut settlement = SettlementNode::get_settlement(self, input).await?;
-        if caller.role() == Role::Operator {
-            without_personal_data(&mut settlement);
-        }
+        let settlement = SettlementNode::get_settlement(self, input).await?;
+        // The readers the checks above admit are all party to the settlement or operators, so
+        // it is seen (by an operator without the person); a settlement hidden from its reader
+        // all the same is not found, never shown.
+        let settlement = visibility::seen_by(&caller, settlement)
+            .ok_or_else(|| Status::not_found("no such settlement"))?;
         Ok(Response::new(pb::GetSettlementResponse {
             settlement: Some(settlement),
         }))
@@ -173,9 +174,7 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         let input =
             request::ListInput::try_from(&request.into_inner()).map_err(invalid_argument)?;
         let mut page = SettlementNode::list_settlements(self, input).await?;
-        if caller.role() == Role::Operator {
-            page.settlements.iter_mut().for_each(without_personal_data);
-        }
+        page.settlements = visibility::seen_all_by(&caller, page.settlements);
         Ok(Response::new(page))
     }
 }
