@@ -69,6 +69,11 @@ pub struct Settings {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub call_timeout_ms: Option<u64>,
+    /// How many days back a visit may have begun (settlement only): RegisterVisit refuses a
+    /// `began_at` dated, in China Standard Time, before today less this many days.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visit_look_back_days: Option<u32>,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`), "0.0.0.0:9464"; none when
     /// not given.
     #[arg(long)]
@@ -252,11 +257,11 @@ mod tests {
         assert!(Settings::merge(Some(&missing), environment(&[]), &Settings::default()).is_err());
     }
 
-    // Fourteen settings, each a flag of the same name.
+    // Fifteen settings, each a flag of the same name.
     #[test]
     fn every_setting_has_one_name() {
         let names = Settings::names();
-        assert_eq!(names.len(), 14, "{names:?}");
+        assert_eq!(names.len(), 15, "{names:?}");
         for name in &names {
             assert!(
                 name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),

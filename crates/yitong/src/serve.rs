@@ -17,6 +17,7 @@ use yitong_ledger::LedgerNode;
 use yitong_node::shed::ShedLimits;
 use yitong_node::{Role, Security, serve};
 use yitong_rpc::{CallLimits, PeerAccess};
+use yitong_settlement::treatment::TreatmentOptions;
 use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_store::{Location, PoolLimits, Store};
 
@@ -185,7 +186,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("malformed network file {}", network_path.display()))?,
         ),
         (Owner::City(city), Service::Settlement) => Role::Settlement(
-            SettlementNode::new(city, store.clone(), network.clone(), calls)?,
+            SettlementNode::new(city, store.clone(), network.clone(), calls)?.with_options(
+                TreatmentOptions {
+                    visit_look_back_days: settings
+                        .visit_look_back_days
+                        .unwrap_or(TreatmentOptions::default().visit_look_back_days),
+                    ..TreatmentOptions::default()
+                },
+            ),
             BenefitNode::new(city, store, network.clone(), calls)?,
         ),
         (Owner::ClearingHouse, Service::Ledger) => {
