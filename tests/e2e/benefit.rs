@@ -290,7 +290,7 @@ async fn a_reserve_overtaken_by_a_void_is_refused_as_voided() {
         .execute(&mut *blocker)
         .await
         .expect("the audit trail locks");
-    let mut benefit = net.benefit(JINAN);
+    let mut benefit = zibo_node(&net);
     let void = tokio::spawn(async move {
         benefit
             .void(VoidRequest {
@@ -301,7 +301,7 @@ async fn a_reserve_overtaken_by_a_void_is_refused_as_voided() {
             .await
     });
     waiting("INSERT INTO audit_trail").await;
-    let mut benefit = net.benefit(JINAN);
+    let mut benefit = zibo_node(&net);
     let reserve =
         tokio::spawn(async move { benefit.reserve(reserve("R1", claim("10.00", false))).await });
     waiting("INSERT INTO reservations").await;
