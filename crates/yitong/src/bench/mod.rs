@@ -154,9 +154,11 @@ impl Shared {
         match outcome {
             workload::Outcome::Settled {
                 settlement_id,
+                fund_paid,
                 cancel,
             } => {
-                self.stats.visit_settled(due.elapsed());
+                self.stats
+                    .visit_settled(due.elapsed(), plan.cross_city(), fund_paid);
                 let known = match cancel {
                     None => Known::Settled,
                     Some(true) => Known::Cancelled,
@@ -642,6 +644,16 @@ fn print_report(
         ]);
     }
     println!("{table}");
+    let shares = &figures.fund_pay;
+    println!(
+        "fund pay in {} of {} settled visits ({}%); cross-city: {} of {} ({}%)",
+        shares.visits_with_fund_pay,
+        figures.visits_settled,
+        percent(shares.visits_with_fund_pay, figures.visits_settled),
+        shares.cross_city_with_fund_pay,
+        shares.cross_city_visits,
+        percent(shares.cross_city_with_fund_pay, shares.cross_city_visits),
+    );
     if figures.failures.is_empty() {
         println!("errors: none");
     } else {
@@ -652,6 +664,11 @@ fn print_report(
     }
     print_check(check);
     Ok(())
+}
+
+/// `part` of `whole` in whole percent, rounded down; 0 of nothing is 0.
+fn percent(part: u64, whole: u64) -> u64 {
+    (part * 100).checked_div(whole).unwrap_or(0)
 }
 
 /// `--replay`: resends the lost calls of a call log, then checks the logged run.

@@ -66,6 +66,9 @@ pub struct Stats {
     recorded: Mutex<Recorded>,
     visits_settled: AtomicU64,
     visits_failed: AtomicU64,
+    visits_with_fund_pay: AtomicU64,
+    cross_city_visits: AtomicU64,
+    cross_city_with_fund_pay: AtomicU64,
 }
 
 impl Default for Stats {
@@ -78,6 +81,9 @@ impl Default for Stats {
             }),
             visits_settled: AtomicU64::new(0),
             visits_failed: AtomicU64::new(0),
+            visits_with_fund_pay: AtomicU64::new(0),
+            cross_city_visits: AtomicU64::new(0),
+            cross_city_with_fund_pay: AtomicU64::new(0),
         }
     }
 }
@@ -103,8 +109,17 @@ impl Stats {
             .or_default() += 1;
     }
 
-    pub fn visit_settled(&self, elapsed: Duration) {
+    /// A settled visit: how long it took, whether across cities, whether the fund paid.
+    pub fn visit_settled(&self, elapsed: Duration, cross_city: bool, fund_paid: bool) {
         self.visits_settled.fetch_add(1, Ordering::Relaxed);
+        let count = |counter: &AtomicU64, when: bool| {
+            if when {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        count(&self.visits_with_fund_pay, fund_paid);
+        count(&self.cross_city_visits, cross_city);
+        count(&self.cross_city_with_fund_pay, cross_city && fund_paid);
         let mut recorded = self.recorded.lock().expect("stats lock");
         recorded.visits.saturating_record(micros(elapsed));
     }
@@ -147,6 +162,11 @@ impl Stats {
             visit: (!recorded.visits.is_empty()).then(|| Latency::of("visit", &recorded.visits)),
             calls,
             failures,
+            fund_pay: FundPayShare {
+                visits_with_fund_pay: self.visits_with_fund_pay.load(Ordering::Relaxed),
+                cross_city_visits: self.cross_city_visits.load(Ordering::Relaxed),
+                cross_city_with_fund_pay: self.cross_city_with_fund_pay.load(Ordering::Relaxed),
+            },
             open_loop: None,
             health: None,
         }
@@ -215,6 +235,14 @@ pub struct OpenLoop {
     pub accepted_per_second: f64,
 }
 
+/// Settled visits with fund pay, of all and of the cross-city ones.
+#[derive(Debug, Serialize)]
+pub struct FundPayShare {
+    pub visits_with_fund_pay: u64,
+    pub cross_city_visits: u64,
+    pub cross_city_with_fund_pay: u64,
+}
+
 /// Everything `yitong bench` reports.
 #[derive(Debug, Serialize)]
 pub struct Figures {
@@ -225,6 +253,8 @@ pub struct Figures {
     pub visit: Option<Latency>,
     pub calls: Vec<Latency>,
     pub failures: Vec<Failure>,
+    /// How many settled visits the fund paid part of: the benefit path's share of the load.
+    pub fund_pay: FundPayShare,
     pub open_loop: Option<OpenLoop>,
     /// Health checks of the settlement servers made during the load.
     pub health: Option<super::health::HealthFigures>,

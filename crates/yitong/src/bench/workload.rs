@@ -2,7 +2,7 @@
 //! bills, and one outpatient visit settled (RegisterVisit, UploadFeeLines, optionally PreSettle,
 //! Settle, and now and then CancelSettlement or ReverseByMessageId), each call timed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,20 @@ const FIRST_GENERATED_PERSON: usize = 9;
 /// The most fee lines one UploadFeeLines may carry (the service's own limit).
 pub const LINES_PER_VISIT_MAX: u32 = 100;
 
+/// The share of each city's patients who are its regulars (chronic patients back every few
+/// weeks): one in a hundred.
+const REGULARS_PER_HUNDRED: usize = 1;
+
+/// The share of visits made by regulars, in percent: with half the visits theirs, a regular
+/// passes the deductible within one run and the fund pays, as it does for the patients who
+/// come most often.
+const REGULAR_VISITS_PERCENT: u32 = 50;
+
+/// A line's unit price is its price cap in the treatment city times a percentage drawn from
+/// this range: most lines are at or under the cap, as hospitals charge, and about one in five
+/// passes it by a little.
+const PRICE_OF_CAP_PERCENT: std::ops::RangeInclusive<i64> = 85..=105;
+
 /// A seeded person the bench may treat: active insurance, active card.
 #[derive(Debug, Clone)]
 struct Patient {
@@ -48,9 +62,18 @@ pub struct Population {
     hospitals: HashMap<CityCode, Vec<String>>,
     /// Each hospital's `authorization` metadata: its HIS's API key ([`Population::authorize`]).
     authorizations: HashMap<String, http::HeaderValue>,
-    /// Item codes every enabled city's catalog holds without an end date, so a line is
-    /// classified in any treatment city.
-    item_codes: Vec<String>,
+    /// Items every enabled city's catalog holds without an end date and with a price cap, so
+    /// a line is classified and priced in any treatment city.
+    items: Vec<Item>,
+}
+
+/// A catalog item the visits may bill, with its price cap in each enabled city.
+#[derive(Debug)]
+struct Item {
+    code: String,
+    /// Drugs are dispensed one to three packs at a time; a service is performed once.
+    drug: bool,
+    cap_fen: HashMap<CityCode, i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +95,8 @@ struct InstitutionRow {
 struct ItemRow {
     city: String,
     code: String,
+    kind: String,
+    price_cap: String,
     valid_until: String,
 }
 
@@ -115,26 +140,38 @@ impl Population {
             };
             hospitals.entry(city).or_default().push(row.code);
         }
-        let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // Items by code: whether a drug, and the cap of each city that holds it open-ended.
+        let mut held: BTreeMap<String, (bool, HashMap<CityCode, i64>)> = BTreeMap::new();
         for row in read_csv::<ItemRow>(&seeds.join("catalog_items.csv"))? {
-            if row.valid_until.is_empty() {
-                holders.entry(row.code).or_default().insert(row.city);
+            if !row.valid_until.is_empty() || row.price_cap.is_empty() {
+                continue;
             }
+            let city = CityCode::parse(&row.city)
+                .map_err(|_| anyhow::anyhow!("bad city {} in catalog_items.csv", row.city))?;
+            let cap = Amount::parse(&row.price_cap)
+                .map_err(|_| anyhow::anyhow!("bad price_cap {} of {}", row.price_cap, row.code))?;
+            let (_, caps) = held
+                .entry(row.code)
+                .or_insert_with(|| (row.kind == "drug", HashMap::new()));
+            caps.insert(city, cap.fen());
         }
-        let item_codes: Vec<String> = holders
+        let items: Vec<Item> = held
             .into_iter()
-            .filter(|(_, held_by)| {
+            .filter(|(_, (_, caps))| {
                 cities
                     .iter()
-                    .all(|city| held_by.contains(&city.to_string()))
+                    .all(|city| caps.get(city).is_some_and(|cap| *cap > 0))
             })
-            .map(|(code, _)| code)
-            .take(lines as usize)
+            .map(|(code, (drug, cap_fen))| Item {
+                code,
+                drug,
+                cap_fen,
+            })
             .collect();
-        if item_codes.len() < lines as usize {
+        if items.len() < lines as usize {
             bail!(
-                "the catalogs share only {} item codes, fewer than --lines {lines}",
-                item_codes.len()
+                "the catalogs share only {} capped item codes, fewer than --lines {lines}",
+                items.len()
             );
         }
         for city in &cities {
@@ -150,7 +187,7 @@ impl Population {
             patients,
             hospitals,
             authorizations: HashMap::new(),
-            item_codes,
+            items,
         })
     }
 
@@ -224,8 +261,22 @@ pub struct Plan {
     pre_settle: bool,
     cancel: bool,
     reverse: bool,
-    /// Unit prices in fen, one per line.
-    prices_fen: Vec<i64>,
+    lines: Vec<PlannedLine>,
+}
+
+/// One fee line of a planned visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PlannedLine {
+    /// Index into [`Population::items`].
+    item: usize,
+    quantity: i64,
+    unit_price_fen: i64,
+}
+
+impl PlannedLine {
+    fn amount_fen(&self) -> i64 {
+        self.quantity * self.unit_price_fen
+    }
 }
 
 impl Plan {
@@ -243,28 +294,52 @@ impl Plan {
             treatment
         };
         let patients = &population.patients[&insured];
+        let regulars = (patients.len() * REGULARS_PER_HUNDRED / 100).max(1);
+        let patient = if rng.random_range(0..100) < REGULAR_VISITS_PERCENT {
+            patients[rng.random_range(0..regulars)].clone()
+        } else {
+            patients[rng.random_range(0..patients.len())].clone()
+        };
         let hospitals = &population.hospitals[&treatment];
         let hospital = hospitals[rng.random_range(0..hospitals.len())].clone();
+        let lines = rand::seq::index::sample(rng, population.items.len(), mix.lines as usize)
+            .into_iter()
+            .map(|item| {
+                let drawn = &population.items[item];
+                PlannedLine {
+                    item,
+                    quantity: if drawn.drug {
+                        rng.random_range(1..=3)
+                    } else {
+                        1
+                    },
+                    unit_price_fen: drawn.cap_fen[&treatment]
+                        * rng.random_range(PRICE_OF_CAP_PERCENT)
+                        / 100,
+                }
+            })
+            .collect();
         Plan {
             number,
             treatment,
             insured,
-            patient: patients[rng.random_range(0..patients.len())].clone(),
+            patient,
             authorization: population.authorizations.get(&hospital).cloned(),
             hospital,
             pre_settle: rng.random_range(0..100) < mix.pre_settle_percent,
             cancel: rng.random_range(0..100) < mix.cancel_percent,
-            // 50.00 to 800.00 yuan a line: a visit passes most deductibles, so the fund pays, and
-            // some lines pass their price caps.
-            prices_fen: (0..mix.lines)
-                .map(|_| rng.random_range(5_000..=80_000))
-                .collect(),
+            lines,
             reverse: rng.random_range(0..100) < mix.reverse_percent,
         }
     }
 
     pub fn treatment(&self) -> CityCode {
         self.treatment
+    }
+
+    /// Whether the patient is insured in another city than the treatment city.
+    pub fn cross_city(&self) -> bool {
+        self.treatment != self.insured
     }
 }
 
@@ -274,6 +349,8 @@ pub enum Outcome {
     /// Settled, and cancelled when the plan said so.
     Settled {
         settlement_id: String,
+        /// Whether the Settle's split had any fund pay.
+        fund_paid: bool,
         /// None when the plan kept the settlement; else whether CancelSettlement (or
         /// ReverseByMessageId) cancelled it.
         cancel: Option<bool>,
@@ -332,23 +409,19 @@ pub async fn run_visit(
         return Outcome::Failed;
     };
     let lines: Vec<FeeLine> = plan
-        .prices_fen
+        .lines
         .iter()
-        .zip(&population.item_codes)
         .enumerate()
-        .map(|(index, (price_fen, code))| {
-            let price = Amount::from_fen(*price_fen).to_string();
-            FeeLine {
-                serial: (index + 1).to_string(),
-                item_code: code.clone(),
-                quantity: "1".into(),
-                unit_price: price.clone(),
-                amount: price,
-                ..Default::default()
-            }
+        .map(|(index, line)| FeeLine {
+            serial: (index + 1).to_string(),
+            item_code: population.items[line.item].code.clone(),
+            quantity: line.quantity.to_string(),
+            unit_price: Amount::from_fen(line.unit_price_fen).to_string(),
+            amount: Amount::from_fen(line.amount_fen()).to_string(),
+            ..Default::default()
         })
         .collect();
-    let total = Amount::from_fen(plan.prices_fen.iter().sum()).to_string();
+    let total = Amount::from_fen(plan.lines.iter().map(PlannedLine::amount_fen).sum()).to_string();
     let upload = UploadFeeLinesRequest {
         message_id: message("U"),
         visit_id: visit.visit_id.clone(),
@@ -434,6 +507,7 @@ pub async fn run_visit(
         .is_some_and(|reply| reply.outcome == ReversalOutcome::Cancelled as i32);
         return match settlement {
             Some(settlement) => Outcome::Settled {
+                fund_paid: fund_paid(&settlement),
                 settlement_id: settlement.settlement_id,
                 cancel: Some(reversed),
             },
@@ -443,9 +517,11 @@ pub async fn run_visit(
     let Some(settlement) = settlement else {
         return Outcome::Failed;
     };
+    let fund_paid = fund_paid(&settlement);
     if !plan.cancel {
         return Outcome::Settled {
             settlement_id: settlement.settlement_id,
+            fund_paid,
             cancel: None,
         };
     }
@@ -470,8 +546,18 @@ pub async fn run_visit(
     .is_some();
     Outcome::Settled {
         settlement_id: settlement.settlement_id,
+        fund_paid,
         cancel: Some(cancelled),
     }
+}
+
+/// Whether a settlement's split has any fund pay.
+fn fund_paid(settlement: &yitong_proto::settlement::v1::Settlement) -> bool {
+    settlement
+        .split
+        .as_ref()
+        .and_then(|split| Amount::parse(&split.fund_pay).ok())
+        .is_some_and(|fund_pay| fund_pay > Amount::ZERO)
 }
 
 fn request<T>(message: T, mix: &Mix, plan: &Plan) -> Request<T> {
@@ -534,4 +620,114 @@ async fn logged<T>(
         });
     }
     result.ok().map(tonic::Response::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn city(code: &str) -> CityCode {
+        CityCode::parse(code).expect("a city code")
+    }
+
+    /// Two cities, a hundred patients each, two drugs and two services with different caps in
+    /// each city.
+    fn population() -> Population {
+        let (jinan, zibo) = (city("370100"), city("370300"));
+        let patients = (1..=100)
+            .map(|serial| Patient {
+                serial,
+                insurance_type: InsuranceType::Resident,
+            })
+            .collect::<Vec<_>>();
+        let item = |code: &str, drug: bool, jinan_cap: i64, zibo_cap: i64| Item {
+            code: code.into(),
+            drug,
+            cap_fen: HashMap::from([(jinan, jinan_cap), (zibo, zibo_cap)]),
+        };
+        Population {
+            cities: vec![jinan, zibo],
+            patients: HashMap::from([(jinan, patients.clone()), (zibo, patients)]),
+            hospitals: HashMap::from([
+                (jinan, vec!["H37010000001".into()]),
+                (zibo, vec!["H37030000001".into()]),
+            ]),
+            authorizations: HashMap::new(),
+            items: vec![
+                item("D1", true, 2_500, 2_300),
+                item("D2", true, 101, 99),
+                item("S1", false, 1_500, 1_800),
+                item("S2", false, 40_000, 38_000),
+            ],
+        }
+    }
+
+    fn mix(lines: u32) -> Mix {
+        Mix {
+            lines,
+            cross_city_percent: 70,
+            cancel_percent: 0,
+            pre_settle_percent: 0,
+            reverse_percent: 0,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn lines_are_priced_around_the_treatment_city_s_caps() {
+        let population = population();
+        let mut rng = StdRng::seed_from_u64(7);
+        let (mut over_cap, mut lines) = (0, 0);
+        for number in 0..2_000 {
+            let plan = Plan::draw(&population, &mix(3), number, &mut rng);
+            let mut items: Vec<usize> = plan.lines.iter().map(|line| line.item).collect();
+            items.sort_unstable();
+            items.dedup();
+            assert_eq!(items.len(), 3, "a visit bills distinct items");
+            for line in &plan.lines {
+                let item = &population.items[line.item];
+                let cap = item.cap_fen[&plan.treatment];
+                assert!(
+                    line.unit_price_fen >= cap * 85 / 100 && line.unit_price_fen <= cap * 105 / 100,
+                    "{} priced {} against a cap of {cap}",
+                    item.code,
+                    line.unit_price_fen
+                );
+                if item.drug {
+                    assert!((1..=3).contains(&line.quantity));
+                } else {
+                    assert_eq!(line.quantity, 1, "a service is performed once");
+                }
+                lines += 1;
+                over_cap += i32::from(line.unit_price_fen > cap);
+            }
+        }
+        // One line in four draws 101..=105 percent of its cap (5 of 21 percentages).
+        assert!(
+            (lines / 6..lines / 3).contains(&over_cap),
+            "{over_cap} of {lines} lines over their caps"
+        );
+    }
+
+    #[test]
+    fn regulars_make_half_the_visits() {
+        let population = population();
+        let mut rng = StdRng::seed_from_u64(11);
+        let visits = 4_000;
+        let by_regular = (0..visits)
+            .filter(|number| {
+                Plan::draw(&population, &mix(1), *number, &mut rng)
+                    .patient
+                    .serial
+                    == 1
+            })
+            .count();
+        // A hundred patients a city: one regular, who makes about half the visits (plus a
+        // hundredth of the other half).
+        assert!(
+            (1_800..2_300).contains(&by_regular),
+            "the regular made {by_regular} of {visits} visits"
+        );
+    }
 }
