@@ -12,7 +12,7 @@ use yitong_rpc::ms_of_timestamp;
 use yitong_proto::identity::v1::InsuranceType as WireInsuranceType;
 
 use crate::benefit::parse_id;
-use crate::split::{FeeLine, InsuranceType};
+use crate::split::{FeeLine, InsuranceType, UnitPrice};
 
 /// Most fee lines in one UploadFeeLines request.
 pub const LINES_PER_REQUEST_MAX: usize = 100;
@@ -349,8 +349,10 @@ impl TryFrom<&pb::UploadFeeLinesRequest> for Upload {
                 CODE_CHARS_MAX,
             )?;
             let quantity = quantity(&wire.quantity, &at("quantity"))?;
-            let unit_price =
-                Amount::parse(&wire.unit_price).map_err(|invalid| invalid.at(at("unit_price")))?;
+            let unit_price = UnitPrice::parse(&wire.unit_price).map_err(|error| {
+                let error = error.within(&at("unit_price"));
+                Invalid::new(error.field(), error.to_string())
+            })?;
             let amount = Amount::parse(&wire.amount).map_err(|invalid| invalid.at(at("amount")))?;
             let line = FeeLine::new(quantity, unit_price, amount)
                 .map_err(|error| Invalid::new(at(error.field()), error.to_string()))?;
