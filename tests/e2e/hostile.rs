@@ -199,11 +199,13 @@ fn paths(service: Service) -> Vec<String> {
                     "ReverseByMessageId",
                     "GetSettlement",
                     "ListSettlements",
+                    "CheckBenefit",
+                    "GetRunningTotals",
                 ],
             ),
             (
                 "yitong.settlement.v1.BenefitService",
-                &["Quote", "Reserve", "Post", "Void"],
+                &["Quote", "Reserve", "Post", "Void", "GetTotals"],
             ),
         ],
         Service::Ledger => &[(

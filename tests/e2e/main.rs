@@ -4,6 +4,7 @@
 mod benefit;
 mod bureau;
 mod catalog;
+mod check;
 mod cli;
 mod crash;
 mod dates;

@@ -75,10 +75,13 @@ const TABLE: &[(&str, &[&str])] = &[
     ("ReverseByMessageId", &["his"]),
     ("GetSettlement", &["his", "bureau", "operator"]),
     ("ListSettlements", &["his", "bureau", "operator"]),
+    ("CheckBenefit", &["his"]),
+    ("GetRunningTotals", &["his"]),
     ("Quote", &["node", "node_far"]),
     ("Reserve", &["node", "node_far"]),
     ("Post", &["node", "node_far"]),
     ("Void", &["node", "node_far"]),
+    ("GetTotals", &["node", "node_far"]),
     ("CreateTransfers", &["node", "node_far"]),
     ("PostPendingTransfers", &["node", "node_far"]),
     ("VoidPendingTransfers", &["node", "node_far"]),
@@ -378,6 +381,29 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
                 page_size: 10,
                 ..Default::default()
             }
+        ),
+        "CheckBenefit" => unary!(
+            caller.settlement(ZIBO),
+            check_benefit,
+            settlement::CheckBenefitRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "GetRunningTotals" => unary!(
+            caller.settlement(ZIBO),
+            get_running_totals,
+            settlement::GetRunningTotalsRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "GetTotals" => unary!(
+            caller.benefit(ZIBO),
+            get_totals,
+            settlement::GetTotalsRequest::default()
         ),
         "Quote" => unary!(
             caller.benefit(ZIBO),

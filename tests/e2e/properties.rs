@@ -28,7 +28,8 @@ struct Case {
     insured: usize,
     person: u32,
     use_account: bool,
-    /// (index into the treatment city's codes, quantity, unit price in fen)
+    /// (index into the treatment city's codes, quantity, unit price in millionths of a yuan:
+    /// the six fraction digits of the national pric, as per-tablet prices come)
     lines: Vec<(usize, u32, i64)>,
 }
 
@@ -38,7 +39,7 @@ fn cases() -> impl Strategy<Value = Case> {
         0..PILOT_CITIES.len(),
         prop::sample::select(ENTITLED.to_vec()),
         any::<bool>(),
-        prop::collection::vec((0..200usize, 1..=5u32, 1..=50_000i64), 1..=4),
+        prop::collection::vec((0..200usize, 1..=5u32, 1..=500_000_000i64), 1..=4),
     )
         .prop_map(|(treatment, insured, person, use_account, lines)| Case {
             treatment,
@@ -155,15 +156,17 @@ async fn settle_then_cancel(
         .lines
         .iter()
         .enumerate()
-        .map(|(index, (code, quantity, price_fen))| {
-            let amount = i64::from(*quantity) * price_fen;
+        .map(|(index, (code, quantity, price_micro))| {
+            // quantity x price in fen, rounded half up to the fen in integers: a millionth of
+            // a yuan is a ten-thousandth of a fen.
+            let amount = (i64::from(*quantity) * price_micro + 5_000) / 10_000;
             total += amount;
             let code = &codes[treatment][*code % codes[treatment].len()];
             line(
                 &format!("{}", index + 1),
                 code,
                 &quantity.to_string(),
-                &Amount::from_fen(*price_fen).to_string(),
+                &format!("{}.{:06}", price_micro / 1_000_000, price_micro % 1_000_000),
                 &Amount::from_fen(amount).to_string(),
             )
         })

@@ -542,6 +542,8 @@ network_test! {
             (line("1", "001102000010000", "-1", "20.00", "20.00"), "lines[0].quantity"),
             (line("1", "001102000010000", "0", "20.00", "0.00"), "lines[0].quantity"),
             (line("1", "001102000010000", "3", "3.33", "10.00"), "lines[0].amount"),
+            (line("1", "001102000010000", "1", "0.1234567", "0.12"), "lines[0].unit_price"),
+            (line("1", "001102000010000", "30", "0.123456", "3.71"), "lines[0].amount"),
         ];
         for (bad, field) in cases {
             let status = his.upload_fee_lines(upload_request("U-bad", &visit, vec![bad])).await.unwrap_err();

@@ -90,10 +90,14 @@ pub const MATRIX: &[(&str, &str, &[Grant])] = &[
         "ListSettlements",
         &[CityInstitution, OwnBureau, Operator],
     ),
+    // The benefit check (2001) and the running totals (5206): reads at the counter.
+    (SETTLEMENT, "CheckBenefit", HIS_AT_THE_COUNTER),
+    (SETTLEMENT, "GetRunningTotals", HIS_AT_THE_COUNTER),
     (BENEFIT, "Quote", NODES_ONLY),
     (BENEFIT, "Reserve", NODES_ONLY),
     (BENEFIT, "Post", NODES_ONLY),
     (BENEFIT, "Void", NODES_ONLY),
+    (BENEFIT, "GetTotals", NODES_ONLY),
     (LEDGER, "CreateTransfers", NODES_ONLY),
     (LEDGER, "PostPendingTransfers", NODES_ONLY),
     (LEDGER, "VoidPendingTransfers", NODES_ONLY),
@@ -189,7 +193,7 @@ mod tests {
             assert!(seen.insert((service, method)), "{service}/{method} twice");
             assert!(!grants.is_empty(), "{service}/{method} admits no one");
         }
-        assert_eq!(MATRIX.len(), 46);
+        assert_eq!(MATRIX.len(), 49);
     }
 
     // Owners matter: Zibo's bureau may not write Jinan's cards, an HIS may not call the

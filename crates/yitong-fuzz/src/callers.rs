@@ -111,6 +111,8 @@ acting!(|r| institution(&r.institution_code), aim |r| aim_institution(&mut r.ins
     settlement::ReverseByMessageIdRequest,
     settlement::GetSettlementRequest,
     settlement::ListSettlementsRequest,
+    settlement::CheckBenefitRequest,
+    settlement::GetRunningTotalsRequest,
 );
 acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
     identity::IssueCardRequest,
@@ -132,6 +134,7 @@ acting!(|_| Caller::Node(Owner::City(own_city())) =>
     settlement::ReserveRequest,
     settlement::PostRequest,
     settlement::VoidRequest,
+    settlement::GetTotalsRequest,
     ledger::CreateTransfersRequest,
     ledger::PostPendingTransfersRequest,
     ledger::VoidPendingTransfersRequest,

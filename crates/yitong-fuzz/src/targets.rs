@@ -332,6 +332,30 @@ pub fn all() -> Vec<Target> {
             settlement::ListSettlementsRequest
         ),
         target!(
+            "settlement",
+            "CheckBenefit",
+            settlement,
+            SettlementService,
+            check_benefit,
+            settlement::CheckBenefitRequest
+        ),
+        target!(
+            "settlement",
+            "GetRunningTotals",
+            settlement,
+            SettlementService,
+            get_running_totals,
+            settlement::GetRunningTotalsRequest
+        ),
+        target!(
+            "benefit",
+            "GetTotals",
+            benefit,
+            BenefitService,
+            get_totals,
+            settlement::GetTotalsRequest
+        ),
+        target!(
             "benefit",
             "Quote",
             benefit,

@@ -42,8 +42,14 @@ static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
 });
 
 /// Reads whose request carries a message id all the same: a quote (the national interface
-/// numbers pre-settlement like the settlement it previews) and a look-up by message id.
-const READS_WITH_MESSAGE_ID: [&str; 2] = ["PreSettle", "GetSettlement"];
+/// numbers pre-settlement like the settlement it previews), a look-up by message id, and the
+/// reads at the counter about a person (the benefit check, the running totals).
+const READS_WITH_MESSAGE_ID: [&str; 4] = [
+    "PreSettle",
+    "GetSettlement",
+    "CheckBenefit",
+    "GetRunningTotals",
+];
 
 /// One state-changing call.
 #[derive(Debug, Clone)]

@@ -96,15 +96,7 @@ impl TryFrom<Option<pb::BenefitClaim>> for BenefitClaim {
                 error.to_string(),
             )
         })?;
-        let hospital_level = match HospitalLevel::try_from(claim.hospital_level) {
-            Ok(level) if level != HospitalLevel::Unspecified => level,
-            _ => {
-                return Err(Invalid::new(
-                    "claim.hospital_level",
-                    "must be HOSPITAL_LEVEL_1, 2 or 3",
-                ));
-            }
-        };
+        let hospital_level = hospital_level(claim.hospital_level, "claim.hospital_level")?;
         Ok(BenefitClaim {
             person_no: PersonNo::parse(&claim.person_no)
                 .map_err(|invalid| invalid.at("claim.person_no"))?,
@@ -119,6 +111,57 @@ impl TryFrom<Option<pb::BenefitClaim>> for BenefitClaim {
             visit_id: parse_id(&claim.visit_id, "claim.visit_id")?,
             amounts,
             use_personal_account: claim.use_personal_account,
+        })
+    }
+}
+
+/// Whom and what a claim or a GetTotals asks about: the person, the date, the insurance and
+/// where they are treated; enough to find the person and the policy.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub person_no: PersonNo,
+    pub service_date: Date,
+    pub insurance_type: InsuranceType,
+    pub hospital_level: HospitalLevel,
+    pub treatment_city: CityCode,
+    pub institution_code: InstitutionCode,
+}
+
+impl Asked {
+    pub fn of_claim(claim: &BenefitClaim) -> Asked {
+        Asked {
+            person_no: claim.person_no.clone(),
+            service_date: claim.service_date,
+            insurance_type: claim.insurance_type,
+            hospital_level: claim.hospital_level,
+            treatment_city: claim.treatment_city,
+            institution_code: claim.institution_code.clone(),
+        }
+    }
+}
+
+fn hospital_level(code: i32, field: &str) -> Result<HospitalLevel, Invalid> {
+    match HospitalLevel::try_from(code) {
+        Ok(level) if level != HospitalLevel::Unspecified => Ok(level),
+        _ => Err(Invalid::new(field, "must be HOSPITAL_LEVEL_1, 2 or 3")),
+    }
+}
+
+impl TryFrom<pb::GetTotalsRequest> for Asked {
+    type Error = Invalid;
+
+    fn try_from(request: pb::GetTotalsRequest) -> Result<Self, Invalid> {
+        Ok(Asked {
+            person_no: PersonNo::parse(&request.person_no)
+                .map_err(|invalid| invalid.at("person_no"))?,
+            service_date: yitong_core::parse_date(&request.service_date)
+                .map_err(|invalid| invalid.at("service_date"))?,
+            insurance_type: insurance_type(request.insurance_type, "insurance_type")?,
+            hospital_level: hospital_level(request.hospital_level, "hospital_level")?,
+            treatment_city: CityCode::parse(&request.treatment_city)
+                .map_err(|invalid| invalid.at("treatment_city"))?,
+            institution_code: InstitutionCode::parse(&request.institution_code)
+                .map_err(|invalid| invalid.at("institution_code"))?,
         })
     }
 }

@@ -28,7 +28,7 @@ use yitong_proto::settlement::v1 as pb;
 use yitong_rpc::{Caller, Denied, PeerAccess, PeerChannel, invalid_argument, peer_channel};
 use yitong_store::{Store, audit, now_ms};
 
-pub use claim::{BenefitClaim, parse_id};
+pub use claim::{Asked, BenefitClaim, parse_id};
 pub use error::BenefitError;
 use repo::{ReservationKind, ReservationRow, ReservationStatus};
 
@@ -97,31 +97,39 @@ impl BenefitNode {
 
     /// Reads the person (refused unless entitled on the service date) and the policy for them.
     async fn context(&self, claim: &BenefitClaim) -> Result<Context, BenefitError> {
-        if claim.person_no.insured_city() != self.city {
+        self.context_of(&Asked::of_claim(claim), "claim.").await
+    }
+
+    /// Reads the person and the policy for what `asked` names; field paths in refusals start
+    /// with `prefix` ("claim." in a claim, nothing in a GetTotals).
+    async fn context_of(&self, asked: &Asked, prefix: &str) -> Result<Context, BenefitError> {
+        if asked.person_no.insured_city() != self.city {
             return Err(Invalid::new(
-                "claim.person_no",
+                format!("{prefix}person_no"),
                 format!("is not insured by city {}", self.city),
             )
             .into());
         }
         if !self
             .network
-            .city(claim.treatment_city)
+            .city(asked.treatment_city)
             .is_some_and(|city| city.enabled)
         {
             return Err(Invalid::new(
-                "claim.treatment_city",
+                format!("{prefix}treatment_city"),
                 "is not a city of the settlement network",
             )
             .into());
         }
         let person = self
-            .insured_person(claim.person_no.as_str(), claim.service_date)
+            .insured_person(asked.person_no.as_str(), asked.service_date)
             .await?;
-        if person.insurance_type != claim::insurance_type_code(claim.insurance_type) {
-            return Err(
-                Invalid::new("claim.insurance_type", "is not the person's insurance type").into(),
-            );
+        if person.insurance_type != claim::insurance_type_code(asked.insurance_type) {
+            return Err(Invalid::new(
+                format!("{prefix}insurance_type"),
+                "is not the person's insurance type",
+            )
+            .into());
         }
         let account_balance = Amount::parse(&person.account_balance)
             .map_err(|_| BenefitError::Peer("identity sent a malformed balance".into()))?;
@@ -129,8 +137,8 @@ impl BenefitNode {
             insured_city: String::new(),
             insurance_type: person.insurance_type,
             person_type: person.person_type,
-            hospital_level: claim.hospital_level as i32,
-            date: claim.service_date.to_string(),
+            hospital_level: asked.hospital_level as i32,
+            date: asked.service_date.to_string(),
         };
         let policy = self
             .catalog
@@ -235,6 +243,29 @@ impl BenefitNode {
             claim.use_personal_account,
         );
         Ok(Self::split_wire(&split, year, &context.policy_id))
+    }
+
+    /// The person's running totals for the year of the date, live reservations counted as used
+    /// (as a Quote counts them), and what the policy at the level leaves. national: 5206.
+    async fn totals(&self, asked: Asked) -> Result<pb::RunningTotals, BenefitError> {
+        let context = self.context_of(&asked, "").await?;
+        let year = i64::from(asked.service_date.year());
+        let mut conn = self.store.pool().acquire().await?;
+        let used = repo::used(&mut conn, asked.person_no.as_str(), year, "").await?;
+        let totals = Self::before(used, context.account_balance)?;
+        Ok(pb::RunningTotals {
+            person_no: asked.person_no.to_string(),
+            insured_city: self.city.to_string(),
+            benefit_year: u32::try_from(year).unwrap_or_default(),
+            deductible_used: totals.deductible_used().to_string(),
+            fund_paid: totals.fund_paid().to_string(),
+            deductible: context.policy.deductible().to_string(),
+            deductible_left: totals.deductible_left(&context.policy).to_string(),
+            annual_cap: context.policy.annual_cap().to_string(),
+            annual_cap_left: totals.annual_cap_left(&context.policy).to_string(),
+            account_balance: totals.account_balance().to_string(),
+            policy_id: context.policy_id,
+        })
     }
 
     /// Holds a new settlement's benefit.
@@ -714,6 +745,20 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         require_treating_node(&caller, &claim)?;
         let split = BenefitNode::quote(self, claim).await?;
         Ok(Response::new(pb::QuoteResponse { split: Some(split) }))
+    }
+
+    async fn get_totals(
+        &self,
+        request: Request<pb::GetTotalsRequest>,
+    ) -> Result<Response<pb::GetTotalsResponse>, Status> {
+        let caller = Caller::of(&request);
+        let asked = Asked::try_from(request.into_inner()).map_err(invalid_argument)?;
+        caller.require_own_city("treatment_city", asked.treatment_city)?;
+        caller.require_own_city("institution_code", asked.institution_code.city())?;
+        let totals = BenefitNode::totals(self, asked).await?;
+        Ok(Response::new(pb::GetTotalsResponse {
+            totals: Some(totals),
+        }))
     }
 
     async fn reserve(

@@ -5,12 +5,16 @@
 //! # Rounding, written down once
 //!
 //! Money is exact integer fen ([`Amount`]); ratios and quantities are [`Decimal`]s with at most
-//! four fraction digits; no figure ever passes through a float. Exactly four products are rounded,
-//! each to the fen, half away from zero (四舍五入, [`RoundingStrategy::MidpointAwayFromZero`]:
-//! 1.525 yuan becomes 1.53, not the banker's 1.52), each once, where it is formed:
+//! four fraction digits, and a unit price ([`UnitPrice`]) is exact yuan with at most six, as the
+//! national interface sends per-tablet prices (pric, numeric(16,6)); no figure ever passes
+//! through a float. Exactly four products are rounded, each to the fen, half away from zero
+//! (rounding half up on magnitudes, [`RoundingStrategy::MidpointAwayFromZero`]: 1.525 yuan
+//! becomes 1.53, not the banker's 1.52), each once, where it is formed:
 //!
-//! 1. per fee line, its amount: quantity x unit price (the HIS must send exactly this);
-//! 2. per fee line, its over-cap part: (unit price - price cap) x quantity;
+//! 1. per fee line, its amount: quantity x unit price, the price exact to six fraction digits
+//!    (the HIS must send exactly this);
+//! 2. per fee line, its over-cap part: (unit price - price cap) x quantity, where the price is
+//!    above the cap compared exactly (0.123457 is above a cap of 0.12);
 //! 3. per fee line, its pre-self-pay part: (amount - over-cap part) x grade-B self-pay ratio;
 //! 4. per settlement, the fund pay before the cap: (in-scope - deductible applied) x
 //!    reimbursement ratio.
@@ -27,9 +31,11 @@
 //!
 //! # Limits
 //!
-//! Amounts are at most [`AMOUNT_FEN_MAX`] (the national numeric(16,2)), quantities below 10^12
-//! (numeric(16,4)), and a settlement has at most [`LINES_PER_SETTLEMENT_MAX`] lines. Within
-//! these every sum fits an `i64` and every product fits a `Decimal` exactly (at most 10^20 in its
+//! Amounts are at most [`AMOUNT_FEN_MAX`] (the national numeric(16,2)), unit prices too,
+//! quantities below 10^12 (numeric(16,4)), and a settlement has at most
+//! [`LINES_PER_SETTLEMENT_MAX`] lines. Within these every sum fits an `i64` and every product
+//! that is not refused as too large fits a `Decimal` exactly (a price in fen carries four fraction
+//! digits and a quantity four, so a product up to [`AMOUNT_FEN_MAX`] has at most 10^24 in its
 //! mantissa, against 2^96), so the arithmetic below asserts rather than checks for overflow.
 
 use rust_decimal::prelude::ToPrimitive;
@@ -66,6 +72,9 @@ pub enum SplitError {
     TooLarge { field: String, max: String },
     #[error("{field}: must have at most four fraction digits")]
     TooManyFractionDigits { field: String },
+    /// A unit price that is not yuan with at most six fraction digits.
+    #[error("{field}: must be a yuan price above zero with at most six decimals, such as 0.123456")]
+    MalformedPrice { field: String },
     #[error("{field}: must be between 0 and 1")]
     RatioOutOfRange { field: String },
     /// The line amount is not the rounded product; `expected` is what it should be.
@@ -96,6 +105,7 @@ impl SplitError {
             | Self::Negative { field }
             | Self::TooLarge { field, .. }
             | Self::TooManyFractionDigits { field }
+            | Self::MalformedPrice { field }
             | Self::RatioOutOfRange { field }
             | Self::AmountMismatch { field, .. }
             | Self::ProductTooLarge { field }
@@ -122,6 +132,7 @@ impl SplitError {
             | Self::Negative { field }
             | Self::TooLarge { field, .. }
             | Self::TooManyFractionDigits { field }
+            | Self::MalformedPrice { field }
             | Self::RatioOutOfRange { field }
             | Self::AmountMismatch { field, .. }
             | Self::ProductTooLarge { field }
@@ -208,11 +219,99 @@ impl CatalogEntry {
     }
 }
 
+/// Unit prices carry at most this many fraction digits of the yuan (national pric,
+/// numeric(16,6)).
+const PRICE_FRACTION_DIGITS_MAX: u32 = 6;
+
+/// A unit price as the national interface sends it: yuan above zero with at most six fraction
+/// digits (a tablet at 0.123456), at most [`AMOUNT_FEN_MAX`] fen. Kept exact, in fen with at
+/// most four fraction digits, until a product with a quantity is rounded to the fen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UnitPrice(Decimal);
+
+impl UnitPrice {
+    /// Parses the wire's yuan string: digits, optionally a point and one to six digits; no
+    /// sign, exponent or separator. The error names no field; the caller nests it.
+    pub fn parse(text: &str) -> Result<UnitPrice, SplitError> {
+        let malformed = || SplitError::MalformedPrice {
+            field: String::new(),
+        };
+        let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+        let digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+        let fraction_ok = match text.contains('.') {
+            true => (1..=PRICE_FRACTION_DIGITS_MAX as usize).contains(&fraction.len()),
+            false => true,
+        };
+        if whole.is_empty()
+            || whole.len() > 14
+            || !digits(whole)
+            || !digits(fraction)
+            || !fraction_ok
+        {
+            return Err(malformed());
+        }
+        let yuan = Decimal::from_str_exact(text).map_err(|_| malformed())?;
+        UnitPrice::from_yuan(yuan)
+    }
+
+    /// A price in yuan: above zero, at most six fraction digits, at most [`AMOUNT_FEN_MAX`] fen.
+    pub fn from_yuan(yuan: Decimal) -> Result<UnitPrice, SplitError> {
+        let yuan = yuan.normalize();
+        if yuan.scale() > PRICE_FRACTION_DIGITS_MAX {
+            return Err(SplitError::MalformedPrice {
+                field: String::new(),
+            });
+        }
+        if yuan <= Decimal::ZERO {
+            return Err(SplitError::NotPositive {
+                field: String::new(),
+            });
+        }
+        let fen = yuan * Decimal::ONE_HUNDRED;
+        if fen > Decimal::from(AMOUNT_FEN_MAX) {
+            return Err(SplitError::TooLarge {
+                field: String::new(),
+                max: Amount::from_fen(AMOUNT_FEN_MAX).to_string(),
+            });
+        }
+        Ok(UnitPrice(fen))
+    }
+
+    /// The price in fen, exact (at most four fraction digits).
+    pub fn fen(self) -> Decimal {
+        self.0
+    }
+
+    /// Whether the price is above a per-unit cap, compared exactly.
+    pub fn is_above(self, cap: Amount) -> bool {
+        self.0 > Decimal::from(cap.fen())
+    }
+}
+
+/// A whole-fen price, as the catalog and older HIS versions write it.
+impl From<Amount> for UnitPrice {
+    fn from(amount: Amount) -> UnitPrice {
+        UnitPrice(Decimal::from(amount.fen()))
+    }
+}
+
+impl std::fmt::Display for UnitPrice {
+    /// Yuan with at least two fraction digits and no trailing zeros beyond them: "0.123456",
+    /// "3.50".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let yuan = (self.0 / Decimal::ONE_HUNDRED).normalize();
+        match yuan.scale() {
+            0..=2 => write!(f, "{:.2}", yuan),
+            _ => write!(f, "{yuan}"),
+        }
+    }
+}
+
 /// A fee line as the HIS uploads it, its amount checked against quantity x unit price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeeLine {
     quantity: Decimal,
-    unit_price: Amount,
+    unit_price: UnitPrice,
     amount: Amount,
 }
 
@@ -221,9 +320,10 @@ impl FeeLine {
     /// [`SplitError::within`]`("lines[2]")`.
     pub fn new(
         quantity: Decimal,
-        unit_price: Amount,
+        unit_price: impl Into<UnitPrice>,
         amount: Amount,
     ) -> Result<FeeLine, SplitError> {
+        let unit_price = unit_price.into();
         let quantity = quantity.normalize();
         if quantity <= Decimal::ZERO {
             return Err(SplitError::NotPositive {
@@ -241,12 +341,17 @@ impl FeeLine {
                 max: "999999999999.9999".into(),
             });
         }
-        if unit_price.fen() <= 0 {
+        if unit_price.fen() <= Decimal::ZERO {
             return Err(SplitError::NotPositive {
                 field: "unit_price".into(),
             });
         }
-        check_amount(unit_price, "unit_price")?;
+        if unit_price.fen() > Decimal::from(AMOUNT_FEN_MAX) {
+            return Err(SplitError::TooLarge {
+                field: "unit_price".into(),
+                max: Amount::from_fen(AMOUNT_FEN_MAX).to_string(),
+            });
+        }
         check_amount(amount, "amount")?;
         let Some(expected) = line_amount(quantity, unit_price) else {
             return Err(SplitError::ProductTooLarge {
@@ -270,7 +375,7 @@ impl FeeLine {
         self.quantity
     }
 
-    pub fn unit_price(&self) -> Amount {
+    pub fn unit_price(&self) -> UnitPrice {
         self.unit_price
     }
 
@@ -285,8 +390,8 @@ impl FeeLine {
 /// For a product within the limit the multiplication is exact. `Decimal` rounds silently only
 /// when a product's mantissa passes 2^96, that is above about 10^24 fen, which is refused here
 /// whatever the rounding.
-pub fn line_amount(quantity: Decimal, unit_price: Amount) -> Option<Amount> {
-    let product = quantity.checked_mul(Decimal::from(unit_price.fen()))?;
+pub fn line_amount(quantity: Decimal, unit_price: impl Into<UnitPrice>) -> Option<Amount> {
+    let product = quantity.checked_mul(unit_price.into().fen())?;
     let fen = round_to_fen(product);
     (fen.abs() <= Decimal::from(AMOUNT_FEN_MAX)).then(|| to_amount(fen))
 }
@@ -322,7 +427,10 @@ impl ClassifiedLine {
             return classified(amount, Amount::ZERO, Amount::ZERO, Amount::ZERO);
         };
         let over_cap_self_pay = match covered.price_cap {
-            Some(cap) if line.unit_price > cap => times(minus(line.unit_price, cap), line.quantity),
+            Some(cap) if line.unit_price.is_above(cap) => {
+                let over_per_unit = line.unit_price.fen() - Decimal::from(cap.fen());
+                to_amount(round_to_fen(over_per_unit * line.quantity))
+            }
             _ => Amount::ZERO,
         };
         // Rounding is monotone and cap >= 0, so round((price - cap) x q) <= round(price x q).

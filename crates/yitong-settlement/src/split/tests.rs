@@ -460,6 +460,20 @@ const CASES: &[Case] = &[
     // X008 B 7.5% in Dongying: 3 x 2.35 = 7.05; pre 7.05x0.075 = 0.52875 -> 0.53; in 6.52;
     // fund 6.52x0.65 = 4.238 -> 4.24; share 2.81 from the account; balance 17.19;
     // cap left 1995.76
+    // X002 B 10% cap 3.00 in Jinan, a tablet at 3.123456: 60 x 3.123456 = 187.40736 -> 187.41;
+    // over the cap (3.123456-3.00) x 60 = 7.40736 -> 7.41; within 180.00; pre 18.00; in
+    // 162.00; deductible reached; fund 162.00x0.70 = 113.40; share 74.01 cash; cap left 2886.60
+    Case { name: "per-tablet price with six decimals above its cap",
+        treated_in: JINAN, insured_in: JINAN, person: Person::EmployeeInService,
+        lines: &[("X002", "60", "3.123456", "187.41")], before: ["200.00", "0.00", "0.00"], use_account: false,
+        want: ["187.41", "0.00", "7.41", "18.00", "162.00", "0.00", "113.40", "74.01", "0.00", "74.01", "0.00", "2886.60", "0.00"] },
+    // X001 A cap 0.50 in Binzhou, 10000 tablets at 0.500001: 5000.01; one millionth of a yuan
+    // over the cap per tablet, 0.01 in all; in 5000.00; fund 5000.00x0.60 = 3000.00 above the
+    // cap left 2200.00: 2200.00; share 2800.01 cash; cap left 0.00
+    Case { name: "a millionth of a yuan over the cap, times ten thousand tablets",
+        treated_in: BINZHOU, insured_in: BINZHOU, person: Person::EmployeeInService,
+        lines: &[("X001", "10000", "0.500001", "5000.01")], before: ["150.00", "0.00", "0.00"], use_account: false,
+        want: ["5000.01", "0.00", "0.01", "0.00", "5000.00", "0.00", "2200.00", "2800.01", "0.00", "2800.01", "0.00", "0.00", "0.00"] },
     Case { name: "four-digit self-pay ratio rounds up above the half",
         treated_in: DONGYING, insured_in: DONGYING, person: Person::EmployeeInService,
         lines: &[("X008", "3", "2.35", "7.05")], before: ["300.00", "0.00", "20.00"], use_account: true,
@@ -473,7 +487,8 @@ fn settle(case: &Case) -> (Split, RunningTotals) {
         .lines
         .iter()
         .map(|&(code, quantity, unit_price, amount)| {
-            let line = FeeLine::new(dec(quantity), yuan(unit_price), yuan(amount))
+            let unit_price = UnitPrice::parse(unit_price).unwrap();
+            let line = FeeLine::new(dec(quantity), unit_price, yuan(amount))
                 .unwrap_or_else(|e| panic!("{}: {e}", case.name));
             ClassifiedLine::classify(line, catalog_entry(case.treated_in, code))
         })
@@ -602,6 +617,78 @@ fn fee_line_refusals_name_the_field() {
     );
     // Trailing zeros are not fraction digits: 2.50000 is 2.5.
     assert!(FeeLine::new(dec("2.50000"), yuan("1.00"), yuan("2.50")).is_ok());
+}
+
+// Proves unit prices as the national interface sends them: up to six fraction digits, parsed
+// exactly and refused otherwise; the line amount is the exact product rounded to the fen once;
+// a price is above its cap when it is by a millionth, and the over-cap part is rounded once.
+#[test]
+fn six_digit_unit_prices() {
+    let price = |text: &str| UnitPrice::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    assert_eq!(price("0.123456").fen(), dec("12.3456"));
+    assert_eq!(price("3").fen(), dec("300"));
+    assert_eq!(price("0.123456").to_string(), "0.123456");
+    assert_eq!(price("3.5").to_string(), "3.50");
+    assert_eq!(UnitPrice::from(yuan("2.35")), price("2.350000"));
+    for bad in [
+        "",
+        ".5",
+        "5.",
+        "1.1234567",
+        "-1.00",
+        "+1",
+        "1e3",
+        "1,000.00",
+        " 1",
+        "0",
+        "0.000000",
+        "123456789012345",
+    ] {
+        assert!(UnitPrice::parse(bad).is_err(), "{bad:?}");
+    }
+    // 30 tablets at 0.123456 = 3.70368 -> 3.70; 7 at 0.0035 = 0.0245 -> 0.02; 1 at 0.005 -> 0.01.
+    for (quantity, unit_price, fen) in [
+        ("30", "0.123456", 370),
+        ("7", "0.0035", 2),
+        ("1", "0.005", 1),
+        ("0.5", "0.01", 1),
+    ] {
+        assert_eq!(
+            line_amount(dec(quantity), price(unit_price)),
+            Some(Amount::from_fen(fen)),
+            "{quantity} x {unit_price}"
+        );
+    }
+    let err = FeeLine::new(dec("30"), price("0.123456"), yuan("3.71")).unwrap_err();
+    assert_eq!(
+        err,
+        SplitError::AmountMismatch {
+            field: "amount".into(),
+            expected: yuan("3.70")
+        }
+    );
+    let capped = catalog_entry(BINZHOU, "X001");
+    let classify = |quantity: &str, unit_price: &str, amount: &str| {
+        let line = FeeLine::new(dec(quantity), price(unit_price), yuan(amount)).unwrap();
+        ClassifiedLine::classify(line, capped)
+    };
+    let at_cap = classify("3", "0.500000", "1.50");
+    assert_eq!(
+        at_cap.over_cap_self_pay(),
+        Amount::ZERO,
+        "equal to the cap is not above it"
+    );
+    let just_above = classify("1", "0.500001", "0.50");
+    assert_eq!(
+        (just_above.over_cap_self_pay(), just_above.in_scope_amount()),
+        (Amount::ZERO, yuan("0.50")),
+        "above by a millionth, rounded to nothing"
+    );
+    let many = classify("5000", "0.500001", "2500.01");
+    assert_eq!(
+        (many.over_cap_self_pay(), many.in_scope_amount()),
+        (yuan("0.01"), yuan("2500.00"))
+    );
 }
 
 // Proves a product above the largest amount is refused as such, not as a mismatch.
@@ -737,10 +824,18 @@ fn entries() -> impl Strategy<Value = Option<CatalogEntry>> {
     prop_oneof![1 => Just(None), 4 => entry]
 }
 
-/// A valid fee line: quantity up to 1000 units, unit price up to 3000.00, its amount the
-/// oracle's rounded product.
+/// Rounds quantity x price to the fen in plain integers for a price in millionths of a yuan
+/// (ten-thousandths of a fen): the product is in 10^-8 fen, half away from zero.
+fn oracle_fen_micro(quantity_ten_thousandths: i64, price_micro_yuan: i64) -> i128 {
+    let product = i128::from(quantity_ten_thousandths) * i128::from(price_micro_yuan);
+    (product + 50_000_000) / 100_000_000
+}
+
+/// A valid fee line: quantity up to 1000 units, unit price up to 3000.00, in whole fen or (one
+/// line in two) in millionths of a yuan as per-tablet prices come, its amount the oracle's
+/// rounded product.
 fn fee_lines() -> impl Strategy<Value = FeeLine> {
-    (1i64..=10_000_000, 1i64..=300_000).prop_map(|(q, price)| {
+    let whole_fen = (1i64..=10_000_000, 1i64..=300_000).prop_map(|(q, price)| {
         let amount = i64::try_from(oracle_fen(q, price)).unwrap();
         FeeLine::new(
             Decimal::new(q, 4),
@@ -748,7 +843,13 @@ fn fee_lines() -> impl Strategy<Value = FeeLine> {
             Amount::from_fen(amount),
         )
         .unwrap()
-    })
+    });
+    let micro_yuan = (1i64..=10_000_000, 1i64..=3_000_000_000).prop_map(|(q, price)| {
+        let amount = i64::try_from(oracle_fen_micro(q, price)).unwrap();
+        let unit_price = UnitPrice::from_yuan(Decimal::new(price, 6)).unwrap();
+        FeeLine::new(Decimal::new(q, 4), unit_price, Amount::from_fen(amount)).unwrap()
+    });
+    prop_oneof![whole_fen, micro_yuan]
 }
 
 fn classified_lines() -> impl Strategy<Value = ClassifiedLine> {
@@ -898,6 +999,24 @@ proptest! {
         let later = Split::compute(&second, &policy, first.totals_after(), insurance_type, use_account);
         let reversal = first.reversal(later.totals_after()).unwrap();
         prop_assert_eq!(reversal.totals_after(), &before.apply(&later).unwrap());
+    }
+
+    // Proves a six-digit unit price's line amount is exactly the rounded product, computed
+    // independently in integers, and that the line's parts still add up to it.
+    #[test]
+    fn six_digit_prices_round_once(
+        q in 1i64..=100_000_000,
+        price in prop_oneof![1i64..=10_000_000, 1i64..=1_000_000_000_000],
+        entry in entries(),
+    ) {
+        let unit_price = UnitPrice::from_yuan(Decimal::new(price, 6)).unwrap();
+        let exact = oracle_fen_micro(q, price);
+        let amount = Amount::from_fen(i64::try_from(exact).unwrap());
+        prop_assert_eq!(line_amount(Decimal::new(q, 4), unit_price), Some(amount));
+        let line = ClassifiedLine::classify(FeeLine::new(Decimal::new(q, 4), unit_price, amount).unwrap(), entry);
+        let parts = [line.full_self_pay(), line.over_cap_self_pay(), line.pre_self_pay(), line.in_scope_amount()];
+        prop_assert!(parts.iter().all(|part| !part.is_negative()), "{line:?}");
+        prop_assert_eq!(sum(&parts), amount);
     }
 
     // Proves amount validation accepts exactly the rounded product, computed independently in

@@ -17,11 +17,13 @@
 //!
 //! Where things are: this file holds the node, its options and its message-id helpers;
 //! `service` the tonic handlers; `request` the parsed requests; `visits` visits and fee lines;
-//! `peers` the calls to identity, catalog and the insured city; `settle` the Settle protocol and
+//! `peers` the calls to identity, catalog and the insured city; `check` the benefit check and
+//! the running totals an HIS reads about a person; `settle` the Settle protocol and
 //! the recovery sweep; `cancel` cancellation and reversal; `reads` what callers read; `repo`
 //! the SQL; `error` the one mapping to gRPC.
 
 mod cancel;
+mod check;
 mod error;
 mod peers;
 mod reads;

@@ -12,7 +12,7 @@ use yitong_rpc::ms_of_timestamp;
 use yitong_proto::identity::v1::InsuranceType as WireInsuranceType;
 
 use crate::benefit::parse_id;
-use crate::split::{FeeLine, InsuranceType};
+use crate::split::{FeeLine, InsuranceType, UnitPrice};
 
 /// Most fee lines in one UploadFeeLines request.
 pub const LINES_PER_REQUEST_MAX: usize = 100;
@@ -349,8 +349,10 @@ impl TryFrom<&pb::UploadFeeLinesRequest> for Upload {
                 CODE_CHARS_MAX,
             )?;
             let quantity = quantity(&wire.quantity, &at("quantity"))?;
-            let unit_price =
-                Amount::parse(&wire.unit_price).map_err(|invalid| invalid.at(at("unit_price")))?;
+            let unit_price = UnitPrice::parse(&wire.unit_price).map_err(|error| {
+                let error = error.within(&at("unit_price"));
+                Invalid::new(error.field(), error.to_string())
+            })?;
             let amount = Amount::parse(&wire.amount).map_err(|invalid| invalid.at(at("amount")))?;
             let line = FeeLine::new(quantity, unit_price, amount)
                 .map_err(|error| Invalid::new(at(error.field()), error.to_string()))?;
@@ -661,6 +663,116 @@ fn parse_token(token: &str) -> Option<(i64, String)> {
     Some((ms.parse().ok()?, id))
 }
 
+/// A CheckBenefit or GetRunningTotals, checked: who asks about whom, for which date. The date
+/// is bounded when the node knows today and its look-back (`PersonQuery::check_date`).
+#[derive(Debug, Clone)]
+pub struct PersonQuery {
+    pub person_no: PersonNo,
+    pub credential: Credential,
+    pub insurance_type: InsuranceType,
+    pub institution: InstitutionCode,
+    /// The date asked about; `None` means today.
+    pub service_date: Option<Date>,
+    pub operator_id: String,
+}
+
+impl PersonQuery {
+    #[allow(clippy::too_many_arguments)]
+    fn parse(
+        message: &str,
+        person: &str,
+        credential_value: Option<Credential>,
+        insurance_type: i32,
+        institution_code: &str,
+        service_date: &str,
+        operator_id: &str,
+    ) -> Result<Self, Invalid> {
+        message_id(message)?;
+        text(operator_id, "operator_id", 0, CODE_CHARS_MAX)?;
+        let service_date = match service_date {
+            "" => None,
+            text => {
+                Some(yitong_core::parse_date(text).map_err(|invalid| invalid.at("service_date"))?)
+            }
+        };
+        Ok(PersonQuery {
+            person_no: person_no(person)?,
+            credential: credential(credential_value)?,
+            insurance_type: insurance_type_from_wire(insurance_type, "insurance_type")?,
+            institution: institution(institution_code)?,
+            service_date,
+            operator_id: operator_id.to_owned(),
+        })
+    }
+
+    /// The date asked about, today when none was given: not after `today`, and within the
+    /// look-back a visit's start is held to (RegisterVisit's `began_at`).
+    pub fn check_date(&self, look_back_days: u32, today: Date) -> Result<Date, Invalid> {
+        let Some(date) = self.service_date else {
+            return Ok(today);
+        };
+        if date > today {
+            return Err(Invalid::new(
+                "service_date",
+                format!("must not be after today, {today} (China Standard Time)"),
+            ));
+        }
+        let earliest = today
+            .checked_sub_days(chrono::Days::new(u64::from(look_back_days)))
+            .unwrap_or(Date::MIN);
+        if date < earliest {
+            return Err(Invalid::new(
+                "service_date",
+                format!("must be within the last {look_back_days} days: on or after {earliest}"),
+            ));
+        }
+        Ok(date)
+    }
+}
+
+/// A CheckBenefit, checked: its medical type must be one RegisterVisit takes; the rest is the
+/// query.
+impl TryFrom<&pb::CheckBenefitRequest> for PersonQuery {
+    type Error = Invalid;
+
+    fn try_from(r: &pb::CheckBenefitRequest) -> Result<Self, Invalid> {
+        match pb::MedicalType::try_from(r.medical_type) {
+            Ok(pb::MedicalType::Outpatient | pb::MedicalType::Pharmacy) => {}
+            _ => {
+                return Err(Invalid::new(
+                    "medical_type",
+                    "must be MEDICAL_TYPE_OUTPATIENT or MEDICAL_TYPE_PHARMACY",
+                ));
+            }
+        }
+        PersonQuery::parse(
+            &r.message_id,
+            &r.person_no,
+            r.credential.clone(),
+            r.insurance_type,
+            &r.institution_code,
+            &r.service_date,
+            &r.operator_id,
+        )
+    }
+}
+
+impl TryFrom<&pb::GetRunningTotalsRequest> for PersonQuery {
+    type Error = Invalid;
+
+    fn try_from(r: &pb::GetRunningTotalsRequest) -> Result<Self, Invalid> {
+        PersonQuery::parse(
+            &r.message_id,
+            &r.person_no,
+            r.credential.clone(),
+            r.insurance_type,
+            &r.institution_code,
+            &r.service_date,
+            &r.operator_id,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,5 +830,32 @@ mod tests {
             refused.to_string(),
             "lines[1].occurred_at: must not be before the visit began, 2026-12-05T09:00:00+08:00"
         );
+    }
+
+    /// Proves the date a benefit check or a running-totals read asks about: today when none is
+    /// given, never after today, and within the look-back a visit's start is held to.
+    #[test]
+    fn a_person_query_s_date_is_bounded() {
+        let today = yitong_core::parse_date("2026-12-05").unwrap();
+        let query = |date: &str| PersonQuery {
+            person_no: PersonNo::parse("3701000000000001").unwrap(),
+            credential: Credential::default(),
+            insurance_type: InsuranceType::Employee,
+            institution: InstitutionCode::parse("H37030000001").unwrap(),
+            service_date: (!date.is_empty()).then(|| yitong_core::parse_date(date).unwrap()),
+            operator_id: String::new(),
+        };
+        assert_eq!(query("").check_date(365, today), Ok(today));
+        assert_eq!(query("2026-12-05").check_date(0, today), Ok(today));
+        assert_eq!(
+            query("2025-12-05")
+                .check_date(365, today)
+                .map(|d| d.to_string()),
+            Ok("2025-12-05".to_owned())
+        );
+        for (date, look_back) in [("2026-12-06", 365), ("2025-12-04", 365), ("2026-12-04", 0)] {
+            let refused = query(date).check_date(look_back, today).unwrap_err();
+            assert_eq!(refused.field(), "service_date", "{date}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 use yitong_proto::settlement::v1 as pb;
 use yitong_rpc::{Caller, invalid_argument, visibility};
 
-use super::request::{self, Registration, SettleInput, Upload, VisitScope};
+use super::request::{self, PersonQuery, Registration, SettleInput, Upload, VisitScope};
 use super::{SettlementNode, digest};
 
 impl SettlementNode {
@@ -94,6 +94,28 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
             request::LineCancellation::try_from(&request).map_err(invalid_argument)?;
         Ok(Response::new(
             self.cancel_lines(cancellation, &digest(&request)).await?,
+        ))
+    }
+
+    async fn check_benefit(
+        &self,
+        request: Request<pb::CheckBenefitRequest>,
+    ) -> Result<Response<pb::CheckBenefitResponse>, Status> {
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
+        let query = PersonQuery::try_from(request.get_ref()).map_err(invalid_argument)?;
+        Ok(Response::new(
+            SettlementNode::check_benefit(self, query).await?,
+        ))
+    }
+
+    async fn get_running_totals(
+        &self,
+        request: Request<pb::GetRunningTotalsRequest>,
+    ) -> Result<Response<pb::GetRunningTotalsResponse>, Status> {
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
+        let query = PersonQuery::try_from(request.get_ref()).map_err(invalid_argument)?;
+        Ok(Response::new(
+            SettlementNode::running_totals(self, query).await?,
         ))
     }
 

@@ -2,7 +2,6 @@
 //! lock, and what a PreSettle or Settle reads of them.
 
 use yitong_core::{Amount, CityCode, Date, Invalid};
-use yitong_proto::catalog::v1::GetInstitutionRequest;
 use yitong_proto::settlement::v1 as pb;
 use yitong_store::now_ms;
 
@@ -133,29 +132,9 @@ impl SettlementNode {
                 operator_id,
             )
             .await?;
-        let institution = self
-            .catalog
-            .clone()
-            .get_institution(GetInstitutionRequest {
-                code: registration.institution.to_string(),
-            })
-            .await
-            .map_err(|status| TreatmentError::remote("catalog", status))?
-            .into_inner()
-            .institution
-            .ok_or_else(|| {
-                TreatmentError::Peer("catalog answered without an institution".into())
-            })?;
-        if institution.city != self.city.to_string() {
-            return Err(Invalid::new(
-                "institution_code",
-                format!("must be an institution of city {}", self.city),
-            )
-            .into());
-        }
+        let institution = self.institution(&registration.institution).await?;
         let insured_city = registration.person_no.insured_city();
-        let networked = !institution.cross_city_since.is_empty()
-            && institution.cross_city_since.as_str() <= date.to_string().as_str();
+        let networked = super::check::networked(&institution, date);
         if insured_city != self.city && !networked {
             return Err(TreatmentError::refused(
                 "INSTITUTION_NOT_NETWORKED",
