@@ -48,6 +48,18 @@ fn rewritten_config(address: std::net::SocketAddr) -> String {
 
 /// GET `path` of the server at `address` over HTTP/1.0: the body, which must be a 200's.
 async fn get(address: &str, path: &str) -> String {
+    let (head, body) = get_answer(address, path).await;
+    assert!(
+        head.lines()
+            .next()
+            .is_some_and(|line| line.contains(" 200 ")),
+        "GET {path}: {head}\n{body}"
+    );
+    body
+}
+
+/// GET `path` of the server at `address` over HTTP/1.0: the head and the body.
+async fn get_answer(address: &str, path: &str) -> (String, String) {
     let mut stream = tokio::net::TcpStream::connect(address)
         .await
         .expect("Prometheus accepts");
@@ -61,13 +73,7 @@ async fn get(address: &str, path: &str) -> String {
         .await
         .expect("response read");
     let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
-    assert!(
-        head.lines()
-            .next()
-            .is_some_and(|line| line.contains(" 200 ")),
-        "GET {path}: {head}\n{body}"
-    );
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
 }
 
 /// An instant query's result vector.
@@ -184,8 +190,24 @@ async fn the_dashboard_draws_a_line_per_city_from_the_compose_scrape() {
     };
     let address = prometheus.address.clone();
 
-    // Every target scraped at least twice, so rates have two samples.
+    // Ready (it answers 503 while its storage opens), then every target scraped at least
+    // twice, so rates have two samples.
     let started = Instant::now();
+    loop {
+        let (head, body) = get_answer(&address, "/-/ready").await;
+        if head
+            .lines()
+            .next()
+            .is_some_and(|line| line.contains(" 200 "))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < SCRAPES_WITHIN,
+            "Prometheus is not ready: {head}\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     loop {
         let scraped = query(&address, "count_over_time(up[5m]) >= 2 and up == 1").await;
         if scraped.len() == 13 {

@@ -8,7 +8,8 @@
 //! ([`crate::tracing_on`]), neither makes a span; calls are still counted and timed.
 //!
 //! A call dropped before its answer (a fan-out call abandoned once another answered, a server
-//! call whose client went away) ends its span CANCELLED, as the RPC conventions record it.
+//! call whose client went away) ends its span CANCELLED, as the RPC conventions record it, and
+//! a served one is counted so.
 //! Every served call also writes one log line of its own (target `yitong::calls`, at info),
 //! with the method, the status and the time it took, in its span.
 //!
@@ -96,14 +97,26 @@ struct Ending {
     span: tracing::Span,
     server: bool,
     finished: bool,
+    /// A served call's labels and start: a call whose client went away is counted CANCELLED.
+    served: Option<(MethodLabels, Instant)>,
 }
 
 impl Ending {
-    fn new(span: tracing::Span, server: bool) -> Ending {
+    fn client(span: tracing::Span) -> Ending {
         Ending {
             span,
-            server,
+            server: false,
             finished: false,
+            served: None,
+        }
+    }
+
+    fn server(span: tracing::Span, labels: MethodLabels, started: Instant) -> Ending {
+        Ending {
+            span,
+            server: true,
+            finished: false,
+            served: Some((labels, started)),
         }
     }
 
@@ -115,8 +128,12 @@ impl Ending {
 
 impl Drop for Ending {
     fn drop(&mut self) {
-        if !self.finished {
-            record_status(&self.span, CANCELLED, self.server);
+        if self.finished {
+            return;
+        }
+        record_status(&self.span, CANCELLED, self.server);
+        if let Some((labels, started)) = self.served.take() {
+            metrics().observe_rpc(labels, status_name(CANCELLED), started.elapsed());
         }
     }
 }
@@ -284,7 +301,7 @@ where
             tracing::Span::none()
         };
         let call = inner.call(request).instrument(span.clone());
-        let mut ending = Ending::new(span, true);
+        let mut ending = Ending::server(span, labels.clone(), started);
         Box::pin(async move {
             let result = call.await;
             let code = match &result {
@@ -367,7 +384,7 @@ where
         TraceContextPropagator::new()
             .inject_context(&span.context(), &mut HeaderInjector(request.headers_mut()));
         let call = inner.call(request).instrument(span.clone());
-        let mut ending = Ending::new(span, false);
+        let mut ending = Ending::client(span);
         Box::pin(async move {
             let result = call.await;
             let code = match &result {
