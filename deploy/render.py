@@ -248,14 +248,17 @@ service:
 
 
 def prometheus_config(enabled: list[dict]) -> str:
-    """One scrape job for the cities' services (labelled with their city and service) and one
-    for the clearing house's ledger."""
+    """One scrape job for the services (each target labelled with its city and service). The
+    metrics' own labels win over the targets' (`honor_labels`): `yitong_prepaid_available_fen`
+    and `yitong_settlements_in_doubt` carry the `city` they are about, which the ledger's
+    target label `city: clearing` must not rename to `exported_city`."""
     lines = [
         HEADER.rstrip(),
         "global:",
         "  scrape_interval: 15s",
         "scrape_configs:",
         "  - job_name: yitong",
+        "    honor_labels: true",
         "    static_configs:",
     ]
     for city in enabled:
@@ -316,8 +319,10 @@ def dashboard(enabled: list[dict]) -> str:
                 (f'sum by (treatment_city) (rate(yitong_fund_paid_fen_total{{insured_city="{code}"}}[5m])) / 100',
                  "at {{treatment_city}}"),
             ], 8, 8, "currencyCNY"),
+            # A method without errors has no series of a code other than OK: it shows 0.
             panel("RPC errors (share of calls not OK)", [
-                (f'sum by (method) (rate(yitong_rpc_requests_total{{owner="{code}",code!="OK"}}[5m]))'
+                (f'(sum by (method) (rate(yitong_rpc_requests_total{{owner="{code}",code!="OK"}}[5m]))'
+                 f' or 0 * sum by (method) (rate(yitong_rpc_requests_total{{owner="{code}"}}[5m])))'
                  f' / sum by (method) (rate(yitong_rpc_requests_total{{owner="{code}"}}[5m]))',
                  "{{method}}"),
             ], 16, 8, "percentunit"),
@@ -327,10 +332,14 @@ def dashboard(enabled: list[dict]) -> str:
             panel("RPC latency p95 by method", [
                 (f'histogram_quantile(0.95, sum by (le, method) (rate(yitong_rpc_duration_seconds_bucket{{owner="{code}"}}[5m])))',
                  "{{method}}"),
-            ], 0, 12, "s"),
+            ], 0, 8, "s"),
+            panel("Settles refused here, by reason (per second)", [
+                (f'sum by (reason) (rate(yitong_settlement_refusals_total{{treatment_city="{code}"}}[5m]))',
+                 "{{reason}}"),
+            ], 8, 8, "ops"),
             panel("Settlements in doubt (left by the recovery sweep)", [
                 (f'max(yitong_settlements_in_doubt{{city="{code}"}})', "in doubt"),
-            ], 12, 12),
+            ], 16, 8),
         ]
         y += 8
     panels.append({

@@ -163,3 +163,120 @@ async fn dev_accepts_an_issued_key_and_refuses_a_revoked_one_while_running() {
     dev.start_kill().expect("yitong dev stops");
     let _ = dev.wait().await;
 }
+
+/// Runs the `yitong` command `line` ("yitong journal verify --ledger ..."), split on blanks as
+/// a shell would split it (the printed paths hold none); its exit status and what it said.
+fn run_printed(line: &str) -> (std::process::ExitStatus, String) {
+    let mut words = line.split_whitespace();
+    assert_eq!(words.next(), Some("yitong"), "{line}");
+    let output = std::process::Command::new(yitong())
+        .args(words)
+        .env_remove("YITONG_API_KEY")
+        .output()
+        .expect("the binary runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, said)
+}
+
+/// Proves that `yitong dev --tls` is usable from what it prints: its table gives `https://`
+/// endpoints, it writes no API key (a TLS server takes none without a certificate), and every
+/// command it prints runs as printed and succeeds (the journal verified as the operator, a
+/// certificate issued into its PKI folder). A client command given the network's `http://`
+/// endpoint with --ca, --cert and --key reaches the server over TLS and gets its answer (here
+/// NOT_FOUND, not "h2 protocol error"); given --ca without a certificate, it says what it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_dev_tls_prints_works_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, seeds) = (dir.path().join("data"), dir.path().join("seeds"));
+    seeds_on_ephemeral_ports(&seeds);
+    let mut dev = tokio::process::Command::new(yitong())
+        .arg("dev")
+        .arg("--tls")
+        .arg("--data")
+        .arg(&data)
+        .arg("--seeds")
+        .arg(&seeds)
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env_remove("YITONG_DATABASE_URL")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("yitong dev starts");
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let started = tokio::time::timeout(Duration::from_secs(START_SECS_MAX), async {
+        while let Some(line) = lines.next_line().await.expect("stdout reads") {
+            let done = line.starts_with("Press Ctrl-C");
+            printed.push(line);
+            if done {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(started, Ok(true), "yitong dev --tls came up: {printed:#?}");
+
+    let settlement = printed
+        .iter()
+        .find(|line| line.contains(&format!("({ZIBO})")) && line.contains(" settlement "))
+        .and_then(|line| line.split_whitespace().last())
+        .expect("the table names Zibo's settlement service")
+        .to_owned();
+    assert!(settlement.starts_with("https://"), "{settlement}");
+    assert!(
+        !data.join("credentials.toml").exists() && !data.join("keys.toml").exists(),
+        "no API key is written for a TLS network"
+    );
+
+    let commands: Vec<&str> = printed
+        .iter()
+        .filter_map(|line| line.find("yitong ").map(|at| &line[at..]))
+        .filter(|command| !command.starts_with("yitong dev"))
+        .collect();
+    assert!(commands.len() >= 2, "commands printed: {printed:#?}");
+    for command in &commands {
+        let (status, said) = run_printed(command);
+        assert!(status.success(), "{command}: {status}\n{said}");
+    }
+    assert!(
+        data.join("pki/operator-oncall.pem").exists(),
+        "the printed pki issue wrote into the network's PKI folder"
+    );
+
+    // The network file's form of the endpoint, with the holder's certificate.
+    let pki = data.join("pki");
+    let path = |name: &str| pki.join(name).display().to_string();
+    let show = format!(
+        "yitong settlement show NO-SUCH-SETTLEMENT --institution {HIS_CODE} --settlement {} --ca {} --cert {} --key {}",
+        settlement.replacen("https://", "http://", 1),
+        path("ca.pem"),
+        path("institution-H37030000001.pem"),
+        path("institution-H37030000001.key"),
+    );
+    let (status, said) = run_printed(&show);
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains("GetSettlement:") && !said.contains("h2 protocol error"),
+        "the server answered over TLS: {said}"
+    );
+    let without_certificate = format!(
+        "yitong settlement show NO-SUCH-SETTLEMENT --institution {HIS_CODE} --settlement {settlement} --ca {}",
+        path("ca.pem"),
+    );
+    let (status, said) = run_printed(&without_certificate);
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("--cert"), "says what it needs: {said}");
+
+    dev.start_kill().expect("yitong dev stops");
+    let _ = dev.wait().await;
+}
+
+const HIS_CODE: &str = "H37030000001";

@@ -4,6 +4,7 @@
 
 mod collector;
 mod metrics;
+mod prometheus;
 mod show;
 mod traces;
 mod visit;

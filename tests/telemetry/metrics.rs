@@ -12,12 +12,12 @@ use yitong_proto::ledger::v1::{
 };
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 use yitong_proto::settlement::v1::{
-    CancelSettlementRequest, GetSettlementRequest, get_settlement_request::Key,
+    CancelSettlementRequest, GetSettlementRequest, SettleRequest, get_settlement_request::Key,
 };
-use yitong_sandbox::{BINZHOU, DONGYING, Database, Sandbox};
+use yitong_sandbox::{BINZHOU, DONGYING, Database, JINAN, Sandbox};
 
 use crate::collector::collector;
-use crate::visit::{his_channel, settle_visit};
+use crate::visit::{card, his_channel, settle_visit};
 
 /// GET /metrics over HTTP/1.0: the status line and the body.
 async fn scrape(address: std::net::SocketAddr) -> (String, String) {
@@ -51,7 +51,7 @@ fn sample(exposition: &str, series: &str) -> Option<String> {
 
 /// Whether a missing promtool fails the test: under CI, and wherever PostgreSQL is required
 /// (as `.ci/run` requires it), the check must run.
-fn promtool_required() -> bool {
+pub fn promtool_required() -> bool {
     std::env::var("CI").is_ok_and(|value| value == "true")
         || std::env::var("YITONG_REQUIRE_POSTGRES").is_ok_and(|value| value == "1")
 }
@@ -86,10 +86,15 @@ async fn promtool_check(exposition: &str) -> Option<(bool, String)> {
 
 // Proves the metrics endpoint serves an exposition that `promtool check metrics` accepts, and
 // that after known traffic (two Binzhou settlements of Dongying-insured patients, one of them
-// cancelled, a GetSettlement of an unknown id, a totals reconciliation that does not match)
-// it counts exactly that: RPCs by method and code with their durations, settlements by city
-// pair and outcome, the fund pay in fen, the reconciliation break, and the prepaid fund
-// available that the ledger reports. No other test of this binary settles for this pair.
+// cancelled, a second Settle of the settled visit refused before its intent, a GetSettlement
+// of an unknown id, a totals reconciliation that does not match) it counts exactly that: RPCs
+// by method and code with their durations, settlements by city pair and outcome, the refusal
+// by its reason, the fund pay and the fund pay given back in fen, the reconciliation break,
+// and the prepaid fund available that the ledger reports. No other test of this binary
+// settles for this pair. Every series is there from start-up, at zero before its first use:
+// the pairs and reasons nothing touched, a method never called, the prepaid fund of a city
+// no transfer moved here, a reconciliation subject never reconciled.
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
     collector();
@@ -104,6 +109,17 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
     let server = tokio::spawn(yitong_telemetry::serve_metrics(listener, async move {
         let _ = stopped.await;
     }));
+
+    // Prepaid funds, read by the ledger at start-up, before any transfer moves them here.
+    let (_, at_start) = scrape(address).await;
+    assert!(
+        sample(
+            &at_start,
+            &format!(r#"yitong_prepaid_available_fen{{city="{BINZHOU}"}}"#)
+        )
+        .is_some(),
+        "the prepaid gauge is there from start-up:\n{at_start}"
+    );
 
     let first = settle_visit(&net, "METRICS-1", BINZHOU, DONGYING, 1).await;
     let second = settle_visit(&net, "METRICS-2", BINZHOU, DONGYING, 2).await;
@@ -127,6 +143,25 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
     })
     .await
     .expect("cancelled");
+    // The settled visit again, under a new message id: refused before any intent.
+    let again = his
+        .settle(SettleRequest {
+            message_id: "S-METRICS-1-AGAIN".into(),
+            visit_id: first.visit_id.clone(),
+            person_no: first.person_no.clone(),
+            credential: card(DONGYING, 1),
+            insurance_type: first.insurance_type,
+            total_amount: "3052.00".into(),
+            use_personal_account: false,
+            institution_code: first.institution_code.clone(),
+            operator_id: "op1".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    let second_fund_pay = Amount::parse(&second.split.as_ref().expect("split").fund_pay)
+        .expect("fund pay")
+        .fen();
     let unknown = his
         .get_settlement(GetSettlementRequest {
             key: Some(Key::SettlementId("NO-SUCH-SETTLEMENT".into())),
@@ -193,8 +228,55 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
             "1".to_owned(),
         ),
         (
+            format!(r#"yitong_settlements_total{{{pair},outcome="refused"}}"#),
+            "1".to_owned(),
+        ),
+        (
+            format!(r#"yitong_settlement_refusals_total{{{pair},reason="FAILED_PRECONDITION"}}"#),
+            "1".to_owned(),
+        ),
+        (
+            format!(r#"yitong_settlement_refusals_total{{{pair},reason="UNAVAILABLE"}}"#),
+            "0".to_owned(),
+        ),
+        (
             format!(r#"yitong_fund_paid_fen_total{{{pair}}}"#),
             fund_pay.to_string(),
+        ),
+        (
+            format!(r#"yitong_fund_returned_fen_total{{{pair}}}"#),
+            second_fund_pay.to_string(),
+        ),
+        // From start-up, before first use.
+        (
+            format!(
+                r#"yitong_settlements_total{{treatment_city="{JINAN}",insured_city="{BINZHOU}",outcome="cancelled"}}"#
+            ),
+            "0".to_owned(),
+        ),
+        (
+            format!(
+                r#"yitong_fund_paid_fen_total{{treatment_city="{JINAN}",insured_city="{BINZHOU}"}}"#
+            ),
+            "0".to_owned(),
+        ),
+        (
+            format!(
+                r#"yitong_rpc_requests_total{{owner="{BINZHOU}",service="yitong.identity.v1.IdentityService",method="IssueCard",code="OK"}}"#
+            ),
+            "0".to_owned(),
+        ),
+        (
+            format!(
+                r#"yitong_rpc_duration_seconds_count{{owner="{BINZHOU}",service="yitong.identity.v1.IdentityService",method="IssueCard"}}"#
+            ),
+            "0".to_owned(),
+        ),
+        (
+            format!(
+                r#"yitong_reconciliation_breaks_total{{scope="insured_city",subject="{JINAN}",class="timing"}}"#
+            ),
+            "0".to_owned(),
         ),
         (
             format!(
@@ -212,7 +294,8 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
             format!(
                 r#"yitong_rpc_duration_seconds_count{{owner="{BINZHOU}",service="yitong.settlement.v1.SettlementService",method="Settle"}}"#
             ),
-            "2".to_owned(),
+            // Two settled, one refused.
+            "3".to_owned(),
         ),
         (
             format!(

@@ -2,13 +2,19 @@
 
 use std::collections::{HashMap, HashSet};
 
+use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tracing::Instrument;
-use yitong_core::Service;
+use yitong_core::{CityCode, Owner, Service};
+use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
+use yitong_proto::identity::v1::{
+    Credential, GetInsuredPersonRequest, IssueEVoucherRequest, credential::Kind,
+};
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 use yitong_proto::settlement::v1::{GetSettlementRequest, get_settlement_request::Key};
 use yitong_sandbox::privacy::citizen_ids_in;
-use yitong_sandbox::{Database, JINAN, Sandbox, ZIBO};
+use yitong_sandbox::{BINZHOU, DONGYING, Database, JINAN, Sandbox, ZIBO};
 
 use crate::collector::{Received, collector, display, text};
 use crate::visit::{his_channel, settle_visit};
@@ -232,5 +238,218 @@ async fn a_cross_city_visit_is_one_trace_across_every_city_it_touched() {
             );
         }
     }
+    net.shut_down().await;
+}
+
+/// An integer attribute's value; `None` when absent or of another type.
+fn int(attributes: &[KeyValue], key: &str) -> Option<i64> {
+    attributes
+        .iter()
+        .find(|attribute| attribute.key == key)
+        .and_then(|attribute| attribute.value.as_ref())
+        .and_then(|value| match value.value {
+            Some(Value::IntValue(number)) => Some(number),
+            _ => None,
+        })
+}
+
+/// The spans of the trace whose root is the one span named `root`, checked to be one tree:
+/// every span but the root has its parent in the trace.
+fn one_trace(received: &[Received], root: &str) -> (Received, Vec<Received>) {
+    let roots: Vec<&Received> = received
+        .iter()
+        .filter(|received| received.span.name == root)
+        .collect();
+    assert_eq!(roots.len(), 1, "one span {root}");
+    let root = roots[0].clone();
+    assert!(root.span.parent_span_id.is_empty(), "{root:?} is a root");
+    let trace: Vec<Received> = received
+        .iter()
+        .filter(|received| received.span.trace_id == root.span.trace_id)
+        .cloned()
+        .collect();
+    let ids: HashSet<&[u8]> = trace
+        .iter()
+        .map(|received| received.span.span_id.as_slice())
+        .collect();
+    for received in &trace {
+        if received.span.span_id != root.span.span_id {
+            assert!(
+                ids.contains(received.span.parent_span_id.as_slice()),
+                "span {} of {root:?} has its parent in the trace",
+                received.span.name
+            );
+        }
+    }
+    (root, trace)
+}
+
+/// The port of a sandbox endpoint, "http://127.0.0.1:7121".
+fn port_of(endpoint: &str) -> i64 {
+    endpoint
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("an endpoint with a port")
+}
+
+// Proves a lookup by citizen ID and one by e-voucher at Zibo of a Jinan-insured person each
+// arrive as one trace under the HIS's span: Zibo's GetInsuredPerson, its calls to every other
+// city (the citizen ID's fan-out runs in tasks of their own) and their servers. Binzhou's
+// identity node takes connections and never answers, so the fan-out call to it is abandoned
+// when Jinan answers: its client span ends CANCELLED, and every other call with its status.
+// Client spans name their peer (`server.address`, an integer `server.port`); server spans name
+// themselves and their peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_by_citizen_id_and_e_voucher_stay_in_the_his_trace() {
+    let collector = collector();
+    let net = Sandbox::start(Database::Sqlite)
+        .await
+        .expect("SQLite always starts");
+    let binzhou = Owner::City(CityCode::parse(BINZHOU).expect("region code"));
+    let binzhou_identity = net.endpoint(binzhou, Service::Identity);
+    net.abort_server(binzhou, Service::Identity);
+    let address = binzhou_identity.trim_start_matches("http://").to_owned();
+    // The aborted server lets go of its address as its task is dropped.
+    let mut tries = 0;
+    let silent = loop {
+        match tokio::net::TcpListener::bind(&address).await {
+            Ok(listener) => break listener,
+            Err(error) => {
+                tries += 1;
+                assert!(tries < 100, "cannot take over {address}: {error}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let silence = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+
+    let citizen_id = {
+        let persons = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("persons.csv"))
+            .expect("persons.csv");
+        persons
+            .lines()
+            .find(|line| line.starts_with(JINAN))
+            .and_then(|line| line.split(',').nth(1))
+            .expect("a Jinan person")
+            .to_owned()
+    };
+    let lookup = |kind: Kind| GetInsuredPersonRequest {
+        credential: Some(Credential { kind: Some(kind) }),
+        institution_code: format!("H{ZIBO}00001"),
+        ..Default::default()
+    };
+    let mut his = IdentityServiceClient::new(his_channel(&net, ZIBO, Service::Identity));
+    let by_id = his
+        .get_insured_person(lookup(Kind::CitizenId(citizen_id)))
+        .instrument(tracing::info_span!(
+            "his.lookup.citizen_id",
+            otel.kind = "client"
+        ))
+        .await
+        .expect("found by citizen ID")
+        .into_inner();
+    assert_eq!(by_id.person.expect("a person").insured_city, JINAN);
+    let voucher = net
+        .identity(JINAN)
+        .issue_e_voucher(IssueEVoucherRequest {
+            credential: Some(Credential {
+                kind: Some(Kind::CardNumber(
+                    yitong_core::CardNumber::new(CityCode::parse(JINAN).expect("code"), 1)
+                        .to_string(),
+                )),
+            }),
+            ttl_seconds: 0,
+        })
+        .await
+        .expect("voucher issued")
+        .into_inner();
+    let by_voucher = his
+        .get_insured_person(lookup(Kind::EVoucherToken(voucher.token)))
+        .instrument(tracing::info_span!(
+            "his.lookup.e_voucher",
+            otel.kind = "client"
+        ))
+        .await
+        .expect("found by e-voucher")
+        .into_inner();
+    assert_eq!(by_voucher.person.expect("a person").insured_city, JINAN);
+    collector.flush().await;
+    let received = collector.received();
+
+    for (root, asked) in [
+        ("his.lookup.citizen_id", &[JINAN, DONGYING, BINZHOU][..]),
+        ("his.lookup.e_voucher", &[JINAN][..]),
+    ] {
+        let (root, trace) = one_trace(&received, root);
+        // Zibo's server span is under the HIS's client span, under the HIS's own.
+        let zibo = servers(&trace, ZIBO, "IdentityService");
+        assert_eq!(zibo.len(), 1, "{:?}: Zibo served once", root.span.name);
+        let zibo: HashSet<&[u8]> = zibo
+            .iter()
+            .map(|server| server.span.span_id.as_slice())
+            .collect();
+        let roots: HashSet<&[u8]> = [root.span.span_id.as_slice()].into_iter().collect();
+        for received in &trace {
+            if received.span.span_id != root.span.span_id {
+                assert!(under_any(&trace, received, &roots));
+            }
+        }
+        // Zibo's calls to the other cities, each under Zibo's server span, with its peer named.
+        let calls: Vec<&Received> = trace
+            .iter()
+            .filter(|received| received.span.kind == SpanKind::Client as i32)
+            .filter(|received| under_any(&trace, received, &zibo))
+            .collect();
+        for city in asked {
+            let owner = Owner::City(CityCode::parse(city).expect("code"));
+            let port = port_of(&net.endpoint(owner, Service::Identity));
+            let call = calls
+                .iter()
+                .find(|call| int(&call.span.attributes, "server.port") == Some(port))
+                .unwrap_or_else(|| panic!("{:?}: a call to {city}", root.span.name));
+            assert_eq!(
+                text(&call.span.attributes, "server.address").as_deref(),
+                Some("127.0.0.1")
+            );
+            let code = int(&call.span.attributes, "rpc.grpc.status_code");
+            if *city == BINZHOU {
+                assert_eq!(
+                    code,
+                    Some(1),
+                    "the abandoned call to Binzhou ends CANCELLED"
+                );
+            } else {
+                assert!(code.is_some(), "the call to {city} ends with its status");
+                let served = servers(&trace, city, "IdentityService");
+                assert!(
+                    served
+                        .iter()
+                        .any(|server| server.span.parent_span_id == call.span.span_id),
+                    "{:?}: {city} served the call in the trace",
+                    root.span.name
+                );
+            }
+        }
+        // Every server span names itself and its peer.
+        for server in trace
+            .iter()
+            .filter(|received| received.span.kind == SpanKind::Server as i32)
+        {
+            let attributes = &server.span.attributes;
+            assert!(int(attributes, "server.port").is_some_and(|port| port > 0));
+            assert_eq!(
+                text(attributes, "server.address").as_deref(),
+                Some("127.0.0.1")
+            );
+            assert!(int(attributes, "network.peer.port").is_some_and(|port| port > 0));
+        }
+    }
+    silence.abort();
     net.shut_down().await;
 }

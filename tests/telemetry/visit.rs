@@ -18,10 +18,17 @@ pub type HisChannel = Traced<Channel>;
 /// The channel of the city's level-3 hospital (H<city>00001), the HIS these tests play.
 pub fn his_channel(net: &Sandbox, city: &str, service: Service) -> HisChannel {
     let owner = Owner::City(CityCode::parse(city).expect("region code"));
-    Traced::new(net.his(&format!("H{city}00001")).channel(owner, service))
+    let endpoint = net
+        .endpoint(owner, service)
+        .parse()
+        .expect("the sandbox's endpoints are URIs");
+    Traced::new(
+        net.his(&format!("H{city}00001")).channel(owner, service),
+        &endpoint,
+    )
 }
 
-fn card(city: &str, n: u32) -> Option<Credential> {
+pub fn card(city: &str, n: u32) -> Option<Credential> {
     let number = CardNumber::new(CityCode::parse(city).expect("region code"), n).to_string();
     Some(Credential {
         kind: Some(Kind::CardNumber(number)),

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use prost::Message;
 use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
 use yitong_core::{
     Amount, CardNumber, CitizenId, CityCode, Date, InstitutionCode, Invalid, MessageId, Network,
     PersonNo,
@@ -253,11 +254,14 @@ impl IdentityNode {
             service_date: date.to_string(),
             ..Default::default()
         };
+        // Each ask runs in a task of its own, under this call's span, so the calls to the
+        // other cities are in the HIS's trace; the asks still running when one city answers
+        // are dropped with the set, and their client spans end CANCELLED.
         let mut asks = tokio::task::JoinSet::new();
         for city in self.peers.cities() {
             let node = self.clone();
             let request = request.clone();
-            asks.spawn(async move { node.ask_lookup(city, request).await });
+            asks.spawn(async move { node.ask_lookup(city, request).await }.in_current_span());
         }
         let (mut refusal, mut unreachable) = (None, None);
         while let Some(answer) = asks.join_next().await {

@@ -322,6 +322,29 @@ async fn prepaid_of(
         .collect())
 }
 
+/// Sets the prepaid gauges of every enabled city from the stored balances, at start-up: a
+/// low balance shows (and is warned of) before the first transfer moves it.
+pub(crate) async fn observe_prepaid_at_start(
+    store: &Store,
+    network: &Network,
+) -> Result<(), LedgerError> {
+    let cities: BTreeSet<CityCode> = network.enabled_cities().map(|city| city.code).collect();
+    let mut conn = store.pool().acquire().await?;
+    let now = prepaid_of(network, &mut conn, &cities).await?;
+    for (city, prepaid) in &now {
+        if prepaid.below_threshold() {
+            tracing::warn!(
+                city = %city,
+                available_fen = prepaid.available_fen(),
+                threshold_fen = prepaid.threshold_fen,
+                "prepaid fund is below its low-balance threshold"
+            );
+        }
+    }
+    observe_prepaid(&now, &now);
+    Ok(())
+}
+
 /// The prepaid positions a group moved, in the metrics, with a warning for each city whose
 /// fund fell below its threshold. The bookings stand all the same: a claim is never refused
 /// at the counter for want of prepaid funds.

@@ -81,6 +81,14 @@ impl LedgerNode {
         };
         let opened = node.open_accounts().await?;
         tracing::info!(opened, "ledger accounts ready");
+        // Every series the ledger counts is there from start-up.
+        crate::group::observe_prepaid_at_start(&node.store, &node.network).await?;
+        let cities: Vec<String> = node
+            .network
+            .enabled_cities()
+            .map(|city| city.code.to_string())
+            .collect();
+        yitong_telemetry::metrics().start_reconciliation(cities.iter().map(String::as_str));
         Ok(node)
     }
 

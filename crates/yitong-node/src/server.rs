@@ -90,6 +90,20 @@ const REFLECTION: [&str; 2] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// Creates the call counter and duration histogram of every method of `services` under
+/// `owner`, so a server's series are there from start-up (see `Metrics::start_service`).
+fn start_metrics(owner: &str, services: &[&str]) {
+    let pool = prost_reflect::DescriptorPool::decode(yitong_proto::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set yitong-proto embeds decodes");
+    for name in services {
+        let Some(service) = pool.get_service_by_name(name) else {
+            continue;
+        };
+        let methods: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
+        yitong_telemetry::metrics().start_service(owner, name, methods.iter().map(String::as_str));
+    }
+}
+
 /// Serves `role`, run by `owner`, on `listener` until `shutdown` is cancelled, then finishes
 /// the calls in flight and returns. Every call of the role's services gets a server span (which
 /// continues the caller's trace) and is counted in the process's metrics under `owner`; every
@@ -110,6 +124,7 @@ pub async fn serve(
         return Err(ServeError::Plaintext(address));
     }
     let names = role.service_names();
+    start_metrics(&owner.to_string(), &names);
     let (health, health_service) = tonic_health::server::health_reporter();
 
     // Reflection lists exactly what this server serves, so `grpcurl list` tells the truth.

@@ -142,8 +142,9 @@ pub fn peer_channel(
         .keep_alive_timeout(Duration::from_millis(limits.keep_alive_timeout_ms))
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
-    Ok(yitong_telemetry::grpc::Traced::new(Authorized::new(
-        builder.connect_lazy(),
-        access.authorization.clone(),
-    )))
+    let server = builder.uri().clone();
+    Ok(yitong_telemetry::grpc::Traced::new(
+        Authorized::new(builder.connect_lazy(), access.authorization.clone()),
+        &server,
+    ))
 }

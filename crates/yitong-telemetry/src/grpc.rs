@@ -7,6 +7,12 @@
 //! span's trace context to the peer. While the process exports no traces
 //! ([`crate::tracing_on`]), neither makes a span; calls are still counted and timed.
 //!
+//! A call dropped before its answer (a fan-out call abandoned once another answered, a server
+//! call whose client went away) ends its span CANCELLED, as the RPC conventions record it, and
+//! a served one is counted so.
+//! Every served call also writes one log line of its own (target `yitong::calls`, at info),
+//! with the method, the status and the time it took, in its span.
+//!
 //! The status code comes from the response head. Tonic answers every error of a unary call
 //! "trailers-only", with `grpc-status` in the head, so a head without it is a call that
 //! succeeded; an error a streaming reply sends after its first message is not seen here.
@@ -83,6 +89,85 @@ fn record_status(span: &tracing::Span, code: i32, server: bool) {
     if failed {
         span.record("otel.status_code", "ERROR");
     }
+}
+
+/// Ends a call's span: records its status when the call finished, CANCELLED when its future
+/// was dropped before that (the span would otherwise end with no status at all).
+struct Ending {
+    span: tracing::Span,
+    server: bool,
+    finished: bool,
+    /// A served call's labels and start: a call whose client went away is counted CANCELLED.
+    served: Option<(MethodLabels, Instant)>,
+}
+
+impl Ending {
+    fn client(span: tracing::Span) -> Ending {
+        Ending {
+            span,
+            server: false,
+            finished: false,
+            served: None,
+        }
+    }
+
+    fn server(span: tracing::Span, labels: MethodLabels, started: Instant) -> Ending {
+        Ending {
+            span,
+            server: true,
+            finished: false,
+            served: Some((labels, started)),
+        }
+    }
+
+    fn finish(&mut self, code: i32) {
+        self.finished = true;
+        record_status(&self.span, code, self.server);
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        record_status(&self.span, CANCELLED, self.server);
+        if let Some((labels, started)) = self.served.take() {
+            metrics().observe_rpc(labels, status_name(CANCELLED), started.elapsed());
+        }
+    }
+}
+
+/// gRPC's CANCELLED: the caller went away before the answer.
+const CANCELLED: i32 = 1;
+
+/// The host and port of a URI, the port from its scheme when it names none.
+fn host_and_port(uri: &http::Uri) -> (String, u16) {
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    (host.to_owned(), port)
+}
+
+/// The local and remote addresses of the connection a served call came on, as tonic records
+/// them (a plaintext or a TLS connection over TCP).
+fn connection_of<B>(request: &Request<B>) -> Option<tonic::transport::server::TcpConnectInfo> {
+    let extensions = request.extensions();
+    extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .cloned()
+        .or_else(|| {
+            extensions
+                .get::<tonic::transport::server::TlsConnectInfo<
+                    tonic::transport::server::TcpConnectInfo,
+                >>()
+                .map(|info| info.get_ref().clone())
+        })
 }
 
 struct HeaderExtractor<'a>(&'a HeaderMap);
@@ -191,7 +276,22 @@ where
                 rpc.method = %method,
                 rpc.grpc.status_code = Empty,
                 yitong.owner = %self.owner,
+                server.address = Empty,
+                server.port = Empty,
+                network.peer.address = Empty,
+                network.peer.port = Empty,
+                network.transport = "tcp",
             );
+            if let Some(connection) = connection_of(&request) {
+                if let Some(local) = connection.local_addr() {
+                    span.record("server.address", local.ip().to_string());
+                    span.record("server.port", i64::from(local.port()));
+                }
+                if let Some(remote) = connection.remote_addr() {
+                    span.record("network.peer.address", remote.ip().to_string());
+                    span.record("network.peer.port", i64::from(remote.port()));
+                }
+            }
             let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
             // Fails only when no OpenTelemetry layer is installed: then there is nothing to
             // continue.
@@ -201,6 +301,7 @@ where
             tracing::Span::none()
         };
         let call = inner.call(request).instrument(span.clone());
+        let mut ending = Ending::server(span, labels.clone(), started);
         Box::pin(async move {
             let result = call.await;
             let code = match &result {
@@ -208,8 +309,19 @@ where
                 // A transport failure: the call did not get a gRPC answer.
                 Err(_) => 2,
             };
-            record_status(&span, code, true);
-            metrics().observe_rpc(labels, status_name(code), started.elapsed());
+            ending.finish(code);
+            let elapsed = started.elapsed();
+            tracing::info!(
+                target: "yitong::calls",
+                parent: &ending.span,
+                owner = %labels.owner,
+                rpc.service = %labels.service,
+                rpc.method = %labels.method,
+                code = status_name(code),
+                duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                "call served"
+            );
+            metrics().observe_rpc(labels, status_name(code), elapsed);
             result
         })
     }
@@ -219,11 +331,18 @@ where
 #[derive(Debug, Clone)]
 pub struct Traced<C> {
     inner: C,
+    /// The peer's host and port, for `server.address` and `server.port`: a request reaching
+    /// this layer names only its path (the channel adds the origin below it).
+    server: std::sync::Arc<(String, u16)>,
 }
 
 impl<C> Traced<C> {
-    pub fn new(inner: C) -> Traced<C> {
-        Traced { inner }
+    /// `inner` is a channel to `endpoint` ("http://127.0.0.1:7121").
+    pub fn new(inner: C, endpoint: &http::Uri) -> Traced<C> {
+        Traced {
+            inner,
+            server: std::sync::Arc::new(host_and_port(endpoint)),
+        }
     }
 }
 
@@ -258,13 +377,14 @@ where
             rpc.service = %service,
             rpc.method = %method,
             rpc.grpc.status_code = Empty,
-            server.address = request.uri().host().unwrap_or_default(),
-            server.port = request.uri().port_u16().unwrap_or_default(),
+            server.address = self.server.0.as_str(),
+            server.port = i64::from(self.server.1),
         );
         // With no OpenTelemetry layer the context is empty and nothing is injected.
         TraceContextPropagator::new()
             .inject_context(&span.context(), &mut HeaderInjector(request.headers_mut()));
         let call = inner.call(request).instrument(span.clone());
+        let mut ending = Ending::client(span);
         Box::pin(async move {
             let result = call.await;
             let code = match &result {
@@ -272,7 +392,7 @@ where
                 // The peer could not be reached: what tonic reports as UNAVAILABLE.
                 Err(_) => 14,
             };
-            record_status(&span, code, false);
+            ending.finish(code);
             result
         })
     }
@@ -298,5 +418,24 @@ mod tests {
             .insert("grpc-status", HeaderValue::from_static("9"));
         assert_eq!(status_code(&refused), 9);
         assert_eq!(status_name(9), "FAILED_PRECONDITION");
+    }
+
+    // Proves a client span names its peer as the endpoint does, the port from the scheme when
+    // the endpoint leaves it out.
+    #[test]
+    fn the_peer_is_named_by_host_and_port() {
+        let uri = |text: &str| text.parse::<http::Uri>().expect("a URI");
+        assert_eq!(
+            host_and_port(&uri("http://127.0.0.1:7121")),
+            ("127.0.0.1".to_owned(), 7121)
+        );
+        assert_eq!(
+            host_and_port(&uri("https://zibo-identity")),
+            ("zibo-identity".to_owned(), 443)
+        );
+        assert_eq!(
+            host_and_port(&uri("http://[::1]:80")),
+            ("::1".to_owned(), 80)
+        );
     }
 }

@@ -16,8 +16,8 @@ mod metrics;
 mod serve;
 
 pub use metrics::{
-    BreakLabels, CityLabels, MethodLabels, Metrics, PairLabels, RpcLabels, SettlementLabels,
-    metrics,
+    BREAK_CLASSES, BreakLabels, CITY_BREAK_SCOPES, CityLabels, MethodLabels, Metrics, PairLabels,
+    REFUSAL_REASONS, RefusalLabels, RpcLabels, SETTLEMENT_OUTCOMES, SettlementLabels, metrics,
 };
 pub use serve::serve_metrics;
 
@@ -122,7 +122,9 @@ where
         .with_target("tower", LevelFilter::OFF)
         .with_target("opentelemetry", LevelFilter::OFF)
         .with_target("opentelemetry_sdk", LevelFilter::OFF)
-        .with_target("opentelemetry_otlp", LevelFilter::OFF);
+        .with_target("opentelemetry_otlp", LevelFilter::OFF)
+        // A call's own log line says what its server span already holds.
+        .with_target("yitong::calls", LevelFilter::OFF);
     // Source locations, threads, targets and busy and idle times would add seven attributes
     // to every span, none of which an operator follows a claim by; the OpenTelemetry context
     // is read from the span itself (`OpenTelemetrySpanExt`, [`db`], [`log`]), never from the

@@ -44,6 +44,45 @@ pub struct SettlementLabels {
     pub outcome: String,
 }
 
+/// A Settle refused at the treatment city: its city pair and why, as the gRPC status it was
+/// answered with ([`REFUSAL_REASONS`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub treatment_city: String,
+    pub insured_city: String,
+    /// "FAILED_PRECONDITION" (a business refusal: a suspended person, a lost card, a visit
+    /// already settled), "NOT_FOUND", "INVALID_ARGUMENT", "PERMISSION_DENIED",
+    /// "UNAVAILABLE" (a peer or the store could not answer) or "INTERNAL".
+    pub reason: String,
+}
+
+/// The outcomes of `yitong_settlements_total`.
+pub const SETTLEMENT_OUTCOMES: [&str; 3] = ["settled", "refused", "cancelled"];
+
+/// The reasons of `yitong_settlement_refusals_total`: the gRPC statuses a refused Settle is
+/// answered with.
+pub const REFUSAL_REASONS: [&str; 6] = [
+    "FAILED_PRECONDITION",
+    "NOT_FOUND",
+    "INVALID_ARGUMENT",
+    "PERMISSION_DENIED",
+    "UNAVAILABLE",
+    "INTERNAL",
+];
+
+/// The classes of `yitong_reconciliation_breaks_total`.
+pub const BREAK_CLASSES: [&str; 6] = [
+    "missing_in_ledger",
+    "missing_in_submission",
+    "duplicate",
+    "amount_mismatch",
+    "timing",
+    "totals",
+];
+
+/// The scopes of `yitong_reconciliation_breaks_total` whose subject is a city.
+pub const CITY_BREAK_SCOPES: [&str; 2] = ["treatment_city", "insured_city"];
+
 /// A city pair, for fund pay.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PairLabels {
@@ -75,7 +114,9 @@ pub struct Metrics {
     pub rpc_requests: Family<RpcLabels, Counter>,
     pub rpc_duration: Family<MethodLabels, Histogram>,
     pub settlements: Family<SettlementLabels, Counter>,
+    pub settlement_refusals: Family<RefusalLabels, Counter>,
     pub fund_paid_fen: Family<PairLabels, Counter>,
+    pub fund_returned_fen: Family<PairLabels, Counter>,
     pub settlements_in_doubt: Family<CityLabels, Gauge>,
     pub reconciliation_breaks: Family<BreakLabels, Counter>,
     pub prepaid_available_fen: Family<CityLabels, Gauge>,
@@ -100,7 +141,9 @@ impl Metrics {
             rpc_requests: Family::default(),
             rpc_duration: Family::new_with_constructor(duration_histogram),
             settlements: Family::default(),
+            settlement_refusals: Family::default(),
             fund_paid_fen: Family::default(),
+            fund_returned_fen: Family::default(),
             settlements_in_doubt: Family::default(),
             reconciliation_breaks: Family::default(),
             prepaid_available_fen: Family::default(),
@@ -123,9 +166,19 @@ impl Metrics {
             metrics.settlements.clone(),
         );
         registry.register(
+            "settlement_refusals",
+            "settles refused at the treatment city (counted as outcome refused too), by city pair and the gRPC status they were answered with",
+            metrics.settlement_refusals.clone(),
+        );
+        registry.register(
             "fund_paid_fen",
-            "fund pay of settlements recorded at the treatment city, in fen, by city pair (cancellations do not subtract)",
+            "fund pay of settlements recorded at the treatment city, in fen, by city pair (cancellations do not subtract: the net is this less yitong_fund_returned_fen_total)",
             metrics.fund_paid_fen.clone(),
+        );
+        registry.register(
+            "fund_returned_fen",
+            "fund pay given back by cancellations recorded at the treatment city, in fen, by city pair",
+            metrics.fund_returned_fen.clone(),
         );
         registry.register(
             "settlements_in_doubt",
@@ -182,8 +235,8 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// One settlement outcome at the treatment city, with the fund pay of a settled one
-    /// (zero for the other outcomes).
+    /// One settlement outcome at the treatment city, with the fund pay it moved: paid by a
+    /// settled one, given back by a cancelled one (zero for a refusal).
     pub fn observe_settlement(
         &self,
         treatment_city: &str,
@@ -198,13 +251,108 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+        let fund = match outcome {
+            "settled" => &self.fund_paid_fen,
+            "cancelled" => &self.fund_returned_fen,
+            _ => return,
+        };
         if fund_pay_fen > 0 {
-            self.fund_paid_fen
-                .get_or_create(&PairLabels {
+            fund.get_or_create(&PairLabels {
+                treatment_city: treatment_city.to_owned(),
+                insured_city: insured_city.to_owned(),
+            })
+            .inc_by(fund_pay_fen);
+        }
+    }
+
+    /// One refused Settle at the treatment city: outcome "refused", and its reason (one of
+    /// [`REFUSAL_REASONS`]).
+    pub fn observe_refusal(&self, treatment_city: &str, insured_city: &str, reason: &str) {
+        debug_assert!(REFUSAL_REASONS.contains(&reason), "reason {reason}");
+        self.observe_settlement(treatment_city, insured_city, "refused", 0);
+        self.settlement_refusals
+            .get_or_create(&RefusalLabels {
+                treatment_city: treatment_city.to_owned(),
+                insured_city: insured_city.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Creates, at zero, every series a treatment city's settlement node will count, so each
+    /// is there from start-up: a panel has a line before the first settlement, and `rate()`
+    /// sees the first increment.
+    pub fn start_treatment_city<'a>(
+        &self,
+        treatment_city: &str,
+        insured_cities: impl IntoIterator<Item = &'a str>,
+    ) {
+        for insured_city in insured_cities {
+            for outcome in SETTLEMENT_OUTCOMES {
+                let _ = self.settlements.get_or_create(&SettlementLabels {
                     treatment_city: treatment_city.to_owned(),
                     insured_city: insured_city.to_owned(),
-                })
-                .inc_by(fund_pay_fen);
+                    outcome: outcome.to_owned(),
+                });
+            }
+            for reason in REFUSAL_REASONS {
+                let _ = self.settlement_refusals.get_or_create(&RefusalLabels {
+                    treatment_city: treatment_city.to_owned(),
+                    insured_city: insured_city.to_owned(),
+                    reason: reason.to_owned(),
+                });
+            }
+            let pair = PairLabels {
+                treatment_city: treatment_city.to_owned(),
+                insured_city: insured_city.to_owned(),
+            };
+            let _ = self.fund_paid_fen.get_or_create(&pair);
+            let _ = self.fund_returned_fen.get_or_create(&pair);
+        }
+        let _ = self.settlements_in_doubt.get_or_create(&CityLabels {
+            city: treatment_city.to_owned(),
+        });
+    }
+
+    /// Creates, at zero, the reconciliation breaks of every class for each city as treatment
+    /// and as insured city (an institution's appear with its first break: the clearing house
+    /// does not list institutions).
+    pub fn start_reconciliation<'a>(&self, cities: impl IntoIterator<Item = &'a str>) {
+        for city in cities {
+            for scope in CITY_BREAK_SCOPES {
+                for class in BREAK_CLASSES {
+                    let _ = self.reconciliation_breaks.get_or_create(&BreakLabels {
+                        scope: scope.to_owned(),
+                        subject: city.to_owned(),
+                        class: class.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Creates the call counter (code OK) and the duration histogram of every method a server
+    /// of `owner` serves for `service` ("yitong.settlement.v1.SettlementService"), at zero.
+    /// The other codes appear with their first call.
+    pub fn start_service<'a>(
+        &self,
+        owner: &str,
+        service: &str,
+        methods: impl IntoIterator<Item = &'a str>,
+    ) {
+        for method in methods {
+            let labels = MethodLabels {
+                owner: owner.to_owned(),
+                service: service.to_owned(),
+                method: method.to_owned(),
+            };
+            let _ = self.rpc_requests.get_or_create(&RpcLabels {
+                owner: owner.to_owned(),
+                service: service.to_owned(),
+                method: method.to_owned(),
+                code: "OK".to_owned(),
+            });
+            let _ = self.rpc_duration.get_or_create(&labels);
         }
     }
 }

@@ -34,8 +34,20 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    /// A channel to `url`, connected now, whose calls present the API key.
+    /// A channel to `url`, connected now, whose calls present the API key. With `--ca` the
+    /// channel speaks TLS, to an `http://` endpoint of the network file too (as the nodes do:
+    /// one network file serves both), and presents `--cert`, which Yitong's servers require.
     pub async fn connect(&self, url: &str, connect_timeout: Duration) -> anyhow::Result<Channel> {
+        let url = match &self.ca {
+            Some(_) => url.replacen("http://", "https://", 1),
+            None => url.to_owned(),
+        };
+        let url = url.as_str();
+        if self.ca.is_some() && self.cert.is_none() {
+            anyhow::bail!(
+                "--ca without --cert and --key: Yitong's TLS servers take only clients that present a certificate of the network's CA (yitong dev --tls makes one for every caller; yitong pki issue makes more)"
+            );
+        }
         let mut endpoint = Endpoint::from_shared(url.to_owned())
             .with_context(|| format!("bad endpoint {url}"))?
             .connect_timeout(connect_timeout)

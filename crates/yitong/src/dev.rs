@@ -44,17 +44,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
     let credentials_path = args.data.join("credentials.toml");
-    let (credentials, added) = dev_credentials(&credentials_path, &network, &seeds)?;
     let keys_path = args.data.join("keys.toml");
-    dev_key_file(&keys_path, &credentials, &added)?;
-    let mut security = Security::loopback(&credentials);
-    // The servers accept the keys of the key file, reread when it changes, as `yitong serve
-    // --keys` does: `yitong key issue` and `yitong key revoke` work on a running network.
-    security.keyring = Keyring::watch(keys_path.clone())
-        .with_context(|| format!("cannot load the key file {}", keys_path.display()))?;
-    if args.tls {
-        security.pki = Some(dev_pki(&args.data.join("pki"), &network, &seeds)?);
-    }
+    let pki_dir = args.data.join("pki");
+    let security = if args.tls {
+        // Mutual TLS: every caller presents a certificate of the network's CA, which names it.
+        // The servers take no API key without one, so none is written.
+        Security {
+            keyring: yitong_auth::SharedKeyring::default(),
+            pki: Some(dev_pki(&pki_dir, &network, &seeds)?),
+            node_keys: std::collections::HashMap::new(),
+        }
+    } else {
+        let (credentials, added) = dev_credentials(&credentials_path, &network, &seeds)?;
+        dev_key_file(&keys_path, &credentials, &added)?;
+        let mut security = Security::loopback(&credentials);
+        // The servers accept the keys of the key file, reread when it changes, as `yitong serve
+        // --keys` does: `yitong key issue` and `yitong key revoke` work on a running network.
+        security.keyring = Keyring::watch(keys_path.clone())
+            .with_context(|| format!("cannot load the key file {}", keys_path.display()))?;
+        security
+    };
     let location = match &args.database_url {
         Some(url) => Location::parse(url.expose_secret()),
         None => Location::Sqlite {
@@ -109,23 +118,33 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             }
             Owner::ClearingHouse => "clearing house".to_owned(),
         };
-        table.add_row([owner, endpoint.service.to_string(), endpoint.url.clone()]);
+        table.add_row([
+            owner,
+            endpoint.service.to_string(),
+            served_url(endpoint, args.tls),
+        ]);
     }
     println!("{table}");
     println!("Metrics: {metrics_url}");
-    println!(
-        "API keys of every HIS, bureau, node and the operator: {}",
-        credentials_path.display()
-    );
-    println!(
-        "Keys the servers accept, reread when the file changes: {} (yitong key issue|revoke --keys {})",
-        keys_path.display(),
-        keys_path.display()
-    );
     if args.tls {
+        let ledger = running
+            .endpoints()
+            .iter()
+            .find(|endpoint| endpoint.owner == Owner::ClearingHouse)
+            .map(|endpoint| served_url(endpoint, true))
+            .context("the network has a ledger")?;
+        for line in tls_instructions(&pki_dir, &ledger) {
+            println!("{line}");
+        }
+    } else {
         println!(
-            "TLS: clients trust {} and present their certificate from that folder (--ca, --cert, --key)",
-            args.data.join("pki/ca.pem").display()
+            "API keys of every HIS, bureau, node and the operator: {}",
+            credentials_path.display()
+        );
+        println!(
+            "Keys the servers accept, reread when the file changes: {} (yitong key issue|revoke --keys {})",
+            keys_path.display(),
+            keys_path.display()
         );
     }
     println!("Press Ctrl-C to stop.");
@@ -134,6 +153,38 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("Shutting down: finishing the calls in flight.");
     running.shut_down().await;
     Ok(())
+}
+
+/// An endpoint as its clients reach it: `https://` when the network serves TLS.
+fn served_url(endpoint: &yitong_node::Endpoint, tls: bool) -> String {
+    if tls {
+        endpoint.url.replacen("http://", "https://", 1)
+    } else {
+        endpoint.url.clone()
+    }
+}
+
+/// What a client of the TLS network needs, as lines to print: where the CA and every caller's
+/// certificate are, and commands that work as printed (a test runs them).
+fn tls_instructions(pki_dir: &Path, ledger: &str) -> Vec<String> {
+    let pki = Pki::at(pki_dir);
+    let operator: Caller = yitong_node::DEV_OPERATOR
+        .parse()
+        .expect("a valid caller name");
+    let dir = pki_dir.display();
+    vec![
+        format!(
+            "TLS (mutual): every client trusts {} and presents a certificate of that CA, which names the caller; {dir} holds one for every HIS, bureau, node and the operator (<caller with - for :>.pem and .key).",
+            pki_dir.join("ca.pem").display()
+        ),
+        format!(
+            "  Verify the journal as the operator: yitong journal verify --ledger {ledger} --ca {} --cert {} --key {}",
+            pki_dir.join("ca.pem").display(),
+            pki.cert_path(&operator).display(),
+            pki.key_path(&operator).display()
+        ),
+        format!("  Issue one more certificate: yitong pki issue --pki {dir} operator:oncall"),
+    ]
 }
 
 /// The development network's keys as their holders have them: read from `path`, with a fresh

@@ -35,7 +35,11 @@ impl SettlementNode {
                     .await
             }
             Cancelled::Done(settlement) => {
-                self.observe(&original.insured_city, "cancelled", 0);
+                self.observe(
+                    &original.insured_city,
+                    "cancelled",
+                    super::settle::fund_returned_fen(&settlement),
+                );
                 Ok(pb::CancelSettlementResponse {
                     settlement: Some(*settlement),
                 })

@@ -80,6 +80,34 @@ impl TreatmentError {
     }
 }
 
+impl TreatmentError {
+    /// The reason a Settle that ended in this error is counted under as refused (one of
+    /// `yitong_telemetry::REFUSAL_REASONS`, the status it is answered with); `None` for what
+    /// refuses no settlement: a message id reused for another request, or a first call still
+    /// in progress.
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            TreatmentError::Invalid(_) => "INVALID_ARGUMENT",
+            TreatmentError::NotFound { .. } => "NOT_FOUND",
+            TreatmentError::NotYours { .. } => "PERMISSION_DENIED",
+            TreatmentError::Refused { .. } => "FAILED_PRECONDITION",
+            TreatmentError::Remote { status, .. } => match status.code() {
+                Code::NotFound => "NOT_FOUND",
+                Code::InvalidArgument => "INVALID_ARGUMENT",
+                _ => "FAILED_PRECONDITION",
+            },
+            TreatmentError::Unavailable { .. } => "UNAVAILABLE",
+            TreatmentError::Store(store) if yitong_store::is_contention(store) => "UNAVAILABLE",
+            TreatmentError::Store(_) | TreatmentError::Corrupt(_) | TreatmentError::Peer(_) => {
+                "INTERNAL"
+            }
+            TreatmentError::MessageConflict(_)
+            | TreatmentError::AlreadyExists { .. }
+            | TreatmentError::InProgress(_) => return None,
+        })
+    }
+}
+
 impl From<SplitError> for TreatmentError {
     fn from(error: SplitError) -> Self {
         TreatmentError::Invalid(Invalid::new(error.field(), error.to_string()))

@@ -157,6 +157,12 @@ impl SettlementNode {
         }
         let ledger =
             LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, access)?);
+        let insured: Vec<String> = network
+            .enabled_cities()
+            .map(|peer| peer.code.to_string())
+            .collect();
+        yitong_telemetry::metrics()
+            .start_treatment_city(&city.to_string(), insured.iter().map(String::as_str));
         Ok(SettlementNode {
             city,
             store,

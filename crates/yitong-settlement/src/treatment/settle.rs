@@ -64,6 +64,16 @@ fn fund_pay_fen(settlement: &pb::Settlement) -> u64 {
         .map_or(0, |amount| u64::try_from(amount.fen()).unwrap_or(0))
 }
 
+/// The fund pay a cancellation gave back, in fen: its split's fund pay, whichever sign it
+/// is written with.
+pub(super) fn fund_returned_fen(cancellation: &pb::Settlement) -> u64 {
+    cancellation
+        .split
+        .as_ref()
+        .and_then(|split| yitong_core::Amount::parse_signed(&split.fund_pay).ok())
+        .map_or(0, |amount| amount.fen().unsigned_abs())
+}
+
 /// A settlement id whose intent is written (phase `pending`): what steps 2 to 4 work on.
 #[derive(Debug, Clone)]
 pub struct Intent {
@@ -288,23 +298,36 @@ impl SettlementNode {
             }
             Err(error) => return Err(error),
         }
-        self.prepare(&input).await?;
-        let intent = match self.intend(&input, digest).await? {
-            Started::Seen => {
+        // A refusal is counted whether it comes before the intent (a suspended person, a
+        // visit already settled) or after it (the insured city's refusal), by its reason.
+        let refused = |error: TreatmentError, insured_city: &str| {
+            if let Some(reason) = error.refusal_reason() {
+                yitong_telemetry::metrics().observe_refusal(
+                    &self.city.to_string(),
+                    insured_city,
+                    reason,
+                );
+            }
+            error
+        };
+        let asked_of = input.scope.person_no.insured_city().to_string();
+        if let Err(error) = self.prepare(&input).await {
+            return Err(refused(error, &asked_of));
+        }
+        let intent = match self.intend(&input, digest).await {
+            Ok(Started::Seen) => {
                 // Another call with this message id claimed it first: its answer is ours.
                 return self
                     .answer_of_claimed(institution, message_id, "Settle", digest, deadline)
                     .await;
             }
-            Started::Intent(intent) => intent,
+            Ok(Started::Intent(intent)) => intent,
+            Err(error) => return Err(refused(error, &asked_of)),
         };
         let insured_city = intent.row.insured_city.clone();
         let settlement = match self.drive(&intent).await {
             Ok(settlement) => settlement,
-            Err(error) => {
-                self.observe(&insured_city, "refused", 0);
-                return Err(error);
-            }
+            Err(error) => return Err(refused(error, &insured_city)),
         };
         self.observe(&insured_city, "settled", fund_pay_fen(&settlement));
         // The HIS is answered with the record as it stands: completed now, or as recorded
