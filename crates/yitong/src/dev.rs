@@ -36,6 +36,10 @@ pub struct DevArgs {
     /// are refused RESOURCE_EXHAUSTED. Half may start new work.
     #[arg(long, env = "YITONG_CALLS_IN_FLIGHT_MAX", default_value_t = ShedLimits::default().entry_calls_in_flight_max)]
     calls_in_flight_max: usize,
+    /// Address of the staff's web console (`yitong console`); its accounts are written to
+    /// data/console-staff.toml on first start.
+    #[arg(long, env = "YITONG_CONSOLE_LISTEN", default_value = crate::console::DEFAULT_LISTEN)]
+    console_listen: String,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -61,6 +65,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             dir: args.data.clone(),
         },
     };
+    // Each city's first institution gets a finance office account in the console.
+    let finance_offices: Vec<String> = network
+        .enabled_cities()
+        .filter_map(|city| seeds.institutions_of(city.code).into_iter().next())
+        .map(|institution| institution.code.as_str().to_owned())
+        .collect();
+    let console_credentials = credentials.clone();
     let options = LocalNetworkOptions {
         network,
         location: location.clone(),
@@ -128,12 +139,50 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             args.data.join("pki/ca.pem").display()
         );
     }
+    if args.tls {
+        println!("Console: not started (it calls the network over loopback, without TLS)");
+    } else {
+        let staff = yitong_console::StaffStore::open(&location_of(&args), "console")
+            .await
+            .context("cannot open the console's store")?;
+        let staff_path = args.data.join("console-staff.toml");
+        crate::console::dev_staff(&staff_path, &staff, running.network(), &finance_offices).await?;
+        let listener = tokio::net::TcpListener::bind(&args.console_listen)
+            .await
+            .with_context(|| format!("cannot listen for the console on {}", args.console_listen))?;
+        println!(
+            "Console: http://{}/ (accounts and passwords: {})",
+            listener.local_addr()?,
+            staff_path.display()
+        );
+        let console = crate::console::console(
+            running.network().as_ref().clone(),
+            console_credentials,
+            staff,
+            yitong_console::DEFAULT_TRACE_URL_TEMPLATE.to_owned(),
+            String::new(),
+        );
+        let stop = running.shutdown_token();
+        tokio::spawn(yitong_console::serve(console, listener, async move {
+            stop.cancelled().await;
+        }));
+    }
     println!("Press Ctrl-C to stop.");
 
     crate::config::shutdown_signal().await;
     println!("Shutting down: finishing the calls in flight.");
     running.shut_down().await;
     Ok(())
+}
+
+/// Where the dev network keeps its stores, and so the console its accounts.
+fn location_of(args: &DevArgs) -> Location {
+    match &args.database_url {
+        Some(url) => Location::parse(url.expose_secret()),
+        None => Location::Sqlite {
+            dir: args.data.clone(),
+        },
+    }
 }
 
 /// The development network's keys as their holders have them: read from `path`, with a fresh
