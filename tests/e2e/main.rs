@@ -5,6 +5,7 @@ mod benefit;
 mod bureau;
 mod catalog;
 mod cli;
+mod console;
 mod crash;
 mod dates;
 mod dev;

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-pub use connect::{Connect, GrpcChannel, NetworkConnect};
+pub use connect::{Connect, GrpcChannel, NetworkConnect, boxed};
 use yitong_core::Network;
 
 pub use export::{ClearingSheet, clearing_csv, clearing_xlsx};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 use yitong_core::{Owner, Service};
 use yitong_proto::ledger::v1::GetBalancesRequest;
@@ -387,7 +387,8 @@ pub async fn sign_in(
             tracing::info!(username = %username, acts_as = %staff.acts_as, "console sign-in");
             let token = console.sessions.open(staff);
             (
-                [
+                // Appended: two cookies are set, and an array of parts keeps only the last.
+                AppendHeaders([
                     (
                         header::SET_COOKIE,
                         session::set_cookie(
@@ -400,7 +401,7 @@ pub async fn sign_in(
                         header::SET_COOKIE,
                         session::set_cookie(SIGN_IN_COOKIE, "", 0),
                     ),
-                ],
+                ]),
                 Redirect::to("/"),
             )
                 .into_response()

@@ -33,7 +33,7 @@ const BATCH_ROWS_MAX: usize = 1_000;
 /// Settlements per page asked of the settlement service: its maximum.
 const SETTLEMENTS_PAGE: u32 = 200;
 /// Institutions per page asked of the catalog.
-const INSTITUTIONS_PAGE: u32 = 500;
+const INSTITUTIONS_PAGE: u32 = 200;
 /// Rows a day reconciled in the console holds at most; a bigger day is for
 /// `yitong reconcile details`, which streams from a file.
 pub const DAY_ROWS_MAX: usize = 200_000;

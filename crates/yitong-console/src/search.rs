@@ -24,6 +24,8 @@ use crate::text::{self, Lang};
 const SEARCH_ROWS_MAX: usize = 500;
 /// Settlements per page asked of the settlement service: its maximum.
 const SETTLEMENTS_PAGE: u32 = 200;
+/// Institutions per page asked of the catalog: its maximum.
+const INSTITUTIONS_PAGE: u32 = 200;
 /// Days back the operators' page looks for settlements in doubt.
 const IN_DOUBT_DAYS: u64 = 2;
 
@@ -80,6 +82,88 @@ fn settlements_client(
     )?))
 }
 
+/// A settlement by its id or message id, asked of `city`'s settlement service. The service
+/// answers only under the institution that made it: a finance office names its own, a lookup
+/// that names one uses it, and otherwise each institution of the city is tried in turn (a
+/// drill-down from a ledger row, which does not say whose it is) until one is answered, or the
+/// service says there is no such settlement at all.
+async fn find_settlement(
+    console: &Shared,
+    signed: &Signed,
+    city: CityCode,
+    key: Key,
+    institution: &str,
+) -> Result<Option<Settlement>, Response> {
+    let mut client = settlements_client(console, signed, city)?;
+    let institutions: Vec<String> = if !institution.is_empty() {
+        vec![institution.to_owned()]
+    } else {
+        institutions_of(console, signed, city)
+            .await
+            .map_err(|status| signed.refused(&status))?
+    };
+    for code in institutions {
+        match client
+            .get_settlement(request(GetSettlementRequest {
+                key: Some(key.clone()),
+                institution_code: code,
+            }))
+            .await
+        {
+            Ok(reply) => return Ok(reply.into_inner().settlement),
+            Err(status)
+                if status.code() == tonic::Code::NotFound
+                    && matches!(key, Key::SettlementId(_)) =>
+            {
+                return Ok(None);
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::PermissionDenied
+                ) => {}
+            Err(status) => return Err(signed.refused(&status)),
+        }
+    }
+    Ok(None)
+}
+
+/// The codes of a city's institutions, every page.
+async fn institutions_of(
+    console: &Shared,
+    signed: &Signed,
+    city: CityCode,
+) -> Result<Vec<String>, tonic::Status> {
+    let channel = console
+        .connect
+        .channel(signed.caller(), Owner::City(city), Service::Catalog)
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let mut catalog = CatalogServiceClient::new(channel);
+    let mut codes = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let reply = catalog
+            .list_institutions(request(ListInstitutionsRequest {
+                city: city.to_string(),
+                page_size: INSTITUTIONS_PAGE,
+                page_token,
+                ..Default::default()
+            }))
+            .await?
+            .into_inner();
+        codes.extend(
+            reply
+                .institutions
+                .into_iter()
+                .map(|institution| institution.code),
+        );
+        if reply.next_page_token.is_empty() {
+            return Ok(codes);
+        }
+        page_token = reply.next_page_token;
+    }
+}
+
 fn search_form(signed: &Signed, query: &SearchQuery) -> Markup {
     let lang = signed.lang;
     let value = |field: &Option<String>| field.clone().unwrap_or_default();
@@ -130,28 +214,14 @@ pub async fn search(
             Ok(city) => city,
             Err(refusal) => return refusal,
         };
-        let mut client = match settlements_client(&console, &signed, city) {
-            Ok(client) => client,
-            Err(refusal) => return refusal,
-        };
         let key = if by_id {
             Key::SettlementId(q.clone())
         } else {
             Key::MessageId(q.clone())
         };
-        match client
-            .get_settlement(request(GetSettlementRequest {
-                key: Some(key),
-                institution_code: institution_for(
-                    &signed,
-                    query.institution.as_deref().unwrap_or_default(),
-                ),
-            }))
-            .await
-        {
-            Ok(reply) => found.extend(reply.into_inner().settlement),
-            Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => return signed.refused(&status),
+        match find_settlement(&console, &signed, city, key, &named_institution).await {
+            Ok(settlement) => found.extend(settlement),
+            Err(refusal) => return refusal,
         }
     } else if !named_institution.is_empty() {
         let named_city = InstitutionCode::parse(&named_institution)
@@ -278,22 +348,19 @@ pub async fn show(
         Ok(city) => city,
         Err(refusal) => return refusal,
     };
-    let mut client = match settlements_client(&console, &signed, city) {
-        Ok(client) => client,
-        Err(refusal) => return refusal,
-    };
-    let settlement = match client
-        .get_settlement(request(GetSettlementRequest {
-            key: Some(Key::SettlementId(id.clone())),
-            institution_code: institution_for(
-                &signed,
-                query.institution.as_deref().unwrap_or_default(),
-            ),
-        }))
-        .await
+    let institution = institution_for(&signed, query.institution.as_deref().unwrap_or_default());
+    let settlement = match find_settlement(
+        &console,
+        &signed,
+        city,
+        Key::SettlementId(id.clone()),
+        &institution,
+    )
+    .await
     {
-        Ok(reply) => reply.into_inner().settlement.unwrap_or_default(),
-        Err(status) => return signed.refused(&status),
+        Ok(Some(settlement)) => settlement,
+        Ok(None) => return signed.fail(StatusCode::NOT_FOUND, lang.t("not_found")),
+        Err(refusal) => return refusal,
     };
     let split = settlement.split.clone().unwrap_or_default();
     let trace = (!settlement.trace_id.is_empty()).then(|| {
@@ -433,21 +500,9 @@ async fn in_doubt_at(
     to: &str,
 ) -> Result<Vec<Settlement>, String> {
     let owner = Owner::City(city);
-    let catalog = console
-        .connect
-        .channel(signed.caller(), owner, Service::Catalog)
-        .map_err(|error| error.to_string())?;
-    let mut catalog = CatalogServiceClient::new(catalog);
-    let institutions = catalog
-        .list_institutions(request(ListInstitutionsRequest {
-            city: city.to_string(),
-            page_size: 500,
-            ..Default::default()
-        }))
+    let institutions = institutions_of(console, signed, city)
         .await
-        .map_err(|status| status.message().to_owned())?
-        .into_inner()
-        .institutions;
+        .map_err(|status| status.message().to_owned())?;
     let channel = console
         .connect
         .channel(signed.caller(), owner, Service::Settlement)
@@ -459,7 +514,7 @@ async fn in_doubt_at(
         loop {
             let reply = client
                 .list_settlements(request(ListSettlementsRequest {
-                    institution_code: institution.code.clone(),
+                    institution_code: institution.clone(),
                     from_date: from.to_owned(),
                     to_date: to.to_owned(),
                     status: SettlementStatus::Settled as i32,
