@@ -24,7 +24,7 @@ use crate::settlement::{hospital, open_visit, settle_as_an_his_would};
 use crate::support::{settlement_transfer, transfer_id, yuan};
 
 /// The password every test account has.
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// The sandbox's channels, one per caller the console's staff act as and server, so the
 /// sandbox's audit check sees every call the console makes.
@@ -82,7 +82,7 @@ const STAFF: [(&str, &str); 6] = [
 ];
 
 /// A console over the sandbox with the test staff, its own store in `dir`.
-async fn console(net: &Sandbox, dir: &std::path::Path) -> (Arc<Console>, axum::Router) {
+pub(crate) async fn console(net: &Sandbox, dir: &std::path::Path) -> (Arc<Console>, axum::Router) {
     let staff = StaffStore::open(
         &Location::Sqlite {
             dir: dir.to_owned(),
@@ -276,12 +276,12 @@ fn assert_secured(page: &Page, what: &str) {
     );
 }
 
-fn today() -> String {
+pub(crate) fn today() -> String {
     yitong_console::text::today().format("%Y-%m-%d").to_string()
 }
 
 /// Books `transfers` as a node does.
-async fn book(net: &Sandbox, message_id: &str, transfers: Vec<Transfer>) {
+pub(crate) async fn book(net: &Sandbox, message_id: &str, transfers: Vec<Transfer>) {
     let reply = net
         .ledger()
         .create_transfers(CreateTransfersRequest {
@@ -297,7 +297,7 @@ async fn book(net: &Sandbox, message_id: &str, transfers: Vec<Transfer>) {
 }
 
 /// A posted cross-city settlement row at Zibo's level-3 hospital, as its node would book it.
-fn zibo_row(n: u32, insured: &str, fund_fen: i64, date: &str) -> Transfer {
+pub(crate) fn zibo_row(n: u32, insured: &str, fund_fen: i64, date: &str) -> Transfer {
     let cash = 700;
     settlement_transfer(
         n,
@@ -535,7 +535,7 @@ network_test! {
 
 /// March 2026, ended: posted cross-city rows of Zibo's hospital for Jinan and Binzhou persons,
 /// and every city's prepaid deposit.
-async fn book_march(net: &Sandbox) -> Vec<Transfer> {
+pub(crate) async fn book_march(net: &Sandbox) -> Vec<Transfer> {
     let mut deposits = Vec::new();
     for (index, city) in yitong_sandbox::PILOT_CITIES.iter().enumerate() {
         deposits.push(Transfer {
