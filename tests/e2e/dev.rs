@@ -106,6 +106,7 @@ async fn dev_accepts_an_issued_key_and_refuses_a_revoked_one_while_running() {
         .arg("--seeds")
         .arg(&seeds)
         .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(["--console-listen", "127.0.0.1:0"])
         .env_remove("YITONG_DATABASE_URL")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .env("RUST_LOG", "warn")
@@ -116,10 +117,14 @@ async fn dev_accepts_an_issued_key_and_refuses_a_revoked_one_while_running() {
         .expect("yitong dev starts");
     let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
     let mut catalog = None;
+    let mut console = None;
     let started = tokio::time::timeout(Duration::from_secs(START_SECS_MAX), async {
         while let Some(line) = lines.next_line().await.expect("stdout reads") {
             if line.contains(&format!("({ZIBO})")) && line.contains(" catalog ") {
                 catalog = line.split_whitespace().last().map(str::to_owned);
+            }
+            if let Some(rest) = line.strip_prefix("Console: http://") {
+                console = rest.split('/').next().map(str::to_owned);
             }
             if line.starts_with("Press Ctrl-C") {
                 return true;
@@ -159,6 +164,43 @@ async fn dev_accepts_an_issued_key_and_refuses_a_revoked_one_while_running() {
     call_with(&url, &new)
         .await
         .expect("the new key still works");
+
+    // The console it prints: a bureau signs in with the password `yitong dev` wrote for it and
+    // sees its overview, read from the running ledger.
+    let console = console.expect("yitong dev prints the console's address");
+    let staff = std::fs::read_to_string(data.join("console-staff.toml")).unwrap();
+    let password = staff
+        .lines()
+        .find_map(|line| line.strip_prefix("\"bureau-370300\" = \""))
+        .and_then(|rest| rest.split('"').next())
+        .expect("the Zibo bureau's password in console-staff.toml")
+        .to_owned();
+    let login = http(&console, "GET /login HTTP/1.1\r\n\r\n").await;
+    assert!(login.starts_with("HTTP/1.1 200"), "{login}");
+    let csrf = between(&login, "name=\"csrf\" value=\"", "\"");
+    let cookie = between(&login, "yitong_sign_in=", ";");
+    let form = format!("csrf={csrf}&username=bureau-370300&password={password}");
+    let signed = http(
+        &console,
+        &format!(
+            "POST /login HTTP/1.1\r\nCookie: yitong_sign_in={cookie}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .await;
+    assert!(signed.starts_with("HTTP/1.1 303"), "{signed}");
+    let session = between(&signed, "yitong_session=", ";");
+    let overview = http(
+        &console,
+        &format!("GET / HTTP/1.1\r\nCookie: yitong_session={session}\r\n\r\n"),
+    )
+    .await;
+    assert!(overview.starts_with("HTTP/1.1 200"), "{overview}");
+    assert!(
+        overview.contains("370300"),
+        "Zibo's prepaid fund: {overview}"
+    );
 
     dev.start_kill().expect("yitong dev stops");
     let _ = dev.wait().await;
@@ -280,3 +322,29 @@ async fn every_command_dev_tls_prints_works_as_printed() {
 }
 
 const HIS_CODE: &str = "H37030000001";
+/// One HTTP/1.1 exchange with `address`, the connection closed after it: the whole answer.
+async fn http(address: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("the console listens");
+    let (head, body) = request.split_once("\r\n").expect("a request line");
+    let request = format!("{head}\r\nHost: {address}\r\nConnection: close\r\n{body}");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("request sent");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("answer read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The text of `haystack` between the first `start` and the next `end`.
+fn between<'a>(haystack: &'a str, start: &str, end: &str) -> &'a str {
+    let from = haystack
+        .find(start)
+        .unwrap_or_else(|| panic!("{start} in {haystack}"))
+        + start.len();
+    let rest = &haystack[from..];
+    &rest[..rest.find(end).expect("the end")]
+}

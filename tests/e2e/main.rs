@@ -2,10 +2,12 @@
 //! HIS, a bureau or an operator would, and runs on SQLite and on PostgreSQL.
 
 mod benefit;
+mod browser;
 mod bureau;
 mod catalog;
 mod check;
 mod cli;
+mod console;
 mod crash;
 mod dates;
 mod dev;

@@ -170,7 +170,7 @@ pub(crate) fn cancel_request(message_id: &str, settlement: &Settlement) -> Cance
 /// call to a peer past its deadline) is sent again under the same message id,
 /// SETTLEMENT_IN_PROGRESS is waited out, and after SETTLEMENT_VOIDED the visit is settled again
 /// under a new message id. Any other refusal is returned.
-async fn settle_as_an_his_would(
+pub(crate) async fn settle_as_an_his_would(
     his: &mut yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient<
         yitong_sandbox::Channel,
     >,
@@ -201,7 +201,13 @@ async fn settle_as_an_his_would(
     panic!("{message_id} did not settle in 100 attempts");
 }
 
-async fn open_visit(net: &Sandbox, tag: &str, treatment: &str, insured: &str, n: u32) -> Visit {
+pub(crate) async fn open_visit(
+    net: &Sandbox,
+    tag: &str,
+    treatment: &str,
+    insured: &str,
+    n: u32,
+) -> Visit {
     let mut his = net.his_settlement(&hospital(treatment));
     let visit = his
         .register_visit(register_request(&format!("R-{tag}"), treatment, insured, n))

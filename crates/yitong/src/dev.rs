@@ -36,6 +36,10 @@ pub struct DevArgs {
     /// are refused RESOURCE_EXHAUSTED. Half may start new work.
     #[arg(long, env = "YITONG_CALLS_IN_FLIGHT_MAX", default_value_t = ShedLimits::default().entry_calls_in_flight_max)]
     calls_in_flight_max: usize,
+    /// Address of the staff's web console (`yitong console`); its accounts are written to
+    /// data/console-staff.toml on first start.
+    #[arg(long, env = "YITONG_CONSOLE_LISTEN", default_value = crate::console::DEFAULT_LISTEN)]
+    console_listen: String,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -46,14 +50,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let credentials_path = args.data.join("credentials.toml");
     let keys_path = args.data.join("keys.toml");
     let pki_dir = args.data.join("pki");
-    let security = if args.tls {
+    // The console calls the network with API keys over loopback, so it runs without TLS only.
+    let (security, console_credentials) = if args.tls {
         // Mutual TLS: every caller presents a certificate of the network's CA, which names it.
         // The servers take no API key without one, so none is written.
-        Security {
+        let security = Security {
             keyring: yitong_auth::SharedKeyring::default(),
             pki: Some(dev_pki(&pki_dir, &network, &seeds)?),
             node_keys: std::collections::HashMap::new(),
-        }
+        };
+        (security, None)
     } else {
         let (credentials, added) = dev_credentials(&credentials_path, &network, &seeds)?;
         dev_key_file(&keys_path, &credentials, &added)?;
@@ -62,7 +68,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         // --keys` does: `yitong key issue` and `yitong key revoke` work on a running network.
         security.keyring = Keyring::watch(keys_path.clone())
             .with_context(|| format!("cannot load the key file {}", keys_path.display()))?;
-        security
+        (security, Some(credentials))
     };
     let location = match &args.database_url {
         Some(url) => Location::parse(url.expose_secret()),
@@ -70,6 +76,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             dir: args.data.clone(),
         },
     };
+    // Each city's first institution gets a finance office account in the console.
+    let finance_offices: Vec<String> = network
+        .enabled_cities()
+        .filter_map(|city| seeds.institutions_of(city.code).into_iter().next())
+        .map(|institution| institution.code.as_str().to_owned())
+        .collect();
     let options = LocalNetworkOptions {
         network,
         location: location.clone(),
@@ -98,7 +110,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     println!(
         "Yitong dev network is up ({}).",
-        match location {
+        match &location {
             Location::Sqlite { dir } => format!("SQLite under {}", dir.display()),
             Location::Postgres { .. } => "PostgreSQL".to_owned(),
         }
@@ -146,6 +158,34 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             keys_path.display(),
             keys_path.display()
         );
+    }
+    if let Some(console_credentials) = console_credentials {
+        let staff = yitong_console::StaffStore::open(&location, "console")
+            .await
+            .context("cannot open the console's store")?;
+        let staff_path = args.data.join("console-staff.toml");
+        crate::console::dev_staff(&staff_path, &staff, running.network(), &finance_offices).await?;
+        let listener = tokio::net::TcpListener::bind(&args.console_listen)
+            .await
+            .with_context(|| format!("cannot listen for the console on {}", args.console_listen))?;
+        println!(
+            "Console: http://{}/ (accounts and passwords: {})",
+            listener.local_addr()?,
+            staff_path.display()
+        );
+        let console = crate::console::console(
+            running.network().as_ref().clone(),
+            console_credentials,
+            staff,
+            yitong_console::DEFAULT_TRACE_URL_TEMPLATE.to_owned(),
+            String::new(),
+        );
+        let stop = running.shutdown_token();
+        tokio::spawn(yitong_console::serve(console, listener, async move {
+            stop.cancelled().await;
+        }));
+    } else {
+        println!("Console: not started (it calls the network over loopback, without TLS)");
     }
     println!("Press Ctrl-C to stop.");
 

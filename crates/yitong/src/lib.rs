@@ -5,6 +5,7 @@ mod bench;
 mod clearing;
 mod client;
 mod config;
+mod console;
 #[cfg(test)]
 mod debug_output;
 mod dev;
@@ -69,6 +70,9 @@ enum Command {
     Pki(pki::PkiCommand),
     /// API keys of HIS systems, bureaus and operators: `key issue`, `key revoke`.
     Key(pki::KeyCommand),
+    /// The staff's web console (reconciliation, clearing, statements, search, exports) against
+    /// a running network, or `console user add` to give a staff member an account.
+    Console(console::ConsoleCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +128,7 @@ pub fn main() -> ExitCode {
             Command::OtlpSink(args) => sink::run(args).await.map(clean),
             Command::Pki(command) => pki::run(command).map(clean),
             Command::Key(command) => pki::run_key(command).map(clean),
+            Command::Console(command) => console::run(command).await.map(clean),
         };
         telemetry.shut_down().await;
         outcome

@@ -1,0 +1,506 @@
+//! Daily reconciliation without typing totals (national 3202): a bureau's own figures are its
+//! city's settlement records, an institution's its own, read from the treatment city's
+//! settlement service and compared row by row with the ledger; or an institution's finance
+//! office uploads its HIS's detail file. Every break is listed by class, each linked to the
+//! settlement and its trace.
+
+use axum::extract::{Multipart, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use tokio_stream::StreamExt;
+use yitong_core::{Owner, Service};
+use yitong_proto::catalog::v1::ListInstitutionsRequest;
+use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;
+use yitong_proto::ledger::v1::reconcile_details_response::Item as Received;
+use yitong_proto::ledger::v1::reconciliation_scope::Subject;
+use yitong_proto::ledger::v1::{
+    DetailResult, DetailRow, DetailRowBatch, DetailRowResult, ReconcileDetailsHeader,
+    ReconcileDetailsRequest, ReconcileDetailsSummary, ReconciliationResult, ReconciliationScope,
+};
+use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
+use yitong_proto::settlement::v1::{ListSettlementsRequest, Settlement};
+use yitong_rpc::Caller;
+
+use crate::Shared;
+use crate::pages::{FORM_BYTES_MAX, Fields, Signed, message_id, request};
+use crate::staff::Role;
+use crate::text::{self, Lang};
+
+/// Rows per batch sent to the ledger: its maximum.
+const BATCH_ROWS_MAX: usize = 1_000;
+/// Settlements per page asked of the settlement service: its maximum.
+const SETTLEMENTS_PAGE: u32 = 200;
+/// Institutions per page asked of the catalog.
+const INSTITUTIONS_PAGE: u32 = 200;
+/// Rows a day reconciled in the console holds at most; a bigger day is for
+/// `yitong reconcile details`, which streams from a file.
+pub const DAY_ROWS_MAX: usize = 200_000;
+/// Largest detail file uploaded.
+pub const UPLOAD_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Breaks a page lists; the summary counts them all.
+const BREAKS_SHOWN_MAX: usize = 2_000;
+
+#[derive(Debug, serde::Deserialize)]
+pub struct DayQuery {
+    #[serde(default)]
+    date: Option<String>,
+}
+
+/// The form: a date, and for a finance office the upload too.
+pub async fn page(signed: Signed, Query(query): Query<DayQuery>) -> Response {
+    if let Err(refusal) = signed.require(&[Role::Bureau, Role::Finance]) {
+        return refusal;
+    }
+    let date = query
+        .date
+        .unwrap_or_else(|| text::today().format("%Y-%m-%d").to_string());
+    signed
+        .page(signed.lang.t("reconcile"), form(&signed, &date))
+        .into_response()
+}
+
+fn form(signed: &Signed, date: &str) -> Markup {
+    let lang = signed.lang;
+    html! {
+        form.card method="post" action="/reconcile" {
+            input type="hidden" name="csrf" value=(signed.session.csrf);
+            label for="date" { (lang.t("date")) }
+            input #date type="date" name="date" value=(date) required;
+            button type="submit" { (lang.t("run")) }
+        }
+        @if signed.role() == Role::Finance {
+            form.card method="post" action="/reconcile/upload" enctype="multipart/form-data" {
+                input type="hidden" name="csrf" value=(signed.session.csrf);
+                label for="upload-date" { (lang.t("date")) }
+                input #upload-date type="date" name="date" value=(date) required;
+                label for="file" { (lang.t("upload")) }
+                input #file type="file" name="file" accept=".csv,text/csv" required;
+                button type="submit" { (lang.t("run")) }
+            }
+        }
+    }
+}
+
+/// Whose records a staff member reconciles: a bureau its city as treatment city, a finance
+/// office its institution.
+fn scope_of(caller: &Caller) -> Option<Subject> {
+    match caller {
+        Caller::Bureau(Owner::City(city)) => Some(Subject::TreatmentCity(city.to_string())),
+        Caller::Institution(code) => Some(Subject::InstitutionCode(code.as_str().to_owned())),
+        _ => None,
+    }
+}
+
+fn valid_date(date: &str) -> bool {
+    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
+}
+
+/// Reconciles a day from the settlement records.
+pub async fn run(
+    State(console): State<Shared>,
+    signed: Signed,
+    body: axum::body::Bytes,
+) -> Response {
+    let fields = Fields::parse(&body[..body.len().min(FORM_BYTES_MAX)]);
+    if let Err(refusal) = signed.check_csrf(&fields) {
+        return refusal;
+    }
+    if let Err(refusal) = signed.require(&[Role::Bureau, Role::Finance]) {
+        return refusal;
+    }
+    let date = fields.get("date").unwrap_or_default().to_owned();
+    if !valid_date(&date) {
+        return signed.fail(StatusCode::UNPROCESSABLE_ENTITY, signed.lang.t("date"));
+    }
+    let rows = match own_rows(&console, &signed, &date).await {
+        Ok(rows) => rows,
+        Err(refusal) => return refusal,
+    };
+    compare(&console, &signed, &date, rows).await
+}
+
+/// The staff member's own rows of `date`: each settlement settled that day, and each
+/// cancellation booked that day as a row of its own with the amounts negated, as the ledger
+/// books them.
+async fn own_rows(
+    console: &Shared,
+    signed: &Signed,
+    date: &str,
+) -> Result<Vec<DetailRow>, Response> {
+    let city = signed
+        .caller()
+        .city()
+        .expect("bureaus and institutions have a city");
+    let owner = Owner::City(city);
+    let institutions: Vec<String> = match signed.caller() {
+        Caller::Institution(code) => vec![code.as_str().to_owned()],
+        _ => {
+            let mut catalog =
+                CatalogServiceClient::new(signed.channel(console, owner, Service::Catalog)?);
+            let mut codes = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let reply = catalog
+                    .list_institutions(request(ListInstitutionsRequest {
+                        city: city.to_string(),
+                        page_size: INSTITUTIONS_PAGE,
+                        page_token,
+                        ..Default::default()
+                    }))
+                    .await
+                    .map_err(|status| signed.refused(&status))?
+                    .into_inner();
+                codes.extend(
+                    reply
+                        .institutions
+                        .into_iter()
+                        .map(|institution| institution.code),
+                );
+                if reply.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = reply.next_page_token;
+            }
+            codes
+        }
+    };
+    let mut settlements =
+        SettlementServiceClient::new(signed.channel(console, owner, Service::Settlement)?);
+    let mut rows = Vec::new();
+    for institution in institutions {
+        let mut page_token = String::new();
+        loop {
+            let reply = settlements
+                .list_settlements(request(ListSettlementsRequest {
+                    institution_code: institution.clone(),
+                    from_date: earliest_settlement_date(date),
+                    to_date: date.to_owned(),
+                    page_size: SETTLEMENTS_PAGE,
+                    page_token,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|status| signed.refused(&status))?
+                .into_inner();
+            for settlement in &reply.settlements {
+                rows.extend(rows_of(settlement, date));
+            }
+            if rows.len() > DAY_ROWS_MAX {
+                return Err(signed.fail(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("more than {DAY_ROWS_MAX} rows; use yitong reconcile details"),
+                ));
+            }
+            if reply.next_page_token.is_empty() {
+                break;
+            }
+            page_token = reply.next_page_token;
+        }
+    }
+    rows.sort_by(|a, b| a.settlement_id.as_bytes().cmp(b.settlement_id.as_bytes()));
+    Ok(rows)
+}
+
+/// A cancellation booked on `date` may cancel a settlement of up to a month before (the
+/// listing is by settlement date, at most 31 days).
+fn earliest_settlement_date(date: &str) -> String {
+    chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.checked_sub_days(chrono::Days::new(31)))
+        .map(|day| day.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| date.to_owned())
+}
+
+/// The rows a settlement record gives on `date`.
+pub fn rows_of(settlement: &Settlement, date: &str) -> Vec<DetailRow> {
+    let mut rows = Vec::new();
+    let split = settlement.split.clone().unwrap_or_default();
+    if settlement.settlement_date == date {
+        rows.push(DetailRow {
+            settlement_id: settlement.settlement_id.clone(),
+            visit_id: settlement.visit_id.clone(),
+            person_no: settlement.person_no.clone(),
+            settlement_date: settlement.settlement_date.clone(),
+            total_amount: split.total_amount.clone(),
+            fund_pay: split.fund_pay.clone(),
+            account_pay: split.account_pay.clone(),
+            cash_pay: split.cash_pay.clone(),
+            cancellation: false,
+            message_id: settlement.message_id.clone(),
+        });
+    }
+    if let Some(cancellation) = &settlement.cancellation
+        && cancellation.cancellation_date == date
+    {
+        let reversing = cancellation.split.clone().unwrap_or_default();
+        rows.push(DetailRow {
+            settlement_id: cancellation.cancellation_id.clone(),
+            visit_id: settlement.visit_id.clone(),
+            person_no: settlement.person_no.clone(),
+            settlement_date: cancellation.cancellation_date.clone(),
+            total_amount: reversing.total_amount,
+            fund_pay: reversing.fund_pay,
+            account_pay: reversing.account_pay,
+            cash_pay: reversing.cash_pay,
+            cancellation: true,
+            message_id: cancellation.message_id.clone(),
+        });
+    }
+    rows
+}
+
+/// One row of an HIS detail file, as `yitong reconcile details` reads it.
+#[derive(Debug, serde::Deserialize)]
+struct CsvRow {
+    settlement_id: String,
+    visit_id: String,
+    person_no: String,
+    settlement_date: String,
+    total_amount: String,
+    fund_pay: String,
+    account_pay: String,
+    cash_pay: String,
+    cancellation: String,
+    #[serde(default)]
+    message_id: String,
+}
+
+/// Reads an HIS detail file: the header of `yitong reconcile details`, in any row order.
+pub fn parse_detail_file(bytes: &[u8]) -> Result<Vec<DetailRow>, String> {
+    let mut reader = csv::Reader::from_reader(bytes);
+    let mut rows = Vec::new();
+    for (index, record) in reader.deserialize::<CsvRow>().enumerate() {
+        let line = index + 2;
+        let row = record.map_err(|error| format!("line {line}: {error}"))?;
+        let cancellation = match row.cancellation.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "y" | "yes" => true,
+            "false" | "0" | "n" | "no" | "" => false,
+            other => {
+                return Err(format!(
+                    "line {line}: cancellation must be true or false, not {other:?}"
+                ));
+            }
+        };
+        rows.push(DetailRow {
+            settlement_id: row.settlement_id,
+            visit_id: row.visit_id,
+            person_no: row.person_no,
+            settlement_date: row.settlement_date,
+            total_amount: row.total_amount,
+            fund_pay: row.fund_pay,
+            account_pay: row.account_pay,
+            cash_pay: row.cash_pay,
+            cancellation,
+            message_id: row.message_id,
+        });
+        if rows.len() > DAY_ROWS_MAX {
+            return Err(format!("more than {DAY_ROWS_MAX} rows"));
+        }
+    }
+    rows.sort_by(|a, b| a.settlement_id.as_bytes().cmp(b.settlement_id.as_bytes()));
+    Ok(rows)
+}
+
+/// Reconciles a day from an uploaded HIS detail file (a finance office).
+pub async fn upload(
+    State(console): State<Shared>,
+    signed: Signed,
+    mut multipart: Multipart,
+) -> Response {
+    let mut fields = Fields::default();
+    let mut file: Option<Vec<u8>> = None;
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(error) => return signed.fail(StatusCode::BAD_REQUEST, &error.body_text()),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        let bytes = match field.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => return signed.fail(StatusCode::BAD_REQUEST, &error.body_text()),
+        };
+        if name == "file" {
+            file = Some(bytes.to_vec());
+        } else if bytes.len() <= FORM_BYTES_MAX {
+            fields
+                .0
+                .push((name, String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    if let Err(refusal) = signed.check_csrf(&fields) {
+        return refusal;
+    }
+    if let Err(refusal) = signed.require(&[Role::Finance]) {
+        return refusal;
+    }
+    let date = fields.get("date").unwrap_or_default().to_owned();
+    if !valid_date(&date) {
+        return signed.fail(StatusCode::UNPROCESSABLE_ENTITY, signed.lang.t("date"));
+    }
+    let Some(file) = file else {
+        return signed.fail(StatusCode::UNPROCESSABLE_ENTITY, signed.lang.t("file"));
+    };
+    let rows = match parse_detail_file(&file) {
+        Ok(rows) => rows,
+        Err(message) => return signed.fail(StatusCode::UNPROCESSABLE_ENTITY, &message),
+    };
+    compare(&console, &signed, &date, rows).await
+}
+
+/// Streams `rows` to the ledger's ReconcileDetails for the staff member's scope and `date`, and
+/// shows the summary and the breaks.
+async fn compare(console: &Shared, signed: &Signed, date: &str, rows: Vec<DetailRow>) -> Response {
+    let Some(subject) = scope_of(signed.caller()) else {
+        return signed.fail(StatusCode::FORBIDDEN, signed.lang.t("forbidden"));
+    };
+    let mut ledger = match signed.ledger(console) {
+        Ok(ledger) => ledger,
+        Err(refusal) => return refusal,
+    };
+    let run_id = message_id();
+    let mut messages = vec![ReconcileDetailsRequest {
+        item: Some(Sent::Header(ReconcileDetailsHeader {
+            message_id: run_id.clone(),
+            scope: Some(ReconciliationScope {
+                subject: Some(subject),
+            }),
+            from_date: date.to_owned(),
+            to_date: date.to_owned(),
+            breaks_only: true,
+            operator_id: signed.staff().username.clone(),
+            ..Default::default()
+        })),
+    }];
+    for chunk in rows.chunks(BATCH_ROWS_MAX) {
+        messages.push(ReconcileDetailsRequest {
+            item: Some(Sent::Rows(DetailRowBatch {
+                rows: chunk.to_vec(),
+            })),
+        });
+    }
+    let stream = tokio_stream::iter(messages);
+    let mut replies = match ledger.reconcile_details(stream).await {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            signed
+                .record(console, "ReconcileDetails", &run_id, "refused")
+                .await;
+            return signed.refused(&status);
+        }
+    };
+    let mut breaks: Vec<DetailRowResult> = Vec::new();
+    let mut summary: Option<ReconcileDetailsSummary> = None;
+    while let Some(item) = replies.next().await {
+        match item {
+            Ok(reply) => match reply.item {
+                Some(Received::Row(row))
+                    if row.result() != DetailResult::Matched && breaks.len() < BREAKS_SHOWN_MAX =>
+                {
+                    breaks.push(row);
+                }
+                Some(Received::Summary(found)) => summary = Some(found),
+                _ => {}
+            },
+            Err(status) => {
+                signed
+                    .record(console, "ReconcileDetails", &run_id, "refused")
+                    .await;
+                return signed.refused(&status);
+            }
+        }
+    }
+    let Some(summary) = summary else {
+        return signed.fail(
+            StatusCode::BAD_GATEWAY,
+            "the ledger ended the run without a summary",
+        );
+    };
+    let outcome = if summary.result() == ReconciliationResult::Matched {
+        "matched"
+    } else {
+        "mismatched"
+    };
+    signed
+        .record(console, "ReconcileDetails", &run_id, outcome)
+        .await;
+    let body = results(signed, date, &summary, &breaks);
+    signed
+        .page(signed.lang.t("reconcile"), body)
+        .into_response()
+}
+
+/// The word for a break class.
+pub fn class_word(result: DetailResult, lang: Lang) -> &'static str {
+    lang.t(match result {
+        DetailResult::MissingInLedger => "missing_in_ledger",
+        DetailResult::MissingInSubmission => "missing_in_submission",
+        DetailResult::Duplicate => "duplicate",
+        DetailResult::AmountMismatch => "amount_mismatch",
+        DetailResult::Timing => "timing",
+        DetailResult::Matched | DetailResult::Unspecified => "matched",
+    })
+}
+
+fn results(
+    signed: &Signed,
+    date: &str,
+    summary: &ReconcileDetailsSummary,
+    breaks: &[DetailRowResult],
+) -> Markup {
+    let lang = signed.lang;
+    let matched = summary.result() == ReconciliationResult::Matched;
+    let counts = [
+        ("missing_in_ledger", summary.missing_in_ledger),
+        ("missing_in_submission", summary.missing_in_submission),
+        ("duplicate", summary.duplicate),
+        ("amount_mismatch", summary.amount_mismatch),
+        ("timing", summary.timing),
+    ];
+    html! {
+        p.result.(if matched { "pass" } else { "fail" }) #result {
+            (date) " · " (if matched { lang.t("matched") } else { lang.t("mismatched") })
+        }
+        table {
+            caption { (lang.t("rows")) }
+            tbody {
+                tr { th scope="row" { (lang.t("rows_submitted")) } td.num { (summary.rows_submitted) } }
+                tr { th scope="row" { (lang.t("rows_in_ledger")) } td.num { (summary.rows_in_ledger) } }
+                tr { th scope="row" { (lang.t("matched")) } td.num { (summary.matched) } }
+                @for (key, count) in counts {
+                    tr { th scope="row" { (lang.t(key)) } td.num { (count) } }
+                }
+            }
+        }
+        @if !breaks.is_empty() {
+            h2 { (lang.t("breaks")) }
+            table #breaks {
+                thead { tr {
+                    th scope="col" { (lang.t("class")) }
+                    th scope="col" { (lang.t("settlement_id")) }
+                    th scope="col" { (lang.t("total_amount")) " (" (lang.t("rows_submitted")) ")" }
+                    th scope="col" { (lang.t("total_amount")) " (" (lang.t("rows_in_ledger")) ")" }
+                    th scope="col" { (lang.t("fund_pay")) " (" (lang.t("rows_submitted")) ")" }
+                    th scope="col" { (lang.t("fund_pay")) " (" (lang.t("rows_in_ledger")) ")" }
+                } }
+                tbody {
+                    @for row in breaks {
+                        @let ours = row.submitted.clone().unwrap_or_default();
+                        @let theirs = row.ledger.clone().unwrap_or_default();
+                        tr {
+                            td { (class_word(row.result(), lang)) }
+                            td { a href=(format!("/settlements/{}", row.settlement_id)) { (row.settlement_id) } }
+                            td.num { (text::yuan(&ours.total_amount)) }
+                            td.num { (text::yuan(&theirs.total_amount)) }
+                            td.num { (text::yuan(&ours.fund_pay)) }
+                            td.num { (text::yuan(&theirs.fund_pay)) }
+                        }
+                    }
+                }
+            }
+        }
+        (form(signed, date))
+    }
+}

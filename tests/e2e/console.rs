@@ -1,0 +1,833 @@
+//! The staff's web console, driven over HTTP as a browser would (cookies, forms, CSRF tokens)
+//! against the sandbox network: who may see and do what, a bureau's daily reconciliation with an
+//! injected break, a finance office's uploaded HIS file, the monthly clearing from the extract
+//! to the confirmed statement, and the Excel export read back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Body;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use tower::ServiceExt;
+use yitong_console::{Connect, Console, GrpcChannel, StaffStore};
+use yitong_core::{Owner, Service};
+use yitong_proto::ledger::v1::{
+    ClearingPeriod, CreateTransfersRequest, GetClearingStatementRequest, SettlementRecord,
+    StatementStatus, Transfer, TransferCode,
+};
+use yitong_rpc::Caller;
+use yitong_sandbox::{BINZHOU, JINAN, Sandbox, ZIBO, network_test};
+use yitong_store::Location;
+
+use crate::settlement::{hospital, open_visit, settle_as_an_his_would};
+use crate::support::{settlement_transfer, transfer_id, yuan};
+
+/// The password every test account has.
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+
+/// The sandbox's channels, one per caller the console's staff act as and server, so the
+/// sandbox's audit check sees every call the console makes.
+struct SandboxConnect {
+    channels: HashMap<(String, Owner, Service), yitong_sandbox::Channel>,
+}
+
+impl SandboxConnect {
+    fn new(net: &Sandbox, callers: &[&str]) -> SandboxConnect {
+        let mut channels = HashMap::new();
+        for caller in callers {
+            let view = net.as_caller(caller);
+            for city in yitong_sandbox::PILOT_CITIES {
+                let owner = Owner::City(city.parse().expect("city"));
+                for service in [Service::Catalog, Service::Settlement] {
+                    channels.insert(
+                        ((*caller).to_owned(), owner, service),
+                        view.channel(owner, service),
+                    );
+                }
+            }
+            channels.insert(
+                ((*caller).to_owned(), Owner::ClearingHouse, Service::Ledger),
+                view.channel(Owner::ClearingHouse, Service::Ledger),
+            );
+        }
+        SandboxConnect { channels }
+    }
+}
+
+impl Connect for SandboxConnect {
+    fn channel(
+        &self,
+        caller: &Caller,
+        owner: Owner,
+        service: Service,
+    ) -> anyhow::Result<GrpcChannel> {
+        let channel = self
+            .channels
+            .get(&(caller.to_string(), owner, service))
+            .cloned()
+            .with_context(|| format!("no channel for {caller} to {service} of {owner}"))?;
+        Ok(yitong_console::boxed(channel))
+    }
+}
+
+/// The staff of the tests: user name and the caller each acts as.
+const STAFF: [(&str, &str); 6] = [
+    ("zibo", "bureau:370300"),
+    ("jinan", "bureau:370100"),
+    ("binzhou", "bureau:371600"),
+    ("house", "bureau:clearing"),
+    ("finance", "institution:H37030000001"),
+    ("ops", "operator:ops"),
+];
+
+/// A console over the sandbox with the test staff, its own store in `dir`.
+pub(crate) async fn console(net: &Sandbox, dir: &std::path::Path) -> (Arc<Console>, axum::Router) {
+    let staff = StaffStore::open(
+        &Location::Sqlite {
+            dir: dir.to_owned(),
+        },
+        "console",
+    )
+    .await
+    .expect("the console's store opens");
+    for (username, caller) in STAFF {
+        staff
+            .add(
+                username,
+                username,
+                PASSWORD,
+                &caller.parse().expect("caller"),
+            )
+            .await
+            .expect("account added");
+    }
+    let callers: Vec<&str> = STAFF.iter().map(|(_, caller)| *caller).collect();
+    let console = Arc::new(Console {
+        network: net.network().clone(),
+        connect: Arc::new(SandboxConnect::new(net, &callers)),
+        staff,
+        sessions: Default::default(),
+        sign_in: Default::default(),
+        trace_url_template: yitong_console::DEFAULT_TRACE_URL_TEMPLATE.to_owned(),
+        grafana_url: String::new(),
+    });
+    let router = yitong_console::router(console.clone());
+    (console, router)
+}
+
+/// What came back for one request.
+#[derive(Debug)]
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    bytes: Vec<u8>,
+}
+
+impl Page {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+
+    fn location(&self) -> &str {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The CSRF token of the page's first form.
+    fn csrf(&self) -> String {
+        let text = self.text();
+        let start = text
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("a form with a CSRF token in {text}"))
+            + "name=\"csrf\" value=\"".len();
+        text[start..].split('"').next().expect("token").to_owned()
+    }
+}
+
+/// A browser: its cookie jar, following no redirect by itself.
+struct Browser {
+    router: axum::Router,
+    cookies: BTreeMap<String, String>,
+}
+
+impl Browser {
+    fn new(router: &axum::Router) -> Browser {
+        Browser {
+            router: router.clone(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    async fn send(&mut self, mut request: Request<Body>) -> Page {
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            request.headers_mut().insert(
+                header::COOKIE,
+                jar.join("; ").parse().expect("cookie header"),
+            );
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("the router answers");
+        for value in response.headers().get_all(header::SET_COOKIE) {
+            let value = value.to_str().expect("cookie text");
+            let (pair, attributes) = value.split_once(';').unwrap_or((value, ""));
+            let (name, content) = pair.split_once('=').expect("name=value");
+            if attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), content.to_owned());
+            }
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024 * 1024)
+            .await
+            .expect("body")
+            .to_vec();
+        Page {
+            status,
+            headers,
+            bytes,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        self.send(
+            Request::builder()
+                .uri(path)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+    }
+
+    async fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.send(
+            Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// Signs in through the form, as a person would.
+    async fn sign_in(&mut self, username: &str, password: &str) -> Page {
+        let form = self.get("/login").await;
+        assert_eq!(form.status, StatusCode::OK);
+        let csrf = form.csrf();
+        self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("username", username),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
+    /// Signs in and returns the session's CSRF token, from the overview's sign-out form.
+    async fn signed_in(router: &axum::Router, username: &str) -> (Browser, String) {
+        let mut browser = Browser::new(router);
+        let page = browser.sign_in(username, PASSWORD).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{username} signs in");
+        assert_eq!(page.location(), "/");
+        let overview = browser.get("/").await;
+        assert_eq!(overview.status, StatusCode::OK, "{}", overview.text());
+        let csrf = overview.csrf();
+        (browser, csrf)
+    }
+}
+
+/// Asserts the security headers every answer carries.
+fn assert_secured(page: &Page, what: &str) {
+    let csp = page
+        .headers
+        .get(header::CONTENT_SECURITY_POLICY)
+        .unwrap_or_else(|| panic!("{what}: a Content-Security-Policy"))
+        .to_str()
+        .expect("text");
+    assert!(csp.contains("script-src 'none'"), "{what}: {csp}");
+    assert!(csp.contains("default-src 'none'"), "{what}: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+    assert_eq!(
+        page.headers
+            .get(header::X_CONTENT_TYPE_OPTIONS)
+            .map(|v| v.to_str().unwrap()),
+        Some("nosniff"),
+        "{what}"
+    );
+}
+
+pub(crate) fn today() -> String {
+    yitong_console::text::today().format("%Y-%m-%d").to_string()
+}
+
+/// Books `transfers` as a node does.
+pub(crate) async fn book(net: &Sandbox, message_id: &str, transfers: Vec<Transfer>) {
+    let reply = net
+        .ledger()
+        .create_transfers(CreateTransfersRequest {
+            message_id: message_id.to_owned(),
+            transfers,
+        })
+        .await
+        .expect("CreateTransfers answers")
+        .into_inner();
+    for outcome in reply.results {
+        assert_eq!(outcome.result, 1, "created: {outcome:?}");
+    }
+}
+
+/// A posted cross-city settlement row at Zibo's level-3 hospital, as its node would book it.
+pub(crate) fn zibo_row(n: u32, insured: &str, fund_fen: i64, date: &str) -> Transfer {
+    let cash = 700;
+    settlement_transfer(
+        n,
+        SettlementRecord {
+            settlement_id: format!("T{ZIBO}{:010}", 9_000_000 + n),
+            message_id: format!("{}-{n}", hospital(ZIBO)),
+            treatment_city: ZIBO.to_owned(),
+            insured_city: insured.to_owned(),
+            institution_code: hospital(ZIBO),
+            visit_id: format!("S{ZIBO}{n:010}"),
+            person_no: format!("{insured}{n:010}"),
+            insurance_type: 310,
+            clearing_type: 11,
+            settlement_date: date.to_owned(),
+            total_amount: yuan(fund_fen + cash),
+            fund_pay: yuan(fund_fen),
+            account_pay: yuan(0),
+            cash_pay: yuan(cash),
+            cancellation: false,
+            original_settlement_id: String::new(),
+        },
+    )
+}
+
+network_test! {
+    /// No page or action without a session; the sign-in cookie is HttpOnly and SameSite=Strict;
+    /// a form without its CSRF token is refused and changes nothing; wrong passwords are
+    /// limited (the sixth attempt is refused even with the right password); one city's staff
+    /// cannot see or act for another city, URL tampering included; the CSP header is on every
+    /// answer.
+    async fn console_security(net) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (console, router) = console(net, dir.path()).await;
+        let mut anonymous = Browser::new(&router);
+        for path in ["/", "/reconcile", "/clearing", "/statement", "/settlements", "/operator",
+                     "/clearing/export?year=2026&month=3&format=xlsx", "/settlements/T3703000000000001"] {
+            let page = anonymous.get(path).await;
+            assert_eq!(page.status, StatusCode::SEE_OTHER, "{path} without a session");
+            assert_eq!(page.location(), "/login", "{path}");
+            assert_secured(&page, path);
+        }
+        for path in ["/reconcile", "/clearing/decide", "/clearing/apply", "/clearing/close",
+                     "/statement/confirm", "/logout", "/clearing/rollback"] {
+            let page = anonymous.post(path, &[("csrf", "x"), ("year", "2026"), ("month", "3")]).await;
+            assert_eq!(page.status, StatusCode::SEE_OTHER, "POST {path} without a session");
+            assert_eq!(page.location(), "/login");
+        }
+        let login = anonymous.get("/login").await;
+        assert_secured(&login, "/login");
+        assert!(login.text().contains("lang=\"zh-CN\""), "Chinese by default");
+        assert!(!login.text().contains("<script"), "no script on any page");
+
+        // A sign-in form without its token (the cookie alone, as a cross-site form would send
+        // none) is refused.
+        let mut forger = Browser::new(&router);
+        forger.get("/login").await;
+        let page = forger.post("/login", &[("username", "zibo"), ("password", PASSWORD)]).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+        assert!(!forger.cookies.contains_key("yitong_session"));
+
+        // Sign in: the session cookie is HttpOnly and SameSite=Strict.
+        let mut zibo = Browser::new(&router);
+        let signed = zibo.sign_in("zibo", PASSWORD).await;
+        assert_eq!(signed.status, StatusCode::SEE_OTHER);
+        let cookie = signed
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .find(|value| value.starts_with("yitong_session="))
+            .expect("a session cookie");
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        let overview = zibo.get("/").await;
+        assert_eq!(overview.status, StatusCode::OK);
+        assert_secured(&overview, "/");
+        let csrf = overview.csrf();
+
+        // A form without its CSRF token, or with another's, is refused and nothing is recorded.
+        for fields in [
+            vec![("year", "2026"), ("month", "3"), ("decision", "include"), ("scope", "all")],
+            vec![("csrf", "not-the-token"), ("year", "2026"), ("month", "3"), ("decision", "include"), ("scope", "all")],
+        ] {
+            let page = zibo.post("/clearing/decide", &fields).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{fields:?}");
+            assert_secured(&page, "a refused form");
+        }
+        let page = zibo.post("/logout", &[]).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "sign-out needs its token too");
+        assert!(console.staff.actions(100).await.expect("actions").is_empty(), "nothing done");
+
+        // One city's staff cannot see or act for another, whatever the URL says.
+        for path in [
+            format!("/clearing?year=2026&month=3&city={JINAN}"),
+            format!("/statement?year=2026&month=3&city={JINAN}"),
+            format!("/clearing/export?year=2026&month=3&city={JINAN}&format=csv"),
+        ] {
+            let page = zibo.get(&path).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+        }
+        let page = zibo.get("/clearing/close").await;
+        assert_eq!(page.status, StatusCode::METHOD_NOT_ALLOWED);
+        let page = zibo.post("/clearing/close", &[("csrf", &csrf), ("year", "2026"), ("month", "3")]).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "only the clearing house closes a month");
+        let page = zibo.get("/operator").await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "the operators' page is theirs");
+
+        // A Jinan settlement looked up by Zibo's bureau is asked of Zibo's node, which has none.
+        let visit = open_visit(net, "console-sec", JINAN, ZIBO, 1).await;
+        let mut his = net.his_settlement(&hospital(JINAN));
+        let settled = settle_as_an_his_would(&mut his, "S-console-sec", &visit, 1).await.expect("settled");
+        let page = zibo.get(&format!("/settlements/{}", settled.settlement_id)).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.text());
+        let (mut jinan, _) = Browser::signed_in(&router, "jinan").await;
+        let page = jinan.get(&format!("/settlements/{}", settled.settlement_id)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        assert!(page.text().contains(&settled.settlement_id));
+        // The finance office of a Zibo hospital reconciles its own day only; clearing is not its.
+        let (mut finance, _) = Browser::signed_in(&router, "finance").await;
+        assert_eq!(finance.get("/clearing").await.status, StatusCode::FORBIDDEN);
+
+        // Wrong passwords: five are answered, the sixth attempt is refused, even when right.
+        let mut guesser = Browser::new(&router);
+        for attempt in 0..5 {
+            let page = guesser.sign_in("binzhou", &format!("wrong password {attempt}")).await;
+            assert_eq!(page.status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        }
+        let page = guesser.sign_in("binzhou", PASSWORD).await;
+        assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_secured(&page, "a limited sign-in");
+        assert!(!guesser.cookies.contains_key("yitong_session"));
+        // Others are not locked out by it.
+        Browser::signed_in(&router, "jinan").await;
+
+        // Signed out, the session is gone.
+        let page = zibo.post("/logout", &[("csrf", &csrf)]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        assert_eq!(zibo.get("/").await.status, StatusCode::SEE_OTHER);
+        console.staff.close().await;
+    }
+}
+
+network_test! {
+    /// A bureau reconciles a day from its city's settlement records, without typing a total:
+    /// clean, then with a settlement the ledger holds and Zibo's records do not (an injected
+    /// break), found by class and linked. A finance office reconciles the same day from its
+    /// HIS's uploaded file with one amount altered and sees that break.
+    async fn console_daily_reconciliation(net) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (console, router) = console(net, dir.path()).await;
+        let mut his = net.his_settlement(&hospital(ZIBO));
+        let mut settled = Vec::new();
+        for (n, insured) in [(1, JINAN), (2, BINZHOU)] {
+            let visit = open_visit(net, &format!("console-day-{n}"), ZIBO, insured, n).await;
+            settled.push(
+                settle_as_an_his_would(&mut his, &format!("S-console-day-{n}"), &visit, n)
+                    .await
+                    .expect("settled"),
+            );
+        }
+        let date = today();
+        let (mut zibo, csrf) = Browser::signed_in(&router, "zibo").await;
+        let page = zibo.get("/reconcile").await;
+        assert_eq!(page.status, StatusCode::OK);
+        let page = zibo.post("/reconcile", &[("csrf", &csrf), ("date", &date)]).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let text = page.text();
+        assert!(text.contains("result pass"), "a clean day: {text}");
+        assert!(text.contains("对账平"));
+
+        // The injected break: a posted settlement in the ledger that no Zibo record holds.
+        let injected = zibo_row(1, JINAN, 12_345, &date);
+        let injected_id = injected.settlement.as_ref().unwrap().settlement_id.clone();
+        book(net, "console-injected", vec![injected]).await;
+        let page = zibo.post("/reconcile", &[("csrf", &csrf), ("date", &date)]).await;
+        let text = page.text();
+        assert!(text.contains("result fail"), "{text}");
+        assert!(text.contains("本方缺失"), "the class of the break: {text}");
+        assert!(text.contains(&format!("href=\"/settlements/{injected_id}\"")), "drill-down link");
+        // The drill-down of a real settlement shows it with its trace field.
+        let page = zibo.get(&format!("/settlements/{}", settled[0].settlement_id)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.text().contains(&settled[0].message_id));
+
+        // The finance office uploads its HIS's file: its two settlements, one fund pay altered.
+        let (mut finance, finance_csrf) = Browser::signed_in(&router, "finance").await;
+        let mut file = String::from(
+            "settlement_id,visit_id,person_no,settlement_date,total_amount,fund_pay,account_pay,cash_pay,cancellation,message_id\n",
+        );
+        for (index, settlement) in settled.iter().enumerate() {
+            let split = settlement.split.clone().unwrap();
+            let fund = if index == 1 { "0.01".to_owned() } else { split.fund_pay.clone() };
+            file.push_str(&format!(
+                "{},{},{},{},{},{},{},{},false,{}\n",
+                settlement.settlement_id, settlement.visit_id, settlement.person_no,
+                settlement.settlement_date, split.total_amount, fund, split.account_pay,
+                split.cash_pay, settlement.message_id
+            ));
+        }
+        let boundary = "----yitongboundary";
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{finance_csrf}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"date\"\r\n\r\n{date}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"his.csv\"\r\nContent-Type: text/csv\r\n\r\n{file}\r\n\
+             --{boundary}--\r\n"
+        );
+        let upload = |body: String| {
+            Request::builder()
+                .method(Method::POST)
+                .uri("/reconcile/upload")
+                .header(header::CONTENT_TYPE, format!("multipart/form-data; boundary={boundary}"))
+                .body(Body::from(body))
+                .expect("request")
+        };
+        let page = finance.send(upload(body.clone())).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let text = page.text();
+        assert!(text.contains("result fail"), "{text}");
+        assert!(text.contains("金额不符"), "an amount mismatch: {text}");
+        assert!(text.contains(&settled[1].settlement_id));
+        // The ledger's injected row is Zibo's level-3 hospital's too: missing in its file.
+        assert!(text.contains(&injected_id));
+        // Without its token the upload is refused.
+        let forged = body.replace(&finance_csrf, "forged");
+        assert_eq!(finance.send(upload(forged)).await.status, StatusCode::FORBIDDEN);
+        // The runs are in the console's log under the staff member who ran them.
+        let actions = console.staff.actions(100).await.expect("actions");
+        let runs: Vec<_> = actions.iter().filter(|(_, rpc, _, _)| rpc == "ReconcileDetails").collect();
+        assert_eq!(runs.len(), 3, "{actions:?}");
+        assert_eq!(runs[0].0, "zibo");
+        assert_eq!(runs[2].0, "finance");
+        assert_eq!((runs[0].3.as_str(), runs[1].3.as_str()), ("matched", "mismatched"));
+        console.staff.close().await;
+    }
+}
+
+/// March 2026, ended: posted cross-city rows of Zibo's hospital for Jinan and Binzhou persons,
+/// and every city's prepaid deposit.
+pub(crate) async fn book_march(net: &Sandbox) -> Vec<Transfer> {
+    let mut deposits = Vec::new();
+    for (index, city) in yitong_sandbox::PILOT_CITIES.iter().enumerate() {
+        deposits.push(Transfer {
+            id: transfer_id(900 + index as u32),
+            debit_account_id: format!("{city}.bank"),
+            credit_account_id: format!("{city}.fund"),
+            amount: yuan(10_000_000),
+            code: TransferCode::Deposit as i32,
+            operator_id: "bureau-operator-1".into(),
+            ..Default::default()
+        });
+    }
+    book(net, "console-deposits", deposits).await;
+    let rows: Vec<Transfer> = (1..=6)
+        .map(|n| {
+            let insured = if n % 2 == 0 { JINAN } else { BINZHOU };
+            zibo_row(
+                n,
+                insured,
+                10_000 + i64::from(n) * 111,
+                &format!("2026-03-{:02}", 2 + n),
+            )
+        })
+        .collect();
+    book(net, "console-march", rows.clone()).await;
+    rows
+}
+
+network_test! {
+    /// The month: Zibo's bureau lists its March extract, excludes one row with a reason and
+    /// includes the rest in bulk, exports the extract to Excel (read back: the columns and the
+    /// sums) and CSV, rolls one row back and includes it again, applies; the clearing house
+    /// closes the month; Jinan's bureau reads its statement and confirms it, and the ledger
+    /// keeps the staff member's name with the confirmation.
+    async fn console_monthly_clearing(net) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (console, router) = console(net, dir.path()).await;
+        let rows = book_march(net).await;
+        let ids: Vec<String> = rows.iter().map(|row| row.settlement.as_ref().unwrap().settlement_id.clone()).collect();
+        let (mut zibo, csrf) = Browser::signed_in(&router, "zibo").await;
+        let page = zibo.get("/clearing?year=2026&month=3").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let text = page.text();
+        assert!(text.contains("<span id=\"total-rows\">6</span>"), "{text}");
+        for id in &ids {
+            assert!(text.contains(id.as_str()));
+        }
+        // Exclude one with a reason, then include every unconfirmed row in bulk.
+        let page = zibo.post("/clearing/decide", &[
+            ("csrf", &csrf), ("year", "2026"), ("month", "3"), ("id", &ids[0]),
+            ("decision", "exclude"), ("reason", "病历待核"), ("scope", "selected"),
+        ]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text());
+        let page = zibo.post("/clearing/decide", &[
+            ("csrf", &csrf), ("year", "2026"), ("month", "3"), ("decision", "include"), ("scope", "all"),
+        ]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text());
+        // Roll one back and include it again, one by one.
+        let page = zibo.post("/clearing/rollback", &[
+            ("csrf", &csrf), ("year", "2026"), ("month", "3"), ("id", &ids[1]), ("reason", "重新核对"), ("scope", "selected"),
+        ]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text());
+        let page = zibo.get("/clearing?year=2026&month=3&confirmation=unconfirmed").await;
+        assert!(page.text().contains("<span id=\"total-rows\">1</span>"), "{}", page.text());
+        let page = zibo.post("/clearing/decide", &[
+            ("csrf", &csrf), ("year", "2026"), ("month", "3"), ("id", &ids[1]), ("decision", "include"), ("scope", "selected"),
+        ]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+
+        // The Excel export, read back: the header row, a row per detail, the sums in yuan.
+        let page = zibo.get("/clearing/export?year=2026&month=3&format=xlsx").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.headers.get(header::CONTENT_DISPOSITION).unwrap().to_str().unwrap().contains(".xlsx"));
+        let sheet = read_xlsx(&page.bytes);
+        assert_eq!(sheet[0][0], "结算号");
+        assert_eq!(sheet[0][7], "医疗费总额");
+        assert_eq!(sheet[0][8], "参保地支付");
+        assert_eq!(sheet.len(), 1 + 6 + 1, "header, six rows, sums");
+        let total_fen: i64 = rows.iter().map(|row| crate::settlement::fen(&row.settlement.as_ref().unwrap().total_amount)).sum();
+        let pay_fen: i64 = rows.iter().map(|row| crate::settlement::fen(&row.amount)).sum();
+        assert_eq!(sheet[7][0], "全部");
+        assert_eq!(sheet[7][7], yuan(total_fen));
+        assert_eq!(sheet[7][8], yuan(pay_fen));
+        let excluded = sheet.iter().find(|row| row[0] == ids[0]).expect("the excluded row");
+        assert_eq!((excluded[11].as_str(), excluded[12].as_str()), ("未纳入", "病历待核"));
+        let page = zibo.get("/clearing/export?year=2026&month=3&format=csv").await;
+        let csv = page.text();
+        assert!(csv.starts_with("结算号,"), "{csv}");
+        assert!(csv.contains(&format!(",{},", yuan(total_fen))), "{csv}");
+
+        // Apply: the included rows' totals, which the ledger agrees with.
+        let page = zibo.post("/clearing/apply", &[("csrf", &csrf), ("year", "2026"), ("month", "3")]).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        assert!(page.text().contains("result pass"));
+
+        // Before the close there is no statement to confirm.
+        let (mut jinan, jinan_csrf) = Browser::signed_in(&router, "jinan").await;
+        let page = jinan.post("/statement/confirm", &[("csrf", &jinan_csrf), ("year", "2026"), ("month", "3")]).await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", page.text());
+
+        // The clearing house closes the month.
+        let (mut house, house_csrf) = Browser::signed_in(&router, "house").await;
+        let page = house.get(&format!("/clearing?year=2026&month=3&city={ZIBO}")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let page = house.post("/clearing/close", &[("csrf", &house_csrf), ("year", "2026"), ("month", "3")]).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        assert!(page.text().contains("net-positions"));
+
+        // Jinan reads and confirms its statement.
+        let page = jinan.get("/statement?year=2026&month=3").await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.text().contains("已出具"), "{}", page.text());
+        let page = jinan.post("/statement/confirm", &[("csrf", &jinan_csrf), ("year", "2026"), ("month", "3")]).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text());
+        let page = jinan.get("/statement?year=2026&month=3").await;
+        assert!(page.text().contains("<td id=\"confirmed-by\">jinan</td>"), "{}", page.text());
+        let statement = net
+            .ledger()
+            .get_clearing_statement(GetClearingStatementRequest {
+                city: JINAN.to_owned(),
+                period: Some(ClearingPeriod { year: 2026, month: 3 }),
+            })
+            .await
+            .expect("statement")
+            .into_inner()
+            .statement
+            .expect("statement");
+        assert_eq!(statement.status(), StatementStatus::Confirmed);
+        assert_eq!(statement.confirmed_by, "jinan", "the ledger names the staff member");
+        let actions = console.staff.actions(100).await.expect("actions");
+        let done: Vec<(&str, &str)> = actions.iter().map(|(user, rpc, _, _)| (user.as_str(), rpc.as_str())).collect();
+        assert!(done.contains(&("house", "CloseClearingPeriod")), "{done:?}");
+        assert!(done.contains(&("zibo", "ApplyClearing")));
+        assert!(done.contains(&("jinan", "ConfirmClearingStatement")));
+        console.staff.close().await;
+    }
+}
+
+/// Every cell of the first sheet as text, amounts with two decimals.
+fn read_xlsx(bytes: &[u8]) -> Vec<Vec<String>> {
+    use calamine::{Data, Reader, Xlsx};
+    let mut workbook: Xlsx<_> =
+        Xlsx::new(std::io::Cursor::new(bytes.to_vec())).expect("the export opens as xlsx");
+    let range = workbook
+        .worksheet_range("clearing")
+        .expect("a sheet named clearing");
+    range
+        .rows()
+        .map(|row| {
+            row.iter()
+                .map(|cell| match cell {
+                    Data::Float(number) => format!("{number:.2}"),
+                    Data::Int(number) => number.to_string(),
+                    Data::String(text) => text.clone(),
+                    Data::Empty => String::new(),
+                    other => other.to_string(),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+network_test! {
+    /// The operators' page asks every city and lists what is in doubt; settlement search finds
+    /// a settlement by id and by message id for a bureau, and lists an institution's day.
+    async fn console_operator_and_search(net) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (console, router) = console(net, dir.path()).await;
+        let visit = open_visit(net, "console-search", ZIBO, JINAN, 3).await;
+        let mut his = net.his_settlement(&hospital(ZIBO));
+        let settled = settle_as_an_his_would(&mut his, "S-console-search", &visit, 3).await.expect("settled");
+        let (mut ops, _) = Browser::signed_in(&router, "ops").await;
+        let page = ops.get("/operator").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let text = page.text();
+        for city in yitong_sandbox::PILOT_CITIES {
+            assert!(text.contains(city), "{city} is listed: {text}");
+        }
+        assert!(!text.contains(&settled.settlement_id), "a completed settlement is not in doubt");
+        // An operator sees the settlement, not whose it was.
+        let page = ops.get(&format!("/settlements/{}", settled.settlement_id)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        assert!(!page.text().contains(&settled.person_no), "no person for an operator");
+
+        let (mut zibo, _) = Browser::signed_in(&router, "zibo").await;
+        let page = zibo.get(&format!("/settlements?q={}", settled.settlement_id)).await;
+        assert!(page.text().contains(&settled.person_no), "{}", page.text());
+        let page = zibo
+            .get(&format!("/settlements?q={}&institution={}", settled.message_id, hospital(ZIBO)))
+            .await;
+        assert!(page.text().contains(&settled.settlement_id), "{}", page.text());
+        let page = zibo
+            .get(&format!("/settlements?institution={}&from={}&to={}", hospital(ZIBO), today(), today()))
+            .await;
+        assert!(page.text().contains(&settled.settlement_id), "{}", page.text());
+        // English on request; amounts in yuan with two decimals.
+        let page = zibo.get("/lang/en").await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER);
+        let page = zibo.get(&format!("/settlements/{}", settled.settlement_id)).await;
+        assert!(page.text().contains("lang=\"en\""));
+        assert!(page.text().contains("Fund pay"));
+        let fund = settled.split.clone().unwrap().fund_pay;
+        assert!(page.text().contains(&yitong_console::text::yuan(&fund)));
+        console.staff.close().await;
+    }
+}
+
+/// Staff accounts keep on PostgreSQL as on SQLite: a password verifies, a wrong one and an
+/// unknown user do not, a user name is taken once, nodes are refused as an account's caller.
+#[tokio::test]
+async fn staff_accounts_on_both_databases() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut locations = vec![(
+        Location::Sqlite {
+            dir: dir.path().to_owned(),
+        },
+        "console".to_owned(),
+    )];
+    let postgres = yitong_sandbox::postgres_admin_url();
+    let reachable = sqlx_reachable(&postgres).await;
+    if reachable {
+        locations.push((
+            Location::Postgres {
+                url: postgres.clone(),
+            },
+            format!("console_test_{}", uuid::Uuid::new_v4().simple()),
+        ));
+    } else if std::env::var("YITONG_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+        panic!("PostgreSQL is required and not reachable at {postgres}");
+    } else {
+        eprintln!("PostgreSQL not reachable: staff accounts checked on SQLite only");
+    }
+    for (location, schema) in locations {
+        let store = StaffStore::open(&location, &schema).await.expect("opens");
+        let caller: Caller = "bureau:370300".parse().unwrap();
+        store
+            .add("wang.li", "王丽", PASSWORD, &caller)
+            .await
+            .expect("added");
+        assert!(matches!(
+            store.add("wang.li", "王丽", PASSWORD, &caller).await,
+            Err(yitong_console::staff::StaffError::Exists(_))
+        ));
+        assert!(store.add("Bad Name", "x", PASSWORD, &caller).await.is_err());
+        assert!(store.add("short", "x", "short", &caller).await.is_err());
+        assert!(
+            store
+                .add("node", "x", PASSWORD, &"node:370300".parse().unwrap())
+                .await
+                .is_err()
+        );
+        let staff = store
+            .verify("wang.li", PASSWORD)
+            .await
+            .expect("verified")
+            .expect("right password");
+        assert_eq!(staff.acts_as, caller);
+        assert_eq!(staff.display_name, "王丽");
+        assert!(
+            store
+                .verify("wang.li", "wrong")
+                .await
+                .expect("checked")
+                .is_none()
+        );
+        assert!(
+            store
+                .verify("nobody", PASSWORD)
+                .await
+                .expect("checked")
+                .is_none()
+        );
+        store.close().await;
+        if let Location::Postgres { url } = &location {
+            use sqlx::Connection;
+            let mut connection = sqlx::PgConnection::connect(url).await.expect("connects");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut connection)
+                .await
+                .expect("dropped");
+        }
+    }
+}
+
+async fn sqlx_reachable(url: &str) -> bool {
+    use sqlx::Connection;
+    matches!(
+        tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            sqlx::PgConnection::connect(url)
+        )
+        .await,
+        Ok(Ok(_))
+    )
+}
