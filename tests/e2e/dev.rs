@@ -292,6 +292,17 @@ async fn every_command_dev_tls_prints_works_as_printed() {
         data.join("pki/operator-oncall.pem").exists(),
         "the printed pki issue wrote into the network's PKI folder"
     );
+    // Run where `yitong dev --tls` was started, `yitong pki issue` finds its folder unasked.
+    let issued = std::process::Command::new(yitong())
+        .current_dir(dir.path())
+        .args(["pki", "issue", "operator:second"])
+        .output()
+        .expect("the binary runs");
+    assert!(
+        issued.status.success() && data.join("pki/operator-second.pem").exists(),
+        "pki issue defaults to dev's folder: {}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
 
     // The network file's form of the endpoint, with the holder's certificate.
     let pki = data.join("pki");

@@ -23,15 +23,16 @@ enum PkiAction {
         /// The network file.
         #[arg(long, default_value = "seeds/network.toml")]
         network: PathBuf,
-        /// Folder to write the CA and certificates to; must not hold a CA yet.
-        #[arg(long, default_value = "pki")]
+        /// Folder to write the CA and certificates to; must not hold a CA yet. The default is
+        /// where `yitong dev --tls` keeps its PKI.
+        #[arg(long, default_value = "data/pki")]
         out: PathBuf,
     },
     /// Issue one certificate from the network's CA: a node's renewal, or a certificate for an
     /// HIS, a bureau or an operator that authenticates by certificate instead of a key.
     Issue {
-        /// The PKI folder holding ca.pem and ca.key.
-        #[arg(long, default_value = "pki")]
+        /// The PKI folder holding ca.pem and ca.key (by default `yitong dev --tls`'s).
+        #[arg(long, default_value = "data/pki")]
         pki: PathBuf,
         /// Who the certificate names: institution:<code>, bureau:<city>, node:<city|clearing>,
         /// operator:<name>.
@@ -114,8 +115,8 @@ enum KeyAction {
     /// kept nowhere. Servers reading the file accept it within seconds. Issuing a second key
     /// for the same caller and revoking the first rotates it.
     Issue {
-        /// The key file the servers read.
-        #[arg(long, default_value = "keys.toml")]
+        /// The key file the servers read (by default `yitong dev`'s).
+        #[arg(long, default_value = "data/keys.toml")]
         keys: PathBuf,
         /// Who the key names: institution:<code>, bureau:<city|clearing>, operator:<name>, or
         /// node:<city> on a loopback network.
@@ -123,7 +124,8 @@ enum KeyAction {
     },
     /// Revoke an API key by its id (the part after "yt1.").
     Revoke {
-        #[arg(long, default_value = "keys.toml")]
+        /// The key file the servers read (by default `yitong dev`'s).
+        #[arg(long, default_value = "data/keys.toml")]
         keys: PathBuf,
         id: String,
     },
