@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod dates;
 mod dev;
+mod filing;
 mod foundation;
 mod hostile;
 mod identity;

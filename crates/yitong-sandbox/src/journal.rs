@@ -49,6 +49,7 @@ const READS_WITH_MESSAGE_ID: [&str; 4] = [
     "GetSettlement",
     "CheckBenefit",
     "GetRunningTotals",
+    "QueryFilings",
 ];
 
 /// One state-changing call.
@@ -363,9 +364,13 @@ fn ids_per_caller(service: Service) -> bool {
     service == Service::Settlement
 }
 
-/// The audit trail's actor for an institution code.
+/// The audit trail's actor for the owner of a settlement-store message id: an institution code,
+/// or the caller name itself for a bureau's (its filings, `bureau:370100`).
 fn institution_actor(institution_code: &str) -> String {
-    format!("institution:{institution_code}")
+    match institution_code.contains(':') {
+        true => institution_code.to_owned(),
+        false => format!("institution:{institution_code}"),
+    }
 }
 
 /// Whose message id a call's is, as the audit trail names its owner: the caller in a store whose
