@@ -43,8 +43,8 @@ static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
 
 /// Reads whose request carries a message id all the same: a quote (the national interface
 /// numbers pre-settlement like the settlement it previews), a look-up by message id, and the
-/// reads at the counter about a person (the benefit check, the running totals).
-const READS_WITH_MESSAGE_ID: [&str; 4] = [
+/// reads at the counter about a person (the benefit check, the running totals, the filings).
+const READS_WITH_MESSAGE_ID: [&str; 5] = [
     "PreSettle",
     "GetSettlement",
     "CheckBenefit",
