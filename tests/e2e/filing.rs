@@ -226,7 +226,7 @@ network_test! {
             operator_id: "op1".into(),
         };
         let read = net.his_settlement(&hospital(ZIBO)).query_filings(query.clone()).await.expect("queried").into_inner();
-        assert_eq!(read.filings, [trip.clone()]);
+        assert_eq!(read.filings, std::slice::from_ref(&trip));
         assert_eq!(read.standing.expect("standing").ratio_cut_points, 10);
 
         // Cancelled, the trip no longer counts: refused again. Cancelling twice is refused.

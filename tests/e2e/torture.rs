@@ -2349,8 +2349,9 @@ async fn check_filings(
 network_test! {
     /// Proves the settlement protocol keeps its invariants under random concurrent HIS schedules
     /// (every settlement RPC, replays at once and later, hurried deadlines, reversals racing
-    /// their Settle, two visits of one patient at once) while settlement, ledger and identity
-    /// servers crash and restart: after the sweeps, every settlement answered OK is complete in
+    /// their Settle, two visits of one patient at once), the bureaus filing and cancelling
+    /// cross-city filings under them, while settlement, ledger and identity servers crash and
+    /// restart: after the sweeps, every settlement answered OK is complete in
     /// all three places, nothing is in doubt, the three places and the ledger's balances agree
     /// to the fen, no account goes negative nor fund past the cap, every replay got the first
     /// answer and no OK came without content. Every violation is reported, with the seed.

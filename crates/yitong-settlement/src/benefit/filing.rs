@@ -54,7 +54,7 @@ fn row_of(row: &sqlx::any::AnyRow) -> Result<FilingRow, BenefitError> {
     Ok(FilingRow {
         filing_id: row.try_get("filing_id")?,
         person_no: row.try_get("person_no")?,
-        kind: FilingKind::from_str(&kind)
+        kind: FilingKind::of_word(&kind)
             .ok_or_else(|| BenefitError::Corrupt(format!("filing kind {kind:?}")))?,
         treatment_city: row.try_get("treatment_city")?,
         valid_from: row.try_get("valid_from")?,

@@ -64,7 +64,8 @@ impl FilingKind {
         }
     }
 
-    pub fn from_str(text: &str) -> Option<FilingKind> {
+    /// The kind a stored word names.
+    pub fn of_word(text: &str) -> Option<FilingKind> {
         FilingKind::ALL
             .into_iter()
             .find(|kind| kind.as_str() == text)
