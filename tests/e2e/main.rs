@@ -11,6 +11,7 @@ mod console;
 mod crash;
 mod dates;
 mod dev;
+mod filing;
 mod foundation;
 mod hostile;
 mod identity;

@@ -7,7 +7,7 @@ use yitong_proto::catalog::v1 as catalog;
 use yitong_proto::identity::v1 as identity;
 use yitong_proto::ledger::v1 as ledger;
 use yitong_proto::settlement::v1 as settlement;
-use yitong_sandbox::{As, Sandbox, ZIBO};
+use yitong_sandbox::{As, JINAN, Sandbox, ZIBO};
 use yitong_store::sqlx;
 
 use crate::support::seeded_card;
@@ -77,6 +77,12 @@ const TABLE: &[(&str, &[&str])] = &[
     ("ListSettlements", &["his", "bureau", "operator"]),
     ("CheckBenefit", &["his"]),
     ("GetRunningTotals", &["his"]),
+    ("QueryFilings", &["his"]),
+    ("FileFiling", &["bureau"]),
+    ("CancelFiling", &["bureau"]),
+    ("ListFilings", &["bureau", "node", "node_far"]),
+    ("SetFilingPolicy", &["bureau"]),
+    ("GetFilingPolicy", &["bureau", "node", "node_far"]),
     ("Quote", &["node", "node_far"]),
     ("Reserve", &["node", "node_far"]),
     ("Post", &["node", "node_far"]),
@@ -145,6 +151,8 @@ const READS: &[&str] = &[
     "GetInstitution",
     "ListInstitutions",
     "ListSettlements",
+    "ListFilings",
+    "GetFilingPolicy",
     "LookupTransfers",
     "GetBalances",
     "GetJournalDigest",
@@ -398,6 +406,53 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
                 message_id,
                 institution_code: HIS.into(),
                 ..Default::default()
+            }
+        ),
+        "QueryFilings" => unary!(
+            caller.settlement(ZIBO),
+            query_filings,
+            settlement::QueryFilingsRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "FileFiling" => unary!(
+            caller.filing(ZIBO),
+            file_filing,
+            settlement::FileFilingRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "CancelFiling" => unary!(
+            caller.filing(ZIBO),
+            cancel_filing,
+            settlement::CancelFilingRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "ListFilings" => unary!(
+            caller.filing(ZIBO),
+            list_filings,
+            settlement::ListFilingsRequest {
+                person_no: format!("{ZIBO}{:010}", 1)
+            }
+        ),
+        "SetFilingPolicy" => unary!(
+            caller.filing(ZIBO),
+            set_filing_policy,
+            settlement::SetFilingPolicyRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "GetFilingPolicy" => unary!(
+            caller.filing(ZIBO),
+            get_filing_policy,
+            settlement::GetFilingPolicyRequest {
+                treatment_city: JINAN.into()
             }
         ),
         "GetTotals" => unary!(

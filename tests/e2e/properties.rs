@@ -1,6 +1,9 @@
 //! Properties through the whole network: whatever a visit holds and whichever cities treat and
 //! insure, settling it and then cancelling it leaves the insured city's running totals (the
 //! deductible and cap left, the personal account) and every ledger balance exactly as before.
+//! Each case also draws the insured city's filing policy toward the treatment city and the
+//! person's filing (any kind, or none): the settlement is priced with the cut the policy gives,
+//! or refused NOT_FILED storing nothing.
 
 use std::collections::HashMap;
 
@@ -9,7 +12,8 @@ use proptest::test_runner::{Config, TestRunner};
 use yitong_core::Amount;
 use yitong_proto::ledger::v1::GetBalancesRequest;
 use yitong_proto::settlement::v1::{
-    BenefitClaim, ClaimAmounts, QuoteRequest, SettleRequest, SettlementSplit,
+    BenefitClaim, CancelFilingRequest, ClaimAmounts, FileFilingRequest, FilingKind, FilingPolicy,
+    QuoteRequest, SetFilingPolicyRequest, SettleRequest, SettlementSplit, UnfiledVisit,
 };
 use yitong_sandbox::{Database, PILOT_CITIES, Sandbox};
 
@@ -28,6 +32,11 @@ struct Case {
     insured: usize,
     person: u32,
     use_account: bool,
+    /// The insured city's filing policy toward the treatment city: 0 waived, 1 required and
+    /// the unfiled refused, 2 required and the unfiled cut.
+    policy: u8,
+    /// The person's filing for the treatment city, by its kind's number; none when absent.
+    filed: Option<i32>,
     /// (index into the treatment city's codes, quantity, unit price in millionths of a yuan:
     /// the six fraction digits of the national pric, as per-tablet prices come)
     lines: Vec<(usize, u32, i64)>,
@@ -39,15 +48,21 @@ fn cases() -> impl Strategy<Value = Case> {
         0..PILOT_CITIES.len(),
         prop::sample::select(ENTITLED.to_vec()),
         any::<bool>(),
+        0..3u8,
+        prop::option::of(1..=6i32),
         prop::collection::vec((0..200usize, 1..=5u32, 1..=500_000_000i64), 1..=4),
     )
-        .prop_map(|(treatment, insured, person, use_account, lines)| Case {
-            treatment,
-            insured,
-            person,
-            use_account,
-            lines,
-        })
+        .prop_map(
+            |(treatment, insured, person, use_account, policy, filed, lines)| Case {
+                treatment,
+                insured,
+                person,
+                use_account,
+                policy,
+                filed,
+                lines,
+            },
+        )
 }
 
 /// The first 200 catalog codes of every city, from the seeds.
@@ -132,6 +147,66 @@ async fn balances(net: &Sandbox) -> HashMap<String, String> {
         .collect()
 }
 
+/// Sets the case's filing policy and files its filing (a cross-city case only): the cut the
+/// settlement must carry, `None` when it must be refused, and the filing to cancel afterwards.
+async fn file(net: &Sandbox, case: &Case, tag: u32) -> (Option<u32>, Option<String>) {
+    let (treatment, insured) = (PILOT_CITIES[case.treatment], PILOT_CITIES[case.insured]);
+    if treatment == insured {
+        return (Some(0), None);
+    }
+    let mut bureau = net.bureau(insured).filing(insured);
+    let policy = FilingPolicy {
+        treatment_city: treatment.into(),
+        filing_required: case.policy != 0,
+        unfiled: if case.policy == 2 {
+            UnfiledVisit::RatioCut
+        } else {
+            UnfiledVisit::Refused
+        } as i32,
+        unfiled_cut_points: if case.policy == 2 { 15 } else { 0 },
+        temporary_cut_points: 5,
+    };
+    bureau
+        .set_filing_policy(SetFilingPolicyRequest {
+            message_id: format!("P-FP-{tag}"),
+            policy: Some(policy.clone()),
+        })
+        .await
+        .expect("policy set");
+    let filing = match case.filed {
+        Some(kind) => {
+            let today = yitong_core::today().to_string();
+            let request = FileFilingRequest {
+                message_id: format!("P-FF-{tag}"),
+                person_no: format!("{insured}{:010}", case.person),
+                kind,
+                treatment_city: treatment.into(),
+                valid_from: today.clone(),
+                valid_until: today,
+            };
+            Some(
+                bureau
+                    .file_filing(request)
+                    .await
+                    .expect("filed")
+                    .into_inner()
+                    .filing
+                    .expect("filing")
+                    .filing_id,
+            )
+        }
+        None => None,
+    };
+    let cut = match (case.policy, case.filed) {
+        (0, _) => Some(0),
+        (_, Some(kind)) if kind == FilingKind::OtherTemporary as i32 => Some(5),
+        (_, Some(_)) => Some(0),
+        (1, None) => None,
+        (_, None) => Some(15),
+    };
+    (cut, filing)
+}
+
 async fn settle_then_cancel(
     net: &Sandbox,
     codes: &HashMap<String, Vec<String>>,
@@ -139,7 +214,12 @@ async fn settle_then_cancel(
     tag: u32,
 ) {
     let (treatment, insured) = (PILOT_CITIES[case.treatment], PILOT_CITIES[case.insured]);
-    let totals_before = totals(net, case).await;
+    let (cut, filing) = file(net, case, tag).await;
+    // A quote of a visit the policy refuses is refused too: its totals are not read.
+    let totals_before = match cut {
+        Some(_) => Some(totals(net, case).await),
+        None => None,
+    };
     let balances_before = balances(net).await;
 
     let mut his = net.his_settlement(&hospital(treatment));
@@ -185,14 +265,25 @@ async fn settle_then_cancel(
         institution_code: visit.institution_code.clone(),
         operator_id: "op1".into(),
     };
-    let settlement = his
-        .settle(settle)
-        .await
+    let settled = his.settle(settle).await;
+    let Some(cut) = cut else {
+        let status = settled.expect_err("the unfiled are refused");
+        crate::support::assert_refused(&status, "NOT_FILED");
+        assert_eq!(
+            balances(net).await,
+            balances_before,
+            "a refusal moves nothing: {case:?}"
+        );
+        return;
+    };
+    let settlement = settled
         .expect("settled")
         .into_inner()
         .settlement
         .expect("settlement");
     let split = settlement.split.as_ref().expect("split");
+    let standing = split.filing.as_ref().expect("the filing standing");
+    assert_eq!(standing.ratio_cut_points, cut, "{case:?}");
     assert_eq!(
         fen(&split.total_amount),
         total,
@@ -207,7 +298,7 @@ async fn settle_then_cancel(
         .expect("cancelled");
 
     assert_eq!(
-        totals(net, case).await,
+        Some(totals(net, case).await),
         totals_before,
         "running totals restored: {case:?}"
     );
@@ -216,6 +307,16 @@ async fn settle_then_cancel(
         balances_before,
         "ledger balances restored: {case:?}"
     );
+    if let Some(filing_id) = filing {
+        net.bureau(insured)
+            .filing(insured)
+            .cancel_filing(CancelFilingRequest {
+                message_id: format!("P-CF-{tag}"),
+                filing_id,
+            })
+            .await
+            .expect("the filing is cancelled");
+    }
 }
 
 fn settle_then_cancel_restores_everything(database: Database) {

@@ -21,6 +21,10 @@ use yitong_proto::identity::v1::InsuranceType;
 use yitong_proto::ledger::v1::VerifyJournalRequest;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 use yitong_proto::settlement::v1::{
+    CancelFilingRequest, FileFilingRequest, Filing, FilingKind, FilingPolicy,
+    SetFilingPolicyRequest, SettlementSplit, UnfiledVisit,
+};
+use yitong_proto::settlement::v1::{
     CancelSettlementRequest, CancelSettlementResponse, FeeLine, MedicalType, PreSettleRequest,
     PreSettleResponse, RegisterVisitRequest, RegisterVisitResponse, ReversalOutcome,
     ReverseByMessageIdRequest, ReverseByMessageIdResponse, ReversibleTransaction, SettleRequest,
@@ -2010,11 +2014,344 @@ fn tally(exchanges: &[Exchange]) -> String {
     text
 }
 
+// ---- Filings racing the Settles --------------------------------------------------------------
+
+/// Out of a hundred, how often a bureau's filing step cancels one of its filings rather than
+/// files a new one.
+const FILING_CANCEL_PERCENT: u32 = 35;
+/// Pause between two of a bureau's filing steps, in ms.
+const FILING_PAUSE_MS: std::ops::RangeInclusive<u64> = 20..=120;
+/// The filing policies' cuts, in percentage points.
+const TEMPORARY_CUT_POINTS: u32 = 10;
+const UNFILED_CUT_POINTS: u32 = 20;
+
+/// Each patient's insured city requires filing for one other pilot city, drawn from the seed,
+/// refusing the unfiled or cutting them: insured city, treatment city, the policy.
+async fn set_filing_policies(
+    net: &Sandbox,
+    rng: &mut ChaCha8Rng,
+) -> BTreeMap<(&'static str, &'static str), FilingPolicy> {
+    let mut policies = BTreeMap::new();
+    for patient in PATIENTS {
+        let others: Vec<&'static str> = PILOT_CITIES
+            .into_iter()
+            .filter(|city| *city != patient.city)
+            .collect();
+        let treatment = others[rng.random_range(0..others.len())];
+        let refuse = percent(rng, 50);
+        let policy = FilingPolicy {
+            treatment_city: treatment.into(),
+            filing_required: true,
+            unfiled: if refuse {
+                UnfiledVisit::Refused
+            } else {
+                UnfiledVisit::RatioCut
+            } as i32,
+            unfiled_cut_points: if refuse { 0 } else { UNFILED_CUT_POINTS },
+            temporary_cut_points: TEMPORARY_CUT_POINTS,
+        };
+        let request = SetFilingPolicyRequest {
+            message_id: format!("TFP-{}", patient.city),
+            policy: Some(policy.clone()),
+        };
+        net.bureau(patient.city)
+            .filing(patient.city)
+            .set_filing_policy(request)
+            .await
+            .expect("a filing policy is set before the run");
+        policies.insert((patient.city, treatment), policy);
+    }
+    policies
+}
+
+/// One filing call of a bureau and its last answer.
+#[derive(Debug, Clone)]
+struct FilingExchange {
+    city: &'static str,
+    rpc: &'static str,
+    message_id: String,
+    answer: Result<Filing, (Code, String)>,
+}
+
+/// The patients' bureaus file and cancel filings (every kind, for every other pilot city, in
+/// force today) while the HIS workers settle and the servers crash, until `stop`: each call sent
+/// again under its message id while its answer is transient, as a bureau's console would.
+async fn file_and_cancel(
+    net: &Sandbox,
+    mut rng: ChaCha8Rng,
+    stop: &AtomicBool,
+) -> Vec<FilingExchange> {
+    let kinds = [
+        FilingKind::ResettledRetiree,
+        FilingKind::LongTermResident,
+        FilingKind::PostedStaff,
+        FilingKind::Referral,
+        FilingKind::Emergency,
+        FilingKind::OtherTemporary,
+    ];
+    let today = yitong_core::today();
+    let yesterday = today.pred_opt().expect("a date").to_string();
+    let next_week = (0..7)
+        .try_fold(today, |date, _| date.succ_opt())
+        .expect("a date")
+        .to_string();
+    let mut exchanges = Vec::new();
+    let mut filed: Vec<(&'static str, String)> = Vec::new();
+    let mut serial = 0;
+    while !stop.load(Ordering::Relaxed) {
+        serial += 1;
+        let patient = PATIENTS[rng.random_range(0..PATIENTS.len())];
+        let mut client = net.bureau(patient.city).filing(patient.city);
+        let message_id = format!("TF-{serial}");
+        let (rpc, result) = if percent(&mut rng, FILING_CANCEL_PERCENT) && !filed.is_empty() {
+            let (city, filing_id) = filed.swap_remove(rng.random_range(0..filed.len()));
+            let mut client = net.bureau(city).filing(city);
+            let request = CancelFilingRequest {
+                message_id: message_id.clone(),
+                filing_id,
+            };
+            let mut answer = client
+                .cancel_filing(timed(request.clone(), CALL_DEADLINE))
+                .await;
+            for _ in 1..ATTEMPTS_MAX {
+                if !matches!(&answer, Err(status) if Answer::of(Err(status.clone())).transient()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                answer = client
+                    .cancel_filing(timed(request.clone(), CALL_DEADLINE))
+                    .await;
+            }
+            exchanges.push(FilingExchange {
+                city,
+                rpc: "CancelFiling",
+                message_id,
+                answer: answer
+                    .map(|reply| reply.into_inner().filing.unwrap_or_default())
+                    .map_err(|status| (status.code(), reason_of(&status))),
+            });
+            tokio::time::sleep(Duration::from_millis(rng.random_range(FILING_PAUSE_MS))).await;
+            continue;
+        } else {
+            let others: Vec<&'static str> = PILOT_CITIES
+                .into_iter()
+                .filter(|city| *city != patient.city)
+                .collect();
+            let kind = kinds[rng.random_range(0..kinds.len())];
+            let open_ended = matches!(
+                kind,
+                FilingKind::ResettledRetiree
+                    | FilingKind::LongTermResident
+                    | FilingKind::PostedStaff
+            ) && percent(&mut rng, 50);
+            let request = FileFilingRequest {
+                message_id: message_id.clone(),
+                person_no: patient.person_no(),
+                kind: kind as i32,
+                treatment_city: others[rng.random_range(0..others.len())].into(),
+                valid_from: yesterday.clone(),
+                valid_until: if open_ended {
+                    String::new()
+                } else {
+                    next_week.clone()
+                },
+            };
+            let mut answer = client
+                .file_filing(timed(request.clone(), CALL_DEADLINE))
+                .await;
+            for _ in 1..ATTEMPTS_MAX {
+                if !matches!(&answer, Err(status) if Answer::of(Err(status.clone())).transient()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                answer = client
+                    .file_filing(timed(request.clone(), CALL_DEADLINE))
+                    .await;
+            }
+            ("FileFiling", answer)
+        };
+        let answer = result
+            .map(|reply| reply.into_inner().filing.unwrap_or_default())
+            .map_err(|status| (status.code(), reason_of(&status)));
+        if let Ok(filing) = &answer {
+            filed.push((patient.city, filing.filing_id.clone()));
+        }
+        exchanges.push(FilingExchange {
+            city: patient.city,
+            rpc,
+            message_id,
+            answer,
+        });
+        tokio::time::sleep(Duration::from_millis(rng.random_range(FILING_PAUSE_MS))).await;
+    }
+    exchanges
+}
+
+fn reason_of(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+/// A filing as the insured city's store holds it.
+#[derive(Debug, Clone)]
+struct FilingRow {
+    person_no: String,
+    treatment_city: String,
+    status: String,
+    message_id: String,
+}
+
+/// Invariant 7, filings: every filing answered OK is stored as answered, and cancelled where a
+/// cancellation was answered OK; a refused filing stored nothing; a bureau's call is answered
+/// OK or refused for its content (FILING_OVERLAPS, FILING_CANCELLED), never anything else once
+/// the servers are back. Every posted settlement of a patient was priced under the standing its
+/// filing policy gives: a waived pair cut nothing; where filing is required, the filing the split
+/// names is the patient's, for the settlement's treatment city, and its kind gives the cut (an
+/// other temporary trip the temporary cut, any other kind none), and no filing named means the
+/// unfiled cut, never a settlement the policy refuses.
+async fn check_filings(
+    net: &Sandbox,
+    policies: &BTreeMap<(&'static str, &'static str), FilingPolicy>,
+    exchanges: &[FilingExchange],
+    violations: &mut Violations,
+) -> String {
+    let (mut under_filing, mut cut) = (0, 0);
+    use base64::Engine as _;
+    use prost::Message as _;
+    let mut rows: HashMap<String, FilingRow> = HashMap::new();
+    for city in PILOT_CITIES {
+        let store = net.store(city_owner(city), Service::Settlement).await;
+        let found: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT filing_id, person_no, treatment_city, status, message_id FROM filings",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("filings read");
+        for (filing_id, person_no, treatment_city, status, message_id) in found {
+            rows.insert(
+                filing_id,
+                FilingRow {
+                    person_no,
+                    treatment_city,
+                    status,
+                    message_id,
+                },
+            );
+        }
+        let posted: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT settlement_id, person_no, treatment_city, split FROM reservations \
+             WHERE kind = 'settlement' AND status = 'posted'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("reservations read");
+        store.close().await;
+        for (settlement_id, person_no, treatment_city, split) in posted {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(split)
+                .expect("a stored split is base64");
+            let split = SettlementSplit::decode(bytes.as_slice()).expect("a stored split decodes");
+            let standing = split.filing.unwrap_or_default();
+            let Some(policy) = policies
+                .iter()
+                .find(|((insured, treatment), _)| *insured == city && *treatment == treatment_city)
+                .map(|(_, policy)| policy)
+            else {
+                if standing.filing_required || standing.ratio_cut_points != 0 {
+                    violations.add(7, format!("{settlement_id} of {person_no} at {treatment_city}, a waived pair, was priced {standing:?}"));
+                }
+                continue;
+            };
+            let want = match &standing.filing {
+                Some(filing) => {
+                    let stored = rows.get(&filing.filing_id);
+                    if !stored.is_some_and(|row| {
+                        row.person_no == person_no && row.treatment_city == treatment_city
+                    }) {
+                        violations.add(7, format!("{settlement_id} names filing {} which is not {person_no}'s for {treatment_city}: {stored:?}", filing.filing_id));
+                    }
+                    match FilingKind::try_from(filing.kind) {
+                        Ok(FilingKind::OtherTemporary) => policy.temporary_cut_points,
+                        _ => 0,
+                    }
+                }
+                None if policy.unfiled == UnfiledVisit::Refused as i32 => {
+                    violations.add(7, format!("{settlement_id} of {person_no} at {treatment_city} posted with no filing where the policy refuses the unfiled"));
+                    continue;
+                }
+                None => policy.unfiled_cut_points,
+            };
+            under_filing += usize::from(standing.filing.is_some());
+            cut += usize::from(standing.ratio_cut_points > 0);
+            if !standing.filing_required || standing.ratio_cut_points != want {
+                violations.add(7, format!("{settlement_id} of {person_no} at {treatment_city} was priced {standing:?}, the policy gives a cut of {want}"));
+            }
+        }
+    }
+    for exchange in exchanges {
+        match (&exchange.answer, exchange.rpc) {
+            (Ok(filing), "FileFiling") => match rows.get(&filing.filing_id) {
+                Some(row)
+                    if row.message_id == exchange.message_id
+                        && row.person_no == filing.person_no => {}
+                other => violations.add(
+                    7,
+                    format!(
+                        "FileFiling {} answered {} but the store holds {other:?}",
+                        exchange.message_id, filing.filing_id
+                    ),
+                ),
+            },
+            (Ok(filing), _) => {
+                if rows
+                    .get(&filing.filing_id)
+                    .is_none_or(|row| row.status != "cancelled")
+                {
+                    violations.add(
+                        7,
+                        format!(
+                            "CancelFiling {} answered OK but {} is not cancelled",
+                            exchange.message_id, filing.filing_id
+                        ),
+                    );
+                }
+            }
+            (Err((Code::FailedPrecondition, reason)), rpc)
+                if matches!(reason.as_str(), "FILING_OVERLAPS" | "FILING_CANCELLED") =>
+            {
+                if rpc == "FileFiling"
+                    && rows
+                        .values()
+                        .any(|row| row.message_id == exchange.message_id)
+                {
+                    violations.add(
+                        7,
+                        format!(
+                            "FileFiling {} was refused {reason} but stored a filing",
+                            exchange.message_id
+                        ),
+                    );
+                }
+            }
+            (Err((code, reason)), rpc) => violations.add(
+                7,
+                format!(
+                    "{rpc} {} of {} answered {code:?} {reason}",
+                    exchange.message_id, exchange.city
+                ),
+            ),
+        }
+    }
+    format!("{under_filing} posted settlements priced under a filing, {cut} with a cut")
+}
 network_test! {
     /// Proves the settlement protocol keeps its invariants under random concurrent HIS schedules
     /// (every settlement RPC, replays at once and later, hurried deadlines, reversals racing
-    /// their Settle, two visits of one patient at once) while settlement, ledger and identity
-    /// servers crash and restart: after the sweeps, every settlement answered OK is complete in
+    /// their Settle, two visits of one patient at once), the bureaus filing and cancelling
+    /// cross-city filings under them, while settlement, ledger and identity servers crash and
+    /// restart: after the sweeps, every settlement answered OK is complete in
     /// all three places, nothing is in doubt, the three places and the ledger's balances agree
     /// to the fen, no account goes negative nor fund past the cap, every replay got the first
     /// answer and no OK came without content. Every violation is reported, with the seed.
@@ -2040,6 +2377,9 @@ network_test! {
             exchanges: Mutex::new(Vec::new()),
         });
 
+        let mut filing_rng = ChaCha8Rng::seed_from_u64(seed.rotate_left(16) ^ 0xF11E);
+        let policies = set_filing_policies(net, &mut filing_rng).await;
+
         let started = Instant::now();
         let stop = AtomicBool::new(false);
         let mut workers = JoinSet::new();
@@ -2053,7 +2393,11 @@ network_test! {
             stop.store(true, Ordering::Relaxed);
         };
         let fault_rng = ChaCha8Rng::seed_from_u64(seed.rotate_left(32) ^ 0xFA17);
-        let (faults, ()) = tokio::join!(inject_faults(net, fault_rng, &stop), run);
+        let (faults, filings, ()) = tokio::join!(
+            inject_faults(net, fault_rng, &stop),
+            file_and_cancel(net, filing_rng, &stop),
+            run
+        );
         let ran = started.elapsed();
 
         let sweeping = Instant::now();
@@ -2067,6 +2411,7 @@ network_test! {
         check_agreement(&stores, &mut violations);
         check_money(&stores, &mut violations);
         check_replies(&exchanges, &mut violations);
+        let filed = check_filings(net, &policies, &filings, &mut violations).await;
 
         let completed = stores.treatment.values().filter(|row| row.phase == "completed").count();
         let voided = stores.treatment.values().filter(|row| row.phase == "voided").count();
@@ -2092,11 +2437,12 @@ network_test! {
         eprintln!(
             "torture on {:?}, seed {seed}: {} calls in {} visits over {ran:?}, {} outages; \
              sweeps took {swept:?} ({sweeps:?}); {completed} rows completed, {voided} voided; \
-             {patients:?}\n  answers: {}",
+             {} filing calls ({filed}); {patients:?}\n  answers: {}",
             net.database(),
             exchanges.len(),
             torture.flows.load(Ordering::Relaxed),
             faults.len(),
+            filings.len(),
             tally(&exchanges),
         );
 

@@ -38,6 +38,7 @@ const IDENTITY: &str = "yitong.identity.v1.IdentityService";
 const CATALOG: &str = "yitong.catalog.v1.CatalogService";
 const SETTLEMENT: &str = "yitong.settlement.v1.SettlementService";
 const BENEFIT: &str = "yitong.settlement.v1.BenefitService";
+const FILING: &str = "yitong.settlement.v1.FilingService";
 const LEDGER: &str = "yitong.ledger.v1.LedgerService";
 const AUDIT: &str = "yitong.audit.v1.AuditService";
 
@@ -93,11 +94,20 @@ pub const MATRIX: &[(&str, &str, &[Grant])] = &[
     // The benefit check (2001) and the running totals (5206): reads at the counter.
     (SETTLEMENT, "CheckBenefit", HIS_AT_THE_COUNTER),
     (SETTLEMENT, "GetRunningTotals", HIS_AT_THE_COUNTER),
+    // The 5304-style filing query: the treatment city's node asks the insured city's.
+    (SETTLEMENT, "QueryFilings", HIS_AT_THE_COUNTER),
     (BENEFIT, "Quote", NODES_ONLY),
     (BENEFIT, "Reserve", NODES_ONLY),
     (BENEFIT, "Post", NODES_ONLY),
     (BENEFIT, "Void", NODES_ONLY),
     (BENEFIT, "GetTotals", NODES_ONLY),
+    // The insured city's cross-city filings: its bureau writes, its bureau and the treatment
+    // cities' nodes read.
+    (FILING, "FileFiling", BUREAU_WRITES),
+    (FILING, "CancelFiling", BUREAU_WRITES),
+    (FILING, "ListFilings", &[OwnBureau, CityNode]),
+    (FILING, "SetFilingPolicy", BUREAU_WRITES),
+    (FILING, "GetFilingPolicy", &[OwnBureau, CityNode]),
     (LEDGER, "CreateTransfers", NODES_ONLY),
     (LEDGER, "PostPendingTransfers", NODES_ONLY),
     (LEDGER, "VoidPendingTransfers", NODES_ONLY),
@@ -193,7 +203,7 @@ mod tests {
             assert!(seen.insert((service, method)), "{service}/{method} twice");
             assert!(!grants.is_empty(), "{service}/{method} admits no one");
         }
-        assert_eq!(MATRIX.len(), 49);
+        assert_eq!(MATRIX.len(), 55);
     }
 
     // Owners matter: Zibo's bureau may not write Jinan's cards, an HIS may not call the

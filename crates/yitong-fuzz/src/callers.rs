@@ -113,6 +113,7 @@ acting!(|r| institution(&r.institution_code), aim |r| aim_institution(&mut r.ins
     settlement::ListSettlementsRequest,
     settlement::CheckBenefitRequest,
     settlement::GetRunningTotalsRequest,
+    settlement::QueryFilingsRequest,
 );
 acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
     identity::IssueCardRequest,
@@ -127,6 +128,11 @@ acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
     catalog::UpsertPolicyRequest,
     catalog::GetInstitutionRequest,
     catalog::ListInstitutionsRequest,
+    settlement::FileFilingRequest,
+    settlement::CancelFilingRequest,
+    settlement::ListFilingsRequest,
+    settlement::SetFilingPolicyRequest,
+    settlement::GetFilingPolicyRequest,
 );
 acting!(|_| Caller::Node(Owner::City(own_city())) =>
     identity::MoveAccountRequest,

@@ -14,7 +14,7 @@ use yitong_proto::identity::v1::{self as identity, identity_service_server::Iden
 use yitong_proto::ledger::v1::{self as ledger, ledger_service_server::LedgerService};
 use yitong_proto::settlement::v1::{
     self as settlement, benefit_service_server::BenefitService,
-    settlement_service_server::SettlementService,
+    filing_service_server::FilingService, settlement_service_server::SettlementService,
 };
 
 use crate::callers::Acting;
@@ -346,6 +346,54 @@ pub fn all() -> Vec<Target> {
             SettlementService,
             get_running_totals,
             settlement::GetRunningTotalsRequest
+        ),
+        target!(
+            "settlement",
+            "QueryFilings",
+            settlement,
+            SettlementService,
+            query_filings,
+            settlement::QueryFilingsRequest
+        ),
+        target!(
+            "filing",
+            "FileFiling",
+            benefit,
+            FilingService,
+            file_filing,
+            settlement::FileFilingRequest
+        ),
+        target!(
+            "filing",
+            "CancelFiling",
+            benefit,
+            FilingService,
+            cancel_filing,
+            settlement::CancelFilingRequest
+        ),
+        target!(
+            "filing",
+            "ListFilings",
+            benefit,
+            FilingService,
+            list_filings,
+            settlement::ListFilingsRequest
+        ),
+        target!(
+            "filing",
+            "SetFilingPolicy",
+            benefit,
+            FilingService,
+            set_filing_policy,
+            settlement::SetFilingPolicyRequest
+        ),
+        target!(
+            "filing",
+            "GetFilingPolicy",
+            benefit,
+            FilingService,
+            get_filing_policy,
+            settlement::GetFilingPolicyRequest
         ),
         target!(
             "benefit",

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
 use yitong_core::{CityCode, Network, Owner, Service};
 use yitong_rpc::CallLimits;
+use yitong_settlement::benefit::seed_filing_policies;
 
 use crate::shed::ShedLimits;
 use crate::{Security, SecurityError, ServeError};
@@ -251,6 +252,15 @@ impl LocalNetwork {
                 Role::Catalog(node)
             }
             (Owner::City(city), Service::Settlement) => {
+                if let Some(seeds) = seeds {
+                    seed_filing_policies(store, &seeds.filing_policies_of(city))
+                        .await
+                        .map_err(|source| NodeError::Seed {
+                            what: "filing policy",
+                            owner: city.to_string(),
+                            source: source.into(),
+                        })?;
+                }
                 let node = SettlementNode::new(city, store.clone(), network.clone(), access)?;
                 // The recovery sweep runs at start-up and then periodically, until shutdown.
                 node.spawn_recovery(shutdown.clone());

@@ -43,12 +43,13 @@ static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
 
 /// Reads whose request carries a message id all the same: a quote (the national interface
 /// numbers pre-settlement like the settlement it previews), a look-up by message id, and the
-/// reads at the counter about a person (the benefit check, the running totals).
-const READS_WITH_MESSAGE_ID: [&str; 4] = [
+/// reads at the counter about a person (the benefit check, the running totals, the filings).
+const READS_WITH_MESSAGE_ID: [&str; 5] = [
     "PreSettle",
     "GetSettlement",
     "CheckBenefit",
     "GetRunningTotals",
+    "QueryFilings",
 ];
 
 /// One state-changing call.
@@ -363,9 +364,13 @@ fn ids_per_caller(service: Service) -> bool {
     service == Service::Settlement
 }
 
-/// The audit trail's actor for an institution code.
+/// The audit trail's actor for the owner of a settlement-store message id: an institution code,
+/// or the caller name itself for a bureau's (its filings, `bureau:370100`).
 fn institution_actor(institution_code: &str) -> String {
-    format!("institution:{institution_code}")
+    match institution_code.contains(':') {
+        true => institution_code.to_owned(),
+        false => format!("institution:{institution_code}"),
+    }
 }
 
 /// Whose message id a call's is, as the audit trail names its owner: the caller in a store whose

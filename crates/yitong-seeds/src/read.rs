@@ -10,6 +10,7 @@ use serde::Deserialize;
 use yitong_catalog::{Item, PolicyVersion, SeedInstitution};
 use yitong_core::{Amount, CitizenId, CityCode, InstitutionCode, Invalid, parse_date};
 use yitong_identity::{CardStatus, InsuranceStatus, SeedPerson};
+use yitong_settlement::split::filing::{FilingPolicy, Unfiled};
 
 /// Everything a local network loads into empty stores on first start.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +21,8 @@ pub struct Seeds {
     pub items: Vec<(CityCode, Item)>,
     /// Policy versions, by insured city.
     pub policies: Vec<(CityCode, PolicyVersion)>,
+    /// Cross-city filing policies: insured city, treatment city, policy.
+    pub filing_policies: Vec<(CityCode, CityCode, FilingPolicy)>,
 }
 
 impl Seeds {
@@ -28,6 +31,15 @@ impl Seeds {
             .iter()
             .filter(|institution| institution.code.city() == city)
             .cloned()
+            .collect()
+    }
+
+    /// The filing policies of insured city `city`, by treatment city.
+    pub fn filing_policies_of(&self, city: CityCode) -> Vec<(CityCode, FilingPolicy)> {
+        self.filing_policies
+            .iter()
+            .filter(|(insured_city, ..)| *insured_city == city)
+            .map(|(_, treatment_city, policy)| (*treatment_city, *policy))
             .collect()
     }
 
@@ -85,7 +97,63 @@ pub fn load_seeds(dir: &Path) -> Result<Seeds, SeedError> {
         persons,
         items: crate::catalog::load_items(dir)?,
         policies: crate::catalog::load_policies(dir)?,
+        filing_policies: load_filing_policies(dir)?,
     })
+}
+
+#[derive(Deserialize)]
+struct FilingPolicyRow {
+    insured_city: String,
+    treatment_city: String,
+    filing_required: bool,
+    unfiled: String,
+    unfiled_cut_points: u32,
+    temporary_cut_points: u32,
+}
+
+/// Reads `filing_policies.csv`; a pair listed twice, or a city's policy toward itself, is
+/// refused.
+fn load_filing_policies(dir: &Path) -> Result<Vec<(CityCode, CityCode, FilingPolicy)>, SeedError> {
+    let path = dir.join("filing_policies.csv");
+    let rows = read_rows(&path, filing_policy)?;
+    let mut seen = std::collections::HashSet::new();
+    for (index, (insured, treatment, _)) in rows.iter().enumerate() {
+        if !seen.insert((*insured, *treatment)) {
+            return Err(SeedError::Row {
+                path,
+                line: index as u64 + 2,
+                problem: format!("the pair {insured} -> {treatment} is listed twice"),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn filing_policy(row: FilingPolicyRow) -> Result<(CityCode, CityCode, FilingPolicy), Invalid> {
+    let insured =
+        CityCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
+    let treatment =
+        CityCode::parse(&row.treatment_city).map_err(|invalid| invalid.at("treatment_city"))?;
+    if insured == treatment {
+        return Err(Invalid::new(
+            "treatment_city",
+            "must not be the insured city: a city never asks its own insured persons to file",
+        ));
+    }
+    let unfiled = match row.unfiled.as_str() {
+        "refused" if row.unfiled_cut_points == 0 => Unfiled::Refused,
+        "refused" => {
+            return Err(Invalid::new(
+                "unfiled_cut_points",
+                "must be 0 when an unfiled visit is refused",
+            ));
+        }
+        "ratio_cut" => Unfiled::RatioCut(row.unfiled_cut_points),
+        _ => return Err(Invalid::new("unfiled", "must be refused or ratio_cut")),
+    };
+    let policy = FilingPolicy::new(row.filing_required, unfiled, row.temporary_cut_points)
+        .map_err(|error| Invalid::new("unfiled_cut_points", error.to_string()))?;
+    Ok((insured, treatment, policy))
 }
 
 /// Reads a persons file.

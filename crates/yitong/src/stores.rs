@@ -90,7 +90,14 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                     + seed_items(&store, city, &seeds.items_of(city)).await?
                     + seed_policies(&store, city, &seeds.policies_of(city)).await?
             }
-            Service::Settlement | Service::Ledger => 0,
+            Service::Settlement => {
+                yitong_settlement::benefit::seed_filing_policies(
+                    &store,
+                    &seeds.filing_policies_of(city),
+                )
+                .await?
+            }
+            Service::Ledger => 0,
         };
         println!("{}: {loaded} rows seeded", store.name());
         store.close().await;

@@ -8,6 +8,7 @@
 
 mod claim;
 mod error;
+mod filing;
 mod repo;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use yitong_store::{Store, audit, now_ms};
 
 pub use claim::{Asked, BenefitClaim, parse_id};
 pub use error::BenefitError;
+pub use filing::{seed_filing_policies, set_policy as set_filing_policy};
 use repo::{ReservationKind, ReservationRow, ReservationStatus};
 
 use crate::split::{self, Policy, RunningTotals, Split};
@@ -207,7 +209,12 @@ impl BenefitNode {
         )?)
     }
 
-    fn split_wire(split: &Split, year: i64, policy_id: &str) -> pb::SettlementSplit {
+    fn split_wire(
+        split: &Split,
+        year: i64,
+        policy_id: &str,
+        filing: Option<pb::FilingStanding>,
+    ) -> pb::SettlementSplit {
         pb::SettlementSplit {
             total_amount: split.total_amount().to_string(),
             full_self_pay: split.full_self_pay().to_string(),
@@ -226,34 +233,78 @@ impl BenefitNode {
             annual_cap_left: split.annual_cap_left().to_string(),
             benefit_year: u32::try_from(year).unwrap_or_default(),
             policy_id: policy_id.to_owned(),
+            filing,
         }
+    }
+
+    /// The filing standing of the person for the claim's treatment city on its service date,
+    /// and the policy it prices under: the policy's ratio less the standing's cut. Refused
+    /// (NOT_FILED) when the insured city's filing policy refuses the visit.
+    async fn filed_policy(
+        &self,
+        conn: &mut yitong_store::sqlx::AnyConnection,
+        asked: &Asked,
+        policy: &Policy,
+    ) -> Result<(filing::StandingFound, Policy), BenefitError> {
+        let found = filing::standing(
+            conn,
+            self.city,
+            asked.person_no.as_str(),
+            asked.treatment_city,
+            asked.service_date,
+        )
+        .await?;
+        let policy = found
+            .standing
+            .policy(policy)
+            .ok_or_else(|| filing::not_filed(asked.treatment_city, asked.service_date))?;
+        Ok((found, policy))
     }
 
     async fn quote(&self, claim: BenefitClaim) -> Result<pb::SettlementSplit, BenefitError> {
         let context = self.context(&claim).await?;
         let year = i64::from(claim.service_date.year());
         let mut conn = self.store.pool().acquire().await?;
+        let (standing, policy) = self
+            .filed_policy(&mut conn, &Asked::of_claim(&claim), &context.policy)
+            .await?;
         let used = repo::used(&mut conn, claim.person_no.as_str(), year, "").await?;
         let before = Self::before(used, context.account_balance)?;
         let split = Split::compute(
             &claim.amounts,
-            &context.policy,
+            &policy,
             &before,
             claim.insurance_type,
             claim.use_personal_account,
         );
-        Ok(Self::split_wire(&split, year, &context.policy_id))
+        Ok(Self::split_wire(
+            &split,
+            year,
+            &context.policy_id,
+            Some(filing::standing_wire(&standing)),
+        ))
     }
 
     /// The person's running totals for the year of the date, live reservations counted as used
     /// (as a Quote counts them), and what the policy at the level leaves. national: 5206.
-    async fn totals(&self, asked: Asked) -> Result<pb::RunningTotals, BenefitError> {
+    async fn totals(
+        &self,
+        asked: Asked,
+    ) -> Result<(pb::RunningTotals, pb::FilingStanding), BenefitError> {
         let context = self.context_of(&asked, "").await?;
         let year = i64::from(asked.service_date.year());
         let mut conn = self.store.pool().acquire().await?;
+        let standing = filing::standing(
+            &mut conn,
+            self.city,
+            asked.person_no.as_str(),
+            asked.treatment_city,
+            asked.service_date,
+        )
+        .await?;
         let used = repo::used(&mut conn, asked.person_no.as_str(), year, "").await?;
         let totals = Self::before(used, context.account_balance)?;
-        Ok(pb::RunningTotals {
+        let totals = pb::RunningTotals {
             person_no: asked.person_no.to_string(),
             insured_city: self.city.to_string(),
             benefit_year: u32::try_from(year).unwrap_or_default(),
@@ -265,7 +316,8 @@ impl BenefitNode {
             annual_cap_left: totals.annual_cap_left(&context.policy).to_string(),
             account_balance: totals.account_balance().to_string(),
             policy_id: context.policy_id,
-        })
+        };
+        Ok((totals, filing::standing_wire(&standing)))
     }
 
     /// Holds a new settlement's benefit.
@@ -284,6 +336,9 @@ impl BenefitNode {
         if let Some(existing) = repo::reservation(&mut tx, settlement_id).await? {
             return Self::replayed(existing, &digest);
         }
+        let (standing, policy) = self
+            .filed_policy(&mut tx, &Asked::of_claim(&claim), &context.policy)
+            .await?;
         let used = repo::used(&mut tx, claim.person_no.as_str(), year, settlement_id).await?;
         let balance = match claim.use_personal_account {
             true => {
@@ -295,7 +350,7 @@ impl BenefitNode {
         let before = Self::before(used, balance)?;
         let split = Split::compute(
             &claim.amounts,
-            &context.policy,
+            &policy,
             &before,
             claim.insurance_type,
             claim.use_personal_account,
@@ -318,9 +373,9 @@ impl BenefitNode {
             pre_self_pay_fen: fen(claim.amounts.pre_self_pay()),
             in_scope_fen: fen(claim.amounts.in_scope_amount()),
             policy_id: context.policy_id.clone(),
-            policy_deductible_fen: fen(context.policy.deductible()),
-            policy_ratio: context.policy.reimbursement_ratio().value().to_string(),
-            policy_annual_cap_fen: fen(context.policy.annual_cap()),
+            policy_deductible_fen: fen(policy.deductible()),
+            policy_ratio: policy.reimbursement_ratio().value().to_string(),
+            policy_annual_cap_fen: fen(policy.annual_cap()),
             insurance_type: i64::from(claim::insurance_type_code(claim.insurance_type)),
             use_personal_account: i64::from(claim.use_personal_account),
             before_deductible_used_fen: fen(before.deductible_used()),
@@ -329,8 +384,15 @@ impl BenefitNode {
             deductible_applied_fen: fen(split.deductible_applied()),
             fund_pay_fen: fen(split.fund_pay()),
             account_pay_fen: fen(split.account_pay()),
-            split: BASE64
-                .encode(Self::split_wire(&split, year, &context.policy_id).encode_to_vec()),
+            split: BASE64.encode(
+                Self::split_wire(
+                    &split,
+                    year,
+                    &context.policy_id,
+                    Some(filing::standing_wire(&standing)),
+                )
+                .encode_to_vec(),
+            ),
             reserved_at_ms: now,
             expires_at_ms: now + i64::from(timeout_seconds) * 1000,
             ..ReservationRow::default()
@@ -488,8 +550,13 @@ impl BenefitNode {
             fund_pay_fen: fen(reversal.fund_pay()),
             account_pay_fen: fen(reversal.account_pay()),
             split: BASE64.encode(
-                Self::split_wire(&reversal, original.benefit_year, &original.policy_id)
-                    .encode_to_vec(),
+                Self::split_wire(
+                    &reversal,
+                    original.benefit_year,
+                    &original.policy_id,
+                    Self::stored_split(&original)?.filing,
+                )
+                .encode_to_vec(),
             ),
             reserved_at_ms: now,
             expires_at_ms: now + i64::from(timeout_seconds) * 1000,
@@ -667,6 +734,13 @@ impl BenefitNode {
             .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))
     }
 
+    /// The split a reservation stored, as it answered it.
+    fn stored_split(row: &ReservationRow) -> Result<pb::SettlementSplit, BenefitError> {
+        let corrupt = || BenefitError::Corrupt(format!("split of {}", row.settlement_id));
+        let bytes = BASE64.decode(&row.split).map_err(|_| corrupt())?;
+        pb::SettlementSplit::decode(bytes.as_slice()).map_err(|_| corrupt())
+    }
+
     fn reservation_wire(&self, row: &ReservationRow) -> Result<pb::Reservation, BenefitError> {
         let now = now_ms();
         let (status, resolved_at) = match row.status {
@@ -755,9 +829,10 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         let asked = Asked::try_from(request.into_inner()).map_err(invalid_argument)?;
         caller.require_own_city("treatment_city", asked.treatment_city)?;
         caller.require_own_city("institution_code", asked.institution_code.city())?;
-        let totals = BenefitNode::totals(self, asked).await?;
+        let (totals, filing) = BenefitNode::totals(self, asked).await?;
         Ok(Response::new(pb::GetTotalsResponse {
             totals: Some(totals),
+            filing: Some(filing),
         }))
     }
 

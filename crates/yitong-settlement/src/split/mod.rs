@@ -42,6 +42,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use yitong_core::Amount;
 
+pub mod filing;
 #[cfg(test)]
 mod tests;
 
@@ -651,6 +652,18 @@ impl Policy {
     /// 年度最高支付限额: the most the pooling fund pays for the person in a year.
     pub fn annual_cap(&self) -> Amount {
         self.annual_cap
+    }
+
+    /// The same policy with its ratio lowered by `points` percentage points, never below zero.
+    /// Exact: a ratio has at most four fraction digits and a point is 0.01.
+    pub fn with_ratio_cut(&self, points: u32) -> Policy {
+        let cut = Decimal::new(i64::from(points), 2);
+        let ratio = (self.reimbursement_ratio.value() - cut).max(Decimal::ZERO);
+        Policy {
+            reimbursement_ratio: Ratio::new(ratio)
+                .expect("a ratio lowered by whole points stays within [0, 1] and four digits"),
+            ..*self
+        }
     }
 }
 

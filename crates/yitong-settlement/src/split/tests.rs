@@ -527,6 +527,190 @@ fn hand_worked_splits() {
     }
 }
 
+/// One settlement of the basket under a filing standing, worked out by hand.
+struct FilingCase {
+    name: &'static str,
+    treated_in: &'static str,
+    insured_in: &'static str,
+    /// The insured city's filing policy toward the treatment city: filing required, what an
+    /// unfiled visit gets, the cut of an other-temporary trip.
+    required: bool,
+    unfiled: filing::Unfiled,
+    temporary_cut_points: u32,
+    /// The kind of the filing in force on the service date.
+    filed: Option<filing::FilingKind>,
+    /// The split's thirteen amounts, as `Case::want`; `None` when the visit is refused.
+    want: Option<[&'static str; 13]>,
+}
+
+use filing::FilingKind as K;
+use filing::Unfiled::{RatioCut, Refused};
+
+// The basket, an employee in service, totals BASKET_BEFORE, paying from the account.
+// Jinan treats, Zibo insures: in-scope 225.00, deductible 0.00 left, ratio 0.75, cap left 1500.00:
+//   uncut   fund 225.00x0.75 = 168.75, share 126.25 = 100.00 + 26.25, cap left 1331.25
+//   cut 10  0.65: fund 146.25, share 148.75 = 100.00 + 48.75, cap left 1353.75
+//   cut 20  0.55: fund 123.75, share 171.25 = 100.00 + 71.25, cap left 1376.25
+//   cut 80  0.75-0.80 floors at 0.00: fund 0.00, share 295.00 = 100.00 + 195.00, cap left 1500.00
+// Zibo treats, Jinan insures: in-scope 152.60, deductible 100.00, reimbursable 52.60, ratio 0.70:
+//   cut 15  0.55: fund 52.60x0.55 = 28.93, share 266.07 = 100.00 + 166.07, cap left 1971.07
+//   cut 12  0.58: fund 52.60x0.58 = 30.508 -> 30.51 (half away from zero), share 264.49, cap
+//           left 1969.49
+const JZ_UNCUT: [&str; 13] = [
+    "295.00", "20.00", "35.00", "15.00", "225.00", "0.00", "168.75", "126.25", "100.00", "26.25",
+    "0.00", "1331.25", "0.00",
+];
+const JZ_CUT_10: [&str; 13] = [
+    "295.00", "20.00", "35.00", "15.00", "225.00", "0.00", "146.25", "148.75", "100.00", "48.75",
+    "0.00", "1353.75", "0.00",
+];
+const JZ_CUT_20: [&str; 13] = [
+    "295.00", "20.00", "35.00", "15.00", "225.00", "0.00", "123.75", "171.25", "100.00", "71.25",
+    "0.00", "1376.25", "0.00",
+];
+const JZ_NOTHING: [&str; 13] = [
+    "295.00", "20.00", "35.00", "15.00", "225.00", "0.00", "0.00", "295.00", "100.00", "195.00",
+    "0.00", "1500.00", "0.00",
+];
+
+#[rustfmt::skip]
+const FILING_CASES: &[FilingCase] = &[
+    // ---- A waived pair (同城化): the policy's ratio, filed or not, whatever the cuts say. ----
+    FilingCase { name: "waived, unfiled", treated_in: JINAN, insured_in: ZIBO, required: false,
+        unfiled: Refused, temporary_cut_points: 10, filed: None, want: Some(JZ_UNCUT) },
+    FilingCase { name: "waived, other temporary trip", treated_in: JINAN, insured_in: ZIBO,
+        required: false, unfiled: RatioCut(20), temporary_cut_points: 10,
+        filed: Some(K::OtherTemporary), want: Some(JZ_UNCUT) },
+    // ---- Filing required: each kind. ----
+    FilingCase { name: "required, resettled retiree", treated_in: JINAN, insured_in: ZIBO,
+        required: true, unfiled: Refused, temporary_cut_points: 10,
+        filed: Some(K::ResettledRetiree), want: Some(JZ_UNCUT) },
+    FilingCase { name: "required, long-term resident", treated_in: JINAN, insured_in: ZIBO,
+        required: true, unfiled: Refused, temporary_cut_points: 10,
+        filed: Some(K::LongTermResident), want: Some(JZ_UNCUT) },
+    FilingCase { name: "required, posted staff", treated_in: JINAN, insured_in: ZIBO,
+        required: true, unfiled: Refused, temporary_cut_points: 10,
+        filed: Some(K::PostedStaff), want: Some(JZ_UNCUT) },
+    FilingCase { name: "required, referral is not cut", treated_in: JINAN, insured_in: ZIBO,
+        required: true, unfiled: Refused, temporary_cut_points: 10,
+        filed: Some(K::Referral), want: Some(JZ_UNCUT) },
+    FilingCase { name: "required, emergency is deemed filed and not cut", treated_in: JINAN,
+        insured_in: ZIBO, required: true, unfiled: Refused, temporary_cut_points: 10,
+        filed: Some(K::Emergency), want: Some(JZ_UNCUT) },
+    FilingCase { name: "required, other temporary trip cut 10 points", treated_in: JINAN,
+        insured_in: ZIBO, required: true, unfiled: Refused, temporary_cut_points: 10,
+        filed: Some(K::OtherTemporary), want: Some(JZ_CUT_10) },
+    // ---- Filing required, unfiled: the policy's answer. ----
+    FilingCase { name: "required, unfiled, refused", treated_in: JINAN, insured_in: ZIBO,
+        required: true, unfiled: Refused, temporary_cut_points: 10, filed: None, want: None },
+    FilingCase { name: "required, unfiled, cut 20 points", treated_in: JINAN, insured_in: ZIBO,
+        required: true, unfiled: RatioCut(20), temporary_cut_points: 10, filed: None,
+        want: Some(JZ_CUT_20) },
+    FilingCase { name: "required, unfiled, cut past the ratio floors at zero", treated_in: JINAN,
+        insured_in: ZIBO, required: true, unfiled: RatioCut(80), temporary_cut_points: 10,
+        filed: None, want: Some(JZ_NOTHING) },
+    FilingCase { name: "required, temporary trip cut 100 points pays nothing", treated_in: JINAN,
+        insured_in: ZIBO, required: true, unfiled: Refused, temporary_cut_points: 100,
+        filed: Some(K::OtherTemporary), want: Some(JZ_NOTHING) },
+    // ---- Another pair: deductible applied first, then the cut ratio, rounded once. ----
+    FilingCase { name: "Zibo treats Jinan's temporary trip cut 15", treated_in: ZIBO,
+        insured_in: JINAN, required: true, unfiled: Refused, temporary_cut_points: 15,
+        filed: Some(K::OtherTemporary),
+        want: Some(["295.00", "80.00", "47.00", "15.40", "152.60", "100.00", "28.93", "266.07", "100.00", "166.07", "0.00", "1971.07", "0.00"]) },
+    FilingCase { name: "Zibo treats Jinan's temporary trip cut 12, rounded", treated_in: ZIBO,
+        insured_in: JINAN, required: true, unfiled: Refused, temporary_cut_points: 12,
+        filed: Some(K::OtherTemporary),
+        want: Some(["295.00", "80.00", "47.00", "15.40", "152.60", "100.00", "30.51", "264.49", "100.00", "164.49", "0.00", "1969.49", "0.00"]) },
+];
+
+// Proves every hand-worked filing case to the fen: the standing the filing policy gives the
+// filing in force, the policy it prices under (or the refusal), and the split.
+#[test]
+fn hand_worked_filing_splits() {
+    for case in FILING_CASES {
+        let base = Case {
+            name: case.name,
+            treated_in: case.treated_in,
+            insured_in: case.insured_in,
+            person: Person::EmployeeInService,
+            lines: BASKET,
+            before: BASKET_BEFORE,
+            use_account: true,
+            want: [""; 13],
+        };
+        let (uncut, before) = settle(&base);
+        let filing_policy =
+            filing::FilingPolicy::new(case.required, case.unfiled, case.temporary_cut_points)
+                .unwrap();
+        let standing = filing_policy.standing(case.filed);
+        let priced = standing.policy(uncut.policy());
+        let got = priced.map(|policy| {
+            let split = Split::compute(
+                uncut.claim(),
+                &policy,
+                &before,
+                InsuranceType::Employee,
+                true,
+            );
+            [
+                split.total_amount(),
+                split.full_self_pay(),
+                split.over_cap_self_pay(),
+                split.pre_self_pay(),
+                split.in_scope_amount(),
+                split.deductible_applied(),
+                split.fund_pay(),
+                split.person_share(),
+                split.account_pay(),
+                split.cash_pay(),
+                split.deductible_left(),
+                split.annual_cap_left(),
+                split.account_balance(),
+            ]
+        });
+        assert_eq!(got, case.want.map(|want| want.map(yuan)), "{}", case.name);
+    }
+}
+
+// Proves the filing table covers every filing kind, unfiled visits both ways, and a waived pair.
+#[test]
+fn filing_table_covers_every_kind() {
+    for kind in filing::FilingKind::ALL {
+        assert!(
+            FILING_CASES
+                .iter()
+                .any(|case| case.required && case.filed == Some(kind)),
+            "{kind:?} under a required filing"
+        );
+    }
+    assert!(FILING_CASES.iter().any(|case| !case.required));
+    assert!(
+        FILING_CASES
+            .iter()
+            .any(|case| case.required && case.filed.is_none() && case.want.is_none())
+    );
+    assert!(
+        FILING_CASES
+            .iter()
+            .any(|case| case.required && case.filed.is_none() && case.want.is_some())
+    );
+}
+
+// Proves a cut never takes a ratio below zero nor leaves four fraction digits, and a cut of more
+// than 100 points is refused.
+#[test]
+fn ratio_cuts_are_exact_and_bounded() {
+    let policy = Policy::new(yuan("0.00"), ratio("0.7250"), yuan("100.00")).unwrap();
+    assert_eq!(
+        policy.with_ratio_cut(10).reimbursement_ratio(),
+        ratio("0.6250")
+    );
+    assert_eq!(policy.with_ratio_cut(73).reimbursement_ratio(), ratio("0"));
+    assert_eq!(policy.with_ratio_cut(0), policy);
+    assert!(filing::FilingPolicy::new(true, filing::Unfiled::RatioCut(101), 0).is_err());
+    assert!(filing::FilingPolicy::new(true, filing::Unfiled::Refused, 101).is_err());
+}
+
 // Proves the table settles every ordered pair of the four pilot cities (12 cross-city, 4
 // same-city) with the same basket, so each pair's result comes from its own two cities' rules.
 #[test]

@@ -29,6 +29,7 @@ fn refusal_of(error: &TreatmentError) -> Option<pb::BenefitRefusal> {
         "INSURANCE_TERMINATED" => Reason::InsuranceTerminated,
         "NOT_INSURED_ON_DATE" => Reason::NotInsuredOnDate,
         "CITY_NOT_ENABLED" => Reason::CityNotEnabled,
+        "NOT_FILED" => Reason::NotFiled,
         _ => return None,
     };
     Some(refusal(reason, status.message()))
@@ -87,14 +88,15 @@ impl SettlementNode {
         Ok(query.check_date(self.options.visit_look_back_days, yitong_core::today())?)
     }
 
-    /// The person's running totals from the insured city's BenefitService.
+    /// The person's running totals from the insured city's BenefitService, and their filing
+    /// standing for this city.
     async fn totals(
         &self,
         query: &PersonQuery,
         insured_city: CityCode,
         institution: &Institution,
         date: Date,
-    ) -> Result<pb::RunningTotals, TreatmentError> {
+    ) -> Result<(pb::RunningTotals, pb::FilingStanding), TreatmentError> {
         let request = pb::GetTotalsRequest {
             person_no: query.person_no.to_string(),
             service_date: date.to_string(),
@@ -103,13 +105,19 @@ impl SettlementNode {
             treatment_city: self.city.to_string(),
             institution_code: query.institution.to_string(),
         };
-        self.benefit(insured_city)?
+        let answer = self
+            .benefit(insured_city)?
             .get_totals(request)
             .await
             .map_err(|status| TreatmentError::remote("benefit", status))?
-            .into_inner()
+            .into_inner();
+        let totals = answer
             .totals
-            .ok_or_else(|| TreatmentError::Peer("benefit answered without totals".into()))
+            .ok_or_else(|| TreatmentError::Peer("benefit answered without totals".into()))?;
+        let filing = answer
+            .filing
+            .ok_or_else(|| TreatmentError::Peer("benefit answered without a filing".into()))?;
+        Ok((totals, filing))
     }
 
     /// The benefit check: every reason RegisterVisit or Settle would refuse the visit, and an
@@ -177,13 +185,25 @@ impl SettlementNode {
                 format!("city {insured_city} does not take part in cross-city settlement"),
             ));
         }
-        let totals = match person.is_some() && enabled {
+        let answer = match person.is_some() && enabled {
             true => Some(
                 self.totals(&query, insured_city, &institution, date)
                     .await?,
             ),
             false => None,
         };
+        if let Some((_, filing)) = &answer
+            && filing.refused
+        {
+            refusals.push(refusal(
+                Reason::NotFiled,
+                format!(
+                    "city {insured_city} requires a cross-city filing for {} and the person has none in force on {date}",
+                    self.city
+                ),
+            ));
+        }
+        let totals = answer.map(|(totals, _)| totals);
         if let Some(totals) = &totals
             && Amount::parse(&totals.annual_cap_left)
                 .map_err(|_| TreatmentError::Peer("benefit sent a malformed cap left".into()))?
@@ -223,11 +243,47 @@ impl SettlementNode {
         .await?;
         let institution = self.institution(&query.institution).await?;
         let insured_city = query.person_no.insured_city();
-        let totals = self
+        let (totals, _) = self
             .totals(&query, insured_city, &institution, date)
             .await?;
         Ok(pb::GetRunningTotalsResponse {
             totals: Some(totals),
+        })
+    }
+
+    /// The person's filings as the insured city keeps them, and their standing for this city
+    /// on the date. national: 5304-style filing query.
+    pub(super) async fn query_filings(
+        &self,
+        query: PersonQuery,
+    ) -> Result<pb::QueryFilingsResponse, TreatmentError> {
+        let date = self.query_date(&query)?;
+        self.check_person(
+            &query.credential,
+            &query.person_no,
+            query.insurance_type,
+            date,
+            &query.institution,
+            &query.operator_id,
+        )
+        .await?;
+        let institution = self.institution(&query.institution).await?;
+        let insured_city = query.person_no.insured_city();
+        let (_, standing) = self
+            .totals(&query, insured_city, &institution, date)
+            .await?;
+        let filings = self
+            .filing(insured_city)?
+            .list_filings(pb::ListFilingsRequest {
+                person_no: query.person_no.to_string(),
+            })
+            .await
+            .map_err(|status| TreatmentError::remote("filing", status))?
+            .into_inner()
+            .filings;
+        Ok(pb::QueryFilingsResponse {
+            filings,
+            standing: Some(standing),
         })
     }
 

@@ -46,6 +46,7 @@ use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
+use yitong_proto::settlement::v1::filing_service_client::FilingServiceClient;
 use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
 use yitong_store::Store;
 use yitong_store::replies::{self, Claim, Scope};
@@ -104,6 +105,8 @@ pub struct SettlementNode {
     catalog: CatalogServiceClient<PeerChannel>,
     /// The BenefitService of every enabled city, this one included (same-city visits).
     benefits: Arc<HashMap<CityCode, BenefitServiceClient<PeerChannel>>>,
+    /// The FilingService of every enabled city, served beside its BenefitService.
+    filings: Arc<HashMap<CityCode, FilingServiceClient<PeerChannel>>>,
     ledger: LedgerServiceClient<PeerChannel>,
     options: TreatmentOptions,
 }
@@ -149,11 +152,11 @@ impl SettlementNode {
         let identity = IdentityServiceClient::new(peer_channel(&own.identity, access)?);
         let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, access)?);
         let mut benefits = HashMap::new();
+        let mut filings = HashMap::new();
         for peer in network.enabled_cities() {
-            benefits.insert(
-                peer.code,
-                BenefitServiceClient::new(peer_channel(&peer.settlement, access)?),
-            );
+            let channel = peer_channel(&peer.settlement, access)?;
+            benefits.insert(peer.code, BenefitServiceClient::new(channel.clone()));
+            filings.insert(peer.code, FilingServiceClient::new(channel));
         }
         let ledger =
             LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, access)?);
@@ -169,6 +172,7 @@ impl SettlementNode {
             identity,
             catalog,
             benefits: Arc::new(benefits),
+            filings: Arc::new(filings),
             ledger,
             options: TreatmentOptions::default(),
         })

@@ -773,6 +773,22 @@ impl TryFrom<&pb::GetRunningTotalsRequest> for PersonQuery {
     }
 }
 
+impl TryFrom<&pb::QueryFilingsRequest> for PersonQuery {
+    type Error = Invalid;
+
+    fn try_from(r: &pb::QueryFilingsRequest) -> Result<Self, Invalid> {
+        PersonQuery::parse(
+            &r.message_id,
+            &r.person_no,
+            r.credential.clone(),
+            r.insurance_type,
+            &r.institution_code,
+            &r.service_date,
+            &r.operator_id,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -119,6 +119,17 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         ))
     }
 
+    async fn query_filings(
+        &self,
+        request: Request<pb::QueryFilingsRequest>,
+    ) -> Result<Response<pb::QueryFilingsResponse>, Status> {
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
+        let query = PersonQuery::try_from(request.get_ref()).map_err(invalid_argument)?;
+        Ok(Response::new(
+            SettlementNode::query_filings(self, query).await?,
+        ))
+    }
+
     async fn pre_settle(
         &self,
         request: Request<pb::PreSettleRequest>,
