@@ -215,10 +215,18 @@ where
             }
         };
         let mut extensions = span.extensions_mut();
-        if let Some(parent) = parent {
+        // Two threads may both have found no statements yet (a span entered on two threads at
+        // once): the first to lock inserts, the second adds to what the first inserted.
+        if extensions.get_mut::<Statements>().is_none() {
+            let Some(parent) = parent else {
+                // Closed and finished between the look and the lock: nothing to add to.
+                return;
+            };
             extensions.insert(Statements::new(parent, start));
         }
-        let gathered = extensions.get_mut::<Statements>().expect("inserted above");
+        let Some(gathered) = extensions.get_mut::<Statements>() else {
+            return;
+        };
         gathered.add(
             &operation,
             summary,
