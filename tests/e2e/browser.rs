@@ -337,14 +337,21 @@ async fn every_role_walks_the_console_in_a_browser() {
     walk.check("finance-reconcile-breaks").await;
     walk.sign_out().await;
 
-    // An operator looks for settlements in doubt, in English.
+    // An operator finds a settlement in doubt, in English.
+    let (doubtful, stopped_server) = crate::console::leave_a_settlement_in_doubt(&net).await;
     walk.sign_in("ops").await;
     walk.goto("/lang/en").await;
     walk.goto("/operator").await;
     walk.wait_for("#in-doubt").await;
     let page = walk.text().await;
     assert!(page.contains("Settlements in doubt"));
+    assert!(
+        page.contains(&doubtful),
+        "the settlement in doubt is listed"
+    );
     walk.check("operator-in-doubt").await;
+    net.restart_server(stopped_server, yitong_core::Service::Settlement)
+        .await;
     walk.goto(&format!("/settlements/{}", settled[1].settlement_id))
         .await;
     walk.wait_for("#settlement").await;

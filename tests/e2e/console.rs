@@ -20,8 +20,14 @@ use yitong_rpc::Caller;
 use yitong_sandbox::{BINZHOU, JINAN, Sandbox, ZIBO, network_test};
 use yitong_store::Location;
 
-use crate::settlement::{hospital, open_visit, settle_as_an_his_would};
+use crate::settlement::{
+    his_request, hospital, open_visit, register_request, settle_as_an_his_would, settle_request,
+    upload_request, visit_lines,
+};
 use crate::support::{settlement_transfer, transfer_id, yuan};
+use yitong_proto::settlement::v1::settlement_service_server::SettlementService;
+use yitong_settlement::SettlementNode;
+use yitong_settlement::treatment::Started;
 
 /// The password every test account has.
 pub(crate) const PASSWORD: &str = "correct horse battery staple";
@@ -698,6 +704,54 @@ fn read_xlsx(bytes: &[u8]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A Settle at Binzhou for a Jinan patient, reserved and booked, then recorded while Jinan's
+/// settlement server is down: in doubt until the returned server is restarted. Its id, and the
+/// server to restart.
+pub(crate) async fn leave_a_settlement_in_doubt(net: &Sandbox) -> (String, Owner) {
+    let binzhou = yitong_core::CityCode::parse(BINZHOU).expect("a city");
+    let node = SettlementNode::new(
+        binzhou,
+        net.store(Owner::City(binzhou), Service::Settlement).await,
+        Arc::new(net.network().clone()),
+        &net.peer_access(Owner::City(binzhou)),
+    )
+    .expect("a node on Binzhou's store");
+    // As Binzhou's hospital, as the server layer would have authenticated it (the audit trail
+    // names the caller of every state change).
+    let his = Caller::Institution(
+        yitong_core::InstitutionCode::parse(&hospital(BINZHOU)).expect("an institution code"),
+    );
+    let jinan = Owner::City(yitong_core::CityCode::parse(JINAN).expect("a city"));
+    let doubtful = his
+        .scope(async {
+            let register = register_request("R-console-doubt", BINZHOU, JINAN, 4);
+            let visit = node
+                .register_visit(his_request(register))
+                .await
+                .expect("registered")
+                .into_inner()
+                .visit
+                .expect("visit");
+            let upload = upload_request("U-console-doubt", &visit, visit_lines());
+            node.upload_fee_lines(his_request(upload))
+                .await
+                .expect("uploaded");
+            let settle = settle_request("S-console-doubt", &visit, 4, true);
+            let Started::Intent(intent) = node.step_intent(&settle).await.expect("intent") else {
+                panic!("a fresh message id starts an intent");
+            };
+            let reservation = node.step_reserve(&intent).await.expect("reserved");
+            let transfer = node.step_book(&intent, &reservation).await.expect("booked");
+            net.abort_server(jinan, Service::Settlement);
+            node.step_record(&intent, &reservation, &transfer)
+                .await
+                .expect("recorded");
+            intent.settlement_id().to_owned()
+        })
+        .await;
+    (doubtful, jinan)
+}
+
 network_test! {
     /// The operators' page asks every city and lists what is in doubt; settlement search finds
     /// a settlement by id and by message id for a bureau, and lists an institution's day.
@@ -715,6 +769,13 @@ network_test! {
             assert!(text.contains(city), "{city} is listed: {text}");
         }
         assert!(!text.contains(&settled.settlement_id), "a completed settlement is not in doubt");
+
+        // A settlement in doubt: the operator finds it.
+        let (doubtful, jinan) = leave_a_settlement_in_doubt(net).await;
+        let page = ops.get("/operator").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        assert!(page.text().contains(&doubtful), "the settlement in doubt is listed: {}", page.text());
+        net.restart_server(jinan, Service::Settlement).await;
         // An operator sees the settlement, not whose it was.
         let page = ops.get(&format!("/settlements/{}", settled.settlement_id)).await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text());
