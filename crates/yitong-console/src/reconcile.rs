@@ -480,10 +480,10 @@ fn results(
                 thead { tr {
                     th scope="col" { (lang.t("class")) }
                     th scope="col" { (lang.t("settlement_id")) }
-                    th scope="col" { (lang.t("total_amount")) " (" (lang.t("rows_submitted")) ")" }
-                    th scope="col" { (lang.t("total_amount")) " (" (lang.t("rows_in_ledger")) ")" }
-                    th scope="col" { (lang.t("fund_pay")) " (" (lang.t("rows_submitted")) ")" }
-                    th scope="col" { (lang.t("fund_pay")) " (" (lang.t("rows_in_ledger")) ")" }
+                    th scope="col" { (lang.t("total_amount")) " (" (lang.t("ours")) ")" }
+                    th scope="col" { (lang.t("total_amount")) " (" (lang.t("ledger_side")) ")" }
+                    th scope="col" { (lang.t("fund_pay")) " (" (lang.t("ours")) ")" }
+                    th scope="col" { (lang.t("fund_pay")) " (" (lang.t("ledger_side")) ")" }
                 } }
                 tbody {
                     @for row in breaks {

@@ -51,6 +51,8 @@ impl Lang {
             "mismatched" => ("对账不平", "Breaks found"),
             "rows_submitted" => ("本方笔数", "Our rows"),
             "rows_in_ledger" => ("账本笔数", "Ledger rows"),
+            "ours" => ("本方", "ours"),
+            "ledger_side" => ("账本", "ledger"),
             "breaks" => ("差错", "Breaks"),
             "class" => ("差错类别", "Class"),
             "missing_in_ledger" => ("账本缺失", "Missing in the ledger"),
