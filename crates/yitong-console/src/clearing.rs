@@ -69,9 +69,11 @@ fn period_of(year: Option<u32>, month: Option<u32>) -> ClearingPeriod {
     }
 }
 
-/// The city a request is about: a city's bureau its own (naming another is refused, whatever
-/// the URL says), the clearing house the one it names or the first enabled city.
+/// The city a request is about, for bureaus and the clearing house only: a city's bureau its
+/// own (naming another is refused, whatever the URL says), the clearing house the one it names
+/// or the first enabled city.
 fn city_for(console: &Shared, signed: &Signed, named: Option<&str>) -> Result<String, Response> {
+    signed.require(&[Role::Bureau, Role::ClearingHouse])?;
     match signed.caller() {
         Caller::Bureau(Owner::City(own)) => {
             let own = own.to_string();
@@ -182,9 +184,6 @@ pub async fn page(
     signed: Signed,
     Query(query): Query<PeriodQuery>,
 ) -> Response {
-    if let Err(refusal) = signed.require(&[Role::Bureau, Role::ClearingHouse]) {
-        return refusal;
-    }
     let city = match city_for(&console, &signed, query.city.as_deref()) {
         Ok(city) => city,
         Err(refusal) => return refusal,
@@ -705,9 +704,6 @@ pub async fn statement(
     signed: Signed,
     Query(query): Query<PeriodQuery>,
 ) -> Response {
-    if let Err(refusal) = signed.require(&[Role::Bureau, Role::ClearingHouse]) {
-        return refusal;
-    }
     let city = match city_for(&console, &signed, query.city.as_deref()) {
         Ok(city) => city,
         Err(refusal) => return refusal,
@@ -819,9 +815,6 @@ pub async fn export(
     signed: Signed,
     Query(query): Query<PeriodQuery>,
 ) -> Response {
-    if let Err(refusal) = signed.require(&[Role::Bureau, Role::ClearingHouse]) {
-        return refusal;
-    }
     let city = match city_for(&console, &signed, query.city.as_deref()) {
         Ok(city) => city,
         Err(refusal) => return refusal,
