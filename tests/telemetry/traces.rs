@@ -297,7 +297,8 @@ fn port_of(endpoint: &str) -> i64 {
 // arrive as one trace under the HIS's span: Zibo's GetInsuredPerson, its calls to every other
 // city (the citizen ID's fan-out runs in tasks of their own) and their servers. Binzhou's
 // identity node takes connections and never answers, so the fan-out call to it is abandoned
-// when Jinan answers: its client span ends CANCELLED, and every other call with its status.
+// when Jinan answers: its client span ends CANCELLED, and every other call with its status
+// (Dongying's too may be abandoned, when its NOT_FOUND comes after Jinan's answer).
 // Client spans name their peer (`server.address`, an integer `server.port`); server spans name
 // themselves and their peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,6 +425,9 @@ async fn lookups_by_citizen_id_and_e_voucher_stay_in_the_his_trace() {
                     Some(1),
                     "the abandoned call to Binzhou ends CANCELLED"
                 );
+            } else if *city != JINAN && code == Some(1) {
+                // Dongying's NOT_FOUND may come after Jinan's answer: then that call was
+                // abandoned too, and ends CANCELLED like Binzhou's.
             } else {
                 assert!(code.is_some(), "the call to {city} ends with its status");
                 let served = servers(&trace, city, "IdentityService");
