@@ -611,11 +611,7 @@ pub(crate) async fn confirm(
     let mut decided: BTreeMap<tally::Key, Tally> = BTreeMap::new();
     for (row, status, _) in &new_rows {
         let change = decided
-            .entry((
-                period,
-                row.treatment_city.clone(),
-                row.insured_city.clone(),
-            ))
+            .entry((period, row.treatment_city.clone(), row.insured_city.clone()))
             .or_default();
         if *status == Decision::Included {
             change.included += 1;
@@ -1222,8 +1218,7 @@ impl Nets {
 /// Step 3: the net position of every enabled city (what it is owed as treatment city less
 /// what it owes as insured city; they sum to zero, asserted) and the payment instructions.
 fn close_step_net(names: &[String], included: &BTreeMap<(String, String), Gross>) -> Nets {
-    let mut positions: Vec<(String, i64, i64)> =
-        names.iter().map(|c| (c.clone(), 0, 0)).collect();
+    let mut positions: Vec<(String, i64, i64)> = names.iter().map(|c| (c.clone(), 0, 0)).collect();
     for ((insured, treatment), pair) in included {
         for (city, receivable, payable) in positions.iter_mut() {
             if city == treatment {
@@ -1549,17 +1544,13 @@ pub(crate) async fn statement(
         }
         return Err(refused(
             "PERIOD_OPEN",
-            format!(
-                "clearing period {period} has not closed: there is no statement yet"
-            ),
+            format!("clearing period {period} has not closed: there is no statement yet"),
         ));
     };
     let text: String = row.try_get(0)?;
     let mut statement: pb::ClearingStatement = from_hex(&text)
         .and_then(|bytes| prost::Message::decode(bytes.as_slice()).ok())
-        .ok_or_else(|| {
-            LedgerError::Corrupt(format!("statement of {name} for {period}"))
-        })?;
+        .ok_or_else(|| LedgerError::Corrupt(format!("statement of {name} for {period}")))?;
     let status: String = row.try_get(1)?;
     if stored(
         &status,
@@ -1648,5 +1639,4 @@ mod tests {
             assert!(paid.len() <= positions.saturating_sub(1), "{nets:?}");
         }
     }
-
 }

@@ -151,7 +151,9 @@ pub(crate) fn china_date(at_ms: i64) -> Date {
 
 /// The latest closed period; `None` when none has closed. Periods close in order, so every
 /// period up to it is closed.
-pub(crate) async fn closed_through(conn: &mut AnyConnection) -> Result<Option<Period>, LedgerError> {
+pub(crate) async fn closed_through(
+    conn: &mut AnyConnection,
+) -> Result<Option<Period>, LedgerError> {
     let latest: Option<String> = sqlx::query_scalar("SELECT MAX(period) FROM clearing_periods")
         .fetch_one(&mut *conn)
         .await?;
@@ -159,7 +161,10 @@ pub(crate) async fn closed_through(conn: &mut AnyConnection) -> Result<Option<Pe
 }
 
 /// Whether `period` is closed.
-pub(crate) async fn is_closed(conn: &mut AnyConnection, period: Period) -> Result<bool, LedgerError> {
+pub(crate) async fn is_closed(
+    conn: &mut AnyConnection,
+    period: Period,
+) -> Result<bool, LedgerError> {
     let found: Option<String> =
         sqlx::query_scalar("SELECT period FROM clearing_periods WHERE period = $1")
             .bind(period.to_string())
@@ -233,6 +238,12 @@ mod tests {
         assert_eq!(wire(1999, 3).unwrap_err().field(), "period.year");
         assert_eq!(wire(2026, 13).unwrap_err().field(), "period.month");
         assert_eq!(Period::from_wire(None).unwrap_err().field(), "period");
-        assert_eq!(period("2026-03").to_wire(), pb::ClearingPeriod { year: 2026, month: 3 });
+        assert_eq!(
+            period("2026-03").to_wire(),
+            pb::ClearingPeriod {
+                year: 2026,
+                month: 3
+            }
+        );
     }
 }
