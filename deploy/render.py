@@ -601,22 +601,35 @@ def k8s(network: dict) -> dict:
     return files
 
 
+def option(name: str, default: pathlib.Path) -> pathlib.Path:
+    """The path given after `name` on the command line, else `default`."""
+    args = sys.argv[1:]
+    if name not in args:
+        return default
+    index = args.index(name) + 1
+    if index >= len(args):
+        sys.exit(f"{name} needs a path")
+    return pathlib.Path(args[index]).resolve()
+
+
 def main() -> int:
-    network = tomllib.loads((ROOT / "seeds" / "network.toml").read_text())
+    network_file = option("--network", ROOT / "seeds" / "network.toml")
+    out = option("--out", DEPLOY)
+    network = tomllib.loads(network_file.read_text())
     files = {**compose(network), **k8s(network)}
     files["grafana/provisioning/datasources/prometheus.yaml"] = GRAFANA_DATASOURCE
     files["grafana/provisioning/dashboards/yitong.yaml"] = GRAFANA_DASHBOARDS
     check = "--check" in sys.argv[1:]
     stale = []
     for name, text in sorted(files.items()):
-        path = DEPLOY / name
+        path = out / name
         if check:
             if not path.exists() or path.read_text() != text:
                 stale.append(name)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-            print(f"wrote deploy/{name}")
+            print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     if stale:
         print("out of date (run python3 deploy/render.py):", ", ".join(stale), file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ mod browser;
 mod bureau;
 mod catalog;
 mod check;
+mod circle;
 mod cli;
 mod console;
 mod crash;

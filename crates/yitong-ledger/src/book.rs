@@ -4,8 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Datelike, FixedOffset};
-use yitong_core::{Amount, Date};
+use yitong_core::Amount;
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::CreateTransferResult as Created;
 use yitong_proto::ledger::v1::PendingTransferResult as Resolved;
@@ -13,6 +12,7 @@ use yitong_proto::ledger::v1::PendingTransferResult as Resolved;
 use crate::LedgerError;
 use crate::append::Appender;
 use crate::journal::{Entry, Event, TransferColumns};
+use crate::period::{Period, china_date};
 use crate::repo;
 use crate::transfer::{FLAG_LINKED, FLAG_PENDING, Transfer, TransferCode, TransferId};
 
@@ -62,23 +62,14 @@ pub(crate) fn known_transfers(entries: Vec<Entry>) -> Result<HashMap<String, Kno
     Ok(known)
 }
 
-/// China Standard Time, the calendar every city keeps.
-fn china() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
-}
-
-/// The China date of an instant.
-pub(crate) fn china_date(at_ms: i64) -> Date {
-    DateTime::from_timestamp_millis(at_ms)
-        .expect("instants of this era are in chrono's range")
-        .with_timezone(&china())
-        .date_naive()
-}
-
 /// The stored columns of a transfer created at `created_at_ms`, when every clearing period up to
-/// `closed_through` ("YYYY-MM", or empty when none) is closed. Public for bulk loaders (the
+/// `closed_through` (if any) is closed. Public for bulk loaders (the
 /// bureau benchmark), so that what they load is what CreateTransfers stores.
-pub fn columns(transfer: &Transfer, created_at_ms: i64, closed_through: &str) -> TransferColumns {
+pub fn columns(
+    transfer: &Transfer,
+    created_at_ms: i64,
+    closed_through: Option<Period>,
+) -> TransferColumns {
     let mut columns = TransferColumns {
         transfer_id: transfer.id.to_string(),
         debit_account_id: transfer.debit.to_string(),
@@ -118,17 +109,12 @@ pub fn columns(transfer: &Transfer, created_at_ms: i64, closed_through: &str) ->
         // The period is the settlement's month, unless that month is closed: a closed period
         // is frozen, so a late row (a cancellation, most often) counts in the first open month
         // as an adjustment. Periods close in order, so that is the month after the last closed.
-        let month = format!(
-            "{:04}-{:02}",
-            record.settlement_date.year(),
-            record.settlement_date.month()
-        );
-        columns.clearing_period = if !closed_through.is_empty() && month.as_str() <= closed_through
-        {
-            crate::clearing::next_period(closed_through)
-        } else {
-            month
-        };
+        let month = Period::of_date(record.settlement_date);
+        columns.clearing_period = match closed_through {
+            Some(closed) if month <= closed => closed.next(),
+            _ => month,
+        }
+        .to_string();
     }
     columns
 }
@@ -276,7 +262,7 @@ pub(crate) async fn create_transfers(
     };
     // Read under the head lock, which CloseClearingPeriod holds too: no period closes between
     // this read and the entries this batch appends.
-    let closed_through = crate::clearing::closed_through(appender.conn()).await?;
+    let closed_through = crate::period::closed_through(appender.conn()).await?;
 
     let now_ms = appender.now_ms();
     let mut outcomes = Vec::with_capacity(transfers.len());
@@ -294,7 +280,7 @@ pub(crate) async fn create_transfers(
         let mut tentative = next_sequence;
         let mut failed = false;
         for transfer in chain {
-            let columns = columns(transfer, now_ms, &closed_through);
+            let columns = columns(transfer, now_ms, closed_through);
             let decision = state.decide(transfer, &columns);
             match decision {
                 Decision::New => {
@@ -469,13 +455,13 @@ impl Known {
             cancellation: c.cancellation != 0,
             original_settlement_id: c.original_settlement_id.clone(),
         });
-        let clearing_period = match c.clearing_period.split_once('-') {
-            None if c.clearing_period.is_empty() => None,
-            Some((year, month)) => Some(pb::ClearingPeriod {
-                year: year.parse().map_err(|_| corrupt("clearing period"))?,
-                month: month.parse().map_err(|_| corrupt("clearing period"))?,
-            }),
-            None => return Err(corrupt("clearing period")),
+        let clearing_period = match c.clearing_period.as_str() {
+            "" => None,
+            text => Some(
+                Period::parse(text)
+                    .ok_or_else(|| corrupt("clearing period"))?
+                    .to_wire(),
+            ),
         };
         Ok(pb::TransferRecord {
             transfer: Some(pb::Transfer {
@@ -514,7 +500,7 @@ mod tests {
         columns(
             &Transfer::try_from(wire).expect("valid"),
             1_772_000_000_000,
-            "",
+            None,
         )
     }
 
@@ -541,7 +527,7 @@ mod tests {
         })
         .unwrap();
         // 2026-03-01T16:30:00Z
-        let columns = columns(&deposit, 1_772_382_600_000, "");
+        let columns = columns(&deposit, 1_772_382_600_000, None);
         assert_eq!(columns.business_date, "2026-03-02");
         assert_eq!(columns.clearing_period, "");
     }

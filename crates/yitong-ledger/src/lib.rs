@@ -8,7 +8,8 @@
 //! share one such transaction and one commit (`group`). Daily reconciliation (`reconcile`)
 //! compares a submitter's totals and rows with the settlement records the journal carries;
 //! monthly clearing (`clearing`) confirms, nets and books a month's cross-city rows, counted as they
-//! change (`tally`).
+//! change (`tally`), by the clearing calendar ([`period`]), which every one of them reads and
+//! none of them keeps.
 //!
 //! Architecture invariant: only the ledger writes journal entries, and it only ever inserts
 //! them; every entry balances and is chained to the one before.
@@ -21,6 +22,7 @@ mod clearing;
 mod error;
 mod group;
 pub mod journal;
+pub mod period;
 mod reconcile;
 mod repo;
 mod service;
@@ -30,4 +32,5 @@ pub mod transfer;
 pub use append::insert as insert_entries;
 pub use book::columns as transfer_columns;
 pub use error::LedgerError;
+pub use period::Period;
 pub use service::LedgerNode;

@@ -20,6 +20,7 @@ use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row};
 
 use crate::LedgerError;
 use crate::journal::{Entry, Event};
+use crate::period::Period;
 
 /// SETTLEMENT and CANCELLATION, the transfer codes that carry a settlement record.
 const SETTLEMENT_CODES: [i64; 2] = [3, 4];
@@ -41,7 +42,7 @@ impl Tally {
 /// Reads the counts of `treatment`'s details in `period`, of one insured city or of all.
 pub(crate) async fn read(
     conn: &mut AnyConnection,
-    period: &str,
+    period: Period,
     treatment: &str,
     insured: Option<&str>,
 ) -> Result<Tally, LedgerError> {
@@ -55,7 +56,9 @@ pub(crate) async fn read(
     if insured.is_some() {
         sql.push_str(" AND insured_city = $3");
     }
-    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(period).bind(treatment);
+    let mut query = sqlx::query(AssertSqlSafe(sql))
+        .bind(period.to_string())
+        .bind(treatment);
     if let Some(insured) = insured {
         query = query.bind(insured);
     }
@@ -68,7 +71,7 @@ pub(crate) async fn read(
 }
 
 /// A change of counts for one (period, treatment city, insured city).
-pub(crate) type Key = (String, String, String);
+pub(crate) type Key = (Period, String, String);
 
 /// Adds `changes` to the tallies.
 pub(crate) async fn add(
@@ -87,7 +90,7 @@ pub(crate) async fn add(
              included_count = clearing_tallies.included_count + EXCLUDED.included_count, \
              excluded_count = clearing_tallies.excluded_count + EXCLUDED.excluded_count",
         )
-        .bind(period)
+        .bind(period.to_string())
         .bind(treatment)
         .bind(insured)
         .bind(change.details)
@@ -109,8 +112,9 @@ pub(crate) async fn count_new_details(
     entries: &[Entry],
 ) -> Result<(), LedgerError> {
     let mut changes: BTreeMap<Key, Tally> = BTreeMap::new();
-    let mut closed_through: Option<String> = None;
-    let this_month = crate::clearing::this_month();
+    // Read once, when a row of an earlier month is met: `None` until then.
+    let mut closed_through: Option<Option<Period>> = None;
+    let this_month = Period::current();
     for entry in entries {
         let t = &entry.transfer;
         let detail = SETTLEMENT_CODES.contains(&t.code)
@@ -123,16 +127,14 @@ pub(crate) async fn count_new_details(
         if !detail {
             continue;
         }
-        let mut period = t.clearing_period.clone();
+        let mut period = Period::stored(&t.clearing_period)?;
         // A period of this month or later cannot have closed: only an earlier one is looked up.
         if period < this_month {
-            if closed_through.is_none() {
-                closed_through = Some(crate::clearing::closed_through(conn).await?);
-            }
-            if closed_through
-                .as_deref()
-                .is_some_and(|closed| period.as_str() <= closed)
-            {
+            let closed = match closed_through {
+                Some(closed) => closed,
+                None => *closed_through.insert(crate::period::closed_through(conn).await?),
+            };
+            if closed.is_some_and(|closed| period <= closed) {
                 let carried: Option<String> = sqlx::query_scalar(
                     "SELECT MAX(period) FROM clearing_carryovers WHERE transfer_id = $1",
                 )
@@ -140,7 +142,7 @@ pub(crate) async fn count_new_details(
                 .fetch_one(&mut *conn)
                 .await?;
                 if let Some(carried) = carried {
-                    period = carried;
+                    period = Period::stored(&carried)?;
                 }
             }
         }

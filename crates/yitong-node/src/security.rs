@@ -37,8 +37,9 @@ pub enum SecurityError {
     BadNodeKey(Owner),
 }
 
-/// Every caller a development network hands a key to: each node and each bureau (the cities'
-/// and the clearing house's), one operator, and every institution of the seeds.
+/// Every caller a development network hands a key to: each node and each bureau (the enabled
+/// cities' and the clearing house's), one operator, and every institution of the seeds in an
+/// enabled city (the seeds hold every city's, enabled or not).
 pub fn development_callers(network: &Network, seeds: Option<&Seeds>) -> Vec<Caller> {
     let owners: Vec<Owner> = network
         .enabled_cities()
@@ -55,6 +56,11 @@ pub fn development_callers(network: &Network, seeds: Option<&Seeds>) -> Vec<Call
             seeds
                 .institutions
                 .iter()
+                .filter(|institution| {
+                    network
+                        .city(institution.code.city())
+                        .is_some_and(|city| city.enabled)
+                })
                 .map(|institution| Caller::Institution(institution.code.clone())),
         );
     }

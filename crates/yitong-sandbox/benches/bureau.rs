@@ -217,7 +217,7 @@ impl Claim {
         wire.pending_timeout_seconds = TRANSFER_TIMEOUT_SECONDS;
         let transfer = yitong_ledger::transfer::Transfer::try_from(wire)
             .expect("the generated transfer is valid");
-        yitong_ledger::transfer_columns(&transfer, created_at_ms, "")
+        yitong_ledger::transfer_columns(&transfer, created_at_ms, None)
     }
 
     /// The row the treatment city's bureau holds for the claim.

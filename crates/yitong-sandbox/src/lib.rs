@@ -232,6 +232,9 @@ impl Keys {
 #[derive(Debug)]
 pub struct Sandbox {
     network: LocalNetwork,
+    /// The network file it started from (its endpoints rewritten as it binds): the seeds'
+    /// unless a test gave its own ([`Sandbox::start_network`]).
+    configured: Network,
     database: Database,
     location: Location,
     /// The SQLite directory, removed when the sandbox is dropped.
@@ -271,14 +274,20 @@ static POSTGRES_TEMPLATE: tokio::sync::OnceCell<Option<String>> =
     tokio::sync::OnceCell::const_new();
 /// One permit per PostgreSQL sandbox the server's free connections hold at once, counted when
 /// the first one starts ([`headroom`]); `None` when PostgreSQL cannot be reached.
-static POSTGRES_SLOTS: tokio::sync::OnceCell<Option<Arc<Semaphore>>> =
+static POSTGRES_SLOTS: tokio::sync::OnceCell<Option<(Arc<Semaphore>, u32)>> =
     tokio::sync::OnceCell::const_new();
 
 /// A slot for one more PostgreSQL sandbox, waiting while the process runs as many as the
 /// server holds. `None` when PostgreSQL cannot be reached and is not required. Panics with
 /// what a sandbox needs when the server has not room for even one.
 async fn postgres_slot() -> Option<OwnedSemaphorePermit> {
-    let slots = POSTGRES_SLOTS
+    postgres_slots(1).await
+}
+
+/// `permits` slots at once, for a sandbox that holds the connections of that many sandboxes of
+/// the seeds' network ([`Sandbox::start_network`]). Panics when the server holds fewer.
+async fn postgres_slots(permits: u32) -> Option<OwnedSemaphorePermit> {
+    let (slots, fit) = POSTGRES_SLOTS
         .get_or_init(|| async {
             let url = postgres_admin_url();
             let mut admin = connect_admin(&url).await?;
@@ -292,14 +301,22 @@ async fn postgres_slot() -> Option<OwnedSemaphorePermit> {
             let fit = headroom
                 .sandboxes(stores, &yitong_store::redact_url(&url))
                 .unwrap_or_else(|shortage| panic!("{shortage}"));
-            Some(Arc::new(Semaphore::new(fit)))
+            Some((
+                Arc::new(Semaphore::new(fit)),
+                u32::try_from(fit).expect("a handful of sandboxes"),
+            ))
         })
         .await
         .as_ref()?;
+    assert!(
+        permits <= *fit,
+        "this sandbox needs the connections of {permits} sandboxes of the seeds' network and \
+         the PostgreSQL server holds {fit}: raise max_connections or close other clients"
+    );
     Some(
         slots
             .clone()
-            .acquire_owned()
+            .acquire_many_owned(permits)
             .await
             .expect("the slots are never closed"),
     )
@@ -312,6 +329,7 @@ async fn seed_sqlite_template() -> tempfile::TempDir {
             dir: dir.path().to_owned(),
         },
         true,
+        seeds_network(),
     ))
     .await
     .expect("template network starts");
@@ -327,6 +345,7 @@ async fn seed_postgres_template() -> Option<String> {
             url: template.url(),
         },
         true,
+        seeds_network(),
     ))
     .await
     .expect("template network starts");
@@ -385,17 +404,55 @@ impl Sandbox {
         }
     }
 
-    async fn start_on(
+    /// Starts a network of the test's own, seeded from the seed files into fresh stores: the
+    /// seeds' network file edited as a bureau would (more cities enabled, say). Every caller
+    /// of its enabled cities' nodes and bureaus is issued a key first. On PostgreSQL it takes
+    /// as many of the process's slots as its connections need ([`headroom`]). `None` when
+    /// PostgreSQL was asked for, cannot be reached, and is not required: the caller skips.
+    pub async fn start_network(database: Database, network: Network) -> Option<Sandbox> {
+        privacy::install();
+        for city in network.enabled_cities() {
+            let owner = Owner::City(city.code);
+            KEYS.key_of(&Caller::Node(owner));
+            KEYS.key_of(&Caller::Bureau(owner));
+        }
+        match database {
+            Database::Sqlite => {
+                let dir = tempfile::tempdir().expect("can create a temporary directory");
+                let location = Location::Sqlite {
+                    dir: dir.path().to_owned(),
+                };
+                Some(Self::start_seeded(database, location, network, Some(dir), None).await)
+            }
+            Database::Postgres => {
+                let need = headroom::connections_per_sandbox(&network);
+                let standard = headroom::connections_per_sandbox(&seeds_network());
+                let slot = postgres_slots(need.div_ceil(standard)).await?;
+                let postgres = create_postgres_database(None).await?;
+                let location = Location::Postgres {
+                    url: postgres.url(),
+                };
+                let mut sandbox =
+                    Self::start_seeded(database, location, network, None, Some(postgres)).await;
+                sandbox._slot = Some(slot);
+                Some(sandbox)
+            }
+        }
+    }
+
+    async fn start_seeded(
         database: Database,
         location: Location,
+        network: Network,
         sqlite_dir: Option<tempfile::TempDir>,
         postgres: Option<PostgresDatabase>,
     ) -> Sandbox {
-        let network = LocalNetwork::start(Self::options(location.clone(), false))
+        let running = LocalNetwork::start(Self::options(location.clone(), true, network.clone()))
             .await
             .expect("sandbox network starts");
         Sandbox {
-            network,
+            network: running,
+            configured: network,
             database,
             location,
             _sqlite_dir: sqlite_dir,
@@ -405,9 +462,33 @@ impl Sandbox {
         }
     }
 
-    /// Options for a network on `location`. Only the template is seeded (`seeded`); every test
-    /// starts on a copy of it, whose stores already hold the seeds.
-    fn options(location: Location, seeded: bool) -> LocalNetworkOptions {
+    async fn start_on(
+        database: Database,
+        location: Location,
+        sqlite_dir: Option<tempfile::TempDir>,
+        postgres: Option<PostgresDatabase>,
+    ) -> Sandbox {
+        let configured = seeds_network();
+        let network =
+            LocalNetwork::start(Self::options(location.clone(), false, configured.clone()))
+                .await
+                .expect("sandbox network starts");
+        Sandbox {
+            network,
+            configured,
+            database,
+            location,
+            _sqlite_dir: sqlite_dir,
+            postgres,
+            _slot: None,
+            journal: journal::Journal::default(),
+        }
+    }
+
+    /// Options for `network` on `location`. Only a template (or a network of a test's own) is
+    /// seeded (`seeded`); every other test starts on a copy of the template, whose stores
+    /// already hold the seeds.
+    fn options(location: Location, seeded: bool, network: Network) -> LocalNetworkOptions {
         let seeds = seeds_dir();
         // On PostgreSQL every pool is opened whole at the start, so a sandbox holds exactly
         // what the process budgeted for it ([`headroom`]) and a server short of connections
@@ -417,8 +498,7 @@ impl Sandbox {
             Location::Sqlite { .. } => 0,
         };
         LocalNetworkOptions {
-            network: Network::load(&seeds.join("network.toml"))
-                .expect("seeds/network.toml is valid"),
+            network,
             location,
             seeds: seeded.then(|| load_seeds(&seeds).expect("seed files are valid")),
             bind: Bind::Ephemeral,
@@ -437,6 +517,7 @@ impl Sandbox {
     pub async fn restart(self) -> Sandbox {
         let Sandbox {
             network,
+            configured,
             database,
             location,
             _sqlite_dir,
@@ -445,11 +526,13 @@ impl Sandbox {
             journal,
         } = self;
         network.shut_down().await;
-        let network = LocalNetwork::start(Self::options(location.clone(), false))
-            .await
-            .expect("sandbox network restarts");
+        let network =
+            LocalNetwork::start(Self::options(location.clone(), false, configured.clone()))
+                .await
+                .expect("sandbox network restarts");
         Sandbox {
             network,
+            configured,
             database,
             location,
             _sqlite_dir,
@@ -768,6 +851,11 @@ fn city_owner(city: &str) -> Owner {
 /// The repository's `seeds/` directory.
 pub fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seeds")
+}
+
+/// The seeds' network file, `seeds/network.toml`.
+pub fn seeds_network() -> Network {
+    Network::load(&seeds_dir().join("network.toml")).expect("seeds/network.toml is valid")
 }
 
 /// The server and role of this process's PostgreSQL sandboxes when a test chose them

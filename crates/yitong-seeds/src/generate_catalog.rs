@@ -1,8 +1,8 @@
-//! Generates `seeds/catalog_items.csv` and `seeds/policies.csv`, the same every time for the
-//! same seed.
+//! Generates `seeds/catalog_items.csv` and `seeds/policies.csv` for every city of the network
+//! file, the same every time for the same seed and network file.
 //!
 //! Items start from one national list (Western and Chinese patent medicines, herbal pieces,
-//! medical services, consumables) with codes shaped like the national ones. Each pilot city then
+//! medical services, consumables) with codes shaped like the national ones. Each city then
 //! lists most of it with its own grade-B self-pay ratios, its own price level for the caps and a
 //! few grades of its own, the way each bureau adapts the national catalog; so the treatment
 //! city's catalog visibly changes what a patient pays. A handful of fixtures come first, with
@@ -11,6 +11,9 @@
 //! Policies are a fixed table (no randomness): per insured city, insurance type, person type
 //! and hospital level, a 2025 version and the 2026 version that replaced it. All figures are
 //! illustrative; `seeds/README.md` says so and describes every column.
+//!
+//! Cities are written in the network file's order, from one random stream after the national
+//! list, so a city appended to the file leaves every earlier city's rows as they were.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -19,11 +22,12 @@ use std::path::Path;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use yitong_core::{CityCode, Network};
 
-/// Fewest items the generator lists in each pilot city's catalog.
+/// Fewest items the generator lists in each city's catalog.
 pub const CATALOG_ITEMS_PER_CITY_MIN: usize = 2_000;
 
-/// How one pilot city adapts the national list.
+/// How one city adapts the national list.
 struct CityProfile {
     code: &'static str,
     /// Grade-B self-pay ratio in basis points for drugs, medical services and consumables.
@@ -36,7 +40,9 @@ struct CityProfile {
     unlisted_bp: u32,
 }
 
-const CITIES: [CityProfile; 4] = [
+/// Every city of the circle the generator knows: the four pilot cities, then Tai'an,
+/// Liaocheng and Dezhou. A fixture's terms and a city's policy are in this order too.
+const CITIES: [CityProfile; 7] = [
     CityProfile {
         code: "370100",
         grade_b_ratio_bp: [1_000, 1_000, 2_000],
@@ -65,7 +71,38 @@ const CITIES: [CityProfile; 4] = [
         regrade_bp: 600,
         unlisted_bp: 400,
     },
+    CityProfile {
+        code: "370900",
+        grade_b_ratio_bp: [1_000, 1_500, 2_000],
+        price_level_bp: 9_500,
+        regrade_bp: 400,
+        unlisted_bp: 400,
+    },
+    CityProfile {
+        code: "371500",
+        grade_b_ratio_bp: [1_500, 1_000, 2_500],
+        price_level_bp: 9_300,
+        regrade_bp: 500,
+        unlisted_bp: 500,
+    },
+    CityProfile {
+        code: "371400",
+        grade_b_ratio_bp: [1_000, 1_500, 2_000],
+        price_level_bp: 9_400,
+        regrade_bp: 500,
+        unlisted_bp: 400,
+    },
 ];
+
+/// The index in [`CITIES`] of a city of the network file; a city the generator does not know
+/// is an error naming it.
+fn city_index(code: CityCode) -> io::Result<usize> {
+    let text = code.to_string();
+    CITIES
+        .iter()
+        .position(|city| city.code == text)
+        .ok_or_else(|| crate::generate::unknown_city(code))
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -127,8 +164,8 @@ struct Fixture {
     kind: Kind,
     valid_from: &'static str,
     valid_until: Option<&'static str>,
-    /// Jinan, Zibo, Dongying, Binzhou.
-    cities: [Option<FixtureTerms>; 4],
+    /// Jinan, Zibo, Dongying, Binzhou, Tai'an, Liaocheng, Dezhou (the order of [`CITIES`]).
+    cities: [Option<FixtureTerms>; 7],
 }
 
 /// Items the tests and the README name. Their differences between cities are deliberate.
@@ -144,6 +181,9 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::A, 0, Some(1_200))),
             Some((Grade::A, 0, Some(1_300))),
             Some((Grade::A, 0, Some(1_100))),
+            Some((Grade::A, 0, Some(1_250))),
+            Some((Grade::A, 0, Some(1_150))),
+            Some((Grade::A, 0, Some(1_200))),
         ],
     },
     Fixture {
@@ -157,6 +197,9 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::A, 0, Some(2_350))),
             Some((Grade::B, 500, Some(2_480))),
             Some((Grade::B, 1_500, Some(2_290))),
+            Some((Grade::B, 1_000, Some(2_400))),
+            Some((Grade::A, 0, Some(2_300))),
+            Some((Grade::B, 1_500, Some(2_380))),
         ],
     },
     Fixture {
@@ -170,6 +213,9 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::B, 1_000, Some(14_000))),
             Some((Grade::A, 0, Some(14_500))),
             Some((Grade::B, 2_000, Some(13_500))),
+            Some((Grade::B, 1_000, Some(14_200))),
+            Some((Grade::B, 1_500, Some(13_800))),
+            Some((Grade::A, 0, Some(14_000))),
         ],
     },
     Fixture {
@@ -183,6 +229,9 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::C, 0, None)),
             Some((Grade::B, 3_000, Some(1_750))),
             Some((Grade::B, 2_000, Some(1_680))),
+            Some((Grade::B, 2_000, Some(1_720))),
+            Some((Grade::B, 2_500, Some(1_650))),
+            Some((Grade::C, 0, None)),
         ],
     },
     Fixture {
@@ -196,6 +245,9 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::B, 500, Some(1_520))),
             Some((Grade::B, 1_000, Some(1_550))),
             Some((Grade::C, 0, None)),
+            Some((Grade::B, 1_000, Some(1_530))),
+            Some((Grade::C, 0, None)),
+            Some((Grade::B, 500, Some(1_500))),
         ],
     },
     Fixture {
@@ -209,6 +261,9 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::A, 0, Some(950))),
             Some((Grade::A, 0, Some(960))),
             Some((Grade::A, 0, Some(920))),
+            Some((Grade::A, 0, Some(940))),
+            Some((Grade::A, 0, Some(930))),
+            Some((Grade::A, 0, Some(950))),
         ],
     },
     Fixture {
@@ -217,19 +272,39 @@ const FIXTURES: [Fixture; 7] = [
         kind: Kind::Drug,
         valid_from: "2025-01-01",
         valid_until: None,
-        cities: [Some((Grade::B, 1_000, Some(4_200))), None, None, None],
+        cities: [
+            Some((Grade::B, 1_000, Some(4_200))),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ],
     },
 ];
 
-/// Writes `catalog_items.csv` and `policies.csv` into `dir`.
-pub fn write_catalog_seeds(dir: &Path, seed: u64) -> io::Result<()> {
+/// Writes `catalog_items.csv` and `policies.csv` into `dir`, for every city of `network` in its
+/// order.
+pub fn write_catalog_seeds(dir: &Path, network: &Network, seed: u64) -> io::Result<()> {
+    let cities = network
+        .cities
+        .iter()
+        .map(|city| city_index(city.code))
+        .collect::<io::Result<Vec<usize>>>()?;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let national = national_items(&mut rng);
-    write_items(dir, &national, &mut rng)?;
-    write_policies(dir)
+    write_items(dir, &cities, &national, &mut rng)?;
+    write_policies(dir, &cities)
 }
 
-fn write_items(dir: &Path, national: &[NationalItem], rng: &mut ChaCha8Rng) -> io::Result<()> {
+/// `cities` are indexes in [`CITIES`], in the order of the network file.
+fn write_items(
+    dir: &Path,
+    cities: &[usize],
+    national: &[NationalItem],
+    rng: &mut ChaCha8Rng,
+) -> io::Result<()> {
     let mut writer = csv::Writer::from_path(dir.join("catalog_items.csv"))?;
     writer.write_record([
         "city",
@@ -242,7 +317,8 @@ fn write_items(dir: &Path, national: &[NationalItem], rng: &mut ChaCha8Rng) -> i
         "valid_from",
         "valid_until",
     ])?;
-    for (city_index, city) in CITIES.iter().enumerate() {
+    for &city_index in cities {
+        let city = &CITIES[city_index];
         let mut listed = 0;
         for fixture in &FIXTURES {
             let Some((grade, ratio_bp, cap_fen)) = fixture.cities[city_index] else {
@@ -1351,7 +1427,7 @@ struct CityPolicy {
 
 /// The 2026 terms. The 2025 versions had caps 500 yuan lower for employees and 100 yuan lower
 /// for residents, and ratios five points lower at level 3.
-const POLICIES_2026: [CityPolicy; 4] = [
+const POLICIES_2026: [CityPolicy; 7] = [
     CityPolicy {
         code: "370100",
         terms: [
@@ -1388,9 +1464,37 @@ const POLICIES_2026: [CityPolicy; 4] = [
             (200, [5_500, 4_500, 3_500], 600),
         ],
     },
+    CityPolicy {
+        code: "370900",
+        terms: [
+            (700, [7_500, 6_500, 5_500], 3_500),
+            (500, [8_000, 7_000, 6_000], 4_500),
+            (200, [5_500, 4_500, 3_500], 500),
+            (200, [6_000, 5_000, 4_000], 700),
+        ],
+    },
+    CityPolicy {
+        code: "371500",
+        terms: [
+            (800, [7_000, 6_000, 5_000], 3_000),
+            (600, [7_500, 6_500, 5_500], 4_000),
+            (300, [5_000, 4_000, 3_000], 400),
+            (300, [5_500, 4_500, 3_500], 600),
+        ],
+    },
+    CityPolicy {
+        code: "371400",
+        terms: [
+            (800, [7_500, 6_500, 5_500], 3_000),
+            (600, [8_000, 7_000, 6_000], 4_000),
+            (200, [5_500, 4_500, 3_500], 500),
+            (200, [6_000, 5_000, 4_000], 700),
+        ],
+    },
 ];
 
-fn write_policies(dir: &Path) -> io::Result<()> {
+/// `cities` are indexes in [`CITIES`] (and so in [`POLICIES_2026`]), in the network file's order.
+fn write_policies(dir: &Path, cities: &[usize]) -> io::Result<()> {
     let mut writer = csv::Writer::from_path(dir.join("policies.csv"))?;
     writer.write_record([
         "insured_city",
@@ -1408,7 +1512,9 @@ fn write_policies(dir: &Path) -> io::Result<()> {
         ("390", "in_service"),
         ("390", "retired"),
     ];
-    for city in &POLICIES_2026 {
+    for &city_index in cities {
+        let city = &POLICIES_2026[city_index];
+        assert_eq!(city.code, CITIES[city_index].code, "one order of cities");
         for ((insurance_type, person_type), (deductible, ratios, cap)) in
             kinds.iter().zip(city.terms)
         {
@@ -1450,13 +1556,14 @@ mod tests {
 
     // Proves the generator is deterministic, that the committed seed files are its output for
     // the seed `yitong seed generate` uses by default, and that they read back as valid seeds
-    // with at least 2,000 items in every pilot city.
+    // with at least 2,000 items in every city of the circle.
     #[test]
     fn deterministic_and_committed() {
         let first = tempfile_dir("first");
         let second = tempfile_dir("second");
-        write_catalog_seeds(&first, 20_261_125).unwrap();
-        write_catalog_seeds(&second, 20_261_125).unwrap();
+        let network = crate::generate::tests::committed_network();
+        write_catalog_seeds(&first, &network, 20_261_125).unwrap();
+        write_catalog_seeds(&second, &network, 20_261_125).unwrap();
         let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seeds");
         for file in ["catalog_items.csv", "policies.csv"] {
             let generated = std::fs::read(first.join(file)).unwrap();
@@ -1471,7 +1578,7 @@ mod tests {
             );
         }
         let other = tempfile_dir("other");
-        write_catalog_seeds(&other, 7).unwrap();
+        write_catalog_seeds(&other, &network, 7).unwrap();
         assert_ne!(
             std::fs::read(first.join("catalog_items.csv")).unwrap(),
             std::fs::read(other.join("catalog_items.csv")).unwrap()

@@ -1,5 +1,9 @@
-//! Generates `seeds/persons.csv`: ten thousand insured persons per pilot city, the same every
-//! time for the same seed.
+//! Generates `seeds/persons.csv`: insured persons for every city of the network file (ten
+//! thousand per pilot city, two thousand per city of the circle that joins later), the same
+//! every time for the same seed and network file.
+//!
+//! Cities are written in the network file's order from one random stream, so a city appended
+//! to the file leaves every earlier city's rows as they were.
 //!
 //! The first eight persons of each city are fixtures the tests name by position (their card is
 //! that city's card of the same serial):
@@ -16,37 +20,82 @@ use std::path::Path;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use yitong_core::CitizenId;
+use yitong_core::{CitizenId, CityCode, Network};
 
 /// Persons generated per pilot city.
 pub const PERSONS_PER_CITY: usize = 10_000;
+/// Persons generated per city of the circle that joins after the pilot: enough for every test
+/// and demonstration, and a lighter file.
+pub const PERSONS_PER_JOINING_CITY: usize = 2_000;
 
-/// The pilot cities and the districts their residents were mostly born in.
-const CITIES: [(&str, &[&str]); 4] = [
-    (
-        "370100",
-        &[
+/// How the persons of one city are made: how many, and the districts they were mostly born in.
+struct CityPersons {
+    code: &'static str,
+    persons: usize,
+    districts: &'static [&'static str],
+}
+
+/// Every city of the circle the generator knows: the four pilot cities, then Tai'an,
+/// Liaocheng and Dezhou.
+const CITIES: [CityPersons; 7] = [
+    CityPersons {
+        code: "370100",
+        persons: PERSONS_PER_CITY,
+        districts: &[
             "370102", "370103", "370104", "370105", "370112", "370113", "370114", "370115",
             "370116", "370124", "370126",
         ],
-    ),
-    (
-        "370300",
-        &[
+    },
+    CityPersons {
+        code: "370300",
+        persons: PERSONS_PER_CITY,
+        districts: &[
             "370302", "370303", "370304", "370305", "370306", "370321", "370322", "370323",
         ],
-    ),
-    (
-        "370500",
-        &["370502", "370503", "370505", "370522", "370523"],
-    ),
-    (
-        "371600",
-        &[
+    },
+    CityPersons {
+        code: "370500",
+        persons: PERSONS_PER_CITY,
+        districts: &["370502", "370503", "370505", "370522", "370523"],
+    },
+    CityPersons {
+        code: "371600",
+        persons: PERSONS_PER_CITY,
+        districts: &[
             "371602", "371603", "371621", "371622", "371623", "371625", "371681",
         ],
-    ),
+    },
+    CityPersons {
+        code: "370900",
+        persons: PERSONS_PER_JOINING_CITY,
+        districts: &["370902", "370911", "370921", "370923", "370982", "370983"],
+    },
+    CityPersons {
+        code: "371500",
+        persons: PERSONS_PER_JOINING_CITY,
+        districts: &[
+            "371502", "371503", "371521", "371522", "371524", "371525", "371526", "371581",
+        ],
+    },
+    CityPersons {
+        code: "371400",
+        persons: PERSONS_PER_JOINING_CITY,
+        districts: &[
+            "371402", "371403", "371422", "371423", "371424", "371425", "371426", "371427",
+            "371428", "371481", "371482",
+        ],
+    },
 ];
+
+/// How a city of the network file has its persons made; a city the generator does not know is
+/// an error naming it.
+fn city_persons(code: CityCode) -> io::Result<&'static CityPersons> {
+    let text = code.to_string();
+    CITIES
+        .iter()
+        .find(|city| city.code == text)
+        .ok_or_else(|| crate::generate::unknown_city(code))
+}
 
 /// Districts elsewhere, for people who moved to the city (Qingdao, Yantai, Weifang, Linyi,
 /// Zhengzhou, Shijiazhuang, Nanjing).
@@ -144,8 +193,8 @@ const FIXTURES: [Profile; 8] = [
     },
 ];
 
-/// Writes `persons.csv` into `dir`.
-pub fn write_persons(dir: &Path, seed: u64) -> io::Result<()> {
+/// Writes `persons.csv` into `dir`, for every city of `network` in its order.
+pub fn write_persons(dir: &Path, network: &Network, seed: u64) -> io::Result<()> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut writer = csv::Writer::from_path(dir.join("persons.csv"))?;
     writer.write_record([
@@ -162,13 +211,18 @@ pub fn write_persons(dir: &Path, seed: u64) -> io::Result<()> {
         "card_status",
     ])?;
     let mut taken = HashSet::new();
-    for (city, districts) in CITIES {
-        for index in 0..PERSONS_PER_CITY {
+    for city in &network.cities {
+        let CityPersons {
+            code,
+            persons,
+            districts,
+        } = city_persons(city.code)?;
+        for index in 0..*persons {
             let profile = FIXTURES
                 .get(index)
                 .copied()
                 .unwrap_or_else(|| random_profile(&mut rng));
-            let row = person_row(&mut rng, city, districts, profile, &mut taken);
+            let row = person_row(&mut rng, code, districts, profile, &mut taken);
             writer.write_record(&row)?;
         }
     }
@@ -305,7 +359,12 @@ mod tests {
     fn deterministic_and_committed() {
         let dir = std::env::temp_dir().join(format!("yitong-persons-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        write_persons(&dir, 20_261_125).unwrap();
+        write_persons(
+            &dir,
+            &crate::generate::tests::committed_network(),
+            20_261_125,
+        )
+        .unwrap();
         let generated = std::fs::read(dir.join("persons.csv")).unwrap();
         let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seeds/persons.csv");
         assert!(
@@ -314,7 +373,18 @@ mod tests {
         );
         let persons =
             crate::read::read_persons(&dir.join("persons.csv")).expect("persons read back");
-        assert_eq!(persons.len(), PERSONS_PER_CITY * CITIES.len());
+        assert_eq!(
+            persons.len(),
+            CITIES.iter().map(|city| city.persons).sum::<usize>()
+        );
+        for city in &CITIES {
+            let code = CityCode::parse(city.code).unwrap();
+            let of_city = persons
+                .iter()
+                .filter(|(insured, _)| *insured == code)
+                .count();
+            assert_eq!(of_city, city.persons, "{}", city.code);
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -86,8 +86,9 @@ struct SeedCommand {
 
 #[derive(Debug, Subcommand)]
 enum SeedAction {
-    /// Write the seed files (persons, catalog items, policies) from a fixed random seed: the
-    /// same seed always gives the same files.
+    /// Write the seed files (persons, institutions, catalog items, policies, filing policies)
+    /// for every city of the network file, from a fixed random seed: the same seed and network
+    /// file always give the same files.
     Generate(generate::GenerateArgs),
 }
 
