@@ -14,7 +14,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use yitong_sandbox::{Database, JINAN, Sandbox, ZIBO};
 
-use crate::console::{PASSWORD, book, book_march, console, today, zibo_row};
+use crate::console::{PASSWORD, book, book_march, console_with, today, zibo_row};
 use crate::settlement::{hospital, open_visit, settle_as_an_his_would};
 
 /// axe-core, vendored at a pinned version with its licence (tests/browser/vendor/README.md).
@@ -193,7 +193,15 @@ async fn every_role_walks_the_console_in_a_browser() {
         .await
         .expect("SQLite always starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (console, _) = console(&net, dir.path()).await;
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let metrics_url = format!("http://{}/metrics", metrics.local_addr().expect("address"));
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(yitong_telemetry::serve_metrics(metrics, async move {
+        let _ = metrics_stopped.await;
+    }));
+    let (console, _) = console_with(&net, dir.path(), vec![metrics_url]).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -252,7 +260,7 @@ async fn every_role_walks_the_console_in_a_browser() {
     assert!(page.contains(&injected_id));
     walk.check("bureau-reconcile-breaks").await;
     // The overview: the day now shows its breaks in the calendar, the pairs their settlements.
-    walk.goto("/").await;
+    walk.goto(&format!("/#calendar-{ZIBO}")).await;
     walk.wait_for(&format!("#calendar-{ZIBO}")).await;
     let page = walk.text().await;
     assert!(
@@ -294,6 +302,9 @@ async fn every_role_walks_the_console_in_a_browser() {
     walk.sign_in("house").await;
     walk.wait_for("#matrix-month").await;
     walk.check("clearing-house-overview").await;
+    walk.goto("/#volume-chart").await;
+    walk.wait_for("#volume-chart").await;
+    walk.check("clearing-house-charts").await;
     walk.goto(&format!("/clearing?year=2026&month=3&city={ZIBO}"))
         .await;
     walk.check("clearing-house-extract").await;
@@ -394,6 +405,9 @@ async fn every_role_walks_the_console_in_a_browser() {
         page.contains("Node health") && page.contains("SERVING"),
         "the nodes' health"
     );
+    walk.check("operator-health").await;
+    walk.goto("/operator#in-doubt").await;
+    walk.wait_for("#calls").await;
     assert!(
         page.contains(&doubtful),
         "the settlement in doubt is listed"
@@ -421,6 +435,7 @@ async fn every_role_walks_the_console_in_a_browser() {
         screenshots.display()
     );
     let _ = stop.send(());
+    let _ = stop_metrics.send(());
     served
         .await
         .expect("served")

@@ -274,6 +274,12 @@ pub async fn page(State(console): State<Shared>, signed: Signed) -> Response {
         Owner::City(city) => city_name(&console, &city.to_string(), lang),
         Owner::ClearingHouse => lang.t("clearing_house").to_owned(),
     };
+    // The metrics name an owner by its code, "370300" or "clearing".
+    let owner_label = |owner: &str| match owner.parse::<CityCode>() {
+        Ok(city) => owner_name(&Owner::City(city)),
+        Err(_) if owner == "clearing" => owner_name(&Owner::ClearingHouse),
+        Err(_) => owner.to_owned(),
+    };
     let body = html! {
         h2 { (lang.t("health")) }
         table #nodes {
@@ -316,7 +322,7 @@ pub async fn page(State(console): State<Shared>, signed: Signed) -> Response {
                 tbody {
                     @for (owner, summary) in &calls {
                         tr {
-                            td { (match owner.parse::<CityCode>() { Ok(_) => city_name(&console, owner, lang), Err(_) => owner.clone() }) }
+                            td { (owner_label(owner)) }
                             td.num { (summary.total) }
                             td.num { (summary.failed) }
                             td.num { @if let Some(rate) = summary.per_minute { (rate) } @else { "—" } }
