@@ -14,7 +14,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use yitong_sandbox::{Database, JINAN, Sandbox, ZIBO};
 
-use crate::console::{PASSWORD, book, book_march, console, today, zibo_row};
+use crate::console::{PASSWORD, book, book_march, console_with, today, zibo_row};
 use crate::settlement::{hospital, open_visit, settle_as_an_his_would};
 
 /// axe-core, vendored at a pinned version with its licence (tests/browser/vendor/README.md).
@@ -175,8 +175,10 @@ async fn browser(driver: &str) -> Client {
 /// Proves each role's work end to end in a real browser: a bureau signs in, reconciles a day
 /// and finds the injected break, looks a settlement up, includes its month's rows and applies;
 /// the clearing house closes the month; another bureau confirms its statement; a hospital's
-/// finance office reconciles its day from an uploaded HIS file; an operator looks for
-/// settlements in doubt, in English. Every page is screenshotted and passes axe-core.
+/// finance office reconciles its day from an uploaded HIS file; a bureau files and cancels a
+/// cross-city filing; an operator checks the nodes' health and looks for settlements in doubt,
+/// in English. The overview is seen by a bureau (its calendar with the day's breaks), the
+/// clearing house and an operator. Every page is screenshotted and passes axe-core.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_walks_the_console_in_a_browser() {
     let Some((mut driver, driver_url)) = chromedriver().await else {
@@ -191,7 +193,15 @@ async fn every_role_walks_the_console_in_a_browser() {
         .await
         .expect("SQLite always starts");
     let dir = tempfile::tempdir().expect("temp dir");
-    let (console, _) = console(&net, dir.path()).await;
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let metrics_url = format!("http://{}/metrics", metrics.local_addr().expect("address"));
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(yitong_telemetry::serve_metrics(metrics, async move {
+        let _ = metrics_stopped.await;
+    }));
+    let (console, _) = console_with(&net, dir.path(), vec![metrics_url]).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -249,6 +259,19 @@ async fn every_role_walks_the_console_in_a_browser() {
     );
     assert!(page.contains(&injected_id));
     walk.check("bureau-reconcile-breaks").await;
+    // The overview: the day now shows its breaks in the calendar, the pairs their settlements.
+    walk.goto(&format!("/#calendar-{ZIBO}")).await;
+    walk.wait_for(&format!("#calendar-{ZIBO}")).await;
+    let page = walk.text().await;
+    assert!(
+        page.contains(&format!("data-date=\"{date}\"")) && page.contains("day-breaks"),
+        "the day's breaks on the calendar"
+    );
+    assert!(
+        page.contains(&format!("data-pair=\"{ZIBO}-{JINAN}\"")),
+        "the pair's settlements"
+    );
+    walk.check("bureau-overview-calendar").await;
     // Search a settlement and open it.
     walk.goto(&format!("/settlements?q={}", settled[0].settlement_id))
         .await;
@@ -275,8 +298,13 @@ async fn every_role_walks_the_console_in_a_browser() {
     walk.check("bureau-clearing-applied").await;
     walk.sign_out().await;
 
-    // The clearing house closes the month.
+    // The clearing house closes the month, from an overview of every pair.
     walk.sign_in("house").await;
+    walk.wait_for("#matrix-month").await;
+    walk.check("clearing-house-overview").await;
+    walk.goto("/#volume-chart").await;
+    walk.wait_for("#volume-chart").await;
+    walk.check("clearing-house-charts").await;
     walk.goto(&format!("/clearing?year=2026&month=3&city={ZIBO}"))
         .await;
     walk.check("clearing-house-extract").await;
@@ -285,8 +313,36 @@ async fn every_role_walks_the_console_in_a_browser() {
     walk.check("clearing-house-closed").await;
     walk.sign_out().await;
 
-    // Jinan's bureau confirms its statement.
+    // Jinan's bureau files a cross-city filing for one of its insured persons, and cancels it.
     walk.sign_in("jinan").await;
+    let person = format!("{JINAN}{:010}", 3);
+    walk.goto(&format!("/filings?person={person}")).await;
+    walk.wait_for("#filings").await;
+    walk.client
+        .find(Locator::Css("#kind"))
+        .await
+        .expect("kind")
+        .select_by_value(
+            &(yitong_proto::settlement::v1::FilingKind::LongTermResident as i32).to_string(),
+        )
+        .await
+        .expect("a long-term kind");
+    walk.click("form[action='/filings/file'] button").await;
+    walk.wait_for("p.result.pass").await;
+    assert!(
+        walk.text().await.contains(&format!("F{JINAN}")),
+        "the filing is listed"
+    );
+    walk.check("bureau-filing-filed").await;
+    walk.click("#filings form button").await;
+    walk.wait_for("p.result.pass").await;
+    assert!(
+        walk.text().await.contains("已撤销"),
+        "the filing is cancelled"
+    );
+    walk.check("bureau-filing-cancelled").await;
+
+    // Jinan's bureau confirms its statement.
     walk.goto("/statement?year=2026&month=3").await;
     walk.check("bureau-statement-issued").await;
     walk.click("form[action='/statement/confirm'] button").await;
@@ -346,6 +402,13 @@ async fn every_role_walks_the_console_in_a_browser() {
     let page = walk.text().await;
     assert!(page.contains("Settlements in doubt"));
     assert!(
+        page.contains("Node health") && page.contains("SERVING"),
+        "the nodes' health"
+    );
+    walk.check("operator-health").await;
+    walk.goto("/operator#in-doubt").await;
+    walk.wait_for("#calls").await;
+    assert!(
         page.contains(&doubtful),
         "the settlement in doubt is listed"
     );
@@ -356,6 +419,9 @@ async fn every_role_walks_the_console_in_a_browser() {
         .await;
     walk.wait_for("#settlement").await;
     walk.check("operator-settlement").await;
+    walk.goto("/").await;
+    walk.wait_for("#volume-chart").await;
+    walk.check("operator-overview").await;
 
     let pages = walk.pages;
     walk.client.close().await.expect("browser closed");
@@ -369,6 +435,7 @@ async fn every_role_walks_the_console_in_a_browser() {
         screenshots.display()
     );
     let _ = stop.send(());
+    let _ = stop_metrics.send(());
     served
         .await
         .expect("served")

@@ -12,17 +12,21 @@ use http::{HeaderMap, Method, Request, StatusCode, header};
 use tower::ServiceExt;
 use yitong_console::{Connect, Console, GrpcChannel, StaffStore};
 use yitong_core::{Owner, Service};
+use yitong_proto::audit::v1::ListAuditEntriesRequest;
+use yitong_proto::identity::v1::InsuranceType;
 use yitong_proto::ledger::v1::{
-    ClearingPeriod, CreateTransfersRequest, GetClearingStatementRequest, SettlementRecord,
-    StatementStatus, Transfer, TransferCode,
+    ClearingPeriod, CreateTransfersRequest, GetBalancesRequest, GetClearingStatementRequest,
+    GetDailyActivityRequest, SettlementRecord, StatementStatus, Transfer, TransferCode,
+    TransferFlags,
 };
+use yitong_proto::settlement::v1::{FilingKind, FilingStatus, QueryFilingsRequest};
 use yitong_rpc::Caller;
 use yitong_sandbox::{BINZHOU, JINAN, Sandbox, ZIBO, network_test};
 use yitong_store::Location;
 
 use crate::settlement::{
-    his_request, hospital, open_visit, register_request, settle_as_an_his_would, settle_request,
-    upload_request, visit_lines,
+    cancel_request, card, his_request, hospital, open_visit, register_request,
+    settle_as_an_his_would, settle_request, upload_request, visit_lines,
 };
 use crate::support::{settlement_transfer, transfer_id, yuan};
 use yitong_proto::settlement::v1::settlement_service_server::SettlementService;
@@ -45,7 +49,7 @@ impl SandboxConnect {
             let view = net.as_caller(caller);
             for city in yitong_sandbox::PILOT_CITIES {
                 let owner = Owner::City(city.parse().expect("city"));
-                for service in [Service::Catalog, Service::Settlement] {
+                for service in [Service::Identity, Service::Catalog, Service::Settlement] {
                     channels.insert(
                         ((*caller).to_owned(), owner, service),
                         view.channel(owner, service),
@@ -89,6 +93,15 @@ const STAFF: [(&str, &str); 6] = [
 
 /// A console over the sandbox with the test staff, its own store in `dir`.
 pub(crate) async fn console(net: &Sandbox, dir: &std::path::Path) -> (Arc<Console>, axum::Router) {
+    console_with(net, dir, Vec::new()).await
+}
+
+/// The same, scraping the metrics endpoints `metrics_urls` on the operations page.
+pub(crate) async fn console_with(
+    net: &Sandbox,
+    dir: &std::path::Path,
+    metrics_urls: Vec<String>,
+) -> (Arc<Console>, axum::Router) {
     let staff = StaffStore::open(
         &Location::Sqlite {
             dir: dir.to_owned(),
@@ -117,6 +130,8 @@ pub(crate) async fn console(net: &Sandbox, dir: &std::path::Path) -> (Arc<Consol
         sign_in: Default::default(),
         trace_url_template: yitong_console::DEFAULT_TRACE_URL_TEMPLATE.to_owned(),
         grafana_url: String::new(),
+        metrics_urls,
+        scrapes: Default::default(),
     });
     let router = yitong_console::router(console.clone());
     (console, router)
@@ -338,7 +353,7 @@ network_test! {
         let dir = tempfile::tempdir().expect("temp dir");
         let (console, router) = console(net, dir.path()).await;
         let mut anonymous = Browser::new(&router);
-        for path in ["/", "/reconcile", "/clearing", "/statement", "/settlements", "/operator",
+        for path in ["/", "/reconcile", "/clearing", "/statement", "/settlements", "/operator", "/filings",
                      "/clearing/export?year=2026&month=3&format=xlsx", "/settlements/T3703000000000001"] {
             let page = anonymous.get(path).await;
             assert_eq!(page.status, StatusCode::SEE_OTHER, "{path} without a session");
@@ -346,7 +361,7 @@ network_test! {
             assert_secured(&page, path);
         }
         for path in ["/reconcile", "/clearing/decide", "/clearing/apply", "/clearing/close",
-                     "/statement/confirm", "/logout", "/clearing/rollback"] {
+                     "/statement/confirm", "/logout", "/clearing/rollback", "/filings/file", "/filings/cancel"] {
             let page = anonymous.post(path, &[("csrf", "x"), ("year", "2026"), ("month", "3")]).await;
             assert_eq!(page.status, StatusCode::SEE_OTHER, "POST {path} without a session");
             assert_eq!(page.location(), "/login");
@@ -749,7 +764,18 @@ pub(crate) async fn leave_a_settlement_in_doubt(net: &Sandbox) -> (String, Owner
             intent.settlement_id().to_owned()
         })
         .await;
+    // The recovery sweep tries to complete it at once and fails: its last error is kept.
+    node.recover().await.expect("swept");
     (doubtful, jinan)
+}
+
+/// The operations page's table of calls counted by the nodes.
+fn calls_table(page: &str) -> &str {
+    let table = page
+        .split("id=\"calls\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("a table of calls: {page}"));
+    table.split("</table>").next().expect("the table ends")
 }
 
 network_test! {
@@ -757,7 +783,11 @@ network_test! {
     /// a settlement by id and by message id for a bureau, and lists an institution's day.
     async fn console_operator_and_search(net) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (console, router) = console(net, dir.path()).await;
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let metrics_url = format!("http://{}/metrics", metrics.local_addr().expect("address"));
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(yitong_telemetry::serve_metrics(metrics, stop.clone().cancelled_owned()));
+        let (console, router) = console_with(net, dir.path(), vec![metrics_url]).await;
         let visit = open_visit(net, "console-search", ZIBO, JINAN, 3).await;
         let mut his = net.his_settlement(&hospital(ZIBO));
         let settled = settle_as_an_his_would(&mut his, "S-console-search", &visit, 3).await.expect("settled");
@@ -770,11 +800,26 @@ network_test! {
         }
         assert!(!text.contains(&settled.settlement_id), "a completed settlement is not in doubt");
 
-        // A settlement in doubt: the operator finds it.
+        // Every node answers its health check, with its latency; the calls the nodes counted
+        // come from the metrics endpoint, with a rate from the second look on.
+        assert_eq!(text.matches("SERVING").count(), 3 * yitong_sandbox::PILOT_CITIES.len() + 1, "{text}");
+        assert!(calls_table(&text).contains("—"), "no rate at the first look: {text}");
+        assert!(text.contains(&format!("href=\"{}\"", yitong_console::DEFAULT_TRACE_URL_TEMPLATE.replace("{trace_id}", ""))));
+
+        // A settlement in doubt: the operator finds it, with the sweep's last error, and sees
+        // the node that is down.
         let (doubtful, jinan) = leave_a_settlement_in_doubt(net).await;
         let page = ops.get("/operator").await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text());
-        assert!(page.text().contains(&doubtful), "the settlement in doubt is listed: {}", page.text());
+        let text = page.text();
+        assert!(text.contains(&doubtful), "the settlement in doubt is listed: {text}");
+        let row = text.split(&format!(">{doubtful}</a>")).nth(1).expect("its row");
+        let row = row.split("</tr>").next().expect("its row ends");
+        assert!(!row.contains("class=\"num attempts\">0<"), "a failed attempt is counted: {row}");
+        assert!(row.contains("class=\"last-error\">"), "{row}");
+        assert!(!row.contains("class=\"last-error\">无<"), "the last error is shown: {row}");
+        assert_eq!(text.matches("SERVING").count(), 3 * yitong_sandbox::PILOT_CITIES.len(), "Jinan's settlement server is down: {text}");
+        assert!(!calls_table(&text).contains("—"), "a rate for every node at the second look: {text}");
         net.restart_server(jinan, Service::Settlement).await;
         // An operator sees the settlement, not whose it was.
         let page = ops.get(&format!("/settlements/{}", settled.settlement_id)).await;
@@ -800,6 +845,7 @@ network_test! {
         assert!(page.text().contains("Fund pay"));
         let fund = settled.split.clone().unwrap().fund_pay;
         assert!(page.text().contains(&yitong_console::text::yuan(&fund)));
+        stop.cancel();
         console.staff.close().await;
     }
 }
@@ -891,4 +937,234 @@ async fn sqlx_reachable(url: &str) -> bool {
         .await,
         Ok(Ok(_))
     )
+}
+
+/// A form's fields as `Browser::post` takes them.
+fn fields(form: &[(String, String)]) -> Vec<(&str, &str)> {
+    form.iter()
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect()
+}
+
+/// The cell of `pair` ("370300-370100": treatment, insured) in the matrix `id` of an overview.
+fn matrix_cell<'a>(page: &'a str, id: &str, pair: &str) -> Option<&'a str> {
+    let table = page
+        .split(&format!("id=\"{id}\""))
+        .nth(1)?
+        .split("</table>")
+        .next()?;
+    let cell = table.split(&format!("data-pair=\"{pair}\">")).nth(1)?;
+    cell.split("</td>").next()
+}
+
+/// The class of the calendar's day `date` of `city` in an overview.
+fn calendar_day<'a>(page: &'a str, city: &str, date: &str) -> &'a str {
+    let calendar = page
+        .split(&format!("id=\"calendar-{city}\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("a calendar of {city}: {page}"));
+    let before = calendar
+        .split(&format!("data-date=\"{date}\""))
+        .next()
+        .expect("text before the day");
+    before
+        .rsplit("class=\"")
+        .next()
+        .and_then(|class| class.split('"').next())
+        .expect("the day's class")
+}
+
+network_test! {
+    /// A bureau's overview, from the services: today's settlements by pair of cities and the
+    /// month's (a real settlement, a cancelled one, a row still pending in the ledger), the
+    /// prepaid fund at each day's end against its threshold (today's is GetBalances' position
+    /// now), the volume chart, and the reconciliation calendar going from not reconciled to
+    /// clean to with breaks as the bureau reconciles. A city's bureau sees only its own city's
+    /// pairs, the clearing house every pair, and GetDailyActivity refuses another city's
+    /// figures, whatever the URL names.
+    async fn console_overview(net) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (console, router) = console(net, dir.path()).await;
+        let date = today();
+        let mut his = net.his_settlement(&hospital(ZIBO));
+        let visit = open_visit(net, "console-overview-1", ZIBO, JINAN, 1).await;
+        let kept = settle_as_an_his_would(&mut his, "S-console-overview-1", &visit, 1).await.expect("settled");
+        let visit = open_visit(net, "console-overview-2", ZIBO, BINZHOU, 2).await;
+        let undone = settle_as_an_his_would(&mut his, "S-console-overview-2", &visit, 2).await.expect("settled");
+        his.cancel_settlement(cancel_request("C-console-overview-2", &undone)).await.expect("cancelled");
+        // A row of Jinan's hospital for a Zibo person that Jinan's node booked pending and never
+        // resolved (Zibo's own reconciliation, as treatment city, does not see it).
+        let mut record = zibo_row(7, ZIBO, 5_000, &date).settlement.expect("a record");
+        record.treatment_city = JINAN.to_owned();
+        record.institution_code = hospital(JINAN);
+        record.settlement_id = format!("T{JINAN}{:010}", 9_000_007);
+        let mut pending = settlement_transfer(7, record);
+        pending.flags = Some(TransferFlags { linked: false, pending: true });
+        pending.pending_timeout_seconds = 3_600;
+        book(net, "console-overview-pending", vec![pending]).await;
+
+        let (mut zibo, csrf) = Browser::signed_in(&router, "zibo").await;
+        let page = zibo.get("/").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        assert_secured(&page, "the overview");
+        let text = page.text();
+        let fund = yitong_console::text::yuan(&kept.split.clone().unwrap().fund_pay);
+        let cell = matrix_cell(&text, "matrix-today", &format!("{ZIBO}-{JINAN}")).unwrap_or_else(|| panic!("{text}"));
+        assert!(cell.starts_with("1<br>"), "one settlement today: {cell}");
+        assert!(cell.ends_with(&fund), "its fund pay, in yuan: {cell}");
+        let cell = matrix_cell(&text, "matrix-month", &format!("{ZIBO}-{BINZHOU}")).unwrap_or_else(|| panic!("{text}"));
+        assert!(cell.starts_with("2<br>0.00<br>0.00"), "a settlement and its cancellation net out: {cell}");
+        assert!(text.contains("<strong id=\"pending-in-ledger\">1</strong>"), "the pending row: {text}");
+        let totals = text.split("id=\"totals\"").nth(1).expect("totals").split("</table>").next().unwrap();
+        let today_row = totals.split("</tr>").nth(1).expect("today's row");
+        assert!(today_row.contains("<td class=\"num\">2</td><td class=\"num\">1</td>"), "two settlements, one cancellation: {today_row}");
+        for chart in ["volume-chart", &format!("fund-chart-{ZIBO}")] {
+            assert!(text.contains(&format!("<svg id=\"{chart}\" role=\"img\"")), "{chart}: {text}");
+        }
+        assert!(text.contains("500000.00"), "the threshold, in yuan: {text}");
+        assert!(!text.contains("<script"), "no script");
+        assert_eq!(calendar_day(&text, ZIBO, &date), "day-none", "not reconciled yet");
+
+        // The figures are the ledger's: today's fund is the position GetBalances gives now, and
+        // the pairs are those of the settlements made.
+        let bureau = net.as_caller("bureau:370300");
+        let first = format!("{}01", &date[..8]);
+        let activity = bureau.ledger().get_daily_activity(GetDailyActivityRequest {
+            from_date: first.clone(), to_date: date.clone(), cities: vec![ZIBO.into()],
+        }).await.expect("activity").into_inner();
+        let now = bureau.ledger().get_balances(GetBalancesRequest { account_ids: vec![], cities: vec![ZIBO.into()] })
+            .await.expect("balances").into_inner().prepaid_funds.remove(0);
+        let last = activity.funds.last().expect("today's fund");
+        assert_eq!((last.date.as_str(), last.available.as_str()), (date.as_str(), now.available.as_str()));
+        assert!(last.available.starts_with('-'), "the pending row is owed, with no deposit: {last:?}");
+        let day = activity.pairs.iter().find(|pair| pair.date == date && pair.insured_city == JINAN && pair.treatment_city == ZIBO).expect("the pair");
+        assert_eq!((day.settlements, day.cancellations, day.pending), (1, 0, 0));
+        assert_eq!(day.fund_pay, kept.split.clone().unwrap().fund_pay);
+
+        // Reconciled clean, the day turns clean; a break injected and reconciled again, the
+        // day shows it.
+        let page = zibo.post("/reconcile", &[("csrf", &csrf), ("date", &date)]).await;
+        assert!(page.text().contains("result pass"), "{}", page.text());
+        assert_eq!(calendar_day(&zibo.get("/").await.text(), ZIBO, &date), "day-clean");
+        book(net, "console-overview-break", vec![zibo_row(8, JINAN, 1_234, &date)]).await;
+        let page = zibo.post("/reconcile", &[("csrf", &csrf), ("date", &date)]).await;
+        assert!(page.text().contains("result fail"), "{}", page.text());
+        let text = zibo.get("/").await.text();
+        assert_eq!(calendar_day(&text, ZIBO, &date), "day-breaks");
+        assert!(text.contains(&format!("href=\"/reconcile?date={date}\"")), "the day links to its reconciliation");
+
+        // Jinan's bureau sees its own pairs only: Zibo's row for a Binzhou person is not there,
+        // whatever the URL asks; the clearing house sees every pair and every city's fund.
+        let (mut jinan, _) = Browser::signed_in(&router, "jinan").await;
+        for path in ["/".to_owned(), format!("/?city={ZIBO}"), format!("/?month={}", &date[..7])] {
+            let text = jinan.get(&path).await.text();
+            assert!(matrix_cell(&text, "matrix-today", &format!("{ZIBO}-{JINAN}")).is_some(), "{path}: {text}");
+            assert!(matrix_cell(&text, "matrix-month", &format!("{ZIBO}-{BINZHOU}")).is_none(), "{path}: {text}");
+            assert!(!text.contains(&format!("id=\"fund-chart-{ZIBO}\"")), "{path}");
+            assert!(!text.contains(&format!("id=\"calendar-{ZIBO}\"")), "{path}");
+        }
+        assert_eq!(jinan.get("/?month=2026-13").await.status, StatusCode::BAD_REQUEST);
+        let refused = net.as_caller("bureau:370100").ledger().get_daily_activity(GetDailyActivityRequest {
+            from_date: first.clone(), to_date: date.clone(), cities: vec![ZIBO.into()],
+        }).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        let invalid = bureau.ledger().get_daily_activity(GetDailyActivityRequest {
+            from_date: "2026-01-01".into(), to_date: "2026-03-01".into(), cities: vec![ZIBO.into()],
+        }).await.unwrap_err();
+        crate::support::assert_invalid(&invalid, "to_date");
+        let (mut house, _) = Browser::signed_in(&router, "house").await;
+        let text = house.get("/").await.text();
+        assert!(matrix_cell(&text, "matrix-month", &format!("{ZIBO}-{BINZHOU}")).is_some(), "{text}");
+        for city in yitong_sandbox::PILOT_CITIES {
+            assert!(text.contains(&format!("id=\"fund-chart-{city}\"")), "{city}: {text}");
+        }
+        // English on request: the same page in English.
+        house.get("/lang/en").await;
+        let text = house.get("/").await.text();
+        assert!(text.contains("Reconciliation calendar") && text.contains("lang=\"en\""), "{text}");
+        console.staff.close().await;
+    }
+}
+
+network_test! {
+    /// A bureau files a cross-city filing for one of its insured persons from the console,
+    /// lists the person's filings and cancels it; the treatment city's HIS sees the filing
+    /// through SettlementService/QueryFilings, and each change is in the console's log under
+    /// the staff member and in the filing service's audit trail under the same message id.
+    /// Another city's bureau can neither list the person's filings nor cancel the filing, a
+    /// form without its token files nothing, and only bureaus have the page.
+    async fn console_filings(net) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (console, router) = console(net, dir.path()).await;
+        let person = format!("{JINAN}{:010}", 1);
+        let until = yitong_console::text::today().iter_days().nth(7).expect("a week on").format("%Y-%m-%d").to_string();
+        let (mut jinan, csrf) = Browser::signed_in(&router, "jinan").await;
+        let page = jinan.get("/filings").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let kind = (FilingKind::OtherTemporary as i32).to_string();
+        let form = |csrf: &str| vec![
+            ("csrf".to_owned(), csrf.to_owned()), ("person".to_owned(), person.clone()),
+            ("kind".to_owned(), kind.clone()), ("treatment_city".to_owned(), ZIBO.to_owned()),
+            ("valid_from".to_owned(), today()), ("valid_until".to_owned(), until.clone()),
+        ];
+        let forged = form("forged");
+        let page = jinan.post("/filings/file", &fields(&forged)).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+        let good = form(&csrf);
+        let page = jinan.post("/filings/file", &fields(&good)).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let query = QueryFilingsRequest {
+            message_id: "QF-console".into(),
+            person_no: person.clone(),
+            credential: card(JINAN, 1),
+            insurance_type: InsuranceType::Employee as i32,
+            institution_code: hospital(ZIBO),
+            service_date: String::new(),
+            operator_id: "op1".into(),
+        };
+        let read = net.his_settlement(&hospital(ZIBO)).query_filings(query.clone()).await.expect("queried").into_inner();
+        assert_eq!(read.filings.len(), 1, "one filing, filed once: {read:?}");
+        let filing = read.filings[0].clone();
+        assert_eq!((filing.treatment_city.as_str(), filing.valid_until.as_str()), (ZIBO, until.as_str()));
+        assert_eq!(filing.status, FilingStatus::Filed as i32);
+        assert!(page.text().contains(&filing.filing_id), "{}", page.text());
+        let listed = jinan.get(&format!("/filings?person={person}")).await.text();
+        assert!(listed.contains(&filing.filing_id) && listed.contains("其他临时外出就医人员"), "{listed}");
+
+        // Zibo's bureau reaches only Zibo's filing service, whatever it names.
+        let (mut zibo, zibo_csrf) = Browser::signed_in(&router, "zibo").await;
+        let page = zibo.get(&format!("/filings?person={person}")).await;
+        assert_ne!(page.status, StatusCode::OK, "{}", page.text());
+        assert!(!page.text().contains(&filing.filing_id));
+        let page = zibo.post("/filings/cancel", &[("csrf", &zibo_csrf), ("person", &person), ("filing_id", &filing.filing_id)]).await;
+        assert_ne!(page.status, StatusCode::OK, "{}", page.text());
+        let (mut ops, _) = Browser::signed_in(&router, "ops").await;
+        assert_eq!(ops.get("/filings").await.status, StatusCode::FORBIDDEN);
+        let (mut house, _) = Browser::signed_in(&router, "house").await;
+        assert_eq!(house.get("/filings").await.status, StatusCode::FORBIDDEN);
+        let read = net.his_settlement(&hospital(ZIBO)).query_filings(query.clone()).await.expect("queried").into_inner();
+        assert_eq!(read.filings[0].status, FilingStatus::Filed as i32, "still filed");
+
+        // Jinan's bureau cancels it.
+        let page = jinan.post("/filings/cancel", &[("csrf", &csrf), ("person", &person), ("filing_id", &filing.filing_id)]).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        assert!(page.text().contains("已撤销"), "{}", page.text());
+        let read = net.his_settlement(&hospital(ZIBO)).query_filings(query).await.expect("queried").into_inner();
+        assert_eq!(read.filings[0].status, FilingStatus::Cancelled as i32);
+
+        // Each change names the staff member: in the console's log, and under the same message
+        // id in the audit trail of Jinan's filing service.
+        let actions = console.staff.actions(100).await.expect("actions");
+        let done: Vec<_> = actions.iter().filter(|(user, _, _, outcome)| user == "jinan" && outcome == "done").collect();
+        assert_eq!(done.iter().map(|(_, rpc, _, _)| rpc.as_str()).collect::<Vec<_>>(), ["FileFiling", "CancelFiling"], "{actions:?}");
+        let trail = net.as_caller("bureau:370100")
+            .audit(Owner::City(JINAN.parse().expect("city")), Service::Settlement)
+            .list_audit_entries(ListAuditEntriesRequest { page_size: 1000, page_token: String::new() })
+            .await.expect("the trail").into_inner().entries;
+        for (_, rpc, message_id, _) in &done {
+            assert!(trail.iter().any(|entry| &entry.message_id == message_id && &entry.rpc == rpc && entry.actor == "bureau:370100"), "{rpc} {message_id}: {trail:?}");
+        }
+        assert!(actions.iter().any(|(user, rpc, _, outcome)| user == "zibo" && rpc == "CancelFiling" && outcome == "refused"), "{actions:?}");
+        console.staff.close().await;
+    }
 }

@@ -228,6 +228,7 @@ fn paths(service: Service) -> Vec<String> {
                 "CloseClearingPeriod",
                 "GetClearingStatement",
                 "ConfirmClearingStatement",
+                "GetDailyActivity",
             ],
         )],
     };

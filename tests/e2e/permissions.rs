@@ -136,6 +136,7 @@ const TABLE: &[(&str, &[&str])] = &[
     ("CloseClearingPeriod", &["house"]),
     ("GetClearingStatement", &["bureau", "house", "operator"]),
     ("ConfirmClearingStatement", &["bureau"]),
+    ("GetDailyActivity", &["bureau", "house", "operator"]),
     ("ListAuditEntries", &["bureau"]),
     (
         "ListAuditEntries@ledger",
@@ -158,6 +159,7 @@ const READS: &[&str] = &[
     "GetJournalDigest",
     "VerifyJournal",
     "ListClearingDetails",
+    "GetDailyActivity",
     "ListAuditEntries",
     "ListAuditEntries@ledger",
 ];
@@ -646,6 +648,15 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
                 message_id,
                 city: zibo(),
                 ..Default::default()
+            }
+        ),
+        "GetDailyActivity" => unary!(
+            caller.ledger(),
+            get_daily_activity,
+            ledger::GetDailyActivityRequest {
+                from_date: "2026-11-01".into(),
+                to_date: "2026-11-30".into(),
+                cities: vec![zibo()]
             }
         ),
         "ListAuditEntries" => unary!(

@@ -125,6 +125,8 @@ pub const MATRIX: &[(&str, &str, &[Grant])] = &[
     (LEDGER, "CloseClearingPeriod", &[OwnBureau]),
     (LEDGER, "GetClearingStatement", &[AnyBureau, Operator]),
     (LEDGER, "ConfirmClearingStatement", CLEARING_BY_CITY),
+    // The overview's days: a bureau names its own city, the handler checks it.
+    (LEDGER, "GetDailyActivity", &[AnyBureau, Operator]),
     (AUDIT, "ListAuditEntries", &[AnyBureau]),
 ];
 
@@ -203,7 +205,7 @@ mod tests {
             assert!(seen.insert((service, method)), "{service}/{method} twice");
             assert!(!grants.is_empty(), "{service}/{method} admits no one");
         }
-        assert_eq!(MATRIX.len(), 55);
+        assert_eq!(MATRIX.len(), 56);
     }
 
     // Owners matter: Zibo's bureau may not write Jinan's cards, an HIS may not call the

@@ -18,6 +18,9 @@
 mod clearing;
 mod connect;
 mod export;
+mod filing;
+mod operations;
+mod overview;
 mod pages;
 mod reconcile;
 mod search;
@@ -34,6 +37,7 @@ pub use connect::{Connect, GrpcChannel, NetworkConnect, boxed};
 use yitong_core::Network;
 
 pub use export::{ClearingSheet, clearing_csv, clearing_xlsx};
+pub use operations::Scrapes;
 pub use staff::{Role, Staff, StaffStore};
 
 /// Everything a request handler needs: the network, how to reach it as a caller, the staff
@@ -48,6 +52,11 @@ pub struct Console {
     pub trace_url_template: String,
     /// Grafana's address, linked from the operations page; empty for none.
     pub grafana_url: String,
+    /// The nodes' Prometheus endpoints ("http://host:port/metrics"), scraped by the operations
+    /// page for call rates; empty for none.
+    pub metrics_urls: Vec<String>,
+    /// The operations page's previous scrape, for rates.
+    pub scrapes: operations::Scrapes,
 }
 
 impl std::fmt::Debug for Console {
@@ -68,7 +77,7 @@ pub fn router(console: Shared) -> Router {
         .route("/login", get(pages::sign_in_page).post(pages::sign_in))
         .route("/logout", post(pages::sign_out))
         .route("/lang/{code}", get(pages::language))
-        .route("/", get(pages::overview))
+        .route("/", get(overview::page))
         .route("/reconcile", get(reconcile::page).post(reconcile::run))
         .route(
             "/reconcile/upload",
@@ -84,7 +93,10 @@ pub fn router(console: Shared) -> Router {
         .route("/statement/confirm", post(clearing::confirm_statement))
         .route("/settlements", get(search::search))
         .route("/settlements/{id}", get(search::show))
-        .route("/operator", get(search::operator))
+        .route("/operator", get(operations::page))
+        .route("/filings", get(filing::page))
+        .route("/filings/file", post(filing::file))
+        .route("/filings/cancel", post(filing::cancel))
         .fallback(pages::not_found)
         .layer(axum::middleware::map_response(pages::security_headers))
         .with_state(console)

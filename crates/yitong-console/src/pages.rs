@@ -1,6 +1,6 @@
 //! What every page shares: the layout, the security headers, the signed-in extractor with its
-//! CSRF check, sign-in and sign-out, the language switch, the overview, and how a refusal from
-//! a service becomes a page.
+//! CSRF check, sign-in and sign-out, the language switch, and how a refusal from a service
+//! becomes a page.
 
 use std::time::Duration;
 
@@ -10,14 +10,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 use yitong_core::{Owner, Service};
-use yitong_proto::ledger::v1::GetBalancesRequest;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_rpc::Caller;
 
 use crate::Shared;
 use crate::session::{self, LANGUAGE_COOKIE, SESSION_COOKIE, SIGN_IN_COOKIE, Session};
 use crate::staff::{Role, Staff};
-use crate::text::{self, Lang};
+use crate::text::Lang;
 
 /// Deadline of one unary call the console makes.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -268,7 +267,14 @@ pub fn layout(
                             ul {
                                 li { a href="/" { (lang.t("overview")) } }
                                 @match staff.role() {
-                                    Role::Bureau | Role::ClearingHouse => {
+                                    Role::Bureau => {
+                                        li { a href="/reconcile" { (lang.t("reconcile")) } }
+                                        li { a href="/clearing" { (lang.t("clearing")) } }
+                                        li { a href="/statement" { (lang.t("statement")) } }
+                                        li { a href="/settlements" { (lang.t("search")) } }
+                                        li { a href="/filings" { (lang.t("filings")) } }
+                                    }
+                                    Role::ClearingHouse => {
                                         li { a href="/reconcile" { (lang.t("reconcile")) } }
                                         li { a href="/clearing" { (lang.t("clearing")) } }
                                         li { a href="/statement" { (lang.t("statement")) } }
@@ -460,99 +466,6 @@ pub async fn not_found(headers: HeaderMap) -> Response {
         layout(lang, None, lang.t("not_found"), body),
     )
         .into_response()
-}
-
-/// The overview: the prepaid fund of the staff member's city (every city's for the clearing
-/// house and operators) against its threshold, and where to go next.
-pub async fn overview(State(console): State<Shared>, signed: Signed) -> Response {
-    let lang = signed.lang;
-    let mut funds = Vec::new();
-    if signed.role() != Role::Finance {
-        let cities: Vec<String> = match signed.caller().city() {
-            Some(city) => vec![city.to_string()],
-            None => console
-                .network
-                .enabled_cities()
-                .map(|city| city.code.to_string())
-                .collect(),
-        };
-        let mut ledger = match signed.ledger(&console) {
-            Ok(ledger) => ledger,
-            Err(refusal) => return refusal,
-        };
-        match ledger
-            .get_balances(request(GetBalancesRequest {
-                account_ids: Vec::new(),
-                cities,
-            }))
-            .await
-        {
-            Ok(reply) => funds = reply.into_inner().prepaid_funds,
-            Err(status) => return signed.refused(&status),
-        }
-    }
-    let today = text::today().format("%Y-%m-%d").to_string();
-    let body = html! {
-        p { (lang.t("today")) ": " (today) }
-        @if !funds.is_empty() {
-            h2 { (lang.t("prepaid")) }
-            table {
-                thead { tr {
-                    th scope="col" { (lang.t("city")) }
-                    th scope="col" { (lang.t("available")) }
-                    th scope="col" { (lang.t("threshold")) }
-                    th scope="col" { (lang.t("status")) }
-                } }
-                tbody {
-                    @for fund in &funds {
-                        tr {
-                            td { (city_name(&console, &fund.city, lang)) }
-                            td.num { (text::yuan(&fund.available)) }
-                            td.num { (text::yuan(&fund.low_balance_threshold)) }
-                            td { @if fund.below_threshold { strong { (lang.t("below_threshold")) } } @else { "✓" } }
-                        }
-                    }
-                }
-            }
-            (fund_chart(&funds, lang))
-        }
-    };
-    signed.page(lang.t("overview"), body).into_response()
-}
-
-/// The prepaid funds as bars of their available amount, the threshold marked: a server-drawn
-/// SVG, so the page stays free of scripts.
-fn fund_chart(funds: &[yitong_proto::ledger::v1::PrepaidFund], lang: Lang) -> Markup {
-    let top = funds
-        .iter()
-        .flat_map(|fund| {
-            [
-                text::fen(&fund.available),
-                text::fen(&fund.low_balance_threshold),
-            ]
-        })
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let bar_width_max: i64 = 400;
-    let row_height: i64 = 28;
-    let height = row_height * i64::try_from(funds.len()).unwrap_or(0) + 10;
-    html! {
-        figure {
-            svg role="img" aria-label=(lang.t("prepaid")) width="560" height=(height) viewBox=(format!("0 0 560 {height}")) {
-                @for (index, fund) in funds.iter().enumerate() {
-                    @let y = row_height * i64::try_from(index).unwrap_or(0) + 5;
-                    @let width = text::fen(&fund.available).max(0).saturating_mul(bar_width_max) / top;
-                    @let mark = text::fen(&fund.low_balance_threshold).max(0).saturating_mul(bar_width_max) / top;
-                    text x="0" y=(y + 16) font-size="12" { (fund.city) }
-                    rect x="60" y=(y) width=(width) height="20" fill=(if fund.below_threshold { "#b3261e" } else { "#1f6f43" }) {}
-                    line x1=(60 + mark) x2=(60 + mark) y1=(y) y2=(y + 20) stroke="#000" stroke-width="2" {}
-                    text x=(70 + width) y=(y + 16) font-size="12" { (text::yuan(&fund.available)) }
-                }
-            }
-            figcaption { (lang.t("prepaid")) " / " (lang.t("threshold")) }
-        }
-    }
 }
 
 /// A city's name in the page's language, with its code.

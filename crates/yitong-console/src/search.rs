@@ -1,5 +1,5 @@
 //! Settlement search (by settlement id, message id, institution and dates, person), one
-//! settlement with its trace link, and the operators' page of settlements in doubt.
+//! settlement with its trace link, and a city's settlements in doubt.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -26,8 +26,6 @@ const SEARCH_ROWS_MAX: usize = 500;
 const SETTLEMENTS_PAGE: u32 = 200;
 /// Institutions per page asked of the catalog: its maximum.
 const INSTITUTIONS_PAGE: u32 = 200;
-/// Days back the operators' page looks for settlements in doubt.
-const IN_DOUBT_DAYS: u64 = 2;
 
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct SearchQuery {
@@ -415,84 +413,9 @@ pub async fn show(
     signed.page(&settlement.settlement_id, body).into_response()
 }
 
-/// The operators' page: each city's settlement service asked for the settlements of the last
-/// days that are settled but not completed (in doubt), with their trace links; a city that does
-/// not answer is shown as such.
-pub async fn operator(State(console): State<Shared>, signed: Signed) -> Response {
-    if let Err(refusal) = signed.require(&[Role::Operator]) {
-        return refusal;
-    }
-    let lang = signed.lang;
-    let today = text::today();
-    let to = today.format("%Y-%m-%d").to_string();
-    let from = today
-        .checked_sub_days(chrono::Days::new(IN_DOUBT_DAYS))
-        .unwrap_or(today)
-        .format("%Y-%m-%d")
-        .to_string();
-    let mut nodes: Vec<(String, Result<usize, String>)> = Vec::new();
-    let mut in_doubt: Vec<Settlement> = Vec::new();
-    let cities: Vec<CityCode> = console
-        .network
-        .enabled_cities()
-        .map(|city| city.code)
-        .collect();
-    for city in cities {
-        let outcome = in_doubt_at(&console, &signed, city, &from, &to).await;
-        match outcome {
-            Ok(found) => {
-                nodes.push((city.to_string(), Ok(found.len())));
-                in_doubt.extend(found);
-            }
-            Err(error) => nodes.push((city.to_string(), Err(error))),
-        }
-    }
-    let body = html! {
-        h2 { (lang.t("city")) }
-        table #nodes {
-            thead { tr { th scope="col" { (lang.t("city")) } th scope="col" { (lang.t("status")) } th scope="col" { (lang.t("in_doubt")) } } }
-            tbody {
-                @for (city, outcome) in &nodes {
-                    tr {
-                        td { (city_name(&console, city, lang)) }
-                        @match outcome {
-                            Ok(count) => { td { "✓" } td.num { (count) } }
-                            Err(error) => { td.error { (error) } td {} }
-                        }
-                    }
-                }
-            }
-        }
-        @if !console.grafana_url.is_empty() {
-            p { a href=(console.grafana_url) { "Grafana" } }
-        }
-        h2 { (lang.t("in_doubt")) }
-        table #in-doubt {
-            thead { tr {
-                th scope="col" { (lang.t("settlement_id")) }
-                th scope="col" { (lang.t("institution")) }
-                th scope="col" { (lang.t("settled_at")) }
-                th scope="col" { (lang.t("trace")) }
-            } }
-            tbody {
-                @for settlement in &in_doubt {
-                    tr {
-                        td { a href=(format!("/settlements/{}", settlement.settlement_id)) { (settlement.settlement_id) } }
-                        td { (settlement.institution_code) }
-                        td { (text::cst(settlement.settled_at.as_ref())) }
-                        td {
-                            @if settlement.trace_id.is_empty() { (lang.t("none")) }
-                            @else { a href=(console.trace_url_template.replace("{trace_id}", &settlement.trace_id)) { (settlement.trace_id) } }
-                        }
-                    }
-                }
-            }
-        }
-    };
-    signed.page(lang.t("operator"), body).into_response()
-}
-
-async fn in_doubt_at(
+/// The settlements of `city` settled from `from` to `to` and not completed (in doubt), every
+/// institution's, for the overview and the operators' page.
+pub(crate) async fn in_doubt_at(
     console: &Shared,
     signed: &Signed,
     city: CityCode,

@@ -149,10 +149,11 @@ acting!(|_| Caller::Node(Owner::City(own_city())) =>
     ledger::GetJournalDigestRequest,
     ledger::VerifyJournalRequest,
 );
-// The clearing house's staff may reconcile any scope and close a month.
+// The clearing house's staff may reconcile any scope, close a month and read every city's days.
 acting!(|_| Caller::Bureau(Owner::ClearingHouse) =>
     ledger::ReconcileTotalsRequest,
     ledger::CloseClearingPeriodRequest,
+    ledger::GetDailyActivityRequest,
 );
 acting!(|r| bureau_of(&r.treatment_city), aim |r| aim_city(&mut r.treatment_city) =>
     ledger::ListClearingDetailsRequest,

@@ -564,6 +564,14 @@ pub fn all() -> Vec<Target> {
             confirm_clearing_statement,
             ledger::ConfirmClearingStatementRequest
         ),
+        target!(
+            "ledger",
+            "GetDailyActivity",
+            ledger,
+            LedgerService,
+            get_daily_activity,
+            ledger::GetDailyActivityRequest
+        ),
     ]
 }
 

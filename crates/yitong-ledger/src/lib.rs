@@ -15,6 +15,7 @@
 //! them; every entry balances and is chained to the one before.
 
 pub mod account;
+mod activity;
 mod append;
 pub mod balance;
 mod book;

@@ -175,6 +175,20 @@ impl Filter {
     }
 }
 
+/// What identifies a detail run's question, whatever its message id, echo mode, resume point
+/// or operator: SHA-256 (hex) of the header with those cleared. A resume must ask the same, and
+/// the overview finds a day's runs by it (`activity`).
+pub(crate) fn run_digest(header: &pb::ReconcileDetailsHeader) -> String {
+    let what = pb::ReconcileDetailsHeader {
+        message_id: String::new(),
+        breaks_only: false,
+        resume_token: String::new(),
+        operator_id: String::new(),
+        ..header.clone()
+    };
+    to_hex(&Sha256::digest(prost::Message::encode_to_vec(&what)).into())
+}
+
 /// A value bound to a query.
 enum Bind {
     Int(i64),
@@ -659,14 +673,7 @@ impl TryFrom<pb::ReconcileDetailsHeader> for Header {
                 format!("must be at most {IDENTIFIER_CHARS_MAX} characters"),
             ));
         }
-        let what = pb::ReconcileDetailsHeader {
-            message_id: String::new(),
-            breaks_only: false,
-            resume_token: String::new(),
-            operator_id: String::new(),
-            ..header.clone()
-        };
-        let digest = to_hex(&Sha256::digest(prost::Message::encode_to_vec(&what)).into());
+        let digest = run_digest(&header);
         Ok(Header {
             message_id,
             filter,
@@ -1137,7 +1144,7 @@ fn hex(bytes: &[u8]) -> String {
     hex::encode(bytes)
 }
 
-fn from_hex(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn from_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }

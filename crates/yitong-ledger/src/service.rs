@@ -22,6 +22,7 @@ use yitong_store::{Store, now_ms};
 
 use crate::LedgerError;
 use crate::account::{AccountId, AccountKind, chart};
+use crate::activity;
 use crate::append::{Appender, EXPIRIES_PER_SWEEP_MAX};
 use crate::balance::{Balance, Prepaid};
 use crate::book::{self, Known};
@@ -969,6 +970,28 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
                 async |appender| clearing::confirm_statement(appender.conn(), &request).await,
             )
             .await?;
+        Ok(Response::new(reply))
+    }
+
+    async fn get_daily_activity(
+        &self,
+        request: Request<pb::GetDailyActivityRequest>,
+    ) -> Result<Response<pb::GetDailyActivityResponse>, Status> {
+        // The cities are named in the request, so one the caller may not see refuses the
+        // request, before anything is read; the pairs reported are those of the named cities.
+        let caller = Caller::of(&request);
+        let request = request.into_inner();
+        let parsed = activity::ActivityRequest::try_from(&request).map_err(LedgerError::from)?;
+        for city in &request.cities {
+            read_city(&caller, city)?;
+        }
+        let mut conn = self
+            .store
+            .pool()
+            .acquire()
+            .await
+            .map_err(LedgerError::from)?;
+        let reply = activity::read(&mut conn, &self.network, &parsed, yitong_core::today()).await?;
         Ok(Response::new(reply))
     }
 

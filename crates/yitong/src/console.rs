@@ -105,6 +105,10 @@ struct ServeConsoleArgs {
     /// Grafana's address, linked from the operations page.
     #[arg(long, env = "YITONG_GRAFANA_URL", default_value = "")]
     grafana_url: String,
+    /// A node's Prometheus endpoint (http://host:port/metrics), scraped by the operations page
+    /// for call rates; repeat it for every process of the network.
+    #[arg(long = "metrics-url")]
+    metrics_urls: Vec<String>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -158,6 +162,7 @@ async fn serve(args: ServeConsoleArgs) -> anyhow::Result<()> {
         staff,
         args.trace_url_template,
         args.grafana_url,
+        args.metrics_urls,
     );
     println!("Console: http://{}/", listener.local_addr()?);
     yitong_console::serve(console, listener, crate::config::shutdown_signal()).await?;
@@ -171,6 +176,7 @@ pub fn console(
     staff: StaffStore,
     trace_url_template: String,
     grafana_url: String,
+    metrics_urls: Vec<String>,
 ) -> Arc<Console> {
     Arc::new(Console {
         connect: Arc::new(NetworkConnect::new(network.clone(), credentials)),
@@ -180,6 +186,8 @@ pub fn console(
         sign_in: Default::default(),
         trace_url_template,
         grafana_url,
+        metrics_urls,
+        scrapes: Default::default(),
     })
 }
 

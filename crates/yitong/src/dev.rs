@@ -179,6 +179,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             staff,
             yitong_console::DEFAULT_TRACE_URL_TEMPLATE.to_owned(),
             String::new(),
+            vec![metrics_url.clone()],
         );
         let stop = running.shutdown_token();
         tokio::spawn(yitong_console::serve(console, listener, async move {

@@ -39,7 +39,7 @@ impl SettlementNode {
                 id,
             });
         }
-        decode(&row.record, "settlement record")
+        read_out(&row)
     }
 
     pub(super) async fn list_settlements(
@@ -66,15 +66,23 @@ impl SettlementNode {
             }
             _ => String::new(),
         };
-        let settlements = rows
-            .iter()
-            .map(|row| decode(&row.record, "settlement record"))
-            .collect::<Result<_, _>>()?;
+        let settlements = rows.iter().map(read_out).collect::<Result<_, _>>()?;
         Ok(pb::ListSettlementsResponse {
             settlements,
             next_page_token,
         })
     }
+}
+
+/// A recorded settlement as the reads give it: the record, with the recovery sweep's last
+/// failure while it is in doubt.
+fn read_out(row: &repo::SettlementRow) -> Result<pb::Settlement, TreatmentError> {
+    let mut settlement: pb::Settlement = decode(&row.record, "settlement record")?;
+    if settlement.completed_at.is_none() {
+        settlement.last_error = row.last_error.clone();
+        settlement.completion_attempts = u32::try_from(row.attempts.max(0)).unwrap_or(u32::MAX);
+    }
+    Ok(settlement)
 }
 
 impl SettlementNode {

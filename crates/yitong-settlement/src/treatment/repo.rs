@@ -381,6 +381,8 @@ pub struct SettlementRow {
     pub void_reason: String,
     /// The recovery sweep's failed attempts at this row.
     pub attempts: i64,
+    /// The recovery sweep's last failure at this row; empty once it completed.
+    pub last_error: String,
 }
 
 impl SettlementRow {
@@ -407,6 +409,7 @@ impl SettlementRow {
             settled_at_ms: row.try_get("settled_at_ms")?,
             void_reason: row.try_get("void_reason")?,
             attempts: row.try_get("attempts")?,
+            last_error: row.try_get("last_error")?,
         })
     }
 }

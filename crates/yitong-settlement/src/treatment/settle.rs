@@ -472,6 +472,9 @@ impl SettlementNode {
             // goes from the settlement to every span of every city it touched.
             trace_id: yitong_telemetry::current_trace_id().unwrap_or_default(),
             operator_id: input.operator_id.clone(),
+            // Read-time fields, never recorded.
+            last_error: String::new(),
+            completion_attempts: 0,
         };
         let row = SettlementRow {
             settlement_id,
