@@ -325,14 +325,16 @@ fn funds_table(console: &Shared, funds: &[PrepaidFund], lang: Lang) -> Markup {
     }
 }
 
-/// A line per series over the days of the month, an optional dashed threshold, the y axis
-/// labelled at zero and at the top with `label`.
+/// One line of a chart.
 struct Series {
+    /// What the legend calls it.
     name: String,
     /// One value per day from the first; fewer when the month is not over.
     values: Vec<i64>,
 }
 
+/// A line per series over the `days` of the month, an optional dashed threshold, the y axis
+/// labelled at zero (and the lowest value, when negative) and at the top with `label`.
 fn line_chart(
     id: &str,
     title: &str,
