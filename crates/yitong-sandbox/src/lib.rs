@@ -1,6 +1,8 @@
 //! The sandbox: the whole network (four pilot cities and the clearing house) started in-process
 //! on ports the kernel picks, against a fresh SQLite directory or a fresh PostgreSQL database,
-//! with typed clients for every service.
+//! with typed clients for every service. A test may start a network file of its own instead
+//! ([`Sandbox::start_network`]: the seeds' with every city enabled, say), seeded into fresh
+//! stores from the same seed files.
 //!
 //! Every end-to-end test runs through it, on both databases ([`network_test!`]). PostgreSQL is
 //! found at `DATABASE_URL`, else at `postgres://postgres@127.0.0.1:5432/postgres`; when none can

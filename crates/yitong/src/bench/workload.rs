@@ -140,6 +140,9 @@ impl Population {
             };
             hospitals.entry(city).or_default().push(row.code);
         }
+        // The seed files hold every city of the network file, enabled or not: only the running
+        // cities' hospitals are drawn from (and hold keys).
+        hospitals.retain(|city, _| cities.contains(city));
         // Items by code: whether a drug, and the cap of each city that holds it open-ended.
         let mut held: BTreeMap<String, (bool, HashMap<CityCode, i64>)> = BTreeMap::new();
         for row in read_csv::<ItemRow>(&seeds.join("catalog_items.csv"))? {
