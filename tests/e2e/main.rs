@@ -11,6 +11,7 @@ mod console;
 mod crash;
 mod dates;
 mod dev;
+mod disease;
 mod filing;
 mod foundation;
 mod hostile;

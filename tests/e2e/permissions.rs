@@ -78,6 +78,10 @@ const TABLE: &[(&str, &[&str])] = &[
     ("CheckBenefit", &["his"]),
     ("GetRunningTotals", &["his"]),
     ("QueryFilings", &["his"]),
+    ("QueryCertifications", &["his"]),
+    ("Certify", &["bureau"]),
+    ("CancelCertification", &["bureau"]),
+    ("ListCertifications", &["bureau", "node", "node_far"]),
     ("FileFiling", &["bureau"]),
     ("CancelFiling", &["bureau"]),
     ("ListFilings", &["bureau", "node", "node_far"]),
@@ -153,6 +157,7 @@ const READS: &[&str] = &[
     "ListSettlements",
     "ListFilings",
     "GetFilingPolicy",
+    "ListCertifications",
     "LookupTransfers",
     "GetBalances",
     "GetJournalDigest",
@@ -415,6 +420,38 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
                 message_id,
                 institution_code: HIS.into(),
                 ..Default::default()
+            }
+        ),
+        "QueryCertifications" => unary!(
+            caller.settlement(ZIBO),
+            query_certifications,
+            settlement::QueryCertificationsRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "Certify" => unary!(
+            caller.certification(ZIBO),
+            certify,
+            settlement::CertifyRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "CancelCertification" => unary!(
+            caller.certification(ZIBO),
+            cancel_certification,
+            settlement::CancelCertificationRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "ListCertifications" => unary!(
+            caller.certification(ZIBO),
+            list_certifications,
+            settlement::ListCertificationsRequest {
+                person_no: format!("{ZIBO}{:010}", 1)
             }
         ),
         "FileFiling" => unary!(

@@ -114,6 +114,7 @@ acting!(|r| institution(&r.institution_code), aim |r| aim_institution(&mut r.ins
     settlement::CheckBenefitRequest,
     settlement::GetRunningTotalsRequest,
     settlement::QueryFilingsRequest,
+    settlement::QueryCertificationsRequest,
 );
 acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
     identity::IssueCardRequest,
@@ -133,6 +134,9 @@ acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
     settlement::ListFilingsRequest,
     settlement::SetFilingPolicyRequest,
     settlement::GetFilingPolicyRequest,
+    settlement::CertifyRequest,
+    settlement::CancelCertificationRequest,
+    settlement::ListCertificationsRequest,
 );
 acting!(|_| Caller::Node(Owner::City(own_city())) =>
     identity::MoveAccountRequest,

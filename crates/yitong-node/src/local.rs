@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
 use yitong_core::{CityCode, Network, Owner, Service};
 use yitong_rpc::CallLimits;
-use yitong_settlement::benefit::seed_filing_policies;
+use yitong_settlement::benefit::{seed_disease_policies, seed_filing_policies};
 
 use crate::shed::ShedLimits;
 use crate::{Security, SecurityError, ServeError};
@@ -257,6 +257,13 @@ impl LocalNetwork {
                         .await
                         .map_err(|source| NodeError::Seed {
                             what: "filing policy",
+                            owner: city.to_string(),
+                            source: source.into(),
+                        })?;
+                    seed_disease_policies(store, &seeds.disease_policies_of(city))
+                        .await
+                        .map_err(|source| NodeError::Seed {
+                            what: "disease policy",
                             owner: city.to_string(),
                             source: source.into(),
                         })?;

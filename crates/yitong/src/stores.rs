@@ -96,6 +96,11 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                     &seeds.filing_policies_of(city),
                 )
                 .await?
+                    + yitong_settlement::benefit::seed_disease_policies(
+                        &store,
+                        &seeds.disease_policies_of(city),
+                    )
+                    .await?
             }
             Service::Ledger => 0,
         };
