@@ -10,7 +10,10 @@ use std::str::FromStr;
 use tonic::Code;
 use yitong_core::Amount;
 use yitong_proto::identity::v1::InsuranceType;
-use yitong_proto::ledger::v1::ClearingType;
+use yitong_proto::ledger::v1::{
+    ClearingType, ReconcileTotalsRequest, ReconciliationResult, ReconciliationScope,
+    ReconciliationTotals, reconciliation_scope::Subject,
+};
 use yitong_proto::settlement::v1::{
     BenefitRefusalReason as Reason, CancelCertificationRequest, Certification, CertificationStatus,
     CertifyRequest, CheckBenefitRequest, DiseaseTotals, GetRunningTotalsRequest, MedicalType,
@@ -23,6 +26,39 @@ use crate::settlement::{
     visit_lines,
 };
 use crate::support::{assert_invalid, assert_refused};
+
+/// Zibo's bureau reconciles its day's settlements of one clearing type (3201) against the
+/// ledger, submitting `submitted`: the ledger's own totals and the result.
+async fn reconcile(
+    net: &Sandbox,
+    message_id: &str,
+    clearing_type: ClearingType,
+    submitted: ReconciliationTotals,
+) -> (ReconciliationResult, ReconciliationTotals) {
+    let today = yitong_core::today().to_string();
+    let reply = net
+        .bureau(ZIBO)
+        .ledger()
+        .reconcile_totals(ReconcileTotalsRequest {
+            message_id: message_id.into(),
+            scope: Some(ReconciliationScope {
+                subject: Some(Subject::TreatmentCity(ZIBO.into())),
+            }),
+            insurance_type: 0,
+            clearing_type: clearing_type as i32,
+            from_date: today.clone(),
+            to_date: today,
+            totals: Some(submitted),
+            operator_id: "zibo-bureau-1".into(),
+        })
+        .await
+        .expect("reconciled")
+        .into_inner();
+    (
+        ReconciliationResult::try_from(reply.result).expect("a result"),
+        reply.ledger.expect("the ledger's totals"),
+    )
+}
 
 /// Hypertension, in the national catalog of diseases settled across provinces.
 const HYPERTENSION: &str = "M03900";
@@ -172,7 +208,8 @@ network_test! {
     /// once Jinan's bureau certifies the person for hypertension at that hospital, the check is
     /// clean and the visit settles under Jinan's hypertension policy (its ratio, its annual
     /// quota), clearing type 14, the fund itemised in one 310100 line that names the disease and
-    /// sums to the fund pay; the disease's quota moves and the ordinary totals do not; a
+    /// sums to the fund pay; the day's reconciliation (3201) of clearing type 14 matches it and
+    /// that of type 11 holds none; the disease's quota moves and the ordinary totals do not; a
     /// cancellation gives the quota back.
     async fn a_certified_disease_visit_settles_elsewhere_against_its_quota(net) {
         assert_eq!(check_reasons(net, 1, HYPERTENSION).await, [Reason::NotCertified]);
@@ -207,6 +244,26 @@ network_test! {
         assert_eq!((payment.fund_pay_type.as_str(), payment.disease_code.as_str()), ("310100", HYPERTENSION));
         assert_eq!(payment.amount, split.fund_pay);
         assert_eq!(fen(&split.annual_cap_left), fen(HYPERTENSION_QUOTA) - fen(&split.fund_pay));
+
+        // The day's reconciliation by clearing type (3201): the visit is clearing type 14, with
+        // its fund pay; none of Zibo's settlements today is an ordinary outpatient one.
+        let submitted = ReconciliationTotals {
+            count: 1,
+            total_amount: split.total_amount.clone(),
+            fund_pay: split.fund_pay.clone(),
+            account_pay: split.account_pay.clone(),
+            cash_pay: split.cash_pay.clone(),
+        };
+        let (result, ledger) = reconcile(net, "RT-14", ClearingType::ChronicDisease, submitted.clone()).await;
+        assert_eq!((result, ledger), (ReconciliationResult::Matched, submitted));
+        let (_, ordinary) = reconcile(net, "RT-11", ClearingType::Outpatient, ReconciliationTotals {
+            count: 0,
+            total_amount: "0.00".into(),
+            fund_pay: "0.00".into(),
+            account_pay: "0.00".into(),
+            cash_pay: "0.00".into(),
+        }).await;
+        assert_eq!(ordinary.count, 0, "{ordinary:?}");
 
         let (ordinary_after, line) = totals(net, 1).await;
         assert!(line.certified);
