@@ -9,6 +9,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use std::str::FromStr;
 use tonic::Code;
 use yitong_core::Amount;
+use yitong_proto::catalog::v1::ListDiseasesRequest;
 use yitong_proto::identity::v1::InsuranceType;
 use yitong_proto::ledger::v1::{
     ClearingType, ReconcileTotalsRequest, ReconciliationResult, ReconciliationScope,
@@ -212,6 +213,11 @@ network_test! {
     /// that of type 11 holds none; the disease's quota moves and the ordinary totals do not; a
     /// cancellation gives the quota back.
     async fn a_certified_disease_visit_settles_elsewhere_against_its_quota(net) {
+        // The disease catalog (1309), as the treatment city's catalog serves it to the HIS.
+        let catalog = net.his(&hospital(ZIBO)).catalog(ZIBO).list_diseases(ListDiseasesRequest {}).await.expect("listed").into_inner().diseases;
+        let codes: Vec<&str> = catalog.iter().map(|disease| disease.code.as_str()).collect();
+        assert_eq!(codes, ["M00500", "M01600", "M03900", "M07801", "M08300"]);
+        assert_eq!(catalog[2].name, "高血压");
         assert_eq!(check_reasons(net, 1, HYPERTENSION).await, [Reason::NotCertified]);
         let visit = disease_visit(net, "d1", 1, HYPERTENSION).await;
         let refused = settle(net, "S-d1-uncertified", &visit, 1).await.unwrap_err();

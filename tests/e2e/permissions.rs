@@ -65,6 +65,10 @@ const TABLE: &[(&str, &[&str])] = &[
         "ListInstitutions",
         &["his", "his_peer", "bureau", "node", "node_far", "operator"],
     ),
+    (
+        "ListDiseases",
+        &["his", "his_peer", "bureau", "node", "node_far", "operator"],
+    ),
     ("RegisterVisit", &["his"]),
     ("CancelVisit", &["his"]),
     ("UploadFeeLines", &["his"]),
@@ -154,6 +158,7 @@ const READS: &[&str] = &[
     "DownloadCatalog",
     "GetInstitution",
     "ListInstitutions",
+    "ListDiseases",
     "ListSettlements",
     "ListFilings",
     "GetFilingPolicy",
@@ -301,6 +306,11 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
                 page_size: 10,
                 ..Default::default()
             }
+        ),
+        "ListDiseases" => unary!(
+            caller.catalog(ZIBO),
+            list_diseases,
+            catalog::ListDiseasesRequest {}
         ),
         "RegisterVisit" => unary!(
             caller.settlement(ZIBO),

@@ -73,6 +73,7 @@ pub const MATRIX: &[(&str, &str, &[Grant])] = &[
     (CATALOG, "UpsertPolicy", BUREAU_WRITES),
     (CATALOG, "GetInstitution", REFERENCE_READS),
     (CATALOG, "ListInstitutions", REFERENCE_READS),
+    (CATALOG, "ListDiseases", REFERENCE_READS),
     (SETTLEMENT, "RegisterVisit", HIS_AT_THE_COUNTER),
     (SETTLEMENT, "CancelVisit", HIS_AT_THE_COUNTER),
     (SETTLEMENT, "UploadFeeLines", HIS_AT_THE_COUNTER),
@@ -210,7 +211,7 @@ mod tests {
             assert!(seen.insert((service, method)), "{service}/{method} twice");
             assert!(!grants.is_empty(), "{service}/{method} admits no one");
         }
-        assert_eq!(MATRIX.len(), 59);
+        assert_eq!(MATRIX.len(), 60);
     }
 
     // Owners matter: Zibo's bureau may not write Jinan's cards, an HIS may not call the

@@ -129,6 +129,7 @@ acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
     catalog::UpsertPolicyRequest,
     catalog::GetInstitutionRequest,
     catalog::ListInstitutionsRequest,
+    catalog::ListDiseasesRequest,
     settlement::FileFilingRequest,
     settlement::CancelFilingRequest,
     settlement::ListFilingsRequest,

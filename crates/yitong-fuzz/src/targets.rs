@@ -253,6 +253,14 @@ pub fn all() -> Vec<Target> {
             catalog::ListInstitutionsRequest
         ),
         target!(
+            "catalog",
+            "ListDiseases",
+            catalog,
+            CatalogService,
+            list_diseases,
+            catalog::ListDiseasesRequest
+        ),
+        target!(
             "settlement",
             "RegisterVisit",
             settlement,
