@@ -67,6 +67,7 @@ fn claim(in_scope: &str, use_account: bool) -> BenefitClaim {
             in_scope_amount: in_scope.into(),
         }),
         use_personal_account: use_account,
+        disease_code: String::new(),
     }
 }
 

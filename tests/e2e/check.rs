@@ -34,6 +34,7 @@ fn check_request(institution: &str, city: &str, n: u32) -> CheckBenefitRequest {
         medical_type: MedicalType::Outpatient as i32,
         service_date: String::new(),
         operator_id: "op1".into(),
+        disease_code: String::new(),
     }
 }
 
@@ -188,6 +189,7 @@ network_test! {
             hospital_level: 3,
             treatment_city: ZIBO.into(),
             institution_code: hospital(ZIBO),
+            disease_code: String::new(),
         };
         net.node(ZIBO).benefit(JINAN).get_totals(ask.clone()).await.expect("Zibo's node, for a Zibo hospital");
         let as_dongying = GetTotalsRequest { treatment_city: DONGYING.into(), institution_code: hospital(DONGYING), ..ask };

@@ -149,6 +149,7 @@ fn check_request(n: u32) -> CheckBenefitRequest {
         medical_type: MedicalType::Outpatient as i32,
         service_date: String::new(),
         operator_id: "op1".into(),
+        disease_code: String::new(),
     }
 }
 

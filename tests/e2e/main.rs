@@ -12,6 +12,7 @@ mod console;
 mod crash;
 mod dates;
 mod dev;
+mod disease;
 mod filing;
 mod foundation;
 mod hostile;

@@ -65,6 +65,10 @@ const TABLE: &[(&str, &[&str])] = &[
         "ListInstitutions",
         &["his", "his_peer", "bureau", "node", "node_far", "operator"],
     ),
+    (
+        "ListDiseases",
+        &["his", "his_peer", "bureau", "node", "node_far", "operator"],
+    ),
     ("RegisterVisit", &["his"]),
     ("CancelVisit", &["his"]),
     ("UploadFeeLines", &["his"]),
@@ -78,6 +82,10 @@ const TABLE: &[(&str, &[&str])] = &[
     ("CheckBenefit", &["his"]),
     ("GetRunningTotals", &["his"]),
     ("QueryFilings", &["his"]),
+    ("QueryCertifications", &["his"]),
+    ("Certify", &["bureau"]),
+    ("CancelCertification", &["bureau"]),
+    ("ListCertifications", &["bureau", "node", "node_far"]),
     ("FileFiling", &["bureau"]),
     ("CancelFiling", &["bureau"]),
     ("ListFilings", &["bureau", "node", "node_far"]),
@@ -151,9 +159,11 @@ const READS: &[&str] = &[
     "DownloadCatalog",
     "GetInstitution",
     "ListInstitutions",
+    "ListDiseases",
     "ListSettlements",
     "ListFilings",
     "GetFilingPolicy",
+    "ListCertifications",
     "LookupTransfers",
     "GetBalances",
     "GetJournalDigest",
@@ -299,6 +309,11 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
                 ..Default::default()
             }
         ),
+        "ListDiseases" => unary!(
+            caller.catalog(ZIBO),
+            list_diseases,
+            catalog::ListDiseasesRequest {}
+        ),
         "RegisterVisit" => unary!(
             caller.settlement(ZIBO),
             register_visit,
@@ -417,6 +432,38 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
                 message_id,
                 institution_code: HIS.into(),
                 ..Default::default()
+            }
+        ),
+        "QueryCertifications" => unary!(
+            caller.settlement(ZIBO),
+            query_certifications,
+            settlement::QueryCertificationsRequest {
+                message_id,
+                institution_code: HIS.into(),
+                ..Default::default()
+            }
+        ),
+        "Certify" => unary!(
+            caller.certification(ZIBO),
+            certify,
+            settlement::CertifyRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "CancelCertification" => unary!(
+            caller.certification(ZIBO),
+            cancel_certification,
+            settlement::CancelCertificationRequest {
+                message_id,
+                ..Default::default()
+            }
+        ),
+        "ListCertifications" => unary!(
+            caller.certification(ZIBO),
+            list_certifications,
+            settlement::ListCertificationsRequest {
+                person_no: format!("{ZIBO}{:010}", 1)
             }
         ),
         "FileFiling" => unary!(

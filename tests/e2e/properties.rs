@@ -3,7 +3,10 @@
 //! deductible and cap left, the personal account) and every ledger balance exactly as before.
 //! Each case also draws the insured city's filing policy toward the treatment city and the
 //! person's filing (any kind, or none): the settlement is priced with the cut the policy gives,
-//! or refused NOT_FILED storing nothing.
+//! or refused NOT_FILED storing nothing. Some cases are chronic-disease visits (medical type
+//! 14) of a person the insured city certifies for the drawn disease: they settle against the
+//! disease's own totals, which the cancellation restores as exactly, and the fund itemised sums
+//! to the fund pay in every case.
 
 use std::collections::HashMap;
 
@@ -12,8 +15,9 @@ use proptest::test_runner::{Config, TestRunner};
 use yitong_core::Amount;
 use yitong_proto::ledger::v1::GetBalancesRequest;
 use yitong_proto::settlement::v1::{
-    BenefitClaim, CancelFilingRequest, ClaimAmounts, FileFilingRequest, FilingKind, FilingPolicy,
-    QuoteRequest, SetFilingPolicyRequest, SettleRequest, SettlementSplit, UnfiledVisit,
+    BenefitClaim, CancelCertificationRequest, CancelFilingRequest, CertifyRequest, ClaimAmounts,
+    FileFilingRequest, FilingKind, FilingPolicy, MedicalType, QuoteRequest, SetFilingPolicyRequest,
+    SettleRequest, SettlementSplit, UnfiledVisit,
 };
 use yitong_sandbox::{Database, PILOT_CITIES, Sandbox};
 
@@ -23,6 +27,8 @@ use crate::settlement::{
 
 /// Seeded persons whose insurance is active: employees 1, 2, 8 (with an account), residents 3, 4.
 const ENTITLED: [u32; 5] = [1, 2, 3, 4, 8];
+/// The five diseases of `seeds/diseases.csv`, which every pilot city's policy covers.
+const DISEASES: [&str; 5] = ["M03900", "M01600", "M00500", "M07801", "M08300"];
 /// Cases per database; each settles and cancels one visit through every service.
 const CASES: u32 = 12;
 
@@ -40,6 +46,15 @@ struct Case {
     /// (index into the treatment city's codes, quantity, unit price in millionths of a yuan:
     /// the six fraction digits of the national pric, as per-tablet prices come)
     lines: Vec<(usize, u32, i64)>,
+    /// A chronic-disease visit for this disease of `DISEASES`, the person certified for it;
+    /// an ordinary outpatient visit when absent.
+    disease: Option<usize>,
+}
+
+impl Case {
+    fn disease_code(&self) -> &'static str {
+        self.disease.map_or("", |index| DISEASES[index])
+    }
 }
 
 fn cases() -> impl Strategy<Value = Case> {
@@ -51,9 +66,10 @@ fn cases() -> impl Strategy<Value = Case> {
         0..3u8,
         prop::option::of(1..=6i32),
         prop::collection::vec((0..200usize, 1..=5u32, 1..=500_000_000i64), 1..=4),
+        prop::option::of(0..DISEASES.len()),
     )
         .prop_map(
-            |(treatment, insured, person, use_account, policy, filed, lines)| Case {
+            |(treatment, insured, person, use_account, policy, filed, lines, disease)| Case {
                 treatment,
                 insured,
                 person,
@@ -61,6 +77,7 @@ fn cases() -> impl Strategy<Value = Case> {
                 policy,
                 filed,
                 lines,
+                disease,
             },
         )
 }
@@ -103,6 +120,7 @@ async fn totals(net: &Sandbox, case: &Case) -> (String, String, String) {
             in_scope_amount: "1.00".into(),
         }),
         use_personal_account: true,
+        disease_code: case.disease_code().into(),
     };
     // Asked as the treatment city's node: a node quotes only claims treated in its own city.
     let split: SettlementSplit = net
@@ -215,6 +233,27 @@ async fn settle_then_cancel(
 ) {
     let (treatment, insured) = (PILOT_CITIES[case.treatment], PILOT_CITIES[case.insured]);
     let (cut, filing) = file(net, case, tag).await;
+    let certification = match case.disease {
+        Some(_) => Some(
+            net.bureau(insured)
+                .certification(insured)
+                .certify(CertifyRequest {
+                    message_id: format!("P-CT-{tag}"),
+                    person_no: format!("{insured}{:010}", case.person),
+                    disease_code: case.disease_code().into(),
+                    valid_from: yitong_core::today().to_string(),
+                    valid_until: yitong_core::today().to_string(),
+                    institution_codes: vec![],
+                })
+                .await
+                .expect("certified")
+                .into_inner()
+                .certification
+                .expect("certification")
+                .certification_id,
+        ),
+        None => None,
+    };
     // A quote of a visit the policy refuses is refused too: its totals are not read.
     let totals_before = match cut {
         Some(_) => Some(totals(net, case).await),
@@ -223,7 +262,11 @@ async fn settle_then_cancel(
     let balances_before = balances(net).await;
 
     let mut his = net.his_settlement(&hospital(treatment));
-    let register = register_request(&format!("P-R-{tag}"), treatment, insured, case.person);
+    let mut register = register_request(&format!("P-R-{tag}"), treatment, insured, case.person);
+    if case.disease.is_some() {
+        register.medical_type = MedicalType::ChronicDisease as i32;
+        register.disease_code = case.disease_code().into();
+    }
     let visit = his
         .register_visit(register)
         .await
@@ -274,6 +317,7 @@ async fn settle_then_cancel(
             balances_before,
             "a refusal moves nothing: {case:?}"
         );
+        cancel_certification(net, case, certification, tag).await;
         return;
     };
     let settlement = settled
@@ -292,6 +336,16 @@ async fn settle_then_cancel(
     assert_eq!(
         fen(&split.fund_pay) + fen(&split.account_pay) + fen(&split.cash_pay),
         total
+    );
+    assert_eq!(split.disease_code, case.disease_code(), "{case:?}");
+    assert_eq!(
+        split
+            .fund_payments
+            .iter()
+            .map(|payment| fen(&payment.amount))
+            .sum::<i64>(),
+        fen(&split.fund_pay),
+        "the fund itemised sums to the fund pay: {case:?}"
     );
     his.cancel_settlement(cancel_request(&format!("P-C-{tag}"), &settlement))
         .await
@@ -317,6 +371,24 @@ async fn settle_then_cancel(
             .await
             .expect("the filing is cancelled");
     }
+    cancel_certification(net, case, certification, tag).await;
+}
+
+/// Cancels the case's certification, if it has one, so a later case of the person may certify
+/// the same disease again.
+async fn cancel_certification(net: &Sandbox, case: &Case, certification: Option<String>, tag: u32) {
+    let Some(certification_id) = certification else {
+        return;
+    };
+    let insured = PILOT_CITIES[case.insured];
+    net.bureau(insured)
+        .certification(insured)
+        .cancel_certification(CancelCertificationRequest {
+            message_id: format!("P-CC-{tag}"),
+            certification_id,
+        })
+        .await
+        .expect("the certification is cancelled");
 }
 
 fn settle_then_cancel_restores_everything(database: Database) {

@@ -111,6 +111,7 @@ pub(crate) fn register_request(
         his_visit_no: format!("HIS-{message_id}"),
         diagnoses: vec![],
         operator_id: "op1".into(),
+        disease_code: String::new(),
     }
 }
 

@@ -764,6 +764,7 @@ fn register_request(message_id: &str, city: &str, patient: Patient) -> RegisterV
         his_visit_no: format!("HIS-{message_id}"),
         diagnoses: vec![],
         operator_id: "op1".into(),
+        disease_code: String::new(),
     }
 }
 

@@ -725,6 +725,7 @@ fn claim(treatment: &str, institution: &str) -> settlement::BenefitClaim {
             in_scope_amount: "1.00".into(),
         }),
         use_personal_account: false,
+        disease_code: String::new(),
     }
 }
 

@@ -89,6 +89,7 @@ pub async fn settle_visit(
             his_visit_no: format!("HIS-{tag}"),
             diagnoses: vec![],
             operator_id: "op1".into(),
+            disease_code: String::new(),
         })
         .await
         .expect("registered")

@@ -39,6 +39,7 @@ const CATALOG: &str = "yitong.catalog.v1.CatalogService";
 const SETTLEMENT: &str = "yitong.settlement.v1.SettlementService";
 const BENEFIT: &str = "yitong.settlement.v1.BenefitService";
 const FILING: &str = "yitong.settlement.v1.FilingService";
+const CERTIFICATION: &str = "yitong.settlement.v1.CertificationService";
 const LEDGER: &str = "yitong.ledger.v1.LedgerService";
 const AUDIT: &str = "yitong.audit.v1.AuditService";
 
@@ -72,6 +73,7 @@ pub const MATRIX: &[(&str, &str, &[Grant])] = &[
     (CATALOG, "UpsertPolicy", BUREAU_WRITES),
     (CATALOG, "GetInstitution", REFERENCE_READS),
     (CATALOG, "ListInstitutions", REFERENCE_READS),
+    (CATALOG, "ListDiseases", REFERENCE_READS),
     (SETTLEMENT, "RegisterVisit", HIS_AT_THE_COUNTER),
     (SETTLEMENT, "CancelVisit", HIS_AT_THE_COUNTER),
     (SETTLEMENT, "UploadFeeLines", HIS_AT_THE_COUNTER),
@@ -96,6 +98,8 @@ pub const MATRIX: &[(&str, &str, &[Grant])] = &[
     (SETTLEMENT, "GetRunningTotals", HIS_AT_THE_COUNTER),
     // The 5304-style filing query: the treatment city's node asks the insured city's.
     (SETTLEMENT, "QueryFilings", HIS_AT_THE_COUNTER),
+    // The 5301 certification query: the treatment city's node asks the insured city's.
+    (SETTLEMENT, "QueryCertifications", HIS_AT_THE_COUNTER),
     (BENEFIT, "Quote", NODES_ONLY),
     (BENEFIT, "Reserve", NODES_ONLY),
     (BENEFIT, "Post", NODES_ONLY),
@@ -108,6 +112,10 @@ pub const MATRIX: &[(&str, &str, &[Grant])] = &[
     (FILING, "ListFilings", &[OwnBureau, CityNode]),
     (FILING, "SetFilingPolicy", BUREAU_WRITES),
     (FILING, "GetFilingPolicy", &[OwnBureau, CityNode]),
+    // The insured city's chronic-disease certifications (2503 / 2504 / 5301): as filings.
+    (CERTIFICATION, "Certify", BUREAU_WRITES),
+    (CERTIFICATION, "CancelCertification", BUREAU_WRITES),
+    (CERTIFICATION, "ListCertifications", &[OwnBureau, CityNode]),
     (LEDGER, "CreateTransfers", NODES_ONLY),
     (LEDGER, "PostPendingTransfers", NODES_ONLY),
     (LEDGER, "VoidPendingTransfers", NODES_ONLY),
@@ -205,7 +213,7 @@ mod tests {
             assert!(seen.insert((service, method)), "{service}/{method} twice");
             assert!(!grants.is_empty(), "{service}/{method} admits no one");
         }
-        assert_eq!(MATRIX.len(), 56);
+        assert_eq!(MATRIX.len(), 61);
     }
 
     // Owners matter: Zibo's bureau may not write Jinan's cards, an HIS may not call the

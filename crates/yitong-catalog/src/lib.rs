@@ -7,6 +7,7 @@
 //! node for another city's policies and institutions (`routing`).
 
 mod catalog;
+mod diseases;
 mod error;
 mod institutions;
 mod item;
@@ -18,6 +19,7 @@ mod routing;
 mod service;
 
 pub use catalog::seed_items;
+pub use diseases::seed_diseases;
 pub use error::{CatalogError, Refusal};
 pub use institutions::{SeedInstitution, seed_institutions};
 pub use item::{Grade, Item, ItemCode, ItemKind, ItemParts};

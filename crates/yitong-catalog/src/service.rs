@@ -434,6 +434,18 @@ impl pb::catalog_service_server::CatalogService for CatalogNode {
         ))
     }
 
+    async fn list_diseases(
+        &self,
+        _request: Request<pb::ListDiseasesRequest>,
+    ) -> Result<Response<pb::ListDiseasesResponse>, Status> {
+        let diseases = crate::diseases::list(&self.store)
+            .await?
+            .into_iter()
+            .map(|(code, name)| pb::Disease { code, name })
+            .collect();
+        Ok(Response::new(pb::ListDiseasesResponse { diseases }))
+    }
+
     async fn list_institutions(
         &self,
         request: Request<pb::ListInstitutionsRequest>,

@@ -114,6 +114,7 @@ acting!(|r| institution(&r.institution_code), aim |r| aim_institution(&mut r.ins
     settlement::CheckBenefitRequest,
     settlement::GetRunningTotalsRequest,
     settlement::QueryFilingsRequest,
+    settlement::QueryCertificationsRequest,
 );
 acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
     identity::IssueCardRequest,
@@ -128,11 +129,15 @@ acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
     catalog::UpsertPolicyRequest,
     catalog::GetInstitutionRequest,
     catalog::ListInstitutionsRequest,
+    catalog::ListDiseasesRequest,
     settlement::FileFilingRequest,
     settlement::CancelFilingRequest,
     settlement::ListFilingsRequest,
     settlement::SetFilingPolicyRequest,
     settlement::GetFilingPolicyRequest,
+    settlement::CertifyRequest,
+    settlement::CancelCertificationRequest,
+    settlement::ListCertificationsRequest,
 );
 acting!(|_| Caller::Node(Owner::City(own_city())) =>
     identity::MoveAccountRequest,

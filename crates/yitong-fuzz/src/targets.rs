@@ -14,7 +14,8 @@ use yitong_proto::identity::v1::{self as identity, identity_service_server::Iden
 use yitong_proto::ledger::v1::{self as ledger, ledger_service_server::LedgerService};
 use yitong_proto::settlement::v1::{
     self as settlement, benefit_service_server::BenefitService,
-    filing_service_server::FilingService, settlement_service_server::SettlementService,
+    certification_service_server::CertificationService, filing_service_server::FilingService,
+    settlement_service_server::SettlementService,
 };
 
 use crate::callers::Acting;
@@ -252,6 +253,14 @@ pub fn all() -> Vec<Target> {
             catalog::ListInstitutionsRequest
         ),
         target!(
+            "catalog",
+            "ListDiseases",
+            catalog,
+            CatalogService,
+            list_diseases,
+            catalog::ListDiseasesRequest
+        ),
+        target!(
             "settlement",
             "RegisterVisit",
             settlement,
@@ -354,6 +363,38 @@ pub fn all() -> Vec<Target> {
             SettlementService,
             query_filings,
             settlement::QueryFilingsRequest
+        ),
+        target!(
+            "settlement",
+            "QueryCertifications",
+            settlement,
+            SettlementService,
+            query_certifications,
+            settlement::QueryCertificationsRequest
+        ),
+        target!(
+            "certification",
+            "Certify",
+            benefit,
+            CertificationService,
+            certify,
+            settlement::CertifyRequest
+        ),
+        target!(
+            "certification",
+            "CancelCertification",
+            benefit,
+            CertificationService,
+            cancel_certification,
+            settlement::CancelCertificationRequest
+        ),
+        target!(
+            "certification",
+            "ListCertifications",
+            benefit,
+            CertificationService,
+            list_certifications,
+            settlement::ListCertificationsRequest
         ),
         target!(
             "filing",

@@ -13,7 +13,7 @@ fn every_rpc_survives_hostile_requests() {
         .unwrap_or(200);
     let (runtime, harness, schema, _dir) = yitong_fuzz::start();
     let targets = yitong_fuzz::targets::all();
-    assert_eq!(targets.len(), 55, "one target per RPC");
+    assert_eq!(targets.len(), 60, "one target per RPC");
     let mut failures = Vec::new();
     for target in &targets {
         match yitong_fuzz::run(&runtime, &harness, &schema, target, cases, 7) {

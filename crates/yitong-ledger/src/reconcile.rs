@@ -146,11 +146,11 @@ impl Filter {
         };
         let clearing_type = match clearing_type {
             0 => None,
-            11 | 41 => Some(i64::from(clearing_type)),
+            11 | 14 | 41 => Some(i64::from(clearing_type)),
             _ => {
                 return Err(Invalid::new(
                     "clearing_type",
-                    "must be unspecified, OUTPATIENT (11) or PHARMACY (41)",
+                    "must be unspecified, OUTPATIENT (11), CHRONIC_DISEASE (14) or PHARMACY (41)",
                 ));
             }
         };

@@ -226,13 +226,15 @@ impl TryFrom<pb::SettlementRecord> for SettlementRecord {
             }
         };
         let clearing_type = match pb::ClearingType::try_from(record.clearing_type) {
-            Ok(pb::ClearingType::Outpatient | pb::ClearingType::Pharmacy) => {
-                i64::from(record.clearing_type)
-            }
+            Ok(
+                pb::ClearingType::Outpatient
+                | pb::ClearingType::ChronicDisease
+                | pb::ClearingType::Pharmacy,
+            ) => i64::from(record.clearing_type),
             _ => {
                 return Err(Invalid::new(
                     "clearing_type",
-                    "must be OUTPATIENT (11) or PHARMACY (41)",
+                    "must be OUTPATIENT (11), CHRONIC_DISEASE (14) or PHARMACY (41)",
                 ));
             }
         };

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
+use yitong_catalog::{CatalogNode, seed_diseases, seed_institutions, seed_items, seed_policies};
 use yitong_core::{CityCode, Network, Owner, Service};
 use yitong_rpc::CallLimits;
-use yitong_settlement::benefit::seed_filing_policies;
+use yitong_settlement::benefit::{seed_disease_policies, seed_filing_policies};
 
 use crate::shed::ShedLimits;
 use crate::{Security, SecurityError, ServeError};
@@ -245,6 +245,9 @@ impl LocalNetwork {
                     seed_policies(store, city, &seeds.policies_of(city))
                         .await
                         .map_err(seed_error("policy"))?;
+                    seed_diseases(store, &seeds.diseases)
+                        .await
+                        .map_err(seed_error("disease"))?;
                 }
                 // A peer endpoint that is not a URL is a malformed network file.
                 let node = CatalogNode::new(city, store.clone(), network.clone(), access)
@@ -257,6 +260,13 @@ impl LocalNetwork {
                         .await
                         .map_err(|source| NodeError::Seed {
                             what: "filing policy",
+                            owner: city.to_string(),
+                            source: source.into(),
+                        })?;
+                    seed_disease_policies(store, &seeds.disease_policies_of(city))
+                        .await
+                        .map_err(|source| NodeError::Seed {
+                            what: "disease policy",
                             owner: city.to_string(),
                             source: source.into(),
                         })?;

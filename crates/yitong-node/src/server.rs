@@ -14,6 +14,7 @@ use yitong_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use yitong_proto::identity::v1::identity_service_server::IdentityServiceServer;
 use yitong_proto::ledger::v1::ledger_service_server::LedgerServiceServer;
 use yitong_proto::settlement::v1::benefit_service_server::BenefitServiceServer;
+use yitong_proto::settlement::v1::certification_service_server::CertificationServiceServer;
 use yitong_proto::settlement::v1::filing_service_server::FilingServiceServer;
 use yitong_proto::settlement::v1::settlement_service_server::SettlementServiceServer;
 use yitong_settlement::{BenefitNode, SettlementNode};
@@ -80,6 +81,7 @@ impl Role {
                 SettlementServiceServer::<SettlementNode>::NAME,
                 BenefitServiceServer::<BenefitNode>::NAME,
                 FilingServiceServer::<BenefitNode>::NAME,
+                CertificationServiceServer::<BenefitNode>::NAME,
             ],
             Role::Ledger(_) => vec![LedgerServiceServer::<LedgerNode>::NAME],
         }
@@ -178,6 +180,7 @@ pub async fn serve(
         Role::Settlement(settlement, benefit) => router
             .add_service(limited!(SettlementServiceServer::new(settlement)))
             .add_service(limited!(FilingServiceServer::new(benefit.clone())))
+            .add_service(limited!(CertificationServiceServer::new(benefit.clone())))
             .add_service(limited!(BenefitServiceServer::new(benefit))),
         Role::Ledger(node) => router.add_service(limited!(LedgerServiceServer::new(node))),
     };

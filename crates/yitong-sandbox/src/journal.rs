@@ -43,13 +43,15 @@ static POOL: LazyLock<DescriptorPool> = LazyLock::new(|| {
 
 /// Reads whose request carries a message id all the same: a quote (the national interface
 /// numbers pre-settlement like the settlement it previews), a look-up by message id, and the
-/// reads at the counter about a person (the benefit check, the running totals, the filings).
-const READS_WITH_MESSAGE_ID: [&str; 5] = [
+/// reads at the counter about a person (the benefit check, the running totals, the filings,
+/// the certifications).
+const READS_WITH_MESSAGE_ID: [&str; 6] = [
     "PreSettle",
     "GetSettlement",
     "CheckBenefit",
     "GetRunningTotals",
     "QueryFilings",
+    "QueryCertifications",
 ];
 
 /// One state-changing call.

@@ -31,6 +31,7 @@ use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
+use yitong_proto::settlement::v1::certification_service_client::CertificationServiceClient;
 use yitong_proto::settlement::v1::filing_service_client::FilingServiceClient;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 use yitong_rpc::{CallLimits, Caller, bearer};
@@ -833,6 +834,11 @@ impl As<'_> {
 
     pub fn ledger(&self) -> LedgerServiceClient<Channel> {
         LedgerServiceClient::new(self.channel(Owner::ClearingHouse, Service::Ledger))
+    }
+
+    /// The certification service of `city`, served beside its benefit service.
+    pub fn certification(&self, city: &str) -> CertificationServiceClient<Channel> {
+        CertificationServiceClient::new(self.channel(city_owner(city), Service::Settlement))
     }
 
     /// The filing service of `city`, served beside its benefit service.

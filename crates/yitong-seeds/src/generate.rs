@@ -144,6 +144,14 @@ pub(crate) mod tests {
         for city in &network.cities {
             assert_eq!(seeds.institutions_of(city.code).len(), INSTITUTIONS.len());
             assert_eq!(seeds.filing_policies_of(city.code).len(), cities - 1);
+            // The hand-written disease policies cover every city too: each disease, for
+            // employees and residents.
+            assert_eq!(
+                seeds.disease_policies_of(city.code).len(),
+                seeds.diseases.len() * 2,
+                "city {} in disease_policies.csv",
+                city.code
+            );
         }
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use yitong_catalog::{Item, PolicyVersion, SeedInstitution};
 use yitong_core::{Amount, CitizenId, CityCode, InstitutionCode, Invalid, parse_date};
 use yitong_identity::{CardStatus, InsuranceStatus, SeedPerson};
+use yitong_settlement::benefit::{DiseasePolicy, parse_disease_code};
 use yitong_settlement::split::filing::{FilingPolicy, Unfiled};
+use yitong_settlement::split::{InsuranceType, Policy, Ratio};
 
 /// Everything a local network loads into empty stores on first start.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +25,11 @@ pub struct Seeds {
     pub policies: Vec<(CityCode, PolicyVersion)>,
     /// Cross-city filing policies: insured city, treatment city, policy.
     pub filing_policies: Vec<(CityCode, CityCode, FilingPolicy)>,
+    /// The national disease catalog of outpatient chronic and special diseases (1309): code and
+    /// name.
+    pub diseases: Vec<(String, String)>,
+    /// Each insured city's disease policy, by insured city.
+    pub disease_policies: Vec<(CityCode, DiseasePolicy)>,
 }
 
 impl Seeds {
@@ -40,6 +47,15 @@ impl Seeds {
             .iter()
             .filter(|(insured_city, ..)| *insured_city == city)
             .map(|(_, treatment_city, policy)| (*treatment_city, *policy))
+            .collect()
+    }
+
+    /// The disease policy of insured city `city`.
+    pub fn disease_policies_of(&self, city: CityCode) -> Vec<DiseasePolicy> {
+        self.disease_policies
+            .iter()
+            .filter(|(insured_city, _)| *insured_city == city)
+            .map(|(_, policy)| policy.clone())
             .collect()
     }
 
@@ -98,7 +114,108 @@ pub fn load_seeds(dir: &Path) -> Result<Seeds, SeedError> {
         items: crate::catalog::load_items(dir)?,
         policies: crate::catalog::load_policies(dir)?,
         filing_policies: load_filing_policies(dir)?,
+        diseases: load_diseases(dir)?,
+        disease_policies: load_disease_policies(dir)?,
     })
+}
+
+#[derive(Deserialize)]
+struct DiseaseRow {
+    code: String,
+    name: String,
+}
+
+/// Reads `diseases.csv`, the national disease catalog; a code listed twice is refused.
+fn load_diseases(dir: &Path) -> Result<Vec<(String, String)>, SeedError> {
+    let path = dir.join("diseases.csv");
+    let rows = read_rows(&path, |row: DiseaseRow| {
+        let code = parse_disease_code(&row.code, "code")?;
+        if row.name.trim().is_empty() {
+            return Err(Invalid::new("name", "is required"));
+        }
+        Ok((code, row.name))
+    })?;
+    let mut seen = std::collections::HashSet::new();
+    for (index, (code, _)) in rows.iter().enumerate() {
+        if !seen.insert(code.clone()) {
+            return Err(SeedError::Row {
+                path,
+                line: index as u64 + 2,
+                problem: format!("disease {code} is listed twice"),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+#[derive(Deserialize)]
+struct DiseasePolicyRow {
+    insured_city: String,
+    disease_code: String,
+    insurance_type: i64,
+    deductible: String,
+    ratio: String,
+    annual_quota: String,
+}
+
+/// Reads `disease_policies.csv`: each row's disease must be in `diseases.csv`, whose name it
+/// takes; a city, disease and insurance type listed twice is refused.
+fn load_disease_policies(dir: &Path) -> Result<Vec<(CityCode, DiseasePolicy)>, SeedError> {
+    let diseases: std::collections::HashMap<String, String> =
+        load_diseases(dir)?.into_iter().collect();
+    let path = dir.join("disease_policies.csv");
+    let rows = read_rows(&path, |row: DiseasePolicyRow| {
+        let city =
+            CityCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
+        let code = parse_disease_code(&row.disease_code, "disease_code")?;
+        let name = diseases
+            .get(&code)
+            .ok_or_else(|| Invalid::new("disease_code", "is not in diseases.csv"))?;
+        let insurance_type = match row.insurance_type {
+            310 => InsuranceType::Employee,
+            390 => InsuranceType::Resident,
+            _ => return Err(Invalid::new("insurance_type", "must be 310 or 390")),
+        };
+        let amount =
+            |text: &str, field: &str| Amount::parse(text).map_err(|invalid| invalid.at(field));
+        let ratio = std::str::FromStr::from_str(&row.ratio)
+            .ok()
+            .and_then(|value| Ratio::new(value).ok())
+            .ok_or_else(|| Invalid::new("ratio", "must be a ratio from 0 to 1"))?;
+        let policy = Policy::new(
+            amount(&row.deductible, "deductible")?,
+            ratio,
+            amount(&row.annual_quota, "annual_quota")?,
+        )
+        .map_err(|error| Invalid::new(error.field(), error.to_string()))?;
+        Ok((
+            city,
+            DiseasePolicy {
+                disease_code: code,
+                disease_name: name.clone(),
+                insurance_type,
+                policy,
+            },
+        ))
+    })?;
+    let mut seen = std::collections::HashSet::new();
+    for (index, (city, policy)) in rows.iter().enumerate() {
+        if !seen.insert((
+            *city,
+            policy.disease_code.clone(),
+            policy.insurance_type as u8,
+        )) {
+            return Err(SeedError::Row {
+                path,
+                line: index as u64 + 2,
+                problem: format!(
+                    "the policy of {city} for {} is listed twice",
+                    policy.disease_code
+                ),
+            });
+        }
+    }
+    Ok(rows)
 }
 
 #[derive(Deserialize)]
@@ -165,20 +282,31 @@ pub(crate) fn read_rows<R: for<'de> Deserialize<'de>, T>(
     path: &Path,
     convert: impl Fn(R) -> Result<T, Invalid>,
 ) -> Result<Vec<T>, SeedError> {
-    let mut reader = csv::Reader::from_path(path).map_err(|source| SeedError::Read {
+    // Lines starting with '#' are comments (a file's label, such as ILLUSTRATIVE).
+    let mut reader = csv::ReaderBuilder::new()
+        .comment(Some(b'#'))
+        .from_path(path)
+        .map_err(|source| SeedError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let read_error = |source| SeedError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let headers = reader.headers().map_err(read_error)?.clone();
     let mut rows = Vec::new();
-    for (index, record) in reader.deserialize::<R>().enumerate() {
-        // Line 1 is the header; seed files hold no multi-line fields.
-        let line = index as u64 + 2;
+    for record in reader.records() {
+        let record = record.map_err(read_error)?;
+        let line = record.position().map_or(0, |position| position.line());
         let row_error = |problem: String| SeedError::Row {
             path: path.to_owned(),
             line,
             problem,
         };
-        let row = record.map_err(|_| row_error("malformed row".into()))?;
+        let row: R = record
+            .deserialize(Some(&headers))
+            .map_err(|_| row_error("malformed row".into()))?;
         rows.push(convert(row).map_err(|invalid| row_error(invalid.to_string()))?);
     }
     Ok(rows)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
-use yitong_catalog::{seed_institutions, seed_items, seed_policies};
+use yitong_catalog::{seed_diseases, seed_institutions, seed_items, seed_policies};
 use yitong_core::{Network, Owner, Service};
 use yitong_identity::{PiiKeys, seed_persons};
 use yitong_seeds::load_seeds;
@@ -89,6 +89,7 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                 seed_institutions(&store, city, &seeds.institutions_of(city)).await?
                     + seed_items(&store, city, &seeds.items_of(city)).await?
                     + seed_policies(&store, city, &seeds.policies_of(city)).await?
+                    + seed_diseases(&store, &seeds.diseases).await?
             }
             Service::Settlement => {
                 yitong_settlement::benefit::seed_filing_policies(
@@ -96,6 +97,11 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
                     &seeds.filing_policies_of(city),
                 )
                 .await?
+                    + yitong_settlement::benefit::seed_disease_policies(
+                        &store,
+                        &seeds.disease_policies_of(city),
+                    )
+                    .await?
             }
             Service::Ledger => 0,
         };

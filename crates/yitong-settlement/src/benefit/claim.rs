@@ -22,6 +22,8 @@ pub struct BenefitClaim {
     pub visit_id: String,
     pub amounts: split::Claim,
     pub use_personal_account: bool,
+    /// The disease of a medical type 14 visit (national dise_codg); `None` for any other.
+    pub disease_code: Option<String>,
 }
 
 /// Longest visit id or settlement id accepted, in bytes.
@@ -111,6 +113,7 @@ impl TryFrom<Option<pb::BenefitClaim>> for BenefitClaim {
             visit_id: parse_id(&claim.visit_id, "claim.visit_id")?,
             amounts,
             use_personal_account: claim.use_personal_account,
+            disease_code: disease(&claim.disease_code, "claim.disease_code")?,
         })
     }
 }
@@ -125,6 +128,16 @@ pub struct Asked {
     pub hospital_level: HospitalLevel,
     pub treatment_city: CityCode,
     pub institution_code: InstitutionCode,
+    /// A disease whose certification and policy are asked about; `None` for none.
+    pub disease_code: Option<String>,
+}
+
+/// An optional disease code: empty for none, else its shape checked.
+fn disease(text: &str, field: &str) -> Result<Option<String>, Invalid> {
+    match text {
+        "" => Ok(None),
+        code => super::disease::parse_disease_code(code, field).map(Some),
+    }
 }
 
 impl Asked {
@@ -136,6 +149,7 @@ impl Asked {
             hospital_level: claim.hospital_level,
             treatment_city: claim.treatment_city,
             institution_code: claim.institution_code.clone(),
+            disease_code: claim.disease_code.clone(),
         }
     }
 }
@@ -162,6 +176,7 @@ impl TryFrom<pb::GetTotalsRequest> for Asked {
                 .map_err(|invalid| invalid.at("treatment_city"))?,
             institution_code: InstitutionCode::parse(&request.institution_code)
                 .map_err(|invalid| invalid.at("institution_code"))?,
+            disease_code: disease(&request.disease_code, "disease_code")?,
         })
     }
 }

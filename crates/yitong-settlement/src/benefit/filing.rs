@@ -537,7 +537,7 @@ impl BenefitNode {
     }
 }
 
-fn reply_error(error: ReplyError) -> BenefitError {
+pub(super) fn reply_error(error: ReplyError) -> BenefitError {
     match error {
         ReplyError::Conflict(id) => BenefitError::Conflict(format!("message id {id}")),
         ReplyError::Store(store) => BenefitError::Store(store),

@@ -7,6 +7,7 @@
 //! past the cap or apply the deductible twice.
 
 mod claim;
+mod disease;
 mod error;
 mod filing;
 mod repo;
@@ -30,11 +31,12 @@ use yitong_rpc::{Caller, Denied, PeerAccess, PeerChannel, invalid_argument, peer
 use yitong_store::{Store, audit, now_ms};
 
 pub use claim::{Asked, BenefitClaim, parse_id};
+pub use disease::{DiseasePolicy, parse_disease_code, seed_disease_policies};
 pub use error::BenefitError;
 pub use filing::{seed_filing_policies, set_policy as set_filing_policy};
 use repo::{ReservationKind, ReservationRow, ReservationStatus};
 
-use crate::split::{self, Policy, RunningTotals, Split};
+use crate::split::{self, InsuranceType, Policy, RunningTotals, Split};
 
 /// Longest and default hold of a reservation, in seconds.
 const TIMEOUT_SECONDS_MAX: u32 = 600;
@@ -214,7 +216,20 @@ impl BenefitNode {
         year: i64,
         policy_id: &str,
         filing: Option<pb::FilingStanding>,
+        insurance_type: InsuranceType,
+        disease_code: &str,
     ) -> pb::SettlementSplit {
+        let fund_payments = split
+            .itemised(insurance_type, disease_code)
+            .into_iter()
+            .map(|line| pb::FundPayment {
+                fund_pay_type: line.fund_type.code().to_owned(),
+                fund_pay_type_name: line.fund_type.name().to_owned(),
+                disease_code: line.disease_code.unwrap_or_default(),
+                in_scope_amount: line.in_scope_amount.to_string(),
+                amount: line.amount.to_string(),
+            })
+            .collect();
         pb::SettlementSplit {
             total_amount: split.total_amount().to_string(),
             full_self_pay: split.full_self_pay().to_string(),
@@ -234,6 +249,24 @@ impl BenefitNode {
             benefit_year: u32::try_from(year).unwrap_or_default(),
             policy_id: policy_id.to_owned(),
             filing,
+            disease_code: disease_code.to_owned(),
+            fund_payments,
+        }
+    }
+
+    /// The policy a claim prices under before any filing cut, and its id: the disease's for a
+    /// medical type 14 claim (refused unless the person is certified), else the ordinary one.
+    async fn base_policy(
+        conn: &mut yitong_store::sqlx::AnyConnection,
+        asked: &Asked,
+        context: &Context,
+    ) -> Result<(Policy, String), BenefitError> {
+        match &asked.disease_code {
+            None => Ok((context.policy, context.policy_id.clone())),
+            Some(code) => {
+                let disease = disease::priced_policy(conn, asked, code).await?;
+                Ok((disease.policy, disease.policy_id()))
+            }
         }
     }
 
@@ -265,10 +298,11 @@ impl BenefitNode {
         let context = self.context(&claim).await?;
         let year = i64::from(claim.service_date.year());
         let mut conn = self.store.pool().acquire().await?;
-        let (standing, policy) = self
-            .filed_policy(&mut conn, &Asked::of_claim(&claim), &context.policy)
-            .await?;
-        let used = repo::used(&mut conn, claim.person_no.as_str(), year, "").await?;
+        let asked = Asked::of_claim(&claim);
+        let (base, policy_id) = Self::base_policy(&mut conn, &asked, &context).await?;
+        let (standing, policy) = self.filed_policy(&mut conn, &asked, &base).await?;
+        let disease = claim.disease_code.as_deref().unwrap_or_default();
+        let used = repo::used(&mut conn, claim.person_no.as_str(), year, disease, "").await?;
         let before = Self::before(used, context.account_balance)?;
         let split = Split::compute(
             &claim.amounts,
@@ -280,8 +314,10 @@ impl BenefitNode {
         Ok(Self::split_wire(
             &split,
             year,
-            &context.policy_id,
+            &policy_id,
             Some(filing::standing_wire(&standing)),
+            claim.insurance_type,
+            disease,
         ))
     }
 
@@ -290,7 +326,14 @@ impl BenefitNode {
     async fn totals(
         &self,
         asked: Asked,
-    ) -> Result<(pb::RunningTotals, pb::FilingStanding), BenefitError> {
+    ) -> Result<
+        (
+            pb::RunningTotals,
+            pb::FilingStanding,
+            Option<pb::Certification>,
+        ),
+        BenefitError,
+    > {
         let context = self.context_of(&asked, "").await?;
         let year = i64::from(asked.service_date.year());
         let mut conn = self.store.pool().acquire().await?;
@@ -302,8 +345,46 @@ impl BenefitNode {
             asked.service_date,
         )
         .await?;
-        let used = repo::used(&mut conn, asked.person_no.as_str(), year, "").await?;
+        let used = repo::used(&mut conn, asked.person_no.as_str(), year, "", "").await?;
         let totals = Self::before(used, context.account_balance)?;
+        let mut diseases = Vec::new();
+        for disease in disease::policies_for(&mut conn, asked.insurance_type).await? {
+            let used = repo::used(
+                &mut conn,
+                asked.person_no.as_str(),
+                year,
+                &disease.disease_code,
+                "",
+            )
+            .await?;
+            let held = Self::before(used, Amount::ZERO)?;
+            let certified = disease::in_force(&mut conn, &asked, &disease.disease_code)
+                .await?
+                .is_some();
+            diseases.push(pb::DiseaseTotals {
+                disease_code: disease.disease_code.clone(),
+                deductible_used: held.deductible_used().to_string(),
+                quota_used: held.fund_paid().to_string(),
+                deductible: disease.policy.deductible().to_string(),
+                ratio: disease.policy.reimbursement_ratio().value().to_string(),
+                annual_quota: disease.policy.annual_cap().to_string(),
+                quota_left: held.annual_cap_left(&disease.policy).to_string(),
+                certified,
+            });
+        }
+        let certification = match &asked.disease_code {
+            None => None,
+            Some(code) => match disease::in_force(&mut conn, &asked, code).await? {
+                Some(row) => {
+                    let name = disease::policy_for(&mut conn, code, asked.insurance_type)
+                        .await?
+                        .map(|policy| policy.disease_name)
+                        .unwrap_or_default();
+                    Some(disease::certification_wire(&row, &name))
+                }
+                None => None,
+            },
+        };
         let totals = pb::RunningTotals {
             person_no: asked.person_no.to_string(),
             insured_city: self.city.to_string(),
@@ -316,8 +397,9 @@ impl BenefitNode {
             annual_cap_left: totals.annual_cap_left(&context.policy).to_string(),
             account_balance: totals.account_balance().to_string(),
             policy_id: context.policy_id,
+            diseases,
         };
-        Ok((totals, filing::standing_wire(&standing)))
+        Ok((totals, filing::standing_wire(&standing), certification))
     }
 
     /// Holds a new settlement's benefit.
@@ -336,10 +418,18 @@ impl BenefitNode {
         if let Some(existing) = repo::reservation(&mut tx, settlement_id).await? {
             return Self::replayed(existing, &digest);
         }
-        let (standing, policy) = self
-            .filed_policy(&mut tx, &Asked::of_claim(&claim), &context.policy)
-            .await?;
-        let used = repo::used(&mut tx, claim.person_no.as_str(), year, settlement_id).await?;
+        let asked = Asked::of_claim(&claim);
+        let (base, policy_id) = Self::base_policy(&mut tx, &asked, &context).await?;
+        let (standing, policy) = self.filed_policy(&mut tx, &asked, &base).await?;
+        let disease = claim.disease_code.clone().unwrap_or_default();
+        let used = repo::used(
+            &mut tx,
+            claim.person_no.as_str(),
+            year,
+            &disease,
+            settlement_id,
+        )
+        .await?;
         let balance = match claim.use_personal_account {
             true => {
                 self.live_balance(claim.person_no.as_str(), claim.service_date)
@@ -372,7 +462,7 @@ impl BenefitNode {
             over_cap_self_pay_fen: fen(claim.amounts.over_cap_self_pay()),
             pre_self_pay_fen: fen(claim.amounts.pre_self_pay()),
             in_scope_fen: fen(claim.amounts.in_scope_amount()),
-            policy_id: context.policy_id.clone(),
+            policy_id: policy_id.clone(),
             policy_deductible_fen: fen(policy.deductible()),
             policy_ratio: policy.reimbursement_ratio().value().to_string(),
             policy_annual_cap_fen: fen(policy.annual_cap()),
@@ -388,13 +478,16 @@ impl BenefitNode {
                 Self::split_wire(
                     &split,
                     year,
-                    &context.policy_id,
+                    &policy_id,
                     Some(filing::standing_wire(&standing)),
+                    claim.insurance_type,
+                    &disease,
                 )
                 .encode_to_vec(),
             ),
             reserved_at_ms: now,
             expires_at_ms: now + i64::from(timeout_seconds) * 1000,
+            disease_code: disease.clone(),
             ..ReservationRow::default()
         };
         if !repo::insert_reservation(&mut tx, &row).await? {
@@ -517,16 +610,27 @@ impl BenefitNode {
                 format!("settlement {original_id} is already cancelled by {by}"),
             ));
         }
-        let (deductible_used, fund_paid) =
-            repo::posted(&mut tx, &original.person_no, original.benefit_year).await?;
+        let (deductible_used, fund_paid) = repo::posted(
+            &mut tx,
+            &original.person_no,
+            original.benefit_year,
+            &original.disease_code,
+        )
+        .await?;
         // The balance the reversal starts from is the person's now, as a new settlement would
         // see it (less what held settlements will take), not the one the original saw: the
         // answer's balance is then the person's balance once the refund is posted.
         let balance_now = match original.account_pay_fen {
             0 => Amount::ZERO,
             _ => {
-                let used =
-                    repo::used(&mut tx, &original.person_no, original.benefit_year, "").await?;
+                let used = repo::used(
+                    &mut tx,
+                    &original.person_no,
+                    original.benefit_year,
+                    &original.disease_code,
+                    "",
+                )
+                .await?;
                 let reserved_on = yitong_core::date_of_ms(original.reserved_at_ms);
                 let live = self.live_balance(&original.person_no, reserved_on).await?;
                 Amount::from_fen((live.fen() - used.account_held_fen).max(0))
@@ -537,7 +641,13 @@ impl BenefitNode {
             Amount::from_fen(fund_paid),
             balance_now,
         )?;
-        let reversal = Self::original_split(&original)?.reversal(&now_totals)?;
+        let original_split = Self::original_split(&original)?;
+        let reversal = original_split.reversal(&now_totals)?;
+        let insurance_type = claim::insurance_type(
+            i32::try_from(original.insurance_type).unwrap_or_default(),
+            "insurance_type",
+        )
+        .map_err(|_| BenefitError::Corrupt(format!("insurance type of {original_id}")))?;
         let now = now_ms();
         let row = ReservationRow {
             settlement_id: settlement_id.to_owned(),
@@ -555,6 +665,8 @@ impl BenefitNode {
                     original.benefit_year,
                     &original.policy_id,
                     Self::stored_split(&original)?.filing,
+                    insurance_type,
+                    &original.disease_code,
                 )
                 .encode_to_vec(),
             ),
@@ -829,10 +941,11 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         let asked = Asked::try_from(request.into_inner()).map_err(invalid_argument)?;
         caller.require_own_city("treatment_city", asked.treatment_city)?;
         caller.require_own_city("institution_code", asked.institution_code.city())?;
-        let (totals, filing) = BenefitNode::totals(self, asked).await?;
+        let (totals, filing, certification) = BenefitNode::totals(self, asked).await?;
         Ok(Response::new(pb::GetTotalsResponse {
             totals: Some(totals),
             filing: Some(filing),
+            certification,
         }))
     }
 

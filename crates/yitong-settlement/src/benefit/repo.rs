@@ -123,6 +123,9 @@ pub struct ReservationRow {
     pub resolved_at_ms: Option<i64>,
     pub void_reason: String,
     pub reversed_by: Option<String>,
+    /// Which totals the reservation moves: empty for the ordinary outpatient ones, else the
+    /// disease's.
+    pub disease_code: String,
 }
 
 impl ReservationRow {
@@ -169,6 +172,7 @@ impl ReservationRow {
             resolved_at_ms: row.try_get("resolved_at_ms")?,
             void_reason: row.try_get("void_reason")?,
             reversed_by: row.try_get("reversed_by")?,
+            disease_code: row.try_get("disease_code")?,
         })
     }
 }
@@ -196,8 +200,8 @@ pub async fn insert_reservation(
          over_cap_self_pay_fen, pre_self_pay_fen, in_scope_fen, policy_id, policy_deductible_fen, policy_ratio, \
          policy_annual_cap_fen, insurance_type, use_personal_account, before_deductible_used_fen, before_fund_paid_fen, \
          before_balance_fen, deductible_applied_fen, fund_pay_fen, account_pay_fen, account_moved, split, reserved_at_ms, \
-         expires_at_ms, resolved_at_ms, void_reason, reversed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
-         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35) ON CONFLICT (settlement_id) DO NOTHING",
+         expires_at_ms, resolved_at_ms, void_reason, reversed_by, disease_code) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+         $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36) ON CONFLICT (settlement_id) DO NOTHING",
     )
     .bind(r.settlement_id.clone())
     .bind(r.kind.as_str())
@@ -234,6 +238,7 @@ pub async fn insert_reservation(
     .bind(r.resolved_at_ms)
     .bind(r.void_reason.clone())
     .bind(r.reversed_by.clone())
+    .bind(r.disease_code.clone())
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -261,7 +266,8 @@ pub async fn lock_year(
     Ok(())
 }
 
-/// What a person has used of a year's deductible and cap: posted totals plus every settlement
+/// What a person has used of a year's deductible and cap (of the ordinary outpatient totals for
+/// `disease` empty, else of the disease's): posted totals plus every settlement
 /// reservation still held, past its timeout too (the treatment city may yet record it, and
 /// then its post must fit). Held cancellations free nothing until posted, so a race can only
 /// make the totals look fuller, never emptier.
@@ -277,19 +283,21 @@ pub async fn used(
     conn: &mut AnyConnection,
     person_no: &str,
     year: i64,
+    disease: &str,
     excluding: &str,
 ) -> Result<Used, BenefitError> {
-    let (posted_deductible, posted_fund) = posted(conn, person_no, year).await?;
+    let (posted_deductible, posted_fund) = posted(conn, person_no, year, disease).await?;
     let live: (i64, i64) = sqlx::query_as(
         "SELECT CAST(COALESCE(SUM(deductible_applied_fen), 0) AS BIGINT), CAST(COALESCE(SUM(fund_pay_fen), 0) AS BIGINT) \
          FROM reservations WHERE person_no = $1 AND benefit_year = $2 AND kind = $3 AND status = $4 \
-         AND settlement_id <> $5",
+         AND settlement_id <> $5 AND disease_code = $6",
     )
     .bind(person_no)
     .bind(year)
     .bind(ReservationKind::Settlement.as_str())
     .bind(ReservationStatus::Reserved.as_str())
     .bind(excluding)
+    .bind(disease)
     .fetch_one(&mut *conn)
     .await?;
     // Posted and not yet moved counts too: a Post that crashed between identity's movement and
@@ -312,18 +320,27 @@ pub async fn used(
     })
 }
 
-/// Posted totals alone, for reversing a posted settlement.
+/// Posted totals alone (the ordinary outpatient ones for `disease` empty, else the disease's),
+/// for reversing a posted settlement.
 pub async fn posted(
     conn: &mut AnyConnection,
     person_no: &str,
     year: i64,
+    disease: &str,
 ) -> Result<(i64, i64), BenefitError> {
-    let posted: Option<(i64, i64)> =
-        sqlx::query_as("SELECT deductible_used_fen, fund_paid_fen FROM benefit_years WHERE person_no = $1 AND benefit_year = $2")
+    let posted: Option<(i64, i64)> = match disease {
+        "" => sqlx::query_as("SELECT deductible_used_fen, fund_paid_fen FROM benefit_years WHERE person_no = $1 AND benefit_year = $2")
             .bind(person_no)
             .bind(year)
             .fetch_optional(&mut *conn)
-            .await?;
+            .await?,
+        _ => sqlx::query_as("SELECT deductible_used_fen, fund_paid_fen FROM disease_years WHERE person_no = $1 AND benefit_year = $2 AND disease_code = $3")
+            .bind(person_no)
+            .bind(year)
+            .bind(disease)
+            .fetch_optional(&mut *conn)
+            .await?,
+    };
     Ok(posted.unwrap_or((0, 0)))
 }
 
@@ -338,16 +355,43 @@ pub async fn post(conn: &mut AnyConnection, r: &ReservationRow) -> Result<i64, B
     .bind(ReservationStatus::Posted.as_str())
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE benefit_years SET deductible_used_fen = deductible_used_fen + $3, fund_paid_fen = fund_paid_fen + $4 \
-         WHERE person_no = $1 AND benefit_year = $2",
-    )
-    .bind(r.person_no.clone())
-    .bind(r.benefit_year)
-    .bind(r.deductible_applied_fen)
-    .bind(r.fund_pay_fen)
-    .execute(&mut *conn)
-    .await?;
+    match r.disease_code.as_str() {
+        "" => sqlx::query(
+            "UPDATE benefit_years SET deductible_used_fen = deductible_used_fen + $3, fund_paid_fen = fund_paid_fen + $4 \
+             WHERE person_no = $1 AND benefit_year = $2",
+        )
+        .bind(r.person_no.clone())
+        .bind(r.benefit_year)
+        .bind(r.deductible_applied_fen)
+        .bind(r.fund_pay_fen)
+        .execute(&mut *conn)
+        .await?,
+        // The first posting of a disease in a year creates its row at zero, then every posting
+        // adds to it. Not one upsert: the row an INSERT proposes is checked (non-negative)
+        // before its conflict is found, and a cancellation's amounts are negative.
+        disease => {
+            sqlx::query(
+                "INSERT INTO disease_years (person_no, benefit_year, disease_code, deductible_used_fen, fund_paid_fen) \
+                 VALUES ($1, $2, $3, 0, 0) ON CONFLICT (person_no, benefit_year, disease_code) DO NOTHING",
+            )
+            .bind(r.person_no.clone())
+            .bind(r.benefit_year)
+            .bind(disease)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "UPDATE disease_years SET deductible_used_fen = deductible_used_fen + $4, fund_paid_fen = fund_paid_fen + $5 \
+                 WHERE person_no = $1 AND benefit_year = $2 AND disease_code = $3",
+            )
+            .bind(r.person_no.clone())
+            .bind(r.benefit_year)
+            .bind(disease)
+            .bind(r.deductible_applied_fen)
+            .bind(r.fund_pay_fen)
+            .execute(&mut *conn)
+            .await?
+        }
+    };
     Ok(now)
 }
 

@@ -43,6 +43,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use yitong_core::Amount;
 
 pub mod filing;
+pub mod fund;
 #[cfg(test)]
 mod tests;
 

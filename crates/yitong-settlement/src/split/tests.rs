@@ -672,6 +672,194 @@ fn hand_worked_filing_splits() {
     }
 }
 
+/// One chronic or special disease visit (medical type 14) of the basket, worked out by hand:
+/// the insured city's disease policy and the person's totals for the disease, apart from the
+/// ordinary ones. Whether the person is certified is the benefit service's to refuse before any
+/// split (NOT_CERTIFIED, `tests/e2e/disease.rs`); a split is only ever made for a certified one.
+struct DiseaseCase {
+    name: &'static str,
+    /// The national disease code.
+    disease: &'static str,
+    person: Person,
+    /// The disease policy of the insured city (Jinan's in `seeds/disease_policies.csv`):
+    /// deductible, ratio, annual quota.
+    policy: [&'static str; 3],
+    /// The disease's totals before: deductible used, quota used; then the account balance.
+    before: [&'static str; 3],
+    /// Percentage points a temporary-trip filing takes off the disease's ratio.
+    cut_points: u32,
+    /// As `Case::want`, the cap columns being the disease's quota.
+    want: [&'static str; 13],
+}
+
+// Zibo treats the basket of a Jinan person (full 80.00, over 47.00, pre 15.40, in-scope 152.60,
+// 295.00 in all), an employee paying 100.00 from the account unless said otherwise.
+//   hypertension 0.00 / 0.70 / 600.00: fund 152.60x0.70 = 106.82, share 188.18 = 100.00 + 88.18,
+//     quota left 493.18; with 550.00 used the quota leaves 50.00, which the fund pays (share
+//     245.00); with 600.00 used nothing (share 295.00).
+//   diabetes, a resident, 0.00 / 0.60 / 800.00: fund 91.56, share 203.44 all cash, quota left
+//     708.44.
+//   tumour radiotherapy 300.00 / 0.85 / 100000.00: nothing used, the deductible takes all of
+//     152.60 (147.40 left), the fund pays 0.00; with 200.00 used, 100.00 applied, fund
+//     52.60x0.85 = 44.71, share 250.29, quota left 99955.29.
+//   dialysis 0.00 / 0.90 / 80000.00: fund 137.34, share 157.66, quota left 79862.66; under a
+//     temporary trip cut 15 points (0.75) fund 114.45, share 180.55; cut 12 (0.78) fund
+//     152.60x0.78 = 119.028 -> 119.03 (half away from zero), share 175.97, quota left 79880.97.
+//   anti-rejection 0.00 / 0.85 / 60000.00: fund 129.71, share 165.29, quota left 59870.29.
+#[rustfmt::skip]
+const DISEASE_CASES: &[DiseaseCase] = &[
+    DiseaseCase { name: "hypertension", disease: "M03900", person: Person::EmployeeInService,
+        policy: ["0.00", "0.70", "600.00"], before: ["0.00", "0.00", "100.00"], cut_points: 0,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "0.00", "106.82", "188.18", "100.00", "88.18", "0.00", "493.18", "0.00"] },
+    DiseaseCase { name: "hypertension, quota partly reached", disease: "M03900",
+        person: Person::EmployeeInService, policy: ["0.00", "0.70", "600.00"],
+        before: ["0.00", "550.00", "100.00"], cut_points: 0,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "0.00", "50.00", "245.00", "100.00", "145.00", "0.00", "0.00", "0.00"] },
+    DiseaseCase { name: "hypertension, quota fully reached", disease: "M03900",
+        person: Person::EmployeeInService, policy: ["0.00", "0.70", "600.00"],
+        before: ["0.00", "600.00", "100.00"], cut_points: 0,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "0.00", "0.00", "295.00", "100.00", "195.00", "0.00", "0.00", "0.00"] },
+    DiseaseCase { name: "diabetes, a resident", disease: "M01600", person: Person::Resident,
+        policy: ["0.00", "0.60", "800.00"], before: ["0.00", "0.00", "0.00"], cut_points: 0,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "0.00", "91.56", "203.44", "0.00", "203.44", "0.00", "708.44", "0.00"] },
+    DiseaseCase { name: "tumour radiotherapy, deductible takes it all", disease: "M00500",
+        person: Person::EmployeeInService, policy: ["300.00", "0.85", "100000.00"],
+        before: ["0.00", "0.00", "100.00"], cut_points: 0,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "152.60", "0.00", "295.00", "100.00", "195.00", "147.40", "100000.00", "0.00"] },
+    DiseaseCase { name: "tumour radiotherapy, deductible partly used", disease: "M00500",
+        person: Person::EmployeeRetired, policy: ["300.00", "0.85", "100000.00"],
+        before: ["200.00", "0.00", "100.00"], cut_points: 0,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "100.00", "44.71", "250.29", "100.00", "150.29", "0.00", "99955.29", "0.00"] },
+    DiseaseCase { name: "dialysis", disease: "M07801", person: Person::EmployeeInService,
+        policy: ["0.00", "0.90", "80000.00"], before: ["0.00", "0.00", "100.00"], cut_points: 0,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "0.00", "137.34", "157.66", "100.00", "57.66", "0.00", "79862.66", "0.00"] },
+    DiseaseCase { name: "dialysis on a temporary trip cut 15", disease: "M07801",
+        person: Person::EmployeeInService, policy: ["0.00", "0.90", "80000.00"],
+        before: ["0.00", "0.00", "100.00"], cut_points: 15,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "0.00", "114.45", "180.55", "100.00", "80.55", "0.00", "79885.55", "0.00"] },
+    DiseaseCase { name: "dialysis on a temporary trip cut 12, rounded", disease: "M07801",
+        person: Person::EmployeeInService, policy: ["0.00", "0.90", "80000.00"],
+        before: ["0.00", "0.00", "100.00"], cut_points: 12,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "0.00", "119.03", "175.97", "100.00", "75.97", "0.00", "79880.97", "0.00"] },
+    DiseaseCase { name: "anti-rejection", disease: "M08300", person: Person::EmployeeInService,
+        policy: ["0.00", "0.85", "60000.00"], before: ["0.00", "0.00", "100.00"], cut_points: 0,
+        want: ["295.00", "80.00", "47.00", "15.40", "152.60", "0.00", "129.71", "165.29", "100.00", "65.29", "0.00", "59870.29", "0.00"] },
+];
+
+// Proves every hand-worked chronic-disease split to the fen, under the disease's policy and the
+// disease's own totals, and its fund itemised: one line of the person's basic fund naming the
+// disease's quota, summing to the fund pay (none when the fund pays nothing).
+#[test]
+fn hand_worked_disease_splits() {
+    let basket = Case {
+        name: "the basket at Zibo",
+        treated_in: ZIBO,
+        insured_in: JINAN,
+        person: Person::EmployeeInService,
+        lines: BASKET,
+        before: BASKET_BEFORE,
+        use_account: true,
+        want: [""; 13],
+    };
+    let (ordinary, _) = settle(&basket);
+    for case in DISEASE_CASES {
+        let [deductible, reimbursement, quota] = case.policy;
+        let policy = Policy::new(yuan(deductible), ratio(reimbursement), yuan(quota))
+            .unwrap()
+            .with_ratio_cut(case.cut_points);
+        let [deductible_used, quota_used, balance] = case.before.map(yuan);
+        let before = RunningTotals::new(deductible_used, quota_used, balance).unwrap();
+        let insurance_type = match case.person {
+            Person::EmployeeInService | Person::EmployeeRetired => InsuranceType::Employee,
+            Person::Resident => InsuranceType::Resident,
+        };
+        let split = Split::compute(ordinary.claim(), &policy, &before, insurance_type, true);
+        let got = [
+            split.total_amount(),
+            split.full_self_pay(),
+            split.over_cap_self_pay(),
+            split.pre_self_pay(),
+            split.in_scope_amount(),
+            split.deductible_applied(),
+            split.fund_pay(),
+            split.person_share(),
+            split.account_pay(),
+            split.cash_pay(),
+            split.deductible_left(),
+            split.annual_cap_left(),
+            split.account_balance(),
+        ];
+        assert_eq!(got, case.want.map(yuan), "{}", case.name);
+        let lines = split.itemised(insurance_type, case.disease);
+        let fund = fund::FundType::pool_of(insurance_type);
+        let want_lines = match split.fund_pay() == Amount::ZERO {
+            true => vec![],
+            false => vec![fund::FundPayment {
+                fund_type: fund,
+                disease_code: Some(case.disease.to_owned()),
+                in_scope_amount: yuan("152.60"),
+                amount: split.fund_pay(),
+            }],
+        };
+        assert_eq!(lines, want_lines, "{}", case.name);
+        let reversal = split.reversal(split.totals_after()).unwrap();
+        let undone = reversal.itemised(insurance_type, case.disease);
+        assert_eq!(
+            undone
+                .iter()
+                .map(|line| line.amount)
+                .fold(Amount::ZERO, plus),
+            negate(split.fund_pay()),
+            "{}: the cancellation's lines negate the original's",
+            case.name
+        );
+    }
+}
+
+// Proves the disease table covers each of the five diseases the national platform settles
+// across provinces, a deductible partly used, a quota reached partly and fully, a filing cut.
+#[test]
+fn disease_table_covers_the_five_diseases() {
+    for code in ["M03900", "M01600", "M00500", "M07801", "M08300"] {
+        assert!(
+            DISEASE_CASES.iter().any(|case| case.disease == code),
+            "{code}"
+        );
+    }
+    let quota_left = |case: &&DiseaseCase| case.want[11] == "0.00";
+    assert!(
+        DISEASE_CASES
+            .iter()
+            .filter(quota_left)
+            .any(|case| case.want[6] != "0.00")
+    );
+    assert!(
+        DISEASE_CASES
+            .iter()
+            .filter(quota_left)
+            .any(|case| case.want[6] == "0.00")
+    );
+    assert!(
+        DISEASE_CASES
+            .iter()
+            .any(|case| case.before[0] != "0.00" && case.want[5] != "0.00")
+    );
+    assert!(DISEASE_CASES.iter().any(|case| case.cut_points > 0));
+}
+
+// Proves the fund codes are the national ones: 310100 for employees, 390100 for residents.
+#[test]
+fn fund_types_are_the_national_codes() {
+    assert_eq!(
+        fund::FundType::pool_of(InsuranceType::Employee).code(),
+        "310100"
+    );
+    assert_eq!(
+        fund::FundType::pool_of(InsuranceType::Resident).code(),
+        "390100"
+    );
+}
+
 // Proves the filing table covers every filing kind, unfiled visits both ways, and a waived pair.
 #[test]
 fn filing_table_covers_every_kind() {
@@ -1100,6 +1288,11 @@ proptest! {
     #[test]
     fn split_adds_up((claim, policy, before, insurance_type, use_account) in settlements()) {
         let split = Split::compute(&claim, &policy, &before, insurance_type, use_account);
+        // The fund itemised (setldetail) sums exactly to the fund pay, ordinary or disease.
+        for disease in ["", "M07801"] {
+            let lines = split.itemised(insurance_type, disease);
+            prop_assert_eq!(sum(&lines.iter().map(|line| line.amount).collect::<Vec<_>>()), split.fund_pay());
+        }
         prop_assert_eq!(
             sum(&[split.full_self_pay(), split.over_cap_self_pay(), split.pre_self_pay(), split.in_scope_amount()]),
             split.total_amount()

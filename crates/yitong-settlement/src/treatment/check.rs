@@ -30,6 +30,7 @@ fn refusal_of(error: &TreatmentError) -> Option<pb::BenefitRefusal> {
         "NOT_INSURED_ON_DATE" => Reason::NotInsuredOnDate,
         "CITY_NOT_ENABLED" => Reason::CityNotEnabled,
         "NOT_FILED" => Reason::NotFiled,
+        "NOT_CERTIFIED" | "DISEASE_NOT_COVERED" => Reason::NotCertified,
         _ => return None,
     };
     Some(refusal(reason, status.message()))
@@ -96,7 +97,14 @@ impl SettlementNode {
         insured_city: CityCode,
         institution: &Institution,
         date: Date,
-    ) -> Result<(pb::RunningTotals, pb::FilingStanding), TreatmentError> {
+    ) -> Result<
+        (
+            pb::RunningTotals,
+            pb::FilingStanding,
+            Option<pb::Certification>,
+        ),
+        TreatmentError,
+    > {
         let request = pb::GetTotalsRequest {
             person_no: query.person_no.to_string(),
             service_date: date.to_string(),
@@ -104,6 +112,7 @@ impl SettlementNode {
             hospital_level: institution.level,
             treatment_city: self.city.to_string(),
             institution_code: query.institution.to_string(),
+            disease_code: query.disease_code.clone().unwrap_or_default(),
         };
         let answer = self
             .benefit(insured_city)?
@@ -117,7 +126,7 @@ impl SettlementNode {
         let filing = answer
             .filing
             .ok_or_else(|| TreatmentError::Peer("benefit answered without a filing".into()))?;
-        Ok((totals, filing))
+        Ok((totals, filing, answer.certification))
     }
 
     /// The benefit check: every reason RegisterVisit or Settle would refuse the visit, and an
@@ -192,7 +201,17 @@ impl SettlementNode {
             ),
             false => None,
         };
-        if let Some((_, filing)) = &answer
+        if let Some((totals, _, certification)) = &answer
+            && let Some(code) = &query.disease_code
+        {
+            refusals.extend(Self::disease_refusals(
+                totals,
+                certification.as_ref(),
+                code,
+                date,
+            ));
+        }
+        if let Some((_, filing, _)) = &answer
             && filing.refused
         {
             refusals.push(refusal(
@@ -203,7 +222,7 @@ impl SettlementNode {
                 ),
             ));
         }
-        let totals = answer.map(|(totals, _)| totals);
+        let totals = answer.map(|(totals, ..)| totals);
         if let Some(totals) = &totals
             && Amount::parse(&totals.annual_cap_left)
                 .map_err(|_| TreatmentError::Peer("benefit sent a malformed cap left".into()))?
@@ -243,7 +262,7 @@ impl SettlementNode {
         .await?;
         let institution = self.institution(&query.institution).await?;
         let insured_city = query.person_no.insured_city();
-        let (totals, _) = self
+        let (totals, ..) = self
             .totals(&query, insured_city, &institution, date)
             .await?;
         Ok(pb::GetRunningTotalsResponse {
@@ -269,7 +288,7 @@ impl SettlementNode {
         .await?;
         let institution = self.institution(&query.institution).await?;
         let insured_city = query.person_no.insured_city();
-        let (_, standing) = self
+        let (_, standing, _) = self
             .totals(&query, insured_city, &institution, date)
             .await?;
         let filings = self
@@ -285,6 +304,70 @@ impl SettlementNode {
             filings,
             standing: Some(standing),
         })
+    }
+
+    /// The person's certifications for chronic and special diseases as the insured city keeps
+    /// them. national: 5301.
+    pub(super) async fn query_certifications(
+        &self,
+        query: PersonQuery,
+    ) -> Result<pb::QueryCertificationsResponse, TreatmentError> {
+        let date = self.query_date(&query)?;
+        self.check_person(
+            &query.credential,
+            &query.person_no,
+            query.insurance_type,
+            date,
+            &query.institution,
+            &query.operator_id,
+        )
+        .await?;
+        let insured_city = query.person_no.insured_city();
+        let certifications = self
+            .certification(insured_city)?
+            .list_certifications(pb::ListCertificationsRequest {
+                person_no: query.person_no.to_string(),
+            })
+            .await
+            .map_err(|status| TreatmentError::remote("certification", status))?
+            .into_inner()
+            .certifications;
+        Ok(pb::QueryCertificationsResponse { certifications })
+    }
+
+    /// What a medical type 14 visit for `code` meets at the insured city: no certification in
+    /// force here on the date (or a disease its policy does not cover), and a quota paid out.
+    fn disease_refusals(
+        totals: &pb::RunningTotals,
+        certification: Option<&pb::Certification>,
+        code: &str,
+        date: Date,
+    ) -> Vec<pb::BenefitRefusal> {
+        let Some(disease) = totals.diseases.iter().find(|d| d.disease_code == code) else {
+            return vec![refusal(
+                Reason::NotCertified,
+                format!("the insured city's disease policy does not cover disease {code}"),
+            )];
+        };
+        let mut refusals = Vec::new();
+        if certification.is_none() {
+            refusals.push(refusal(
+                Reason::NotCertified,
+                format!(
+                    "the person is not certified for disease {code} at this institution on {date}"
+                ),
+            ));
+        }
+        if disease.quota_left == Amount::ZERO.to_string() {
+            refusals.push(refusal(
+                Reason::DiseaseQuotaExhausted,
+                format!(
+                    "the fund has paid the annual quota of {} for disease {code}",
+                    disease.annual_quota
+                ),
+            ));
+        }
+        refusals
     }
 
     /// The person found is the one asked about, under the insurance asked for.

@@ -46,6 +46,7 @@ use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
+use yitong_proto::settlement::v1::certification_service_client::CertificationServiceClient;
 use yitong_proto::settlement::v1::filing_service_client::FilingServiceClient;
 use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
 use yitong_store::Store;
@@ -107,6 +108,8 @@ pub struct SettlementNode {
     benefits: Arc<HashMap<CityCode, BenefitServiceClient<PeerChannel>>>,
     /// The FilingService of every enabled city, served beside its BenefitService.
     filings: Arc<HashMap<CityCode, FilingServiceClient<PeerChannel>>>,
+    /// The CertificationService of every enabled city, served beside its BenefitService.
+    certifications: Arc<HashMap<CityCode, CertificationServiceClient<PeerChannel>>>,
     ledger: LedgerServiceClient<PeerChannel>,
     options: TreatmentOptions,
 }
@@ -153,10 +156,12 @@ impl SettlementNode {
         let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, access)?);
         let mut benefits = HashMap::new();
         let mut filings = HashMap::new();
+        let mut certifications = HashMap::new();
         for peer in network.enabled_cities() {
             let channel = peer_channel(&peer.settlement, access)?;
             benefits.insert(peer.code, BenefitServiceClient::new(channel.clone()));
-            filings.insert(peer.code, FilingServiceClient::new(channel));
+            filings.insert(peer.code, FilingServiceClient::new(channel.clone()));
+            certifications.insert(peer.code, CertificationServiceClient::new(channel));
         }
         let ledger =
             LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, access)?);
@@ -173,6 +178,7 @@ impl SettlementNode {
             catalog,
             benefits: Arc::new(benefits),
             filings: Arc::new(filings),
+            certifications: Arc::new(certifications),
             ledger,
             options: TreatmentOptions::default(),
         })

@@ -8,6 +8,7 @@ use yitong_proto::catalog::v1::{ItemGrade, LookupItemsRequest, LookupOutcome};
 use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, InsuredPerson};
 use yitong_proto::settlement::v1 as pb;
 use yitong_proto::settlement::v1::benefit_service_client::BenefitServiceClient;
+use yitong_proto::settlement::v1::certification_service_client::CertificationServiceClient;
 use yitong_proto::settlement::v1::filing_service_client::FilingServiceClient;
 use yitong_rpc::PeerChannel;
 
@@ -74,6 +75,18 @@ impl SettlementNode {
         city: CityCode,
     ) -> Result<BenefitServiceClient<PeerChannel>, TreatmentError> {
         self.benefits.get(&city).cloned().ok_or_else(|| {
+            TreatmentError::refused(
+                "CITY_NOT_ENABLED",
+                format!("city {city} does not take part in cross-city settlement"),
+            )
+        })
+    }
+
+    pub(super) fn certification(
+        &self,
+        city: CityCode,
+    ) -> Result<CertificationServiceClient<PeerChannel>, TreatmentError> {
+        self.certifications.get(&city).cloned().ok_or_else(|| {
             TreatmentError::refused(
                 "CITY_NOT_ENABLED",
                 format!("city {city} does not take part in cross-city settlement"),

@@ -148,6 +148,42 @@ pub fn check_within_visit(lines: &[UploadedLine], began_at_ms: i64) -> Result<()
     Ok(())
 }
 
+/// A visit's medical type and disease, checked together: a chronic-disease visit (14) names its
+/// disease, any other names none.
+fn visit_kind(
+    medical_type: i32,
+    disease_code: &str,
+) -> Result<(pb::MedicalType, Option<String>), Invalid> {
+    let kind = match pb::MedicalType::try_from(medical_type) {
+        Ok(
+            kind @ (pb::MedicalType::Outpatient
+            | pb::MedicalType::ChronicDisease
+            | pb::MedicalType::Pharmacy),
+        ) => kind,
+        _ => {
+            return Err(Invalid::new(
+                "medical_type",
+                "must be MEDICAL_TYPE_OUTPATIENT, MEDICAL_TYPE_CHRONIC_DISEASE or MEDICAL_TYPE_PHARMACY",
+            ));
+        }
+    };
+    match (kind, disease_code) {
+        (pb::MedicalType::ChronicDisease, "") => Err(Invalid::new(
+            "disease_code",
+            "is required for a MEDICAL_TYPE_CHRONIC_DISEASE visit",
+        )),
+        (pb::MedicalType::ChronicDisease, code) => Ok((
+            kind,
+            Some(crate::benefit::parse_disease_code(code, "disease_code")?),
+        )),
+        (_, "") => Ok((kind, None)),
+        (_, _) => Err(Invalid::new(
+            "disease_code",
+            "must be empty unless the visit is MEDICAL_TYPE_CHRONIC_DISEASE",
+        )),
+    }
+}
+
 /// A RegisterVisit, checked.
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -157,6 +193,8 @@ pub struct Registration {
     pub insurance_type: InsuranceType,
     pub institution: InstitutionCode,
     pub medical_type: pb::MedicalType,
+    /// The disease of a medical type 14 visit; `None` for any other.
+    pub disease_code: Option<String>,
     pub began_at_ms: i64,
     pub request: pb::RegisterVisitRequest,
 }
@@ -165,15 +203,7 @@ impl TryFrom<pb::RegisterVisitRequest> for Registration {
     type Error = Invalid;
 
     fn try_from(request: pb::RegisterVisitRequest) -> Result<Self, Invalid> {
-        let medical_type = match pb::MedicalType::try_from(request.medical_type) {
-            Ok(kind @ (pb::MedicalType::Outpatient | pb::MedicalType::Pharmacy)) => kind,
-            _ => {
-                return Err(Invalid::new(
-                    "medical_type",
-                    "must be MEDICAL_TYPE_OUTPATIENT or MEDICAL_TYPE_PHARMACY",
-                ));
-            }
-        };
+        let (medical_type, disease_code) = visit_kind(request.medical_type, &request.disease_code)?;
         let began_at_ms = past_instant_ms(request.began_at.as_ref(), "began_at")?;
         text(
             &request.department_code,
@@ -218,6 +248,7 @@ impl TryFrom<pb::RegisterVisitRequest> for Registration {
             insurance_type: insurance_type_from_wire(request.insurance_type, "insurance_type")?,
             institution: institution(&request.institution_code)?,
             medical_type,
+            disease_code,
             began_at_ms,
             request,
         })
@@ -674,6 +705,8 @@ pub struct PersonQuery {
     /// The date asked about; `None` means today.
     pub service_date: Option<Date>,
     pub operator_id: String,
+    /// The disease of a medical type 14 visit a CheckBenefit asks about; `None` otherwise.
+    pub disease_code: Option<String>,
 }
 
 impl PersonQuery {
@@ -702,6 +735,7 @@ impl PersonQuery {
             institution: institution(institution_code)?,
             service_date,
             operator_id: operator_id.to_owned(),
+            disease_code: None,
         })
     }
 
@@ -736,15 +770,27 @@ impl TryFrom<&pb::CheckBenefitRequest> for PersonQuery {
     type Error = Invalid;
 
     fn try_from(r: &pb::CheckBenefitRequest) -> Result<Self, Invalid> {
-        match pb::MedicalType::try_from(r.medical_type) {
-            Ok(pb::MedicalType::Outpatient | pb::MedicalType::Pharmacy) => {}
-            _ => {
-                return Err(Invalid::new(
-                    "medical_type",
-                    "must be MEDICAL_TYPE_OUTPATIENT or MEDICAL_TYPE_PHARMACY",
-                ));
-            }
-        }
+        let (_, disease_code) = visit_kind(r.medical_type, &r.disease_code)?;
+        let query = PersonQuery::parse(
+            &r.message_id,
+            &r.person_no,
+            r.credential.clone(),
+            r.insurance_type,
+            &r.institution_code,
+            &r.service_date,
+            &r.operator_id,
+        )?;
+        Ok(PersonQuery {
+            disease_code,
+            ..query
+        })
+    }
+}
+
+impl TryFrom<&pb::GetRunningTotalsRequest> for PersonQuery {
+    type Error = Invalid;
+
+    fn try_from(r: &pb::GetRunningTotalsRequest) -> Result<Self, Invalid> {
         PersonQuery::parse(
             &r.message_id,
             &r.person_no,
@@ -757,10 +803,10 @@ impl TryFrom<&pb::CheckBenefitRequest> for PersonQuery {
     }
 }
 
-impl TryFrom<&pb::GetRunningTotalsRequest> for PersonQuery {
+impl TryFrom<&pb::QueryCertificationsRequest> for PersonQuery {
     type Error = Invalid;
 
-    fn try_from(r: &pb::GetRunningTotalsRequest) -> Result<Self, Invalid> {
+    fn try_from(r: &pb::QueryCertificationsRequest) -> Result<Self, Invalid> {
         PersonQuery::parse(
             &r.message_id,
             &r.person_no,
@@ -860,6 +906,7 @@ mod tests {
             institution: InstitutionCode::parse("H37030000001").unwrap(),
             service_date: (!date.is_empty()).then(|| yitong_core::parse_date(date).unwrap()),
             operator_id: String::new(),
+            disease_code: None,
         };
         assert_eq!(query("").check_date(365, today), Ok(today));
         assert_eq!(query("2026-12-05").check_date(0, today), Ok(today));

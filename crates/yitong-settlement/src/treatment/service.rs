@@ -130,6 +130,17 @@ impl pb::settlement_service_server::SettlementService for SettlementNode {
         ))
     }
 
+    async fn query_certifications(
+        &self,
+        request: Request<pb::QueryCertificationsRequest>,
+    ) -> Result<Response<pb::QueryCertificationsResponse>, Status> {
+        Caller::of(&request).require_institution_code(&request.get_ref().institution_code)?;
+        let query = PersonQuery::try_from(request.get_ref()).map_err(invalid_argument)?;
+        Ok(Response::new(
+            SettlementNode::query_certifications(self, query).await?,
+        ))
+    }
+
     async fn pre_settle(
         &self,
         request: Request<pb::PreSettleRequest>,

@@ -433,17 +433,25 @@ impl SettlementNode {
         let lines = repo::live_lines(&mut tx, &visit.visit_id).await?;
         let claim = Self::claim_of(&visit.visit_id, &lines, input.total_amount)?;
         let (settlement_id, today) = self.new_settlement_id(&mut tx).await?;
+        let registered: pb::Visit = decode(&visit.registered, "registered visit")?;
         let reserve = pb::ReserveRequest {
             message_id: scope.message_id.to_string(),
             settlement_id: settlement_id.clone(),
             kind: pb::ReservationKind::Settlement as i32,
             original_settlement_id: String::new(),
-            claim: Some(self.benefit_claim(&visit, &claim, today, input.use_personal_account)),
+            claim: Some(self.benefit_claim(
+                &visit,
+                &claim,
+                today,
+                input.use_personal_account,
+                &registered.disease_code,
+            )),
             timeout_seconds: self.options.reservation_timeout_seconds,
         };
-        let registered: pb::Visit = decode(&visit.registered, "registered visit")?;
+        // The clearing type follows the medical type (national clr_type 11, 14, 41).
         let clearing_type = match pb::MedicalType::try_from(registered.medical_type) {
             Ok(pb::MedicalType::Pharmacy) => ClearingType::Pharmacy,
+            Ok(pb::MedicalType::ChronicDisease) => ClearingType::ChronicDisease,
             _ => ClearingType::Outpatient,
         };
         let draft = pb::Settlement {

@@ -188,6 +188,7 @@ impl SettlementNode {
             settlement_id: String::new(),
             message_id: registration.message_id.to_string(),
             registered_at: Some(timestamp(now)),
+            disease_code: registration.disease_code.clone().unwrap_or_default(),
         };
         let row = VisitRow {
             visit_id,
@@ -429,6 +430,7 @@ impl SettlementNode {
         claim: &split::Claim,
         service_date: Date,
         use_personal_account: bool,
+        disease_code: &str,
     ) -> pb::BenefitClaim {
         pb::BenefitClaim {
             person_no: visit.person_no.clone(),
@@ -446,6 +448,7 @@ impl SettlementNode {
                 in_scope_amount: claim.in_scope_amount().to_string(),
             }),
             use_personal_account,
+            disease_code: disease_code.to_owned(),
         }
     }
 
@@ -477,7 +480,14 @@ impl SettlementNode {
             &input.operator_id,
         )
         .await?;
-        let benefit_claim = self.benefit_claim(&row, &claim, today, input.use_personal_account);
+        let registered: pb::Visit = decode(&row.registered, "registered visit")?;
+        let benefit_claim = self.benefit_claim(
+            &row,
+            &claim,
+            today,
+            input.use_personal_account,
+            &registered.disease_code,
+        );
         Ok((row, benefit_claim))
     }
 

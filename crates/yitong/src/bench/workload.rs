@@ -401,6 +401,7 @@ pub async fn run_visit(
         his_visit_no: format!("HIS-{run_tag}-{}", plan.number),
         diagnoses: vec![],
         operator_id: "bench".into(),
+        disease_code: String::new(),
     };
     let Some(visit) = timed(
         stats,
