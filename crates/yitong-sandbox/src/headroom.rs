@@ -44,6 +44,13 @@ pub fn connections_per_sandbox(network: &Network) -> u32 {
 }
 
 /// What the server says of its connections, seen by the role the sandboxes connect as.
+/// Connections for each store of `network`'s sandbox so that it holds at most `budget`:
+/// [`STORE_CONNECTIONS`] when that fits, fewer when not; `None` when not even one each fits.
+pub fn store_connections_within(network: &Network, budget: u32) -> Option<u32> {
+    let each = budget.saturating_sub(SANDBOX_EXTRA_CONNECTIONS) / stores_per_sandbox(network);
+    (each >= 1).then(|| each.min(STORE_CONNECTIONS))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Headroom {
     /// `max_connections`.
@@ -168,6 +175,25 @@ mod tests {
 
     // A role's CONNECTION LIMIT counts as well as the server's, and when not even one sandbox
     // fits the refusal names the numbers.
+    // Proves a network of the seven cities (22 stores) narrows its pools to the connections it
+    // was granted, down to one each, and says when not even that fits.
+    #[test]
+    fn a_larger_network_narrows_its_pools_to_the_budget() {
+        let mut network = Network::load(&crate::seeds_dir().join("network.toml")).unwrap();
+        assert_eq!(
+            store_connections_within(&network, 42),
+            Some(STORE_CONNECTIONS)
+        );
+        for city in &mut network.cities {
+            city.enabled = true;
+        }
+        assert_eq!(stores_per_sandbox(&network), 22);
+        assert_eq!(store_connections_within(&network, 84), Some(3));
+        assert_eq!(store_connections_within(&network, 59), Some(2));
+        assert_eq!(store_connections_within(&network, 42), Some(1));
+        assert_eq!(store_connections_within(&network, 24), None);
+    }
+
     #[test]
     fn a_role_limit_counts_and_a_shortage_says_what_is_needed() {
         let limited = headroom(10, Some(50), 9);

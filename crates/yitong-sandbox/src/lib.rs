@@ -247,6 +247,9 @@ pub struct Sandbox {
     /// The PostgreSQL sandbox's slot of the process's connection budget ([`headroom`]), given
     /// back when the sandbox is dropped.
     _slot: Option<OwnedSemaphorePermit>,
+    /// Connections of each store's pool: [`headroom::STORE_CONNECTIONS`], fewer for a network
+    /// of a test's own that the PostgreSQL budget holds only that way.
+    store_connections: u32,
     /// The state-changing calls of the sandbox's clients, for the audit check at shut-down.
     journal: journal::Journal,
 }
@@ -284,12 +287,13 @@ static POSTGRES_SLOTS: tokio::sync::OnceCell<Option<(Arc<Semaphore>, u32)>> =
 /// server holds. `None` when PostgreSQL cannot be reached and is not required. Panics with
 /// what a sandbox needs when the server has not room for even one.
 async fn postgres_slot() -> Option<OwnedSemaphorePermit> {
-    postgres_slots(1).await
+    postgres_slots(1).await.map(|(permit, _)| permit)
 }
 
-/// `permits` slots at once, for a sandbox that holds the connections of that many sandboxes of
-/// the seeds' network ([`Sandbox::start_network`]). Panics when the server holds fewer.
-async fn postgres_slots(permits: u32) -> Option<OwnedSemaphorePermit> {
+/// Up to `wanted` slots at once, for a sandbox that holds the connections of that many
+/// sandboxes of the seeds' network ([`Sandbox::start_network`]): all the server holds when it
+/// holds fewer, with how many were granted.
+async fn postgres_slots(wanted: u32) -> Option<(OwnedSemaphorePermit, u32)> {
     let (slots, fit) = POSTGRES_SLOTS
         .get_or_init(|| async {
             let url = postgres_admin_url();
@@ -311,18 +315,13 @@ async fn postgres_slots(permits: u32) -> Option<OwnedSemaphorePermit> {
         })
         .await
         .as_ref()?;
-    assert!(
-        permits <= *fit,
-        "this sandbox needs the connections of {permits} sandboxes of the seeds' network and \
-         the PostgreSQL server holds {fit}: raise max_connections or close other clients"
-    );
-    Some(
-        slots
-            .clone()
-            .acquire_many_owned(permits)
-            .await
-            .expect("the slots are never closed"),
-    )
+    let granted = wanted.min(*fit);
+    let permit = slots
+        .clone()
+        .acquire_many_owned(granted)
+        .await
+        .expect("the slots are never closed");
+    Some((permit, granted))
 }
 
 async fn seed_sqlite_template() -> tempfile::TempDir {
@@ -333,6 +332,7 @@ async fn seed_sqlite_template() -> tempfile::TempDir {
         },
         true,
         seeds_network(),
+        headroom::STORE_CONNECTIONS,
     ))
     .await
     .expect("template network starts");
@@ -349,6 +349,7 @@ async fn seed_postgres_template() -> Option<String> {
         },
         true,
         seeds_network(),
+        headroom::STORE_CONNECTIONS,
     ))
     .await
     .expect("template network starts");
@@ -425,18 +426,49 @@ impl Sandbox {
                 let location = Location::Sqlite {
                     dir: dir.path().to_owned(),
                 };
-                Some(Self::start_seeded(database, location, network, Some(dir), None).await)
+                Some(
+                    Self::start_seeded(
+                        database,
+                        location,
+                        network,
+                        Some(dir),
+                        None,
+                        headroom::STORE_CONNECTIONS,
+                    )
+                    .await,
+                )
             }
             Database::Postgres => {
+                // A network larger than the seeds' takes as many slots as it needs, or all the
+                // server holds, and then narrows its stores' pools to fit them.
                 let need = headroom::connections_per_sandbox(&network);
                 let standard = headroom::connections_per_sandbox(&seeds_network());
-                let slot = postgres_slots(need.div_ceil(standard)).await?;
+                let (slot, granted) = postgres_slots(need.div_ceil(standard)).await?;
+                let store_connections = headroom::store_connections_within(
+                    &network,
+                    granted * standard,
+                )
+                .unwrap_or_else(|| {
+                    panic!(
+                        "this network needs {need} PostgreSQL connections, and at least one \
+                             per store; the server holds {} for it: raise max_connections or \
+                             close other clients",
+                        granted * standard
+                    )
+                });
                 let postgres = create_postgres_database(None).await?;
                 let location = Location::Postgres {
                     url: postgres.url(),
                 };
-                let mut sandbox =
-                    Self::start_seeded(database, location, network, None, Some(postgres)).await;
+                let mut sandbox = Self::start_seeded(
+                    database,
+                    location,
+                    network,
+                    None,
+                    Some(postgres),
+                    store_connections,
+                )
+                .await;
                 sandbox._slot = Some(slot);
                 Some(sandbox)
             }
@@ -449,10 +481,16 @@ impl Sandbox {
         network: Network,
         sqlite_dir: Option<tempfile::TempDir>,
         postgres: Option<PostgresDatabase>,
+        store_connections: u32,
     ) -> Sandbox {
-        let running = LocalNetwork::start(Self::options(location.clone(), true, network.clone()))
-            .await
-            .expect("sandbox network starts");
+        let running = LocalNetwork::start(Self::options(
+            location.clone(),
+            true,
+            network.clone(),
+            store_connections,
+        ))
+        .await
+        .expect("sandbox network starts");
         Sandbox {
             network: running,
             configured: network,
@@ -461,6 +499,7 @@ impl Sandbox {
             _sqlite_dir: sqlite_dir,
             postgres,
             _slot: None,
+            store_connections,
             journal: journal::Journal::default(),
         }
     }
@@ -472,10 +511,14 @@ impl Sandbox {
         postgres: Option<PostgresDatabase>,
     ) -> Sandbox {
         let configured = seeds_network();
-        let network =
-            LocalNetwork::start(Self::options(location.clone(), false, configured.clone()))
-                .await
-                .expect("sandbox network starts");
+        let network = LocalNetwork::start(Self::options(
+            location.clone(),
+            false,
+            configured.clone(),
+            headroom::STORE_CONNECTIONS,
+        ))
+        .await
+        .expect("sandbox network starts");
         Sandbox {
             network,
             configured,
@@ -484,6 +527,7 @@ impl Sandbox {
             _sqlite_dir: sqlite_dir,
             postgres,
             _slot: None,
+            store_connections: headroom::STORE_CONNECTIONS,
             journal: journal::Journal::default(),
         }
     }
@@ -491,13 +535,18 @@ impl Sandbox {
     /// Options for `network` on `location`. Only a template (or a network of a test's own) is
     /// seeded (`seeded`); every other test starts on a copy of the template, whose stores
     /// already hold the seeds.
-    fn options(location: Location, seeded: bool, network: Network) -> LocalNetworkOptions {
+    fn options(
+        location: Location,
+        seeded: bool,
+        network: Network,
+        store_connections: u32,
+    ) -> LocalNetworkOptions {
         let seeds = seeds_dir();
         // On PostgreSQL every pool is opened whole at the start, so a sandbox holds exactly
         // what the process budgeted for it ([`headroom`]) and a server short of connections
         // fails it there, not halfway through a test.
         let connections_min = match location {
-            Location::Postgres { .. } => headroom::STORE_CONNECTIONS,
+            Location::Postgres { .. } => store_connections,
             Location::Sqlite { .. } => 0,
         };
         LocalNetworkOptions {
@@ -506,7 +555,7 @@ impl Sandbox {
             seeds: seeded.then(|| load_seeds(&seeds).expect("seed files are valid")),
             bind: Bind::Ephemeral,
             pool: PoolLimits {
-                connections_max: headroom::STORE_CONNECTIONS,
+                connections_max: store_connections,
                 connections_min,
                 ..PoolLimits::default()
             },
@@ -526,13 +575,18 @@ impl Sandbox {
             _sqlite_dir,
             postgres,
             _slot,
+            store_connections,
             journal,
         } = self;
         network.shut_down().await;
-        let network =
-            LocalNetwork::start(Self::options(location.clone(), false, configured.clone()))
-                .await
-                .expect("sandbox network restarts");
+        let network = LocalNetwork::start(Self::options(
+            location.clone(),
+            false,
+            configured.clone(),
+            store_connections,
+        ))
+        .await
+        .expect("sandbox network restarts");
         Sandbox {
             network,
             configured,
@@ -541,6 +595,7 @@ impl Sandbox {
             _sqlite_dir,
             postgres,
             _slot,
+            store_connections,
             journal,
         }
     }
