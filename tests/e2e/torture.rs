@@ -21,8 +21,9 @@ use yitong_proto::identity::v1::InsuranceType;
 use yitong_proto::ledger::v1::VerifyJournalRequest;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 use yitong_proto::settlement::v1::{
-    CancelFilingRequest, FileFilingRequest, Filing, FilingKind, FilingPolicy,
-    SetFilingPolicyRequest, SettlementSplit, UnfiledVisit,
+    CancelCertificationRequest, CancelFilingRequest, Certification, CertifyRequest,
+    FileFilingRequest, Filing, FilingKind, FilingPolicy, SetFilingPolicyRequest, SettlementSplit,
+    UnfiledVisit,
 };
 use yitong_proto::settlement::v1::{
     CancelSettlementRequest, CancelSettlementResponse, FeeLine, MedicalType, PreSettleRequest,
@@ -201,6 +202,40 @@ fn seeded(patient: Patient) -> Seeded {
         annual_cap_fen: fen(policy[6]),
         deductible_fen: fen(policy[4]),
     }
+}
+
+/// Out of a hundred, how often a visit is an outpatient chronic-disease visit (medical type 14)
+/// for a disease drawn from the seeded catalog.
+const DISEASE_VISIT_PERCENT: u32 = 35;
+
+/// The disease catalog's codes (`seeds/diseases.csv`): the five diseases a type-14 visit draws
+/// from and the bureaus certify.
+static DISEASES: LazyLock<Vec<String>> = LazyLock::new(|| {
+    let dir = yitong_sandbox::seeds_dir();
+    let catalog = std::fs::read_to_string(dir.join("diseases.csv")).expect("diseases.csv");
+    let codes: Vec<String> = catalog
+        .lines()
+        .filter(|row| !row.starts_with('#'))
+        .skip(1)
+        .filter_map(|row| row.split(',').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(!codes.is_empty(), "the disease catalog is seeded");
+    codes
+});
+
+/// The insured city's disease policy for a patient (an employee) as the seeds write it:
+/// the disease's own deductible and annual quota, in fen.
+fn disease_policy(patient: Patient, disease: &str) -> (i64, i64) {
+    let dir = yitong_sandbox::seeds_dir();
+    let policies =
+        std::fs::read_to_string(dir.join("disease_policies.csv")).expect("disease_policies.csv");
+    let row = policies
+        .lines()
+        .find(|row| row.starts_with(&format!("{},{disease},310,", patient.city)))
+        .unwrap_or_else(|| panic!("{} has a policy for {disease}", patient.city));
+    let columns: Vec<&str> = row.split(',').collect();
+    (fen(columns[3]), fen(columns[5]))
 }
 
 // ---- Calls and what they got -----------------------------------------------------------------
@@ -582,7 +617,13 @@ impl Torture {
         barrier: Option<Arc<Barrier>>,
     ) {
         let mut later = Vec::new();
-        let opened = self.open(&tag, patient, city, rng, &mut later).await;
+        // A chronic-disease visit names its disease; whether the patient is certified for it
+        // there today is the bureaus' race (`certify_and_cancel`).
+        let disease = percent(rng, DISEASE_VISIT_PERCENT)
+            .then(|| DISEASES[rng.random_range(0..DISEASES.len())].as_str());
+        let opened = self
+            .open(&tag, patient, city, disease, rng, &mut later)
+            .await;
         if let Some(barrier) = barrier {
             // Together, then a little apart: a Settle that reads the account while another
             // one's completion moves it is the race to find, and it needs the two staggered.
@@ -599,16 +640,23 @@ impl Torture {
         }
     }
 
-    /// Registers a visit, uploads its lines and maybe pre-settles it: the visit and its total.
+    /// Registers a visit (of `disease`, if any), uploads its lines and maybe pre-settles it:
+    /// the visit and its total.
     async fn open(
         &self,
         tag: &str,
         patient: Patient,
         city: &'static str,
+        disease: Option<&str>,
         rng: &mut ChaCha8Rng,
         later: &mut Vec<(&'static str, Call)>,
     ) -> Option<(Visit, String)> {
-        let register = Call::Register(register_request(&format!("R-{tag}"), city, patient));
+        let register = Call::Register(register_request(
+            &format!("R-{tag}"),
+            city,
+            patient,
+            disease,
+        ));
         let Answer::Ok(Reply::Register(RegisterVisitResponse { visit: Some(visit) })) =
             self.step(city, &register, rng, later).await
         else {
@@ -741,7 +789,13 @@ impl Torture {
     }
 }
 
-fn register_request(message_id: &str, city: &str, patient: Patient) -> RegisterVisitRequest {
+/// An ordinary outpatient visit, or a chronic-disease one (medical type 14) of `disease`.
+fn register_request(
+    message_id: &str,
+    city: &str,
+    patient: Patient,
+    disease: Option<&str>,
+) -> RegisterVisitRequest {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -752,7 +806,10 @@ fn register_request(message_id: &str, city: &str, patient: Patient) -> RegisterV
         credential: card(patient.city, patient.n),
         insurance_type: InsuranceType::Employee as i32,
         institution_code: hospital(city),
-        medical_type: MedicalType::Outpatient as i32,
+        medical_type: match disease {
+            Some(_) => MedicalType::ChronicDisease,
+            None => MedicalType::Outpatient,
+        } as i32,
         began_at: Some(prost_types::Timestamp {
             seconds: now as i64 - 60,
             nanos: 0,
@@ -764,7 +821,7 @@ fn register_request(message_id: &str, city: &str, patient: Patient) -> RegisterV
         his_visit_no: format!("HIS-{message_id}"),
         diagnoses: vec![],
         operator_id: "op1".into(),
-        disease_code: String::new(),
+        disease_code: disease.unwrap_or_default().into(),
     }
 }
 
@@ -1028,6 +1085,49 @@ struct ReservationRow {
     deductible_applied_fen: i64,
     account_moved: i64,
     expires_at_ms: i64,
+    /// The disease whose totals it moves; empty for the ordinary outpatient totals.
+    disease_code: String,
+    reserved_at_ms: i64,
+    institution_code: String,
+    visit_id: String,
+    /// The split as reserved (none for a tombstone).
+    split: Option<SettlementSplit>,
+}
+
+/// A certification as the insured city's store holds it (`certifications`).
+#[derive(Debug, Clone)]
+struct CertificationRow {
+    insured_city: &'static str,
+    person_no: String,
+    disease_code: String,
+    valid_from: String,
+    /// Empty for open-ended.
+    valid_until: String,
+    /// Comma-separated; empty for any networked institution.
+    institution_codes: String,
+    /// "certified" or "cancelled".
+    status: String,
+    message_id: String,
+    certified_at_ms: i64,
+    cancelled_at_ms: Option<i64>,
+}
+
+impl CertificationRow {
+    /// Whether it let a reservation made at `at_ms` for `institution` on `date` price under
+    /// the disease: made before, not cancelled before, in force on the date, there.
+    fn covered(&self, at_ms: i64, institution: &str, date: &str) -> bool {
+        self.certified_at_ms <= at_ms
+            && self
+                .cancelled_at_ms
+                .is_none_or(|cancelled| cancelled >= at_ms)
+            && self.valid_from.as_str() <= date
+            && (self.valid_until.is_empty() || self.valid_until.as_str() >= date)
+            && (self.institution_codes.is_empty()
+                || self
+                    .institution_codes
+                    .split(',')
+                    .any(|code| code == institution))
+    }
 }
 
 /// One ledger transfer of a settlement id, from its journal entries.
@@ -1068,6 +1168,12 @@ struct Stores {
     reservations: BTreeMap<String, ReservationRow>,
     /// Per insured city's store: (person, year) -> (deductible used, fund paid).
     benefit_years: BTreeMap<(String, i64), (i64, i64)>,
+    /// The same per disease: (person, year, disease) -> (deductible used, fund paid).
+    disease_years: BTreeMap<(String, i64, String), (i64, i64)>,
+    /// Visits' service dates, by visit id.
+    service_dates: BTreeMap<String, String>,
+    /// Every insured city's certifications, by certification id.
+    certifications: BTreeMap<String, CertificationRow>,
     /// Ledger transfers of SETTLEMENT and CANCELLATION, by transfer id.
     transfers: BTreeMap<String, TransferRow>,
     /// Account id -> (debits pending, debits posted, credits pending, credits posted).
@@ -1079,6 +1185,16 @@ struct Stores {
     journal_problem: Option<String>,
 }
 
+/// A split as a reservation stores it (protobuf, base64).
+fn decode_split(text: &str) -> SettlementSplit {
+    use base64::Engine as _;
+    use prost::Message as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("a stored split is base64");
+    SettlementSplit::decode(bytes.as_slice()).expect("a stored split decodes")
+}
+
 async fn read_stores(net: &Sandbox) -> Stores {
     let mut stores = Stores::default();
     for city in PILOT_CITIES {
@@ -1086,24 +1202,43 @@ async fn read_stores(net: &Sandbox) -> Stores {
         for row in treatment_rows(&store, city).await {
             stores.treatment.insert(row.settlement_id.clone(), row);
         }
-        let visits: Vec<(String, String, Option<String>)> =
-            sqlx::query_as("SELECT visit_id, status, settlement_id FROM visits")
+        let visits: Vec<(String, String, Option<String>, String)> =
+            sqlx::query_as("SELECT visit_id, status, settlement_id, service_date FROM visits")
                 .fetch_all(store.pool())
                 .await
                 .expect("visits read");
-        for (visit_id, status, settlement_id) in visits {
+        for (visit_id, status, settlement_id, service_date) in visits {
+            stores.service_dates.insert(visit_id.clone(), service_date);
             stores.visits.insert(visit_id, (status, settlement_id));
         }
-        type Columns = (String, String, String, String, i64, i64, i64, i64, i64, i64);
+        type Columns = (
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            String,
+            i64,
+            String,
+            String,
+            String,
+        );
         let reservations: Vec<Columns> = sqlx::query_as(
             "SELECT settlement_id, kind, status, person_no, benefit_year, \
-             fund_pay_fen, account_pay_fen, deductible_applied_fen, account_moved, expires_at_ms \
+             fund_pay_fen, account_pay_fen, deductible_applied_fen, account_moved, expires_at_ms, \
+             disease_code, reserved_at_ms, institution_code, visit_id, split \
              FROM reservations",
         )
         .fetch_all(store.pool())
         .await
         .expect("reservations read");
         for row in reservations {
+            let split = (row.1 != "tombstone").then(|| decode_split(&row.14));
             stores.reservations.insert(
                 row.0,
                 ReservationRow {
@@ -1117,6 +1252,60 @@ async fn read_stores(net: &Sandbox) -> Stores {
                     deductible_applied_fen: row.7,
                     account_moved: row.8,
                     expires_at_ms: row.9,
+                    disease_code: row.10,
+                    reserved_at_ms: row.11,
+                    institution_code: row.12,
+                    visit_id: row.13,
+                    split,
+                },
+            );
+        }
+        let diseases: Vec<(String, i64, String, i64, i64)> = sqlx::query_as(
+            "SELECT person_no, benefit_year, disease_code, deductible_used_fen, fund_paid_fen \
+             FROM disease_years",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("disease years read");
+        for (person_no, year, disease, deductible, fund) in diseases {
+            stores
+                .disease_years
+                .insert((person_no, year, disease), (deductible, fund));
+        }
+        type Certified = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            Option<i64>,
+        );
+        let certifications: Vec<Certified> = sqlx::query_as(
+            "SELECT certification_id, person_no, disease_code, valid_from, valid_until, \
+             institution_codes, status, message_id, certified_at_ms, cancelled_at_ms \
+             FROM certifications",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("certifications read");
+        for row in certifications {
+            stores.certifications.insert(
+                row.0,
+                CertificationRow {
+                    insured_city: city,
+                    person_no: row.1,
+                    disease_code: row.2,
+                    valid_from: row.3,
+                    valid_until: row.4,
+                    institution_codes: row.5,
+                    status: row.6,
+                    message_id: row.7,
+                    certified_at_ms: row.8,
+                    cancelled_at_ms: row.9,
                 },
             );
         }
@@ -1652,12 +1841,21 @@ fn check_money(stores: &Stores, violations: &mut Violations) {
             .iter()
             .filter(|(_, r)| r.person_no == person && r.status == "posted" && r.kind != "tombstone")
             .collect();
-        let mut years: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        // The ordinary outpatient totals only: a chronic-disease reservation moves its
+        // disease's (invariant 8), the account is one.
+        let mut years: BTreeMap<i64, (i64, i64)> = stores
+            .benefit_years
+            .keys()
+            .filter(|(owner, _)| *owner == person)
+            .map(|(_, year)| (*year, (0, 0)))
+            .collect();
         let mut account_paid = 0;
         for (id, reservation) in &posted {
-            let year = years.entry(reservation.benefit_year).or_default();
-            year.0 += reservation.deductible_applied_fen;
-            year.1 += reservation.fund_pay_fen;
+            if reservation.disease_code.is_empty() {
+                let year = years.entry(reservation.benefit_year).or_default();
+                year.0 += reservation.deductible_applied_fen;
+                year.1 += reservation.fund_pay_fen;
+            }
             account_paid += reservation.account_pay_fen;
             let moved = stores.movements.get(*id).map(|(_, amount)| *amount);
             let want = (reservation.account_pay_fen != 0).then_some(-reservation.account_pay_fen);
@@ -2219,8 +2417,6 @@ async fn check_filings(
     violations: &mut Violations,
 ) -> String {
     let (mut under_filing, mut cut) = (0, 0);
-    use base64::Engine as _;
-    use prost::Message as _;
     let mut rows: HashMap<String, FilingRow> = HashMap::new();
     for city in PILOT_CITIES {
         let store = net.store(city_owner(city), Service::Settlement).await;
@@ -2250,11 +2446,7 @@ async fn check_filings(
         .expect("reservations read");
         store.close().await;
         for (settlement_id, person_no, treatment_city, split) in posted {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(split)
-                .expect("a stored split is base64");
-            let split = SettlementSplit::decode(bytes.as_slice()).expect("a stored split decodes");
-            let standing = split.filing.unwrap_or_default();
+            let standing = decode_split(&split).filing.unwrap_or_default();
             let Some(policy) = policies
                 .iter()
                 .find(|((insured, treatment), _)| *insured == city && *treatment == treatment_city)
@@ -2347,15 +2539,396 @@ async fn check_filings(
     }
     format!("{under_filing} posted settlements priced under a filing, {cut} with a cut")
 }
+
+// ---- Certifications racing the Settles -------------------------------------------------------
+
+/// Out of a hundred, how often a bureau's certification step cancels one of its certifications
+/// rather than certifies, and how often a certification designates one hospital rather than
+/// any networked institution.
+const CERTIFICATION_CANCEL_PERCENT: u32 = 35;
+const CERTIFICATION_DESIGNATED_PERCENT: u32 = 40;
+
+/// One certification call of a bureau and its last answer.
+#[derive(Debug, Clone)]
+struct CertificationExchange {
+    city: &'static str,
+    rpc: &'static str,
+    message_id: String,
+    answer: Result<Certification, (Code, String)>,
+}
+
+/// Sends a bureau's call again under its message id while its answer is transient, as a
+/// bureau's console would: the last answer, with a refusal's code and reason.
+async fn bureau_call<T, F, Fut>(mut call: F) -> Result<T, (Code, String)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut answer = call().await;
+    for _ in 1..ATTEMPTS_MAX {
+        if !matches!(&answer, Err(status) if Answer::of(Err(status.clone())).transient()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        answer = call().await;
+    }
+    answer
+        .map(tonic::Response::into_inner)
+        .map_err(|status| (status.code(), reason_of(&status)))
+}
+
+/// The patients' bureaus certify them for diseases of the catalog (from yesterday, open-ended or
+/// for a week, at any institution or at one pilot city's hospital) and cancel certifications,
+/// while the HIS workers settle chronic-disease visits and the servers crash, until `stop`.
+async fn certify_and_cancel(
+    net: &Sandbox,
+    mut rng: ChaCha8Rng,
+    stop: &AtomicBool,
+) -> Vec<CertificationExchange> {
+    let today = yitong_core::today();
+    let yesterday = today.pred_opt().expect("a date").to_string();
+    let next_week = (0..7)
+        .try_fold(today, |date, _| date.succ_opt())
+        .expect("a date")
+        .to_string();
+    let mut exchanges = Vec::new();
+    let mut certified: Vec<(&'static str, String)> = Vec::new();
+    let mut serial = 0;
+    while !stop.load(Ordering::Relaxed) {
+        serial += 1;
+        let message_id = format!("TC-{serial}");
+        if percent(&mut rng, CERTIFICATION_CANCEL_PERCENT) && !certified.is_empty() {
+            let (city, certification_id) =
+                certified.swap_remove(rng.random_range(0..certified.len()));
+            let client = net.bureau(city).certification(city);
+            let request = CancelCertificationRequest {
+                message_id: message_id.clone(),
+                certification_id,
+            };
+            let answer = bureau_call(|| {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move {
+                    client
+                        .cancel_certification(timed(request, CALL_DEADLINE))
+                        .await
+                }
+            })
+            .await;
+            exchanges.push(CertificationExchange {
+                city,
+                rpc: "CancelCertification",
+                message_id,
+                answer: answer.map(|reply| reply.certification.unwrap_or_default()),
+            });
+        } else {
+            let patient = PATIENTS[rng.random_range(0..PATIENTS.len())];
+            let client = net.bureau(patient.city).certification(patient.city);
+            let institution_codes = if percent(&mut rng, CERTIFICATION_DESIGNATED_PERCENT) {
+                vec![hospital(
+                    PILOT_CITIES[rng.random_range(0..PILOT_CITIES.len())],
+                )]
+            } else {
+                Vec::new()
+            };
+            let request = CertifyRequest {
+                message_id: message_id.clone(),
+                person_no: patient.person_no(),
+                disease_code: DISEASES[rng.random_range(0..DISEASES.len())].clone(),
+                valid_from: yesterday.clone(),
+                valid_until: if percent(&mut rng, 50) {
+                    String::new()
+                } else {
+                    next_week.clone()
+                },
+                institution_codes,
+            };
+            let answer = bureau_call(|| {
+                let (mut client, request) = (client.clone(), request.clone());
+                async move { client.certify(timed(request, CALL_DEADLINE)).await }
+            })
+            .await
+            .map(|reply| reply.certification.unwrap_or_default());
+            if let Ok(certification) = &answer {
+                certified.push((patient.city, certification.certification_id.clone()));
+            }
+            exchanges.push(CertificationExchange {
+                city: patient.city,
+                rpc: "Certify",
+                message_id,
+                answer,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(FILING_PAUSE_MS))).await;
+    }
+    exchanges
+}
+
+/// Whether a split's fund itemised (setldetail) sums to its fund pay, each line naming the
+/// split's disease (none for the ordinary totals).
+fn itemised(split: &SettlementSplit) -> bool {
+    let lines: i64 = split
+        .fund_payments
+        .iter()
+        .map(|line| fen(&line.amount))
+        .sum();
+    lines == fen(&split.fund_pay)
+        && split
+            .fund_payments
+            .iter()
+            .all(|line| line.disease_code == split.disease_code)
+}
+
+/// Invariant 8, chronic diseases: every posted type-14 settlement was reserved for the disease
+/// its visit was registered for (and an ordinary one for none), while a certification of the
+/// person for that disease, in force on the visit's service date at its institution, stood in
+/// the insured city's store (certified before the reservation was written and not cancelled
+/// before it: Certify, CancelCertification and Reserve all take the person's year lock, so the
+/// store's times order them); each patient's `disease_years` hold exactly the sums of their
+/// posted reservations of the disease, never past the disease's quota nor its deductible; every
+/// split, stored or answered, has its fund itemised summing to its fund pay; every certification
+/// answered OK is stored as answered, cancelled where its cancellation was answered OK, a refused
+/// one stored nothing, and no other answer. Returns what was seen, for the run's summary.
+fn check_diseases(
+    stores: &Stores,
+    exchanges: &[Exchange],
+    certifying: &[CertificationExchange],
+    violations: &mut Violations,
+) -> String {
+    let mut registered: HashMap<&str, &str> = HashMap::new();
+    for exchange in exchanges {
+        let split = match &exchange.answer {
+            Answer::Ok(Reply::Register(RegisterVisitResponse { visit: Some(visit) })) => {
+                registered.insert(visit.visit_id.as_str(), visit.disease_code.as_str());
+                continue;
+            }
+            Answer::Ok(Reply::PreSettle(reply)) => reply.split.iter().collect::<Vec<_>>(),
+            Answer::Ok(Reply::Settle(SettleResponse {
+                settlement: Some(settlement),
+            }))
+            | Answer::Ok(Reply::Cancel(CancelSettlementResponse {
+                settlement: Some(settlement),
+            }))
+            | Answer::Ok(Reply::Reverse(ReverseByMessageIdResponse {
+                settlement: Some(settlement),
+                ..
+            })) => settlement
+                .split
+                .iter()
+                .chain(settlement.cancellation.iter().flat_map(|c| c.split.iter()))
+                .collect(),
+            _ => continue,
+        };
+        for split in split.into_iter().filter(|split| !itemised(split)) {
+            violations.add(
+                8,
+                format!(
+                    "{} {} answered a split whose fund itemised does not sum to its fund pay {}: {:?}",
+                    exchange.rpc, exchange.message_id, split.fund_pay, split.fund_payments
+                ),
+            );
+        }
+    }
+    let (mut posted, mut refused) = (0, 0);
+    let mut sums: BTreeMap<(String, i64, String), (i64, i64)> = BTreeMap::new();
+    for (id, reservation) in &stores.reservations {
+        if let Some(split) = &reservation.split
+            && (!itemised(split) || split.disease_code != reservation.disease_code)
+        {
+            violations.add(
+                8,
+                format!(
+                    "{id} of disease {:?} stored a split of disease {:?} whose fund itemised {:?} \
+                     is to sum to {}",
+                    reservation.disease_code,
+                    split.disease_code,
+                    split.fund_payments,
+                    split.fund_pay
+                ),
+            );
+        }
+        if reservation.status != "posted" || reservation.kind == "tombstone" {
+            continue;
+        }
+        if !reservation.disease_code.is_empty() {
+            let sum = sums
+                .entry((
+                    reservation.person_no.clone(),
+                    reservation.benefit_year,
+                    reservation.disease_code.clone(),
+                ))
+                .or_default();
+            sum.0 += reservation.deductible_applied_fen;
+            sum.1 += reservation.fund_pay_fen;
+        }
+        if reservation.kind != "settlement" {
+            continue;
+        }
+        let visit_disease = registered.get(reservation.visit_id.as_str()).copied();
+        if visit_disease != Some(reservation.disease_code.as_str()) {
+            violations.add(
+                8,
+                format!(
+                    "{id} posted for disease {:?}, its visit {} registered for {visit_disease:?}",
+                    reservation.disease_code, reservation.visit_id
+                ),
+            );
+        }
+        if reservation.disease_code.is_empty() {
+            continue;
+        }
+        posted += 1;
+        let date = stores
+            .service_dates
+            .get(&reservation.visit_id)
+            .map_or("", String::as_str);
+        let certified = stores.certifications.values().any(|certification| {
+            certification.insured_city == reservation.insured_city
+                && certification.person_no == reservation.person_no
+                && certification.disease_code == reservation.disease_code
+                && certification.covered(
+                    reservation.reserved_at_ms,
+                    &reservation.institution_code,
+                    date,
+                )
+        });
+        if !certified {
+            violations.add(
+                8,
+                format!(
+                    "{id} of {} posted for disease {} at {} on {date:?}, reserved at {} ms, with no \
+                     certification standing then",
+                    reservation.person_no,
+                    reservation.disease_code,
+                    reservation.institution_code,
+                    reservation.reserved_at_ms
+                ),
+            );
+        }
+    }
+    for patient in PATIENTS {
+        let person = patient.person_no();
+        let keys: BTreeSet<(String, i64, String)> = sums
+            .keys()
+            .chain(stores.disease_years.keys())
+            .filter(|(owner, _, _)| *owner == person)
+            .cloned()
+            .collect();
+        for key in keys {
+            let (_, year, disease) = &key;
+            let (deductible, fund) = sums.get(&key).copied().unwrap_or_default();
+            let kept = stores.disease_years.get(&key).copied().unwrap_or_default();
+            if kept != (deductible, fund) {
+                violations.add(
+                    8,
+                    format!(
+                        "{person}: disease_years {year} {disease} holds deductible {} fund {}, the \
+                         posted reservations sum to {deductible} and {fund}",
+                        kept.0, kept.1
+                    ),
+                );
+            }
+            let (deductible_max, quota) = disease_policy(patient, disease);
+            if fund > quota || deductible > deductible_max {
+                violations.add(
+                    8,
+                    format!(
+                        "{person}: {disease} in {year} took fund {fund} of quota {quota}, \
+                         deductible {deductible} of {deductible_max}"
+                    ),
+                );
+            }
+        }
+    }
+    for exchange in certifying {
+        let stored = |message_id: &str| {
+            stores
+                .certifications
+                .values()
+                .any(|row| row.message_id == message_id)
+        };
+        match (&exchange.answer, exchange.rpc) {
+            (Ok(answered), "Certify") => {
+                match stores.certifications.get(&answered.certification_id) {
+                    Some(row)
+                        if row.message_id == exchange.message_id
+                            && (row.person_no.as_str(), row.disease_code.as_str())
+                                == (
+                                    answered.person_no.as_str(),
+                                    answered.disease_code.as_str(),
+                                ) => {}
+                    other => violations.add(
+                        8,
+                        format!(
+                            "Certify {} answered {} but the store holds {other:?}",
+                            exchange.message_id, answered.certification_id
+                        ),
+                    ),
+                }
+            }
+            (Ok(answered), _) => {
+                if stores
+                    .certifications
+                    .get(&answered.certification_id)
+                    .is_none_or(|row| row.status != "cancelled")
+                {
+                    violations.add(
+                        8,
+                        format!(
+                            "CancelCertification {} answered OK but {} is not cancelled",
+                            exchange.message_id, answered.certification_id
+                        ),
+                    );
+                }
+            }
+            (Err((Code::FailedPrecondition, reason)), rpc)
+                if matches!(
+                    reason.as_str(),
+                    "CERTIFICATION_OVERLAPS" | "CERTIFICATION_CANCELLED"
+                ) =>
+            {
+                refused += 1;
+                if rpc == "Certify" && stored(&exchange.message_id) {
+                    violations.add(
+                        8,
+                        format!(
+                            "Certify {} was refused {reason} but stored a certification",
+                            exchange.message_id
+                        ),
+                    );
+                }
+            }
+            (Err((code, reason)), rpc) => violations.add(
+                8,
+                format!(
+                    "{rpc} {} of {} answered {code:?} {reason}",
+                    exchange.message_id, exchange.city
+                ),
+            ),
+        }
+    }
+    let not_certified = exchanges
+        .iter()
+        .filter(|exchange| exchange.rpc == "Settle" && exchange.answer.reason() == "NOT_CERTIFIED")
+        .count();
+    format!(
+        "{posted} chronic-disease settlements posted, {not_certified} Settles refused \
+         NOT_CERTIFIED, {refused} certification calls refused for their content"
+    )
+}
+
 network_test! {
     /// Proves the settlement protocol keeps its invariants under random concurrent HIS schedules
     /// (every settlement RPC, replays at once and later, hurried deadlines, reversals racing
-    /// their Settle, two visits of one patient at once), the bureaus filing and cancelling
-    /// cross-city filings under them, while settlement, ledger and identity servers crash and
+    /// their Settle, two visits of one patient at once, ordinary and chronic-disease visits),
+    /// the bureaus filing and cancelling cross-city filings and certifying and cancelling
+    /// certifications under them, while settlement, ledger and identity servers crash and
     /// restart: after the sweeps, every settlement answered OK is complete in
     /// all three places, nothing is in doubt, the three places and the ledger's balances agree
     /// to the fen, no account goes negative nor fund past the cap, every replay got the first
-    /// answer and no OK came without content. Every violation is reported, with the seed.
+    /// answer and no OK came without content; every chronic-disease settlement stood on a
+    /// certification when reserved, its disease's totals are its posted reservations' within
+    /// the quota, and every fund itemised sums to its fund pay. Every violation is reported,
+    /// with the seed.
     async fn random_schedules_under_crashes_keep_every_invariant(net) {
         let seed = *SEED;
         let ops_max = ops_max();
@@ -2394,9 +2967,11 @@ network_test! {
             stop.store(true, Ordering::Relaxed);
         };
         let fault_rng = ChaCha8Rng::seed_from_u64(seed.rotate_left(32) ^ 0xFA17);
-        let (faults, filings, ()) = tokio::join!(
+        let certifying_rng = ChaCha8Rng::seed_from_u64(seed.rotate_left(48) ^ 0xCE27);
+        let (faults, filings, certifying, ()) = tokio::join!(
             inject_faults(net, fault_rng, &stop),
             file_and_cancel(net, filing_rng, &stop),
+            certify_and_cancel(net, certifying_rng, &stop),
             run
         );
         let ran = started.elapsed();
@@ -2413,6 +2988,7 @@ network_test! {
         check_money(&stores, &mut violations);
         check_replies(&exchanges, &mut violations);
         let filed = check_filings(net, &policies, &filings, &mut violations).await;
+        let diseased = check_diseases(&stores, &exchanges, &certifying, &mut violations);
 
         let completed = stores.treatment.values().filter(|row| row.phase == "completed").count();
         let voided = stores.treatment.values().filter(|row| row.phase == "voided").count();
@@ -2438,12 +3014,14 @@ network_test! {
         eprintln!(
             "torture on {:?}, seed {seed}: {} calls in {} visits over {ran:?}, {} outages; \
              sweeps took {swept:?} ({sweeps:?}); {completed} rows completed, {voided} voided; \
-             {} filing calls ({filed}); {patients:?}\n  answers: {}",
+             {} filing calls ({filed}); {} certification calls ({diseased}); {patients:?}\n  \
+             answers: {}",
             net.database(),
             exchanges.len(),
             torture.flows.load(Ordering::Relaxed),
             faults.len(),
             filings.len(),
+            certifying.len(),
             tally(&exchanges),
         );
 
