@@ -262,6 +262,7 @@ async fn case(net: &Sandbox) {
                 cash_pay: yuan(cash),
                 cancellation: false,
                 original_settlement_id: String::new(),
+                fund_payments: Vec::new(),
             };
             month.entry(treatment.clone()).or_default().push(record);
         }

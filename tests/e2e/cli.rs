@@ -76,6 +76,7 @@ fn settlement(
             cash_pay: yuan(cash),
             cancellation: false,
             original_settlement_id: String::new(),
+            fund_payments: Vec::new(),
         },
     )
 }

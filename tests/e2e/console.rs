@@ -339,6 +339,7 @@ pub(crate) fn zibo_row(n: u32, insured: &str, fund_fen: i64, date: &str) -> Tran
             cash_pay: yuan(cash),
             cancellation: false,
             original_settlement_id: String::new(),
+            fund_payments: Vec::new(),
         },
     )
 }

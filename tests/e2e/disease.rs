@@ -11,9 +11,10 @@ use tonic::Code;
 use yitong_core::Amount;
 use yitong_proto::catalog::v1::ListDiseasesRequest;
 use yitong_proto::identity::v1::InsuranceType;
+use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_proto::ledger::v1::{
-    ClearingType, ReconcileTotalsRequest, ReconciliationResult, ReconciliationScope,
-    ReconciliationTotals, reconciliation_scope::Subject,
+    ClearingType, LookupTransfersRequest, ReconcileTotalsRequest, ReconciliationResult,
+    ReconciliationScope, ReconciliationTotals, reconciliation_scope::Subject,
 };
 use yitong_proto::settlement::v1::{
     BenefitRefusalReason as Reason, CancelCertificationRequest, Certification, CertificationStatus,
@@ -283,6 +284,31 @@ network_test! {
             .expect("cancelled");
         let (_, line) = totals(net, 1).await;
         assert_eq!(line.quota_used, Amount::ZERO.to_string(), "the cancellation gave the quota back");
+
+        // The ledger booked the fund itemised with each record: the settlement's line on the
+        // disease's quota, and the cancellation's mirrored (negated) line.
+        let booked = net
+            .ledger()
+            .lookup_transfers(LookupTransfersRequest { selector: Some(Selector::SettlementId(settled.settlement_id.clone())) })
+            .await
+            .expect("LookupTransfers answers")
+            .into_inner()
+            .transfers;
+        let lines: Vec<(bool, String, String, String)> = booked
+            .iter()
+            .filter_map(|record| record.transfer.as_ref()?.settlement.clone())
+            .flat_map(|record| {
+                record.fund_payments.into_iter().map(move |line| (record.cancellation, line.fund_pay_type, line.disease_code, line.amount))
+            })
+            .collect();
+        let negated = format!("-{}", split.fund_pay);
+        assert_eq!(
+            lines,
+            [
+                (false, "310100".to_owned(), HYPERTENSION.to_owned(), split.fund_pay.clone()),
+                (true, "310100".to_owned(), HYPERTENSION.to_owned(), negated),
+            ]
+        );
     }
 }
 

@@ -70,6 +70,7 @@ fn settlement(serial: u32, date: &str) -> Transfer {
             cash_pay: yuan(cash),
             cancellation: false,
             original_settlement_id: String::new(),
+            fund_payments: Vec::new(),
         },
     )
 }
@@ -668,6 +669,7 @@ fn cross(n: u32, insured: &str, treatment: &str, fund: i64, account: i64, date: 
             cash_pay: yuan(cash),
             cancellation: false,
             original_settlement_id: String::new(),
+            fund_payments: Vec::new(),
         },
     )
 }

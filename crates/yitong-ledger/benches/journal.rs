@@ -36,6 +36,7 @@ fn settlement_transfer() -> TransferColumns {
         cash_pay_fen: 60_020,
         cancellation: 0,
         original_settlement_id: String::new(),
+        fund_payments: String::new(),
         business_date: "2026-11-25".into(),
         clearing_period: "2026-11".into(),
         created_at_ms: 1_795_000_000_000,

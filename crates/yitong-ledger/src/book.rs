@@ -105,6 +105,7 @@ pub fn columns(
         columns.cash_pay_fen = record.cash_pay.fen();
         columns.cancellation = i64::from(record.cancellation);
         columns.original_settlement_id = record.original_settlement_id.clone();
+        columns.fund_payments = crate::transfer::fund_payments_text(&record.fund_payments);
         columns.business_date = record.settlement_date.to_string();
         // The period is the settlement's month, unless that month is closed: a closed period
         // is frozen, so a late row (a cancellation, most often) counts in the first open month
@@ -437,6 +438,8 @@ impl Known {
         };
         let int = |value: i64, what: &str| i32::try_from(value).map_err(|_| corrupt(what));
         let code = TransferCode::from_number(c.code).ok_or_else(|| corrupt("code"))?;
+        let fund_payments = crate::transfer::parse_fund_payments_text(&c.fund_payments)
+            .ok_or_else(|| corrupt("fund breakdown"))?;
         let settlement = code.is_settlement().then(|| pb::SettlementRecord {
             settlement_id: c.settlement_id.clone(),
             message_id: c.settlement_message_id.clone(),
@@ -454,6 +457,14 @@ impl Known {
             cash_pay: Amount::from_fen(c.cash_pay_fen).to_string(),
             cancellation: c.cancellation != 0,
             original_settlement_id: c.original_settlement_id.clone(),
+            fund_payments: fund_payments
+                .iter()
+                .map(|line| pb::SettlementFundPayment {
+                    fund_pay_type: line.fund_pay_type.clone(),
+                    disease_code: line.disease_code.clone(),
+                    amount: line.amount.to_string(),
+                })
+                .collect(),
         });
         let clearing_period = match c.clearing_period.as_str() {
             "" => None,

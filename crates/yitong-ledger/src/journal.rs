@@ -17,7 +17,8 @@
 //! ```text
 //! hash(n) = SHA-256( "yitong.ledger.journal.v1"      24 ASCII bytes, no terminator
 //!                  || hash(n - 1)                   32 bytes; 32 zero bytes for entry 1
-//!                  || field(1) || ... || field(38)  the columns below, in this order )
+//!                  || field(1) || ... || field(38)  the columns below, in this order
+//!                  || field(39)                     `fund_payments`, only when not empty )
 //! ```
 //!
 //! where an integer field is its value as 8 bytes big-endian two's complement, and a text field
@@ -37,7 +38,13 @@
 //! `account_pay_fen`, `cash_pay_fen`, `cancellation`, `original_settlement_id`,
 //! `business_date`, `clearing_period`, `created_at_ms`, `expires_at_ms`, `recorded_at_ms`,
 //! `message_id`, `reason`, `debit_pending_fen`, `debit_posted_fen`, `credit_pending_fen`,
-//! `credit_posted_fen`. The two remaining columns are the chain itself: `previous_hash` (must
+//! `credit_posted_fen`, and, only when it is not empty, `fund_payments` (the settlement's fund
+//! pay by fund type, [`crate::transfer::fund_payments_text`]). That column came with
+//! `migrations/ledger/0013_settlement_fund_payments.sql`, empty in every older row, so an entry
+//! without a breakdown (every entry written before it, and every ordinary settlement after it)
+//! hashes exactly as before, and an old journal verifies unchanged. The encoding stays
+//! injective: the first 38 fields are self-delimiting, and the 39th is there or not. The two
+//! remaining columns are the chain itself: `previous_hash` (must
 //! equal hash(n - 1)) and `hash`, both lowercase hex. Every column of a row is therefore either
 //! covered by its hash or checked against its neighbour's, so changing any byte of any row is
 //! found by [`Verifier`]; so is a missing row, by the gap in the numbering.
@@ -177,6 +184,9 @@ pub struct TransferColumns {
     /// 1 for a cancellation, else 0.
     pub cancellation: i64,
     pub original_settlement_id: String,
+    /// The fund pay by fund type ([`crate::transfer::fund_payments_text`]); empty when it is
+    /// all the basic pooling fund, and for codes without a settlement record.
+    pub fund_payments: String,
     /// The day the transfer counts on, "YYYY-MM-DD": the settlement date, or the China date of
     /// creation for the codes without a settlement.
     pub business_date: String,
@@ -193,7 +203,7 @@ impl TransferColumns {
     }
 
     /// The settlement record's columns, for comparing two records whole.
-    pub fn settlement_key(&self) -> ([&str; 9], [i64; 7]) {
+    pub fn settlement_key(&self) -> ([&str; 10], [i64; 7]) {
         (
             [
                 &self.settlement_id,
@@ -205,6 +215,7 @@ impl TransferColumns {
                 &self.person_no,
                 &self.settlement_date,
                 &self.original_settlement_id,
+                &self.fund_payments,
             ],
             [
                 self.insurance_type,
@@ -234,10 +245,13 @@ pub const COLUMNS: &str = "sequence, event, stage, transfer_id, debit_account_id
      account_pay_fen, cash_pay_fen, cancellation, original_settlement_id, business_date, \
      clearing_period, created_at_ms, expires_at_ms, recorded_at_ms, message_id, reason, \
      debit_pending_fen, debit_posted_fen, credit_pending_fen, credit_posted_fen, \
-     previous_hash, hash";
+     fund_payments, previous_hash, hash";
 
 /// Number of columns, and of values bound per inserted row.
-pub const COLUMN_COUNT: usize = 40;
+pub const COLUMN_COUNT: usize = 41;
+
+/// Where `fund_payments` is in [`COLUMNS`]: hashed only when not empty (see the module docs).
+const FUND_PAYMENTS_COLUMN: usize = 38;
 
 /// Columns the hash covers: all but `previous_hash` and `hash`.
 const HASHED_COLUMN_COUNT: usize = COLUMN_COUNT - 2;
@@ -348,6 +362,7 @@ impl Entry {
             Int(self.legs.debit_posted_fen),
             Int(self.legs.credit_pending_fen),
             Int(self.legs.credit_posted_fen),
+            Text(&t.fund_payments),
             Text(&self.previous_hash),
             Text(&self.hash),
         ]
@@ -368,7 +383,10 @@ impl Entry {
         let mut hasher = Sha256::new();
         hasher.update(DOMAIN_TAG);
         hasher.update(previous);
-        for value in &self.hashed_values() {
+        for (column, value) in self.hashed_values().iter().enumerate() {
+            if column == FUND_PAYMENTS_COLUMN && *value == Value::Text("") {
+                continue;
+            }
             match value {
                 Value::Int(number) => hasher.update(number.to_be_bytes()),
                 Value::Text(text) => {
@@ -640,8 +658,9 @@ mod tests {
             35 => entry.legs.debit_posted_fen ^= 1,
             36 => entry.legs.credit_pending_fen ^= 1,
             37 => entry.legs.credit_posted_fen ^= 1,
-            38 => text(&mut entry.previous_hash),
-            39 => text(&mut entry.hash),
+            38 => text(&mut t.fund_payments),
+            39 => text(&mut entry.previous_hash),
+            40 => text(&mut entry.hash),
             _ => unreachable!("{COLUMN_COUNT} columns"),
         }
     }
@@ -707,7 +726,43 @@ mod tests {
         assert_eq!(entry.hash, to_hex(&expected));
         let names: Vec<&str> = COLUMNS.split(',').map(str::trim).collect();
         assert_eq!(names.len(), COLUMN_COUNT);
-        assert_eq!(&names[38..], ["previous_hash", "hash"]);
+        assert_eq!(&names[38..], ["fund_payments", "previous_hash", "hash"]);
+    }
+
+    // Proves a fund breakdown is the 39th field of the encoding, after the 38 an entry without
+    // one has, so an entry without one hashes as it always did.
+    #[test]
+    fn a_fund_breakdown_is_hashed_after_the_other_fields() {
+        let mut transfer = transfer(1, 12_345, false);
+        transfer.fund_payments = "310100/M03900/12345".into();
+        let entry = Entry::new(
+            1,
+            Event::Created,
+            transfer,
+            1_772_000_000_001,
+            "msg-1".into(),
+            String::new(),
+            &GENESIS,
+        );
+        let mut expected = Sha256::new();
+        expected.update(b"yitong.ledger.journal.v1");
+        expected.update([0u8; 32]);
+        let mut values = entry.values();
+        values[1] = Value::Int(1);
+        for value in &values[..39] {
+            match value {
+                Value::Int(number) => expected.update(number.to_be_bytes()),
+                Value::Text(text) => {
+                    expected.update((text.len() as u64).to_be_bytes());
+                    expected.update(text.as_bytes());
+                }
+            }
+        }
+        let expected: Hash = expected.finalize().into();
+        assert_eq!(entry.hash, to_hex(&expected));
+        let mut without = entry.clone();
+        without.transfer.fund_payments.clear();
+        assert_ne!(without.compute_hash(&GENESIS), expected);
     }
 
     // Proves an entry hashes to the very value the ledger computed when `event` was stored as a

@@ -318,6 +318,7 @@ fn entry_from_row(row: &AnyRow) -> Result<Entry, sqlx::Error> {
             clearing_period: text(28)?,
             created_at_ms: int(29)?,
             expires_at_ms: int(30)?,
+            fund_payments: text(38)?,
         },
         recorded_at_ms: int(31)?,
         message_id: text(32)?,
@@ -328,8 +329,8 @@ fn entry_from_row(row: &AnyRow) -> Result<Entry, sqlx::Error> {
             credit_pending_fen: int(36)?,
             credit_posted_fen: int(37)?,
         },
-        previous_hash: text(38)?,
-        hash: text(39)?,
+        previous_hash: text(39)?,
+        hash: text(40)?,
     })
 }
 

@@ -23,6 +23,11 @@ pub const PENDING_TIMEOUT_SECONDS_MAX: u32 = 3_600;
 /// Longest operator id, settlement id or visit id, in characters.
 pub const IDENTIFIER_CHARS_MAX: usize = 64;
 
+/// Most lines of a settlement record's fund breakdown (national setldetail).
+pub const FUND_PAYMENTS_MAX: usize = 16;
+/// Longest disease code of a fund line, in characters.
+pub const DISEASE_CODE_CHARS_MAX: usize = 20;
+
 /// Bit of the stored `flags` column: the transfer was linked to the next one of its batch.
 pub const FLAG_LINKED: i64 = 1;
 /// Bit of the stored `flags` column: the transfer was created pending.
@@ -161,6 +166,71 @@ pub struct SettlementRecord {
     pub cancellation: bool,
     /// The settlement a cancellation cancels; empty for a settlement.
     pub original_settlement_id: String,
+    /// The fund pay by fund type, in (fund type, disease) order, canonical: empty when the whole
+    /// fund pay is the insurance type's basic pooling fund against the ordinary annual cap (see
+    /// [`SettlementRecord::itemised`]).
+    pub fund_payments: Vec<FundPayment>,
+}
+
+/// One fund's part of a settlement record: a row of the national setldetail, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FundPayment {
+    /// national fund_pay_type: the basic pooling fund of the record's insurance type.
+    pub fund_pay_type: String,
+    /// The disease whose annual quota the payment draws on; empty for the ordinary annual cap.
+    pub disease_code: String,
+    /// Negative for a cancellation, like the record's fund pay; never zero.
+    pub amount: Amount,
+}
+
+/// The basic pooling fund that pays for an insurance type (national insutype 310 or 390), as
+/// its national fund_pay_type: 310100 (职工基本医疗保险统筹基金) or 390100 (城乡居民基本医疗保险基金).
+pub fn pool_fund_type(insurance_type: i64) -> Option<&'static str> {
+    match insurance_type {
+        310 => Some("310100"),
+        390 => Some("390100"),
+        _ => None,
+    }
+}
+
+/// The stored form of a fund breakdown (the journal's `fund_payments` column): one
+/// `fund_pay_type/disease_code/amount_fen` per line, joined by `;`; empty for none.
+pub fn fund_payments_text(lines: &[FundPayment]) -> String {
+    lines
+        .iter()
+        .map(|line| {
+            format!(
+                "{}/{}/{}",
+                line.fund_pay_type,
+                line.disease_code,
+                line.amount.fen()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Reads [`fund_payments_text`] back; `None` when the text is not of that form.
+pub fn parse_fund_payments_text(text: &str) -> Option<Vec<FundPayment>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    text.split(';')
+        .map(|line| {
+            let mut parts = line.split('/');
+            let fund_pay_type = parts.next()?.to_owned();
+            let disease_code = parts.next()?.to_owned();
+            let amount = Amount::from_fen(parts.next()?.parse().ok()?);
+            match parts.next() {
+                Some(_) => None,
+                None => Some(FundPayment {
+                    fund_pay_type,
+                    disease_code,
+                    amount,
+                }),
+            }
+        })
+        .collect()
 }
 
 impl SettlementRecord {
@@ -170,6 +240,107 @@ impl SettlementRecord {
         let pay = self.fund_pay.checked_add(self.account_pay)?;
         Some(Amount::from_fen(pay.fen().checked_abs()?))
     }
+
+    /// The fund pay by fund type, every line spelled out: the stored lines, or for the empty
+    /// canonical form one line of the insurance type's pooling fund (none when fund pay is zero).
+    pub fn itemised(&self) -> Vec<FundPayment> {
+        itemised(&self.fund_payments, self.insurance_type, self.fund_pay)
+    }
+}
+
+/// The lines of a stored breakdown spelled out (see [`SettlementRecord::itemised`]).
+pub fn itemised(lines: &[FundPayment], insurance_type: i64, fund_pay: Amount) -> Vec<FundPayment> {
+    if !lines.is_empty() || fund_pay == Amount::ZERO {
+        return lines.to_vec();
+    }
+    vec![FundPayment {
+        fund_pay_type: pool_fund_type(insurance_type)
+            .unwrap_or_default()
+            .to_owned(),
+        disease_code: String::new(),
+        amount: fund_pay,
+    }]
+}
+
+fn disease_code(text: &str, field: &str) -> Result<String, Invalid> {
+    let ok = text.chars().count() <= DISEASE_CODE_CHARS_MAX
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'.');
+    if !ok {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "must be empty or at most {DISEASE_CODE_CHARS_MAX} ASCII letters, digits and dots"
+            ),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// Checks a record's fund breakdown against its insurance type and fund pay, each amount signed
+/// by `signed`, and returns it in canonical form. Field paths are relative to the record.
+fn fund_payments(
+    lines: &[pb::SettlementFundPayment],
+    insurance_type: i64,
+    fund_pay: Amount,
+    signed: impl Fn(&str, &str) -> Result<Amount, Invalid>,
+) -> Result<Vec<FundPayment>, Invalid> {
+    if lines.len() > FUND_PAYMENTS_MAX {
+        return Err(Invalid::new(
+            "fund_payments",
+            format!("must hold at most {FUND_PAYMENTS_MAX} lines"),
+        ));
+    }
+    let pool = pool_fund_type(insurance_type).expect("the insurance type is checked first");
+    let mut checked: Vec<FundPayment> = Vec::with_capacity(lines.len());
+    for (index, line) in lines.iter().enumerate() {
+        let field = |name: &str| format!("fund_payments[{index}].{name}");
+        if line.fund_pay_type != pool {
+            return Err(Invalid::new(
+                field("fund_pay_type"),
+                format!("must be {pool}, the basic pooling fund of the record's insurance type"),
+            ));
+        }
+        let disease_code = disease_code(&line.disease_code, &field("disease_code"))?;
+        let amount = signed(&line.amount, &field("amount"))?;
+        if amount == Amount::ZERO {
+            return Err(Invalid::new(
+                field("amount"),
+                "must not be zero: a fund that pays nothing has no line",
+            ));
+        }
+        if checked.iter().any(|seen| {
+            seen.fund_pay_type == line.fund_pay_type && seen.disease_code == disease_code
+        }) {
+            return Err(Invalid::new(
+                field("disease_code"),
+                "repeats an earlier line's fund type and disease",
+            ));
+        }
+        checked.push(FundPayment {
+            fund_pay_type: line.fund_pay_type.clone(),
+            disease_code,
+            amount,
+        });
+    }
+    let sum = checked
+        .iter()
+        .try_fold(Amount::ZERO, |sum, line| sum.checked_add(line.amount));
+    if !checked.is_empty() && sum != Some(fund_pay) {
+        return Err(Invalid::new(
+            "fund_payments",
+            "must sum exactly to fund_pay",
+        ));
+    }
+    checked.sort_by(|a, b| {
+        (&a.fund_pay_type, &a.disease_code).cmp(&(&b.fund_pay_type, &b.disease_code))
+    });
+    // One line of the pooling fund against the ordinary cap is what the empty list means.
+    if checked.len() == 1 && checked[0].disease_code.is_empty() {
+        checked.clear();
+    }
+    Ok(checked)
 }
 
 fn identifier(text: &str, field: &str) -> Result<String, Invalid> {
@@ -264,6 +435,7 @@ impl TryFrom<pb::SettlementRecord> for SettlementRecord {
                 "must equal fund_pay plus account_pay plus cash_pay",
             ));
         }
+        let fund_payments = fund_payments(&record.fund_payments, insurance_type, fund_pay, signed)?;
         let original_settlement_id = match (record.cancellation, record.original_settlement_id) {
             (false, original) if original.is_empty() => original,
             (false, _) => {
@@ -300,6 +472,7 @@ impl TryFrom<pb::SettlementRecord> for SettlementRecord {
             cash_pay,
             cancellation: record.cancellation,
             original_settlement_id,
+            fund_payments,
         })
     }
 }
@@ -576,9 +749,138 @@ pub(crate) mod tests {
                 cash_pay: "20.00".into(),
                 cancellation: false,
                 original_settlement_id: String::new(),
+                fund_payments: Vec::new(),
             }),
             operator_id: String::new(),
         }
+    }
+
+    fn fund_line(
+        fund_pay_type: &str,
+        disease_code: &str,
+        amount: &str,
+    ) -> pb::SettlementFundPayment {
+        pb::SettlementFundPayment {
+            fund_pay_type: fund_pay_type.into(),
+            disease_code: disease_code.into(),
+            amount: amount.into(),
+        }
+    }
+
+    /// The settlement's 70.00 of fund pay: 50.00 on the hypertension quota, 20.00 on the
+    /// diabetes quota (listed out of order), as a record of two diseases' lines.
+    fn itemised_settlement() -> pb::Transfer {
+        let mut transfer = settlement();
+        transfer.settlement.as_mut().unwrap().fund_payments = vec![
+            fund_line("310100", "M03900", "50.00"),
+            fund_line("310100", "M01600", "20.00"),
+        ];
+        transfer
+    }
+
+    // Proves a fund breakdown is kept in (fund type, disease) order, stored and read back alike,
+    // and that a single line of the pooling fund on the ordinary cap is the empty breakdown.
+    #[test]
+    fn a_fund_breakdown_is_canonical() {
+        let parsed = Transfer::try_from(itemised_settlement()).expect("valid");
+        let record = parsed.settlement.unwrap();
+        let diseases: Vec<&str> = record
+            .fund_payments
+            .iter()
+            .map(|line| line.disease_code.as_str())
+            .collect();
+        assert_eq!(diseases, ["M01600", "M03900"]);
+        let text = fund_payments_text(&record.fund_payments);
+        assert_eq!(text, "310100/M01600/2000;310100/M03900/5000");
+        assert_eq!(parse_fund_payments_text(&text), Some(record.fund_payments));
+        assert_eq!(parse_fund_payments_text("310100/M01600"), None);
+        assert_eq!(parse_fund_payments_text("310100//x"), None);
+
+        let mut pooled = settlement();
+        pooled.settlement.as_mut().unwrap().fund_payments = vec![fund_line("310100", "", "70.00")];
+        let record = Transfer::try_from(pooled).unwrap().settlement.unwrap();
+        assert!(record.fund_payments.is_empty());
+        let spelled = record.itemised();
+        assert_eq!(spelled.len(), 1);
+        assert_eq!(
+            (spelled[0].fund_pay_type.as_str(), spelled[0].amount),
+            ("310100", Amount::from_fen(7_000))
+        );
+    }
+
+    // Proves each malformed fund line is refused with its field path, the sum is checked
+    // against fund pay, and a cancellation's lines must be negative like its fund pay.
+    #[test]
+    fn fund_breakdown_lines_are_checked() {
+        type Edit = fn(&mut Vec<pb::SettlementFundPayment>);
+        let cases: [(Edit, &str); 7] = [
+            (
+                |lines| lines[1].fund_pay_type = "390100".into(),
+                "settlement.fund_payments[1].fund_pay_type",
+            ),
+            (
+                |lines| lines[0].disease_code = "M03/900".into(),
+                "settlement.fund_payments[0].disease_code",
+            ),
+            (
+                |lines| lines[1].disease_code = "M03900".into(),
+                "settlement.fund_payments[1].disease_code",
+            ),
+            (
+                |lines| lines[0].amount = "-50.00".into(),
+                "settlement.fund_payments[0].amount",
+            ),
+            (
+                |lines| lines.push(fund_line("310100", "", "0.00")),
+                "settlement.fund_payments[2].amount",
+            ),
+            (
+                |lines| lines[0].amount = "49.99".into(),
+                "settlement.fund_payments",
+            ),
+            (
+                |lines| *lines = vec![fund_line("310100", "", "1.00"); FUND_PAYMENTS_MAX + 1],
+                "settlement.fund_payments",
+            ),
+        ];
+        for (edit, field) in cases {
+            let mut transfer = itemised_settlement();
+            edit(&mut transfer.settlement.as_mut().unwrap().fund_payments);
+            assert_eq!(refused_at(transfer), field);
+        }
+
+        let mut cancellation = itemised_settlement();
+        cancellation.code = pb::TransferCode::Cancellation as i32;
+        std::mem::swap(
+            &mut cancellation.debit_account_id,
+            &mut cancellation.credit_account_id,
+        );
+        let record = cancellation.settlement.as_mut().unwrap();
+        record.cancellation = true;
+        record.settlement_id = "C3703002026030100001".into();
+        record.original_settlement_id = "T3703002026030100001".into();
+        for amount in [
+            &mut record.total_amount,
+            &mut record.fund_pay,
+            &mut record.account_pay,
+            &mut record.cash_pay,
+        ] {
+            amount.insert(0, '-');
+        }
+        assert_eq!(
+            refused_at(cancellation.clone()),
+            "settlement.fund_payments[0].amount",
+            "a cancellation's lines are negated"
+        );
+        let record = cancellation.settlement.as_mut().unwrap();
+        for line in &mut record.fund_payments {
+            line.amount.insert(0, '-');
+        }
+        let parsed = Transfer::try_from(cancellation).expect("a mirrored breakdown");
+        assert_eq!(
+            fund_payments_text(&parsed.settlement.unwrap().fund_payments),
+            "310100/M01600/-2000;310100/M03900/-5000"
+        );
     }
 
     fn refused_at(transfer: pb::Transfer) -> String {

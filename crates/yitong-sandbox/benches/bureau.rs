@@ -185,6 +185,7 @@ impl Claim {
             cash_pay: yuan(self.cash_fen),
             cancellation: false,
             original_settlement_id: String::new(),
+            fund_payments: Vec::new(),
         }
     }
 

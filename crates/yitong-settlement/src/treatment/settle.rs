@@ -586,6 +586,17 @@ impl SettlementNode {
                 .original_settlement_id
                 .clone()
                 .unwrap_or_default(),
+            // The reservation's itemised fund pay, negated in a cancellation's split as its
+            // fund pay is.
+            fund_payments: split
+                .fund_payments
+                .iter()
+                .map(|line| ledger::SettlementFundPayment {
+                    fund_pay_type: line.fund_pay_type.clone(),
+                    disease_code: line.disease_code.clone(),
+                    amount: line.amount.clone(),
+                })
+                .collect(),
         };
         Ok(ledger::Transfer {
             id: transfer_id(&intent.row.settlement_id, PENDING_ROLE),

@@ -1,0 +1,17 @@
+-- The fund pay of a settlement record by fund type (national setldetail), kept in its journal
+-- entry like every other figure of the record, so that reconciliation and clearing read one row.
+-- One `fund_pay_type/disease_code/amount_fen` per line, joined by ';'
+-- (crates/yitong-ledger/src/transfer.rs `fund_payments_text`), in (fund type, disease) order.
+--
+-- Empty means the whole fund pay is the basic pooling fund of the record's insurance type
+-- (310100 for insutype 310, 390100 for 390) against the ordinary annual cap: what every row
+-- written before this migration holds, and what an ordinary settlement still writes. Only a
+-- breakdown that says more (a chronic disease's quota) is spelled out.
+--
+-- The hash chain is unchanged for every empty value: the canonical encoding adds this column
+-- only when it is not empty (crates/yitong-ledger/src/journal.rs), so a journal written before
+-- this migration verifies after it. Adding a column with a constant default rewrites no row and
+-- fires no row trigger, so the append-only triggers of 0012 stay as they are.
+--
+-- Portable SQL: PostgreSQL and SQLite alike.
+ALTER TABLE journal ADD COLUMN fund_payments TEXT NOT NULL DEFAULT '';
