@@ -89,6 +89,21 @@ impl SettlementNode {
         Ok(query.check_date(self.options.visit_look_back_days, yitong_core::today())?)
     }
 
+    /// The query's date, once the person behind its credential is checked as at the counter.
+    async fn person_checked_on(&self, query: &PersonQuery) -> Result<Date, TreatmentError> {
+        let date = self.query_date(query)?;
+        self.check_person(
+            &query.credential,
+            &query.person_no,
+            query.insurance_type,
+            date,
+            &query.institution,
+            &query.operator_id,
+        )
+        .await?;
+        Ok(date)
+    }
+
     /// The person's running totals from the insured city's BenefitService, and their filing
     /// standing for this city.
     async fn totals(
@@ -250,16 +265,7 @@ impl SettlementNode {
         &self,
         query: PersonQuery,
     ) -> Result<pb::GetRunningTotalsResponse, TreatmentError> {
-        let date = self.query_date(&query)?;
-        self.check_person(
-            &query.credential,
-            &query.person_no,
-            query.insurance_type,
-            date,
-            &query.institution,
-            &query.operator_id,
-        )
-        .await?;
+        let date = self.person_checked_on(&query).await?;
         let institution = self.institution(&query.institution).await?;
         let insured_city = query.person_no.insured_city();
         let (totals, ..) = self
@@ -276,16 +282,7 @@ impl SettlementNode {
         &self,
         query: PersonQuery,
     ) -> Result<pb::QueryFilingsResponse, TreatmentError> {
-        let date = self.query_date(&query)?;
-        self.check_person(
-            &query.credential,
-            &query.person_no,
-            query.insurance_type,
-            date,
-            &query.institution,
-            &query.operator_id,
-        )
-        .await?;
+        let date = self.person_checked_on(&query).await?;
         let institution = self.institution(&query.institution).await?;
         let insured_city = query.person_no.insured_city();
         let (_, standing, _) = self
@@ -312,16 +309,7 @@ impl SettlementNode {
         &self,
         query: PersonQuery,
     ) -> Result<pb::QueryCertificationsResponse, TreatmentError> {
-        let date = self.query_date(&query)?;
-        self.check_person(
-            &query.credential,
-            &query.person_no,
-            query.insurance_type,
-            date,
-            &query.institution,
-            &query.operator_id,
-        )
-        .await?;
+        self.person_checked_on(&query).await?;
         let insured_city = query.person_no.insured_city();
         let certifications = self
             .certification(insured_city)?
