@@ -232,8 +232,16 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
             "1".to_owned(),
         ),
         (
-            format!(r#"yitong_settlement_refusals_total{{{pair},reason="FAILED_PRECONDITION"}}"#),
+            format!(r#"yitong_settlement_refusals_total{{{pair},reason="VISIT_SETTLED"}}"#),
             "1".to_owned(),
+        ),
+        (
+            format!(r#"yitong_settlement_refusals_total{{{pair},reason="FAILED_PRECONDITION"}}"#),
+            "0".to_owned(),
+        ),
+        (
+            format!(r#"yitong_settlement_refusals_total{{{pair},reason="INSURANCE_SUSPENDED"}}"#),
+            "0".to_owned(),
         ),
         (
             format!(r#"yitong_settlement_refusals_total{{{pair},reason="UNAVAILABLE"}}"#),

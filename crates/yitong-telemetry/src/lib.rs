@@ -16,8 +16,9 @@ mod metrics;
 mod serve;
 
 pub use metrics::{
-    BREAK_CLASSES, BreakLabels, CITY_BREAK_SCOPES, CityLabels, MethodLabels, Metrics, PairLabels,
-    REFUSAL_REASONS, RefusalLabels, RpcLabels, SETTLEMENT_OUTCOMES, SettlementLabels, metrics,
+    BREAK_CLASSES, BUSINESS_REFUSALS, BreakLabels, CITY_BREAK_SCOPES, CityLabels, MethodLabels,
+    Metrics, PairLabels, REFUSAL_CLASSES, RefusalLabels, RpcLabels, SETTLEMENT_OUTCOMES,
+    SettlementLabels, business_refusal, metrics, refusal_reasons,
 };
 pub use serve::serve_metrics;
 

@@ -44,24 +44,57 @@ pub struct SettlementLabels {
     pub outcome: String,
 }
 
-/// A Settle refused at the treatment city: its city pair and why, as the gRPC status it was
-/// answered with ([`REFUSAL_REASONS`]).
+/// A Settle refused at the treatment city: its city pair and why ([`refusal_reasons`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
     pub treatment_city: String,
     pub insured_city: String,
-    /// "FAILED_PRECONDITION" (a business refusal: a suspended person, a lost card, a visit
-    /// already settled), "NOT_FOUND", "INVALID_ARGUMENT", "PERMISSION_DENIED",
-    /// "UNAVAILABLE" (a peer or the store could not answer) or "INTERNAL".
+    /// A business refusal's own reason, as its google.rpc.ErrorInfo names it to the HIS
+    /// ([`BUSINESS_REFUSALS`]: "INSURANCE_SUSPENDED", "CARD_LOST", "NOT_FILED",
+    /// "VISIT_SETTLED", ...), or else the class of the status it was answered with:
+    /// "FAILED_PRECONDITION" (a business refusal of no listed reason), "NOT_FOUND",
+    /// "INVALID_ARGUMENT", "PERMISSION_DENIED", "UNAVAILABLE" (a peer or the store could not
+    /// answer) or "INTERNAL".
     pub reason: String,
 }
 
 /// The outcomes of `yitong_settlements_total`.
 pub const SETTLEMENT_OUTCOMES: [&str; 3] = ["settled", "refused", "cancelled"];
 
-/// The reasons of `yitong_settlement_refusals_total`: the gRPC statuses a refused Settle is
-/// answered with.
-pub const REFUSAL_REASONS: [&str; 6] = [
+/// The business reasons a Settle is refused with (google.rpc.ErrorInfo), by whoever refuses
+/// it: the credential and the person at the issuing city's identity, the benefit at the insured
+/// city, the visit at the treatment city. Each is a reason of
+/// `yitong_settlement_refusals_total` of its own; any other business refusal counts as
+/// "FAILED_PRECONDITION", so a peer cannot grow the label set.
+pub const BUSINESS_REFUSALS: [&str; 20] = [
+    // The credential and the person (identity).
+    "CARD_LOST",
+    "CARD_CANCELLED",
+    "E_VOUCHER_EXPIRED",
+    "INSURANCE_SUSPENDED",
+    "INSURANCE_TERMINATED",
+    "NOT_INSURED_ON_DATE",
+    "CITY_NOT_ENABLED",
+    "ACCOUNT_INSUFFICIENT",
+    // The benefit (the insured city).
+    "INSTITUTION_NOT_NETWORKED",
+    "NOT_FILED",
+    "NOT_CERTIFIED",
+    "DISEASE_NOT_COVERED",
+    "RESERVATION_VOIDED",
+    "VOIDED_BEFORE_RESERVED",
+    // The visit (the treatment city).
+    "NO_FEE_LINES",
+    "TOO_MANY_LINES",
+    "VISIT_SETTLED",
+    "VISIT_CANCELLED",
+    "MESSAGE_ID_DEAD",
+    "SETTLEMENT_VOIDED",
+];
+
+/// The status classes a refused Settle is counted under when it has no reason of
+/// [`BUSINESS_REFUSALS`].
+pub const REFUSAL_CLASSES: [&str; 6] = [
     "FAILED_PRECONDITION",
     "NOT_FOUND",
     "INVALID_ARGUMENT",
@@ -69,6 +102,19 @@ pub const REFUSAL_REASONS: [&str; 6] = [
     "UNAVAILABLE",
     "INTERNAL",
 ];
+
+/// Every reason of `yitong_settlement_refusals_total`: the business reasons, then the classes.
+pub fn refusal_reasons() -> impl Iterator<Item = &'static str> {
+    BUSINESS_REFUSALS.into_iter().chain(REFUSAL_CLASSES)
+}
+
+/// The reason a business refusal is counted under: its own when listed, else its class.
+pub fn business_refusal(reason: &str) -> &'static str {
+    BUSINESS_REFUSALS
+        .into_iter()
+        .find(|listed| *listed == reason)
+        .unwrap_or("FAILED_PRECONDITION")
+}
 
 /// The classes of `yitong_reconciliation_breaks_total`.
 pub const BREAK_CLASSES: [&str; 6] = [
@@ -266,9 +312,12 @@ impl Metrics {
     }
 
     /// One refused Settle at the treatment city: outcome "refused", and its reason (one of
-    /// [`REFUSAL_REASONS`]).
+    /// [`refusal_reasons`]).
     pub fn observe_refusal(&self, treatment_city: &str, insured_city: &str, reason: &str) {
-        debug_assert!(REFUSAL_REASONS.contains(&reason), "reason {reason}");
+        debug_assert!(
+            refusal_reasons().any(|listed| listed == reason),
+            "reason {reason}"
+        );
         self.observe_settlement(treatment_city, insured_city, "refused", 0);
         self.settlement_refusals
             .get_or_create(&RefusalLabels {
@@ -295,7 +344,7 @@ impl Metrics {
                     outcome: outcome.to_owned(),
                 });
             }
-            for reason in REFUSAL_REASONS {
+            for reason in refusal_reasons() {
                 let _ = self.settlement_refusals.get_or_create(&RefusalLabels {
                     treatment_city: treatment_city.to_owned(),
                     insured_city: insured_city.to_owned(),

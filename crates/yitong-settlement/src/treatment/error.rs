@@ -82,19 +82,24 @@ impl TreatmentError {
 
 impl TreatmentError {
     /// The reason a Settle that ended in this error is counted under as refused (one of
-    /// `yitong_telemetry::REFUSAL_REASONS`, the status it is answered with); `None` for what
-    /// refuses no settlement: a message id reused for another request, or a first call still
-    /// in progress.
+    /// `yitong_telemetry::refusal_reasons`): a business refusal's own reason, whether this node
+    /// refused or a peer did (its google.rpc.ErrorInfo), else the status class it is answered
+    /// with; `None` for what refuses no settlement: a message id reused for another request,
+    /// or a first call still in progress.
     pub fn refusal_reason(&self) -> Option<&'static str> {
         Some(match self {
             TreatmentError::Invalid(_) => "INVALID_ARGUMENT",
             TreatmentError::NotFound { .. } => "NOT_FOUND",
             TreatmentError::NotYours { .. } => "PERMISSION_DENIED",
-            TreatmentError::Refused { .. } => "FAILED_PRECONDITION",
+            TreatmentError::Refused { reason, .. } => yitong_telemetry::business_refusal(reason),
             TreatmentError::Remote { status, .. } => match status.code() {
                 Code::NotFound => "NOT_FOUND",
                 Code::InvalidArgument => "INVALID_ARGUMENT",
-                _ => "FAILED_PRECONDITION",
+                _ => status
+                    .get_details_error_info()
+                    .map_or("FAILED_PRECONDITION", |info| {
+                        yitong_telemetry::business_refusal(&info.reason)
+                    }),
             },
             TreatmentError::Unavailable { .. } => "UNAVAILABLE",
             TreatmentError::Store(store) if yitong_store::is_contention(store) => "UNAVAILABLE",
@@ -162,5 +167,43 @@ impl From<TreatmentError> for Status {
                 Status::internal("internal error")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer_refusal(code: Code, reason: &str) -> TreatmentError {
+        let details = ErrorDetails::with_error_info(reason, "yitong.identity", HashMap::new());
+        TreatmentError::Remote {
+            service: "identity",
+            status: Status::with_error_details(code, "refused", details),
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_counted_under_its_business_reason_wherever_it_was_refused() {
+        let here = TreatmentError::refused("VISIT_SETTLED", "the visit is settled");
+        assert_eq!(here.refusal_reason(), Some("VISIT_SETTLED"));
+        let at_peer = peer_refusal(Code::FailedPrecondition, "INSURANCE_SUSPENDED");
+        assert_eq!(at_peer.refusal_reason(), Some("INSURANCE_SUSPENDED"));
+        let at_insured_city = peer_refusal(Code::FailedPrecondition, "NOT_FILED");
+        assert_eq!(at_insured_city.refusal_reason(), Some("NOT_FILED"));
+    }
+
+    #[test]
+    fn an_unlisted_reason_is_counted_under_its_class_so_no_peer_grows_the_label_set() {
+        let unlisted = peer_refusal(Code::FailedPrecondition, "SOMETHING_NEW");
+        assert_eq!(unlisted.refusal_reason(), Some("FAILED_PRECONDITION"));
+        let no_details = TreatmentError::Remote {
+            service: "identity",
+            status: Status::failed_precondition("refused"),
+        };
+        assert_eq!(no_details.refusal_reason(), Some("FAILED_PRECONDITION"));
+        let not_found = peer_refusal(Code::NotFound, "CARD_LOST");
+        assert_eq!(not_found.refusal_reason(), Some("NOT_FOUND"));
+        let mine = TreatmentError::refused("SOMETHING_LOCAL", "refused");
+        assert_eq!(mine.refusal_reason(), Some("FAILED_PRECONDITION"));
     }
 }
