@@ -757,7 +757,7 @@ pub(crate) async fn leave_a_settlement_in_doubt(net: &Sandbox) -> (String, Owner
                 panic!("a fresh message id starts an intent");
             };
             let reservation = node.step_reserve(&intent).await.expect("reserved");
-            let transfer = node.step_book(&intent, &reservation).await.expect("booked");
+            let transfer = node.booking(&intent, &reservation).expect("transfer");
             net.abort_server(jinan, Service::Settlement);
             node.step_record(&intent, &reservation, &transfer)
                 .await

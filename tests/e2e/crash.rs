@@ -20,17 +20,39 @@ use crate::protocol::open_own_visit;
 use crate::settlement::{assert_ledger_agrees, hospital, own_node, settle_request};
 use crate::support::assert_refused;
 
-/// Where a Settle stops: after this many of its five steps.
-const BOUNDARIES: [usize; 4] = [1, 2, 3, 4];
+/// Which protocol drives the Settle: the current one (intent, reserve, record, complete), or the
+/// one before issue 21 (intent, reserve, pending booking, record, complete), whose rows a node
+/// not yet upgraded leaves for an upgraded one to carry on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Current,
+    BeforeIssue21,
+}
 
-/// Runs the first `steps` steps of a Settle, each asserted to succeed (every peer is up), and
-/// returns the settlement id of the intent.
+impl Protocol {
+    /// How many steps a Settle takes.
+    fn steps(self) -> usize {
+        match self {
+            Protocol::Current => 4,
+            Protocol::BeforeIssue21 => 5,
+        }
+    }
+
+    /// The step that records: the point of no return.
+    fn record_step(self) -> usize {
+        self.steps() - 1
+    }
+}
+
+/// Runs the first `steps` steps of a Settle under `protocol`, each asserted to succeed (every
+/// peer is up), and returns the settlement id of the intent.
 async fn settle_partly(
     node: &SettlementNode,
     message_id: &str,
     visit: &Visit,
     n: u32,
     steps: usize,
+    protocol: Protocol,
 ) -> String {
     let Started::Intent(intent) = node
         .step_intent(&settle_request(message_id, visit, n, true))
@@ -47,16 +69,22 @@ async fn settle_partly(
     if steps < 3 {
         return id;
     }
-    let transfer = node
-        .step_book(&intent, &reservation)
-        .await
-        .expect("step 3: booked");
-    if steps < 4 {
-        return id;
-    }
+    let transfer = match protocol {
+        Protocol::Current => node.booking(&intent, &reservation).expect("transfer"),
+        Protocol::BeforeIssue21 => {
+            let pending = node
+                .step_book(&intent, &reservation)
+                .await
+                .expect("step 3: booked pending");
+            if steps < 4 {
+                return id;
+            }
+            pending
+        }
+    };
     node.step_record(&intent, &reservation, &transfer)
         .await
-        .expect("step 4: recorded");
+        .expect("recorded");
     id
 }
 
@@ -165,30 +193,38 @@ async fn transfers(net: &Sandbox, id: &str) -> Vec<i32> {
 
 network_test! {
     /// Proves the treatment node survives a crash at every step boundary of a Settle: cut off
-    /// after 1, 2, 3 or 4 of its 5 steps and restarted on the same store, its recovery voids in
-    /// all three places what was not recorded and completes in all three what was.
+    /// after 1, 2 or 3 of its 4 steps and restarted on the same store, its recovery voids in
+    /// all three places what was not recorded and completes in all three what was. The same
+    /// for a Settle of the protocol before issue 21 (cut off after 1 to 4 of its 5 steps, the
+    /// transfer booked pending at the third): the rows a node not yet upgraded leaves are
+    /// carried on by an upgraded one.
     async fn treatment_node_crashes_at_every_boundary(net) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut completed = Vec::new();
-        for steps in BOUNDARIES {
-            let tag = format!("T{steps}");
-            let (id, visit) = {
-                let node = own_node(net, dir.path()).await;
-                let visit = open_own_visit(&node, &tag, JINAN, 1).await;
-                let id = settle_partly(&node, &format!("S-{tag}"), &visit, 1, steps).await;
-                // The process dies here: nothing more runs, nothing is cleaned up.
-                drop(node);
-                (id, visit)
-            };
-            let restarted = own_node(net, dir.path()).await;
-            let report = restarted.recover().await.expect("swept");
-            assert_eq!(report.left, 0, "after {steps} steps: {report:?}");
-            if steps >= 4 {
-                completed.push(assert_complete_everywhere(net, &restarted, &id).await);
-            } else {
-                assert_voided_everywhere(net, &restarted, &id, &format!("S-{tag}"), &visit, 1).await;
+        for protocol in [Protocol::Current, Protocol::BeforeIssue21] {
+            for steps in 1..protocol.steps() {
+                let tag = match protocol {
+                    Protocol::Current => format!("T{steps}"),
+                    Protocol::BeforeIssue21 => format!("TL{steps}"),
+                };
+                let (id, visit) = {
+                    let node = own_node(net, dir.path()).await;
+                    let visit = open_own_visit(&node, &tag, JINAN, 1).await;
+                    let id = settle_partly(&node, &format!("S-{tag}"), &visit, 1, steps, protocol).await;
+                    // The process dies here: nothing more runs, nothing is cleaned up.
+                    drop(node);
+                    (id, visit)
+                };
+                let restarted = own_node(net, dir.path()).await;
+                let report = restarted.recover().await.expect("swept");
+                assert_eq!(report.left, 0, "{protocol:?}, after {steps} steps: {report:?}");
+                if steps >= protocol.record_step() {
+                    completed.push(assert_complete_everywhere(net, &restarted, &id).await);
+                } else {
+                    assert_voided_everywhere(net, &restarted, &id, &format!("S-{tag}"), &visit, 1).await;
+                }
+                restarted.store().close().await;
             }
-            restarted.store().close().await;
         }
         assert_ledger_agrees(net, &completed).await;
     }
@@ -196,7 +232,7 @@ network_test! {
 
 network_test! {
     /// Proves a Settle survives the insured node's crash at every step boundary: Jinan's
-    /// settlement server (which holds the benefit service) is aborted after 1, 2, 3 or 4 steps,
+    /// settlement server (which holds the benefit service) is aborted after 1, 2 or 3 steps,
     /// the Settle runs on against it, the server is restarted, and the treatment node's recovery
     /// leaves the settlement complete or voided in all three places.
     async fn insured_node_crashes_at_every_boundary(net) {
@@ -204,7 +240,7 @@ network_test! {
         let node = own_node(net, dir.path()).await;
         let insured = Owner::City(yitong_core::CityCode::parse(JINAN).expect("city"));
         let mut completed = Vec::new();
-        for steps in BOUNDARIES {
+        for steps in 1..Protocol::Current.steps() {
             let tag = format!("I{steps}");
             let visit = open_own_visit(&node, &tag, JINAN, 2).await;
             let Started::Intent(intent) = node.step_intent(&settle_request(&format!("S-{tag}"), &visit, 2, true)).await.expect("intent") else {
@@ -212,20 +248,18 @@ network_test! {
             };
             let id = intent.settlement_id().to_owned();
             let mut reservation = None;
-            let mut transfer = None;
-            for step in 2..=5 {
+            for step in 2..=Protocol::Current.steps() {
                 if step == steps + 1 {
                     net.abort_server(insured, Service::Settlement);
                 }
                 let done = match step {
                     2 => node.step_reserve(&intent).await.map(|held| reservation = Some(held)).is_ok(),
                     3 => match &reservation {
-                        Some(held) => node.step_book(&intent, held).await.map(|booked| transfer = Some(booked)).is_ok(),
+                        Some(held) => {
+                            let transfer = node.booking(&intent, held).expect("transfer");
+                            node.step_record(&intent, held, &transfer).await.is_ok()
+                        }
                         None => false,
-                    },
-                    4 => match (&reservation, &transfer) {
-                        (Some(held), Some(booked)) => node.step_record(&intent, held, booked).await.is_ok(),
-                        _ => false,
                     },
                     _ => node.step_complete(&id).await.is_ok(),
                 };

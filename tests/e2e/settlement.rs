@@ -647,9 +647,10 @@ pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> Settlement
 }
 
 network_test! {
-    /// Proves the recovery sweep resolves a Settle a crash cut off: one left after the insured
-    /// city reserved and the ledger booked (PENDING) is voided at the insured city, in the ledger
-    /// and locally; one left after it was recorded (RECORDED) is posted in all three places.
+    /// Proves the recovery sweep resolves a Settle a crash cut off: one a node before issue 21
+    /// left after the insured city reserved and the ledger booked (PENDING) is voided at the
+    /// insured city, in the ledger and locally; one left after it was recorded (RECORDED) is
+    /// posted at the insured city, booked posted in the ledger and completed here.
     async fn recovery_resolves_settles_left_in_doubt(net) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let node = own_node(net, dir.path()).await;
@@ -657,7 +658,8 @@ network_test! {
         let visit = node.register_visit(his_request(register("crash"))).await.expect("registered").into_inner().visit.expect("visit");
         node.upload_fee_lines(his_request(upload_request("U-crash", &visit, visit_lines()))).await.expect("uploaded");
 
-        // Cut off after step 3: reserved at Jinan and booked pending in the ledger.
+        // A node before issue 21 cut off after its step 3: reserved at Jinan and booked pending
+        // in the ledger.
         let Started::Intent(intent) = node.step_intent(&settle_request("S-crash", &visit, 1, true)).await.expect("intent") else {
             panic!("a fresh message id starts an intent");
         };
@@ -684,12 +686,12 @@ network_test! {
         assert_refused(&status, "SETTLEMENT_VOIDED");
         assert_ledger_agrees(net, &[]).await;
 
-        // Cut off after step 4: recorded here, nothing posted yet.
+        // Cut off after step 3: recorded here, nothing posted or booked yet.
         let Started::Intent(intent) = node.step_intent(&settle_request("S-crash-2", &visit, 1, true)).await.expect("intent") else {
             panic!("a fresh message id starts an intent");
         };
         let reservation = node.step_reserve(&intent).await.expect("reserved");
-        let transfer = node.step_book(&intent, &reservation).await.expect("booked");
+        let transfer = node.booking(&intent, &reservation).expect("transfer");
         node.step_record(&intent, &reservation, &transfer).await.expect("recorded");
         let recorded = intent.settlement_id().to_owned();
 
@@ -847,8 +849,9 @@ network_test! {
 }
 
 network_test! {
-    /// Proves completion survives every hold lapsing: a settlement recorded and then left until
-    /// both the insured city's reservation and the ledger's pending transfer expired is still
+    /// Proves completion survives every hold lapsing: a settlement recorded by a node before
+    /// issue 21 (which booked the transfer pending) and then left until both the insured city's
+    /// reservation and the ledger's pending transfer expired is still
     /// completed by the sweep: the late Post revives the reservation, and the transfer is booked
     /// again, posted, under its second derived id.
     async fn completion_after_every_hold_expired_still_completes(net) {
@@ -866,6 +869,7 @@ network_test! {
             panic!("a fresh message id starts an intent");
         };
         let reservation = node.step_reserve(&intent).await.expect("reserved");
+        // Booked pending and recorded by a node before issue 21; the pending transfer lapses.
         let transfer = node.step_book(&intent, &reservation).await.expect("booked");
         node.step_record(&intent, &reservation, &transfer).await.expect("recorded");
         tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;

@@ -65,6 +65,10 @@ pub enum Variant {
     /// ones (void decided, not carried), and nothing carries their voids first: a second
     /// cancellation books while the first's transfer is still live at the ledger.
     VoidingNotInFlight,
+    /// The ledger's one booking, posted, is made right after Reserve, before the record: a
+    /// failure before the point of no return then voids a settlement whose transfer the ledger
+    /// has already posted, and no void can take it back.
+    BookedBeforeRecord,
 }
 
 /// The fate of a handler's step. A call to a peer is delivered and answered in one action:
@@ -135,6 +139,10 @@ struct IdInfo {
     person: usize,
     fund_fen: i64,
     account_fen: i64,
+    /// Written by a node of the protocol before issue 21, which books the transfer pending
+    /// before the record and posts it at completion; every other actor follows the transfer the
+    /// record stored ([`Scenario::legacy_requests`]).
+    legacy: bool,
 }
 
 /// Who runs in a handler slot.
@@ -167,8 +175,8 @@ impl SettlementModel {
     ///
     /// # Panics
     ///
-    /// When the scenario does not fit the model's bounds: more than ten settlement ids (the
-    /// network is a 64-bit set, six messages per id), an undo of a Settle that does not
+    /// When the scenario does not fit the model's bounds: more than nine settlement ids (the
+    /// network is a 64-bit set, seven messages per id), an undo of a Settle that does not
     /// exist, or `ReplayStartsAgain` with an undo (a cancellation targets the first attempt).
     pub fn new(scenario: Scenario, variant: Variant) -> Self {
         let attempts = if variant == Variant::ReplayStartsAgain {
@@ -196,6 +204,7 @@ impl SettlementModel {
                     person: settle.person,
                     fund_fen: settle.fund_pay_fen,
                     account_fen: settle.account_pay_fen,
+                    legacy: scenario.legacy_requests.contains(&request),
                 });
                 slots.push(Origin::Settle { request, attempt });
             }
@@ -211,14 +220,17 @@ impl SettlementModel {
             cancellations.push(ids.len());
             ids.push(IdInfo {
                 kind: IdKind::Cancellation { target, undo },
+                legacy: scenario
+                    .legacy_requests
+                    .contains(&(scenario.settles.len() + undo)),
                 ..target_info
             });
             slots.push(Origin::Undo(undo));
         }
         slots.push(Origin::Sweep);
         assert!(
-            ids.len() <= 10,
-            "at most ten settlement ids fit the network bit set"
+            ids.len() <= 9,
+            "at most nine settlement ids fit the network bit set"
         );
         Self {
             scenario,
@@ -306,6 +318,7 @@ impl SettlementModel {
             step,
             Step::Reserve
                 | Step::Book
+                | Step::BookPosted
                 | Step::PostInsured
                 | Step::PostLedger
                 | Step::VoidInsured
@@ -468,7 +481,7 @@ impl SettlementModel {
                         && usize::from(h.id) == id
                     {
                         match reply {
-                            Reply::Ok => Self::go(st, slot, id, Step::Book),
+                            Reply::Ok => Self::go(st, slot, id, self.after_reserve(id)),
                             _ => self.fail_before_record(st, slot),
                         }
                     }
@@ -494,7 +507,7 @@ impl SettlementModel {
             Step::Intent => self.intent(st, slot, id),
             Step::Look => self.look(st, slot),
             Step::Reserve => match self.call(st, msg(MsgKind::Reserve), outcome) {
-                Some(Reply::Ok) => Self::go(st, slot, id, Step::Book),
+                Some(Reply::Ok) => Self::go(st, slot, id, self.after_reserve(id)),
                 Some(Reply::Reading) => Self::go(st, slot, id, Step::AwaitReserve),
                 _ => self.fail_before_record(st, slot),
             },
@@ -520,9 +533,21 @@ impl SettlementModel {
                 }
             }
             Step::PostInsured => match self.call(st, msg(MsgKind::PostInsured), outcome) {
-                Some(Reply::Ok) => Self::go(st, slot, id, Step::PostLedger),
+                Some(Reply::Ok) if self.ids[id].legacy => Self::go(st, slot, id, Step::PostLedger),
+                Some(Reply::Ok) => Self::go(st, slot, id, Step::BookPosted),
                 _ => self.fail_after_record(st, slot),
             },
+            // After the record (the fixed protocol), or before it (`BookedBeforeRecord`): only
+            // this handler records its id, so the phase says which.
+            Step::BookPosted => {
+                let recorded = st.rows[id].phase.is_recorded();
+                match (self.call(st, msg(MsgKind::BookPosted), outcome), recorded) {
+                    (Some(Reply::Ok), true) => Self::go(st, slot, id, Step::Complete),
+                    (Some(Reply::Ok), false) => Self::go(st, slot, id, Step::Record),
+                    (_, true) => self.fail_after_record(st, slot),
+                    (_, false) => self.fail_before_record(st, slot),
+                }
+            }
             Step::PostLedger => match self.call(st, msg(MsgKind::PostLedger), outcome) {
                 Some(Reply::Ok) => Self::go(st, slot, id, Step::Complete),
                 _ => self.fail_after_record(st, slot),
@@ -555,6 +580,18 @@ impl SettlementModel {
                 self.void_ends(st, slot);
             }
             Step::CarryVoids => self.carry_voids(st, slot),
+        }
+    }
+
+    /// What follows a held reservation: the pending booking of a legacy id, the record in the
+    /// fixed protocol, the posted booking in `BookedBeforeRecord`.
+    fn after_reserve(&self, id: usize) -> Step {
+        if self.ids[id].legacy {
+            Step::Book
+        } else if self.variant == Variant::BookedBeforeRecord {
+            Step::BookPosted
+        } else {
+            Step::Record
         }
     }
 
@@ -804,6 +841,7 @@ impl SettlementModel {
             MsgKind::Create => self.ledger_create(st, id),
             MsgKind::PostLedger => self.ledger_post(st, id),
             MsgKind::VoidLedger => self.ledger_void(st, id),
+            MsgKind::BookPosted => self.ledger_book_posted(st, id),
         }
     }
 
@@ -984,6 +1022,34 @@ impl SettlementModel {
         Reply::Ok
     }
 
+    /// CreateTransfers of the settlement's transfer posted at once (`<id>-repost`, the transfer
+    /// id of the `posted` role): the one booking of the fixed protocol, made once the insured
+    /// city has posted. The same request as a legacy id's rebook after expiry.
+    fn ledger_book_posted(&self, st: &mut State, id: usize) -> Reply {
+        match st.transfers[id] {
+            Transfer::Absent if self.already_booked(st, id) => {
+                st.ledger_refused_already_booked = true;
+                return Reply::Refused;
+            }
+            Transfer::Absent => st.transfers[id] = Transfer::Posted,
+            // Not live: the booking under the `posted` role stands beside it.
+            Transfer::Expired => st.transfers[id] = Transfer::PostedByRebook,
+            Transfer::Posted | Transfer::PostedByRebook => {}
+            // A live pending transfer of the same settlement under the `pending` role.
+            Transfer::Pending => {
+                st.ledger_refused_already_booked = true;
+                return Reply::Refused;
+            }
+            // The settlement's void reached the ledger: it is being asked to pay a settlement
+            // that was voided.
+            Transfer::Voided | Transfer::Tombstone => {
+                st.ledger_posted_voided = true;
+                return Reply::Refused;
+            }
+        }
+        Reply::Ok
+    }
+
     fn ledger_void(&self, st: &mut State, id: usize) -> Reply {
         match st.transfers[id] {
             Transfer::Absent if self.variant == Variant::LedgerForgetsVoid => {}
@@ -1112,7 +1178,7 @@ impl SettlementModel {
             && settled.transfers.iter().all(|t| *t != Transfer::Pending)
     }
 
-    fn the_parties_agree(st: &State) -> bool {
+    fn the_parties_agree(&self, st: &State) -> bool {
         let agree = |id: usize| {
             let phase = st.rows[id].phase;
             let hold = st.reservations[id].hold;
@@ -1127,7 +1193,10 @@ impl SettlementModel {
             );
             let ok = match phase {
                 Phase::Completed => hold == Hold::Posted && transfer.is_posted(),
-                Phase::Recorded => held && booked,
+                // A legacy id books pending before it records; the fixed protocol books once,
+                // posted, after the insured city posts.
+                Phase::Recorded if self.ids[id].legacy => held && booked,
+                Phase::Recorded => held && (transfer == Transfer::Absent || transfer.is_posted()),
                 Phase::Voided => released && unbooked,
                 Phase::Absent | Phase::Pending | Phase::Voiding => true,
             };
@@ -1200,6 +1269,7 @@ impl SettlementModel {
                     Step::Reserve => "calls Reserve at the insured city",
                     Step::AwaitReserve => "gives up waiting for Reserve",
                     Step::Book => "calls CreateTransfer(pending) at the ledger",
+                    Step::BookPosted => "calls CreateTransfer(posted) at the ledger",
                     Step::Record => "records (Pending -> Recorded)",
                     Step::PostInsured => "calls Post at the insured city",
                     Step::PostLedger => "calls PostPendingTransfer at the ledger",
@@ -1441,8 +1511,8 @@ impl Model for SettlementModel {
             Property::always(NOTHING_STAYS_IN_DOUBT, |m: &Self, st: &State| {
                 m.nothing_stays_in_doubt(st)
             }),
-            Property::always(THE_PARTIES_AGREE, |_: &Self, st: &State| {
-                Self::the_parties_agree(st)
+            Property::always(THE_PARTIES_AGREE, |m: &Self, st: &State| {
+                m.the_parties_agree(st)
             }),
             Property::always(MONEY_STAYS_IN_BOUNDS, |m: &Self, st: &State| {
                 m.money_stays_in_bounds(st)

@@ -115,6 +115,11 @@ pub struct Scenario {
     /// under a new message id, once the one before has written its intent and its call has
     /// ended without OK.
     pub undos: Vec<Undo>,
+    /// The requests (Settles by index, then undos) whose handlers run the protocol before issue
+    /// 21, as a node not yet upgraded does, or left their rows in the store when it stopped:
+    /// they book the transfer pending before the record and post it at completion. The
+    /// upgraded node's sweep and undos carry such a row on by the transfer its record stored.
+    pub legacy_requests: Vec<usize>,
     pub faults: Faults,
 }
 
@@ -145,7 +150,31 @@ impl Scenario {
             persons: vec![Self::li()],
             settles: vec![Self::settle(0, "qilu hospital")],
             undos: Vec::new(),
+            legacy_requests: Vec::new(),
             faults: Faults::ALL,
+        }
+    }
+
+    /// One cross-city Settle of the protocol before issue 21 (a node not yet upgraded books the
+    /// transfer pending before it records, and posts it at completion), racing the upgraded
+    /// node's sweep, under every fault: the rows such a node leaves in the store, and the
+    /// rolling upgrade, stay safe. Its ledger expiry and rebook are only reachable here.
+    pub fn one_legacy_settle() -> Self {
+        Self {
+            name: "one cross-city settle of the protocol before issue 21",
+            legacy_requests: vec![0],
+            ..Self::one_settle()
+        }
+    }
+
+    /// One same-city Settle of the protocol before issue 21 and a ReverseByMessageId of it at an
+    /// upgraded node, racing it, under every fault: the reversal's void must reach the pending
+    /// transfer such a Settle books before it records.
+    pub fn legacy_settle_and_reverse() -> Self {
+        Self {
+            name: "one same-city settle of the protocol before issue 21 and its reversal",
+            legacy_requests: vec![0],
+            ..Self::settle_and_reverse()
         }
     }
 
@@ -156,6 +185,7 @@ impl Scenario {
             persons: vec![Self::wang()],
             settles: vec![Self::settle(0, "provincial hospital")],
             undos: vec![Undo::Reverse { settle: 0 }],
+            legacy_requests: Vec::new(),
             faults: Faults::ALL,
         }
     }
@@ -167,6 +197,7 @@ impl Scenario {
             persons: vec![Self::li()],
             settles: vec![Self::settle(0, "qilu hospital")],
             undos: vec![Undo::Cancel { settle: 0 }],
+            legacy_requests: Vec::new(),
             faults: Faults::ALL,
         }
     }
@@ -174,7 +205,9 @@ impl Scenario {
     /// One cross-city Settle and two CancelSettlements of it under two message ids: the first
     /// may fail after it booked its transfer at the ledger, its void decided but not carried,
     /// and the HIS then retries under a new message id. The ledger books one live cancellation
-    /// per settlement, so the retry must not book while the first's transfer is live. Every
+    /// per settlement, so the retry must not book while the first's transfer is live. Only a
+    /// legacy cancellation books before it records, so the first is one: written by a node not
+    /// yet upgraded (or left by it), retried at an upgraded one. Every
     /// fault but replays, which only tell the HIS a cancellation's answer again and which the
     /// one-cancellation scenario covers: losses and the sweep's race with a live handler make
     /// the first fail with its booking live, crashes and expiry leave it live or not, and
@@ -187,6 +220,7 @@ impl Scenario {
         Self {
             name: "one cross-city settle and two cancellations of it",
             undos: vec![Undo::Cancel { settle: 0 }, Undo::Cancel { settle: 0 }],
+            legacy_requests: vec![1],
             faults: Faults {
                 replay: false,
                 ..Faults::ALL
@@ -209,6 +243,7 @@ impl Scenario {
                 Self::settle(0, "provincial hospital"),
             ],
             undos: Vec::new(),
+            legacy_requests: Vec::new(),
             faults: Faults {
                 delay: false,
                 ..Faults::ALL
@@ -248,6 +283,7 @@ impl Scenario {
                 Self::settle(1, "provincial hospital"),
             ],
             undos: vec![Undo::Reverse { settle: 0 }],
+            legacy_requests: Vec::new(),
             faults: Faults::ALL,
         }
     }

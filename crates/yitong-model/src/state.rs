@@ -122,14 +122,19 @@ pub enum Step {
     /// Only in the `BalanceBeforeLock` variant: wait for the insured city to finish a Reserve
     /// that read the balance before it took the lock.
     AwaitReserve,
-    /// Call CreateTransfer (pending) at the ledger (`step_book`).
+    /// Legacy only: call CreateTransfer (pending) at the ledger (`step_book`, the step a node of
+    /// the protocol before issue 21 took between Reserve and the record).
     Book,
     /// Local: Pending becomes Recorded, or the Settle fails (`step_record`).
     Record,
     /// Call Post at the insured city (`step_complete`, first half).
     PostInsured,
-    /// Call Post at the ledger.
+    /// Legacy only: call PostPendingTransfer at the ledger (booking the transfer again, posted,
+    /// when the pending one expired).
     PostLedger,
+    /// Call CreateTransfer (posted) at the ledger once the insured city posted (`step_complete`,
+    /// second half): the transfer's one booking.
+    BookPosted,
     /// Local: Recorded becomes Completed.
     Complete,
     /// Local: decide the void, Pending becomes Voiding.
@@ -163,16 +168,21 @@ pub enum MsgKind {
     Create,
     PostLedger,
     VoidLedger,
+    BookPosted,
 }
 
 impl MsgKind {
-    pub const ALL: [MsgKind; 6] = [
+    /// How many kinds there are: the bits of one settlement id in [`State::delayed`].
+    pub const COUNT: u32 = 7;
+
+    pub const ALL: [MsgKind; 7] = [
         MsgKind::Reserve,
         MsgKind::PostInsured,
         MsgKind::VoidInsured,
         MsgKind::Create,
         MsgKind::PostLedger,
         MsgKind::VoidLedger,
+        MsgKind::BookPosted,
     ];
 }
 
@@ -187,7 +197,7 @@ pub struct Msg {
 impl Msg {
     /// The message's bit in [`State::delayed`].
     pub fn bit(self) -> u64 {
-        1 << (u32::from(self.id) * 6 + self.kind as u32)
+        1 << (u32::from(self.id) * MsgKind::COUNT + self.kind as u32)
     }
 }
 
@@ -200,6 +210,7 @@ impl fmt::Display for Msg {
             MsgKind::Create => ("CreateTransfer(pending)", "ledger"),
             MsgKind::PostLedger => ("PostPendingTransfer", "ledger"),
             MsgKind::VoidLedger => ("VoidPendingTransfer", "ledger"),
+            MsgKind::BookPosted => ("CreateTransfer(posted)", "ledger"),
         };
         write!(f, "{what}(s{}) to the {to}", self.id)
     }

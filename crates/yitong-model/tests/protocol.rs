@@ -68,11 +68,27 @@ fn fixed_protocol_one_settle() {
 }
 
 #[test]
+fn fixed_protocol_one_legacy_settle() {
+    // Proves a Settle of the protocol before issue 21 (transfer booked pending before the
+    // record, posted at completion), as a node not yet upgraded drives it or left it in the
+    // store, still ends complete or voided in all three places when the upgraded node's sweep
+    // carries it on, under every fault, the ledger's expiry and rebook included.
+    assert_fixed_protocol_holds(Scenario::one_legacy_settle(), None);
+}
+
+#[test]
 fn fixed_protocol_settle_and_reverse() {
     // Proves a reversal racing its Settle at every step either voids it before it is recorded
     // or cancels it after, and never leaves the HIS told OK for a settlement that is undone
     // behind its back; a reversal that finds nothing kills the message id.
     assert_fixed_protocol_holds(Scenario::settle_and_reverse(), None);
+}
+
+#[test]
+fn fixed_protocol_legacy_settle_and_reverse() {
+    // Proves a reversal at an upgraded node racing a Settle of the protocol before issue 21
+    // voids it everywhere, its pending transfer in the ledger included, or cancels it after.
+    assert_fixed_protocol_holds(Scenario::legacy_settle_and_reverse(), None);
 }
 
 #[test]
@@ -156,9 +172,11 @@ fn balance_before_lock_overdraws_the_account() {
 #[test]
 fn ledger_forgets_void_leaves_a_pending_transfer() {
     // Proves the checker catches a ledger that does not remember a void of an unknown
-    // transfer: the delayed Create books a pending transfer nothing will ever resolve.
+    // transfer: the delayed Create books a pending transfer nothing will ever resolve. Only a
+    // legacy Settle books before its record: the fixed protocol sends the ledger nothing a
+    // void could overtake.
     assert_caught(
-        Scenario::one_settle(),
+        Scenario::one_legacy_settle(),
         Variant::LedgerForgetsVoid,
         NOTHING_STAYS_IN_DOUBT,
     );
@@ -196,5 +214,18 @@ fn voiding_not_in_flight_books_a_second_cancellation() {
         Scenario::settle_and_two_cancels(),
         Variant::VoidingNotInFlight,
         ONE_LIVE_BOOKING_PER_SETTLEMENT,
+    );
+}
+
+#[test]
+fn booked_before_record_leaves_a_void_it_cannot_carry() {
+    // Proves the checker catches the one ledger booking made too early: booked posted right
+    // after Reserve, before the record, a failure then decides the void of a settlement whose
+    // transfer the ledger has posted; the ledger refuses the void and the settlement stays
+    // voiding, in doubt, for good.
+    assert_caught(
+        Scenario::one_settle(),
+        Variant::BookedBeforeRecord,
+        NOTHING_STAYS_IN_DOUBT,
     );
 }

@@ -62,11 +62,13 @@ pub use settle::{Intent, RecoveryReport, SWEEP_BACKOFF_MAX_MS, Started, transfer
 pub struct TreatmentOptions {
     /// How long the insured city holds a reservation for a Settle, in seconds (1 to 600).
     pub reservation_timeout_seconds: u32,
-    /// How long the ledger holds a pending transfer, in seconds (1 to 3600). Longer than any
-    /// completion should take: a transfer that expires anyway is booked again, posted.
+    /// How long the ledger holds a pending transfer, in seconds (1 to 3600): only the protocol
+    /// before issue 21 booked one (`step_book`); a Settle now books its transfer posted, after
+    /// the record. Longer than any completion should take: a pending transfer that expires
+    /// anyway is booked again, posted.
     pub transfer_timeout_seconds: u32,
     /// How old a PENDING intent must be before the sweep voids it, in milliseconds: longer than
-    /// a Settle in flight can take (three peer calls under their deadlines), so the sweep never
+    /// a Settle in flight can take (its peer calls under their deadlines), so the sweep never
     /// voids one a live request is still driving.
     pub pending_grace_ms: i64,
     /// Time between two recovery sweeps, in milliseconds.

@@ -9,12 +9,21 @@
 //!    and write the intent (`pending`) under a new settlement id, with the claim to reserve.
 //! 2. [`SettlementNode::step_reserve`]: the insured city's BenefitService.Reserve (idempotent per
 //!    settlement id; a replay returns the reservation as it stands).
-//! 3. [`SettlementNode::step_book`]: the ledger's pending SETTLEMENT (or CANCELLATION) transfer,
-//!    under a UUID derived from the settlement id, so a retry creates nothing twice.
-//! 4. [`SettlementNode::step_record`]: in one local write transaction, `pending` becomes
-//!    `recorded` with the binding split, the visit's new state and the HIS's reply. From here
-//!    the settlement exists.
-//! 5. [`SettlementNode::step_complete`]: post the reservation and the transfer (`completed`).
+//! 3. [`SettlementNode::step_record`]: in one local write transaction, `pending` becomes
+//!    `recorded` with the binding split, the ledger transfer it will book
+//!    ([`SettlementNode::booking`]), the visit's new state and the HIS's reply. From here the
+//!    settlement exists.
+//! 4. [`SettlementNode::step_complete`]: post the reservation, then book the SETTLEMENT (or
+//!    CANCELLATION) transfer in the ledger, posted at once, under a UUID derived from the
+//!    settlement id, so a retry creates nothing twice (`completed`).
+//!
+//! The ledger hears of a settlement once, after its point of no return: nothing is held there
+//! that a void would have to release, and a recorded settlement is never voided. Nodes before
+//! issue 21 booked the transfer pending between steps 2 and 3 and posted it at completion
+//! ([`SettlementNode::step_book`]); their rows say so in the transfer they recorded, and
+//! completion posts them as they were booked. Their posted fallback, when the pending transfer
+//! expired, is the very request step 4 sends, so old and new nodes of one city (a rolling
+//! upgrade) complete each other's rows alike. The model (`crates/yitong-model`) checks both.
 //!
 //! A failure before step 4 voids the intent ([`SettlementNode::void_intent`]): first the void
 //! is decided here (`pending` becomes `voiding`, with its reason, in one local transaction),
@@ -118,7 +127,9 @@ impl RecoveryReport {
 
 /// The ledger transfer ids of a settlement id: UUIDs (version 8, custom) made from SHA-256 of
 /// the settlement id and the transfer's role, so every retry and every node names the same
-/// transfer. `posted` is the fallback when the pending transfer expired before completion.
+/// transfer. `posted` is the one booking of step 4 (and, for a settlement of a node before
+/// issue 21, the fallback when its pending transfer expired before completion); `pending` is
+/// such a node's booking before the record.
 pub fn transfer_id(settlement_id: &str, role: &str) -> String {
     let hash = Sha256::digest(format!("yitong.settlement/{settlement_id}/{role}").as_bytes());
     let mut bytes = [0u8; 16];
@@ -361,11 +372,11 @@ impl SettlementNode {
         );
     }
 
-    /// Steps 2 to 4; any failure decides the void of the intent and is returned.
+    /// Steps 2 and 3; any failure decides the void of the intent and is returned.
     pub(super) async fn drive(&self, intent: &Intent) -> Result<pb::Settlement, TreatmentError> {
         let attempt = async {
             let reservation = self.step_reserve(intent).await?;
-            let transfer = self.step_book(intent, &reservation).await?;
+            let transfer = self.booking(intent, &reservation)?;
             self.step_record(intent, &reservation, &transfer).await
         };
         match attempt.await {
@@ -382,7 +393,7 @@ impl SettlementNode {
         }
     }
 
-    /// Step 5 for a settlement just recorded: done now when the peers answer, else left to the
+    /// Step 4 for a settlement just recorded: done now when the peers answer, else left to the
     /// sweep. The HIS is answered from the record either way: the settlement's record as
     /// completed by this call, when it completed a settlement.
     pub(super) async fn finish_completion(&self, settlement_id: &str) -> Option<pb::Settlement> {
@@ -543,7 +554,19 @@ impl SettlementNode {
         }
     }
 
-    /// The pending ledger transfer of an intent, from its reservation's binding split.
+    /// The ledger transfer step 3 records and step 4 books, posted at once, from the
+    /// reservation's binding split.
+    pub fn booking(
+        &self,
+        intent: &Intent,
+        reservation: &pb::Reservation,
+    ) -> Result<ledger::Transfer, TreatmentError> {
+        let pending = self.transfer(intent, reservation)?;
+        Ok(posted(&intent.row.settlement_id, pending))
+    }
+
+    /// The pending ledger transfer of an intent, from its reservation's binding split, as nodes
+    /// before issue 21 booked it before the record.
     pub(super) fn transfer(
         &self,
         intent: &Intent,
@@ -614,7 +637,10 @@ impl SettlementNode {
         })
     }
 
-    /// Step 3: the ledger records the pending transfer.
+    /// The step nodes before issue 21 took between Reserve and the record: the ledger records
+    /// the pending transfer. No node takes it any more; it stays to make such nodes' rows in
+    /// tests (a crash of one, its stored data carried on by an upgraded node), and completion
+    /// still posts what it booked.
     pub async fn step_book(
         &self,
         intent: &Intent,
@@ -660,7 +686,9 @@ impl SettlementNode {
         }
     }
 
-    /// Step 4: the settlement (or cancellation) is recorded here, binding, with the HIS's reply.
+    /// Step 3: the settlement (or cancellation) is recorded here, binding, with the HIS's reply
+    /// and the transfer completion books ([`Self::booking`]; a node before issue 21 recorded
+    /// the pending transfer it had booked).
     pub async fn step_record(
         &self,
         intent: &Intent,
@@ -750,13 +778,14 @@ impl SettlementNode {
         Ok(settlement)
     }
 
-    /// Step 5: posts the reservation and the transfer; the settlement is then complete in all
-    /// three places. Safe to repeat: every call in it is idempotent.
+    /// Step 4: posts the reservation and books the transfer posted (or posts the pending one a
+    /// node before issue 21 booked); the settlement is then complete in all three places. Safe
+    /// to repeat: every call in it is idempotent.
     pub async fn step_complete(&self, settlement_id: &str) -> Result<(), TreatmentError> {
         self.complete(settlement_id).await.map(|_| ())
     }
 
-    /// Step 5; returns the record of a settlement (not a cancellation) it completed.
+    /// Step 4; returns the record of a settlement (not a cancellation) it completed.
     pub(super) async fn complete(
         &self,
         settlement_id: &str,
@@ -787,52 +816,11 @@ impl SettlementNode {
             .post(post)
             .await
             .map_err(benefit_error)?;
-        let pending = transfer_id(settlement_id, PENDING_ROLE);
-        let request = ledger::PostPendingTransfersRequest {
-            message_id: format!("{settlement_id}-post"),
-            pending_transfer_ids: vec![pending.clone()],
-        };
-        let reply = self
-            .ledger
-            .clone()
-            .post_pending_transfers(request)
-            .await
-            .map_err(ledger_error)?
-            .into_inner();
-        match reply
-            .results
-            .first()
-            .map(|outcome| PendingTransferResult::try_from(outcome.result))
-        {
-            Some(Ok(
-                PendingTransferResult::Ok | PendingTransferResult::PendingTransferAlreadyPosted,
-            )) => {}
-            // The pending transfer is gone (expired, or voided by a racing void): the
-            // settlement is recorded and must be paid, so book it again, posted.
-            Some(Ok(
-                PendingTransferResult::PendingTransferExpired
-                | PendingTransferResult::PendingTransferAlreadyVoided
-                | PendingTransferResult::PendingTransferNotFound,
-            )) => {
-                let mut transfer: ledger::Transfer = decode(&row.transfer, "recorded transfer")?;
-                transfer.id = transfer_id(settlement_id, POSTED_ROLE);
-                transfer.flags = Some(TransferFlags {
-                    linked: false,
-                    pending: false,
-                });
-                transfer.pending_timeout_seconds = 0;
-                tracing::warn!(
-                    settlement_id,
-                    "pending transfer lapsed before completion; booking it posted"
-                );
-                self.create(format!("{settlement_id}-repost"), transfer)
-                    .await?;
-            }
-            other => {
-                return Err(TreatmentError::Peer(format!(
-                    "ledger did not post transfer {pending}: {other:?}"
-                )));
-            }
+        let transfer: ledger::Transfer = decode(&row.transfer, "recorded transfer")?;
+        if transfer.flags.as_ref().is_some_and(|flags| flags.pending) {
+            self.post_pending(settlement_id, transfer).await?;
+        } else {
+            self.book_posted(settlement_id, transfer).await?;
         }
         let now = now_ms();
         let mut tx = self.store.begin_write().await?;
@@ -852,6 +840,67 @@ impl SettlementNode {
         }
         tx.commit().await?;
         Ok(completed)
+    }
+
+    /// Books a recorded settlement's transfer in the ledger, posted at once: step 4's one
+    /// booking, and the fallback of a pending transfer that lapsed. One request for both, under
+    /// one message id, so whoever sends it (this node, a node before issue 21 completing the
+    /// same row, a retry) sends the same and the ledger books it once.
+    async fn book_posted(
+        &self,
+        settlement_id: &str,
+        transfer: ledger::Transfer,
+    ) -> Result<(), TreatmentError> {
+        self.create(
+            format!("{settlement_id}-repost"),
+            posted(settlement_id, transfer),
+        )
+        .await
+    }
+
+    /// Posts the pending transfer a node before issue 21 booked for a settlement it recorded;
+    /// when that transfer is gone (expired, or voided by a racing void) the settlement is
+    /// recorded and must be paid, so it is booked again, posted.
+    async fn post_pending(
+        &self,
+        settlement_id: &str,
+        transfer: ledger::Transfer,
+    ) -> Result<(), TreatmentError> {
+        let pending = transfer_id(settlement_id, PENDING_ROLE);
+        let request = ledger::PostPendingTransfersRequest {
+            message_id: format!("{settlement_id}-post"),
+            pending_transfer_ids: vec![pending.clone()],
+        };
+        let reply = self
+            .ledger
+            .clone()
+            .post_pending_transfers(request)
+            .await
+            .map_err(ledger_error)?
+            .into_inner();
+        match reply
+            .results
+            .first()
+            .map(|outcome| PendingTransferResult::try_from(outcome.result))
+        {
+            Some(Ok(
+                PendingTransferResult::Ok | PendingTransferResult::PendingTransferAlreadyPosted,
+            )) => Ok(()),
+            Some(Ok(
+                PendingTransferResult::PendingTransferExpired
+                | PendingTransferResult::PendingTransferAlreadyVoided
+                | PendingTransferResult::PendingTransferNotFound,
+            )) => {
+                tracing::warn!(
+                    settlement_id,
+                    "pending transfer lapsed before completion; booking it posted"
+                );
+                self.book_posted(settlement_id, transfer).await
+            }
+            other => Err(TreatmentError::Peer(format!(
+                "ledger did not post transfer {pending}: {other:?}"
+            ))),
+        }
     }
 
     /// Undoes an intent that was never recorded: decides its void here first (`pending` to
@@ -1096,6 +1145,21 @@ pub(super) fn voided_refusal(intent: &SettlementRow) -> TreatmentError {
                 intent.message_id
             ),
         ),
+    }
+}
+
+/// A settlement's transfer as booked posted at once: the `posted` role's id, no pending flag,
+/// no timeout. Everything else is the transfer as built from the reservation, so a pending
+/// transfer recorded by a node before issue 21 becomes exactly the request step 4 sends.
+fn posted(settlement_id: &str, transfer: ledger::Transfer) -> ledger::Transfer {
+    ledger::Transfer {
+        id: transfer_id(settlement_id, POSTED_ROLE),
+        flags: Some(TransferFlags {
+            linked: false,
+            pending: false,
+        }),
+        pending_timeout_seconds: 0,
+        ..transfer
     }
 }
 
