@@ -63,7 +63,7 @@ async fn reconcile(
 }
 
 /// Hypertension, in the national catalog of diseases settled across provinces.
-const HYPERTENSION: &str = "M03900";
+pub(crate) const HYPERTENSION: &str = "M03900";
 /// Jinan's illustrative policy for hypertension, employees (`seeds/disease_policies.csv`).
 const HYPERTENSION_RATIO: &str = "0.70";
 const HYPERTENSION_QUOTA: &str = "600.00";
@@ -81,7 +81,7 @@ fn today_plus(days: i64) -> String {
     date.to_string()
 }
 
-fn certify_request(
+pub(crate) fn certify_request(
     message_id: &str,
     n: u32,
     disease: &str,
@@ -97,7 +97,7 @@ fn certify_request(
     }
 }
 
-async fn certify(net: &Sandbox, request: CertifyRequest) -> Certification {
+pub(crate) async fn certify(net: &Sandbox, request: CertifyRequest) -> Certification {
     net.bureau(JINAN)
         .certification(JINAN)
         .certify(request)
@@ -110,7 +110,7 @@ async fn certify(net: &Sandbox, request: CertifyRequest) -> Certification {
 
 /// Registers Jinan's `n`-th person's chronic-disease visit for `disease` at Zibo's hospital and
 /// uploads its lines.
-async fn disease_visit(net: &Sandbox, tag: &str, n: u32, disease: &str) -> Visit {
+pub(crate) async fn disease_visit(net: &Sandbox, tag: &str, n: u32, disease: &str) -> Visit {
     let mut his = net.his_settlement(&hospital(ZIBO));
     let mut register = register_request(&format!("R-{tag}"), ZIBO, JINAN, n);
     register.medical_type = MedicalType::ChronicDisease as i32;
@@ -129,7 +129,7 @@ async fn disease_visit(net: &Sandbox, tag: &str, n: u32, disease: &str) -> Visit
     visit
 }
 
-async fn settle(
+pub(crate) async fn settle(
     net: &Sandbox,
     message_id: &str,
     visit: &Visit,
@@ -260,15 +260,23 @@ network_test! {
             fund_pay: split.fund_pay.clone(),
             account_pay: split.account_pay.clone(),
             cash_pay: split.cash_pay.clone(),
+            ..Default::default()
         };
         let (result, ledger) = reconcile(net, "RT-14", ClearingType::ChronicDisease, submitted.clone()).await;
-        assert_eq!((result, ledger), (ReconciliationResult::Matched, submitted));
+        assert_eq!(result, ReconciliationResult::Matched);
+        // The ledger's lines: clearing type 14 alone, the fund pay on hypertension's quota.
+        assert_eq!(ledger.clearing_types.len(), 1, "{ledger:?}");
+        assert_eq!(ledger.clearing_types[0].clearing_type, ClearingType::ChronicDisease as i32);
+        let funds: Vec<(&str, &str, &str)> = ledger.fund_types.iter().map(|l| (l.fund_pay_type.as_str(), l.disease_code.as_str(), l.amount.as_str())).collect();
+        assert_eq!(funds, [("310100", HYPERTENSION, split.fund_pay.as_str())]);
+        assert_eq!(ReconciliationTotals { clearing_types: vec![], fund_types: vec![], ..ledger }, submitted);
         let (_, ordinary) = reconcile(net, "RT-11", ClearingType::Outpatient, ReconciliationTotals {
             count: 0,
             total_amount: "0.00".into(),
             fund_pay: "0.00".into(),
             account_pay: "0.00".into(),
             cash_pay: "0.00".into(),
+            ..Default::default()
         }).await;
         assert_eq!(ordinary.count, 0, "{ordinary:?}");
 
