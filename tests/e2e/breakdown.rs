@@ -15,16 +15,15 @@ use yitong_proto::ledger::v1::{
     ReconciliationFigure, ReconciliationResult, ReconciliationScope, ReconciliationTotals,
     SettlementFundPayment, Transfer,
 };
-use yitong_proto::settlement::v1::{MedicalType, Settlement};
+use yitong_proto::settlement::v1::{BenefitRefusalReason as Reason, MedicalType, Settlement};
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, Sandbox, ZIBO, network_test};
 
-use crate::disease::{HYPERTENSION, certify, certify_request, disease_visit, settle};
+use crate::disease::{HYPERTENSION, certify, certify_request, check_reasons, disease_visit, settle};
 use crate::month::{
     book, cancellation, close_october, confirm_and_apply, october, october_day, settlement,
 };
 use crate::settlement::{
     cancel_request, fen, hospital, line, register_request, settle_request, upload_request,
-    visit_lines,
 };
 use crate::support::{assert_invalid, yuan};
 
@@ -33,23 +32,9 @@ const ZIBO_PHARMACY: &str = "P37030000001";
 
 /// Settles an ordinary outpatient visit of `insured`'s `n`-th person at Zibo's hospital.
 async fn ordinary(net: &Sandbox, tag: &str, insured: &str, n: u32) -> Settlement {
-    let mut his = net.his_settlement(&hospital(ZIBO));
-    let visit = his
-        .register_visit(register_request(&format!("R-{tag}"), ZIBO, insured, n))
-        .await
-        .expect("registered")
-        .into_inner()
-        .visit
-        .expect("visit");
-    his.upload_fee_lines(upload_request(&format!("U-{tag}"), &visit, visit_lines()))
-        .await
-        .expect("uploaded");
-    his.settle(settle_request(&format!("S-{tag}"), &visit, n, false))
+    crate::filing::settle(net, tag, ZIBO, insured, n)
         .await
         .expect("settled")
-        .into_inner()
-        .settlement
-        .expect("settlement")
 }
 
 /// Settles a purchase (medical type 41) of `insured`'s `n`-th person at Zibo's pharmacy.
@@ -208,7 +193,8 @@ fn sum_fund_lines(lines: &[SettlementFundPayment]) -> i64 {
 network_test! {
     /// Proves a day at Zibo of an ordinary visit of a Jinan employee and one of a Dongying
     /// resident (clearing type 11), a Binzhou person's pharmacy purchase (41) and two Jinan persons'
-    /// hypertension visits (14), one ordinary visit and one hypertension visit cancelled: the
+    /// hypertension visits (14), the first using up the disease's quota (the benefit check then
+    /// names DISEASE_QUOTA_EXHAUSTED), one ordinary visit and one hypertension visit cancelled: the
     /// ledger's 3201 totals carry one line per clearing type and one per fund type and disease
     /// (the pooling fund of each insurance type, hypertension's quota), each equal to what the
     /// HIS's replies add up to and together equal to the totals to the fen; submitted with the
@@ -218,20 +204,24 @@ network_test! {
     /// field; the clearing extract lists each row with its clearing type and fund lines summing
     /// to its fund pay.
     async fn a_days_breakdown_reconciles_by_clearing_and_fund_type(net) {
-        for n in [1, 5] {
+        for n in [1, 8] {
             certify(net, certify_request(&format!("CT-{n}"), n, HYPERTENSION, &[hospital(ZIBO)])).await;
         }
         let jinan = ordinary(net, "o1", JINAN, 2).await;
         let dongying = ordinary(net, "o2", DONGYING, 3).await;
-        let pharmacy = purchase(net, "p1", BINZHOU, 6).await;
+        let pharmacy = purchase(net, "p1", BINZHOU, 8).await;
         assert_eq!(pharmacy.clearing_type, ClearingType::Pharmacy as i32);
         let visit = disease_visit(net, "d1", 1, HYPERTENSION).await;
         let chronic = settle(net, "S-d1", &visit, 1).await.expect("certified, settles");
-        let visit = disease_visit(net, "d5", 5, HYPERTENSION).await;
-        let chronic_cancelled = settle(net, "S-d5", &visit, 5).await.expect("certified, settles");
+        let visit = disease_visit(net, "d8", 8, HYPERTENSION).await;
+        let chronic_cancelled = settle(net, "S-d8", &visit, 8).await.expect("certified, settles");
         assert_eq!(chronic.clearing_type, ClearingType::ChronicDisease as i32);
+        // The visit's in-scope amount at the disease's ratio is far above hypertension's quota:
+        // the fund pays what is left of it, and the benefit check now names the quota.
+        assert_eq!(chronic.split.as_ref().expect("split").annual_cap_left, "0.00");
+        assert_eq!(check_reasons(net, 1, HYPERTENSION).await, [Reason::DiseaseQuotaExhausted]);
         cancel(net, "o1", &jinan).await;
-        cancel(net, "d5", &chronic_cancelled).await;
+        cancel(net, "d8", &chronic_cancelled).await;
 
         let expected = Expected::of(
             &[&jinan, &dongying, &pharmacy, &chronic, &chronic_cancelled],
@@ -309,8 +299,8 @@ network_test! {
         );
 
         // The clearing extract (3260): each row with its clearing type and fund lines.
-        let today = yitong_core::today();
-        let period = Some(ClearingPeriod { year: chrono::Datelike::year(&today) as u32, month: chrono::Datelike::month(&today) });
+        let today = yitong_core::today().to_string();
+        let period = Some(ClearingPeriod { year: today[..4].parse().expect("a year"), month: today[5..7].parse().expect("a month") });
         let details = net
             .bureau(ZIBO)
             .ledger()

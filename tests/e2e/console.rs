@@ -488,6 +488,12 @@ network_test! {
         let text = page.text();
         assert!(text.contains("result pass"), "a clean day: {text}");
         assert!(text.contains("对账平"));
+        // The day's totals by clearing type and fund type (3201), Zibo's own breakdown from its
+        // records against the ledger's: both employees' fund pay on the pooling fund, every
+        // line matched.
+        assert!(text.contains("id=\"by-clearing-type\"") && text.contains("id=\"by-fund-type\""), "{text}");
+        assert!(text.contains("<td>310100</td>"), "the pooling fund's line: {text}");
+        assert!(!text.contains("对账不平"), "no line differs: {text}");
 
         // The injected break: a posted settlement in the ledger that no Zibo record holds.
         let injected = zibo_row(1, JINAN, 12_345, &date);

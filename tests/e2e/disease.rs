@@ -155,7 +155,7 @@ fn check_request(n: u32, disease: &str) -> CheckBenefitRequest {
     }
 }
 
-async fn check_reasons(net: &Sandbox, n: u32, disease: &str) -> Vec<Reason> {
+pub(crate) async fn check_reasons(net: &Sandbox, n: u32, disease: &str) -> Vec<Reason> {
     net.his_settlement(&hospital(ZIBO))
         .check_benefit(check_request(n, disease))
         .await

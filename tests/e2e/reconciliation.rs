@@ -317,8 +317,8 @@ network_test! {
         let reply = totals(&mut ledger, request("TOT-1", expected.clone())).await.expect("answered");
         assert_eq!(reply.result(), ReconciliationResult::Matched, "{reply:?}");
         // The ledger breaks its totals down too (tests/e2e/breakdown.rs checks the lines).
-        let ledger = reply.ledger.clone().expect("the ledger's totals");
-        assert_eq!(ReconciliationTotals { clearing_types: vec![], fund_types: vec![], ..ledger }, expected);
+        let answered = reply.ledger.clone().expect("the ledger's totals");
+        assert_eq!(ReconciliationTotals { clearing_types: vec![], fund_types: vec![], ..answered }, expected);
         assert!(reply.mismatched_figures.is_empty());
 
         // Two days: the next day's settlement counts too.

@@ -1247,18 +1247,11 @@ async fn close_step_sum_lines(
         .await?;
     for row in rows {
         let pair: (String, String) = (row.try_get(0)?, row.try_get(1)?);
-        let count: i64 = row.try_get(3)?;
         let gross = included.get_mut(&pair).ok_or_else(|| unsummed(&pair))?;
-        gross.lines.clearing.insert(
-            row.try_get(2)?,
-            Totals {
-                count: u64::try_from(count).expect("a count is not negative"),
-                total_fen: row.try_get(4)?,
-                fund_fen: row.try_get(5)?,
-                account_fen: row.try_get(6)?,
-                cash_fen: row.try_get(7)?,
-            },
-        );
+        gross
+            .lines
+            .clearing
+            .insert(row.try_get(2)?, Totals::of_row(&row, 3)?);
     }
     // Streamed: ordinary rows fold into one group per pair and insurance type, the rows of a
     // chronic disease's quota into one per distinct breakdown.

@@ -343,6 +343,19 @@ impl Totals {
         })
     }
 
+    /// From a row holding `COUNT(*)` at column `at` and the four sums (total, fund, account,
+    /// cash) after it.
+    pub(crate) fn of_row(row: &AnyRow, at: usize) -> Result<Totals, LedgerError> {
+        let count: i64 = row.try_get(at)?;
+        Ok(Totals {
+            count: u64::try_from(count).expect("a count is not negative"),
+            total_fen: row.try_get(at + 1)?,
+            fund_fen: row.try_get(at + 2)?,
+            account_fen: row.try_get(at + 3)?,
+            cash_fen: row.try_get(at + 4)?,
+        })
+    }
+
     /// The totals alone, without a breakdown.
     pub(crate) fn to_wire(self) -> pb::ReconciliationTotals {
         let yuan = |fen| Amount::from_fen(fen).to_string();
@@ -414,14 +427,7 @@ pub(crate) async fn ledger_totals(
     let row = rows
         .first()
         .ok_or_else(|| LedgerError::Corrupt("an aggregate returned no row".into()))?;
-    let count: i64 = row.try_get(0)?;
-    let totals = Totals {
-        count: u64::try_from(count).expect("a count is not negative"),
-        total_fen: row.try_get(1)?,
-        fund_fen: row.try_get(2)?,
-        account_fen: row.try_get(3)?,
-        cash_fen: row.try_get(4)?,
-    };
+    let totals = Totals::of_row(row, 0)?;
     // The record's parts were checked to add up when each transfer was created; sums of rows
     // that add up add up too, so a difference here means a row was altered after it was read.
     if totals.fund_fen + totals.account_fen + totals.cash_fen != totals.total_fen {
@@ -454,17 +460,9 @@ pub(crate) async fn ledger_breakdown(
         query.where_clause()
     );
     for row in query.fetch_all(conn, sql).await? {
-        let count: i64 = row.try_get(1)?;
-        breakdown.clearing.insert(
-            row.try_get(0)?,
-            Totals {
-                count: u64::try_from(count).expect("a count is not negative"),
-                total_fen: row.try_get(2)?,
-                fund_fen: row.try_get(3)?,
-                account_fen: row.try_get(4)?,
-                cash_fen: row.try_get(5)?,
-            },
-        );
+        breakdown
+            .clearing
+            .insert(row.try_get(0)?, Totals::of_row(&row, 1)?);
     }
     // Ordinary rows share the empty text and fold into one group per insurance type; the
     // groups are streamed, never held.
