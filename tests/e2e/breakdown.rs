@@ -18,7 +18,9 @@ use yitong_proto::ledger::v1::{
 use yitong_proto::settlement::v1::{BenefitRefusalReason as Reason, MedicalType, Settlement};
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, Sandbox, ZIBO, network_test};
 
-use crate::disease::{HYPERTENSION, certify, certify_request, check_reasons, disease_visit, settle};
+use crate::disease::{
+    HYPERTENSION, certify, certify_request, check_reasons, disease_visit, settle,
+};
 use crate::month::{
     book, cancellation, close_october, confirm_and_apply, october, october_day, settlement,
 };
@@ -101,7 +103,11 @@ impl Expected {
         for (sign, rows) in [(1, settled), (-1, cancelled)] {
             for row in rows {
                 add(&mut expected.totals, sign, row);
-                add(expected.by_type.entry(row.clearing_type).or_default(), sign, row);
+                add(
+                    expected.by_type.entry(row.clearing_type).or_default(),
+                    sign,
+                    row,
+                );
                 for payment in &row.split.as_ref().expect("split").fund_payments {
                     let key = (payment.fund_pay_type.clone(), payment.disease_code.clone());
                     *expected.by_fund.entry(key).or_default() += sign * fen(&payment.amount);
@@ -123,14 +129,16 @@ impl Expected {
             clearing_types: self
                 .by_type
                 .iter()
-                .map(|(clearing_type, (count, total, fund, account, cash))| ClearingTypeTotals {
-                    clearing_type: *clearing_type,
-                    count: *count,
-                    total_amount: yuan(*total),
-                    fund_pay: yuan(*fund),
-                    account_pay: yuan(*account),
-                    cash_pay: yuan(*cash),
-                })
+                .map(
+                    |(clearing_type, (count, total, fund, account, cash))| ClearingTypeTotals {
+                        clearing_type: *clearing_type,
+                        count: *count,
+                        total_amount: yuan(*total),
+                        fund_pay: yuan(*fund),
+                        account_pay: yuan(*account),
+                        cash_pay: yuan(*cash),
+                    },
+                )
                 .collect(),
             fund_types: self
                 .by_fund
@@ -423,7 +431,7 @@ network_test! {
             .into_inner()
             .statement
             .expect("statement");
-        assert_eq!(jinan.payables, [from_jinan.clone()]);
+        assert_eq!(jinan.payables, std::slice::from_ref(from_jinan));
         // The net positions net fund pay plus account pay, as before the breakdown.
         let zibo_net = closed.net_positions.iter().find(|p| p.city == ZIBO).expect("Zibo's position");
         assert_eq!(zibo_net.net, "447.00");

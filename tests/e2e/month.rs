@@ -291,7 +291,11 @@ fn totals_of<'a>(transfers: impl IntoIterator<Item = &'a Transfer>) -> ClearingT
 
 /// The treatment city pulls its October rows, includes every one (checking they are exactly
 /// `expected`) and applies with the totals it computed itself.
-pub(crate) async fn confirm_and_apply(ledger: &mut Ledger, treatment: &str, expected: &[&Transfer]) {
+pub(crate) async fn confirm_and_apply(
+    ledger: &mut Ledger,
+    treatment: &str,
+    expected: &[&Transfer],
+) {
     let details = list_all(ledger, october(), treatment).await;
     let listed: BTreeSet<&str> = details.iter().map(|d| d.settlement_id.as_str()).collect();
     let generated: BTreeSet<&str> = expected

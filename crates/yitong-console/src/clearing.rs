@@ -10,10 +10,11 @@ use chrono::Datelike;
 use maud::{Markup, html};
 use yitong_core::Owner;
 use yitong_proto::ledger::v1::{
-    ApplyClearingRequest, CityPairObligation, ClearingDetail, ClearingPeriod, ClearingStatement, ClearingTotals,
-    CloseClearingPeriodRequest, ConfirmClearingDetailsRequest, ConfirmClearingStatementRequest,
-    ConfirmationStatus, DetailDecision, GetClearingStatementRequest, ListClearingDetailsRequest,
-    RollbackClearingConfirmationRequest, StatementStatus,
+    ApplyClearingRequest, CityPairObligation, ClearingDetail, ClearingPeriod, ClearingStatement,
+    ClearingTotals, CloseClearingPeriodRequest, ConfirmClearingDetailsRequest,
+    ConfirmClearingStatementRequest, ConfirmationStatus, DetailDecision,
+    GetClearingStatementRequest, ListClearingDetailsRequest, RollbackClearingConfirmationRequest,
+    StatementStatus,
 };
 use yitong_rpc::Caller;
 

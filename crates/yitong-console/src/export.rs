@@ -129,7 +129,8 @@ pub fn clearing_xlsx(sheet: &ClearingSheet, lang: Lang) -> Result<Vec<u8>, XlsxE
         }
         worksheet.write_string(row, 11, status_word(detail, lang))?;
         worksheet.write_string(row, 12, &detail.exclusion_reason)?;
-        worksheet.write_number(row, 13, f64::from(detail.clearing_type))?;
+        // A code, as the national files write it, not a number to sum.
+        worksheet.write_string(row, 13, detail.clearing_type.to_string())?;
         worksheet.write_string(row, 14, fund_payments_text(detail))?;
         row += 1;
     }

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 
-
 use axum::extract::{Multipart, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -155,14 +154,16 @@ impl Lines {
         let clearing = self
             .clearing
             .into_iter()
-            .map(|(clearing_type, [count, total, fund, account, cash])| ClearingTypeTotals {
-                clearing_type,
-                count: u64::try_from(count).unwrap_or_default(),
-                total_amount: text::fen_to_yuan(total),
-                fund_pay: text::fen_to_yuan(fund),
-                account_pay: text::fen_to_yuan(account),
-                cash_pay: text::fen_to_yuan(cash),
-            })
+            .map(
+                |(clearing_type, [count, total, fund, account, cash])| ClearingTypeTotals {
+                    clearing_type,
+                    count: u64::try_from(count).unwrap_or_default(),
+                    total_amount: text::fen_to_yuan(total),
+                    fund_pay: text::fen_to_yuan(fund),
+                    account_pay: text::fen_to_yuan(account),
+                    cash_pay: text::fen_to_yuan(cash),
+                },
+            )
             .collect();
         let funds = self
             .funds

@@ -65,7 +65,10 @@ impl Breakdown {
         if lines.is_empty() {
             if fund_fen != 0 {
                 let pool = pool_fund_type(insurance_type).ok_or_else(corrupt)?;
-                *self.funds.entry((pool.to_owned(), String::new())).or_default() += fund_fen;
+                *self
+                    .funds
+                    .entry((pool.to_owned(), String::new()))
+                    .or_default() += fund_fen;
             }
             return Ok(());
         }
@@ -266,8 +269,11 @@ impl Submitted {
     pub(crate) fn line_breaks(&self, ledger: &Breakdown) -> Vec<pb::ReconciliationLineBreak> {
         let mut breaks = Vec::new();
         if let Some(clearing) = &self.clearing {
-            let types: std::collections::BTreeSet<i64> =
-                clearing.keys().chain(ledger.clearing.keys()).copied().collect();
+            let types: std::collections::BTreeSet<i64> = clearing
+                .keys()
+                .chain(ledger.clearing.keys())
+                .copied()
+                .collect();
             for clearing_type in types {
                 let submitted = clearing.get(&clearing_type).copied().unwrap_or_default();
                 let theirs = ledger
@@ -330,8 +336,12 @@ mod tests {
         breakdown
             .add_fund_group(310, "310100/I10/700;310100/M1/300", 2, 2_000)
             .unwrap();
-        breakdown.add_fund_group(390, "390100/E11/-500", 1, -500).unwrap();
-        breakdown.add_fund_group(390, "390100/E11/500", 1, 500).unwrap();
+        breakdown
+            .add_fund_group(390, "390100/E11/-500", 1, -500)
+            .unwrap();
+        breakdown
+            .add_fund_group(390, "390100/E11/500", 1, 500)
+            .unwrap();
         let breakdown = breakdown.settled();
         let lines: Vec<(&str, &str, i64)> = breakdown
             .funds
@@ -457,7 +467,9 @@ mod tests {
         let mut ledger = submitted.to_breakdown();
         assert!(submitted.line_breaks(&ledger).is_empty());
         ledger.clearing.insert(41, totals(1, 0, 0));
-        ledger.funds.remove(&("310100".to_owned(), "I10".to_owned()));
+        ledger
+            .funds
+            .remove(&("310100".to_owned(), "I10".to_owned()));
         ledger.funds.insert(("310100".into(), "E11".into()), 3_000);
         let breaks = submitted.line_breaks(&ledger);
         let named: Vec<(i32, &str, &str, Vec<i32>)> = breaks

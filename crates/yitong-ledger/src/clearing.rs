@@ -39,12 +39,12 @@ use crate::LedgerError;
 use crate::account::Side;
 use crate::append::Appender;
 use crate::balance::{Balance, Prepaid};
+use crate::breakdown::Breakdown;
 use crate::journal::{Event, TransferColumns, to_hex};
 use crate::period::{Period, is_closed};
+use crate::reconcile::Totals;
 use crate::repo::{self, RESOLUTION_JOIN};
 use crate::tally::{self, Tally};
-use crate::breakdown::Breakdown;
-use crate::reconcile::Totals;
 use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferCode, itemised, parse_fund_payments_text};
 
 /// Most rows per ListClearingDetails page.
@@ -288,14 +288,18 @@ impl Detail {
         let stored = parse_fund_payments_text(&self.fund_payments).ok_or_else(|| {
             LedgerError::Corrupt(format!("the fund breakdown of {}", self.settlement_id))
         })?;
-        let fund_payments = itemised(&stored, self.insurance_type, Amount::from_fen(self.fund_fen))
-            .into_iter()
-            .map(|line| pb::SettlementFundPayment {
-                fund_pay_type: line.fund_pay_type,
-                disease_code: line.disease_code,
-                amount: line.amount.to_string(),
-            })
-            .collect();
+        let fund_payments = itemised(
+            &stored,
+            self.insurance_type,
+            Amount::from_fen(self.fund_fen),
+        )
+        .into_iter()
+        .map(|line| pb::SettlementFundPayment {
+            fund_pay_type: line.fund_pay_type,
+            disease_code: line.disease_code,
+            amount: line.amount.to_string(),
+        })
+        .collect();
         let confirmation = self
             .status
             .map_or(pb::ConfirmationStatus::Unconfirmed, Decision::wire);

@@ -436,7 +436,10 @@ impl LedgerNode {
         )?;
         let submitted = Totals::parse(request.totals.as_ref())?;
         let submitted_lines = crate::breakdown::Submitted::parse(
-            request.totals.as_ref().expect("Totals::parse requires them"),
+            request
+                .totals
+                .as_ref()
+                .expect("Totals::parse requires them"),
             &submitted,
         )?;
         if request.operator_id.chars().count() > IDENTIFIER_CHARS_MAX {

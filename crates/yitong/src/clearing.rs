@@ -9,9 +9,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use yitong_proto::ledger::v1::{
     ApplyClearingRequest, CancelClearingApplicationRequest, CityPairObligation,
     ClearingApplication, ClearingDetail, ClearingPeriod, ClearingStatement, ClearingTotals,
-    CloseClearingPeriodRequest, SettlementFundPayment, ConfirmClearingDetailsRequest, ConfirmClearingStatementRequest,
+    CloseClearingPeriodRequest, ConfirmClearingDetailsRequest, ConfirmClearingStatementRequest,
     ConfirmationStatus, DetailDecision, GetClearingStatementRequest, ListClearingDetailsRequest,
-    NetPosition, PaymentInstruction, RollbackClearingConfirmationRequest,
+    NetPosition, PaymentInstruction, RollbackClearingConfirmationRequest, SettlementFundPayment,
 };
 
 use crate::output::{self, LedgerArgs, Outcome, Table};

@@ -13,10 +13,10 @@ use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;
 use yitong_proto::ledger::v1::reconcile_details_response::Item as Received;
 use yitong_proto::ledger::v1::reconciliation_scope::Subject;
 use yitong_proto::ledger::v1::{
-    DetailRow, DetailRowBatch, DetailRowResult, ReconcileDetailsHeader, ReconcileDetailsRequest,
-    ReconcileDetailsSummary, ReconcileTotalsRequest, ReconcileTotalsResponse,
-    ReconciliationLineBreak, ReconciliationResult, ReconciliationScope, ReconciliationTotals,
-    ClearingTypeTotals, FundTypeTotal,
+    ClearingTypeTotals, DetailRow, DetailRowBatch, DetailRowResult, FundTypeTotal,
+    ReconcileDetailsHeader, ReconcileDetailsRequest, ReconcileDetailsSummary,
+    ReconcileTotalsRequest, ReconcileTotalsResponse, ReconciliationLineBreak, ReconciliationResult,
+    ReconciliationScope, ReconciliationTotals,
 };
 
 use crate::output::{self, Format, LedgerArgs, Outcome, Table};
