@@ -8,18 +8,17 @@
 
 use std::collections::BTreeMap;
 
-use yitong_proto::ledger::v1::reconciliation_scope::Subject;
 use yitong_proto::ledger::v1::{
     ClearingPeriod, ClearingType, ClearingTypeTotals, FundTypeTotal, GetClearingStatementRequest,
-    ListClearingDetailsRequest, ReconcileTotalsRequest, ReconcileTotalsResponse,
-    ReconciliationFigure, ReconciliationResult, ReconciliationScope, ReconciliationTotals,
-    SettlementFundPayment, Transfer,
+    ListClearingDetailsRequest, ReconcileTotalsResponse, ReconciliationFigure,
+    ReconciliationResult, ReconciliationTotals, SettlementFundPayment, Transfer,
 };
 use yitong_proto::settlement::v1::{BenefitRefusalReason as Reason, MedicalType, Settlement};
 use yitong_sandbox::{BINZHOU, DONGYING, JINAN, Sandbox, ZIBO, network_test};
 
 use crate::disease::{
-    HYPERTENSION, certify, certify_request, check_reasons, disease_visit, settle,
+    HYPERTENSION, certify, certify_request, check_reasons, disease_visit, reconcile_zibo_day,
+    settle,
 };
 use crate::month::{
     book, cancellation, close_october, confirm_and_apply, october, october_day, settlement,
@@ -159,23 +158,7 @@ async fn reconcile(
     message_id: &str,
     totals: ReconciliationTotals,
 ) -> Result<ReconcileTotalsResponse, tonic::Status> {
-    let today = yitong_core::today().to_string();
-    net.bureau(ZIBO)
-        .ledger()
-        .reconcile_totals(ReconcileTotalsRequest {
-            message_id: message_id.into(),
-            scope: Some(ReconciliationScope {
-                subject: Some(Subject::TreatmentCity(ZIBO.into())),
-            }),
-            insurance_type: 0,
-            clearing_type: 0,
-            from_date: today.clone(),
-            to_date: today,
-            totals: Some(totals),
-            operator_id: "zibo-bureau-1".into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
+    reconcile_zibo_day(net, message_id, ClearingType::Unspecified, totals).await
 }
 
 /// A break's line as "clr_type 14" or "fund 310100/M03900", with its figures.

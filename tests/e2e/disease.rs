@@ -13,8 +13,8 @@ use yitong_proto::catalog::v1::ListDiseasesRequest;
 use yitong_proto::identity::v1::InsuranceType;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_proto::ledger::v1::{
-    ClearingType, LookupTransfersRequest, ReconcileTotalsRequest, ReconciliationResult,
-    ReconciliationScope, ReconciliationTotals, reconciliation_scope::Subject,
+    ClearingType, LookupTransfersRequest, ReconcileTotalsRequest, ReconcileTotalsResponse,
+    ReconciliationResult, ReconciliationScope, ReconciliationTotals, reconciliation_scope::Subject,
 };
 use yitong_proto::settlement::v1::{
     BenefitRefusalReason as Reason, CancelCertificationRequest, Certification, CertificationStatus,
@@ -29,17 +29,16 @@ use crate::settlement::{
 };
 use crate::support::{assert_invalid, assert_refused};
 
-/// Zibo's bureau reconciles its day's settlements of one clearing type (3201) against the
-/// ledger, submitting `submitted`: the ledger's own totals and the result.
-async fn reconcile(
+/// Zibo's bureau reconciles its day's settlements of one clearing type (3201; every type when
+/// unspecified) against the ledger, submitting `submitted`: the ledger's answer.
+pub(crate) async fn reconcile_zibo_day(
     net: &Sandbox,
     message_id: &str,
     clearing_type: ClearingType,
     submitted: ReconciliationTotals,
-) -> (ReconciliationResult, ReconciliationTotals) {
+) -> Result<ReconcileTotalsResponse, tonic::Status> {
     let today = yitong_core::today().to_string();
-    let reply = net
-        .bureau(ZIBO)
+    net.bureau(ZIBO)
         .ledger()
         .reconcile_totals(ReconcileTotalsRequest {
             message_id: message_id.into(),
@@ -54,8 +53,19 @@ async fn reconcile(
             operator_id: "zibo-bureau-1".into(),
         })
         .await
-        .expect("reconciled")
-        .into_inner();
+        .map(tonic::Response::into_inner)
+}
+
+/// [`reconcile_zibo_day`], answered: the result and the ledger's own totals.
+async fn reconcile(
+    net: &Sandbox,
+    message_id: &str,
+    clearing_type: ClearingType,
+    submitted: ReconciliationTotals,
+) -> (ReconciliationResult, ReconciliationTotals) {
+    let reply = reconcile_zibo_day(net, message_id, clearing_type, submitted)
+        .await
+        .expect("reconciled");
     (
         ReconciliationResult::try_from(reply.result).expect("a result"),
         reply.ledger.expect("the ledger's totals"),
