@@ -84,6 +84,7 @@ fn totals_of<'a>(settlements: impl IntoIterator<Item = &'a Settlement>) -> Recon
         fund_pay: yuan(fund),
         account_pay: yuan(account),
         cash_pay: yuan(cash),
+        ..Default::default()
     }
 }
 

@@ -190,7 +190,19 @@ network_test! {
         args.extend(["--account-pay", &account, "--cash-pay", &cash]);
         let broken = run(net, &args).await;
         assert_eq!(broken.code, 1, "{broken:?}");
-        let figures: serde_json::Value = serde_json::from_str(&broken.stdout).expect("JSON");
+        let sections: serde_json::Value = serde_json::from_str(&broken.stdout).expect("JSON");
+        // The ledger's lines by clearing type and fund type follow the figures, none of them
+        // compared (the command line gave none): they sum to the ledger's fund pay.
+        let fund_lines: i64 = sections["by fund type"]
+            .as_array()
+            .expect("the fund lines")
+            .iter()
+            .inspect(|line| assert_eq!(line["result"], "not submitted"))
+            .map(|line| yitong_core::Amount::parse_signed(line["ledger"].as_str().unwrap()).unwrap().fen())
+            .sum();
+        assert_eq!(yuan(fund_lines), fund);
+        assert!(!sections["by clearing type"].as_array().expect("the clearing type lines").is_empty());
+        let figures = &sections["totals"];
         let results: Vec<(&str, &str)> = figures
             .as_array()
             .expect("one object per figure")
@@ -320,6 +332,20 @@ network_test! {
         let listed: Vec<&str> = rows.iter().map(|r| &r[column("settlement_id")]).collect();
         assert_eq!(listed, expected);
         assert!(rows.iter().all(|r| &r[column("confirmation")] == "unconfirmed"));
+        // Each row's clearing type and fund lines ("310100:12.34", the pooling fund of a row
+        // booked without a breakdown).
+        for (row, transfer) in rows.iter().zip({
+            let mut sorted: Vec<&Transfer> = booked.iter().collect();
+            sorted.sort_by(|a, b| a.settlement.as_ref().unwrap().settlement_id.cmp(&b.settlement.as_ref().unwrap().settlement_id));
+            sorted
+        }) {
+            let record = transfer.settlement.as_ref().unwrap();
+            assert_eq!(&row[column("clr_type")], record.clearing_type.to_string());
+            let fund_lines = &row[column("fund_payments")];
+            if yitong_core::Amount::parse_signed(&record.fund_pay).unwrap().fen() != 0 {
+                assert_eq!(fund_lines, format!("{}100:{}", record.insurance_type, record.fund_pay));
+            }
+        }
 
         let excluded = &expected[0];
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -384,6 +410,13 @@ network_test! {
             .map(|o| yitong_core::Amount::parse_signed(o["amount"].as_str().unwrap()).unwrap().fen())
             .sum();
         assert_eq!(yuan(obligations), pay);
+        let fund_lines: i64 = close["obligations by fund type"]
+            .as_array()
+            .expect("obligations by fund type")
+            .iter()
+            .map(|o| yitong_core::Amount::parse_signed(o["amount"].as_str().unwrap()).unwrap().fen())
+            .sum();
+        assert_eq!(yuan(fund_lines), fund, "the fund lines sum to the included rows' fund pay");
         let net_sum: i64 = close["net positions"]
             .as_array()
             .expect("net positions")

@@ -488,6 +488,12 @@ network_test! {
         let text = page.text();
         assert!(text.contains("result pass"), "a clean day: {text}");
         assert!(text.contains("对账平"));
+        // The day's totals by clearing type and fund type (3201), Zibo's own breakdown from its
+        // records against the ledger's: both employees' fund pay on the pooling fund, every
+        // line matched.
+        assert!(text.contains("id=\"by-clearing-type\"") && text.contains("id=\"by-fund-type\""), "{text}");
+        assert!(text.contains("<td>310100</td>"), "the pooling fund's line: {text}");
+        assert!(!text.contains("对账不平"), "no line differs: {text}");
 
         // The injected break: a posted settlement in the ledger that no Zibo record holds.
         let injected = zibo_row(1, JINAN, 12_345, &date);
@@ -643,6 +649,17 @@ network_test! {
         assert_eq!(sheet[7][8], yuan(pay_fen));
         let excluded = sheet.iter().find(|row| row[0] == ids[0]).expect("the excluded row");
         assert_eq!((excluded[11].as_str(), excluded[12].as_str()), ("未纳入", "病历待核"));
+        // Each row's clearing type and fund lines, summing to its fund pay.
+        assert_eq!((sheet[0][13].as_str(), sheet[0][14].as_str()), ("清算类别", "基金支付明细"));
+        for row in &sheet[1..7] {
+            assert_eq!(row[13], "11", "{row:?}");
+            let lines: i64 = row[14]
+                .split(';')
+                .filter(|line| !line.is_empty())
+                .map(|line| crate::settlement::fen(line.rsplit_once(':').expect("type:amount").1))
+                .sum();
+            assert_eq!(yuan(lines), row[9], "{row:?}");
+        }
         let page = zibo.get("/clearing/export?year=2026&month=3&format=csv").await;
         let csv = page.text();
         assert!(csv.starts_with("结算号,"), "{csv}");
@@ -670,6 +687,8 @@ network_test! {
         let page = jinan.get("/statement?year=2026&month=3").await;
         assert_eq!(page.status, StatusCode::OK);
         assert!(page.text().contains("已出具"), "{}", page.text());
+        assert!(page.text().contains("statement-clearing-types"), "{}", page.text());
+        assert!(page.text().contains("<td>310100</td>") || page.text().contains("<td>390100</td>"), "the fund lines: {}", page.text());
         let page = jinan.post("/statement/confirm", &[("csrf", &jinan_csrf), ("year", "2026"), ("month", "3")]).await;
         assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text());
         let page = jinan.get("/statement?year=2026&month=3").await;

@@ -13,8 +13,8 @@ use yitong_proto::catalog::v1::ListDiseasesRequest;
 use yitong_proto::identity::v1::InsuranceType;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_proto::ledger::v1::{
-    ClearingType, LookupTransfersRequest, ReconcileTotalsRequest, ReconciliationResult,
-    ReconciliationScope, ReconciliationTotals, reconciliation_scope::Subject,
+    ClearingType, LookupTransfersRequest, ReconcileTotalsRequest, ReconcileTotalsResponse,
+    ReconciliationResult, ReconciliationScope, ReconciliationTotals, reconciliation_scope::Subject,
 };
 use yitong_proto::settlement::v1::{
     BenefitRefusalReason as Reason, CancelCertificationRequest, Certification, CertificationStatus,
@@ -29,17 +29,16 @@ use crate::settlement::{
 };
 use crate::support::{assert_invalid, assert_refused};
 
-/// Zibo's bureau reconciles its day's settlements of one clearing type (3201) against the
-/// ledger, submitting `submitted`: the ledger's own totals and the result.
-async fn reconcile(
+/// Zibo's bureau reconciles its day's settlements of one clearing type (3201; every type when
+/// unspecified) against the ledger, submitting `submitted`: the ledger's answer.
+pub(crate) async fn reconcile_zibo_day(
     net: &Sandbox,
     message_id: &str,
     clearing_type: ClearingType,
     submitted: ReconciliationTotals,
-) -> (ReconciliationResult, ReconciliationTotals) {
+) -> Result<ReconcileTotalsResponse, tonic::Status> {
     let today = yitong_core::today().to_string();
-    let reply = net
-        .bureau(ZIBO)
+    net.bureau(ZIBO)
         .ledger()
         .reconcile_totals(ReconcileTotalsRequest {
             message_id: message_id.into(),
@@ -54,8 +53,19 @@ async fn reconcile(
             operator_id: "zibo-bureau-1".into(),
         })
         .await
-        .expect("reconciled")
-        .into_inner();
+        .map(tonic::Response::into_inner)
+}
+
+/// [`reconcile_zibo_day`], answered: the result and the ledger's own totals.
+async fn reconcile(
+    net: &Sandbox,
+    message_id: &str,
+    clearing_type: ClearingType,
+    submitted: ReconciliationTotals,
+) -> (ReconciliationResult, ReconciliationTotals) {
+    let reply = reconcile_zibo_day(net, message_id, clearing_type, submitted)
+        .await
+        .expect("reconciled");
     (
         ReconciliationResult::try_from(reply.result).expect("a result"),
         reply.ledger.expect("the ledger's totals"),
@@ -63,7 +73,7 @@ async fn reconcile(
 }
 
 /// Hypertension, in the national catalog of diseases settled across provinces.
-const HYPERTENSION: &str = "M03900";
+pub(crate) const HYPERTENSION: &str = "M03900";
 /// Jinan's illustrative policy for hypertension, employees (`seeds/disease_policies.csv`).
 const HYPERTENSION_RATIO: &str = "0.70";
 const HYPERTENSION_QUOTA: &str = "600.00";
@@ -81,7 +91,7 @@ fn today_plus(days: i64) -> String {
     date.to_string()
 }
 
-fn certify_request(
+pub(crate) fn certify_request(
     message_id: &str,
     n: u32,
     disease: &str,
@@ -97,7 +107,7 @@ fn certify_request(
     }
 }
 
-async fn certify(net: &Sandbox, request: CertifyRequest) -> Certification {
+pub(crate) async fn certify(net: &Sandbox, request: CertifyRequest) -> Certification {
     net.bureau(JINAN)
         .certification(JINAN)
         .certify(request)
@@ -110,7 +120,7 @@ async fn certify(net: &Sandbox, request: CertifyRequest) -> Certification {
 
 /// Registers Jinan's `n`-th person's chronic-disease visit for `disease` at Zibo's hospital and
 /// uploads its lines.
-async fn disease_visit(net: &Sandbox, tag: &str, n: u32, disease: &str) -> Visit {
+pub(crate) async fn disease_visit(net: &Sandbox, tag: &str, n: u32, disease: &str) -> Visit {
     let mut his = net.his_settlement(&hospital(ZIBO));
     let mut register = register_request(&format!("R-{tag}"), ZIBO, JINAN, n);
     register.medical_type = MedicalType::ChronicDisease as i32;
@@ -129,7 +139,7 @@ async fn disease_visit(net: &Sandbox, tag: &str, n: u32, disease: &str) -> Visit
     visit
 }
 
-async fn settle(
+pub(crate) async fn settle(
     net: &Sandbox,
     message_id: &str,
     visit: &Visit,
@@ -155,7 +165,7 @@ fn check_request(n: u32, disease: &str) -> CheckBenefitRequest {
     }
 }
 
-async fn check_reasons(net: &Sandbox, n: u32, disease: &str) -> Vec<Reason> {
+pub(crate) async fn check_reasons(net: &Sandbox, n: u32, disease: &str) -> Vec<Reason> {
     net.his_settlement(&hospital(ZIBO))
         .check_benefit(check_request(n, disease))
         .await
@@ -260,15 +270,23 @@ network_test! {
             fund_pay: split.fund_pay.clone(),
             account_pay: split.account_pay.clone(),
             cash_pay: split.cash_pay.clone(),
+            ..Default::default()
         };
         let (result, ledger) = reconcile(net, "RT-14", ClearingType::ChronicDisease, submitted.clone()).await;
-        assert_eq!((result, ledger), (ReconciliationResult::Matched, submitted));
+        assert_eq!(result, ReconciliationResult::Matched);
+        // The ledger's lines: clearing type 14 alone, the fund pay on hypertension's quota.
+        assert_eq!(ledger.clearing_types.len(), 1, "{ledger:?}");
+        assert_eq!(ledger.clearing_types[0].clearing_type, ClearingType::ChronicDisease as i32);
+        let funds: Vec<(&str, &str, &str)> = ledger.fund_types.iter().map(|l| (l.fund_pay_type.as_str(), l.disease_code.as_str(), l.amount.as_str())).collect();
+        assert_eq!(funds, [("310100", HYPERTENSION, split.fund_pay.as_str())]);
+        assert_eq!(ReconciliationTotals { clearing_types: vec![], fund_types: vec![], ..ledger }, submitted);
         let (_, ordinary) = reconcile(net, "RT-11", ClearingType::Outpatient, ReconciliationTotals {
             count: 0,
             total_amount: "0.00".into(),
             fund_pay: "0.00".into(),
             account_pay: "0.00".into(),
             cash_pay: "0.00".into(),
+            ..Default::default()
         }).await;
         assert_eq!(ordinary.count, 0, "{ordinary:?}");
 

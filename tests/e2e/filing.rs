@@ -37,7 +37,7 @@ fn today_plus(days: i64) -> String {
 }
 
 /// Registers, bills and settles a visit of `insured`'s `n`-th person at `treatment`'s hospital.
-async fn settle(
+pub(crate) async fn settle(
     net: &Sandbox,
     tag: &str,
     treatment: &str,

@@ -2,6 +2,7 @@
 //! HIS, a bureau or an operator would, and runs on SQLite and on PostgreSQL.
 
 mod benefit;
+mod breakdown;
 mod browser;
 mod bureau;
 mod catalog;

@@ -28,7 +28,7 @@ use yitong_sandbox::{BINZHOU, DONGYING, JINAN, ZIBO, network_test};
 
 use crate::support::{settlement_transfer, transfer_id, yuan};
 
-type Ledger = LedgerServiceClient<Channel>;
+pub(crate) type Ledger = LedgerServiceClient<Channel>;
 
 const CITIES: [&str; 4] = [JINAN, ZIBO, DONGYING, BINZHOU];
 /// Settlements of the simulated month.
@@ -50,7 +50,7 @@ fn fen(yuan: &str) -> i64 {
     if negative { -value } else { value }
 }
 
-fn october() -> Option<ClearingPeriod> {
+pub(crate) fn october() -> Option<ClearingPeriod> {
     Some(ClearingPeriod {
         year: 2026,
         month: 10,
@@ -64,13 +64,13 @@ fn november() -> Option<ClearingPeriod> {
     })
 }
 
-fn october_day(day: u32) -> String {
+pub(crate) fn october_day(day: u32) -> String {
     format!("2026-10-{day:02}")
 }
 
 /// A posted settlement of `fund` + `account` fen (and `cash` at the counter) for a person of
 /// `insured` at a `treatment` hospital on `date`, under transfer id `n`.
-fn settlement(
+pub(crate) fn settlement(
     n: u32,
     (insured, treatment): (&str, &str),
     (fund, account, cash): (i64, i64, i64),
@@ -101,7 +101,7 @@ fn settlement(
 }
 
 /// The posted CANCELLATION of `original` on `date`, under transfer id `n`.
-fn cancellation(n: u32, original: &Transfer, date: &str) -> Transfer {
+pub(crate) fn cancellation(n: u32, original: &Transfer, date: &str) -> Transfer {
     let mut transfer = original.clone();
     transfer.id = transfer_id(n);
     transfer.code = TransferCode::Cancellation as i32;
@@ -149,7 +149,7 @@ fn cross_city(transfer: &Transfer) -> bool {
 
 /// Creates transfers in batches of at most a thousand and asserts every one was created: no
 /// settlement is ever refused, whatever the funds hold.
-async fn book(ledger: &mut Ledger, prefix: &str, transfers: &[Transfer]) {
+pub(crate) async fn book(ledger: &mut Ledger, prefix: &str, transfers: &[Transfer]) {
     for (index, chunk) in transfers.chunks(BATCH_MAX).enumerate() {
         let reply = ledger
             .create_transfers(CreateTransfersRequest {
@@ -242,7 +242,7 @@ async fn reconcile(
     (breaks, summary.expect("a summary"))
 }
 
-async fn list_all(
+pub(crate) async fn list_all(
     ledger: &mut Ledger,
     period: Option<ClearingPeriod>,
     treatment: &str,
@@ -291,7 +291,11 @@ fn totals_of<'a>(transfers: impl IntoIterator<Item = &'a Transfer>) -> ClearingT
 
 /// The treatment city pulls its October rows, includes every one (checking they are exactly
 /// `expected`) and applies with the totals it computed itself.
-async fn confirm_and_apply(ledger: &mut Ledger, treatment: &str, expected: &[&Transfer]) {
+pub(crate) async fn confirm_and_apply(
+    ledger: &mut Ledger,
+    treatment: &str,
+    expected: &[&Transfer],
+) {
     let details = list_all(ledger, october(), treatment).await;
     let listed: BTreeSet<&str> = details.iter().map(|d| d.settlement_id.as_str()).collect();
     let generated: BTreeSet<&str> = expected
@@ -333,7 +337,7 @@ async fn confirm_and_apply(ledger: &mut Ledger, treatment: &str, expected: &[&Tr
         .expect("applied");
 }
 
-async fn close_october(ledger: &mut Ledger) -> CloseClearingPeriodResponse {
+pub(crate) async fn close_october(ledger: &mut Ledger) -> CloseClearingPeriodResponse {
     ledger
         .close_clearing_period(CloseClearingPeriodRequest {
             message_id: "CLOSE-2026-10".into(),

@@ -6,14 +6,20 @@
 //! or refused NOT_FILED storing nothing. Some cases are chronic-disease visits (medical type
 //! 14) of a person the insured city certifies for the drawn disease: they settle against the
 //! disease's own totals, which the cancellation restores as exactly, and the fund itemised sums
-//! to the fund pay in every case.
+//! to the fund pay in every case. The treatment city's reconciliation totals of the day (3201)
+//! move by exactly the settlement's clearing type and fund lines, and the cancellation takes the
+//! amounts back (its row still counts).
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use yitong_core::Amount;
-use yitong_proto::ledger::v1::GetBalancesRequest;
+use yitong_proto::ledger::v1::reconciliation_scope::Subject;
+use yitong_proto::ledger::v1::{
+    ClearingTypeTotals, FundTypeTotal, GetBalancesRequest, ReconcileTotalsRequest,
+    ReconciliationScope, ReconciliationTotals,
+};
 use yitong_proto::settlement::v1::{
     BenefitClaim, CancelCertificationRequest, CancelFilingRequest, CertifyRequest, ClaimAmounts,
     FileFilingRequest, FilingKind, FilingPolicy, MedicalType, QuoteRequest, SetFilingPolicyRequest,
@@ -260,6 +266,9 @@ async fn settle_then_cancel(
         None => None,
     };
     let balances_before = balances(net).await;
+    let day_before = day_lines(net, treatment, format!("P-RT-{tag}-before")).await;
+    // Every earlier case was cancelled, so every fund line of the day nets to zero.
+    assert!(day_before.fund_types.is_empty(), "{day_before:?}");
 
     let mut his = net.his_settlement(&hospital(treatment));
     let mut register = register_request(&format!("P-R-{tag}"), treatment, insured, case.person);
@@ -347,9 +356,39 @@ async fn settle_then_cancel(
         fen(&split.fund_pay),
         "the fund itemised sums to the fund pay: {case:?}"
     );
+    let day_settled = day_lines(net, treatment, format!("P-RT-{tag}-settled")).await;
+    let (count, fund) = clearing_line(&day_before, settlement.clearing_type);
+    assert_eq!(
+        clearing_line(&day_settled, settlement.clearing_type),
+        (count + 1, fund + fen(&split.fund_pay)),
+        "the settlement's clearing type line moved by it: {case:?}"
+    );
+    let itemised: Vec<(String, String, i64)> = split
+        .fund_payments
+        .iter()
+        .map(|payment| {
+            (
+                payment.fund_pay_type.clone(),
+                payment.disease_code.clone(),
+                fen(&payment.amount),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fund_lines(&day_settled.fund_types),
+        itemised,
+        "the day's fund lines are the settlement's: {case:?}"
+    );
     his.cancel_settlement(cancel_request(&format!("P-C-{tag}"), &settlement))
         .await
         .expect("cancelled");
+    let day_after = day_lines(net, treatment, format!("P-RT-{tag}-after")).await;
+    assert_eq!(
+        clearing_line(&day_after, settlement.clearing_type),
+        (count + 2, fund),
+        "the cancellation takes the amounts back and counts a row: {case:?}"
+    );
+    assert!(day_after.fund_types.is_empty(), "{day_after:?}");
 
     assert_eq!(
         Some(totals(net, case).await),
@@ -372,6 +411,60 @@ async fn settle_then_cancel(
             .expect("the filing is cancelled");
     }
     cancel_certification(net, case, certification, tag).await;
+}
+
+/// The ledger's totals of the treatment city's day, with their lines by clearing type and fund
+/// type, as its bureau reconciles them (3201).
+async fn day_lines(net: &Sandbox, treatment: &str, message_id: String) -> ReconciliationTotals {
+    let today = yitong_core::today().to_string();
+    net.bureau(treatment)
+        .ledger()
+        .reconcile_totals(ReconcileTotalsRequest {
+            message_id,
+            scope: Some(ReconciliationScope {
+                subject: Some(Subject::TreatmentCity(treatment.into())),
+            }),
+            from_date: today.clone(),
+            to_date: today,
+            totals: Some(ReconciliationTotals {
+                total_amount: "0.00".into(),
+                fund_pay: "0.00".into(),
+                account_pay: "0.00".into(),
+                cash_pay: "0.00".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("reconciled")
+        .into_inner()
+        .ledger
+        .expect("the ledger's totals")
+}
+
+/// The line of `clearing_type` in `totals`, zero when it has none.
+fn clearing_line(totals: &ReconciliationTotals, clearing_type: i32) -> (u64, i64) {
+    totals
+        .clearing_types
+        .iter()
+        .find(|line| line.clearing_type == clearing_type)
+        .map_or((0, 0), |line: &ClearingTypeTotals| {
+            (line.count, fen(&line.fund_pay))
+        })
+}
+
+/// The fund lines as (fund type, disease, fen).
+fn fund_lines(lines: &[FundTypeTotal]) -> Vec<(String, String, i64)> {
+    lines
+        .iter()
+        .map(|line| {
+            (
+                line.fund_pay_type.clone(),
+                line.disease_code.clone(),
+                fen(&line.amount),
+            )
+        })
+        .collect()
 }
 
 /// Cancels the case's certification, if it has one, so a later case of the person may certify

@@ -186,6 +186,7 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
                 fund_pay: "0.00".into(),
                 account_pay: "0.00".into(),
                 cash_pay: "0.00".into(),
+                ..Default::default()
             }),
             operator_id: "binzhou-bureau-1".into(),
             ..Default::default()

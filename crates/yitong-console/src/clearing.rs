@@ -10,10 +10,11 @@ use chrono::Datelike;
 use maud::{Markup, html};
 use yitong_core::Owner;
 use yitong_proto::ledger::v1::{
-    ApplyClearingRequest, ClearingDetail, ClearingPeriod, ClearingTotals,
-    CloseClearingPeriodRequest, ConfirmClearingDetailsRequest, ConfirmClearingStatementRequest,
-    ConfirmationStatus, DetailDecision, GetClearingStatementRequest, ListClearingDetailsRequest,
-    RollbackClearingConfirmationRequest, StatementStatus,
+    ApplyClearingRequest, CityPairObligation, ClearingDetail, ClearingPeriod, ClearingStatement,
+    ClearingTotals, CloseClearingPeriodRequest, ConfirmClearingDetailsRequest,
+    ConfirmClearingStatementRequest, ConfirmationStatus, DetailDecision,
+    GetClearingStatementRequest, ListClearingDetailsRequest, RollbackClearingConfirmationRequest,
+    StatementStatus,
 };
 use yitong_rpc::Caller;
 
@@ -252,6 +253,8 @@ pub async fn page(
                     th scope="col" { (lang.t("date")) }
                     th scope="col" { (lang.t("total_amount")) }
                     th scope="col" { (lang.t("insured_city_pay")) }
+                    th scope="col" { (lang.t("clearing_type")) }
+                    th scope="col" { (lang.t("fund_payments")) }
                     th scope="col" { (lang.t("status")) }
                     th scope="col" { (lang.t("reason")) }
                     th scope="col" { (lang.t("confirmed_at")) }
@@ -273,6 +276,8 @@ pub async fn page(
                             td { (detail.settlement_date) }
                             td.num { (text::yuan(&detail.total_amount)) }
                             td.num { (text::yuan(&detail.insured_city_pay)) }
+                            td { (detail.clearing_type) }
+                            td { (crate::export::fund_payments_text(detail)) }
                             td { (status_word(detail.confirmation(), lang)) }
                             td { (detail.exclusion_reason) }
                             td { (text::cst(detail.confirmed_at.as_ref())) }
@@ -751,6 +756,7 @@ pub async fn statement(
                 tr { th scope="row" { (lang.t("confirmed_by")) } td #confirmed-by { (statement.confirmed_by) } }
             }
         }
+        (breakdown_tables(&console, &statement, lang))
         (payments_table(&console, &statement.payments, lang))
         @if signed.role() == Role::Bureau && !confirmed {
             form.card method="post" action="/statement/confirm" {
@@ -762,6 +768,79 @@ pub async fn statement(
         }
     };
     signed.page(lang.t("statement"), body).into_response()
+}
+
+/// The statement's obligations broken down: each pair's included rows by clearing type
+/// (national clr_type) and its fund pay by fund type and disease (setldetail), receivables
+/// first, then payables. A statement issued before the breakdown existed has no lines.
+fn breakdown_tables(console: &Shared, statement: &ClearingStatement, lang: Lang) -> Markup {
+    let sides = [
+        ("receivable", &statement.receivables, true),
+        ("payable", &statement.payables, false),
+    ];
+    let other = |obligation: &CityPairObligation, receivable: bool| {
+        if receivable {
+            obligation.insured_city.clone()
+        } else {
+            obligation.treatment_city.clone()
+        }
+    };
+    html! {
+        h2 { (lang.t("by_clearing_type")) }
+        table #statement-clearing-types {
+            thead { tr {
+                th scope="col" { (lang.t("status")) }
+                th scope="col" { (lang.t("other_city")) }
+                th scope="col" { (lang.t("clearing_type")) }
+                th scope="col" { (lang.t("rows")) }
+                th scope="col" { (lang.t("total_amount")) }
+                th scope="col" { (lang.t("fund_pay")) }
+                th scope="col" { (lang.t("account_pay")) }
+            } }
+            tbody {
+                @for (word, obligations, receivable) in sides {
+                    @for obligation in obligations.iter() {
+                        @for line in &obligation.clearing_types {
+                            tr {
+                                td { (lang.t(word)) }
+                                td { (city_name(console, &other(obligation, receivable), lang)) }
+                                td { (line.clearing_type) }
+                                td.num { (line.count) }
+                                td.num { (text::yuan(&line.total_amount)) }
+                                td.num { (text::yuan(&line.fund_pay)) }
+                                td.num { (text::yuan(&line.account_pay)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { (lang.t("by_fund_type")) }
+        table #statement-fund-types {
+            thead { tr {
+                th scope="col" { (lang.t("status")) }
+                th scope="col" { (lang.t("other_city")) }
+                th scope="col" { (lang.t("fund_pay_type")) }
+                th scope="col" { (lang.t("disease")) }
+                th scope="col" { (lang.t("fund_pay")) }
+            } }
+            tbody {
+                @for (word, obligations, receivable) in sides {
+                    @for obligation in obligations.iter() {
+                        @for line in &obligation.fund_types {
+                            tr {
+                                td { (lang.t(word)) }
+                                td { (city_name(console, &other(obligation, receivable), lang)) }
+                                td { (line.fund_pay_type) }
+                                td { (line.disease_code) }
+                                td.num { (text::yuan(&line.amount)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The city's bureau confirms its statement.

@@ -1,5 +1,9 @@
 //! Exports of a clearing extract to Excel (xlsx, with rust_xlsxwriter) and CSV: one row per
-//! clearing detail, amounts in yuan with two decimals, and a last row of sums computed in fen.
+//! clearing detail, amounts in yuan with two decimals, and a last row of sums computed in fen;
+//! each row ends with its clearing type (national clr_type) and its fund pay by fund type
+//! (setldetail, "310100/M03900:30.00;310100:12.00").
+
+use std::fmt::Write as _;
 
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -16,7 +20,7 @@ pub struct ClearingSheet {
 }
 
 /// The columns, by word key; the amount columns are the ones summed.
-const COLUMNS: [&str; 13] = [
+const COLUMNS: [&str; 15] = [
     "settlement_id",
     "visit",
     "person",
@@ -30,6 +34,8 @@ const COLUMNS: [&str; 13] = [
     "account_pay",
     "status",
     "reason",
+    "clearing_type",
+    "fund_payments",
 ];
 
 /// Index of the first amount column; the four amount columns follow one another.
@@ -74,6 +80,23 @@ fn texts(detail: &ClearingDetail) -> [String; 7] {
     ]
 }
 
+/// A detail's fund lines in one cell: "fund type/disease:amount" joined by ";", the disease
+/// left out for the ordinary annual cap.
+pub fn fund_payments_text(detail: &ClearingDetail) -> String {
+    let mut cell = String::new();
+    for (index, line) in detail.fund_payments.iter().enumerate() {
+        if index > 0 {
+            cell.push(';');
+        }
+        cell.push_str(&line.fund_pay_type);
+        if !line.disease_code.is_empty() {
+            let _ = write!(cell, "/{}", line.disease_code);
+        }
+        let _ = write!(cell, ":{}", line.amount);
+    }
+    cell
+}
+
 /// Fen as the yuan number a spreadsheet cell holds. The conversion is exact to the cent for
 /// every amount the wire can carry (16 significant digits); the sums are computed in fen.
 fn cell_yuan(fen: i64) -> f64 {
@@ -106,6 +129,9 @@ pub fn clearing_xlsx(sheet: &ClearingSheet, lang: Lang) -> Result<Vec<u8>, XlsxE
         }
         worksheet.write_string(row, 11, status_word(detail, lang))?;
         worksheet.write_string(row, 12, &detail.exclusion_reason)?;
+        // A code, as the national files write it, not a number to sum.
+        worksheet.write_string(row, 13, detail.clearing_type.to_string())?;
+        worksheet.write_string(row, 14, fund_payments_text(detail))?;
         row += 1;
     }
     worksheet.write_string_with_format(row, 0, lang.t("all"), &bold)?;
@@ -130,12 +156,14 @@ pub fn clearing_csv(sheet: &ClearingSheet, lang: Lang) -> Result<Vec<u8>, csv::E
         record.extend(amounts(detail).into_iter().map(text::fen_to_yuan));
         record.push(status_word(detail, lang).to_owned());
         record.push(detail.exclusion_reason.clone());
+        record.push(detail.clearing_type.to_string());
+        record.push(fund_payments_text(detail));
         writer.write_record(&record)?;
     }
     let mut last = vec![lang.t("all").to_owned()];
     last.extend(std::iter::repeat_n(String::new(), FIRST_AMOUNT - 1));
     last.extend(sums(&sheet.details).into_iter().map(text::fen_to_yuan));
-    last.extend([String::new(), String::new()]);
+    last.extend(std::iter::repeat_n(String::new(), 4));
     writer.write_record(&last)?;
     writer
         .into_inner()

@@ -2,7 +2,12 @@
 //! city's settlement records, an institution's its own, read from the treatment city's
 //! settlement service and compared row by row with the ledger; or an institution's finance
 //! office uploads its HIS's detail file. Every break is listed by class, each linked to the
-//! settlement and its trace.
+//! settlement and its trace. The day's totals are then compared too (national 3201), broken down
+//! by clearing type and by fund type: a bureau's own breakdown from its settlement records (an
+//! uploaded detail file carries none, so only the ledger's lines are shown), every differing
+//! line named.
+
+use std::collections::BTreeMap;
 
 use axum::extract::{Multipart, Query, State};
 use axum::http::StatusCode;
@@ -16,11 +21,13 @@ use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;
 use yitong_proto::ledger::v1::reconcile_details_response::Item as Received;
 use yitong_proto::ledger::v1::reconciliation_scope::Subject;
 use yitong_proto::ledger::v1::{
-    DetailResult, DetailRow, DetailRowBatch, DetailRowResult, ReconcileDetailsHeader,
-    ReconcileDetailsRequest, ReconcileDetailsSummary, ReconciliationResult, ReconciliationScope,
+    ClearingTypeTotals, DetailResult, DetailRow, DetailRowBatch, DetailRowResult, FundTypeTotal,
+    ReconcileDetailsHeader, ReconcileDetailsRequest, ReconcileDetailsSummary,
+    ReconcileTotalsRequest, ReconcileTotalsResponse, ReconciliationResult, ReconciliationScope,
+    ReconciliationTotals,
 };
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
-use yitong_proto::settlement::v1::{ListSettlementsRequest, Settlement};
+use yitong_proto::settlement::v1::{FundPayment, ListSettlementsRequest, Settlement};
 use yitong_rpc::Caller;
 
 use crate::Shared;
@@ -114,11 +121,91 @@ pub async fn run(
     if !valid_date(&date) {
         return signed.fail(StatusCode::UNPROCESSABLE_ENTITY, signed.lang.t("date"));
     }
-    let rows = match own_rows(&console, &signed, &date).await {
-        Ok(rows) => rows,
+    let (rows, totals) = match own_rows(&console, &signed, &date).await {
+        Ok(found) => found,
         Err(refusal) => return refusal,
     };
-    compare(&console, &signed, &date, rows).await
+    compare(&console, &signed, &date, rows, totals).await
+}
+
+/// Sums in fen per clearing type (count, total, fund, account, cash) and per (fund type,
+/// disease), as the ledger breaks down its totals.
+#[derive(Debug, Default)]
+struct Lines {
+    clearing: BTreeMap<i32, [i64; 5]>,
+    funds: BTreeMap<(String, String), i64>,
+}
+
+impl Lines {
+    fn add(&mut self, clearing_type: i32, row: &DetailRow, fund_payments: &[FundPayment]) {
+        let line = self.clearing.entry(clearing_type).or_default();
+        for (sum, amount) in line.iter_mut().zip(figures(row)) {
+            *sum += amount;
+        }
+        for payment in fund_payments {
+            *self
+                .funds
+                .entry((payment.fund_pay_type.clone(), payment.disease_code.clone()))
+                .or_default() += text::fen(&payment.amount);
+        }
+    }
+
+    fn wire(self) -> (Vec<ClearingTypeTotals>, Vec<FundTypeTotal>) {
+        let clearing = self
+            .clearing
+            .into_iter()
+            .map(
+                |(clearing_type, [count, total, fund, account, cash])| ClearingTypeTotals {
+                    clearing_type,
+                    count: u64::try_from(count).unwrap_or_default(),
+                    total_amount: text::fen_to_yuan(total),
+                    fund_pay: text::fen_to_yuan(fund),
+                    account_pay: text::fen_to_yuan(account),
+                    cash_pay: text::fen_to_yuan(cash),
+                },
+            )
+            .collect();
+        let funds = self
+            .funds
+            .into_iter()
+            .filter(|(_, fen)| *fen != 0)
+            .map(|((fund_pay_type, disease_code), fen)| FundTypeTotal {
+                fund_pay_type,
+                disease_code,
+                amount: text::fen_to_yuan(fen),
+            })
+            .collect();
+        (clearing, funds)
+    }
+}
+
+/// A row's count (one) and amounts in fen.
+fn figures(row: &DetailRow) -> [i64; 5] {
+    [
+        1,
+        text::fen(&row.total_amount),
+        text::fen(&row.fund_pay),
+        text::fen(&row.account_pay),
+        text::fen(&row.cash_pay),
+    ]
+}
+
+/// The totals of `rows`, without a breakdown.
+fn totals_of(rows: &[DetailRow]) -> ReconciliationTotals {
+    let sums = rows.iter().fold([0_i64; 5], |mut sums, row| {
+        for (sum, amount) in sums.iter_mut().zip(figures(row)) {
+            *sum += amount;
+        }
+        sums
+    });
+    ReconciliationTotals {
+        count: u64::try_from(sums[0]).unwrap_or_default(),
+        total_amount: text::fen_to_yuan(sums[1]),
+        fund_pay: text::fen_to_yuan(sums[2]),
+        account_pay: text::fen_to_yuan(sums[3]),
+        cash_pay: text::fen_to_yuan(sums[4]),
+        ..Default::default()
+    }
 }
 
 /// The staff member's own rows of `date`: each settlement settled that day, and each
@@ -128,7 +215,7 @@ async fn own_rows(
     console: &Shared,
     signed: &Signed,
     date: &str,
-) -> Result<Vec<DetailRow>, Response> {
+) -> Result<(Vec<DetailRow>, ReconciliationTotals), Response> {
     let city = signed
         .caller()
         .city()
@@ -169,6 +256,7 @@ async fn own_rows(
     let mut settlements =
         SettlementServiceClient::new(signed.channel(console, owner, Service::Settlement)?);
     let mut rows = Vec::new();
+    let mut lines = Lines::default();
     for institution in institutions {
         let mut page_token = String::new();
         loop {
@@ -185,7 +273,15 @@ async fn own_rows(
                 .map_err(|status| signed.refused(&status))?
                 .into_inner();
             for settlement in &reply.settlements {
-                rows.extend(rows_of(settlement, date));
+                for row in rows_of(settlement, date) {
+                    let split = match (&settlement.cancellation, row.cancellation) {
+                        (Some(cancellation), true) => cancellation.split.as_ref(),
+                        _ => settlement.split.as_ref(),
+                    };
+                    let payments = split.map_or(&[][..], |split| &split.fund_payments[..]);
+                    lines.add(settlement.clearing_type, &row, payments);
+                    rows.push(row);
+                }
             }
             if rows.len() > DAY_ROWS_MAX {
                 return Err(signed.fail(
@@ -200,7 +296,13 @@ async fn own_rows(
         }
     }
     rows.sort_by(|a, b| a.settlement_id.as_bytes().cmp(b.settlement_id.as_bytes()));
-    Ok(rows)
+    let (clearing_types, fund_types) = lines.wire();
+    let totals = ReconciliationTotals {
+        clearing_types,
+        fund_types,
+        ..totals_of(&rows)
+    };
+    Ok((rows, totals))
 }
 
 /// A cancellation booked on `date` may cancel a settlement of up to a month before (the
@@ -347,12 +449,20 @@ pub async fn upload(
         Ok(rows) => rows,
         Err(message) => return signed.fail(StatusCode::UNPROCESSABLE_ENTITY, &message),
     };
-    compare(&console, &signed, &date, rows).await
+    let totals = totals_of(&rows);
+    compare(&console, &signed, &date, rows, totals).await
 }
 
-/// Streams `rows` to the ledger's ReconcileDetails for the staff member's scope and `date`, and
-/// shows the summary and the breaks.
-async fn compare(console: &Shared, signed: &Signed, date: &str, rows: Vec<DetailRow>) -> Response {
+/// Streams `rows` to the ledger's ReconcileDetails for the staff member's scope and `date`,
+/// then submits `totals` (with the breakdown they carry) to ReconcileTotals, and shows the
+/// summary, the breaks and the totals by clearing type and fund type.
+async fn compare(
+    console: &Shared,
+    signed: &Signed,
+    date: &str,
+    rows: Vec<DetailRow>,
+    totals: ReconciliationTotals,
+) -> Response {
     let Some(subject) = scope_of(signed.caller()) else {
         return signed.fail(StatusCode::FORBIDDEN, signed.lang.t("forbidden"));
     };
@@ -426,7 +536,38 @@ async fn compare(console: &Shared, signed: &Signed, date: &str, rows: Vec<Detail
     signed
         .record(console, "ReconcileDetails", &run_id, outcome)
         .await;
-    let body = results(signed, date, &summary, &breaks);
+    let totals_id = message_id();
+    let totals_reply = match ledger
+        .reconcile_totals(request(ReconcileTotalsRequest {
+            message_id: totals_id.clone(),
+            scope: Some(ReconciliationScope {
+                subject: scope_of(signed.caller()),
+            }),
+            from_date: date.to_owned(),
+            to_date: date.to_owned(),
+            totals: Some(totals),
+            operator_id: signed.staff().username.clone(),
+            ..Default::default()
+        }))
+        .await
+    {
+        Ok(reply) => reply.into_inner(),
+        Err(status) => {
+            signed
+                .record(console, "ReconcileTotals", &totals_id, "refused")
+                .await;
+            return signed.refused(&status);
+        }
+    };
+    let outcome = if totals_reply.result() == ReconciliationResult::Matched {
+        "matched"
+    } else {
+        "mismatched"
+    };
+    signed
+        .record(console, "ReconcileTotals", &totals_id, outcome)
+        .await;
+    let body = results(signed, date, &summary, &breaks, &totals_reply);
     signed
         .page(signed.lang.t("reconcile"), body)
         .into_response()
@@ -449,6 +590,7 @@ fn results(
     date: &str,
     summary: &ReconcileDetailsSummary,
     breaks: &[DetailRowResult],
+    totals: &ReconcileTotalsResponse,
 ) -> Markup {
     let lang = signed.lang;
     let matched = summary.result() == ReconciliationResult::Matched;
@@ -501,6 +643,103 @@ fn results(
                 }
             }
         }
+        (breakdown(signed.lang, totals))
         (form(signed, date))
+    }
+}
+
+/// The day's totals by clearing type and by fund type, ours beside the ledger's, each
+/// differing line marked; ours are blank when the submission carried no breakdown of the kind.
+fn breakdown(lang: Lang, reply: &ReconcileTotalsResponse) -> Markup {
+    let ours = reply.submitted.clone().unwrap_or_default();
+    let theirs = reply.ledger.clone().unwrap_or_default();
+    let mut types: Vec<i32> = ours
+        .clearing_types
+        .iter()
+        .chain(&theirs.clearing_types)
+        .map(|line| line.clearing_type)
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut funds: Vec<(String, String)> = ours
+        .fund_types
+        .iter()
+        .chain(&theirs.fund_types)
+        .map(|line| (line.fund_pay_type.clone(), line.disease_code.clone()))
+        .collect();
+    funds.sort();
+    funds.dedup();
+    let clearing_line = |lines: &[ClearingTypeTotals], clearing_type: i32| {
+        lines
+            .iter()
+            .find(|line| line.clearing_type == clearing_type)
+            .cloned()
+    };
+    let fund_amount = |lines: &[FundTypeTotal], key: &(String, String)| {
+        lines
+            .iter()
+            .find(|line| line.fund_pay_type == key.0 && line.disease_code == key.1)
+            .map_or_else(|| "0.00".to_owned(), |line| line.amount.clone())
+    };
+    let type_broken = |clearing_type: i32| {
+        reply
+            .mismatched_lines
+            .iter()
+            .any(|line| line.fund_pay_type.is_empty() && line.clearing_type == clearing_type)
+    };
+    let fund_broken = |key: &(String, String)| {
+        reply
+            .mismatched_lines
+            .iter()
+            .any(|line| line.fund_pay_type == key.0 && line.disease_code == key.1)
+    };
+    let word = |broken: bool| lang.t(if broken { "mismatched" } else { "matched" });
+    html! {
+        h2 { (lang.t("by_clearing_type")) }
+        table #by-clearing-type {
+            thead { tr {
+                th scope="col" { (lang.t("clearing_type")) }
+                th scope="col" { (lang.t("rows")) " (" (lang.t("ours")) ")" }
+                th scope="col" { (lang.t("rows")) " (" (lang.t("ledger_side")) ")" }
+                th scope="col" { (lang.t("fund_pay")) " (" (lang.t("ours")) ")" }
+                th scope="col" { (lang.t("fund_pay")) " (" (lang.t("ledger_side")) ")" }
+                th scope="col" { (lang.t("status")) }
+            } }
+            tbody {
+                @for clearing_type in types {
+                    @let mine = clearing_line(&ours.clearing_types, clearing_type);
+                    @let ledger = clearing_line(&theirs.clearing_types, clearing_type).unwrap_or_default();
+                    tr {
+                        td { (clearing_type) }
+                        td.num { (mine.as_ref().map(|line| line.count.to_string()).unwrap_or_default()) }
+                        td.num { (ledger.count) }
+                        td.num { (mine.as_ref().map(|line| text::yuan(&line.fund_pay)).unwrap_or_default()) }
+                        td.num { (text::yuan(&ledger.fund_pay)) }
+                        td { @if !ours.clearing_types.is_empty() { (word(type_broken(clearing_type))) } }
+                    }
+                }
+            }
+        }
+        h2 { (lang.t("by_fund_type")) }
+        table #by-fund-type {
+            thead { tr {
+                th scope="col" { (lang.t("fund_pay_type")) }
+                th scope="col" { (lang.t("disease")) }
+                th scope="col" { (lang.t("fund_pay")) " (" (lang.t("ours")) ")" }
+                th scope="col" { (lang.t("fund_pay")) " (" (lang.t("ledger_side")) ")" }
+                th scope="col" { (lang.t("status")) }
+            } }
+            tbody {
+                @for key in &funds {
+                    tr {
+                        td { (key.0) }
+                        td { (key.1) }
+                        td.num { @if !ours.fund_types.is_empty() { (text::yuan(&fund_amount(&ours.fund_types, key))) } }
+                        td.num { (text::yuan(&fund_amount(&theirs.fund_types, key))) }
+                        td { @if !ours.fund_types.is_empty() { (word(fund_broken(key))) } }
+                    }
+                }
+            }
+        }
     }
 }

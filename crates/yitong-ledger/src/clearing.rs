@@ -39,11 +39,13 @@ use crate::LedgerError;
 use crate::account::Side;
 use crate::append::Appender;
 use crate::balance::{Balance, Prepaid};
+use crate::breakdown::Breakdown;
 use crate::journal::{Event, TransferColumns, to_hex};
 use crate::period::{Period, is_closed};
+use crate::reconcile::Totals;
 use crate::repo::{self, RESOLUTION_JOIN};
 use crate::tally::{self, Tally};
-use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferCode};
+use crate::transfer::{IDENTIFIER_CHARS_MAX, TransferCode, itemised, parse_fund_payments_text};
 
 /// Most rows per ListClearingDetails page.
 pub const DETAILS_PER_PAGE_MAX: u32 = 1_000;
@@ -227,13 +229,20 @@ struct Detail {
     reason: String,
     confirmed_at_ms: i64,
     confirmed_by: String,
+    /// national clr_type.
+    clearing_type: i64,
+    /// national insutype, which names the pooling fund of a row without a breakdown.
+    insurance_type: i64,
+    /// The stored fund breakdown ([`crate::transfer::fund_payments_text`]).
+    fund_payments: String,
 }
 
 const DETAIL_COLUMNS: &str = "c.sequence, c.transfer_id, c.settlement_id, c.visit_id, \
      c.person_no, c.insured_city, c.treatment_city, c.institution_code, c.settlement_date, \
      c.total_amount_fen, c.fund_pay_fen, c.account_pay_fen, c.cancellation, \
      c.original_settlement_id, c.clearing_period, f.status, COALESCE(f.reason, ''), \
-     COALESCE(f.confirmed_at_ms, 0), COALESCE(f.confirmed_by, '')";
+     COALESCE(f.confirmed_at_ms, 0), COALESCE(f.confirmed_by, ''), c.clearing_type, \
+     c.insurance_type, c.fund_payments";
 
 impl Detail {
     fn from_row(row: &AnyRow) -> Result<Detail, LedgerError> {
@@ -261,6 +270,9 @@ impl Detail {
             reason: row.try_get(16)?,
             confirmed_at_ms: row.try_get(17)?,
             confirmed_by: row.try_get(18)?,
+            clearing_type: row.try_get(19)?,
+            insurance_type: row.try_get(20)?,
+            fund_payments: row.try_get(21)?,
         })
     }
 
@@ -272,11 +284,26 @@ impl Detail {
             .is_none_or(|month| self.clearing_period > month)
     }
 
-    fn to_wire(&self, period: Period) -> pb::ClearingDetail {
+    fn to_wire(&self, period: Period) -> Result<pb::ClearingDetail, LedgerError> {
+        let stored = parse_fund_payments_text(&self.fund_payments).ok_or_else(|| {
+            LedgerError::Corrupt(format!("the fund breakdown of {}", self.settlement_id))
+        })?;
+        let fund_payments = itemised(
+            &stored,
+            self.insurance_type,
+            Amount::from_fen(self.fund_fen),
+        )
+        .into_iter()
+        .map(|line| pb::SettlementFundPayment {
+            fund_pay_type: line.fund_pay_type,
+            disease_code: line.disease_code,
+            amount: line.amount.to_string(),
+        })
+        .collect();
         let confirmation = self
             .status
             .map_or(pb::ConfirmationStatus::Unconfirmed, Decision::wire);
-        pb::ClearingDetail {
+        Ok(pb::ClearingDetail {
             settlement_id: self.settlement_id.clone(),
             visit_id: self.visit_id.clone(),
             person_no: self.person_no.clone(),
@@ -303,7 +330,9 @@ impl Detail {
                 .is_some()
                 .then(|| timestamp(self.confirmed_at_ms)),
             confirmed_by: self.confirmed_by.clone(),
-        }
+            clearing_type: i32::try_from(self.clearing_type).unwrap_or_default(),
+            fund_payments,
+        })
     }
 }
 
@@ -466,7 +495,10 @@ pub(crate) async fn list_details(
         _ => String::new(),
     };
     Ok(pb::ListClearingDetailsResponse {
-        details: rows.iter().map(|row| row.to_wire(period)).collect(),
+        details: rows
+            .iter()
+            .map(|row| row.to_wire(period))
+            .collect::<Result<_, _>>()?,
         next_page_token,
         total_rows,
     })
@@ -949,12 +981,14 @@ pub(crate) async fn cancel_application(
 }
 
 /// One ordered pair's gross obligation, in fen.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Gross {
     count: u64,
     fund_fen: i64,
     account_fen: i64,
     adjustments_fen: i64,
+    /// The included rows by clearing type and fund type; empty for excluded rows.
+    lines: Breakdown,
 }
 
 impl Gross {
@@ -962,7 +996,7 @@ impl Gross {
         self.fund_fen + self.account_fen
     }
 
-    fn to_wire(self, insured: &str, treatment: &str) -> pb::CityPairObligation {
+    fn to_wire(&self, insured: &str, treatment: &str) -> pb::CityPairObligation {
         pb::CityPairObligation {
             insured_city: insured.to_owned(),
             treatment_city: treatment.to_owned(),
@@ -971,6 +1005,8 @@ impl Gross {
             account_pay: yuan(self.account_fen),
             adjustments: yuan(self.adjustments_fen),
             amount: yuan(self.amount_fen()),
+            clearing_types: self.lines.clearing_wire(),
+            fund_types: self.lines.funds_wire(),
         }
     }
 }
@@ -1172,6 +1208,7 @@ async fn close_step_sum(conn: &mut AnyConnection, period: Period) -> Result<Pair
             fund_fen: row.try_get(4)?,
             account_fen: row.try_get(5)?,
             adjustments_fen: row.try_get(6)?,
+            lines: Breakdown::default(),
         };
         let pair = (row.try_get(0)?, row.try_get(1)?);
         match stored(&status, "clearing_confirmations.status", Decision::parse)? {
@@ -1179,7 +1216,88 @@ async fn close_step_sum(conn: &mut AnyConnection, period: Period) -> Result<Pair
             Decision::Excluded => sums.excluded.insert(pair, gross),
         };
     }
+    close_step_sum_lines(conn, period, &mut sums.included).await?;
     Ok(sums)
+}
+
+/// Step 2, continued: the included rows of each pair by clearing type and by fund type (see
+/// [`crate::breakdown`]), read from their journal entries, each pair's lines checked to sum to
+/// its obligation's count, fund pay and account pay. The net positions do not read them.
+async fn close_step_sum_lines(
+    conn: &mut AnyConnection,
+    period: Period,
+    included: &mut BTreeMap<(String, String), Gross>,
+) -> Result<(), LedgerError> {
+    use tokio_stream::StreamExt;
+    let from = "FROM clearing_confirmations f JOIN journal c \
+         ON c.transfer_id = f.transfer_id AND c.stage = 0 \
+         WHERE f.period = $1 AND f.status = $2";
+    let sum = |column: &str| format!("CAST(COALESCE(SUM(c.{column}), 0) AS BIGINT)");
+    let unsummed = |pair: &(String, String)| {
+        LedgerError::Corrupt(format!("the included rows of {pair:?} were not summed"))
+    };
+    let sql = format!(
+        "SELECT f.insured_city, f.treatment_city, c.clearing_type, COUNT(*), {}, {}, {}, {} \
+         {from} GROUP BY f.insured_city, f.treatment_city, c.clearing_type",
+        sum("total_amount_fen"),
+        sum("fund_pay_fen"),
+        sum("account_pay_fen"),
+        sum("cash_pay_fen"),
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .bind(period.to_string())
+        .bind(Decision::Included.as_str())
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in rows {
+        let pair: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let gross = included.get_mut(&pair).ok_or_else(|| unsummed(&pair))?;
+        gross
+            .lines
+            .clearing
+            .insert(row.try_get(2)?, Totals::of_row(&row, 3)?);
+    }
+    // Streamed: ordinary rows fold into one group per pair and insurance type, the rows of a
+    // chronic disease's quota into one per distinct breakdown.
+    let sql = format!(
+        "SELECT f.insured_city, f.treatment_city, c.insurance_type, c.fund_payments, COUNT(*), \
+         {} {from} GROUP BY f.insured_city, f.treatment_city, c.insurance_type, c.fund_payments",
+        sum("fund_pay_fen"),
+    );
+    let query = sqlx::query(AssertSqlSafe(sql))
+        .bind(period.to_string())
+        .bind(Decision::Included.as_str());
+    let mut rows = query.fetch(&mut *conn);
+    while let Some(row) = rows.next().await {
+        let row = row?;
+        let pair: (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        let gross = included.get_mut(&pair).ok_or_else(|| unsummed(&pair))?;
+        gross.lines.add_fund_group(
+            row.try_get(2)?,
+            &row.try_get::<String, _>(3)?,
+            row.try_get(4)?,
+            row.try_get(5)?,
+        )?;
+    }
+    drop(rows);
+    for (pair, gross) in included.iter_mut() {
+        gross.lines = std::mem::take(&mut gross.lines).settled();
+        let lines = gross
+            .lines
+            .clearing
+            .values()
+            .fold(Totals::default(), |sum, line| sum.plus(line));
+        let agrees = lines.count == gross.count
+            && lines.fund_fen == gross.fund_fen
+            && lines.account_fen == gross.account_fen
+            && gross.lines.funds.values().sum::<i64>() == gross.fund_fen;
+        if !agrees {
+            return Err(LedgerError::Corrupt(format!(
+                "the included rows of {pair:?} by clearing and fund type do not sum to the pair's obligation"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Every enabled city's position and the payments that settle them.

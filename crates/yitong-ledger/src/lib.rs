@@ -19,6 +19,7 @@ mod activity;
 mod append;
 pub mod balance;
 mod book;
+mod breakdown;
 mod clearing;
 mod error;
 mod group;

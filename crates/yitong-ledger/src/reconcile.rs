@@ -56,6 +56,7 @@ use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
 use yitong_store::{Store, now_ms};
 
 use crate::LedgerError;
+use crate::breakdown::Breakdown;
 use crate::journal::to_hex;
 use crate::repo::{self, RESOLUTION_JOIN};
 use crate::transfer::IDENTIFIER_CHARS_MAX;
@@ -290,6 +291,28 @@ impl Query {
         }
         Ok(query.fetch_all(&mut *conn).await?)
     }
+
+    /// Streams the rows of `sql` into `each`, one at a time.
+    async fn fold_each(
+        self,
+        conn: &mut AnyConnection,
+        sql: String,
+        mut each: impl FnMut(&AnyRow) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        use tokio_stream::StreamExt;
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for bind in self.binds {
+            query = match bind {
+                Bind::Int(number) => query.bind(number),
+                Bind::Text(text) => query.bind(text),
+            };
+        }
+        let mut rows = query.fetch(&mut *conn);
+        while let Some(row) = rows.next().await {
+            each(&row?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Totals in fen.
@@ -320,6 +343,20 @@ impl Totals {
         })
     }
 
+    /// From a row holding `COUNT(*)` at column `at` and the four sums (total, fund, account,
+    /// cash) after it.
+    pub(crate) fn of_row(row: &AnyRow, at: usize) -> Result<Totals, LedgerError> {
+        let count: i64 = row.try_get(at)?;
+        Ok(Totals {
+            count: u64::try_from(count).expect("a count is not negative"),
+            total_fen: row.try_get(at + 1)?,
+            fund_fen: row.try_get(at + 2)?,
+            account_fen: row.try_get(at + 3)?,
+            cash_fen: row.try_get(at + 4)?,
+        })
+    }
+
+    /// The totals alone, without a breakdown.
     pub(crate) fn to_wire(self) -> pb::ReconciliationTotals {
         let yuan = |fen| Amount::from_fen(fen).to_string();
         pb::ReconciliationTotals {
@@ -328,6 +365,28 @@ impl Totals {
             fund_pay: yuan(self.fund_fen),
             account_pay: yuan(self.account_fen),
             cash_pay: yuan(self.cash_fen),
+            clearing_types: Vec::new(),
+            fund_types: Vec::new(),
+        }
+    }
+
+    /// The totals with their breakdown's lines.
+    pub(crate) fn to_wire_with(self, lines: &Breakdown) -> pb::ReconciliationTotals {
+        pb::ReconciliationTotals {
+            clearing_types: lines.clearing_wire(),
+            fund_types: lines.funds_wire(),
+            ..self.to_wire()
+        }
+    }
+
+    /// Figure by figure, `self` and `other` together.
+    pub(crate) fn plus(self, other: &Totals) -> Totals {
+        Totals {
+            count: self.count + other.count,
+            total_fen: self.total_fen + other.total_fen,
+            fund_fen: self.fund_fen + other.fund_fen,
+            account_fen: self.account_fen + other.account_fen,
+            cash_fen: self.cash_fen + other.cash_fen,
         }
     }
 
@@ -368,14 +427,7 @@ pub(crate) async fn ledger_totals(
     let row = rows
         .first()
         .ok_or_else(|| LedgerError::Corrupt("an aggregate returned no row".into()))?;
-    let count: i64 = row.try_get(0)?;
-    let totals = Totals {
-        count: u64::try_from(count).expect("a count is not negative"),
-        total_fen: row.try_get(1)?,
-        fund_fen: row.try_get(2)?,
-        account_fen: row.try_get(3)?,
-        cash_fen: row.try_get(4)?,
-    };
+    let totals = Totals::of_row(row, 0)?;
     // The record's parts were checked to add up when each transfer was created; sums of rows
     // that add up add up too, so a difference here means a row was altered after it was read.
     if totals.fund_fen + totals.account_fen + totals.cash_fen != totals.total_fen {
@@ -384,6 +436,60 @@ pub(crate) async fn ledger_totals(
         ));
     }
     Ok(totals)
+}
+
+/// The ledger's breakdown of the same rows as [`ledger_totals`] (read in the same transaction,
+/// up to the same `snapshot`): totals per clearing type, and fund pay per fund type and disease
+/// (see [`crate::breakdown`]). Checked to sum exactly to `totals`.
+pub(crate) async fn ledger_breakdown(
+    conn: &mut AnyConnection,
+    filter: &Filter,
+    snapshot: i64,
+    totals: &Totals,
+) -> Result<Breakdown, LedgerError> {
+    let mut breakdown = Breakdown::default();
+    let sum = |column: &str| format!("CAST(COALESCE(SUM(c.{column}), 0) AS BIGINT)");
+    let query = Query::new(filter, snapshot).posted().in_range(filter);
+    let sql = format!(
+        "SELECT c.clearing_type, COUNT(*), {}, {}, {}, {} FROM journal c {RESOLUTION_JOIN} \
+         WHERE {} GROUP BY c.clearing_type",
+        sum("total_amount_fen"),
+        sum("fund_pay_fen"),
+        sum("account_pay_fen"),
+        sum("cash_pay_fen"),
+        query.where_clause()
+    );
+    for row in query.fetch_all(conn, sql).await? {
+        breakdown
+            .clearing
+            .insert(row.try_get(0)?, Totals::of_row(&row, 1)?);
+    }
+    // Ordinary rows share the empty text and fold into one group per insurance type; the
+    // groups are streamed, never held.
+    let query = Query::new(filter, snapshot).posted().in_range(filter);
+    let sql = format!(
+        "SELECT c.insurance_type, c.fund_payments, COUNT(*), {} FROM journal c \
+         {RESOLUTION_JOIN} WHERE {} GROUP BY c.insurance_type, c.fund_payments",
+        sum("fund_pay_fen"),
+        query.where_clause()
+    );
+    query
+        .fold_each(conn, sql, |row| {
+            breakdown.add_fund_group(
+                row.try_get(0)?,
+                &row.try_get::<String, _>(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            )
+        })
+        .await?;
+    let breakdown = breakdown.settled();
+    if !breakdown.sums_to(totals) {
+        return Err(LedgerError::Corrupt(
+            "the reconciled breakdown does not sum to the totals".into(),
+        ));
+    }
+    Ok(breakdown)
 }
 
 /// One settlement row as the ledger holds it.

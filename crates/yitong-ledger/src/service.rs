@@ -435,6 +435,13 @@ impl LedgerNode {
             &request.to_date,
         )?;
         let submitted = Totals::parse(request.totals.as_ref())?;
+        let submitted_lines = crate::breakdown::Submitted::parse(
+            request
+                .totals
+                .as_ref()
+                .expect("Totals::parse requires them"),
+            &submitted,
+        )?;
         if request.operator_id.chars().count() > IDENTIFIER_CHARS_MAX {
             return Err(Invalid::new(
                 "operator_id",
@@ -448,21 +455,25 @@ impl LedgerNode {
         };
         let head = repo::read_head(&mut tx).await?;
         let ledger = crate::reconcile::ledger_totals(&mut tx, &filter, head.sequence).await?;
+        let lines =
+            crate::reconcile::ledger_breakdown(&mut tx, &filter, head.sequence, &ledger).await?;
         let mismatched = submitted.differences(&ledger);
-        let result = if mismatched.is_empty() {
+        let mismatched_lines = submitted_lines.line_breaks(&lines);
+        let result = if mismatched.is_empty() && mismatched_lines.is_empty() {
             pb::ReconciliationResult::Matched
         } else {
             pb::ReconciliationResult::Mismatched
         };
         let reply = pb::ReconcileTotalsResponse {
             result: result as i32,
-            submitted: Some(submitted.to_wire()),
-            ledger: Some(ledger.to_wire()),
+            submitted: Some(submitted.to_wire_with(&submitted_lines.to_breakdown())),
+            ledger: Some(ledger.to_wire_with(&lines)),
             mismatched_figures: mismatched.into_iter().map(|figure| figure as i32).collect(),
+            mismatched_lines,
         };
         let reply = self.finish(tx, &message_id, reply).await?;
         // Counted once, when first answered: a replay returned above.
-        if !reply.mismatched_figures.is_empty() {
+        if reply.result == pb::ReconciliationResult::Mismatched as i32 {
             count_breaks(request.scope.as_ref(), [("totals", 1)]);
         }
         Ok(reply)

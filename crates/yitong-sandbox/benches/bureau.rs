@@ -292,6 +292,7 @@ async fn day(net: &Sandbox, database: Database, count: u64) {
                 fund_pay: yuan(fund),
                 account_pay: yuan(account),
                 cash_pay: yuan(cash),
+                ..Default::default()
             }),
             operator_id: "jinan-bureau".into(),
             ..Default::default()

@@ -11,7 +11,7 @@ use yitong_proto::ledger::v1::{
     ClearingApplication, ClearingDetail, ClearingPeriod, ClearingStatement, ClearingTotals,
     CloseClearingPeriodRequest, ConfirmClearingDetailsRequest, ConfirmClearingStatementRequest,
     ConfirmationStatus, DetailDecision, GetClearingStatementRequest, ListClearingDetailsRequest,
-    NetPosition, PaymentInstruction, RollbackClearingConfirmationRequest,
+    NetPosition, PaymentInstruction, RollbackClearingConfirmationRequest, SettlementFundPayment,
 };
 
 use crate::output::{self, LedgerArgs, Outcome, Table};
@@ -271,9 +271,12 @@ async fn extract(args: &LedgerArgs, extract_args: ExtractArgs) -> anyhow::Result
             "carried_over",
             "confirmation",
             "exclusion_reason",
+            "clr_type",
+            "fund_payments",
         ],
     );
     for detail in details {
+        let fund_payments = fund_payments_text(&detail.fund_payments);
         let confirmation = enum_name(detail.confirmation().as_str_name(), "CONFIRMATION_STATUS_");
         table.push(vec![
             detail.settlement_id,
@@ -293,6 +296,8 @@ async fn extract(args: &LedgerArgs, extract_args: ExtractArgs) -> anyhow::Result
             detail.carried_over.to_string(),
             confirmation,
             detail.exclusion_reason,
+            detail.clearing_type.to_string(),
+            fund_payments,
         ]);
     }
     Ok(vec![table])
@@ -560,6 +565,83 @@ fn obligations(title: &'static str, rows: Vec<CityPairObligation>) -> Table {
     table
 }
 
+/// A row's fund lines in one cell: "310100/I10:30.00;310100:12.00" (no disease: the ordinary
+/// cap), in the order the ledger gives them.
+fn fund_payments_text(lines: &[SettlementFundPayment]) -> String {
+    lines
+        .iter()
+        .map(|line| {
+            if line.disease_code.is_empty() {
+                format!("{}:{}", line.fund_pay_type, line.amount)
+            } else {
+                format!(
+                    "{}/{}:{}",
+                    line.fund_pay_type, line.disease_code, line.amount
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The obligations' included rows by clearing type, one row per pair and type.
+fn obligations_by_clearing_type(title: &'static str, rows: &[CityPairObligation]) -> Table {
+    let mut table = Table::new(
+        title,
+        &[
+            "insured_city",
+            "treatment_city",
+            "clr_type",
+            "count",
+            "total_amount",
+            "fund_pay",
+            "account_pay",
+            "cash_pay",
+        ],
+    );
+    for row in rows {
+        for line in &row.clearing_types {
+            table.push(vec![
+                row.insured_city.clone(),
+                row.treatment_city.clone(),
+                line.clearing_type.to_string(),
+                line.count.to_string(),
+                line.total_amount.clone(),
+                line.fund_pay.clone(),
+                line.account_pay.clone(),
+                line.cash_pay.clone(),
+            ]);
+        }
+    }
+    table
+}
+
+/// The obligations' fund pay by fund type and disease, one row per pair and line.
+fn obligations_by_fund_type(title: &'static str, rows: &[CityPairObligation]) -> Table {
+    let mut table = Table::new(
+        title,
+        &[
+            "insured_city",
+            "treatment_city",
+            "fund_pay_type",
+            "disease_code",
+            "amount",
+        ],
+    );
+    for row in rows {
+        for line in &row.fund_types {
+            table.push(vec![
+                row.insured_city.clone(),
+                row.treatment_city.clone(),
+                line.fund_pay_type.clone(),
+                line.disease_code.clone(),
+                line.amount.clone(),
+            ]);
+        }
+    }
+    table
+}
+
 fn net_positions(rows: impl IntoIterator<Item = NetPosition>) -> Table {
     let mut table = Table::new("net positions", &["city", "receivable", "payable", "net"]);
     for row in rows {
@@ -611,6 +693,8 @@ async fn close(args: &LedgerArgs, close_args: CloseArgs) -> anyhow::Result<Vec<T
     );
     Ok(vec![
         closed,
+        obligations_by_clearing_type("obligations by clearing type", &reply.obligations),
+        obligations_by_fund_type("obligations by fund type", &reply.obligations),
         obligations("obligations", reply.obligations),
         net_positions(reply.net_positions),
         payments(reply.payment_instructions),
@@ -645,10 +729,21 @@ fn statement_tables(statement: ClearingStatement) -> Vec<Table> {
             ("confirmed_by", statement.confirmed_by.clone()),
         ],
     );
+    let receivables_by_type =
+        obligations_by_clearing_type("receivables by clearing type", &statement.receivables);
+    let receivables_by_fund =
+        obligations_by_fund_type("receivables by fund type", &statement.receivables);
+    let payables_by_type =
+        obligations_by_clearing_type("payables by clearing type", &statement.payables);
+    let payables_by_fund = obligations_by_fund_type("payables by fund type", &statement.payables);
     vec![
         summary,
         obligations("receivables", statement.receivables),
+        receivables_by_type,
+        receivables_by_fund,
         obligations("payables", statement.payables),
+        payables_by_type,
+        payables_by_fund,
         net_positions(statement.net_position),
         payments(statement.payments),
     ]

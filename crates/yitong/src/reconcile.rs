@@ -13,9 +13,10 @@ use yitong_proto::ledger::v1::reconcile_details_request::Item as Sent;
 use yitong_proto::ledger::v1::reconcile_details_response::Item as Received;
 use yitong_proto::ledger::v1::reconciliation_scope::Subject;
 use yitong_proto::ledger::v1::{
-    DetailRow, DetailRowBatch, DetailRowResult, ReconcileDetailsHeader, ReconcileDetailsRequest,
-    ReconcileDetailsSummary, ReconcileTotalsRequest, ReconciliationResult, ReconciliationScope,
-    ReconciliationTotals,
+    ClearingTypeTotals, DetailRow, DetailRowBatch, DetailRowResult, FundTypeTotal,
+    ReconcileDetailsHeader, ReconcileDetailsRequest, ReconcileDetailsSummary,
+    ReconcileTotalsRequest, ReconcileTotalsResponse, ReconciliationLineBreak, ReconciliationResult,
+    ReconciliationScope, ReconciliationTotals,
 };
 
 use crate::output::{self, Format, LedgerArgs, Outcome, Table};
@@ -73,7 +74,7 @@ struct RangeArgs {
     /// Only this insurance type (national insutype: 310 or 390).
     #[arg(long)]
     insurance_type: Option<i32>,
-    /// Only this clearing type (national clr_type: 11 or 41).
+    /// Only this clearing type (national clr_type: 11, 14 or 41).
     #[arg(long)]
     clearing_type: Option<i32>,
     /// Operator, for the ledger's audit trail.
@@ -127,6 +128,47 @@ struct TotalsArgs {
     /// Cash pay in yuan.
     #[arg(long, allow_hyphen_values = true)]
     cash_pay: String,
+    /// The totals of one clearing type, TYPE=COUNT,TOTAL,FUND,ACCOUNT,CASH (national clr_type
+    /// 11, 14 or 41; amounts in yuan), repeated per type; together they must sum to the totals.
+    /// Given, every clearing type's line is compared with the ledger's.
+    #[arg(long = "clearing-line", value_parser = parse_clearing_line, allow_hyphen_values = true)]
+    clearing_lines: Vec<ClearingTypeTotals>,
+    /// The fund pay of one fund type, FUND_PAY_TYPE[/DISEASE]=AMOUNT (national fund_pay_type,
+    /// the disease of a chronic-disease quota, amount in yuan), repeated per line; together they
+    /// must sum to --fund-pay. Given, every fund line is compared with the ledger's.
+    #[arg(long = "fund-line", value_parser = parse_fund_line, allow_hyphen_values = true)]
+    fund_lines: Vec<FundTypeTotal>,
+}
+
+/// "14=1,40.00,30.00,0.00,10.00" -> the clearing type's totals.
+fn parse_clearing_line(text: &str) -> Result<ClearingTypeTotals, String> {
+    let wrong = || "must be TYPE=COUNT,TOTAL,FUND,ACCOUNT,CASH".to_owned();
+    let (clearing_type, figures) = text.split_once('=').ok_or_else(wrong)?;
+    let figures: Vec<&str> = figures.split(',').collect();
+    let [count, total, fund, account, cash] = figures.as_slice() else {
+        return Err(wrong());
+    };
+    Ok(ClearingTypeTotals {
+        clearing_type: clearing_type.parse().map_err(|_| wrong())?,
+        count: count.parse().map_err(|_| wrong())?,
+        total_amount: (*total).to_owned(),
+        fund_pay: (*fund).to_owned(),
+        account_pay: (*account).to_owned(),
+        cash_pay: (*cash).to_owned(),
+    })
+}
+
+/// "310100/I10=30.00" (or "310100=40.00" for the ordinary cap) -> the fund line.
+fn parse_fund_line(text: &str) -> Result<FundTypeTotal, String> {
+    let (key, amount) = text
+        .split_once('=')
+        .ok_or_else(|| "must be FUND_PAY_TYPE[/DISEASE]=AMOUNT".to_owned())?;
+    let (fund_pay_type, disease_code) = key.split_once('/').unwrap_or((key, ""));
+    Ok(FundTypeTotal {
+        fund_pay_type: fund_pay_type.to_owned(),
+        disease_code: disease_code.to_owned(),
+        amount: amount.to_owned(),
+    })
 }
 
 #[derive(Debug, Args)]
@@ -163,6 +205,8 @@ async fn totals(ledger_args: &LedgerArgs, args: TotalsArgs) -> anyhow::Result<Ou
         fund_pay: args.fund_pay.clone(),
         account_pay: args.account_pay.clone(),
         cash_pay: args.cash_pay.clone(),
+        clearing_types: args.clearing_lines.clone(),
+        fund_types: args.fund_lines.clone(),
     };
     let reply = ledger
         .reconcile_totals(output::request(
@@ -214,16 +258,154 @@ async fn totals(ledger_args: &LedgerArgs, args: TotalsArgs) -> anyhow::Result<Ou
         };
         table.push(vec![name.to_owned(), ours, theirs, result.to_owned()]);
     }
+    let tables = [
+        table,
+        clearing_lines_table(&reply),
+        fund_lines_table(&reply),
+    ];
     let matched = reply.result() == ReconciliationResult::Matched;
-    output::print(ledger_args.format, &[table])?;
+    output::print(ledger_args.format, &tables)?;
     if !matched && matches!(ledger_args.format, Format::Table) {
-        eprintln!("totals do not match: {}", mismatched.join(", "));
+        let lines = reply.mismatched_lines.iter().map(line_name);
+        let named: Vec<String> = mismatched.iter().cloned().chain(lines).collect();
+        eprintln!("totals do not match: {}", named.join(", "));
     }
     Ok(if matched {
         Outcome::Clean
     } else {
         Outcome::Findings
     })
+}
+
+/// A breakdown line's name: "clr_type 14", or "fund 310100/I10" ("fund 310100" for the
+/// ordinary cap).
+fn line_name(line: &ReconciliationLineBreak) -> String {
+    if line.fund_pay_type.is_empty() {
+        format!("clr_type {}", line.clearing_type)
+    } else if line.disease_code.is_empty() {
+        format!("fund {}", line.fund_pay_type)
+    } else {
+        format!("fund {}/{}", line.fund_pay_type, line.disease_code)
+    }
+}
+
+/// Whether a line was compared and how: "matched", "mismatched", or "not submitted" when the
+/// submitter sent no breakdown of its kind.
+fn line_result(compared: bool, mismatched: bool) -> String {
+    match (compared, mismatched) {
+        (false, _) => "not submitted",
+        (true, false) => "matched",
+        (true, true) => "mismatched",
+    }
+    .to_owned()
+}
+
+/// The ledger's totals by clearing type beside the submitter's, one row per type either holds.
+fn clearing_lines_table(reply: &ReconcileTotalsResponse) -> Table {
+    let submitted = reply.submitted.clone().unwrap_or_default().clearing_types;
+    let ledger = reply.ledger.clone().unwrap_or_default().clearing_types;
+    let mut types: Vec<i32> = submitted
+        .iter()
+        .chain(&ledger)
+        .map(|line| line.clearing_type)
+        .collect();
+    types.sort_unstable();
+    types.dedup();
+    let mut table = Table::new(
+        "by clearing type",
+        &[
+            "clr_type",
+            "side",
+            "count",
+            "total_amount",
+            "fund_pay",
+            "account_pay",
+            "cash_pay",
+            "result",
+        ],
+    );
+    for clearing_type in types {
+        let mismatched = reply
+            .mismatched_lines
+            .iter()
+            .any(|line| line.fund_pay_type.is_empty() && line.clearing_type == clearing_type);
+        let result = line_result(!submitted.is_empty(), mismatched);
+        for (side, lines) in [("submitted", &submitted), ("ledger", &ledger)] {
+            if side == "submitted" && submitted.is_empty() {
+                continue;
+            }
+            let line = lines
+                .iter()
+                .find(|line| line.clearing_type == clearing_type)
+                .cloned()
+                .unwrap_or_else(|| ClearingTypeTotals {
+                    clearing_type,
+                    total_amount: "0.00".into(),
+                    fund_pay: "0.00".into(),
+                    account_pay: "0.00".into(),
+                    cash_pay: "0.00".into(),
+                    ..Default::default()
+                });
+            table.push(vec![
+                clearing_type.to_string(),
+                side.to_owned(),
+                line.count.to_string(),
+                line.total_amount,
+                line.fund_pay,
+                line.account_pay,
+                line.cash_pay,
+                result.clone(),
+            ]);
+        }
+    }
+    table
+}
+
+/// The ledger's fund pay by fund type beside the submitter's, one row per line either holds.
+fn fund_lines_table(reply: &ReconcileTotalsResponse) -> Table {
+    let submitted = reply.submitted.clone().unwrap_or_default().fund_types;
+    let ledger = reply.ledger.clone().unwrap_or_default().fund_types;
+    let mut keys: Vec<(String, String)> = submitted
+        .iter()
+        .chain(&ledger)
+        .map(|line| (line.fund_pay_type.clone(), line.disease_code.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let amount_of = |lines: &[FundTypeTotal], key: &(String, String)| {
+        lines
+            .iter()
+            .find(|line| line.fund_pay_type == key.0 && line.disease_code == key.1)
+            .map_or_else(|| "0.00".to_owned(), |line| line.amount.clone())
+    };
+    let mut table = Table::new(
+        "by fund type",
+        &[
+            "fund_pay_type",
+            "disease_code",
+            "submitted",
+            "ledger",
+            "result",
+        ],
+    );
+    for key in keys {
+        let mismatched = reply
+            .mismatched_lines
+            .iter()
+            .any(|line| line.fund_pay_type == key.0 && line.disease_code == key.1);
+        table.push(vec![
+            key.0.clone(),
+            key.1.clone(),
+            if submitted.is_empty() {
+                String::new()
+            } else {
+                amount_of(&submitted, &key)
+            },
+            amount_of(&ledger, &key),
+            line_result(!submitted.is_empty(), mismatched),
+        ]);
+    }
+    table
 }
 
 /// "RECONCILIATION_FIGURE_FUND_PAY" -> "fund_pay", the name the tables use.

@@ -20,6 +20,7 @@ use yitong_store::replies::{self, Claim, Scope};
 use yitong_store::sqlx::{self, AnyConnection, Row};
 
 use super::claim::{self, Asked};
+use super::dated::Dated;
 use super::{BenefitError, BenefitNode};
 use crate::split::{InsuranceType, Policy};
 
@@ -201,6 +202,16 @@ macro_rules! columns {
     };
 }
 
+/// Certifications as dated standings toward a disease.
+const CERTIFICATIONS: Dated = Dated {
+    table: "certifications",
+    id_column: "certification_id",
+    subject_column: "disease_code",
+    live: "certified",
+    columns: columns!(),
+    serials: "certification_serials",
+};
+
 fn row_of(row: &sqlx::any::AnyRow) -> Result<CertificationRow, BenefitError> {
     let status: String = row.try_get("status")?;
     let institutions: String = row.try_get("institution_codes")?;
@@ -262,18 +273,12 @@ async fn in_force_on(
     disease_code: &str,
     date: Date,
 ) -> Result<Vec<CertificationRow>, BenefitError> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM certifications WHERE person_no = $1 AND disease_code = $2 AND status = 'certified' \
-         AND valid_from <= $3 AND (valid_until = '' OR valid_until >= $3)"
-    ))
-    .bind(person_no)
-    .bind(disease_code)
-    .bind(date.to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter().map(row_of).collect()
+    CERTIFICATIONS
+        .in_force_on(conn, person_no, disease_code, date)
+        .await?
+        .iter()
+        .map(row_of)
+        .collect()
 }
 
 /// The person's certification for the disease in force on the date at the institution.
@@ -469,18 +474,15 @@ impl BenefitNode {
             .valid_until
             .map(|date| date.to_string())
             .unwrap_or_default();
-        // Two certifications of one disease overlap unless one ends before the other begins.
-        let overlapping: Option<String> = sqlx::query_scalar(
-            "SELECT certification_id FROM certifications WHERE person_no = $1 AND disease_code = $2 \
-             AND status = 'certified' AND (valid_until = '' OR valid_until >= $3) \
-             AND ($4 = '' OR valid_from <= $4) LIMIT 1",
-        )
-        .bind(new.person_no.as_str())
-        .bind(&new.disease_code)
-        .bind(&from)
-        .bind(&until)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let overlapping = CERTIFICATIONS
+            .overlapping(
+                &mut tx,
+                new.person_no.as_str(),
+                &new.disease_code,
+                &from,
+                &until,
+            )
+            .await?;
         if let Some(existing) = overlapping {
             return Err(BenefitError::refused(
                 "CERTIFICATION_OVERLAPS",
@@ -490,11 +492,7 @@ impl BenefitNode {
                 ),
             ));
         }
-        let serial: i64 = sqlx::query_scalar(
-            "UPDATE certification_serials SET next = next + 1 WHERE id = 1 RETURNING next - 1",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let serial = CERTIFICATIONS.next_serial(&mut tx).await?;
         let row = CertificationRow {
             certification_id: format!("C{}{serial:08}", self.city),
             person_no: new.person_no.to_string(),
@@ -570,15 +568,9 @@ impl BenefitNode {
             ));
         }
         let now = now_ms();
-        sqlx::query(
-            "UPDATE certifications SET status = 'cancelled', cancel_message_id = $2, \
-             cancelled_at_ms = $3 WHERE certification_id = $1",
-        )
-        .bind(certification_id)
-        .bind(message_id.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        CERTIFICATIONS
+            .cancel(&mut tx, certification_id, message_id.as_str(), now)
+            .await?;
         row.cancelled = true;
         row.cancel_message_id = message_id.to_string();
         row.cancelled_at_ms = Some(now);

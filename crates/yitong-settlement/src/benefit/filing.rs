@@ -17,6 +17,7 @@ use yitong_store::now_ms;
 use yitong_store::replies::{self, Claim, ReplyError, Scope};
 use yitong_store::sqlx::{self, AnyConnection, Row};
 
+use super::dated::Dated;
 use super::{BenefitError, BenefitNode};
 use crate::split::filing::{FilingKind, FilingPolicy, Standing, Unfiled};
 
@@ -47,6 +48,16 @@ macro_rules! columns {
          message_id, cancel_message_id, filed_at_ms, cancelled_at_ms"
     };
 }
+
+/// Filings as dated standings toward a treatment city.
+const FILINGS: Dated = Dated {
+    table: "filings",
+    id_column: "filing_id",
+    subject_column: "treatment_city",
+    live: "filed",
+    columns: columns!(),
+    serials: "filing_serials",
+};
 
 fn row_of(row: &sqlx::any::AnyRow) -> Result<FilingRow, BenefitError> {
     let kind: String = row.try_get("kind")?;
@@ -107,18 +118,9 @@ pub(super) async fn in_force(
     treatment_city: CityCode,
     date: Date,
 ) -> Result<Option<FilingRow>, BenefitError> {
-    let date = date.to_string();
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        columns!(),
-        " FROM filings WHERE person_no = $1 AND treatment_city = $2 AND status = 'filed' \
-         AND valid_from <= $3 AND (valid_until = '' OR valid_until >= $3)"
-    ))
-    .bind(person_no)
-    .bind(treatment_city.to_string())
-    .bind(&date)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = FILINGS
+        .in_force_on(conn, person_no, &treatment_city.to_string(), date)
+        .await?;
     let mut found: Vec<FilingRow> = rows.iter().map(row_of).collect::<Result<_, _>>()?;
     found.sort_by_key(|row| {
         (
@@ -423,18 +425,15 @@ impl BenefitNode {
             .valid_until
             .map(|date| date.to_string())
             .unwrap_or_default();
-        // Two filings of one city overlap unless one ends before the other begins.
-        let overlapping: Option<String> = sqlx::query_scalar(
-            "SELECT filing_id FROM filings WHERE person_no = $1 AND treatment_city = $2 \
-             AND status = 'filed' AND (valid_until = '' OR valid_until >= $3) \
-             AND ($4 = '' OR valid_from <= $4) LIMIT 1",
-        )
-        .bind(filing.person_no.as_str())
-        .bind(filing.treatment_city.to_string())
-        .bind(&from)
-        .bind(&until)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let overlapping = FILINGS
+            .overlapping(
+                &mut tx,
+                filing.person_no.as_str(),
+                &filing.treatment_city.to_string(),
+                &from,
+                &until,
+            )
+            .await?;
         if let Some(existing) = overlapping {
             return Err(BenefitError::refused(
                 "FILING_OVERLAPS",
@@ -444,11 +443,7 @@ impl BenefitNode {
                 ),
             ));
         }
-        let serial: i64 = sqlx::query_scalar(
-            "UPDATE filing_serials SET next = next + 1 WHERE id = 1 RETURNING next - 1",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let serial = FILINGS.next_serial(&mut tx).await?;
         let row = FilingRow {
             filing_id: format!("F{}{serial:08}", self.city),
             person_no: filing.person_no.to_string(),
@@ -518,15 +513,9 @@ impl BenefitNode {
             ));
         }
         let now = now_ms();
-        sqlx::query(
-            "UPDATE filings SET status = 'cancelled', cancel_message_id = $2, cancelled_at_ms = $3 \
-             WHERE filing_id = $1",
-        )
-        .bind(filing_id)
-        .bind(message_id.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        FILINGS
+            .cancel(&mut tx, filing_id, message_id.as_str(), now)
+            .await?;
         row.cancelled = true;
         row.cancel_message_id = message_id.to_string();
         row.cancelled_at_ms = Some(now);

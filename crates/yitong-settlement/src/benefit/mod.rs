@@ -7,6 +7,7 @@
 //! past the cap or apply the deductible twice.
 
 mod claim;
+mod dated;
 mod disease;
 mod error;
 mod filing;

@@ -524,7 +524,42 @@ fn hand_worked_splits() {
             split.account_balance(),
         ];
         assert_eq!(got, case.want.map(yuan), "{}", case.name);
+        // The fund itemised (setldetail): an ordinary visit's fund pay is one line of the
+        // person's basic pooling fund against no disease, summing to the hand-worked fund pay
+        // (column 7), or no line at all when the fund pays nothing.
+        let (insurance_type, _) = policy(case.insured_in, case.person);
+        let lines: Vec<(&str, Option<String>, Amount)> = split
+            .itemised(insurance_type, "")
+            .into_iter()
+            .map(|line| (line.fund_type.code(), line.disease_code, line.amount))
+            .collect();
+        let want_lines = match case.want[6] {
+            "0.00" => vec![],
+            fund_pay => vec![(pool_code(case.person), None, yuan(fund_pay))],
+        };
+        assert_eq!(lines, want_lines, "{}: the fund itemised", case.name);
     }
+}
+
+/// The national fund type that pays for the person's insurance type, as written by hand.
+fn pool_code(person: Person) -> &'static str {
+    match person {
+        Person::EmployeeInService | Person::EmployeeRetired => "310100",
+        Person::Resident => "390100",
+    }
+}
+
+// Proves the hand-worked table's fund breakdowns cover both pooling funds and a split whose
+// fund pays nothing (no line).
+#[test]
+fn breakdown_table_covers_both_funds_and_none() {
+    let has = |code: &str| {
+        CASES
+            .iter()
+            .any(|case| case.want[6] != "0.00" && pool_code(case.person) == code)
+    };
+    assert!(has("310100") && has("390100"));
+    assert!(CASES.iter().any(|case| case.want[6] == "0.00"));
 }
 
 /// One settlement of the basket under a filing standing, worked out by hand.
@@ -652,6 +687,17 @@ fn hand_worked_filing_splits() {
                 InsuranceType::Employee,
                 true,
             );
+            // Filed or not, cut or not, the fund pay is the employee's pooling fund's line.
+            let lines: Vec<(&str, Amount)> = split
+                .itemised(InsuranceType::Employee, "")
+                .into_iter()
+                .map(|line| (line.fund_type.code(), line.amount))
+                .collect();
+            let want_lines = match case.want.map_or("0.00", |want| want[6]) {
+                "0.00" => vec![],
+                fund_pay => vec![("310100", yuan(fund_pay))],
+            };
+            assert_eq!(lines, want_lines, "{}: the fund itemised", case.name);
             [
                 split.total_amount(),
                 split.full_self_pay(),
