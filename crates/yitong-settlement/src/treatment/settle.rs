@@ -37,7 +37,7 @@
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use yitong_core::{Amount, CityCode, InstitutionCode, MessageId};
+use yitong_core::{Amount, PoolCode, InstitutionCode, MessageId};
 use yitong_proto::ledger::v1::{
     self as ledger, ClearingType, CreateTransferResult, PendingTransferResult, TransferCode,
     TransferFlags,
@@ -151,8 +151,8 @@ fn benefit_error(status: tonic::Status) -> TreatmentError {
     TreatmentError::remote("insured city's benefit service", status)
 }
 
-fn city(text: &str) -> Result<CityCode, TreatmentError> {
-    CityCode::parse(text).map_err(|_| TreatmentError::Corrupt(format!("city {text:?}")))
+fn city(text: &str) -> Result<PoolCode, TreatmentError> {
+    PoolCode::parse(text).map_err(|_| TreatmentError::Corrupt(format!("city {text:?}")))
 }
 
 impl SettlementNode {
