@@ -248,7 +248,7 @@ network_test! {
 // look and its insert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reserve_overtaken_by_a_void_is_refused_as_voided() {
-    use yitong_core::{PoolCode, Owner, Service};
+    use yitong_core::{Owner, PoolCode, Service};
     use yitong_store::sqlx;
 
     let Some(net) = Sandbox::start(yitong_sandbox::Database::Postgres).await else {

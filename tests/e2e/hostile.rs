@@ -16,7 +16,7 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use yitong_core::{PoolCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::identity::v1::GetInsuredPersonRequest;
 use yitong_proto::ledger::v1::{GetBalancesRequest, GetJournalDigestRequest};
 use yitong_proto::settlement::v1::{

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use tonic_types::StatusExt;
-use yitong_core::{PoolCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::identity::v1::{
     Credential, GetInsuredPersonRequest, InsuranceType, credential::Kind,
 };

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Code, Request};
-use yitong_core::{Amount, PoolCode, Owner, Service};
+use yitong_core::{Amount, Owner, PoolCode, Service};
 use yitong_proto::identity::v1::{Credential, InsuranceType, credential::Kind};
 use yitong_proto::ledger::v1::{
     GetBalancesRequest, LookupTransfersRequest, TransferStatus, lookup_transfers_request::Selector,

@@ -16,7 +16,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tonic::Code;
 use tonic_types::StatusExt;
-use yitong_core::{PoolCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::identity::v1::InsuranceType;
 use yitong_proto::ledger::v1::VerifyJournalRequest;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;

@@ -1,7 +1,7 @@
 //! `yitong settlement show`, the built binary, on a settlement made while tracing was on.
 
 use tracing::Instrument;
-use yitong_core::{PoolCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_sandbox::{DONGYING, Database, Sandbox, ZIBO};
 use yitong_tests::yitong;
 

@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tracing::Instrument;
-use yitong_core::{PoolCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::identity::v1::{
     Credential, GetInsuredPersonRequest, IssueEVoucherRequest, credential::Kind,

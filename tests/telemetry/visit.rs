@@ -1,7 +1,7 @@
 //! One outpatient visit as an HIS runs it: identify the patient, register the visit, upload the
 //! fee lines, settle.
 
-use yitong_core::{CardNumber, PoolCode, Owner, Service};
+use yitong_core::{CardNumber, Owner, PoolCode, Service};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, credential::Kind};
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use yitong_core::{Amount, PoolCode, Date, MessageId};
+use yitong_core::{Amount, Date, MessageId, PoolCode};
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe};
 use yitong_store::{Store, multi_row_insert, now_ms};
 

@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
-use yitong_core::{PoolCode, Date, InstitutionCode, Invalid};
+use yitong_core::{Date, InstitutionCode, Invalid, PoolCode};
 use yitong_proto::catalog::v1 as pb;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe};
 use yitong_store::{Store, multi_row_insert};

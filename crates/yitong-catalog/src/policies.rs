@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use yitong_core::{Amount, PoolCode, Date, Invalid, MessageId};
+use yitong_core::{Amount, Date, Invalid, MessageId, PoolCode};
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe};
 use yitong_store::{Store, multi_row_insert, now_ms};
 

@@ -1,7 +1,7 @@
 //! Reimbursement policies: what the insured city's fund pays, by insurance type, person type and
 //! hospital level, as effective-dated versions.
 
-use yitong_core::{Amount, PoolCode, Date, Invalid};
+use yitong_core::{Amount, Date, Invalid, PoolCode};
 use yitong_proto::catalog::v1 as pb;
 use yitong_proto::identity::v1 as identity_pb;
 

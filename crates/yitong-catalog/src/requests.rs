@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use yitong_core::{Amount, PoolCode, Date, InstitutionCode, Invalid, MessageId};
+use yitong_core::{Amount, Date, InstitutionCode, Invalid, MessageId, PoolCode};
 use yitong_proto::catalog::v1 as pb;
 
 use crate::catalog::{ChangeSet, Withdrawal};

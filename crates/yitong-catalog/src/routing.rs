@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use tonic::{Request, Status};
-use yitong_core::{PoolCode, Network};
+use yitong_core::{Network, PoolCode};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_rpc::{PeerAccess, PeerChannel, PeerFault, peer_channel};
 

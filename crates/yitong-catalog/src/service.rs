@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
-use yitong_core::{PoolCode, Invalid, Network};
+use yitong_core::{Invalid, Network, PoolCode};
 use yitong_proto::catalog::v1 as pb;
 use yitong_rpc::{PeerAccess, invalid_argument};
 use yitong_store::Store;

@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use yitong_core::{PoolCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::settlement::v1::filing_service_client::FilingServiceClient;
 use yitong_proto::settlement::v1::{
     CancelFilingRequest, FileFilingRequest, Filing, FilingKind, FilingStatus, ListFilingsRequest,

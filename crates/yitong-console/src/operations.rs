@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use yitong_core::{PoolCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::settlement::v1::Settlement;
 use yitong_rpc::Caller;
 

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{Datelike, NaiveDate};
 use maud::{Markup, html};
-use yitong_core::{PoolCode, Owner};
+use yitong_core::{Owner, PoolCode};
 use yitong_proto::ledger::v1::{
     FundDay, GetBalancesRequest, GetDailyActivityRequest, PairDay, PrepaidFund, ReconciliationDay,
     ReconciliationResult,

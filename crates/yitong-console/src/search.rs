@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use yitong_core::{PoolCode, InstitutionCode, Owner, Service};
+use yitong_core::{InstitutionCode, Owner, PoolCode, Service};
 use yitong_proto::catalog::v1::ListInstitutionsRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::settlement::v1::get_settlement_request::Key;

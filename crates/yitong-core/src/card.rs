@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{PoolCode, Invalid};
+use crate::{Invalid, PoolCode};
 
 /// A card number: the issuing pool's region code, an eight-digit serial, a Luhn check digit.
 ///
@@ -99,7 +99,10 @@ mod tests {
         // A second pool of a city has a code of its own, which need not end in 00.
         let oilfield = CardNumber::new(PoolCode::parse("370590").unwrap(), 7);
         assert_eq!(
-            CardNumber::parse(oilfield.as_str()).unwrap().issuer().to_string(),
+            CardNumber::parse(oilfield.as_str())
+                .unwrap()
+                .issuer()
+                .to_string(),
             "370590"
         );
 

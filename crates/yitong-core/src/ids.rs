@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{PoolCode, Invalid};
+use crate::{Invalid, PoolCode};
 
 /// A person number (national psn_no): the insured pool's region code and a ten-digit serial.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]

@@ -202,7 +202,10 @@ impl Network {
         // A city is known by its own pool, whose code is the city's: a pool hosted by a city
         // the file does not hold would be grouped under nothing.
         for pool in &self.pools {
-            if self.pool(pool.city.into()).is_none_or(|own| own.city != pool.city) {
+            if self
+                .pool(pool.city.into())
+                .is_none_or(|own| own.city != pool.city)
+            {
                 return Err(NetworkError::Inconsistent(format!(
                     "pool {} is hosted by city {}, which has no pool of its own code here",
                     pool.code, pool.city
@@ -392,7 +395,10 @@ mod tests {
         assert_eq!(network.pools.len(), 3);
         assert_eq!(network.city_of(mines), Some(taian));
         assert_eq!(
-            network.pools_of(taian).map(|pool| pool.code.to_string()).collect::<Vec<_>>(),
+            network
+                .pools_of(taian)
+                .map(|pool| pool.code.to_string())
+                .collect::<Vec<_>>(),
             ["370900", "370990"]
         );
         assert_eq!(network.cities().len(), 2);

@@ -21,9 +21,8 @@ pub struct PoolCode(u32);
 impl PoolCode {
     /// Accepts exactly six ASCII digits, the first not zero.
     pub fn parse(text: &str) -> Result<Self, Invalid> {
-        let well_formed = text.len() == 6
-            && text.bytes().all(|b| b.is_ascii_digit())
-            && !text.starts_with('0');
+        let well_formed =
+            text.len() == 6 && text.bytes().all(|b| b.is_ascii_digit()) && !text.starts_with('0');
         if !well_formed {
             return Err(Invalid::new(
                 "",

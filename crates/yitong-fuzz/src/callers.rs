@@ -10,7 +10,7 @@
 //! code (an institution of it, the city itself), so the rest of the message is fuzzed past the
 //! check; the other half keep the field as generated, and reach the refusal.
 
-use yitong_core::{PoolCode, InstitutionCode, Owner};
+use yitong_core::{InstitutionCode, Owner, PoolCode};
 use yitong_proto::catalog::v1 as catalog;
 use yitong_proto::identity::v1 as identity;
 use yitong_proto::ledger::v1 as ledger;

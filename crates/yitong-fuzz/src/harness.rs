@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
-use yitong_core::{CardNumber, PoolCode, Network, Owner, PersonNo, Service};
+use yitong_core::{CardNumber, Network, Owner, PersonNo, PoolCode, Service};
 use yitong_identity::{IdentityNode, PiiKeys, VoucherSigner, seed_persons};
 use yitong_ledger::LedgerNode;
 use yitong_rpc::{CallLimits, PeerAccess};

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use yitong_core::{CardNumber, PoolCode, Date, Invalid, PersonNo};
+use yitong_core::{CardNumber, Date, Invalid, PersonNo, PoolCode};
 use yitong_rpc::invalid_argument;
 use yitong_store::replies::ReplyError;
 

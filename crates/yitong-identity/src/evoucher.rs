@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
-use yitong_core::{PoolCode, Invalid, Network, PersonNo};
+use yitong_core::{Invalid, Network, PersonNo, PoolCode};
 
 const VERSION: &str = "YT1";
 

@@ -1,6 +1,6 @@
 //! An insured person and the statuses that decide whether a lookup is answered.
 
-use yitong_core::{Amount, CardNumber, CitizenId, PoolCode, Date, Invalid, PersonNo};
+use yitong_core::{Amount, CardNumber, CitizenId, Date, Invalid, PersonNo, PoolCode};
 use yitong_proto::identity::v1 as pb;
 
 /// Insurance status (national psn_insu_stas); the numbers are the national codes.

@@ -1,6 +1,6 @@
 //! The identity store's queries. Portable SQL; see `migrations/identity/`.
 
-use yitong_core::{Amount, CardNumber, CitizenId, PoolCode, Date, PersonNo};
+use yitong_core::{Amount, CardNumber, CitizenId, Date, PersonNo, PoolCode};
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
 use yitong_store::{Store, multi_row_insert, now_ms};
 

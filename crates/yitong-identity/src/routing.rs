@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use yitong_core::{PoolCode, Network};
+use yitong_core::{Network, PoolCode};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
 

@@ -6,8 +6,8 @@ use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 use yitong_core::{
-    Amount, CardNumber, CitizenId, PoolCode, Date, InstitutionCode, Invalid, MessageId, Network,
-    PersonNo,
+    Amount, CardNumber, CitizenId, Date, InstitutionCode, Invalid, MessageId, Network, PersonNo,
+    PoolCode,
 };
 use yitong_proto::identity::v1 as pb;
 use yitong_proto::identity::v1::credential::Kind;

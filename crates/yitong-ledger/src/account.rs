@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use yitong_core::{PoolCode, Invalid};
+use yitong_core::{Invalid, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 
 /// The side of an account an amount is entered on.

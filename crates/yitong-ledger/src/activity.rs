@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{Days, NaiveTime};
-use yitong_core::{Amount, PoolCode, Date, Invalid, Network};
+use yitong_core::{Amount, Date, Invalid, Network, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row};
 

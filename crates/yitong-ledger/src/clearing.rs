@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use yitong_core::{Amount, PoolCode, Invalid};
+use yitong_core::{Amount, Invalid, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_store::now_ms;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use yitong_core::{PoolCode, Invalid};
+use yitong_core::{Invalid, PoolCode};
 use yitong_rpc::invalid_argument;
 use yitong_store::replies::ReplyError;
 

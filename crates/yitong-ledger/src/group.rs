@@ -33,7 +33,7 @@ use std::sync::Arc;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
-use yitong_core::{PoolCode, MessageId, Network};
+use yitong_core::{MessageId, Network, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_rpc::Caller;
 use yitong_store::Store;

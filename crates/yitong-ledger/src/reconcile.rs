@@ -49,7 +49,7 @@ use std::collections::VecDeque;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::Status;
-use yitong_core::{Amount, PoolCode, Date, InstitutionCode, Invalid, MessageId};
+use yitong_core::{Amount, Date, InstitutionCode, Invalid, MessageId, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::reconciliation_scope::Subject as WireSubject;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};

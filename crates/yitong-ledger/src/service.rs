@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
-use yitong_core::{PoolCode, Invalid, MessageId, Network, Owner};
+use yitong_core::{Invalid, MessageId, Network, Owner, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_rpc::visibility::{self, Parties, Sight};

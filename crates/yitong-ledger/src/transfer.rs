@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use yitong_core::{Amount, PoolCode, Date, InstitutionCode, Invalid, MessageId, PersonNo};
+use yitong_core::{Amount, Date, InstitutionCode, Invalid, MessageId, PersonNo, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 
 use crate::account::AccountId;

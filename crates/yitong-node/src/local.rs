@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_diseases, seed_institutions, seed_items, seed_policies};
-use yitong_core::{PoolCode, Network, Owner, Service};
+use yitong_core::{Network, Owner, PoolCode, Service};
 use yitong_rpc::CallLimits;
 use yitong_settlement::benefit::{seed_disease_policies, seed_filing_policies};
 

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use yitong_core::{PoolCode, InstitutionCode, Owner};
+use yitong_core::{InstitutionCode, Owner, PoolCode};
 
 /// The party a call is authenticated as.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]

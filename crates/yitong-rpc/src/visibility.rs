@@ -11,7 +11,7 @@
 //! or a person applies it at its service boundary, through [`Visible`], before the reply leaves.
 //! ARCHITECTURE.md ("Who may call what") lays the same rule out as a table per read RPC.
 
-use yitong_core::{PoolCode, InstitutionCode, Owner};
+use yitong_core::{InstitutionCode, Owner, PoolCode};
 use yitong_proto::ledger::v1 as ledger;
 use yitong_proto::settlement::v1 as settlement;
 

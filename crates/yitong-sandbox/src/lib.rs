@@ -23,7 +23,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use yitong_auth::{Credentials, SharedKeyring};
-use yitong_core::{PoolCode, Network, Owner, Service};
+use yitong_core::{Network, Owner, PoolCode, Service};
 use yitong_node::shed::ShedLimits;
 use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
 use yitong_proto::audit::v1::audit_service_client::AuditServiceClient;

@@ -9,7 +9,7 @@ use yitong_catalog::{
     Grade, HospitalLevel, InsuranceType, Item, ItemCode, ItemKind, ItemParts, PersonType,
     PolicyKey, PolicyTerms, PolicyVersion, Ratio,
 };
-use yitong_core::{Amount, PoolCode, Invalid, parse_date};
+use yitong_core::{Amount, Invalid, PoolCode, parse_date};
 
 use crate::read::read_rows;
 use crate::{SeedError, Seeds};

@@ -11,7 +11,7 @@
 use std::io;
 use std::path::Path;
 
-use yitong_core::{PoolCode, Network};
+use yitong_core::{Network, PoolCode};
 
 use crate::{write_catalog_seeds, write_persons};
 

@@ -22,7 +22,7 @@ use std::path::Path;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use yitong_core::{PoolCode, Network};
+use yitong_core::{Network, PoolCode};
 
 /// Fewest items the generator lists in each city's catalog.
 pub const CATALOG_ITEMS_PER_CITY_MIN: usize = 2_000;

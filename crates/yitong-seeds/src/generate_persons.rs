@@ -20,7 +20,7 @@ use std::path::Path;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use yitong_core::{CitizenId, PoolCode, Network};
+use yitong_core::{CitizenId, Network, PoolCode};
 
 /// Persons generated per pilot city.
 pub const PERSONS_PER_CITY: usize = 10_000;

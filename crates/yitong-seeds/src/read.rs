@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use yitong_catalog::{Item, PolicyVersion, SeedInstitution};
-use yitong_core::{Amount, CitizenId, PoolCode, InstitutionCode, Invalid, parse_date};
+use yitong_core::{Amount, CitizenId, InstitutionCode, Invalid, PoolCode, parse_date};
 use yitong_identity::{CardStatus, InsuranceStatus, SeedPerson};
 use yitong_settlement::benefit::{DiseasePolicy, parse_disease_code};
 use yitong_settlement::split::filing::{FilingPolicy, Unfiled};

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use yitong_catalog::CatalogNode;
 
 use yitong_auth::{Keyring, Pki, SharedKeyring};
-use yitong_core::{PoolCode, Network, Owner, Service};
+use yitong_core::{Network, Owner, PoolCode, Service};
 use yitong_identity::{IdentityNode, PiiKeys, VoucherSigner};
 use yitong_ledger::LedgerNode;
 use yitong_node::shed::ShedLimits;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use yitong_core::{PoolCode, Network, Service};
+use yitong_core::{Network, PoolCode, Service};
 use yitong_proto::settlement::v1 as pb;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 

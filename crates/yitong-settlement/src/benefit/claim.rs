@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use yitong_core::{Amount, PoolCode, Date, InstitutionCode, Invalid, PersonNo};
+use yitong_core::{Amount, Date, InstitutionCode, Invalid, PersonNo, PoolCode};
 use yitong_proto::catalog::v1::HospitalLevel;
 use yitong_proto::identity::v1::InsuranceType as WireInsuranceType;
 use yitong_proto::settlement::v1 as pb;

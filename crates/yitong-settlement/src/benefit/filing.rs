@@ -10,7 +10,7 @@
 
 use prost::Message;
 use tonic::{Request, Response, Status};
-use yitong_core::{PoolCode, Date, Invalid, MessageId, Owner, PersonNo, parse_date};
+use yitong_core::{Date, Invalid, MessageId, Owner, PersonNo, PoolCode, parse_date};
 use yitong_proto::settlement::v1 as pb;
 use yitong_rpc::{Caller, invalid_argument};
 use yitong_store::now_ms;

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Datelike;
 use prost::Message;
 use tonic::{Request, Response, Status};
-use yitong_core::{Amount, PoolCode, Date, Invalid, MessageId, Network};
+use yitong_core::{Amount, Date, Invalid, MessageId, Network, PoolCode};
 use yitong_proto::catalog::v1::GetPolicyRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;

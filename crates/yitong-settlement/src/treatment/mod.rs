@@ -41,7 +41,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use yitong_core::{Amount, PoolCode, InstitutionCode, MessageId, Network};
+use yitong_core::{Amount, InstitutionCode, MessageId, Network, PoolCode};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;

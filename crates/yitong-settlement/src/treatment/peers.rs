@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use yitong_core::{PoolCode, Date, InstitutionCode, Invalid, PersonNo};
+use yitong_core::{Date, InstitutionCode, Invalid, PersonNo, PoolCode};
 use yitong_proto::catalog::v1::{ItemGrade, LookupItemsRequest, LookupOutcome};
 use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, InsuredPerson};
 use yitong_proto::settlement::v1 as pb;

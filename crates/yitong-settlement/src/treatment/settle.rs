@@ -37,7 +37,7 @@
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use yitong_core::{Amount, PoolCode, InstitutionCode, MessageId};
+use yitong_core::{Amount, InstitutionCode, MessageId, PoolCode};
 use yitong_proto::ledger::v1::{
     self as ledger, ClearingType, CreateTransferResult, PendingTransferResult, TransferCode,
     TransferFlags,

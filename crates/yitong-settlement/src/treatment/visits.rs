@@ -1,7 +1,7 @@
 //! Visits and their fee lines: registration, uploads and cancellations under the visit's
 //! lock, and what a PreSettle or Settle reads of them.
 
-use yitong_core::{Amount, PoolCode, Date, Invalid};
+use yitong_core::{Amount, Date, Invalid, PoolCode};
 use yitong_proto::settlement::v1 as pb;
 use yitong_store::now_ms;
 

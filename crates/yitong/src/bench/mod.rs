@@ -29,7 +29,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
-use yitong_core::{PoolCode, Network, Owner};
+use yitong_core::{Network, Owner, PoolCode};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 use yitong_rpc::Caller;

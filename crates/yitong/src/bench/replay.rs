@@ -20,7 +20,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tonic::Code;
 use tonic::transport::Channel;
-use yitong_core::{PoolCode, InstitutionCode};
+use yitong_core::{InstitutionCode, PoolCode};
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 
 use super::calls::{Answer, Call, Sent};
