@@ -258,10 +258,11 @@ service:
 
 
 def prometheus_config(enabled: list[dict]) -> str:
-    """One scrape job for the services (each target labelled with its city and service). The
-    metrics' own labels win over the targets' (`honor_labels`): `yitong_prepaid_available_fen`
-    and `yitong_settlements_in_doubt` carry the `city` they are about, which the ledger's
-    target label `city: clearing` must not rename to `exported_city`."""
+    """One scrape job for the services (each target labelled with its pool, the pool's host
+    city and the service). The metrics' own labels win over the targets' (`honor_labels`):
+    `yitong_prepaid_available_fen` and `yitong_settlements_in_doubt` carry the `city` and
+    `pool` they are about, which the ledger's target label `city: clearing` must not rename to
+    `exported_city`."""
     lines = [
         HEADER.rstrip(),
         "global:",
@@ -276,7 +277,8 @@ def prometheus_config(enabled: list[dict]) -> str:
             lines += [
                 f'      - targets: ["{slug(city)}-{service}:{METRICS_PORT}"]',
                 "        labels:",
-                f'          city: "{city["code"]}"',
+                f'          city: "{city["city"]}"',
+                f'          pool: "{city["code"]}"',
                 f"          service: {service}",
             ]
     lines += [
@@ -348,7 +350,7 @@ def dashboard(enabled: list[dict]) -> str:
                  "{{reason}}"),
             ], 8, 8, "ops"),
             panel("Settlements in doubt (left by the recovery sweep)", [
-                (f'max(yitong_settlements_in_doubt{{city="{code}"}})', "in doubt"),
+                (f'max(yitong_settlements_in_doubt{{pool="{code}"}})', "in doubt"),
             ], 16, 8),
         ]
         y += 8
@@ -362,7 +364,7 @@ def dashboard(enabled: list[dict]) -> str:
     y += 1
     panels += [
         panel("Available prepaid funds (yuan)", [
-            ("max by (city) (yitong_prepaid_available_fen) / 100", "{{city}}"),
+            ("max by (pool) (yitong_prepaid_available_fen) / 100", "{{pool}}"),
         ], 0, 12, "currencyCNY"),
         panel("Reconciliation breaks by class (per hour)", [
             ("sum by (subject, class) (increase(yitong_reconciliation_breaks_total[1h]))", "{{subject}} {{class}}"),

@@ -232,7 +232,7 @@ impl Booker {
         appender.close().await?;
         let now = prepaid_of(&self.network, &mut tx, &cities).await?;
         tx.commit().await?;
-        observe_prepaid(&was, &now);
+        observe_prepaid(&self.network, &was, &now);
         Ok(booked)
     }
 }
@@ -341,17 +341,21 @@ pub(crate) async fn observe_prepaid_at_start(
             );
         }
     }
-    observe_prepaid(&now, &now);
+    observe_prepaid(network, &now, &now);
     Ok(())
 }
 
 /// The prepaid positions a group moved, in the metrics, with a warning for each city whose
 /// fund fell below its threshold. The bookings stand all the same: a claim is never refused
 /// at the counter for want of prepaid funds.
-fn observe_prepaid(was: &[(PoolCode, Prepaid)], now: &[(PoolCode, Prepaid)]) {
+fn observe_prepaid(network: &Network, was: &[(PoolCode, Prepaid)], now: &[(PoolCode, Prepaid)]) {
     for ((city, was), (_, now)) in was.iter().zip(now) {
-        let labels = yitong_telemetry::CityLabels {
-            city: city.to_string(),
+        let host = network
+            .city_of(*city)
+            .expect("prepaid positions are of the network's pools");
+        let labels = yitong_telemetry::PoolLabels {
+            city: host.to_string(),
+            pool: city.to_string(),
         };
         let metrics = yitong_telemetry::metrics();
         metrics

@@ -16,7 +16,7 @@ mod metrics;
 mod serve;
 
 pub use metrics::{
-    BREAK_CLASSES, BreakLabels, CITY_BREAK_SCOPES, CityLabels, MethodLabels, Metrics, PairLabels,
+    BREAK_CLASSES, BreakLabels, CITY_BREAK_SCOPES, MethodLabels, Metrics, PairLabels, PoolLabels,
     REFUSAL_REASONS, RefusalLabels, RpcLabels, SETTLEMENT_OUTCOMES, SettlementLabels, metrics,
 };
 pub use serve::serve_metrics;

@@ -41,7 +41,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use yitong_core::{Amount, InstitutionCode, MessageId, Network, PoolCode};
+use yitong_core::{Amount, CityCode, InstitutionCode, MessageId, Network, PoolCode};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
@@ -101,6 +101,8 @@ impl Default for TreatmentOptions {
 #[derive(Debug, Clone)]
 pub struct SettlementNode {
     city: PoolCode,
+    /// The city that hosts this pool, for the metrics' `city` label beside `pool`.
+    host_city: CityCode,
     store: Store,
     identity: IdentityServiceClient<PeerChannel>,
     catalog: CatalogServiceClient<PeerChannel>,
@@ -169,10 +171,14 @@ impl SettlementNode {
             .enabled_pools()
             .map(|peer| peer.code.to_string())
             .collect();
-        yitong_telemetry::metrics()
-            .start_treatment_city(&city.to_string(), insured.iter().map(String::as_str));
+        yitong_telemetry::metrics().start_treatment_city(
+            &city.to_string(),
+            &own.city.to_string(),
+            insured.iter().map(String::as_str),
+        );
         Ok(SettlementNode {
             city,
+            host_city: own.city,
             store,
             identity,
             catalog,

@@ -1054,8 +1054,9 @@ impl SettlementNode {
         };
         yitong_telemetry::metrics()
             .settlements_in_doubt
-            .get_or_create(&yitong_telemetry::CityLabels {
-                city: self.city.to_string(),
+            .get_or_create(&yitong_telemetry::PoolLabels {
+                city: self.host_city.to_string(),
+                pool: self.city.to_string(),
             })
             .set(in_doubt);
         Ok(report)
