@@ -203,6 +203,9 @@ mod tests {
             "370300.advances",
             "371600.pool",
             "370100->370300.obligation",
+            // A second pool of a city is an owner like any other.
+            "370590.fund",
+            "370500->370590.obligation",
         ];
         for text in good {
             let id = AccountId::parse(text).unwrap_or_else(|_| panic!("{text}"));
@@ -212,7 +215,7 @@ mod tests {
             "",
             "370100",
             "370100.cash",
-            "370102.fund",
+            "070100.fund",
             "370100->370100.obligation",
             "370100.obligation",
             "370100->370300.fund",

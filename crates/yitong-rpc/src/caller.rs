@@ -231,6 +231,7 @@ mod tests {
             "bureau:370100",
             "bureau:clearing",
             "node:371600",
+            "node:370590",
             "node:clearing",
             "operator:wang.li",
         ] {
@@ -241,7 +242,7 @@ mod tests {
             "",
             "anonymous",
             "node:",
-            "node:999999",
+            "node:099999",
             "institution:X1",
             "operator:",
             "operator:a b",
