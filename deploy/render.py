@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Renders the deployment files from seeds/network.toml, so a city enabled there is deployed too.
+"""Renders the deployment files from seeds/network.toml, so a pool enabled there is deployed too.
 
 Writes deploy/compose.yaml, deploy/compose/ (the network file, Prometheus' scrape configuration,
-the OpenTelemetry collector's) and deploy/grafana/ (the cities' dashboard and its provisioning)
-for one machine (Docker Compose), and deploy/k8s/*.yaml (a namespace per city and one for the
-clearing house). `--check` renders into
+the OpenTelemetry collector's) and deploy/grafana/ (the pools' dashboard and its provisioning)
+for one machine (Docker Compose), and deploy/k8s/*.yaml (a namespace per pool, each pool's node
+its own, and one for the clearing house). A network file of one `[[city]]` per city, as written
+before pools, renders as one pool per city. `--check` renders into
 memory and fails when a committed file differs: CI runs it, so the files never drift from the
 network file. Standard library only.
 """
@@ -38,7 +39,15 @@ def port(endpoint: str) -> int:
 
 
 def slug(city: dict) -> str:
-    return city["name"].lower().replace("'", "")
+    return city["name"].lower().replace("'", "").replace(" ", "-")
+
+
+def pools(network: dict) -> list:
+    """Every pool of the network file: each `[[city]]` of a file written before pools is its
+    own city's pool, then every `[[pool]]`, in file order."""
+    return [{**city, "city": city["code"]} for city in network.get("city", [])] + list(
+        network.get("pool", [])
+    )
 
 
 def dev_key(purpose: str, code: str) -> str:
@@ -58,13 +67,14 @@ def network_toml(network: dict, host) -> str:
         f'name = "{house["name"]}"',
         f'ledger = "http://{host(None, "ledger", port(house["ledger"]))}"',
     ]
-    for city in network["city"]:
+    for city in pools(network):
         lines += [
             "",
-            "[[city]]",
+            "[[pool]]",
             f'code = "{city["code"]}"',
             f'name = "{city["name"]}"',
             f'name_zh = "{city["name_zh"]}"',
+            f'city = "{city["city"]}"',
             f'enabled = {"true" if city["enabled"] else "false"}',
         ]
         for service in SERVICES:
@@ -76,7 +86,7 @@ def network_toml(network: dict, host) -> str:
 
 
 def compose(network: dict) -> dict:
-    enabled = [city for city in network["city"] if city["enabled"]]
+    enabled = [city for city in pools(network) if city["enabled"]]
     files = {}
     files["compose/network.toml"] = network_toml(
         network, lambda city, service, p: f"{slug(city) + '-' if city else ''}{service}:{p}"
@@ -248,10 +258,11 @@ service:
 
 
 def prometheus_config(enabled: list[dict]) -> str:
-    """One scrape job for the services (each target labelled with its city and service). The
-    metrics' own labels win over the targets' (`honor_labels`): `yitong_prepaid_available_fen`
-    and `yitong_settlements_in_doubt` carry the `city` they are about, which the ledger's
-    target label `city: clearing` must not rename to `exported_city`."""
+    """One scrape job for the services (each target labelled with its pool, the pool's host
+    city and the service). The metrics' own labels win over the targets' (`honor_labels`):
+    `yitong_prepaid_available_fen` and `yitong_settlements_in_doubt` carry the `city` and
+    `pool` they are about, which the ledger's target label `city: clearing` must not rename to
+    `exported_city`."""
     lines = [
         HEADER.rstrip(),
         "global:",
@@ -266,7 +277,8 @@ def prometheus_config(enabled: list[dict]) -> str:
             lines += [
                 f'      - targets: ["{slug(city)}-{service}:{METRICS_PORT}"]',
                 "        labels:",
-                f'          city: "{city["code"]}"',
+                f'          city: "{city["city"]}"',
+                f'          pool: "{city["code"]}"',
                 f"          service: {service}",
             ]
     lines += [
@@ -338,7 +350,7 @@ def dashboard(enabled: list[dict]) -> str:
                  "{{reason}}"),
             ], 8, 8, "ops"),
             panel("Settlements in doubt (left by the recovery sweep)", [
-                (f'max(yitong_settlements_in_doubt{{city="{code}"}})', "in doubt"),
+                (f'max(yitong_settlements_in_doubt{{pool="{code}"}})', "in doubt"),
             ], 16, 8),
         ]
         y += 8
@@ -352,7 +364,7 @@ def dashboard(enabled: list[dict]) -> str:
     y += 1
     panels += [
         panel("Available prepaid funds (yuan)", [
-            ("max by (city) (yitong_prepaid_available_fen) / 100", "{{city}}"),
+            ("max by (pool) (yitong_prepaid_available_fen) / 100", "{{pool}}"),
         ], 0, 12, "currencyCNY"),
         panel("Reconciliation breaks by class (per hour)", [
             ("sum by (subject, class) (increase(yitong_reconciliation_breaks_total[1h]))", "{{subject}} {{class}}"),
@@ -580,7 +592,7 @@ def k8s_database(city) -> list[str]:
 
 
 def k8s(network: dict) -> dict:
-    enabled = [city for city in network["city"] if city["enabled"]]
+    enabled = [city for city in pools(network) if city["enabled"]]
     files = {}
     namespaces = [HEADER.rstrip()]
     for ns in [namespace(c) for c in enabled] + [namespace(None)]:

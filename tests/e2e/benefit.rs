@@ -248,13 +248,13 @@ network_test! {
 // look and its insert.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reserve_overtaken_by_a_void_is_refused_as_voided() {
-    use yitong_core::{CityCode, Owner, Service};
+    use yitong_core::{Owner, PoolCode, Service};
     use yitong_store::sqlx;
 
     let Some(net) = Sandbox::start(yitong_sandbox::Database::Postgres).await else {
         return;
     };
-    let owner = Owner::City(CityCode::parse(JINAN).expect("city"));
+    let owner = Owner::Pool(PoolCode::parse(JINAN).expect("city"));
     let blocker_store = net.store(owner, Service::Settlement).await;
     let watcher_store = net.store(owner, Service::Settlement).await;
     // Whether a session of this test's database waits for a lock in a statement starting

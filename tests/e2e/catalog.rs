@@ -377,7 +377,7 @@ network_test! {
         assert_eq!(policy_on(&mut jinan, JINAN, &effective).await, before, "no version was added");
 
         assert_invalid(&jinan.get_policy(policy_request(JINAN, "2026-13-01")).await.unwrap_err(), "date");
-        assert_invalid(&jinan.get_policy(policy_request("379900", "")).await.unwrap_err(), "insured_city");
+        assert_invalid(&jinan.get_policy(policy_request("379800", "")).await.unwrap_err(), "insured_city");
         assert_invalid(&jinan.get_policy(policy_request("37010", "")).await.unwrap_err(), "insured_city");
         let unspecified = GetPolicyRequest { person_type: 0, ..policy_request(JINAN, "") };
         assert_invalid(&jinan.get_policy(unspecified).await.unwrap_err(), "person_type");

@@ -1,8 +1,10 @@
-//! The seven-city circle by data alone: the seeds' network file with every city enabled, as a
-//! bureau enables one (the same file, each `enabled = false` turned true), started with the
-//! committed seed files and nothing else. No line here names a city: every city comes from the
-//! network file, so the test proves that routing, catalogs, policies, the ledger's chart,
-//! reconciliation, clearing and netting grow with the network.
+//! Every pool by data alone: the seeds' network file with every pool enabled (the seven cities'
+//! own pools, the Shengli Oilfield's pool beside Dongying's and the provincial one beside
+//! Jinan's), as a bureau enables one (the same file, each `enabled = false` turned true),
+//! started with the committed seed files and nothing else. No line here names a city or a pool:
+//! every pool comes from the network file, so the test proves that routing, catalogs, policies,
+//! the ledger's chart, reconciliation, clearing and netting grow with the network, and that two
+//! pools of one city settle and clear between each other as any two pools do.
 //!
 //! The month closed is the last one: a period closes only once it has ended, and the visits
 //! settled here are settled today. Its rows are booked as the treatment nodes book a Settle
@@ -31,7 +33,7 @@ use crate::support::{settlement_transfer, yuan};
 
 type Ledger = LedgerServiceClient<Channel>;
 
-/// The seeds' network file with every city of it enabled, edited as text the way a bureau
+/// The seeds' network file with every pool of it enabled, edited as text the way a bureau
 /// edits its copy.
 fn whole_circle() -> Network {
     let text = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("network.toml"))
@@ -69,7 +71,9 @@ async fn settle_visit(net: &Sandbox, treatment: String, insured: String, n: u32)
 }
 
 /// The reconciliation totals of `settlements`.
-fn totals_of<'a>(settlements: impl IntoIterator<Item = &'a Settlement>) -> ReconciliationTotals {
+pub(crate) fn totals_of<'a>(
+    settlements: impl IntoIterator<Item = &'a Settlement>,
+) -> ReconciliationTotals {
     let (mut count, mut fund, mut account, mut cash) = (0, 0, 0, 0);
     for settlement in settlements {
         let split = settlement.split.as_ref().expect("split");
@@ -121,21 +125,34 @@ async fn posted(ledger: &mut Ledger, ids: Vec<String>) -> BTreeMap<String, i64> 
 }
 
 async fn case(net: &Sandbox) {
+    // `cities` are the pools: the ledger, reconciliation and clearing key everything by pool
+    // (the wire's `*_city` fields carry the pool's code).
     let cities: Vec<String> = net
         .network()
-        .enabled_cities()
-        .map(|city| city.code.to_string())
+        .enabled_pools()
+        .map(|pool| pool.code.to_string())
         .collect();
     assert_eq!(
         cities.len(),
-        net.network().cities.len(),
-        "every city of the file runs"
+        net.network().pools.len(),
+        "every pool of the file runs"
     );
-    assert_eq!(cities.len(), 7, "the circle has seven cities");
+    assert!(
+        cities.len() >= 9,
+        "the seven cities' pools and two second pools"
+    );
+    let hosts = net.network().cities();
+    assert_eq!(hosts.len(), 7, "hosted by the seven cities");
+    assert!(
+        hosts
+            .iter()
+            .any(|city| net.network().pools_of(*city).count() > 1),
+        "a city hosts more than one pool"
+    );
 
-    // A visit in every ordered pair, the same-city ones included, all at once. Persons 1 to 4
-    // of each insured city are active (an employee, a retired employee, a resident, an elderly
-    // resident); each treatment city takes the next.
+    // A visit in every ordered pair, the same-pool ones included, all at once. Persons 1 to 4
+    // of each insured pool are active (an employee, a retired employee, a resident, an elderly
+    // resident); each treatment pool takes the next.
     let visits = cities.iter().enumerate().flat_map(|(index, treatment)| {
         cities.iter().map(move |insured| {
             let n = u32::try_from(index % 4).expect("small") + 1;
@@ -155,7 +172,8 @@ async fn case(net: &Sandbox) {
     }
 
     // The chart grows with the network: every advances, pool and obligation account is open
-    // and holds what the settlements put there.
+    // and holds what the settlements put there. Two pools of one city are two parties like any
+    // others: a visit between them is owed on an obligation, never paid from either pool.
     let mut expected: BTreeMap<String, i64> = BTreeMap::new();
     for treatment in &cities {
         expected.insert(format!("{treatment}.advances"), 0);
@@ -180,15 +198,16 @@ async fn case(net: &Sandbox) {
     }
     let mut ledger = net.ledger();
     let ids: Vec<String> = expected.keys().cloned().collect();
+    let n = cities.len();
     assert_eq!(
         ids.len(),
-        7 * 2 + 7 * 6,
-        "advances and pool per city, an obligation per pair"
+        n * 2 + n * (n - 1),
+        "advances and pool per pool, an obligation per ordered pair"
     );
     assert_eq!(posted(&mut ledger, ids).await, expected);
 
-    // Today reconciles: each city's bureau submits its totals as treatment city and as
-    // insured city, and the ledger agrees.
+    // Today reconciles: each pool's bureau submits its totals as treatment pool and as insured
+    // pool, and the ledger agrees.
     let today = yitong_core::today();
     for city in &cities {
         let mut bureau = net.bureau(city).ledger();
@@ -231,8 +250,8 @@ async fn case(net: &Sandbox) {
         }
     }
 
-    // Last month: a cross-city settlement of every ordered pair, each of another amount, booked
-    // by its treatment city's node.
+    // Last month: a cross-pool settlement of every ordered pair, each of another amount, booked
+    // by its treatment pool's node.
     let last_day = Period::of_date(today)
         .first_day()
         .pred_opt()
@@ -290,7 +309,7 @@ async fn case(net: &Sandbox) {
         }
     }
 
-    // Each treatment city confirms its rows and applies; the clearing house closes the month.
+    // Each treatment pool confirms its rows and applies; the clearing house closes the month.
     for (treatment, records) in &month {
         let details = ledger
             .list_clearing_details(ListClearingDetailsRequest {
@@ -305,7 +324,7 @@ async fn case(net: &Sandbox) {
         assert_eq!(
             details.details.len(),
             cities.len() - 1,
-            "{treatment}: a row per insured city"
+            "{treatment}: a row per insured pool"
         );
         ledger
             .confirm_clearing_details(yitong_sandbox::as_its_bureau(
@@ -361,7 +380,7 @@ async fn case(net: &Sandbox) {
         .expect("closed")
         .into_inner();
 
-    // Every pair is an obligation, every city a position; the positions are what the pairs
+    // Every pair is an obligation, every pool a position; the positions are what the pairs
     // say, sum to zero, and at most n - 1 payments settle them.
     assert_eq!(closed.obligations.len(), cities.len() * (cities.len() - 1));
     assert_eq!(closed.net_positions.len(), cities.len());
@@ -438,9 +457,9 @@ async fn join_all<T>(futures: impl IntoIterator<Item = impl Future<Output = T>>)
         .collect()
 }
 
-// Proves the seven-city circle runs by data alone, on SQLite.
+// Proves every pool of the circle (nine) runs by data alone, on SQLite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seven_cities_by_data_alone_sqlite() {
+async fn every_pool_by_data_alone_sqlite() {
     let net = Sandbox::start_network(Database::Sqlite, whole_circle())
         .await
         .expect("SQLite always starts");
@@ -448,9 +467,9 @@ async fn seven_cities_by_data_alone_sqlite() {
     net.shut_down().await;
 }
 
-// Proves the seven-city circle runs by data alone, on PostgreSQL.
+// Proves every pool of the circle (nine) runs by data alone, on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seven_cities_by_data_alone_postgres() {
+async fn every_pool_by_data_alone_postgres() {
     let Some(net) = Sandbox::start_network(Database::Postgres, whole_circle()).await else {
         return;
     };

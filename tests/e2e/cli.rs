@@ -448,13 +448,13 @@ network_test! {
         let mut network_file = std::fs::read_to_string(seeds.join("network.toml"))
             .expect("network.toml");
         let seeded = yitong_core::Network::load(&seeds.join("network.toml")).expect("network");
-        for city in seeded.enabled_cities() {
+        for city in seeded.enabled_pools() {
             for (service, url) in [
                 (Service::Identity, &city.identity),
                 (Service::Catalog, &city.catalog),
                 (Service::Settlement, &city.settlement),
             ] {
-                let here = net.endpoint(Owner::City(city.code), service);
+                let here = net.endpoint(Owner::Pool(city.code), service);
                 network_file = network_file.replace(&format!("\"{url}\""), &format!("\"{here}\""));
             }
         }

@@ -48,7 +48,7 @@ impl SandboxConnect {
         for caller in callers {
             let view = net.as_caller(caller);
             for city in yitong_sandbox::PILOT_CITIES {
-                let owner = Owner::City(city.parse().expect("city"));
+                let owner = Owner::Pool(city.parse().expect("city"));
                 for service in [Service::Identity, Service::Catalog, Service::Settlement] {
                     channels.insert(
                         ((*caller).to_owned(), owner, service),
@@ -743,12 +743,12 @@ fn read_xlsx(bytes: &[u8]) -> Vec<Vec<String>> {
 /// settlement server is down: in doubt until the returned server is restarted. Its id, and the
 /// server to restart.
 pub(crate) async fn leave_a_settlement_in_doubt(net: &Sandbox) -> (String, Owner) {
-    let binzhou = yitong_core::CityCode::parse(BINZHOU).expect("a city");
+    let binzhou = yitong_core::PoolCode::parse(BINZHOU).expect("a city");
     let node = SettlementNode::new(
         binzhou,
-        net.store(Owner::City(binzhou), Service::Settlement).await,
+        net.store(Owner::Pool(binzhou), Service::Settlement).await,
         Arc::new(net.network().clone()),
-        &net.peer_access(Owner::City(binzhou)),
+        &net.peer_access(Owner::Pool(binzhou)),
     )
     .expect("a node on Binzhou's store");
     // As Binzhou's hospital, as the server layer would have authenticated it (the audit trail
@@ -756,7 +756,7 @@ pub(crate) async fn leave_a_settlement_in_doubt(net: &Sandbox) -> (String, Owner
     let his = Caller::Institution(
         yitong_core::InstitutionCode::parse(&hospital(BINZHOU)).expect("an institution code"),
     );
-    let jinan = Owner::City(yitong_core::CityCode::parse(JINAN).expect("a city"));
+    let jinan = Owner::Pool(yitong_core::PoolCode::parse(JINAN).expect("a city"));
     let doubtful = his
         .scope(async {
             let register = register_request("R-console-doubt", BINZHOU, JINAN, 4);
@@ -1178,7 +1178,7 @@ network_test! {
         let done: Vec<_> = actions.iter().filter(|(user, _, _, outcome)| user == "jinan" && outcome == "done").collect();
         assert_eq!(done.iter().map(|(_, rpc, _, _)| rpc.as_str()).collect::<Vec<_>>(), ["FileFiling", "CancelFiling"], "{actions:?}");
         let trail = net.as_caller("bureau:370100")
-            .audit(Owner::City(JINAN.parse().expect("city")), Service::Settlement)
+            .audit(Owner::Pool(JINAN.parse().expect("city")), Service::Settlement)
             .list_audit_entries(ListAuditEntriesRequest { page_size: 1000, page_token: String::new() })
             .await.expect("the trail").into_inner().entries;
         for (_, rpc, message_id, _) in &done {

@@ -238,7 +238,7 @@ network_test! {
     async fn insured_node_crashes_at_every_boundary(net) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let node = own_node(net, dir.path()).await;
-        let insured = Owner::City(yitong_core::CityCode::parse(JINAN).expect("city"));
+        let insured = Owner::Pool(yitong_core::PoolCode::parse(JINAN).expect("city"));
         let mut completed = Vec::new();
         for steps in 1..Protocol::Current.steps() {
             let tag = format!("I{steps}");

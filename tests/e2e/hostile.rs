@@ -16,7 +16,7 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use yitong_core::{CityCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::identity::v1::GetInsuredPersonRequest;
 use yitong_proto::ledger::v1::{GetBalancesRequest, GetJournalDigestRequest};
 use yitong_proto::settlement::v1::{
@@ -142,7 +142,7 @@ async fn raw_connection(url: &str, bytes: &[u8]) {
 fn permitted(net: &Sandbox, owner: Owner, path: &str) -> String {
     use yitong_auth::Grant;
     let city = match owner {
-        Owner::City(city) => city.to_string(),
+        Owner::Pool(city) => city.to_string(),
         Owner::ClearingHouse => JINAN.to_owned(),
     };
     let grant = yitong_auth::permissions::grants(path)
@@ -292,7 +292,7 @@ async fn random_and_malformed_frames_do_not_bring_a_server_down() {
         .await
         .expect("SQLite always starts");
     let identity = net.endpoint(
-        Owner::City(CityCode::parse(JINAN).expect("city")),
+        Owner::Pool(PoolCode::parse(JINAN).expect("city")),
         Service::Identity,
     );
     let lookup = "/yitong.identity.v1.IdentityService/GetInsuredPerson";
@@ -570,7 +570,7 @@ network_test! {
         let health_worst = Arc::new(Mutex::new(Duration::ZERO));
         let stop = Arc::new(AtomicBool::new(false));
         let health = {
-            let mut client = HealthClient::new(net.channel(Owner::City(CityCode::parse(JINAN).expect("city")), Service::Settlement));
+            let mut client = HealthClient::new(net.channel(Owner::Pool(PoolCode::parse(JINAN).expect("city")), Service::Settlement));
             let worst = health_worst.clone();
             let stop = stop.clone();
             tokio::spawn(async move {

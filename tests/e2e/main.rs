@@ -21,6 +21,7 @@ mod identity;
 mod ledger;
 mod month;
 mod permissions;
+mod pools;
 mod properties;
 mod protocol;
 mod reconciliation;

@@ -708,7 +708,7 @@ async fn call(caller: &As<'_>, rpc: &str, n: usize) -> Code {
         ),
         "ListAuditEntries" => unary!(
             caller.audit(
-                yitong_core::Owner::City(ZIBO.parse().expect("region code")),
+                yitong_core::Owner::Pool(ZIBO.parse().expect("region code")),
                 yitong_core::Service::Identity
             ),
             list_audit_entries,
@@ -831,8 +831,8 @@ yitong_sandbox::network_test! {
     /// reads leave none; each trail is paged, and refused to another city's bureau.
     async fn the_audit_trail_holds_each_change_once(net) {
         use yitong_core::{Owner, Service};
-        let zibo = Owner::City(ZIBO.parse().expect("region code"));
-        let jinan = Owner::City(yitong_sandbox::JINAN.parse().expect("region code"));
+        let zibo = Owner::Pool(ZIBO.parse().expect("region code"));
+        let jinan = Owner::Pool(yitong_sandbox::JINAN.parse().expect("region code"));
         let status_change = |message_id: &str| identity::SetInsuranceStatusRequest {
             message_id: message_id.into(),
             person_no: "3703000000000003".into(),
@@ -894,7 +894,7 @@ yitong_sandbox::network_test! {
     /// owner's rights would, and rearms them when done.
     async fn the_audit_check_finds_a_missing_and_a_stray_row(net) {
         use yitong_core::{Owner, Service};
-        let zibo = Owner::City(ZIBO.parse().expect("region code"));
+        let zibo = Owner::Pool(ZIBO.parse().expect("region code"));
         let mut his = net.his_settlement(HIS);
         let visit = his.register_visit(crate::settlement::register_request("CHK-R", ZIBO, yitong_sandbox::JINAN, 2)).await.expect("registered").into_inner().visit.expect("visit");
         assert_eq!(net.audit_disagreements().await, Vec::<String>::new());
@@ -937,8 +937,8 @@ yitong_sandbox::network_test! {
     async fn the_audit_trail_refuses_updates_and_deletes(net) {
         use yitong_core::{Owner, Service};
         use yitong_store::sqlx::AssertSqlSafe;
-        let zibo = Owner::City(ZIBO.parse().expect("region code"));
-        let jinan = Owner::City(yitong_sandbox::JINAN.parse().expect("region code"));
+        let zibo = Owner::Pool(ZIBO.parse().expect("region code"));
+        let jinan = Owner::Pool(yitong_sandbox::JINAN.parse().expect("region code"));
         net.identity(ZIBO).set_insurance_status(identity::SetInsuranceStatusRequest {
             message_id: "AO-1".into(),
             person_no: "3703000000000003".into(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use tonic_types::StatusExt;
-use yitong_core::{CityCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::identity::v1::{
     Credential, GetInsuredPersonRequest, InsuranceType, credential::Kind,
 };
@@ -99,13 +99,13 @@ pub(crate) async fn open_own_visit(
 /// `live`.
 async fn settle_down(net: &Sandbox, live: &[Settlement]) {
     for city in PILOT_CITIES {
-        let code = CityCode::parse(city).expect("city");
-        let store = net.store(Owner::City(code), Service::Settlement).await;
+        let code = PoolCode::parse(city).expect("city");
+        let store = net.store(Owner::Pool(code), Service::Settlement).await;
         let node = SettlementNode::new(
             code,
             store,
             std::sync::Arc::new(net.network().clone()),
-            &net.peer_access(Owner::City(code)),
+            &net.peer_access(Owner::Pool(code)),
         )
         .expect("node")
         .with_options(TreatmentOptions {
@@ -396,7 +396,7 @@ network_test! {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let cut_off = node_without(net, &node, |network| {
-            let jinan = network.cities.iter_mut().find(|city| city.code.to_string() == JINAN).expect("Jinan");
+            let jinan = network.pools.iter_mut().find(|city| city.code.to_string() == JINAN).expect("Jinan");
             jinan.settlement = CLOSED.into();
         });
         let first = cut_off.recover().await.expect("swept");
@@ -428,14 +428,14 @@ fn node_without(
 ) -> SettlementNode {
     let mut network = net.network().clone();
     change(&mut network);
-    rebuilt(node, network, &net.peer_access(Owner::City(node.city())))
+    rebuilt(node, network, &net.peer_access(Owner::Pool(node.city())))
 }
 
 /// The same node presenting the API key `key` to its peers instead of its own node key.
 fn node_presenting(net: &Sandbox, node: &SettlementNode, key: &str) -> SettlementNode {
     let access = PeerAccess {
         authorization: bearer(key).expect("a key is a header value"),
-        ..net.peer_access(Owner::City(node.city()))
+        ..net.peer_access(Owner::Pool(node.city()))
     };
     rebuilt(node, net.network().clone(), &access)
 }
@@ -530,8 +530,8 @@ network_test! {
     async fn a_peer_s_refusal_of_the_node_reaches_the_his_as_internal(net) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let node = own_node(net, dir.path()).await;
-        let zibo = CityCode::parse(ZIBO).expect("city");
-        let zibo_settlement = net.network().city(zibo).expect("Zibo").settlement.clone();
+        let zibo = PoolCode::parse(ZIBO).expect("city");
+        let zibo_settlement = net.network().pool(zibo).expect("Zibo").settlement.clone();
         let own_key = net.api_key(&format!("node:{BINZHOU}"));
         let (key_id, _secret) = own_key.rsplit_once('.').expect("yt1.<id>.<secret>");
         let stale_key = format!("{key_id}.{}", "0".repeat(64));
@@ -540,7 +540,7 @@ network_test! {
             PeerFaultCase {
                 tag: "misrouted",
                 node: node_without(net, &node, |network| {
-                    let jinan = network.cities.iter_mut().find(|city| city.code.to_string() == JINAN).expect("Jinan");
+                    let jinan = network.pools.iter_mut().find(|city| city.code.to_string() == JINAN).expect("Jinan");
                     jinan.settlement = zibo_settlement.clone();
                 }),
                 peer_said: ["claim.person_no", "is not insured"],

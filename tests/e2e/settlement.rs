@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Code, Request};
-use yitong_core::{Amount, CityCode, Owner, Service};
+use yitong_core::{Amount, Owner, PoolCode, Service};
 use yitong_proto::identity::v1::{Credential, InsuranceType, credential::Kind};
 use yitong_proto::ledger::v1::{
     GetBalancesRequest, LookupTransfersRequest, TransferStatus, lookup_transfers_request::Selector,
@@ -620,13 +620,13 @@ pub(crate) fn his_request<T>(message: T) -> Request<T> {
 }
 
 pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> SettlementNode {
-    let city = CityCode::parse(BINZHOU).expect("city");
+    let city = PoolCode::parse(BINZHOU).expect("city");
     let store = Store::open(
         &Location::Sqlite {
             dir: dir.to_owned(),
         },
         Service::Settlement,
-        Owner::City(city),
+        Owner::Pool(city),
         PoolLimits::default(),
     )
     .await
@@ -640,7 +640,7 @@ pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> Settlement
         city,
         store,
         Arc::new(net.network().clone()),
-        &net.peer_access(Owner::City(city)),
+        &net.peer_access(Owner::Pool(city)),
     )
     .expect("node")
     .with_options(options)

@@ -1,11 +1,11 @@
 //! Small helpers the end-to-end tests share.
 
 use tonic_types::StatusExt;
-use yitong_core::{CardNumber, CityCode};
+use yitong_core::{CardNumber, PoolCode};
 
 /// The card number of the `serial`-th seeded person of `city` (seeds number cards in file order).
 pub fn seeded_card(city: &str, serial: u32) -> String {
-    CardNumber::new(CityCode::parse(city).expect("region code"), serial).to_string()
+    CardNumber::new(PoolCode::parse(city).expect("region code"), serial).to_string()
 }
 
 /// Asserts an INVALID_ARGUMENT naming `field` in its google.rpc.BadRequest detail.
@@ -111,8 +111,8 @@ pub async fn store_no_server_runs(
     net: &yitong_sandbox::Sandbox,
     service: yitong_core::Service,
 ) -> yitong_store::Store {
-    let taian = CityCode::parse("370900").expect("Tai'an's region code");
-    net.store(yitong_core::Owner::City(taian), service).await
+    let taian = PoolCode::parse("370900").expect("Tai'an's region code");
+    net.store(yitong_core::Owner::Pool(taian), service).await
 }
 
 /// Applies the store's migrations numbered up to `version` (those of `migrations/<service>/`,

@@ -74,8 +74,8 @@ async fn a_production_network_speaks_only_mutual_tls() {
     let year = Validity::days(365);
     let localhost = ["localhost".to_owned(), "127.0.0.1".to_owned()];
     for owner in network
-        .enabled_cities()
-        .map(|city| Owner::City(city.code))
+        .enabled_pools()
+        .map(|city| Owner::Pool(city.code))
         .chain([Owner::ClearingHouse])
     {
         pki.issue(&Caller::Node(owner), &localhost, year)
@@ -119,7 +119,7 @@ async fn a_production_network_speaks_only_mutual_tls() {
     })
     .await
     .expect("network starts on TLS");
-    let zibo: Owner = Owner::City(ZIBO.parse().expect("region code"));
+    let zibo: Owner = Owner::Pool(ZIBO.parse().expect("region code"));
     let url = running
         .endpoints()
         .iter()

@@ -16,7 +16,7 @@ use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tonic::Code;
 use tonic_types::StatusExt;
-use yitong_core::{CityCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::identity::v1::InsuranceType;
 use yitong_proto::ledger::v1::VerifyJournalRequest;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
@@ -898,7 +898,7 @@ fn reverse_request(message_id: &str, original: &str, city: &str) -> ReverseByMes
 // ---- Faults ----------------------------------------------------------------------------------
 
 fn city_owner(city: &str) -> Owner {
-    Owner::City(CityCode::parse(city).expect("a pilot city"))
+    Owner::Pool(PoolCode::parse(city).expect("a pilot city"))
 }
 
 /// Aborts a server now and then and restarts it after a short outage, until `stop`: a city's
@@ -961,7 +961,7 @@ async fn quiesce(net: &Sandbox) -> Vec<String> {
         let owner = city_owner(city);
         let store = net.store(owner, Service::Settlement).await;
         let node = SettlementNode::new(
-            CityCode::parse(city).expect("a pilot city"),
+            PoolCode::parse(city).expect("a pilot city"),
             store,
             Arc::new(net.network().clone()),
             &net.peer_access(owner),

@@ -52,7 +52,7 @@ async fn one_postgres_test(running: Arc<AtomicUsize>, most: Arc<AtomicUsize>) {
         .expect("PostgreSQL was reached a moment ago");
     let now = running.fetch_add(1, Ordering::SeqCst) + 1;
     most.fetch_max(now, Ordering::SeqCst);
-    let jinan = yitong_core::CityCode::parse(JINAN).expect("a region code");
+    let jinan = yitong_core::PoolCode::parse(JINAN).expect("a region code");
     let card = yitong_core::CardNumber::new(jinan, 1).to_string();
     let reply = net
         .identity(ZIBO)

@@ -115,7 +115,7 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
     assert!(
         sample(
             &at_start,
-            &format!(r#"yitong_prepaid_available_fen{{city="{BINZHOU}"}}"#)
+            &format!(r#"yitong_prepaid_available_fen{{city="{BINZHOU}",pool="{BINZHOU}"}}"#)
         )
         .is_some(),
         "the prepaid gauge is there from start-up:\n{at_start}"
@@ -313,11 +313,11 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
             "1".to_owned(),
         ),
         (
-            format!(r#"yitong_prepaid_available_fen{{city="{DONGYING}"}}"#),
+            format!(r#"yitong_prepaid_available_fen{{city="{DONGYING}",pool="{DONGYING}"}}"#),
             available.to_string(),
         ),
         (
-            format!(r#"yitong_settlements_in_doubt{{city="{BINZHOU}"}}"#),
+            format!(r#"yitong_settlements_in_doubt{{city="{BINZHOU}",pool="{BINZHOU}"}}"#),
             "0".to_owned(),
         ),
     ];

@@ -250,8 +250,9 @@ async fn the_dashboard_draws_a_line_per_city_from_the_compose_scrape() {
             let result = query(&address, expr).await;
             asked += 1;
             assert!(!result.is_empty(), "{title}: {expr} returns no series");
-            // A legend naming a city label draws a line per city.
-            for label in ["insured_city", "treatment_city", "city", "subject"] {
+            // A legend naming a city or pool label draws a line per pool (the seeds' network
+            // runs each pilot city's own pool, whose code is the city's).
+            for label in ["insured_city", "treatment_city", "city", "pool", "subject"] {
                 if !legend.contains(&format!("{{{{{label}}}}}")) {
                     continue;
                 }
@@ -262,7 +263,7 @@ async fn the_dashboard_draws_a_line_per_city_from_the_compose_scrape() {
                         "{title}: no line for {city} by {label} in {drawn:?}"
                     );
                 }
-                if label == "city" {
+                if label == "city" || label == "pool" {
                     drawn.sort();
                     drawn.dedup();
                     let mut cities: Vec<String> = CITIES.iter().map(|c| c.to_string()).collect();

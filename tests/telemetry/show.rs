@@ -1,7 +1,7 @@
 //! `yitong settlement show`, the built binary, on a settlement made while tracing was on.
 
 use tracing::Instrument;
-use yitong_core::{CityCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_sandbox::{DONGYING, Database, Sandbox, ZIBO};
 use yitong_tests::yitong;
 
@@ -22,7 +22,7 @@ async fn settlement_show_prints_the_trace_id_and_its_link() {
         .await;
     assert_eq!(settlement.trace_id.len(), 32, "settled under a trace");
     let endpoint = net.endpoint(
-        Owner::City(CityCode::parse(DONGYING).expect("region code")),
+        Owner::Pool(PoolCode::parse(DONGYING).expect("region code")),
         Service::Settlement,
     );
     let operator_key = net.api_key("operator:dev");

@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tracing::Instrument;
-use yitong_core::{CityCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::identity::v1::{
     Credential, GetInsuredPersonRequest, IssueEVoucherRequest, credential::Kind,
@@ -307,7 +307,7 @@ async fn lookups_by_citizen_id_and_e_voucher_stay_in_the_his_trace() {
     let net = Sandbox::start(Database::Sqlite)
         .await
         .expect("SQLite always starts");
-    let binzhou = Owner::City(CityCode::parse(BINZHOU).expect("region code"));
+    let binzhou = Owner::Pool(PoolCode::parse(BINZHOU).expect("region code"));
     let binzhou_identity = net.endpoint(binzhou, Service::Identity);
     net.abort_server(binzhou, Service::Identity);
     let address = binzhou_identity.trim_start_matches("http://").to_owned();
@@ -361,7 +361,7 @@ async fn lookups_by_citizen_id_and_e_voucher_stay_in_the_his_trace() {
         .issue_e_voucher(IssueEVoucherRequest {
             credential: Some(Credential {
                 kind: Some(Kind::CardNumber(
-                    yitong_core::CardNumber::new(CityCode::parse(JINAN).expect("code"), 1)
+                    yitong_core::CardNumber::new(PoolCode::parse(JINAN).expect("code"), 1)
                         .to_string(),
                 )),
             }),
@@ -408,7 +408,7 @@ async fn lookups_by_citizen_id_and_e_voucher_stay_in_the_his_trace() {
             .filter(|received| under_any(&trace, received, &zibo))
             .collect();
         for city in asked {
-            let owner = Owner::City(CityCode::parse(city).expect("code"));
+            let owner = Owner::Pool(PoolCode::parse(city).expect("code"));
             let port = port_of(&net.endpoint(owner, Service::Identity));
             let call = calls
                 .iter()

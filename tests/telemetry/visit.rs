@@ -1,7 +1,7 @@
 //! One outpatient visit as an HIS runs it: identify the patient, register the visit, upload the
 //! fee lines, settle.
 
-use yitong_core::{CardNumber, CityCode, Owner, Service};
+use yitong_core::{CardNumber, Owner, PoolCode, Service};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, credential::Kind};
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
@@ -17,7 +17,7 @@ pub type HisChannel = Traced<Channel>;
 
 /// The channel of the city's level-3 hospital (H<city>00001), the HIS these tests play.
 pub fn his_channel(net: &Sandbox, city: &str, service: Service) -> HisChannel {
-    let owner = Owner::City(CityCode::parse(city).expect("region code"));
+    let owner = Owner::Pool(PoolCode::parse(city).expect("region code"));
     let endpoint = net
         .endpoint(owner, service)
         .parse()
@@ -29,7 +29,7 @@ pub fn his_channel(net: &Sandbox, city: &str, service: Service) -> HisChannel {
 }
 
 pub fn card(city: &str, n: u32) -> Option<Credential> {
-    let number = CardNumber::new(CityCode::parse(city).expect("region code"), n).to_string();
+    let number = CardNumber::new(PoolCode::parse(city).expect("region code"), n).to_string();
     Some(Credential {
         kind: Some(Kind::CardNumber(number)),
     })

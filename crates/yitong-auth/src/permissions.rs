@@ -168,12 +168,12 @@ impl Grant {
 
     fn admits(self, server: Owner, caller: &Caller) -> bool {
         match (self, caller) {
-            (CityInstitution, Caller::Institution(code)) => server == Owner::City(code.city()),
+            (CityInstitution, Caller::Institution(code)) => server == Owner::Pool(code.city()),
             (AnyInstitution, Caller::Institution(_)) => true,
             (OwnBureau, Caller::Bureau(owner)) => *owner == server,
             (AnyBureau, Caller::Bureau(_)) => true,
             (OwnNode, Caller::Node(owner)) => *owner == server,
-            (CityNode, Caller::Node(owner)) => matches!(owner, Owner::City(_)),
+            (CityNode, Caller::Node(owner)) => matches!(owner, Owner::Pool(_)),
             (Operator, Caller::Operator(_)) => true,
             _ => false,
         }
@@ -220,7 +220,7 @@ mod tests {
     // benefit service, and only the clearing house's staff may close a month.
     #[test]
     fn the_serving_owner_is_part_of_every_grant() {
-        let jinan: Owner = Owner::City("370100".parse().unwrap());
+        let jinan: Owner = Owner::Pool("370100".parse().unwrap());
         let zibo_bureau: Caller = "bureau:370300".parse().unwrap();
         let jinan_bureau: Caller = "bureau:370100".parse().unwrap();
         let issue = "/yitong.identity.v1.IdentityService/IssueCard";

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use yitong_core::{Amount, CityCode, Date, MessageId};
+use yitong_core::{Amount, Date, MessageId, PoolCode};
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe};
 use yitong_store::{Store, multi_row_insert, now_ms};
 
@@ -396,7 +396,7 @@ async fn insert_version(
 /// download from version 0 hands an HIS the whole catalog. Does nothing once a version exists.
 pub async fn seed_items(
     store: &Store,
-    city: CityCode,
+    city: PoolCode,
     items: &[Item],
 ) -> Result<usize, sqlx::Error> {
     let mut tx = store.begin_write().await?;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use yitong_core::{CityCode, Date, Invalid};
+use yitong_core::{Date, Invalid, PoolCode};
 use yitong_rpc::invalid_argument;
 use yitong_store::replies::ReplyError;
 
@@ -53,26 +53,26 @@ pub enum CatalogError {
     #[error(
         "no policy of {city} for this insurance type, person type and level is in force on {date}"
     )]
-    NoPolicy { city: CityCode, date: Date },
+    NoPolicy { city: PoolCode, date: Date },
     #[error("no designated institution {0}")]
     NoInstitution(String),
     #[error("city {0} does not take part in cross-city settlement")]
-    CityNotEnabled(CityCode),
+    CityNotEnabled(PoolCode),
     /// A forwarded request about a city other than the receiver's: the networks' files disagree.
     #[error("this node answers for {own} only, not for {asked}")]
-    NotThisCity { own: CityCode, asked: CityCode },
+    NotThisCity { own: PoolCode, asked: PoolCode },
     #[error("message id {0} was already used for a different request")]
     MessageIdReused(String),
     /// The other city answered with a refusal; it reaches the caller unchanged.
     #[error("city {city} answered: {}", status.message())]
-    Remote { city: CityCode, status: Status },
+    Remote { city: PoolCode, status: Status },
     #[error("city {city} cannot be reached")]
-    Unavailable { city: CityCode, status: Status },
+    Unavailable { city: PoolCode, status: Status },
     /// The other city answered what a correct node never makes it answer (its own internal
     /// failure, a permission this node should have had): logged, and INTERNAL to the caller
     /// without the peer's words.
     #[error("city {city} failed: {detail}")]
-    Peer { city: CityCode, detail: String },
+    Peer { city: PoolCode, detail: String },
     #[error("storage failed")]
     Store(#[from] yitong_store::sqlx::Error),
     #[error("stored data is inconsistent: {0}")]

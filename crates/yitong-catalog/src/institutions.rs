@@ -2,7 +2,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
-use yitong_core::{CityCode, Date, InstitutionCode, Invalid};
+use yitong_core::{Date, InstitutionCode, Invalid, PoolCode};
 use yitong_proto::catalog::v1 as pb;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe};
 use yitong_store::{Store, multi_row_insert};
@@ -25,7 +25,7 @@ pub struct SeedInstitution {
 /// Loads the institutions of `city` into an empty registry; does nothing when it has rows.
 pub async fn seed_institutions(
     store: &Store,
-    city: CityCode,
+    city: PoolCode,
     institutions: &[SeedInstitution],
 ) -> Result<usize, sqlx::Error> {
     let mut tx = store.begin_write().await?;
@@ -151,7 +151,7 @@ impl PageToken {
 /// One page of this city's institutions matching `filters`, by code, and the next page's token.
 pub(crate) async fn list(
     conn: &mut AnyConnection,
-    city: CityCode,
+    city: PoolCode,
     filters: &Filters,
     token: Option<&PageToken>,
     page_size: usize,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use yitong_core::{Amount, CityCode, Date, Invalid, MessageId};
+use yitong_core::{Amount, Date, Invalid, MessageId, PoolCode};
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe};
 use yitong_store::{Store, multi_row_insert, now_ms};
 
@@ -29,7 +29,7 @@ pub(crate) struct NewPolicy {
     pub(crate) operator_id: String,
 }
 
-fn policy_from_row(city: CityCode, row: PolicyRow) -> Result<RecordedPolicy, CatalogError> {
+fn policy_from_row(city: PoolCode, row: PolicyRow) -> Result<RecordedPolicy, CatalogError> {
     let (policy_id, insurance_type, person_type, level, deductible, ratio, cap, from, recorded) =
         row;
     let corrupt = |what: &str| CatalogError::Corrupt(format!("policy {policy_id}: {what}"));
@@ -64,7 +64,7 @@ fn policy_from_row(city: CityCode, row: PolicyRow) -> Result<RecordedPolicy, Cat
 /// The version of `key` in force on `date`, with its last day when a later version exists.
 pub(crate) async fn in_force(
     conn: &mut AnyConnection,
-    city: CityCode,
+    city: PoolCode,
     key: PolicyKey,
     date: Date,
 ) -> Result<Option<RecordedPolicy>, CatalogError> {
@@ -121,7 +121,7 @@ async fn next_first_day(
 /// history is never rewritten: a settlement dated before it keeps the version it was priced by.
 pub(crate) async fn record(
     conn: &mut AnyConnection,
-    city: CityCode,
+    city: PoolCode,
     new: &NewPolicy,
     today: Date,
 ) -> Result<(RecordedPolicy, Option<RecordedPolicy>), CatalogError> {
@@ -227,7 +227,7 @@ async fn advance_head(
 
 async fn insert(
     conn: &mut AnyConnection,
-    city: CityCode,
+    city: PoolCode,
     versions: &[PolicyVersion],
     reason: &str,
     operator_id: &str,
@@ -263,7 +263,7 @@ async fn insert(
 /// nothing once the store holds a policy.
 pub async fn seed_policies(
     store: &Store,
-    city: CityCode,
+    city: PoolCode,
     versions: &[PolicyVersion],
 ) -> Result<usize, sqlx::Error> {
     let mut tx = store.begin_write().await?;

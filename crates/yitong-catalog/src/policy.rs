@@ -1,7 +1,7 @@
 //! Reimbursement policies: what the insured city's fund pays, by insurance type, person type and
 //! hospital level, as effective-dated versions.
 
-use yitong_core::{Amount, CityCode, Date, Invalid};
+use yitong_core::{Amount, Date, Invalid, PoolCode};
 use yitong_proto::catalog::v1 as pb;
 use yitong_proto::identity::v1 as identity_pb;
 
@@ -142,7 +142,7 @@ pub struct PolicyVersion {
 
 impl PolicyVersion {
     /// "370100-310-1-3-2025-01-01": the insured city, the key's national codes, the first day.
-    pub fn policy_id(&self, city: CityCode) -> String {
+    pub fn policy_id(&self, city: PoolCode) -> String {
         format!(
             "{city}-{}-{}-{}-{}",
             self.key.insurance_type as i64,
@@ -157,7 +157,7 @@ impl PolicyVersion {
 #[derive(Clone, Debug)]
 pub(crate) struct RecordedPolicy {
     pub(crate) policy_id: String,
-    pub(crate) city: CityCode,
+    pub(crate) city: PoolCode,
     pub(crate) version: PolicyVersion,
     /// The day before the next version's first day; `None` while it is the latest.
     pub(crate) effective_until: Option<Date>,
@@ -222,7 +222,7 @@ mod tests {
             effective_from: yitong_core::parse_date("2025-01-01").unwrap(),
         };
         assert_eq!(
-            version.policy_id(CityCode::parse("370100").unwrap()),
+            version.policy_id(PoolCode::parse("370100").unwrap()),
             "370100-310-2-3-2025-01-01"
         );
     }

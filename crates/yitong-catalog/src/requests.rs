@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use yitong_core::{Amount, CityCode, Date, InstitutionCode, Invalid, MessageId};
+use yitong_core::{Amount, Date, InstitutionCode, Invalid, MessageId, PoolCode};
 use yitong_proto::catalog::v1 as pb;
 
 use crate::catalog::{ChangeSet, Withdrawal};
@@ -36,10 +36,10 @@ fn date_or_today(text: &str, field: &str) -> Result<Date, Invalid> {
 }
 
 /// A region code field where empty means this node's city (`None`).
-fn optional_city(text: &str, field: &str) -> Result<Option<CityCode>, Invalid> {
+fn optional_city(text: &str, field: &str) -> Result<Option<PoolCode>, Invalid> {
     match text {
         "" => Ok(None),
-        text => CityCode::parse(text)
+        text => PoolCode::parse(text)
             .map(Some)
             .map_err(|invalid| invalid.at(field)),
     }
@@ -212,7 +212,7 @@ impl TryFrom<pb::PublishCatalogVersionRequest> for ChangeSet {
 #[derive(Debug)]
 pub(crate) struct PolicyQuery {
     /// `None` for this node's city.
-    pub(crate) city: Option<CityCode>,
+    pub(crate) city: Option<PoolCode>,
     pub(crate) key: PolicyKey,
     pub(crate) date: Date,
 }
@@ -236,7 +236,7 @@ impl TryFrom<&pb::GetPolicyRequest> for PolicyQuery {
 /// A parsed UpsertPolicy request and the city it names.
 #[derive(Debug)]
 pub(crate) struct PolicyUpsert {
-    pub(crate) city: CityCode,
+    pub(crate) city: PoolCode,
     pub(crate) policy: NewPolicy,
 }
 
@@ -252,7 +252,7 @@ impl TryFrom<pb::UpsertPolicyRequest> for PolicyUpsert {
         fn in_policy(field: &'static str) -> impl Fn(Invalid) -> Invalid {
             move |invalid| invalid.at(format!("policy.{field}"))
         }
-        let city = CityCode::parse(&policy.insured_city).map_err(in_policy("insured_city"))?;
+        let city = PoolCode::parse(&policy.insured_city).map_err(in_policy("insured_city"))?;
         let key = PolicyKey::from_wire(
             policy.insurance_type,
             policy.person_type,
@@ -294,7 +294,7 @@ impl TryFrom<pb::UpsertPolicyRequest> for PolicyUpsert {
 #[derive(Debug)]
 pub(crate) struct Listing {
     /// `None` for this node's city.
-    pub(crate) city: Option<CityCode>,
+    pub(crate) city: Option<PoolCode>,
     pub(crate) filters: Filters,
     pub(crate) token: Option<PageToken>,
     pub(crate) page_size: usize,

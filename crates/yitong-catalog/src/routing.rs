@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use tonic::{Request, Status};
-use yitong_core::{CityCode, Network};
+use yitong_core::{Network, PoolCode};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_rpc::{PeerAccess, PeerChannel, PeerFault, peer_channel};
 
@@ -21,7 +21,7 @@ pub(crate) const FORWARDED: &str = "yitong-forwarded";
 #[derive(Debug, thiserror::Error)]
 #[error("catalog endpoint {endpoint} of city {city} is not a usable URL")]
 pub struct PeerEndpointError {
-    pub city: CityCode,
+    pub city: PoolCode,
     pub endpoint: String,
     pub source: tonic::transport::Error,
 }
@@ -29,17 +29,17 @@ pub struct PeerEndpointError {
 /// Catalog clients for every other enabled city.
 #[derive(Debug, Clone)]
 pub(crate) struct Peers {
-    clients: HashMap<CityCode, CatalogServiceClient<PeerChannel>>,
+    clients: HashMap<PoolCode, CatalogServiceClient<PeerChannel>>,
 }
 
 impl Peers {
     pub(crate) fn new(
         network: &Network,
-        own: CityCode,
+        own: PoolCode,
         access: &PeerAccess,
     ) -> Result<Self, PeerEndpointError> {
         let mut clients = HashMap::new();
-        for city in network.enabled_cities().filter(|city| city.code != own) {
+        for city in network.enabled_pools().filter(|city| city.code != own) {
             let channel =
                 peer_channel(&city.catalog, access).map_err(|source| PeerEndpointError {
                     city: city.code,
@@ -52,7 +52,7 @@ impl Peers {
     }
 
     /// A client to `city`'s node; `None` when the city is not enabled.
-    pub(crate) fn client(&self, city: CityCode) -> Option<CatalogServiceClient<PeerChannel>> {
+    pub(crate) fn client(&self, city: PoolCode) -> Option<CatalogServiceClient<PeerChannel>> {
         self.clients.get(&city).cloned()
     }
 }
@@ -70,7 +70,7 @@ pub(crate) fn forwarded<T>(message: T) -> Request<T> {
 /// (an INVALID_ARGUMENT too, when it names only fields of the caller's request, which is sent
 /// on unchanged), silence or a stream broken under the call is UNAVAILABLE, and anything else
 /// is the other city's failure, INTERNAL here.
-pub(crate) fn remote_error(city: CityCode, status: Status) -> CatalogError {
+pub(crate) fn remote_error(city: PoolCode, status: Status) -> CatalogError {
     /// The fields of the requests a node forwards: GetPolicy, GetInstitution, ListInstitutions.
     const FORWARDED_FIELDS: [&str; 13] = [
         "insured_city",
@@ -112,7 +112,7 @@ mod tests {
     /// were passed on as if they were this node's answer).
     #[test]
     fn another_city_s_answers_mean_what_they_say() {
-        let zibo = CityCode::parse("370300").expect("city");
+        let zibo = PoolCode::parse("370300").expect("city");
         let answered = |status| Status::from(remote_error(zibo, status));
         assert_eq!(
             answered(Status::not_found("no designated institution H37030000009")).code(),

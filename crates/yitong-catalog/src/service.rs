@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
-use yitong_core::{CityCode, Invalid, Network};
+use yitong_core::{Invalid, Network, PoolCode};
 use yitong_proto::catalog::v1 as pb;
 use yitong_rpc::{PeerAccess, invalid_argument};
 use yitong_store::Store;
@@ -25,7 +25,7 @@ const PAGES_BUFFERED_MAX: usize = 2;
 /// The catalog service of one city.
 #[derive(Debug, Clone)]
 pub struct CatalogNode {
-    city: CityCode,
+    city: PoolCode,
     store: Store,
     network: Arc<Network>,
     peers: Peers,
@@ -35,7 +35,7 @@ impl CatalogNode {
     /// A node for `city` on `store`, with clients (bounded by `limits`) to the other enabled
     /// cities' catalog nodes for the questions only they can answer.
     pub fn new(
-        city: CityCode,
+        city: PoolCode,
         store: Store,
         network: Arc<Network>,
         access: &PeerAccess,
@@ -49,7 +49,7 @@ impl CatalogNode {
         })
     }
 
-    pub fn city(&self) -> CityCode {
+    pub fn city(&self) -> PoolCode {
         self.city
     }
 
@@ -62,10 +62,10 @@ impl CatalogNode {
     /// request is only ever about this node's city.
     fn route(
         &self,
-        city: Option<CityCode>,
+        city: Option<PoolCode>,
         field: &str,
         forwarded: bool,
-    ) -> Result<Option<CityCode>, CatalogError> {
+    ) -> Result<Option<PoolCode>, CatalogError> {
         let Some(city) = city.filter(|city| *city != self.city) else {
             return Ok(None);
         };
@@ -75,7 +75,7 @@ impl CatalogNode {
                 asked: city,
             });
         }
-        match self.network.city(city) {
+        match self.network.pool(city) {
             None => Err(Invalid::new(field, format!("no city {city} in the network")).into()),
             Some(known) if !known.enabled => Err(CatalogError::CityNotEnabled(city)),
             Some(_) => Ok(Some(city)),
@@ -84,7 +84,7 @@ impl CatalogNode {
 
     fn peer(
         &self,
-        city: CityCode,
+        city: PoolCode,
     ) -> Result<
         pb::catalog_service_client::CatalogServiceClient<yitong_rpc::PeerChannel>,
         CatalogError,

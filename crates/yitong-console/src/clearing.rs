@@ -76,7 +76,7 @@ fn period_of(year: Option<u32>, month: Option<u32>) -> ClearingPeriod {
 fn city_for(console: &Shared, signed: &Signed, named: Option<&str>) -> Result<String, Response> {
     signed.require(&[Role::Bureau, Role::ClearingHouse])?;
     match signed.caller() {
-        Caller::Bureau(Owner::City(own)) => {
+        Caller::Bureau(Owner::Pool(own)) => {
             let own = own.to_string();
             match named {
                 Some(named) if !named.is_empty() && named != own => {
@@ -89,7 +89,7 @@ fn city_for(console: &Shared, signed: &Signed, named: Option<&str>) -> Result<St
             Some(named) if !named.is_empty() => {
                 if console
                     .network
-                    .enabled_cities()
+                    .enabled_pools()
                     .any(|city| city.code.to_string() == named)
                 {
                     Ok(named.to_owned())
@@ -99,7 +99,7 @@ fn city_for(console: &Shared, signed: &Signed, named: Option<&str>) -> Result<St
             }
             _ => Ok(console
                 .network
-                .enabled_cities()
+                .enabled_pools()
                 .next()
                 .map(|city| city.code.to_string())
                 .unwrap_or_default()),
@@ -364,7 +364,7 @@ fn change_form(
 /// The bureau's own city: every clearing change is made for it alone.
 fn own_city(signed: &Signed) -> Result<String, Response> {
     match signed.caller() {
-        Caller::Bureau(Owner::City(city)) => Ok(city.to_string()),
+        Caller::Bureau(Owner::Pool(city)) => Ok(city.to_string()),
         _ => Err(signed.fail(StatusCode::FORBIDDEN, signed.lang.t("forbidden"))),
     }
 }

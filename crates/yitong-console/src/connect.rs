@@ -63,10 +63,10 @@ impl NetworkConnect {
     fn url(&self, owner: Owner, service: Service) -> anyhow::Result<String> {
         match owner {
             Owner::ClearingHouse => Ok(self.network.clearing_house.ledger.clone()),
-            Owner::City(code) => {
+            Owner::Pool(code) => {
                 let city = self
                     .network
-                    .city(code)
+                    .pool(code)
                     .with_context(|| format!("the network has no city {code}"))?;
                 Ok(self.network.endpoint(city, service))
             }

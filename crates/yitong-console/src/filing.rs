@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use yitong_core::{CityCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::settlement::v1::filing_service_client::FilingServiceClient;
 use yitong_proto::settlement::v1::{
     CancelFilingRequest, FileFilingRequest, Filing, FilingKind, FilingStatus, ListFilingsRequest,
@@ -36,9 +36,9 @@ pub struct PersonQuery {
 }
 
 /// The bureau's own city; anyone else may not see filings here.
-fn own_city(signed: &Signed) -> Result<CityCode, Response> {
+fn own_city(signed: &Signed) -> Result<PoolCode, Response> {
     match signed.caller() {
-        Caller::Bureau(Owner::City(city)) => Ok(*city),
+        Caller::Bureau(Owner::Pool(city)) => Ok(*city),
         _ => Err(signed.fail(StatusCode::FORBIDDEN, signed.lang.t("forbidden"))),
     }
 }
@@ -46,11 +46,11 @@ fn own_city(signed: &Signed) -> Result<CityCode, Response> {
 fn client(
     console: &Shared,
     signed: &Signed,
-    city: CityCode,
+    city: PoolCode,
 ) -> Result<FilingServiceClient<crate::GrpcChannel>, Response> {
     Ok(FilingServiceClient::new(signed.channel(
         console,
-        Owner::City(city),
+        Owner::Pool(city),
         Service::Settlement,
     )?))
 }
@@ -80,7 +80,7 @@ pub async fn page(
 async fn show(
     console: &Shared,
     signed: &Signed,
-    city: CityCode,
+    city: PoolCode,
     person: &str,
     notice: Option<&Filing>,
 ) -> Response {
@@ -165,7 +165,7 @@ fn filing_table(console: &Shared, signed: &Signed, person: &str, filings: &[Fili
     }
 }
 
-fn file_form(console: &Shared, signed: &Signed, city: CityCode, person: &str) -> Markup {
+fn file_form(console: &Shared, signed: &Signed, city: PoolCode, person: &str) -> Markup {
     let lang = signed.lang;
     let today = text::today().format("%Y-%m-%d").to_string();
     html! {
@@ -181,7 +181,7 @@ fn file_form(console: &Shared, signed: &Signed, city: CityCode, person: &str) ->
             }
             label for="treatment_city" { (lang.t("treatment_city")) }
             select #treatment_city name="treatment_city" {
-                @for other in console.network.enabled_cities().filter(|other| other.code != city) {
+                @for other in console.network.enabled_pools().filter(|other| other.code != city) {
                     option value=(other.code.to_string()) { (city_name(console, &other.code.to_string(), lang)) }
                 }
             }

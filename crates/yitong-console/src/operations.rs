@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use yitong_core::{CityCode, Owner, Service};
+use yitong_core::{Owner, PoolCode, Service};
 use yitong_proto::settlement::v1::Settlement;
 use yitong_rpc::Caller;
 
@@ -203,9 +203,9 @@ pub async fn page(State(console): State<Shared>, signed: Signed) -> Response {
         return refusal;
     }
     let lang = signed.lang;
-    let cities: Vec<CityCode> = console
+    let cities: Vec<PoolCode> = console
         .network
-        .enabled_cities()
+        .enabled_pools()
         .map(|city| city.code)
         .collect();
     // The checks run together: a node that does not answer costs its timeout once, not once
@@ -214,7 +214,7 @@ pub async fn page(State(console): State<Shared>, signed: Signed) -> Response {
         .iter()
         .flat_map(|city| {
             [Service::Identity, Service::Catalog, Service::Settlement]
-                .map(|service| (Owner::City(*city), service))
+                .map(|service| (Owner::Pool(*city), service))
         })
         .collect();
     nodes.push((Owner::ClearingHouse, Service::Ledger));
@@ -263,7 +263,7 @@ pub async fn page(State(console): State<Shared>, signed: Signed) -> Response {
         .format("%Y-%m-%d")
         .to_string();
     let mut in_doubt: Vec<Settlement> = Vec::new();
-    let mut in_doubt_errors: Vec<(CityCode, String)> = Vec::new();
+    let mut in_doubt_errors: Vec<(PoolCode, String)> = Vec::new();
     for city in &cities {
         match crate::search::in_doubt_at(&console, &signed, *city, &from, &to).await {
             Ok(found) => in_doubt.extend(found),
@@ -271,12 +271,12 @@ pub async fn page(State(console): State<Shared>, signed: Signed) -> Response {
         }
     }
     let owner_name = |owner: &Owner| match owner {
-        Owner::City(city) => city_name(&console, &city.to_string(), lang),
+        Owner::Pool(city) => city_name(&console, &city.to_string(), lang),
         Owner::ClearingHouse => lang.t("clearing_house").to_owned(),
     };
     // The metrics name an owner by its code, "370300" or "clearing".
-    let owner_label = |owner: &str| match owner.parse::<CityCode>() {
-        Ok(city) => owner_name(&Owner::City(city)),
+    let owner_label = |owner: &str| match owner.parse::<PoolCode>() {
+        Ok(city) => owner_name(&Owner::Pool(city)),
         Err(_) if owner == "clearing" => owner_name(&Owner::ClearingHouse),
         Err(_) => owner.to_owned(),
     };

@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{Datelike, NaiveDate};
 use maud::{Markup, html};
-use yitong_core::{CityCode, Owner};
+use yitong_core::{Owner, PoolCode};
 use yitong_proto::ledger::v1::{
     FundDay, GetBalancesRequest, GetDailyActivityRequest, PairDay, PrepaidFund, ReconciliationDay,
     ReconciliationResult,
@@ -61,12 +61,12 @@ fn date_text(date: NaiveDate) -> String {
 
 /// The cities whose figures a staff member sees: a bureau its own, the clearing house and
 /// operators every enabled city.
-fn cities_of(console: &Shared, caller: &Caller) -> Vec<CityCode> {
+fn cities_of(console: &Shared, caller: &Caller) -> Vec<PoolCode> {
     match caller.city() {
         Some(city) => vec![city],
         None => console
             .network
-            .enabled_cities()
+            .enabled_pools()
             .map(|city| city.code)
             .collect(),
     }
@@ -149,7 +149,7 @@ pub async fn page(
     // A bureau's own settlements in doubt, from its settlement service: those the ledger may
     // not even have heard of yet (a node that could not reach it).
     let in_doubt: Result<Vec<Settlement>, String> = match signed.caller() {
-        Caller::Bureau(Owner::City(city)) => {
+        Caller::Bureau(Owner::Pool(city)) => {
             crate::search::in_doubt_at(
                 &console,
                 &signed,
@@ -166,7 +166,7 @@ pub async fn page(
     let month_sums = by_pair(&activity.pairs, |_| true);
     let matrix_cities: Vec<String> = console
         .network
-        .enabled_cities()
+        .enabled_pools()
         .map(|city| city.code.to_string())
         .collect();
     let previous = first.pred_opt().map(|day| day.format("%Y-%m").to_string());

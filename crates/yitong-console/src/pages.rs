@@ -473,7 +473,7 @@ pub fn city_name(console: &Shared, code: &str, lang: Lang) -> String {
     let city = code
         .parse()
         .ok()
-        .and_then(|code| console.network.city(code));
+        .and_then(|code| console.network.pool(code));
     match city {
         Some(city) => match lang {
             Lang::Zh => format!("{} {}", city.name_zh, code),

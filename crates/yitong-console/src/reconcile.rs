@@ -94,7 +94,7 @@ fn form(signed: &Signed, date: &str) -> Markup {
 /// office its institution.
 fn scope_of(caller: &Caller) -> Option<Subject> {
     match caller {
-        Caller::Bureau(Owner::City(city)) => Some(Subject::TreatmentCity(city.to_string())),
+        Caller::Bureau(Owner::Pool(city)) => Some(Subject::TreatmentCity(city.to_string())),
         Caller::Institution(code) => Some(Subject::InstitutionCode(code.as_str().to_owned())),
         _ => None,
     }
@@ -220,7 +220,7 @@ async fn own_rows(
         .caller()
         .city()
         .expect("bureaus and institutions have a city");
-    let owner = Owner::City(city);
+    let owner = Owner::Pool(city);
     let institutions: Vec<String> = match signed.caller() {
         Caller::Institution(code) => vec![code.as_str().to_owned()],
         _ => {

@@ -5,7 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use yitong_core::{CityCode, InstitutionCode, Owner, Service};
+use yitong_core::{InstitutionCode, Owner, PoolCode, Service};
 use yitong_proto::catalog::v1::ListInstitutionsRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::settlement::v1::get_settlement_request::Key;
@@ -42,16 +42,16 @@ pub struct SearchQuery {
 }
 
 /// The city a settlement id names: "T370300..." or "C370300...".
-fn city_of_settlement(id: &str) -> Option<CityCode> {
+fn city_of_settlement(id: &str) -> Option<PoolCode> {
     id.get(1..7)?.parse().ok()
 }
 
 /// The treatment city whose settlement service a staff member asks: its own for a bureau or an
 /// institution (another city's records are not theirs to see, whatever the URL names); for an
 /// operator the city the id or the institution names.
-fn city_to_ask(signed: &Signed, named: Option<CityCode>) -> Result<CityCode, Response> {
+fn city_to_ask(signed: &Signed, named: Option<PoolCode>) -> Result<PoolCode, Response> {
     match signed.caller() {
-        Caller::Bureau(Owner::City(city)) => Ok(*city),
+        Caller::Bureau(Owner::Pool(city)) => Ok(*city),
         Caller::Institution(code) => Ok(code.city()),
         Caller::Operator(_) => {
             named.ok_or_else(|| signed.fail(StatusCode::NOT_FOUND, signed.lang.t("not_found")))
@@ -71,11 +71,11 @@ fn institution_for(signed: &Signed, named: &str) -> String {
 fn settlements_client(
     console: &Shared,
     signed: &Signed,
-    city: CityCode,
+    city: PoolCode,
 ) -> Result<SettlementServiceClient<crate::GrpcChannel>, Response> {
     Ok(SettlementServiceClient::new(signed.channel(
         console,
-        Owner::City(city),
+        Owner::Pool(city),
         Service::Settlement,
     )?))
 }
@@ -88,7 +88,7 @@ fn settlements_client(
 async fn find_settlement(
     console: &Shared,
     signed: &Signed,
-    city: CityCode,
+    city: PoolCode,
     key: Key,
     institution: &str,
 ) -> Result<Option<Settlement>, Response> {
@@ -130,11 +130,11 @@ async fn find_settlement(
 async fn institutions_of(
     console: &Shared,
     signed: &Signed,
-    city: CityCode,
+    city: PoolCode,
 ) -> Result<Vec<String>, tonic::Status> {
     let channel = console
         .connect
-        .channel(signed.caller(), Owner::City(city), Service::Catalog)
+        .channel(signed.caller(), Owner::Pool(city), Service::Catalog)
         .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
     let mut catalog = CatalogServiceClient::new(channel);
     let mut codes = Vec::new();
@@ -418,11 +418,11 @@ pub async fn show(
 pub(crate) async fn in_doubt_at(
     console: &Shared,
     signed: &Signed,
-    city: CityCode,
+    city: PoolCode,
     from: &str,
     to: &str,
 ) -> Result<Vec<Settlement>, String> {
-    let owner = Owner::City(city);
+    let owner = Owner::Pool(city);
     let institutions = institutions_of(console, signed, city)
         .await
         .map_err(|status| status.message().to_owned())?;

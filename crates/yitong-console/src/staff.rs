@@ -55,7 +55,7 @@ impl Staff {
     pub fn role(&self) -> Role {
         match &self.acts_as {
             Caller::Bureau(Owner::ClearingHouse) => Role::ClearingHouse,
-            Caller::Bureau(Owner::City(_)) => Role::Bureau,
+            Caller::Bureau(Owner::Pool(_)) => Role::Bureau,
             Caller::Institution(_) => Role::Finance,
             _ => Role::Operator,
         }

@@ -1,4 +1,4 @@
-//! Region codes of the cities in the circle.
+//! Region codes of the cities in the circle, the hosts of pools.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,8 +7,10 @@ use crate::Invalid;
 
 /// A six-digit national administrative division code of a prefecture-level city ("370100").
 ///
-/// Parsing checks the form only; whether the city belongs to the network is the network
-/// configuration's business (see [`crate::Network`]).
+/// A city hosts one pool or more ([`crate::PoolCode`]); its code is the key of nothing that
+/// insures or pays, only of what is grouped by city: the pools a city hosts, figures summed
+/// per city, the metrics' `city` label. Parsing checks the form only; whether the city belongs
+/// to the network is the network configuration's business (see [`crate::Network`]).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CityCode(u32);
 

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use crate::{CityCode, Invalid};
+use crate::{Invalid, PoolCode};
 
-/// A person number (national psn_no): the insured city's region code and a ten-digit serial.
+/// A person number (national psn_no): the insured pool's region code and a ten-digit serial.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct PersonNo(String);
 
@@ -13,22 +13,23 @@ impl PersonNo {
         if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(Invalid::new(
                 "",
-                "must be 16 digits: a city region code and a ten-digit serial",
+                "must be 16 digits: a pool region code and a ten-digit serial",
             ));
         }
-        CityCode::parse(&text[..6])
-            .map_err(|_| Invalid::new("", "must start with the insured city's region code"))?;
+        PoolCode::parse(&text[..6])
+            .map_err(|_| Invalid::new("", "must start with the insured pool's region code"))?;
         Ok(PersonNo(text.to_owned()))
     }
 
-    pub fn new(insured_city: CityCode, serial: u64) -> Self {
+    pub fn new(insured_city: PoolCode, serial: u64) -> Self {
         assert!(serial < 10_000_000_000, "person serials have ten digits");
         PersonNo(format!("{insured_city}{serial:010}"))
     }
 
-    /// The city that insures the person.
-    pub fn insured_city(&self) -> CityCode {
-        CityCode::parse(&self.0[..6]).expect("validated at parse")
+    /// The pool that insures the person (named city in code and on the wire, as the national
+    /// insuplc_admdvs names the pool's region).
+    pub fn insured_city(&self) -> PoolCode {
+        PoolCode::parse(&self.0[..6]).expect("validated at parse")
     }
 
     pub fn as_str(&self) -> &str {
@@ -43,7 +44,8 @@ impl fmt::Display for PersonNo {
 }
 
 /// A designated institution's code (national fixmedins_code): "H" for a hospital or "P" for a
-/// pharmacy, the city's region code, and a five-digit serial ("H37030000007").
+/// pharmacy, the region code of the pool that designated it, and a five-digit serial
+/// ("H37030000007").
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct InstitutionCode(String);
 
@@ -53,19 +55,20 @@ impl InstitutionCode {
         let well_formed = bytes.len() == 12
             && matches!(bytes[0], b'H' | b'P')
             && bytes[1..].iter().all(u8::is_ascii_digit)
-            && CityCode::parse(&text[1..7]).is_ok();
+            && PoolCode::parse(&text[1..7]).is_ok();
         if !well_formed {
             return Err(Invalid::new(
                 "",
-                "must be H or P, a city region code and five digits, such as H37030000007",
+                "must be H or P, a pool region code and five digits, such as H37030000007",
             ));
         }
         Ok(InstitutionCode(text.to_owned()))
     }
 
-    /// The city whose bureau designated the institution: its treatment city.
-    pub fn city(&self) -> CityCode {
-        CityCode::parse(&self.0[1..7]).expect("validated at parse")
+    /// The pool whose bureau designated the institution: its treatment pool (named city in
+    /// code and on the wire, as the national mdtrtarea_admvs names the pool's region).
+    pub fn city(&self) -> PoolCode {
+        PoolCode::parse(&self.0[1..7]).expect("validated at parse")
     }
 
     pub fn as_str(&self) -> &str {
@@ -139,10 +142,18 @@ mod tests {
                 .to_string(),
             "370300"
         );
+        // An institution of a city's second pool carries the pool's code.
+        assert_eq!(
+            InstitutionCode::parse("H37059000001")
+                .unwrap()
+                .city()
+                .to_string(),
+            "370590"
+        );
         for bad in [
             "X37030000007",
             "H3703000007",
-            "H37030200007",
+            "H07030000007",
             "h37030000007",
         ] {
             assert!(InstitutionCode::parse(bad).is_err(), "{bad}");

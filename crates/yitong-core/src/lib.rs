@@ -12,6 +12,7 @@ mod ids;
 mod invalid;
 mod money;
 mod network;
+mod pool;
 mod report;
 mod service;
 
@@ -22,6 +23,7 @@ pub use date::{Date, china, date_of_ms, parse_date, today};
 pub use ids::{InstitutionCode, MessageId, PersonNo};
 pub use invalid::Invalid;
 pub use money::Amount;
-pub use network::{City, ClearingHouse, Network, NetworkError};
+pub use network::{ClearingHouse, Network, NetworkError, Pool};
+pub use pool::PoolCode;
 pub use report::cause_chain;
 pub use service::{Owner, Service};

@@ -1,22 +1,55 @@
-//! The network: which cities take part, where each node listens, and the clearing house.
+//! The network: which pools take part, the cities that host them, where each pool's node
+//! listens, and the clearing house.
 //!
 //! Nodes find each other only through this file (`seeds/network.toml` for `yitong dev`), never
-//! through hard-coded ports. Enabling a city is a change here and in the seeds, never in code.
+//! through hard-coded ports. Enabling a city or a pool is a change here and in the seeds, never
+//! in code.
+//!
+//! The file lists pools (`[[pool]]`: its admdvs code, names, the city that hosts it, its node's
+//! endpoints). A file written before pools, one `[[city]]` per city, still reads: each city is
+//! its own pool, with the city's code. The two may be mixed.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::{Amount, CityCode, Service};
+use crate::{Amount, CityCode, PoolCode, Service};
 
 /// The whole network as every node sees it.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "NetworkFile")]
 pub struct Network {
     pub clearing_house: ClearingHouse,
-    /// Every city of the circle, enabled or not.
-    #[serde(rename = "city")]
-    pub cities: Vec<City>,
+    /// Every pool of the network, enabled or not, in file order (`[[city]]` entries first).
+    pub pools: Vec<Pool>,
+}
+
+/// The file as written: pools, and the one-pool cities of files written before pools.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkFile {
+    clearing_house: ClearingHouse,
+    #[serde(default, rename = "city")]
+    cities: Vec<CityEntry>,
+    #[serde(default, rename = "pool")]
+    pools: Vec<Pool>,
+}
+
+impl TryFrom<NetworkFile> for Network {
+    type Error = String;
+
+    fn try_from(file: NetworkFile) -> Result<Self, String> {
+        let pools = file
+            .cities
+            .into_iter()
+            .map(Pool::from)
+            .chain(file.pools)
+            .collect();
+        Ok(Network {
+            clearing_house: file.clearing_house,
+            pools,
+        })
+    }
 }
 
 /// The provincial platform that runs the shared ledger.
@@ -28,26 +61,32 @@ pub struct ClearingHouse {
     pub ledger: String,
 }
 
-/// One city of the circle and its nodes.
+/// One pooling region (统筹区) of the network and the node that serves it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct City {
-    pub code: CityCode,
-    /// English name, used in logs and the command line ("Zibo").
+pub struct Pool {
+    /// The pool's admdvs code: the prefix of its cards, persons and institutions, the key of
+    /// its catalog, policy and ledger accounts.
+    pub code: PoolCode,
+    /// English name, used in logs and the command line ("Zibo", "Shengli Oilfield").
     pub name: String,
-    /// Chinese name, used in statements ("淄博").
+    /// Chinese name, used in statements and institutions' names ("淄博", "胜利油田").
     pub name_zh: String,
-    /// Whether the city settles cross-city claims now. A defined but disabled city is known
-    /// (its codes are recognised) but refused as a treatment or insured city.
+    /// The city that hosts the pool; a city's own pool has the city's code. What is grouped by
+    /// city (figures per city, the metrics' `city` label) goes by it; nothing that insures or
+    /// pays does.
+    pub city: CityCode,
+    /// Whether the pool settles cross-pool claims now. A defined but disabled pool is known
+    /// (its codes are recognised) but refused as a treatment or insured pool.
     pub enabled: bool,
-    /// Endpoints of the city's services, "http://host:port".
+    /// Endpoints of the pool's services, "http://host:port".
     pub identity: String,
     pub catalog: String,
     pub settlement: String,
-    /// Base64 of the city's Ed25519 public key, with which every city verifies the e-vouchers
-    /// (scan codes) this city signs.
+    /// Base64 of the pool's Ed25519 public key, with which every pool verifies the e-vouchers
+    /// (scan codes) this pool signs.
     pub e_voucher_key: String,
-    /// Low-balance threshold of the city's prepaid fund at the clearing house, a yuan string in
+    /// Low-balance threshold of the pool's prepaid fund at the clearing house, a yuan string in
     /// the file ("500000.00"), parsed when the file is loaded. When the fund's available amount
     /// falls below it the ledger flags the fund and the next statement names the top-up due; a
     /// claim is never refused for it. Absent means zero.
@@ -55,7 +94,40 @@ pub struct City {
     pub prepaid_low_balance: Option<Amount>,
 }
 
-impl City {
+/// A `[[city]]` of a file written before pools: the city's own pool.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CityEntry {
+    code: CityCode,
+    name: String,
+    name_zh: String,
+    enabled: bool,
+    identity: String,
+    catalog: String,
+    settlement: String,
+    e_voucher_key: String,
+    #[serde(default, deserialize_with = "threshold")]
+    prepaid_low_balance: Option<Amount>,
+}
+
+impl From<CityEntry> for Pool {
+    fn from(city: CityEntry) -> Self {
+        Pool {
+            code: city.code.into(),
+            name: city.name,
+            name_zh: city.name_zh,
+            city: city.code,
+            enabled: city.enabled,
+            identity: city.identity,
+            catalog: city.catalog,
+            settlement: city.settlement,
+            e_voucher_key: city.e_voucher_key,
+            prepaid_low_balance: city.prepaid_low_balance,
+        }
+    }
+}
+
+impl Pool {
     /// The prepaid fund's low-balance threshold, zero when the file names none.
     pub fn prepaid_low_balance(&self) -> Amount {
         self.prepaid_low_balance.unwrap_or(Amount::ZERO)
@@ -116,20 +188,34 @@ impl Network {
     }
 
     fn check(&self) -> Result<(), NetworkError> {
-        let mut codes: Vec<CityCode> = self.cities.iter().map(|city| city.code).collect();
+        let mut codes: Vec<PoolCode> = self.pools.iter().map(|pool| pool.code).collect();
         codes.sort();
-        if codes.windows(2).any(|pair| pair[0] == pair[1]) {
-            return Err(NetworkError::Inconsistent(
-                "a city code appears twice".into(),
-            ));
+        if let Some(pair) = codes.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(NetworkError::Inconsistent(format!(
+                "pool code {} appears twice",
+                pair[0]
+            )));
         }
-        if !self.cities.iter().any(|city| city.enabled) {
-            return Err(NetworkError::Inconsistent("no city is enabled".into()));
+        if !self.pools.iter().any(|pool| pool.enabled) {
+            return Err(NetworkError::Inconsistent("no pool is enabled".into()));
+        }
+        // A city is known by its own pool, whose code is the city's: a pool hosted by a city
+        // the file does not hold would be grouped under nothing.
+        for pool in &self.pools {
+            if self
+                .pool(pool.city.into())
+                .is_none_or(|own| own.city != pool.city)
+            {
+                return Err(NetworkError::Inconsistent(format!(
+                    "pool {} is hosted by city {}, which has no pool of its own code here",
+                    pool.code, pool.city
+                )));
+            }
         }
         let endpoints = self
-            .cities
+            .pools
             .iter()
-            .flat_map(|city| [&city.identity, &city.catalog, &city.settlement])
+            .flat_map(|pool| [&pool.identity, &pool.catalog, &pool.settlement])
             .chain([&self.clearing_house.ledger]);
         for endpoint in endpoints {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
@@ -141,41 +227,62 @@ impl Network {
         Ok(())
     }
 
-    /// A city of the circle, enabled or not.
-    pub fn city(&self, code: CityCode) -> Option<&City> {
-        self.cities.iter().find(|city| city.code == code)
+    /// A pool of the network, enabled or not.
+    pub fn pool(&self, code: PoolCode) -> Option<&Pool> {
+        self.pools.iter().find(|pool| pool.code == code)
     }
 
-    /// The cities that settle now, in file order.
-    pub fn enabled_cities(&self) -> impl Iterator<Item = &City> {
-        self.cities.iter().filter(|city| city.enabled)
+    /// The pools that settle now, in file order.
+    pub fn enabled_pools(&self) -> impl Iterator<Item = &Pool> {
+        self.pools.iter().filter(|pool| pool.enabled)
     }
 
-    /// Where a city's service listens; the ledger belongs to the clearing house whatever the city.
-    pub fn endpoint(&self, city: &City, service: Service) -> String {
+    /// The cities that host the network's pools, each once, in the order of their own pools.
+    pub fn cities(&self) -> Vec<CityCode> {
+        let mut cities: Vec<CityCode> = Vec::new();
+        for pool in &self.pools {
+            if !cities.contains(&pool.city) {
+                cities.push(pool.city);
+            }
+        }
+        cities
+    }
+
+    /// The city that hosts a pool of the network.
+    pub fn city_of(&self, code: PoolCode) -> Option<CityCode> {
+        self.pool(code).map(|pool| pool.city)
+    }
+
+    /// The pools a city hosts, enabled or not, in file order.
+    pub fn pools_of(&self, city: CityCode) -> impl Iterator<Item = &Pool> {
+        self.pools.iter().filter(move |pool| pool.city == city)
+    }
+
+    /// Where a pool's service listens; the ledger belongs to the clearing house whatever the pool.
+    pub fn endpoint(&self, pool: &Pool, service: Service) -> String {
         match service {
-            Service::Identity => city.identity.clone(),
-            Service::Catalog => city.catalog.clone(),
-            Service::Settlement => city.settlement.clone(),
+            Service::Identity => pool.identity.clone(),
+            Service::Catalog => pool.catalog.clone(),
+            Service::Settlement => pool.settlement.clone(),
             Service::Ledger => self.clearing_house.ledger.clone(),
         }
     }
 
-    /// Points a service of a city elsewhere, for networks whose ports are chosen at start-up.
-    pub fn set_endpoint(&mut self, code: CityCode, service: Service, endpoint: String) {
+    /// Points a service of a pool elsewhere, for networks whose ports are chosen at start-up.
+    pub fn set_endpoint(&mut self, code: PoolCode, service: Service, endpoint: String) {
         if service == Service::Ledger {
             self.clearing_house.ledger = endpoint;
             return;
         }
-        let city = self
-            .cities
+        let pool = self
+            .pools
             .iter_mut()
-            .find(|city| city.code == code)
-            .expect("city is in the network");
+            .find(|pool| pool.code == code)
+            .expect("pool is in the network");
         match service {
-            Service::Identity => city.identity = endpoint,
-            Service::Catalog => city.catalog = endpoint,
-            Service::Settlement => city.settlement = endpoint,
+            Service::Identity => pool.identity = endpoint,
+            Service::Catalog => pool.catalog = endpoint,
+            Service::Settlement => pool.settlement = endpoint,
             Service::Ledger => unreachable!("handled above"),
         }
     }
@@ -215,9 +322,9 @@ mod tests {
     #[test]
     fn reads_cities_and_endpoints() {
         let network = Network::from_toml(TWO_CITIES).unwrap();
-        let taian = network.city(CityCode::parse("370900").unwrap()).unwrap();
+        let taian = network.pool(PoolCode::parse("370900").unwrap()).unwrap();
         assert!(!taian.enabled);
-        assert_eq!(network.enabled_cities().count(), 1);
+        assert_eq!(network.enabled_pools().count(), 1);
         assert_eq!(
             network.endpoint(taian, Service::Ledger),
             "http://127.0.0.1:7400"
@@ -234,9 +341,9 @@ mod tests {
             1,
         );
         let network = Network::from_toml(&with).unwrap();
-        let jinan = network.city(CityCode::parse("370100").unwrap()).unwrap();
+        let jinan = network.pool(PoolCode::parse("370100").unwrap()).unwrap();
         assert_eq!(jinan.prepaid_low_balance(), Amount::from_fen(50_000_050));
-        let taian = network.city(CityCode::parse("370900").unwrap()).unwrap();
+        let taian = network.pool(PoolCode::parse("370900").unwrap()).unwrap();
         assert_eq!(taian.prepaid_low_balance(), Amount::ZERO);
         for bad in ["-1.00", "1.234", "lots", ""] {
             let text = TWO_CITIES.replacen(
@@ -255,9 +362,66 @@ mod tests {
         .unwrap();
         assert!(
             seeded
-                .enabled_cities()
+                .enabled_pools()
                 .all(|city| city.prepaid_low_balance() == Amount::from_fen(50_000_000))
         );
+    }
+
+    const SECOND_POOL: &str = r#"
+        [[pool]]
+        code = "370990"
+        name = "Tai'an Mines"
+        name_zh = "泰安矿区"
+        city = "370900"
+        enabled = true
+        identity = "http://127.0.0.1:7191"
+        catalog = "http://127.0.0.1:7192"
+        settlement = "http://127.0.0.1:7193"
+        e_voucher_key = "AAAA"
+    "#;
+
+    // Proves a file written before pools reads as one pool per city, hosted by the city, and
+    // that a `[[pool]]` of a city's second pool reads beside them, grouped under its city.
+    #[test]
+    fn cities_are_their_own_pools_and_a_city_may_host_more() {
+        let legacy = Network::from_toml(TWO_CITIES).unwrap();
+        for pool in &legacy.pools {
+            assert_eq!(pool.code, PoolCode::from(pool.city));
+        }
+        let text = format!("{TWO_CITIES}{SECOND_POOL}");
+        let network = Network::from_toml(&text).unwrap();
+        let taian = CityCode::parse("370900").unwrap();
+        let mines = PoolCode::parse("370990").unwrap();
+        assert_eq!(network.pools.len(), 3);
+        assert_eq!(network.city_of(mines), Some(taian));
+        assert_eq!(
+            network
+                .pools_of(taian)
+                .map(|pool| pool.code.to_string())
+                .collect::<Vec<_>>(),
+            ["370900", "370990"]
+        );
+        assert_eq!(network.cities().len(), 2);
+        assert_eq!(network.enabled_pools().count(), 2);
+
+        // A pool whose host has no pool of its own in the file is refused.
+        let orphan = SECOND_POOL.replace("city = \"370900\"", "city = \"371500\"");
+        assert!(matches!(
+            Network::from_toml(&format!("{TWO_CITIES}{orphan}")),
+            Err(NetworkError::Inconsistent(_))
+        ));
+        // A pool's host must be a city code (ending in 00), its code need not be.
+        let district = SECOND_POOL.replace("city = \"370900\"", "city = \"370902\"");
+        assert!(matches!(
+            Network::from_toml(&format!("{TWO_CITIES}{district}")),
+            Err(NetworkError::Parse { .. })
+        ));
+        // The same code as a `[[city]]` and a `[[pool]]` is a pool twice.
+        let twice = SECOND_POOL.replace("code = \"370990\"", "code = \"370900\"");
+        assert!(matches!(
+            Network::from_toml(&format!("{TWO_CITIES}{twice}")),
+            Err(NetworkError::Inconsistent(_))
+        ));
     }
 
     // Proves a duplicated city code is refused.

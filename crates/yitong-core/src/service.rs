@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::CityCode;
+use crate::PoolCode;
 
 /// A Yitong service; each owns its own tables.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -37,18 +37,20 @@ impl fmt::Display for Service {
     }
 }
 
-/// Who runs an instance of a service: a city, or the clearing house (which runs the ledger).
+/// Who runs an instance of a service: a pool (its node), or the clearing house (which runs the
+/// ledger).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Owner {
-    City(CityCode),
+    Pool(PoolCode),
     ClearingHouse,
 }
 
 impl fmt::Display for Owner {
-    /// The name used for the owner's storage: "370100" or "clearing".
+    /// The name used for the owner's storage: "370100" or "clearing". A city's own pool has the
+    /// city's code, so the stores a city's node kept before pools are the same stores.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Owner::City(code) => write!(f, "{code}"),
+            Owner::Pool(code) => write!(f, "{code}"),
             Owner::ClearingHouse => f.write_str("clearing"),
         }
     }

@@ -10,7 +10,7 @@
 //! code (an institution of it, the city itself), so the rest of the message is fuzzed past the
 //! check; the other half keep the field as generated, and reach the refusal.
 
-use yitong_core::{CityCode, InstitutionCode, Owner};
+use yitong_core::{InstitutionCode, Owner, PoolCode};
 use yitong_proto::catalog::v1 as catalog;
 use yitong_proto::identity::v1 as identity;
 use yitong_proto::ledger::v1 as ledger;
@@ -28,8 +28,8 @@ pub trait Acting {
     fn aim(&mut self) {}
 }
 
-fn own_city() -> CityCode {
-    CityCode::parse(CITY).expect("a valid city code")
+fn own_city() -> PoolCode {
+    PoolCode::parse(CITY).expect("a valid city code")
 }
 
 /// The institution a request names, or (when the name is not a code) one of the fuzzed city's:
@@ -45,8 +45,8 @@ fn own_institution() -> InstitutionCode {
 
 /// The bureau of the city a request names, or the fuzzed city's.
 fn bureau_of(city: &str) -> Caller {
-    Caller::Bureau(Owner::City(
-        CityCode::parse(city).unwrap_or_else(|_| own_city()),
+    Caller::Bureau(Owner::Pool(
+        PoolCode::parse(city).unwrap_or_else(|_| own_city()),
     ))
 }
 
@@ -59,7 +59,7 @@ fn aim_institution(code: &mut String) {
 
 /// `city` if it is a city code, else the fuzzed city.
 fn aim_city(city: &mut String) {
-    if CityCode::parse(city).is_err() {
+    if PoolCode::parse(city).is_err() {
         *city = CITY.to_owned();
     }
 }
@@ -69,7 +69,7 @@ fn aim_city(city: &mut String) {
 fn aim_application(id: &mut String) {
     if id
         .get(8..14)
-        .is_none_or(|city| CityCode::parse(city).is_err())
+        .is_none_or(|city| PoolCode::parse(city).is_err())
     {
         *id = format!("CA202612{CITY}{}", id.get(14..).unwrap_or_default());
     }
@@ -116,7 +116,7 @@ acting!(|r| institution(&r.institution_code), aim |r| aim_institution(&mut r.ins
     settlement::QueryFilingsRequest,
     settlement::QueryCertificationsRequest,
 );
-acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
+acting!(|_| Caller::Bureau(Owner::Pool(own_city())) =>
     identity::IssueCardRequest,
     identity::ReportCardLostRequest,
     identity::ReissueCardRequest,
@@ -139,7 +139,7 @@ acting!(|_| Caller::Bureau(Owner::City(own_city())) =>
     settlement::CancelCertificationRequest,
     settlement::ListCertificationsRequest,
 );
-acting!(|_| Caller::Node(Owner::City(own_city())) =>
+acting!(|_| Caller::Node(Owner::Pool(own_city())) =>
     identity::MoveAccountRequest,
     settlement::QuoteRequest,
     settlement::ReserveRequest,

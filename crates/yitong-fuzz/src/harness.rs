@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use yitong_catalog::{CatalogNode, seed_institutions, seed_items, seed_policies};
-use yitong_core::{CardNumber, CityCode, Network, Owner, PersonNo, Service};
+use yitong_core::{CardNumber, Network, Owner, PersonNo, PoolCode, Service};
 use yitong_identity::{IdentityNode, PiiKeys, VoucherSigner, seed_persons};
 use yitong_ledger::LedgerNode;
 use yitong_rpc::{CallLimits, PeerAccess};
@@ -44,10 +44,10 @@ fn seeds_dir() -> std::path::PathBuf {
 impl Harness {
     /// Opens, migrates and seeds the stores under `dir` and builds the nodes.
     pub async fn start(dir: &Path) -> Harness {
-        let city = CityCode::parse(CITY).expect("a valid city code");
+        let city = PoolCode::parse(CITY).expect("a valid city code");
         let mut network =
             Network::load(&seeds_dir().join("network.toml")).expect("the seeded network loads");
-        let cities: Vec<CityCode> = network.enabled_cities().map(|city| city.code).collect();
+        let cities: Vec<PoolCode> = network.enabled_pools().map(|city| city.code).collect();
         for code in &cities {
             for service in [Service::Identity, Service::Catalog, Service::Settlement] {
                 network.set_endpoint(*code, service, DEAD_PEER.to_owned());
@@ -69,7 +69,7 @@ impl Harness {
         let access = PeerAccess::with_limits(CallLimits::default());
         let calls = &access;
 
-        let identity_store = store(Service::Identity, Owner::City(city)).await;
+        let identity_store = store(Service::Identity, Owner::Pool(city)).await;
         let keys = PiiKeys::for_development(city);
         let persons: Vec<_> = seeds
             .persons_of(city)
@@ -100,7 +100,7 @@ impl Harness {
         )
         .expect("identity starts");
 
-        let catalog_store = store(Service::Catalog, Owner::City(city)).await;
+        let catalog_store = store(Service::Catalog, Owner::Pool(city)).await;
         let institutions = seeds.institutions_of(city);
         let items = seeds.items_of(city);
         seed_institutions(&catalog_store, city, &institutions)
@@ -117,7 +117,7 @@ impl Harness {
         let catalog = CatalogNode::new(city, catalog_store, network.clone(), calls)
             .unwrap_or_else(|_| panic!("catalog starts"));
 
-        let settlement_store = store(Service::Settlement, Owner::City(city)).await;
+        let settlement_store = store(Service::Settlement, Owner::Pool(city)).await;
         let settlement =
             SettlementNode::new(city, settlement_store.clone(), network.clone(), calls)
                 .expect("settlement starts");

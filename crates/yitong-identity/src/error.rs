@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use yitong_core::{CardNumber, CityCode, Date, Invalid, PersonNo};
+use yitong_core::{CardNumber, Date, Invalid, PersonNo, PoolCode};
 use yitong_rpc::invalid_argument;
 use yitong_store::replies::ReplyError;
 
@@ -29,7 +29,7 @@ pub enum IdentityError {
     #[error("person {person_no} is not insured on {date}")]
     NotInsuredOn { person_no: PersonNo, date: Date },
     #[error("city {0} does not take part in cross-city settlement")]
-    CityNotEnabled(CityCode),
+    CityNotEnabled(PoolCode),
     #[error("e-voucher expired: ask the patient to refresh the code")]
     EVoucherExpired,
     #[error("the person already holds active card {0}: reissue it instead")]
@@ -37,21 +37,21 @@ pub enum IdentityError {
     #[error("person.{0} differs from the enrolled person's record")]
     ParticularsDiffer(&'static str),
     #[error("{what} belongs to city {owner}: only that city acts for it")]
-    NotOurs { what: String, owner: CityCode },
+    NotOurs { what: String, owner: PoolCode },
     #[error("the personal account of person {0} does not cover the amount")]
     AccountInsufficient(PersonNo),
     #[error("message id {0} was already used for a different request")]
     MessageConflict(String),
     /// The issuing city answered with a refusal; it reaches the HIS unchanged.
     #[error("issuing city {city} answered: {}", status.message())]
-    Remote { city: CityCode, status: Status },
+    Remote { city: PoolCode, status: Status },
     #[error("issuing city {city} cannot be reached")]
-    Unavailable { city: CityCode, status: Status },
+    Unavailable { city: PoolCode, status: Status },
     /// The issuing city answered what a correct node never makes it answer (its own internal
     /// failure, a permission this node should have had): logged, and INTERNAL to the caller
     /// without the peer's words.
     #[error("issuing city {city} failed: {detail}")]
-    Peer { city: CityCode, detail: String },
+    Peer { city: PoolCode, detail: String },
     #[error("storage failed")]
     Store(#[from] yitong_store::sqlx::Error),
     #[error("stored data is inconsistent: {0}")]

@@ -10,7 +10,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD as BASE64, URL_SAFE_NO_PAD as BASE64URL};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
-use yitong_core::{CityCode, Invalid, Network, PersonNo};
+use yitong_core::{Invalid, Network, PersonNo, PoolCode};
 
 const VERSION: &str = "YT1";
 
@@ -24,7 +24,7 @@ const CLOCK_SKEW_SECONDS: i64 = 30;
 /// What a verified token says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Voucher {
-    pub issuer: CityCode,
+    pub issuer: PoolCode,
     pub person_no: PersonNo,
     pub expires_at: i64,
 }
@@ -41,7 +41,7 @@ pub enum VoucherError {
 /// Signs tokens for the persons one city insures.
 #[derive(Clone)]
 pub struct VoucherSigner {
-    city: CityCode,
+    city: PoolCode,
     key: SigningKey,
 }
 
@@ -54,7 +54,7 @@ impl std::fmt::Debug for VoucherSigner {
 /// The public keys of every city of the network, by city.
 #[derive(Debug, Clone)]
 pub struct VoucherKeys {
-    keys: Vec<(CityCode, VerifyingKey)>,
+    keys: Vec<(PoolCode, VerifyingKey)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,13 +62,13 @@ pub struct VoucherKeys {
     "e-voucher key of city {city} in the network file is not base64 of a 32-byte Ed25519 public key"
 )]
 pub struct BadPublicKey {
-    pub city: CityCode,
+    pub city: PoolCode,
 }
 
 impl VoucherKeys {
     pub fn from_network(network: &Network) -> Result<Self, BadPublicKey> {
         let keys = network
-            .cities
+            .pools
             .iter()
             .map(|city| {
                 let bytes = BASE64
@@ -107,7 +107,7 @@ impl VoucherKeys {
         if version != VERSION {
             return Err(malformed("has an unknown version"));
         }
-        let issuer = CityCode::parse(issuer).map_err(|_| malformed("names no city"))?;
+        let issuer = PoolCode::parse(issuer).map_err(|_| malformed("names no city"))?;
         let (_, key) = self
             .keys
             .iter()
@@ -143,7 +143,7 @@ impl VoucherKeys {
 }
 
 impl VoucherSigner {
-    pub fn new(city: CityCode, secret: [u8; 32]) -> Self {
+    pub fn new(city: PoolCode, secret: [u8; 32]) -> Self {
         VoucherSigner {
             city,
             key: SigningKey::from_bytes(&secret),
@@ -151,14 +151,14 @@ impl VoucherSigner {
     }
 
     /// From base64 of a 32-byte Ed25519 secret key, as configuration carries it.
-    pub fn from_base64(city: CityCode, secret: &str) -> Option<Self> {
+    pub fn from_base64(city: PoolCode, secret: &str) -> Option<Self> {
         let bytes = BASE64.decode(secret.trim()).ok()?;
         Some(Self::new(city, <[u8; 32]>::try_from(bytes).ok()?))
     }
 
     /// The well-known key `yitong dev` and tests sign with; `seeds/network.toml` carries its
     /// public half. Anyone can derive it: real networks configure their own.
-    pub fn for_development(city: CityCode) -> Self {
+    pub fn for_development(city: PoolCode) -> Self {
         Self::new(
             city,
             Sha256::digest(format!("yitong development e-voucher key for {city}")).into(),
@@ -197,8 +197,8 @@ impl VoucherSigner {
 mod tests {
     use super::*;
 
-    fn city(code: &str) -> CityCode {
-        CityCode::parse(code).unwrap()
+    fn city(code: &str) -> PoolCode {
+        PoolCode::parse(code).unwrap()
     }
 
     fn keys() -> VoucherKeys {

@@ -1,6 +1,6 @@
 //! An insured person and the statuses that decide whether a lookup is answered.
 
-use yitong_core::{Amount, CardNumber, CitizenId, CityCode, Date, Invalid, PersonNo};
+use yitong_core::{Amount, CardNumber, CitizenId, Date, Invalid, PersonNo, PoolCode};
 use yitong_proto::identity::v1 as pb;
 
 /// Insurance status (national psn_insu_stas); the numbers are the national codes.
@@ -72,7 +72,7 @@ pub struct Person {
 }
 
 impl Person {
-    pub fn insured_city(&self) -> CityCode {
+    pub fn insured_city(&self) -> PoolCode {
         self.person_no.insured_city()
     }
 

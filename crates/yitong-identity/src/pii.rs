@@ -6,7 +6,7 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use yitong_core::{CitizenId, CityCode};
+use yitong_core::{CitizenId, PoolCode};
 
 /// The two secrets of a city's identity store.
 ///
@@ -47,7 +47,7 @@ impl PiiKeys {
 
     /// Well-known keys for `yitong dev` and tests, derived from the city code. Anyone can derive
     /// them: `yitong serve` refuses to start without configured keys.
-    pub fn for_development(city: CityCode) -> Self {
+    pub fn for_development(city: PoolCode) -> Self {
         let derive = |purpose: &str| -> [u8; 32] {
             Sha256::digest(format!("yitong development {purpose} key for {city}")).into()
         };
@@ -117,8 +117,8 @@ mod tests {
     // Proves sealing round-trips, differs each time, and fails under another city's key.
     #[test]
     fn seal_open_and_hash() {
-        let jinan = PiiKeys::for_development(CityCode::parse("370100").unwrap());
-        let zibo = PiiKeys::for_development(CityCode::parse("370300").unwrap());
+        let jinan = PiiKeys::for_development(PoolCode::parse("370100").unwrap());
+        let zibo = PiiKeys::for_development(PoolCode::parse("370300").unwrap());
         let id = CitizenId::parse("11010519491231002X").unwrap();
         let sealed = jinan.seal(&id);
         assert!(!sealed.contains("1949"));

@@ -1,6 +1,6 @@
 //! The identity store's queries. Portable SQL; see `migrations/identity/`.
 
-use yitong_core::{Amount, CardNumber, CitizenId, CityCode, Date, PersonNo};
+use yitong_core::{Amount, CardNumber, CitizenId, Date, PersonNo, PoolCode};
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
 use yitong_store::{Store, multi_row_insert, now_ms};
 
@@ -315,7 +315,7 @@ const SEED_ROWS_PER_STATEMENT: usize = 200;
 pub async fn seed_persons(
     store: &Store,
     keys: &PiiKeys,
-    city: CityCode,
+    city: PoolCode,
     persons: &[SeedPerson],
 ) -> Result<usize, IdentityError> {
     let mut tx = store.begin_write().await?;

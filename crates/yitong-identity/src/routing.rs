@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use yitong_core::{CityCode, Network};
+use yitong_core::{Network, PoolCode};
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
 
@@ -13,17 +13,17 @@ pub(crate) const FORWARDED: &str = "yitong-forwarded";
 /// Identity clients for every other enabled city.
 #[derive(Debug, Clone)]
 pub(crate) struct Peers {
-    clients: HashMap<CityCode, IdentityServiceClient<PeerChannel>>,
+    clients: HashMap<PoolCode, IdentityServiceClient<PeerChannel>>,
 }
 
 impl Peers {
     pub(crate) fn new(
         network: &Network,
-        own: CityCode,
+        own: PoolCode,
         access: &PeerAccess,
     ) -> Result<Self, tonic::transport::Error> {
         let mut clients = HashMap::new();
-        for city in network.enabled_cities().filter(|city| city.code != own) {
+        for city in network.enabled_pools().filter(|city| city.code != own) {
             clients.insert(
                 city.code,
                 IdentityServiceClient::new(peer_channel(&city.identity, access)?),
@@ -32,11 +32,11 @@ impl Peers {
         Ok(Peers { clients })
     }
 
-    pub(crate) fn client(&self, city: CityCode) -> Option<IdentityServiceClient<PeerChannel>> {
+    pub(crate) fn client(&self, city: PoolCode) -> Option<IdentityServiceClient<PeerChannel>> {
         self.clients.get(&city).cloned()
     }
 
-    pub(crate) fn cities(&self) -> impl Iterator<Item = CityCode> + '_ {
+    pub(crate) fn cities(&self) -> impl Iterator<Item = PoolCode> + '_ {
         self.clients.keys().copied()
     }
 }

@@ -6,8 +6,8 @@ use prost::Message;
 use tonic::{Code, Request, Response, Status};
 use tracing::Instrument;
 use yitong_core::{
-    Amount, CardNumber, CitizenId, CityCode, Date, InstitutionCode, Invalid, MessageId, Network,
-    PersonNo,
+    Amount, CardNumber, CitizenId, Date, InstitutionCode, Invalid, MessageId, Network, PersonNo,
+    PoolCode,
 };
 use yitong_proto::identity::v1 as pb;
 use yitong_proto::identity::v1::credential::Kind;
@@ -26,7 +26,7 @@ use crate::{IdentityError, PiiKeys, repo};
 /// The identity service of one city.
 #[derive(Debug, Clone)]
 pub struct IdentityNode {
-    city: CityCode,
+    city: PoolCode,
     store: Store,
     keys: PiiKeys,
     signer: VoucherSigner,
@@ -129,7 +129,7 @@ impl IdentityNode {
     }
 
     pub fn new(
-        city: CityCode,
+        city: PoolCode,
         store: Store,
         keys: PiiKeys,
         signer: VoucherSigner,
@@ -229,7 +229,7 @@ impl IdentityNode {
     }
 
     /// Checks an e-voucher's signature with its issuer's public key, without calling the issuer.
-    fn verify_voucher(&self, token: &str) -> Result<(CityCode, PersonNo), IdentityError> {
+    fn verify_voucher(&self, token: &str) -> Result<(PoolCode, PersonNo), IdentityError> {
         match self.voucher_keys.verify(token, now_ms() / 1000) {
             Ok(voucher) => Ok((voucher.issuer, voucher.person_no)),
             Err(VoucherError::Expired) => Err(IdentityError::EVoucherExpired),
@@ -280,7 +280,7 @@ impl IdentityNode {
     /// Forwards a lookup to another city's node; its answer reaches the HIS as it came.
     async fn ask_lookup(
         &self,
-        city: CityCode,
+        city: PoolCode,
         request: pb::GetInsuredPersonRequest,
     ) -> Result<pb::InsuredPerson, IdentityError> {
         let mut client = self
@@ -304,8 +304,8 @@ impl IdentityNode {
     }
 
     /// Refuses a city outside the network (a malformed request) or not enabled (a refusal).
-    fn check_city(&self, city: CityCode, field: &str) -> Result<(), IdentityError> {
-        match self.network.city(city) {
+    fn check_city(&self, city: PoolCode, field: &str) -> Result<(), IdentityError> {
+        match self.network.pool(city) {
             None => Err(Invalid::new(field, format!("no city {city} in the network")).into()),
             Some(city) if !city.enabled => Err(IdentityError::CityNotEnabled(city.code)),
             Some(_) => Ok(()),
@@ -689,7 +689,7 @@ fn forwarded<T>(message: T) -> Request<T> {
 /// forwarded request is the caller's own, sent on unchanged, so an INVALID_ARGUMENT naming one
 /// of them is the caller's to read; a stream that broke under the call is the issuing city's
 /// unavailability, not its failure.
-fn remote_error(city: CityCode, status: Status) -> IdentityError {
+fn remote_error(city: PoolCode, status: Status) -> IdentityError {
     const FORWARDED_FIELDS: [&str; 5] = [
         "credential",
         "service_date",
@@ -893,7 +893,7 @@ mod tests {
     /// should have had is INTERNAL without the issuer's words.
     #[test]
     fn the_issuing_city_s_answers_mean_what_they_say() {
-        let jinan = CityCode::parse("370100").expect("city");
+        let jinan = PoolCode::parse("370100").expect("city");
         let mut broken = Status::internal("h2 protocol error: http2 error");
         broken.set_source(std::sync::Arc::new(Broken(h2::Error::from(
             h2::Reason::PROTOCOL_ERROR,

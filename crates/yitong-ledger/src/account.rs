@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use yitong_core::{CityCode, Invalid};
+use yitong_core::{Invalid, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 
 /// The side of an account an amount is entered on.
@@ -79,14 +79,14 @@ impl AccountKind {
 /// An account of the chart, parsed from its id.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum AccountId {
-    Bank(CityCode),
-    Fund(CityCode),
-    Advances(CityCode),
-    Pool(CityCode),
+    Bank(PoolCode),
+    Fund(PoolCode),
+    Advances(PoolCode),
+    Pool(PoolCode),
     /// What `insured` owes `treatment`; the two always differ.
     Obligation {
-        insured: CityCode,
-        treatment: CityCode,
+        insured: PoolCode,
+        treatment: PoolCode,
     },
 }
 
@@ -104,8 +104,8 @@ impl AccountId {
         let kind = AccountKind::from_word(kind).ok_or_else(malformed)?;
         if kind == AccountKind::Obligation {
             let (insured, treatment) = owner.split_once("->").ok_or_else(malformed)?;
-            let insured = CityCode::parse(insured).map_err(|_| malformed())?;
-            let treatment = CityCode::parse(treatment).map_err(|_| malformed())?;
+            let insured = PoolCode::parse(insured).map_err(|_| malformed())?;
+            let treatment = PoolCode::parse(treatment).map_err(|_| malformed())?;
             if insured == treatment {
                 return Err(Invalid::new(
                     "",
@@ -114,7 +114,7 @@ impl AccountId {
             }
             return Ok(AccountId::Obligation { insured, treatment });
         }
-        let city = CityCode::parse(owner).map_err(|_| malformed())?;
+        let city = PoolCode::parse(owner).map_err(|_| malformed())?;
         Ok(match kind {
             AccountKind::Bank => AccountId::Bank(city),
             AccountKind::Fund => AccountId::Fund(city),
@@ -135,7 +135,7 @@ impl AccountId {
     }
 
     /// The owning city; for an obligation, the insured city that owes.
-    pub fn city(self) -> CityCode {
+    pub fn city(self) -> PoolCode {
         match self {
             AccountId::Bank(city)
             | AccountId::Fund(city)
@@ -146,7 +146,7 @@ impl AccountId {
     }
 
     /// For an obligation, the treatment city that is owed.
-    pub fn counterparty(self) -> Option<CityCode> {
+    pub fn counterparty(self) -> Option<PoolCode> {
         match self {
             AccountId::Obligation { treatment, .. } => Some(treatment),
             _ => None,
@@ -167,7 +167,7 @@ impl fmt::Display for AccountId {
 
 /// Every account of `cities`: bank, fund, advances and pool of each, and an obligation for each
 /// ordered pair of different cities.
-pub fn chart(cities: &[CityCode]) -> Vec<AccountId> {
+pub fn chart(cities: &[PoolCode]) -> Vec<AccountId> {
     let mut accounts = Vec::with_capacity(cities.len() * (cities.len() + 3));
     for &city in cities {
         accounts.extend([
@@ -190,8 +190,8 @@ pub fn chart(cities: &[CityCode]) -> Vec<AccountId> {
 mod tests {
     use super::*;
 
-    fn city(code: &str) -> CityCode {
-        CityCode::parse(code).unwrap()
+    fn city(code: &str) -> PoolCode {
+        PoolCode::parse(code).unwrap()
     }
 
     // Proves which account ids parse, and that parsing and printing are inverse.
@@ -203,6 +203,9 @@ mod tests {
             "370300.advances",
             "371600.pool",
             "370100->370300.obligation",
+            // A second pool of a city is an owner like any other.
+            "370590.fund",
+            "370500->370590.obligation",
         ];
         for text in good {
             let id = AccountId::parse(text).unwrap_or_else(|_| panic!("{text}"));
@@ -212,7 +215,7 @@ mod tests {
             "",
             "370100",
             "370100.cash",
-            "370102.fund",
+            "070100.fund",
             "370100->370100.obligation",
             "370100.obligation",
             "370100->370300.fund",

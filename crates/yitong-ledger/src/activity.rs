@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{Days, NaiveTime};
-use yitong_core::{Amount, CityCode, Date, Invalid, Network};
+use yitong_core::{Amount, Date, Invalid, Network, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row};
 
@@ -38,7 +38,7 @@ const CHINA_OFFSET_MS: i64 = 8 * 3_600_000;
 pub(crate) struct ActivityRequest {
     pub from: Date,
     pub to: Date,
-    pub cities: Vec<CityCode>,
+    pub cities: Vec<PoolCode>,
 }
 
 impl TryFrom<&pb::GetDailyActivityRequest> for ActivityRequest {
@@ -69,7 +69,7 @@ impl TryFrom<&pb::GetDailyActivityRequest> for ActivityRequest {
             .iter()
             .enumerate()
             .map(|(index, city)| {
-                CityCode::parse(city).map_err(|invalid| invalid.at(format!("cities[{index}]")))
+                PoolCode::parse(city).map_err(|invalid| invalid.at(format!("cities[{index}]")))
             })
             .collect::<Result<_, _>>()?;
         Ok(ActivityRequest { from, to, cities })
@@ -200,7 +200,7 @@ async fn fund_days(
     conn: &mut AnyConnection,
     network: &Network,
     request: &ActivityRequest,
-    city: CityCode,
+    city: PoolCode,
     today: Date,
 ) -> Result<Vec<pb::FundDay>, LedgerError> {
     let last = request.to.min(today);
@@ -269,7 +269,7 @@ async fn fund_days(
 
 /// The header a one-day, unfiltered detail run of `city` as treatment city carries, as far as
 /// its digest goes.
-fn day_question(city: CityCode, day: Date) -> pb::ReconcileDetailsHeader {
+fn day_question(city: PoolCode, day: Date) -> pb::ReconcileDetailsHeader {
     pb::ReconcileDetailsHeader {
         scope: Some(pb::ReconciliationScope {
             subject: Some(pb::reconciliation_scope::Subject::TreatmentCity(
@@ -286,7 +286,7 @@ fn day_question(city: CityCode, day: Date) -> pb::ReconcileDetailsHeader {
 async fn reconciliation_days(
     conn: &mut AnyConnection,
     request: &ActivityRequest,
-    city: CityCode,
+    city: PoolCode,
 ) -> Result<Vec<pb::ReconciliationDay>, LedgerError> {
     let days = request.days();
     let digests: Vec<String> = days

@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use yitong_core::{Amount, CityCode, Invalid};
+use yitong_core::{Amount, Invalid, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_store::now_ms;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
@@ -176,8 +176,8 @@ fn refused(reason: &'static str, message: String) -> LedgerError {
     LedgerError::Refused { reason, message }
 }
 
-fn city(text: &str, field: &str) -> Result<CityCode, Invalid> {
-    CityCode::parse(text).map_err(|invalid| invalid.at(field))
+fn city(text: &str, field: &str) -> Result<PoolCode, Invalid> {
+    PoolCode::parse(text).map_err(|invalid| invalid.at(field))
 }
 
 fn operator(text: &str) -> Result<String, Invalid> {
@@ -1108,7 +1108,7 @@ async fn balances_now(
 /// 7. [`close_step_freeze`]: the applications cleared and the period frozen.
 pub(crate) async fn close(
     appender: &mut Appender<'_>,
-    cities: &[(CityCode, i64)],
+    cities: &[(PoolCode, i64)],
     request: &pb::CloseClearingPeriodRequest,
     message_id: &str,
 ) -> Result<pb::CloseClearingPeriodResponse, LedgerError> {
@@ -1450,7 +1450,7 @@ async fn close_step_book(
 async fn close_step_state(
     conn: &mut AnyConnection,
     period: Period,
-    cities: &[(CityCode, i64)],
+    cities: &[(PoolCode, i64)],
     sums: &PairSums,
     nets: &Nets,
     booked: &Booked,
@@ -1657,7 +1657,7 @@ pub(crate) async fn statement(
     let Some(row) = row else {
         if is_closed(conn, period).await? {
             return Err(LedgerError::CityNotFound(
-                CityCode::parse(&name).expect("parsed above"),
+                PoolCode::parse(&name).expect("parsed above"),
             ));
         }
         return Err(refused(

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-use yitong_core::{CityCode, Invalid};
+use yitong_core::{Invalid, PoolCode};
 use yitong_rpc::invalid_argument;
 use yitong_store::replies::ReplyError;
 
@@ -23,7 +23,7 @@ pub enum LedgerError {
     #[error("{0}")]
     RowNotFound(String),
     #[error("the ledger has no account of city {0}")]
-    CityNotFound(CityCode),
+    CityNotFound(PoolCode),
     #[error("message id {0} was already used for a different request")]
     MessageConflict(String),
     #[error("up_to_sequence {requested} is beyond the journal's {head} entries")]

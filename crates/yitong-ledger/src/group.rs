@@ -33,7 +33,7 @@ use std::sync::Arc;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
-use yitong_core::{CityCode, MessageId, Network};
+use yitong_core::{MessageId, Network, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_rpc::Caller;
 use yitong_store::Store;
@@ -70,7 +70,7 @@ impl Work {
     /// The cities whose prepaid position this work may move: a fund or an insured city's
     /// obligation on either side (cross-city settlements and cancellations, deposits,
     /// withdrawals).
-    fn drawn(&self) -> impl Iterator<Item = CityCode> + '_ {
+    fn drawn(&self) -> impl Iterator<Item = PoolCode> + '_ {
         let transfers = match self {
             Work::Create { transfers } => transfers.as_slice(),
             Work::Resolve { .. } => &[],
@@ -82,7 +82,7 @@ impl Work {
     }
 }
 
-fn drawn(account: &AccountId) -> Option<CityCode> {
+fn drawn(account: &AccountId) -> Option<PoolCode> {
     match *account {
         AccountId::Fund(city) | AccountId::Obligation { insured: city, .. } => Some(city),
         _ => None,
@@ -212,7 +212,7 @@ impl Booker {
     /// One transaction for the whole group: the head locked, each request claimed and booked in
     /// turn, the head moved, one commit.
     async fn try_group(&self, group: &mut [Booking]) -> Result<Vec<Booked>, LedgerError> {
-        let cities: BTreeSet<CityCode> = group
+        let cities: BTreeSet<PoolCode> = group
             .iter()
             .flat_map(|booking| booking.work.drawn())
             .collect();
@@ -232,7 +232,7 @@ impl Booker {
         appender.close().await?;
         let now = prepaid_of(&self.network, &mut tx, &cities).await?;
         tx.commit().await?;
-        observe_prepaid(&was, &now);
+        observe_prepaid(&self.network, &was, &now);
         Ok(booked)
     }
 }
@@ -272,9 +272,9 @@ async fn book_one(appender: &mut Appender<'_>, booking: &Booking) -> Result<Book
 }
 
 /// The city's low-balance threshold from the network file, in fen; zero when it names none.
-pub(crate) fn threshold_fen(network: &Network, city: CityCode) -> i64 {
+pub(crate) fn threshold_fen(network: &Network, city: PoolCode) -> i64 {
     network
-        .city(city)
+        .pool(city)
         .map_or(0, |city| city.prepaid_low_balance().fen())
 }
 
@@ -282,14 +282,14 @@ pub(crate) fn threshold_fen(network: &Network, city: CityCode) -> i64 {
 async fn prepaid_of(
     network: &Network,
     conn: &mut AnyConnection,
-    cities: &BTreeSet<CityCode>,
-) -> Result<Vec<(CityCode, Prepaid)>, LedgerError> {
+    cities: &BTreeSet<PoolCode>,
+) -> Result<Vec<(PoolCode, Prepaid)>, LedgerError> {
     if cities.is_empty() {
         return Ok(Vec::new());
     }
-    let enabled: Vec<CityCode> = network.enabled_cities().map(|c| c.code).collect();
+    let enabled: Vec<PoolCode> = network.enabled_pools().map(|c| c.code).collect();
     // What a city owes as the insured city, one obligation per other enabled city.
-    let obligations = |insured: CityCode| -> Vec<String> {
+    let obligations = |insured: PoolCode| -> Vec<String> {
         enabled
             .iter()
             .filter(|treatment| **treatment != insured)
@@ -328,7 +328,7 @@ pub(crate) async fn observe_prepaid_at_start(
     store: &Store,
     network: &Network,
 ) -> Result<(), LedgerError> {
-    let cities: BTreeSet<CityCode> = network.enabled_cities().map(|city| city.code).collect();
+    let cities: BTreeSet<PoolCode> = network.enabled_pools().map(|city| city.code).collect();
     let mut conn = store.pool().acquire().await?;
     let now = prepaid_of(network, &mut conn, &cities).await?;
     for (city, prepaid) in &now {
@@ -341,17 +341,21 @@ pub(crate) async fn observe_prepaid_at_start(
             );
         }
     }
-    observe_prepaid(&now, &now);
+    observe_prepaid(network, &now, &now);
     Ok(())
 }
 
 /// The prepaid positions a group moved, in the metrics, with a warning for each city whose
 /// fund fell below its threshold. The bookings stand all the same: a claim is never refused
 /// at the counter for want of prepaid funds.
-fn observe_prepaid(was: &[(CityCode, Prepaid)], now: &[(CityCode, Prepaid)]) {
+fn observe_prepaid(network: &Network, was: &[(PoolCode, Prepaid)], now: &[(PoolCode, Prepaid)]) {
     for ((city, was), (_, now)) in was.iter().zip(now) {
-        let labels = yitong_telemetry::CityLabels {
-            city: city.to_string(),
+        let host = network
+            .city_of(*city)
+            .expect("prepaid positions are of the network's pools");
+        let labels = yitong_telemetry::PoolLabels {
+            city: host.to_string(),
+            pool: city.to_string(),
         };
         let metrics = yitong_telemetry::metrics();
         metrics

@@ -49,7 +49,7 @@ use std::collections::VecDeque;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::Status;
-use yitong_core::{Amount, CityCode, Date, InstitutionCode, Invalid, MessageId};
+use yitong_core::{Amount, Date, InstitutionCode, Invalid, MessageId, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::reconciliation_scope::Subject as WireSubject;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
@@ -74,8 +74,8 @@ pub const RESPONSES_BUFFERED_MAX: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Subject {
     Institution(InstitutionCode),
-    TreatmentCity(CityCode),
-    InsuredCity(CityCode),
+    TreatmentCity(PoolCode),
+    InsuredCity(PoolCode),
 }
 
 impl Subject {
@@ -129,10 +129,10 @@ impl Filter {
                     .map_err(|invalid| invalid.at("scope.institution_code"))?,
             ),
             Some(WireSubject::TreatmentCity(city)) => Subject::TreatmentCity(
-                CityCode::parse(city).map_err(|invalid| invalid.at("scope.treatment_city"))?,
+                PoolCode::parse(city).map_err(|invalid| invalid.at("scope.treatment_city"))?,
             ),
             Some(WireSubject::InsuredCity(city)) => Subject::InsuredCity(
-                CityCode::parse(city).map_err(|invalid| invalid.at("scope.insured_city"))?,
+                PoolCode::parse(city).map_err(|invalid| invalid.at("scope.insured_city"))?,
             ),
         };
         let insurance_type = match insurance_type {

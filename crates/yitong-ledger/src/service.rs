@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
-use yitong_core::{CityCode, Invalid, MessageId, Network, Owner};
+use yitong_core::{Invalid, MessageId, Network, Owner, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::lookup_transfers_request::Selector;
 use yitong_rpc::visibility::{self, Parties, Sight};
@@ -86,7 +86,7 @@ impl LedgerNode {
         crate::group::observe_prepaid_at_start(&node.store, &node.network).await?;
         let cities: Vec<String> = node
             .network
-            .enabled_cities()
+            .enabled_pools()
             .map(|city| city.code.to_string())
             .collect();
         yitong_telemetry::metrics().start_reconciliation(cities.iter().map(String::as_str));
@@ -99,7 +99,7 @@ impl LedgerNode {
 
     /// Opens the accounts of the enabled cities that are not open yet; returns how many.
     async fn open_accounts(&self) -> Result<u64, LedgerError> {
-        let cities: Vec<CityCode> = self.network.enabled_cities().map(|c| c.code).collect();
+        let cities: Vec<PoolCode> = self.network.enabled_pools().map(|c| c.code).collect();
         let mut tx = self.store.begin_write().await?;
         let opened = repo::open_accounts(&mut tx, &chart(&cities), now_ms()).await?;
         tx.commit().await?;
@@ -281,7 +281,7 @@ impl LedgerNode {
             return Err(LedgerError::AccountNotFound(missing.clone()));
         }
         let mut listed: Vec<AccountId> = request.account_ids.clone();
-        let mut city_accounts: Vec<(CityCode, Vec<AccountId>)> = Vec::new();
+        let mut city_accounts: Vec<(PoolCode, Vec<AccountId>)> = Vec::new();
         for city in &request.cities {
             let ids = repo::accounts_of_city(&mut conn, &city.to_string()).await?;
             if ids.is_empty() {
@@ -671,7 +671,7 @@ use yitong_rpc::timestamp_of_ms as timestamp;
 #[derive(Debug)]
 struct BalancesRequest {
     account_ids: Vec<AccountId>,
-    cities: Vec<CityCode>,
+    cities: Vec<PoolCode>,
 }
 
 impl TryFrom<pb::GetBalancesRequest> for BalancesRequest {
@@ -709,7 +709,7 @@ impl TryFrom<pb::GetBalancesRequest> for BalancesRequest {
             .iter()
             .enumerate()
             .map(|(index, city)| {
-                CityCode::parse(city).map_err(|invalid| invalid.at(format!("cities[{index}]")))
+                PoolCode::parse(city).map_err(|invalid| invalid.at(format!("cities[{index}]")))
             })
             .collect::<Result<_, _>>()?;
         Ok(BalancesRequest {
@@ -784,7 +784,7 @@ fn read_city(caller: &Caller, city: &str) -> Result<(), Status> {
 /// city's own bureau.
 fn act_for_city(caller: &Caller, city: &str) -> Result<(), Status> {
     match caller {
-        Caller::Bureau(Owner::City(own)) if own.to_string() == city => Ok(()),
+        Caller::Bureau(Owner::Pool(own)) if own.to_string() == city => Ok(()),
         _ => Err(Status::permission_denied(format!(
             "{caller} may not act in the clearing of city {city:?}"
         ))),
@@ -800,11 +800,11 @@ fn reconcile_for(caller: &Caller, scope: Option<&pb::ReconciliationScope>) -> Re
         (Caller::Bureau(Owner::ClearingHouse), _) => true,
         (Caller::Institution(own), Some(Subject::InstitutionCode(code))) => own.as_str() == code,
         // A city's bureau reconciles its own institutions too: a code names its city.
-        (Caller::Bureau(Owner::City(own)), Some(Subject::InstitutionCode(code))) => {
+        (Caller::Bureau(Owner::Pool(own)), Some(Subject::InstitutionCode(code))) => {
             code.get(1..7) == Some(own.to_string().as_str())
         }
         (
-            Caller::Bureau(Owner::City(own)),
+            Caller::Bureau(Owner::Pool(own)),
             Some(Subject::TreatmentCity(city) | Subject::InsuredCity(city)),
         ) => own.to_string() == *city,
         // No subject: the request is refused as invalid by the handler.
@@ -925,9 +925,9 @@ impl pb::ledger_service_server::LedgerService for LedgerNode {
         Caller::of(&request).require_bureau(Owner::ClearingHouse)?;
         let request = request.into_inner();
         let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
-        let cities: Vec<(CityCode, i64)> = self
+        let cities: Vec<(PoolCode, i64)> = self
             .network
-            .enabled_cities()
+            .enabled_pools()
             .map(|c| (c.code, c.prepaid_low_balance().fen()))
             .collect();
         let mut tx = match self

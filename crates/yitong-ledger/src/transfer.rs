@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use yitong_core::{Amount, CityCode, Date, InstitutionCode, Invalid, MessageId, PersonNo};
+use yitong_core::{Amount, Date, InstitutionCode, Invalid, MessageId, PersonNo, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 
 use crate::account::AccountId;
@@ -148,8 +148,8 @@ impl Transfer {
 pub struct SettlementRecord {
     pub settlement_id: String,
     pub message_id: MessageId,
-    pub treatment_city: CityCode,
-    pub insured_city: CityCode,
+    pub treatment_city: PoolCode,
+    pub insured_city: PoolCode,
     pub institution_code: InstitutionCode,
     pub visit_id: String,
     pub person_no: PersonNo,
@@ -356,8 +356,8 @@ fn identifier(text: &str, field: &str) -> Result<String, Invalid> {
     Ok(text.to_owned())
 }
 
-fn city(text: &str, field: &str) -> Result<CityCode, Invalid> {
-    CityCode::parse(text).map_err(|invalid| invalid.at(field))
+fn city(text: &str, field: &str) -> Result<PoolCode, Invalid> {
+    PoolCode::parse(text).map_err(|invalid| invalid.at(field))
 }
 
 impl TryFrom<pb::SettlementRecord> for SettlementRecord {

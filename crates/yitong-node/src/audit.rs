@@ -27,7 +27,7 @@ impl AuditNode {
     fn readable_city(&self, caller: &Caller) -> Result<Option<String>, Status> {
         match (caller, self.owner) {
             (Caller::Bureau(own), owner) if *own == owner => Ok(None),
-            (Caller::Bureau(Owner::City(city)), Owner::ClearingHouse) => Ok(Some(city.to_string())),
+            (Caller::Bureau(Owner::Pool(city)), Owner::ClearingHouse) => Ok(Some(city.to_string())),
             _ => Err(Status::permission_denied(format!(
                 "{caller} may not read the audit trail of {}",
                 self.owner

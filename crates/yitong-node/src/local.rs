@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_diseases, seed_institutions, seed_items, seed_policies};
-use yitong_core::{CityCode, Network, Owner, Service};
+use yitong_core::{Network, Owner, PoolCode, Service};
 use yitong_rpc::CallLimits;
 use yitong_settlement::benefit::{seed_disease_policies, seed_filing_policies};
 
@@ -114,19 +114,19 @@ impl LocalNetwork {
     /// Binds every server, opens and migrates every store, seeds empty ones, and starts serving.
     pub async fn start(options: LocalNetworkOptions) -> Result<LocalNetwork, NodeError> {
         let mut network = options.network;
-        let cities: Vec<CityCode> = network.enabled_cities().map(|city| city.code).collect();
+        let cities: Vec<PoolCode> = network.enabled_pools().map(|city| city.code).collect();
 
         // Bind first: on ephemeral ports, the addresses are only known now, and every node
         // must be told them before it starts calling the others.
         let mut listeners = Vec::new();
         for (owner, service) in cities
             .iter()
-            .flat_map(|city| CITY_SERVICES.map(|service| (Owner::City(*city), service)))
+            .flat_map(|city| CITY_SERVICES.map(|service| (Owner::Pool(*city), service)))
             .chain([(Owner::ClearingHouse, Service::Ledger)])
         {
             let configured = match owner {
-                Owner::City(city) => {
-                    network.endpoint(network.city(city).expect("enabled city"), service)
+                Owner::Pool(city) => {
+                    network.endpoint(network.pool(city).expect("enabled city"), service)
                 }
                 Owner::ClearingHouse => network.clearing_house.ledger.clone(),
             };
@@ -148,7 +148,7 @@ impl LocalNetwork {
             };
             let url = format!("{scheme}://{local}");
             let code = match owner {
-                Owner::City(city) => city,
+                Owner::Pool(city) => city,
                 Owner::ClearingHouse => cities[0],
             };
             network.set_endpoint(code, service, url.clone());
@@ -206,7 +206,7 @@ impl LocalNetwork {
         let access = self.security.peer_access(endpoint.owner, self.calls)?;
         let access = &access;
         let role = match (endpoint.owner, endpoint.service) {
-            (Owner::City(city), Service::Identity) => {
+            (Owner::Pool(city), Service::Identity) => {
                 let keys = PiiKeys::for_development(city);
                 if let Some(seeds) = seeds {
                     seed_persons(store, &keys, city, &seeds.persons_of(city))
@@ -227,7 +227,7 @@ impl LocalNetwork {
                     access,
                 )?))
             }
-            (Owner::City(city), Service::Catalog) => {
+            (Owner::Pool(city), Service::Catalog) => {
                 if let Some(seeds) = seeds {
                     let seed_error = |what: &'static str| {
                         move |source: yitong_store::sqlx::Error| NodeError::Seed {
@@ -254,7 +254,7 @@ impl LocalNetwork {
                     .map_err(|error| NodeError::Endpoint(error.endpoint))?;
                 Role::Catalog(node)
             }
-            (Owner::City(city), Service::Settlement) => {
+            (Owner::Pool(city), Service::Settlement) => {
                 if let Some(seeds) = seeds {
                     seed_filing_policies(store, &seeds.filing_policies_of(city))
                         .await

@@ -42,8 +42,8 @@ pub enum SecurityError {
 /// enabled city (the seeds hold every city's, enabled or not).
 pub fn development_callers(network: &Network, seeds: Option<&Seeds>) -> Vec<Caller> {
     let owners: Vec<Owner> = network
-        .enabled_cities()
-        .map(|city| Owner::City(city.code))
+        .enabled_pools()
+        .map(|city| Owner::Pool(city.code))
         .chain([Owner::ClearingHouse])
         .collect();
     let mut callers: Vec<Caller> = owners
@@ -58,7 +58,7 @@ pub fn development_callers(network: &Network, seeds: Option<&Seeds>) -> Vec<Call
                 .iter()
                 .filter(|institution| {
                     network
-                        .city(institution.code.city())
+                        .pool(institution.code.city())
                         .is_some_and(|city| city.enabled)
                 })
                 .map(|institution| Caller::Institution(institution.code.clone())),

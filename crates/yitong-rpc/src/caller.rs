@@ -9,7 +9,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use yitong_core::{CityCode, InstitutionCode, Owner};
+use yitong_core::{InstitutionCode, Owner, PoolCode};
 
 /// The party a call is authenticated as.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -95,10 +95,10 @@ impl Caller {
 
     /// The city the caller belongs to, if any: an institution's treatment city, a bureau's or a
     /// node's city.
-    pub fn city(&self) -> Option<CityCode> {
+    pub fn city(&self) -> Option<PoolCode> {
         match self {
             Caller::Institution(code) => Some(code.city()),
-            Caller::Bureau(Owner::City(city)) | Caller::Node(Owner::City(city)) => Some(*city),
+            Caller::Bureau(Owner::Pool(city)) | Caller::Node(Owner::Pool(city)) => Some(*city),
             _ => None,
         }
     }
@@ -146,7 +146,7 @@ impl Caller {
     /// node acts for its own city only, never as another (a treatment city of a claim, the city
     /// of an institution it asks for). Checked once the field has parsed, so a malformed value
     /// is still INVALID_ARGUMENT; the refusal names the field.
-    pub fn require_own_city(&self, field: &str, city: CityCode) -> Result<(), Denied> {
+    pub fn require_own_city(&self, field: &str, city: PoolCode) -> Result<(), Denied> {
         if self.city() == Some(city) {
             return Ok(());
         }
@@ -195,7 +195,7 @@ impl FromStr for Caller {
             if rest == "clearing" {
                 Ok(Owner::ClearingHouse)
             } else {
-                CityCode::parse(rest).map(Owner::City).map_err(|_| bad())
+                PoolCode::parse(rest).map(Owner::Pool).map_err(|_| bad())
             }
         };
         let (kind, rest) = text.split_once(':').ok_or_else(bad)?;
@@ -231,6 +231,7 @@ mod tests {
             "bureau:370100",
             "bureau:clearing",
             "node:371600",
+            "node:370590",
             "node:clearing",
             "operator:wang.li",
         ] {
@@ -241,7 +242,7 @@ mod tests {
             "",
             "anonymous",
             "node:",
-            "node:999999",
+            "node:099999",
             "institution:X1",
             "operator:",
             "operator:a b",
@@ -258,20 +259,20 @@ mod tests {
         assert!(his.require_institution_code("H37030000002").is_err());
         assert!(his.require_institution_code("H37030000001").is_ok());
         assert!(Caller::Anonymous.require_institution_code("").is_err());
-        let zibo = CityCode::parse("370300").unwrap();
-        let jinan = CityCode::parse("370100").unwrap();
-        let bureau = Caller::Bureau(Owner::City(zibo));
-        assert!(bureau.require_bureau(Owner::City(zibo)).is_ok());
-        assert!(bureau.require_bureau(Owner::City(jinan)).is_err());
-        assert!(his.require_bureau(Owner::City(zibo)).is_err());
+        let zibo = PoolCode::parse("370300").unwrap();
+        let jinan = PoolCode::parse("370100").unwrap();
+        let bureau = Caller::Bureau(Owner::Pool(zibo));
+        assert!(bureau.require_bureau(Owner::Pool(zibo)).is_ok());
+        assert!(bureau.require_bureau(Owner::Pool(jinan)).is_err());
+        assert!(his.require_bureau(Owner::Pool(zibo)).is_err());
     }
 
     // A node gives only its own city in a field that must be the caller's, and the refusal
     // names the field.
     #[test]
     fn a_node_acts_as_its_own_city_only() {
-        let jinan = CityCode::parse("370100").unwrap();
-        let dongying = CityCode::parse("370500").unwrap();
+        let jinan = PoolCode::parse("370100").unwrap();
+        let dongying = PoolCode::parse("370500").unwrap();
         let node: Caller = "node:370100".parse().unwrap();
         assert!(node.require_own_city("claim.treatment_city", jinan).is_ok());
         let denied = node

@@ -11,7 +11,7 @@
 //! or a person applies it at its service boundary, through [`Visible`], before the reply leaves.
 //! ARCHITECTURE.md ("Who may call what") lays the same rule out as a table per read RPC.
 
-use yitong_core::{CityCode, InstitutionCode, Owner};
+use yitong_core::{InstitutionCode, Owner, PoolCode};
 use yitong_proto::ledger::v1 as ledger;
 use yitong_proto::settlement::v1 as settlement;
 
@@ -32,13 +32,13 @@ pub enum Sight {
 /// an account belongs to) and the institution that made it, when one did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Parties {
-    cities: Vec<CityCode>,
+    cities: Vec<PoolCode>,
     institution: Option<InstitutionCode>,
 }
 
 impl Parties {
     /// A record of one city's own (its statement, its prepaid position).
-    pub fn city(city: CityCode) -> Parties {
+    pub fn city(city: PoolCode) -> Parties {
         Parties {
             cities: vec![city],
             institution: None,
@@ -51,7 +51,7 @@ impl Parties {
         Parties {
             cities: cities
                 .iter()
-                .filter_map(|city| CityCode::parse(city.as_ref()).ok())
+                .filter_map(|city| PoolCode::parse(city.as_ref()).ok())
                 .collect(),
             institution: InstitutionCode::parse(institution).ok(),
         }
@@ -74,7 +74,7 @@ impl Parties {
         self
     }
 
-    fn has_city(&self, city: CityCode) -> bool {
+    fn has_city(&self, city: PoolCode) -> bool {
         self.cities.contains(&city)
     }
 }
@@ -96,7 +96,7 @@ impl Parties {
 pub fn sight(caller: &Caller, parties: &Parties) -> Sight {
     let party = match caller {
         Caller::Institution(code) => parties.institution.as_ref() == Some(code),
-        Caller::Bureau(Owner::City(city)) | Caller::Node(Owner::City(city)) => {
+        Caller::Bureau(Owner::Pool(city)) | Caller::Node(Owner::Pool(city)) => {
             parties.has_city(*city)
         }
         Caller::Bureau(Owner::ClearingHouse) => return Sight::Whole,
@@ -229,8 +229,8 @@ mod tests {
     // An account names its owner, or both cities of an obligation; junk names no one.
     #[test]
     fn accounts_name_their_cities() {
-        let zibo: CityCode = "370300".parse().expect("region code");
-        let jinan: CityCode = "370100".parse().expect("region code");
+        let zibo: PoolCode = "370300".parse().expect("region code");
+        let jinan: PoolCode = "370100".parse().expect("region code");
         assert_eq!(Parties::of_account("370300.fund"), Parties::city(zibo));
         let owed = Parties::of_account("370100->370300.obligation");
         assert!(owed.has_city(jinan) && owed.has_city(zibo));

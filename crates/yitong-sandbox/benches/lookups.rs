@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use yitong_core::{CardNumber, CityCode};
+use yitong_core::{CardNumber, PoolCode};
 use yitong_proto::catalog::v1::LookupItemsRequest;
 use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, credential::Kind};
 use yitong_sandbox::{Database, JINAN, Sandbox, ZIBO, seeds_dir};
@@ -63,7 +63,7 @@ async fn run(net: &Sandbox, database: Database) {
     report(database, "LookupItems, 20 codes (Zibo)", &lookup);
     drop(catalog.lookup_items(LookupItemsRequest::default()).await);
 
-    let jinan = CityCode::parse(JINAN).expect("city");
+    let jinan = PoolCode::parse(JINAN).expect("city");
     let mut serial = 0u32;
     let identity = net.identity(ZIBO);
     let person = measure(|| {

@@ -34,7 +34,7 @@ pub const POSTGRES_SANDBOXES_MAX: usize = 4;
 
 /// The stores of a sandbox on `network`: three services per enabled city and the ledger.
 pub fn stores_per_sandbox(network: &Network) -> u32 {
-    let cities = u32::try_from(network.enabled_cities().count()).expect("a handful of cities");
+    let cities = u32::try_from(network.enabled_pools().count()).expect("a handful of cities");
     cities * 3 + 1
 }
 
@@ -175,8 +175,9 @@ mod tests {
 
     // A role's CONNECTION LIMIT counts as well as the server's, and when not even one sandbox
     // fits the refusal names the numbers.
-    // Proves a network of the seven cities (22 stores) narrows its pools to the connections it
-    // was granted, down to one each, and says when not even that fits.
+    // Proves a network of every pool of the seeds (the seven cities' and two second pools: 28
+    // stores) narrows its connection pools to the connections it was granted, down to one
+    // each, and says when not even that fits.
     #[test]
     fn a_larger_network_narrows_its_pools_to_the_budget() {
         let mut network = Network::load(&crate::seeds_dir().join("network.toml")).unwrap();
@@ -184,14 +185,16 @@ mod tests {
             store_connections_within(&network, 42),
             Some(STORE_CONNECTIONS)
         );
-        for city in &mut network.cities {
-            city.enabled = true;
+        for pool in &mut network.pools {
+            pool.enabled = true;
         }
-        assert_eq!(stores_per_sandbox(&network), 22);
-        assert_eq!(store_connections_within(&network, 84), Some(3));
+        assert_eq!(stores_per_sandbox(&network), 28);
+        assert_eq!(store_connections_within(&network, 87), Some(3));
+        assert_eq!(store_connections_within(&network, 86), Some(2));
         assert_eq!(store_connections_within(&network, 59), Some(2));
-        assert_eq!(store_connections_within(&network, 42), Some(1));
-        assert_eq!(store_connections_within(&network, 24), None);
+        assert_eq!(store_connections_within(&network, 58), Some(1));
+        assert_eq!(store_connections_within(&network, 31), Some(1));
+        assert_eq!(store_connections_within(&network, 30), None);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use yitong_auth::{Credentials, SharedKeyring};
-use yitong_core::{CityCode, Network, Owner, Service};
+use yitong_core::{Network, Owner, PoolCode, Service};
 use yitong_node::shed::ShedLimits;
 use yitong_node::{Bind, LocalNetwork, LocalNetworkOptions, Security, development_callers};
 use yitong_proto::audit::v1::audit_service_client::AuditServiceClient;
@@ -415,8 +415,8 @@ impl Sandbox {
     /// PostgreSQL was asked for, cannot be reached, and is not required: the caller skips.
     pub async fn start_network(database: Database, network: Network) -> Option<Sandbox> {
         privacy::install();
-        for city in network.enabled_cities() {
-            let owner = Owner::City(city.code);
+        for city in network.enabled_pools() {
+            let owner = Owner::Pool(city.code);
             KEYS.key_of(&Caller::Node(owner));
             KEYS.key_of(&Caller::Bureau(owner));
         }
@@ -590,6 +590,54 @@ impl Sandbox {
         Sandbox {
             network,
             configured,
+            database,
+            location,
+            _sqlite_dir,
+            postgres,
+            _slot,
+            store_connections,
+            journal,
+        }
+    }
+
+    /// Stops the network and starts it again on the same data under another network file, as
+    /// a running network is upgraded: the stores it kept are migrated and read as they are,
+    /// and the stores of pools the new file enables are made and seeded (seeding fills empty
+    /// stores only). On PostgreSQL the stores' pools are narrowed to the connections the
+    /// sandbox already holds.
+    pub async fn restart_with(self, network: Network) -> Sandbox {
+        for pool in network.enabled_pools() {
+            let owner = Owner::Pool(pool.code);
+            KEYS.key_of(&Caller::Node(owner));
+            KEYS.key_of(&Caller::Bureau(owner));
+        }
+        let Sandbox {
+            network: running,
+            configured,
+            database,
+            location,
+            _sqlite_dir,
+            postgres,
+            _slot,
+            store_connections,
+            journal,
+        } = self;
+        let held = headroom::stores_per_sandbox(&configured) * store_connections
+            + headroom::SANDBOX_EXTRA_CONNECTIONS;
+        let store_connections = headroom::store_connections_within(&network, held)
+            .expect("the upgraded network fits the connections the sandbox holds");
+        running.shut_down().await;
+        let running = LocalNetwork::start(Self::options(
+            location.clone(),
+            true,
+            network.clone(),
+            store_connections,
+        ))
+        .await
+        .expect("sandbox network restarts under the new network file");
+        Sandbox {
+            network: running,
+            configured: network,
             database,
             location,
             _sqlite_dir,
@@ -908,7 +956,7 @@ impl As<'_> {
 }
 
 fn city_owner(city: &str) -> Owner {
-    Owner::City(CityCode::parse(city).expect("tests name cities by region code"))
+    Owner::Pool(PoolCode::parse(city).expect("tests name cities by region code"))
 }
 
 /// The repository's `seeds/` directory.

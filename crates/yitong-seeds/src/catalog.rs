@@ -9,14 +9,14 @@ use yitong_catalog::{
     Grade, HospitalLevel, InsuranceType, Item, ItemCode, ItemKind, ItemParts, PersonType,
     PolicyKey, PolicyTerms, PolicyVersion, Ratio,
 };
-use yitong_core::{Amount, CityCode, Invalid, parse_date};
+use yitong_core::{Amount, Invalid, PoolCode, parse_date};
 
 use crate::read::read_rows;
 use crate::{SeedError, Seeds};
 
 impl Seeds {
     /// The catalog items of `city`, in file order.
-    pub fn items_of(&self, city: CityCode) -> Vec<Item> {
+    pub fn items_of(&self, city: PoolCode) -> Vec<Item> {
         self.items
             .iter()
             .filter(|(item_city, _)| *item_city == city)
@@ -25,7 +25,7 @@ impl Seeds {
     }
 
     /// The policy versions of insured city `city`, in file order.
-    pub fn policies_of(&self, city: CityCode) -> Vec<PolicyVersion> {
+    pub fn policies_of(&self, city: PoolCode) -> Vec<PolicyVersion> {
         self.policies
             .iter()
             .filter(|(policy_city, _)| *policy_city == city)
@@ -60,7 +60,7 @@ struct PolicyRow {
 }
 
 /// Reads `catalog_items.csv`; a code listed twice for one city is refused.
-pub(crate) fn load_items(dir: &Path) -> Result<Vec<(CityCode, Item)>, SeedError> {
+pub(crate) fn load_items(dir: &Path) -> Result<Vec<(PoolCode, Item)>, SeedError> {
     let path = dir.join("catalog_items.csv");
     let items = read_rows(&path, item)?;
     let mut seen = HashSet::new();
@@ -77,7 +77,7 @@ pub(crate) fn load_items(dir: &Path) -> Result<Vec<(CityCode, Item)>, SeedError>
 }
 
 /// Reads `policies.csv`; two versions of one policy from the same day are refused.
-pub(crate) fn load_policies(dir: &Path) -> Result<Vec<(CityCode, PolicyVersion)>, SeedError> {
+pub(crate) fn load_policies(dir: &Path) -> Result<Vec<(PoolCode, PolicyVersion)>, SeedError> {
     let path = dir.join("policies.csv");
     let policies = read_rows(&path, policy)?;
     let mut seen = HashSet::new();
@@ -94,8 +94,8 @@ pub(crate) fn load_policies(dir: &Path) -> Result<Vec<(CityCode, PolicyVersion)>
     Ok(policies)
 }
 
-fn item(row: ItemRow) -> Result<(CityCode, Item), Invalid> {
-    let city = CityCode::parse(&row.city).map_err(|invalid| invalid.at("city"))?;
+fn item(row: ItemRow) -> Result<(PoolCode, Item), Invalid> {
+    let city = PoolCode::parse(&row.city).map_err(|invalid| invalid.at("city"))?;
     let kind = match row.kind.as_str() {
         "drug" => ItemKind::Drug,
         "medical_service" => ItemKind::MedicalService,
@@ -133,8 +133,8 @@ fn item(row: ItemRow) -> Result<(CityCode, Item), Invalid> {
     Ok((city, item))
 }
 
-fn policy(row: PolicyRow) -> Result<(CityCode, PolicyVersion), Invalid> {
-    let city = CityCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
+fn policy(row: PolicyRow) -> Result<(PoolCode, PolicyVersion), Invalid> {
+    let city = PoolCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
     let insurance_type = InsuranceType::from_code(row.insurance_type).ok_or_else(|| {
         Invalid::new("insurance_type", "must be 310 (employee) or 390 (resident)")
     })?;

@@ -11,7 +11,7 @@
 use std::io;
 use std::path::Path;
 
-use yitong_core::{CityCode, Network};
+use yitong_core::{Network, PoolCode};
 
 use crate::{write_catalog_seeds, write_persons};
 
@@ -33,12 +33,13 @@ pub fn write_seeds(dir: &Path, network: &Network, seed: u64) -> io::Result<()> {
 }
 
 /// The error for a city of the network file the generator has no profile of.
-pub(crate) fn unknown_city(code: CityCode) -> io::Error {
+pub(crate) fn unknown_city(code: PoolCode) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         format!(
-            "the seed generator has no profile of city {code}: it knows the seven cities of the \
-             Jinan capital economic circle; another city's bureau loads its own seed files"
+            "the seed generator has no profile of pool {code}: it knows the pools of the seven \
+             cities of the Jinan capital economic circle and two second pools (the Shengli \
+             Oilfield's, the provincial one); another pool's bureau loads its own seed files"
         ),
     )
 }
@@ -65,7 +66,7 @@ const INSTITUTIONS: [(char, u32, &str, u8, Option<&str>); 12] = [
 fn write_institutions(dir: &Path, network: &Network) -> io::Result<()> {
     let mut writer = csv::Writer::from_path(dir.join("institutions.csv"))?;
     writer.write_record(["code", "name", "kind", "level", "networked_since"])?;
-    for city in &network.cities {
+    for city in &network.pools {
         for (prefix, serial, name, level, networked_since) in INSTITUTIONS {
             let kind = if prefix == 'H' {
                 "hospital"
@@ -95,8 +96,8 @@ fn write_filing_policies(dir: &Path, network: &Network) -> io::Result<()> {
         "unfiled_cut_points",
         "temporary_cut_points",
     ])?;
-    for insured in &network.cities {
-        for treatment in network.cities.iter().filter(|t| t.code != insured.code) {
+    for insured in &network.pools {
+        for treatment in network.pools.iter().filter(|t| t.code != insured.code) {
             writer.write_record([
                 insured.code.to_string().as_str(),
                 &treatment.code.to_string(),
@@ -140,8 +141,8 @@ pub(crate) mod tests {
             );
         }
         let seeds = crate::load_seeds(&committed_dir()).expect("the committed seeds read back");
-        let cities = network.cities.len();
-        for city in &network.cities {
+        let cities = network.pools.len();
+        for city in &network.pools {
             assert_eq!(seeds.institutions_of(city.code).len(), INSTITUTIONS.len());
             assert_eq!(seeds.filing_policies_of(city.code).len(), cities - 1);
             // The hand-written disease policies cover every city too: each disease, for
@@ -160,7 +161,7 @@ pub(crate) mod tests {
     #[test]
     fn an_unknown_city_is_named() {
         let mut network = committed_network();
-        network.cities[0].code = CityCode::parse("370200").unwrap();
+        network.pools[0].code = PoolCode::parse("370200").unwrap();
         let dir = std::env::temp_dir().join(format!("yitong-unknown-city-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let error = write_seeds(&dir, &network, 1).unwrap_err();

@@ -22,7 +22,7 @@ use std::path::Path;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use yitong_core::{CityCode, Network};
+use yitong_core::{Network, PoolCode};
 
 /// Fewest items the generator lists in each city's catalog.
 pub const CATALOG_ITEMS_PER_CITY_MIN: usize = 2_000;
@@ -40,9 +40,12 @@ struct CityProfile {
     unlisted_bp: u32,
 }
 
-/// Every city of the circle the generator knows: the four pilot cities, then Tai'an,
-/// Liaocheng and Dezhou. A fixture's terms and a city's policy are in this order too.
-const CITIES: [CityProfile; 7] = [
+/// Every pool of the circle the generator knows: the four pilot cities' pools, then Tai'an's,
+/// Liaocheng's and Dezhou's, then two second pools (illustrative): the Shengli Oilfield's,
+/// hosted by Dongying, whose list differs from Dongying's in grades, ratios and caps, and the
+/// provincial-level pool hosted by Jinan. A fixture's terms and a pool's policy are in this
+/// order too.
+const CITIES: [CityProfile; 9] = [
     CityProfile {
         code: "370100",
         grade_b_ratio_bp: [1_000, 1_000, 2_000],
@@ -92,11 +95,25 @@ const CITIES: [CityProfile; 7] = [
         regrade_bp: 500,
         unlisted_bp: 400,
     },
+    CityProfile {
+        code: "370590",
+        grade_b_ratio_bp: [500, 1_000, 2_000],
+        price_level_bp: 10_200,
+        regrade_bp: 500,
+        unlisted_bp: 600,
+    },
+    CityProfile {
+        code: "379900",
+        grade_b_ratio_bp: [1_000, 1_000, 2_000],
+        price_level_bp: 10_100,
+        regrade_bp: 300,
+        unlisted_bp: 300,
+    },
 ];
 
 /// The index in [`CITIES`] of a city of the network file; a city the generator does not know
 /// is an error naming it.
-fn city_index(code: CityCode) -> io::Result<usize> {
+fn city_index(code: PoolCode) -> io::Result<usize> {
     let text = code.to_string();
     CITIES
         .iter()
@@ -164,11 +181,15 @@ struct Fixture {
     kind: Kind,
     valid_from: &'static str,
     valid_until: Option<&'static str>,
-    /// Jinan, Zibo, Dongying, Binzhou, Tai'an, Liaocheng, Dezhou (the order of [`CITIES`]).
-    cities: [Option<FixtureTerms>; 7],
+    /// Jinan, Zibo, Dongying, Binzhou, Tai'an, Liaocheng, Dezhou, the Shengli Oilfield, the
+    /// provincial pool (the order of [`CITIES`]).
+    cities: [Option<FixtureTerms>; 9],
 }
 
-/// Items the tests and the README name. Their differences between cities are deliberate.
+/// Items the tests and the README name. Their differences between pools are deliberate, and
+/// the Shengli Oilfield's differ from Dongying's, the city that hosts it: the consultation and
+/// the CT are capped higher, atorvastatin is grade A, the CT grade B at 20%, the cannula not
+/// covered.
 const FIXTURES: [Fixture; 7] = [
     Fixture {
         code: "001102000010000",
@@ -184,6 +205,8 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::A, 0, Some(1_250))),
             Some((Grade::A, 0, Some(1_150))),
             Some((Grade::A, 0, Some(1_200))),
+            Some((Grade::A, 0, Some(1_400))),
+            Some((Grade::A, 0, Some(1_500))),
         ],
     },
     Fixture {
@@ -200,6 +223,8 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::B, 1_000, Some(2_400))),
             Some((Grade::A, 0, Some(2_300))),
             Some((Grade::B, 1_500, Some(2_380))),
+            Some((Grade::A, 0, Some(2_450))),
+            Some((Grade::B, 1_000, Some(2_500))),
         ],
     },
     Fixture {
@@ -216,6 +241,8 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::B, 1_000, Some(14_200))),
             Some((Grade::B, 1_500, Some(13_800))),
             Some((Grade::A, 0, Some(14_000))),
+            Some((Grade::B, 2_000, Some(15_500))),
+            Some((Grade::B, 1_000, Some(15_000))),
         ],
     },
     Fixture {
@@ -232,6 +259,8 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::B, 2_000, Some(1_720))),
             Some((Grade::B, 2_500, Some(1_650))),
             Some((Grade::C, 0, None)),
+            Some((Grade::C, 0, None)),
+            Some((Grade::B, 2_000, Some(1_800))),
         ],
     },
     Fixture {
@@ -248,6 +277,8 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::B, 1_000, Some(1_530))),
             Some((Grade::C, 0, None)),
             Some((Grade::B, 500, Some(1_500))),
+            Some((Grade::B, 1_500, Some(1_600))),
+            Some((Grade::B, 1_000, Some(1_580))),
         ],
     },
     Fixture {
@@ -264,6 +295,8 @@ const FIXTURES: [Fixture; 7] = [
             Some((Grade::A, 0, Some(940))),
             Some((Grade::A, 0, Some(930))),
             Some((Grade::A, 0, Some(950))),
+            Some((Grade::A, 0, Some(970))),
+            Some((Grade::A, 0, Some(980))),
         ],
     },
     Fixture {
@@ -280,6 +313,8 @@ const FIXTURES: [Fixture; 7] = [
             None,
             None,
             None,
+            None,
+            None,
         ],
     },
 ];
@@ -288,7 +323,7 @@ const FIXTURES: [Fixture; 7] = [
 /// order.
 pub fn write_catalog_seeds(dir: &Path, network: &Network, seed: u64) -> io::Result<()> {
     let cities = network
-        .cities
+        .pools
         .iter()
         .map(|city| city_index(city.code))
         .collect::<io::Result<Vec<usize>>>()?;
@@ -1427,7 +1462,7 @@ struct CityPolicy {
 
 /// The 2026 terms. The 2025 versions had caps 500 yuan lower for employees and 100 yuan lower
 /// for residents, and ratios five points lower at level 3.
-const POLICIES_2026: [CityPolicy; 7] = [
+const POLICIES_2026: [CityPolicy; 9] = [
     CityPolicy {
         code: "370100",
         terms: [
@@ -1489,6 +1524,25 @@ const POLICIES_2026: [CityPolicy; 7] = [
             (600, [8_000, 7_000, 6_000], 4_000),
             (200, [5_500, 4_500, 3_500], 500),
             (200, [6_000, 5_000, 4_000], 700),
+        ],
+    },
+    // The Shengli Oilfield's pool: a lower deductible and higher ratios than Dongying's.
+    CityPolicy {
+        code: "370590",
+        terms: [
+            (500, [8_500, 7_500, 6_500], 5_000),
+            (300, [9_000, 8_000, 7_000], 6_000),
+            (100, [6_500, 5_500, 4_500], 800),
+            (100, [7_000, 6_000, 5_000], 1_000),
+        ],
+    },
+    CityPolicy {
+        code: "379900",
+        terms: [
+            (800, [8_000, 7_000, 6_000], 5_000),
+            (600, [8_500, 7_500, 6_500], 6_000),
+            (200, [6_000, 5_000, 4_000], 600),
+            (200, [6_500, 5_500, 4_500], 800),
         ],
     },
 ];
@@ -1587,7 +1641,7 @@ mod tests {
         let items = crate::catalog::load_items(&first).expect("items read back");
         let policies = crate::catalog::load_policies(&first).expect("policies read back");
         for city in CITIES {
-            let code = yitong_core::CityCode::parse(city.code).unwrap();
+            let code = yitong_core::PoolCode::parse(city.code).unwrap();
             let listed = items
                 .iter()
                 .filter(|(item_city, _)| *item_city == code)

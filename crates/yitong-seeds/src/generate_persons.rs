@@ -20,7 +20,7 @@ use std::path::Path;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use yitong_core::{CitizenId, CityCode, Network};
+use yitong_core::{CitizenId, Network, PoolCode};
 
 /// Persons generated per pilot city.
 pub const PERSONS_PER_CITY: usize = 10_000;
@@ -35,9 +35,10 @@ struct CityPersons {
     districts: &'static [&'static str],
 }
 
-/// Every city of the circle the generator knows: the four pilot cities, then Tai'an,
-/// Liaocheng and Dezhou.
-const CITIES: [CityPersons; 7] = [
+/// Every pool of the circle the generator knows: the four pilot cities' pools, then Tai'an's,
+/// Liaocheng's and Dezhou's, then two second pools (illustrative): the Shengli Oilfield's,
+/// hosted by Dongying, and the provincial-level pool hosted by Jinan.
+const CITIES: [CityPersons; 9] = [
     CityPersons {
         code: "370100",
         persons: PERSONS_PER_CITY,
@@ -85,11 +86,23 @@ const CITIES: [CityPersons; 7] = [
             "371428", "371481", "371482",
         ],
     },
+    CityPersons {
+        code: "370590",
+        persons: PERSONS_PER_JOINING_CITY,
+        // The Oilfield's people live in Dongying's districts.
+        districts: &["370502", "370503", "370522"],
+    },
+    CityPersons {
+        code: "379900",
+        persons: PERSONS_PER_JOINING_CITY,
+        // Provincial staff and retirees, in Jinan's central districts.
+        districts: &["370102", "370103", "370104", "370105", "370112"],
+    },
 ];
 
 /// How a city of the network file has its persons made; a city the generator does not know is
 /// an error naming it.
-fn city_persons(code: CityCode) -> io::Result<&'static CityPersons> {
+fn city_persons(code: PoolCode) -> io::Result<&'static CityPersons> {
     let text = code.to_string();
     CITIES
         .iter()
@@ -211,7 +224,7 @@ pub fn write_persons(dir: &Path, network: &Network, seed: u64) -> io::Result<()>
         "card_status",
     ])?;
     let mut taken = HashSet::new();
-    for city in &network.cities {
+    for city in &network.pools {
         let CityPersons {
             code,
             persons,
@@ -378,7 +391,7 @@ mod tests {
             CITIES.iter().map(|city| city.persons).sum::<usize>()
         );
         for city in &CITIES {
-            let code = CityCode::parse(city.code).unwrap();
+            let code = PoolCode::parse(city.code).unwrap();
             let of_city = persons
                 .iter()
                 .filter(|(insured, _)| *insured == code)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use yitong_catalog::{Item, PolicyVersion, SeedInstitution};
-use yitong_core::{Amount, CitizenId, CityCode, InstitutionCode, Invalid, parse_date};
+use yitong_core::{Amount, CitizenId, InstitutionCode, Invalid, PoolCode, parse_date};
 use yitong_identity::{CardStatus, InsuranceStatus, SeedPerson};
 use yitong_settlement::benefit::{DiseasePolicy, parse_disease_code};
 use yitong_settlement::split::filing::{FilingPolicy, Unfiled};
@@ -18,22 +18,22 @@ use yitong_settlement::split::{InsuranceType, Policy, Ratio};
 #[derive(Debug, Clone, Default)]
 pub struct Seeds {
     pub institutions: Vec<SeedInstitution>,
-    pub persons: Vec<(CityCode, SeedPerson)>,
+    pub persons: Vec<(PoolCode, SeedPerson)>,
     /// Each city's catalog items, by the city whose catalog lists them.
-    pub items: Vec<(CityCode, Item)>,
+    pub items: Vec<(PoolCode, Item)>,
     /// Policy versions, by insured city.
-    pub policies: Vec<(CityCode, PolicyVersion)>,
+    pub policies: Vec<(PoolCode, PolicyVersion)>,
     /// Cross-city filing policies: insured city, treatment city, policy.
-    pub filing_policies: Vec<(CityCode, CityCode, FilingPolicy)>,
+    pub filing_policies: Vec<(PoolCode, PoolCode, FilingPolicy)>,
     /// The national disease catalog of outpatient chronic and special diseases (1309): code and
     /// name.
     pub diseases: Vec<(String, String)>,
     /// Each insured city's disease policy, by insured city.
-    pub disease_policies: Vec<(CityCode, DiseasePolicy)>,
+    pub disease_policies: Vec<(PoolCode, DiseasePolicy)>,
 }
 
 impl Seeds {
-    pub fn institutions_of(&self, city: CityCode) -> Vec<SeedInstitution> {
+    pub fn institutions_of(&self, city: PoolCode) -> Vec<SeedInstitution> {
         self.institutions
             .iter()
             .filter(|institution| institution.code.city() == city)
@@ -42,7 +42,7 @@ impl Seeds {
     }
 
     /// The filing policies of insured city `city`, by treatment city.
-    pub fn filing_policies_of(&self, city: CityCode) -> Vec<(CityCode, FilingPolicy)> {
+    pub fn filing_policies_of(&self, city: PoolCode) -> Vec<(PoolCode, FilingPolicy)> {
         self.filing_policies
             .iter()
             .filter(|(insured_city, ..)| *insured_city == city)
@@ -51,7 +51,7 @@ impl Seeds {
     }
 
     /// The disease policy of insured city `city`.
-    pub fn disease_policies_of(&self, city: CityCode) -> Vec<DiseasePolicy> {
+    pub fn disease_policies_of(&self, city: PoolCode) -> Vec<DiseasePolicy> {
         self.disease_policies
             .iter()
             .filter(|(insured_city, _)| *insured_city == city)
@@ -59,7 +59,7 @@ impl Seeds {
             .collect()
     }
 
-    pub fn persons_of(&self, city: CityCode) -> Vec<SeedPerson> {
+    pub fn persons_of(&self, city: PoolCode) -> Vec<SeedPerson> {
         self.persons
             .iter()
             .filter(|(insured_city, _)| *insured_city == city)
@@ -160,13 +160,13 @@ struct DiseasePolicyRow {
 
 /// Reads `disease_policies.csv`: each row's disease must be in `diseases.csv`, whose name it
 /// takes; a city, disease and insurance type listed twice is refused.
-fn load_disease_policies(dir: &Path) -> Result<Vec<(CityCode, DiseasePolicy)>, SeedError> {
+fn load_disease_policies(dir: &Path) -> Result<Vec<(PoolCode, DiseasePolicy)>, SeedError> {
     let diseases: std::collections::HashMap<String, String> =
         load_diseases(dir)?.into_iter().collect();
     let path = dir.join("disease_policies.csv");
     let rows = read_rows(&path, |row: DiseasePolicyRow| {
         let city =
-            CityCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
+            PoolCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
         let code = parse_disease_code(&row.disease_code, "disease_code")?;
         let name = diseases
             .get(&code)
@@ -230,7 +230,7 @@ struct FilingPolicyRow {
 
 /// Reads `filing_policies.csv`; a pair listed twice, or a city's policy toward itself, is
 /// refused.
-fn load_filing_policies(dir: &Path) -> Result<Vec<(CityCode, CityCode, FilingPolicy)>, SeedError> {
+fn load_filing_policies(dir: &Path) -> Result<Vec<(PoolCode, PoolCode, FilingPolicy)>, SeedError> {
     let path = dir.join("filing_policies.csv");
     let rows = read_rows(&path, filing_policy)?;
     let mut seen = std::collections::HashSet::new();
@@ -246,11 +246,11 @@ fn load_filing_policies(dir: &Path) -> Result<Vec<(CityCode, CityCode, FilingPol
     Ok(rows)
 }
 
-fn filing_policy(row: FilingPolicyRow) -> Result<(CityCode, CityCode, FilingPolicy), Invalid> {
+fn filing_policy(row: FilingPolicyRow) -> Result<(PoolCode, PoolCode, FilingPolicy), Invalid> {
     let insured =
-        CityCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
+        PoolCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
     let treatment =
-        CityCode::parse(&row.treatment_city).map_err(|invalid| invalid.at("treatment_city"))?;
+        PoolCode::parse(&row.treatment_city).map_err(|invalid| invalid.at("treatment_city"))?;
     if insured == treatment {
         return Err(Invalid::new(
             "treatment_city",
@@ -274,7 +274,7 @@ fn filing_policy(row: FilingPolicyRow) -> Result<(CityCode, CityCode, FilingPoli
 }
 
 /// Reads a persons file.
-pub(crate) fn read_persons(path: &Path) -> Result<Vec<(CityCode, SeedPerson)>, SeedError> {
+pub(crate) fn read_persons(path: &Path) -> Result<Vec<(PoolCode, SeedPerson)>, SeedError> {
     read_rows(path, person)
 }
 
@@ -334,8 +334,8 @@ fn institution(row: InstitutionRow) -> Result<SeedInstitution, Invalid> {
     })
 }
 
-fn person(row: PersonRow) -> Result<(CityCode, SeedPerson), Invalid> {
-    let city = CityCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
+fn person(row: PersonRow) -> Result<(PoolCode, SeedPerson), Invalid> {
+    let city = PoolCode::parse(&row.insured_city).map_err(|invalid| invalid.at("insured_city"))?;
     let sex = match row.sex.as_str() {
         "male" => 1,
         "female" => 2,

@@ -136,9 +136,14 @@ pub struct PairLabels {
     pub insured_city: String,
 }
 
+/// A pool, and the city that hosts it: a city's two pools are two series a query can sum by
+/// `city` or tell apart by `pool`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CityLabels {
+pub struct PoolLabels {
+    /// The host city's code (`yitong_core::CityCode`).
     pub city: String,
+    /// The pool's code (`yitong_core::PoolCode`); the city's own pool has the city's code.
+    pub pool: String,
 }
 
 /// Reconciliation breaks of one class found for one submitter.
@@ -163,10 +168,10 @@ pub struct Metrics {
     pub settlement_refusals: Family<RefusalLabels, Counter>,
     pub fund_paid_fen: Family<PairLabels, Counter>,
     pub fund_returned_fen: Family<PairLabels, Counter>,
-    pub settlements_in_doubt: Family<CityLabels, Gauge>,
+    pub settlements_in_doubt: Family<PoolLabels, Gauge>,
     pub reconciliation_breaks: Family<BreakLabels, Counter>,
-    pub prepaid_available_fen: Family<CityLabels, Gauge>,
-    pub prepaid_below_threshold: Family<CityLabels, Gauge>,
+    pub prepaid_available_fen: Family<PoolLabels, Gauge>,
+    pub prepaid_below_threshold: Family<PoolLabels, Gauge>,
 }
 
 /// The process's metrics.
@@ -334,6 +339,7 @@ impl Metrics {
     pub fn start_treatment_city<'a>(
         &self,
         treatment_city: &str,
+        host_city: &str,
         insured_cities: impl IntoIterator<Item = &'a str>,
     ) {
         for insured_city in insured_cities {
@@ -358,8 +364,9 @@ impl Metrics {
             let _ = self.fund_paid_fen.get_or_create(&pair);
             let _ = self.fund_returned_fen.get_or_create(&pair);
         }
-        let _ = self.settlements_in_doubt.get_or_create(&CityLabels {
-            city: treatment_city.to_owned(),
+        let _ = self.settlements_in_doubt.get_or_create(&PoolLabels {
+            city: host_city.to_owned(),
+            pool: treatment_city.to_owned(),
         });
     }
 

@@ -26,12 +26,12 @@ const ENV_PREFIX: &str = "YITONG_";
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Region code of the city this node serves (not for the ledger, which the clearing house
-    /// runs).
+    /// Region code of the pool this node serves: a city's own pool has the city's code (not for
+    /// the ledger, which the clearing house runs).
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub city: Option<String>,
-    /// The network file listing every city's endpoints [default: seeds/network.toml].
+    /// The network file listing every pool's endpoints [default: seeds/network.toml].
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<PathBuf>,

@@ -204,11 +204,11 @@ pub async fn dev_staff(
         return Ok(());
     }
     let mut accounts: Vec<(String, Caller)> = network
-        .enabled_cities()
+        .enabled_pools()
         .map(|city| {
             (
                 format!("bureau-{}", city.code),
-                Caller::Bureau(yitong_core::Owner::City(city.code)),
+                Caller::Bureau(yitong_core::Owner::Pool(city.code)),
             )
         })
         .collect();

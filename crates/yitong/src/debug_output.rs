@@ -128,7 +128,7 @@ async fn no_configuration_type_prints_a_secret() {
     assert_no_secret("Credentials", &format!("{credentials:?}"), &secrets);
     let security = Security::loopback(&credentials);
     assert_no_secret("Security", &format!("{security:?}"), &secrets);
-    let jinan = Owner::City("370100".parse().unwrap());
+    let jinan = Owner::Pool("370100".parse().unwrap());
     let access = security.peer_access(jinan, CallLimits::default()).unwrap();
     assert_no_secret("PeerAccess", &format!("{access:?}"), &secrets);
 

@@ -78,7 +78,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     // Each city's first institution gets a finance office account in the console.
     let finance_offices: Vec<String> = network
-        .enabled_cities()
+        .enabled_pools()
         .filter_map(|city| seeds.institutions_of(city.code).into_iter().next())
         .map(|institution| institution.code.as_str().to_owned())
         .collect();
@@ -121,10 +121,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .set_header(["owner", "service", "endpoint"]);
     for endpoint in running.endpoints() {
         let owner = match endpoint.owner {
-            Owner::City(code) => {
+            Owner::Pool(code) => {
                 let city = running
                     .network()
-                    .city(code)
+                    .pool(code)
                     .expect("running city is in the network");
                 format!("{} {} ({code})", city.name, city.name_zh)
             }

@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
 use rand::TryRngCore;
-use yitong_core::CityCode;
+use yitong_core::PoolCode;
 use yitong_identity::VoucherSigner;
 
 #[derive(Debug, Args)]
@@ -29,7 +29,7 @@ fn secret() -> anyhow::Result<[u8; 32]> {
 
 pub fn run(args: KeygenArgs) -> anyhow::Result<()> {
     let city =
-        CityCode::parse(&args.city).map_err(|invalid| anyhow::anyhow!("--city {invalid}"))?;
+        PoolCode::parse(&args.city).map_err(|invalid| anyhow::anyhow!("--city {invalid}"))?;
     let signing = secret()?;
     let signer = VoucherSigner::new(city, signing);
     println!(

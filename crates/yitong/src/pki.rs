@@ -51,10 +51,10 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
         PkiAction::Init { network, out } => {
             let network = Network::load(&network)?;
             let pki = Pki::init(&out, &network.clearing_house.name)?;
-            for city in network.enabled_cities() {
+            for city in network.enabled_pools() {
                 let hosts = hosts_of([&city.identity, &city.catalog, &city.settlement]);
                 pki.issue(
-                    &Caller::Node(Owner::City(city.code)),
+                    &Caller::Node(Owner::Pool(city.code)),
                     &hosts,
                     Validity::days(NODE_VALIDITY_DAYS),
                 )?;

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use yitong_catalog::CatalogNode;
 
 use yitong_auth::{Keyring, Pki, SharedKeyring};
-use yitong_core::{CityCode, Network, Owner, Service};
+use yitong_core::{Network, Owner, PoolCode, Service};
 use yitong_identity::{IdentityNode, PiiKeys, VoucherSigner};
 use yitong_ledger::LedgerNode;
 use yitong_node::shed::ShedLimits;
@@ -90,9 +90,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         (_, None) => bail!("--city is required for the {service} service"),
         (_, Some(code)) => {
             let code =
-                CityCode::parse(code).map_err(|invalid| anyhow::anyhow!("--city {invalid}"))?;
-            match network.city(code) {
-                Some(city) if city.enabled => Owner::City(code),
+                PoolCode::parse(code).map_err(|invalid| anyhow::anyhow!("--city {invalid}"))?;
+            match network.pool(code) {
+                Some(city) if city.enabled => Owner::Pool(code),
                 Some(_) => bail!("city {code} is not enabled in {}", network_path.display()),
                 None => bail!("city {code} is not in {}", network_path.display()),
             }
@@ -105,8 +105,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(listen) => listen.clone(),
         None => {
             let configured = match owner {
-                Owner::City(code) => {
-                    network.endpoint(network.city(code).expect("checked above"), service)
+                Owner::Pool(code) => {
+                    network.endpoint(network.pool(code).expect("checked above"), service)
                 }
                 Owner::ClearingHouse => network.clearing_house.ledger.clone(),
             };
@@ -155,7 +155,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = Store::open(&location, service, owner, pool).await?;
     store.migrate().await?;
     let role = match (owner, service) {
-        (Owner::City(city), Service::Identity) => {
+        (Owner::Pool(city), Service::Identity) => {
             let (Some(seal), Some(hash)) = (&settings.pii_seal_key, &settings.pii_hash_key) else {
                 bail!(
                     "the identity service needs YITONG_PII_SEAL_KEY and YITONG_PII_HASH_KEY (base64 of 32 random bytes each)"
@@ -166,7 +166,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let signing_key = settings.e_voucher_signing_key.as_ref().context("the identity service needs YITONG_E_VOUCHER_SIGNING_KEY (base64 of a 32-byte Ed25519 key)")?;
             let signer = VoucherSigner::from_base64(city, signing_key.expose_secret())
                 .context("malformed e-voucher signing key")?;
-            let published = &network.city(city).expect("checked above").e_voucher_key;
+            let published = &network.pool(city).expect("checked above").e_voucher_key;
             if &signer.public_key_base64() != published {
                 bail!(
                     "the e-voucher signing key does not match city {city}'s e_voucher_key in the network file"
@@ -181,11 +181,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 calls,
             )?))
         }
-        (Owner::City(city), Service::Catalog) => Role::Catalog(
+        (Owner::Pool(city), Service::Catalog) => Role::Catalog(
             CatalogNode::new(city, store, network.clone(), calls)
                 .with_context(|| format!("malformed network file {}", network_path.display()))?,
         ),
-        (Owner::City(city), Service::Settlement) => Role::Settlement(
+        (Owner::Pool(city), Service::Settlement) => Role::Settlement(
             SettlementNode::new(city, store.clone(), network.clone(), calls)?.with_options(
                 TreatmentOptions {
                     visit_look_back_days: settings

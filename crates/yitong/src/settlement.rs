@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use yitong_core::{CityCode, Network, Service};
+use yitong_core::{Network, PoolCode, Service};
 use yitong_proto::settlement::v1 as pb;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 
@@ -68,7 +68,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<Outcome> {
             let city = args
                 .institution
                 .get(1..7)
-                .and_then(|code| CityCode::parse(code).ok())
+                .and_then(|code| PoolCode::parse(code).ok())
                 .with_context(|| {
                     format!(
                         "institution code {} names no city: give --settlement",
@@ -77,7 +77,7 @@ async fn show(args: ShowArgs) -> anyhow::Result<Outcome> {
                 })?;
             let network = Network::load(&args.network)
                 .with_context(|| format!("cannot read {}", args.network.display()))?;
-            let Some(city) = network.city(city) else {
+            let Some(city) = network.pool(city) else {
                 bail!("city {city} is not in {}", args.network.display());
             };
             network.endpoint(city, Service::Settlement)

@@ -38,10 +38,10 @@ pub struct SeedArgs {
 /// Every (owner, service) pair the enabled network runs.
 fn stores_of(network: &Network) -> Vec<(Owner, Service)> {
     network
-        .enabled_cities()
+        .enabled_pools()
         .flat_map(|city| {
             [Service::Identity, Service::Catalog, Service::Settlement]
-                .map(|service| (Owner::City(city.code), service))
+                .map(|service| (Owner::Pool(city.code), service))
         })
         .chain([(Owner::ClearingHouse, Service::Ledger)])
         .collect()
@@ -64,7 +64,7 @@ pub async fn seed(args: SeedArgs) -> anyhow::Result<()> {
     let seeds = load_seeds(&args.stores.seeds)?;
     let location = Location::parse(args.stores.database_url.expose_secret());
     for (owner, service) in stores_of(&network) {
-        let Owner::City(city) = owner else { continue };
+        let Owner::Pool(city) = owner else { continue };
         let store = Store::open(&location, service, owner, PoolLimits::default()).await?;
         store.migrate().await?;
         let loaded = match service {

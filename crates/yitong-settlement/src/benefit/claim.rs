@@ -3,7 +3,7 @@
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use yitong_core::{Amount, CityCode, Date, InstitutionCode, Invalid, PersonNo};
+use yitong_core::{Amount, Date, InstitutionCode, Invalid, PersonNo, PoolCode};
 use yitong_proto::catalog::v1::HospitalLevel;
 use yitong_proto::identity::v1::InsuranceType as WireInsuranceType;
 use yitong_proto::settlement::v1 as pb;
@@ -17,7 +17,7 @@ pub struct BenefitClaim {
     pub service_date: Date,
     pub insurance_type: InsuranceType,
     pub hospital_level: HospitalLevel,
-    pub treatment_city: CityCode,
+    pub treatment_city: PoolCode,
     pub institution_code: InstitutionCode,
     pub visit_id: String,
     pub amounts: split::Claim,
@@ -106,7 +106,7 @@ impl TryFrom<Option<pb::BenefitClaim>> for BenefitClaim {
                 .map_err(|invalid| invalid.at("claim.service_date"))?,
             insurance_type: insurance_type(claim.insurance_type, "claim.insurance_type")?,
             hospital_level,
-            treatment_city: CityCode::parse(&claim.treatment_city)
+            treatment_city: PoolCode::parse(&claim.treatment_city)
                 .map_err(|invalid| invalid.at("claim.treatment_city"))?,
             institution_code: InstitutionCode::parse(&claim.institution_code)
                 .map_err(|invalid| invalid.at("claim.institution_code"))?,
@@ -126,7 +126,7 @@ pub struct Asked {
     pub service_date: Date,
     pub insurance_type: InsuranceType,
     pub hospital_level: HospitalLevel,
-    pub treatment_city: CityCode,
+    pub treatment_city: PoolCode,
     pub institution_code: InstitutionCode,
     /// A disease whose certification and policy are asked about; `None` for none.
     pub disease_code: Option<String>,
@@ -172,7 +172,7 @@ impl TryFrom<pb::GetTotalsRequest> for Asked {
                 .map_err(|invalid| invalid.at("service_date"))?,
             insurance_type: insurance_type(request.insurance_type, "insurance_type")?,
             hospital_level: hospital_level(request.hospital_level, "hospital_level")?,
-            treatment_city: CityCode::parse(&request.treatment_city)
+            treatment_city: PoolCode::parse(&request.treatment_city)
                 .map_err(|invalid| invalid.at("treatment_city"))?,
             institution_code: InstitutionCode::parse(&request.institution_code)
                 .map_err(|invalid| invalid.at("institution_code"))?,

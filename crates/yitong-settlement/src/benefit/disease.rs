@@ -407,7 +407,7 @@ impl BenefitNode {
                 .map_err(|invalid| invalid.at(format!("institution_codes[{index}]")))?;
             if !self
                 .network
-                .city(code.city())
+                .pool(code.city())
                 .is_some_and(|city| city.enabled)
             {
                 return Err(Invalid::new(
@@ -613,7 +613,7 @@ impl pb::certification_service_server::CertificationService for BenefitNode {
         request: Request<pb::CertifyRequest>,
     ) -> Result<Response<pb::CertifyResponse>, Status> {
         let caller = Caller::of(&request);
-        caller.require_bureau(Owner::City(self.city))?;
+        caller.require_bureau(Owner::Pool(self.city))?;
         let request = request.into_inner();
         let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
         let new = self.new_certification(&request).map_err(invalid_argument)?;
@@ -629,7 +629,7 @@ impl pb::certification_service_server::CertificationService for BenefitNode {
         request: Request<pb::CancelCertificationRequest>,
     ) -> Result<Response<pb::CancelCertificationResponse>, Status> {
         let caller = Caller::of(&request);
-        caller.require_bureau(Owner::City(self.city))?;
+        caller.require_bureau(Owner::Pool(self.city))?;
         let request = request.into_inner();
         let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
         let certification_id = super::parse_id(&request.certification_id, "certification_id")

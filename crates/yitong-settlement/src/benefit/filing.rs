@@ -10,7 +10,7 @@
 
 use prost::Message;
 use tonic::{Request, Response, Status};
-use yitong_core::{CityCode, Date, Invalid, MessageId, Owner, PersonNo, parse_date};
+use yitong_core::{Date, Invalid, MessageId, Owner, PersonNo, PoolCode, parse_date};
 use yitong_proto::settlement::v1 as pb;
 use yitong_rpc::{Caller, invalid_argument};
 use yitong_store::now_ms;
@@ -115,7 +115,7 @@ async fn filing(
 pub(super) async fn in_force(
     conn: &mut AnyConnection,
     person_no: &str,
-    treatment_city: CityCode,
+    treatment_city: PoolCode,
     date: Date,
 ) -> Result<Option<FilingRow>, BenefitError> {
     let rows = FILINGS
@@ -135,8 +135,8 @@ pub(super) async fn in_force(
 /// always for the city itself.
 pub(super) async fn policy_toward(
     conn: &mut AnyConnection,
-    own: CityCode,
-    treatment_city: CityCode,
+    own: PoolCode,
+    treatment_city: PoolCode,
 ) -> Result<FilingPolicy, BenefitError> {
     if treatment_city == own {
         return Ok(FilingPolicy::WAIVED);
@@ -168,7 +168,7 @@ pub(super) async fn policy_toward(
 /// Writes the policy toward a treatment city, replacing any.
 pub async fn set_policy(
     conn: &mut AnyConnection,
-    treatment_city: CityCode,
+    treatment_city: PoolCode,
     policy: &FilingPolicy,
 ) -> Result<(), sqlx::Error> {
     let (unfiled, unfiled_points) = match policy.unfiled() {
@@ -197,7 +197,7 @@ pub async fn set_policy(
 /// rows written.
 pub async fn seed_filing_policies(
     store: &yitong_store::Store,
-    policies: &[(CityCode, FilingPolicy)],
+    policies: &[(PoolCode, FilingPolicy)],
 ) -> Result<usize, sqlx::Error> {
     let mut tx = store.begin_write().await?;
     let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM filing_policies")
@@ -224,9 +224,9 @@ pub(super) struct StandingFound {
 
 pub(super) async fn standing(
     conn: &mut AnyConnection,
-    own: CityCode,
+    own: PoolCode,
     person_no: &str,
-    treatment_city: CityCode,
+    treatment_city: PoolCode,
     date: Date,
 ) -> Result<StandingFound, BenefitError> {
     let policy = policy_toward(conn, own, treatment_city).await?;
@@ -243,7 +243,7 @@ pub(super) async fn standing(
 }
 
 /// The refusal of a visit with no filing where the policy refuses one.
-pub(super) fn not_filed(treatment_city: CityCode, date: Date) -> BenefitError {
+pub(super) fn not_filed(treatment_city: PoolCode, date: Date) -> BenefitError {
     BenefitError::refused(
         "NOT_FILED",
         format!(
@@ -308,7 +308,7 @@ pub(super) fn filing_wire(row: &FilingRow) -> pb::Filing {
     }
 }
 
-fn policy_wire(treatment_city: CityCode, policy: &FilingPolicy) -> pb::FilingPolicy {
+fn policy_wire(treatment_city: PoolCode, policy: &FilingPolicy) -> pb::FilingPolicy {
     let (unfiled, unfiled_cut_points) = match policy.unfiled() {
         Unfiled::Refused => (pb::UnfiledVisit::Refused, 0),
         Unfiled::RatioCut(points) => (pb::UnfiledVisit::RatioCut, points),
@@ -326,7 +326,7 @@ fn policy_wire(treatment_city: CityCode, policy: &FilingPolicy) -> pb::FilingPol
 struct NewFiling {
     person_no: PersonNo,
     kind: FilingKind,
-    treatment_city: CityCode,
+    treatment_city: PoolCode,
     valid_from: Date,
     valid_until: Option<Date>,
 }
@@ -339,8 +339,8 @@ fn person_no(text: &str) -> Result<PersonNo, Invalid> {
     PersonNo::parse(text).map_err(|invalid| invalid.at("person_no"))
 }
 
-fn city(text: &str, field: &str) -> Result<CityCode, Invalid> {
-    CityCode::parse(text).map_err(|invalid| invalid.at(field))
+fn city(text: &str, field: &str) -> Result<PoolCode, Invalid> {
+    PoolCode::parse(text).map_err(|invalid| invalid.at(field))
 }
 
 fn points(value: u32, field: &str) -> Result<u32, Invalid> {
@@ -364,7 +364,7 @@ impl BenefitNode {
         if treatment_city == self.city
             || !self
                 .network
-                .city(treatment_city)
+                .pool(treatment_city)
                 .is_some_and(|city| city.enabled)
         {
             return Err(Invalid::new(
@@ -549,7 +549,7 @@ impl pb::filing_service_server::FilingService for BenefitNode {
         request: Request<pb::FileFilingRequest>,
     ) -> Result<Response<pb::FileFilingResponse>, Status> {
         let caller = Caller::of(&request);
-        caller.require_bureau(Owner::City(self.city))?;
+        caller.require_bureau(Owner::Pool(self.city))?;
         let request = request.into_inner();
         let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
         let filing = self.new_filing(&request).map_err(invalid_argument)?;
@@ -566,7 +566,7 @@ impl pb::filing_service_server::FilingService for BenefitNode {
         request: Request<pb::CancelFilingRequest>,
     ) -> Result<Response<pb::CancelFilingResponse>, Status> {
         let caller = Caller::of(&request);
-        caller.require_bureau(Owner::City(self.city))?;
+        caller.require_bureau(Owner::Pool(self.city))?;
         let request = request.into_inner();
         let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
         let filing_id =
@@ -608,7 +608,7 @@ impl pb::filing_service_server::FilingService for BenefitNode {
         request: Request<pb::SetFilingPolicyRequest>,
     ) -> Result<Response<pb::SetFilingPolicyResponse>, Status> {
         let caller = Caller::of(&request);
-        caller.require_bureau(Owner::City(self.city))?;
+        caller.require_bureau(Owner::Pool(self.city))?;
         let request = request.into_inner();
         let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
         let wire = request
@@ -617,7 +617,7 @@ impl pb::filing_service_server::FilingService for BenefitNode {
             .ok_or_else(|| invalid_argument(Invalid::new("policy", "is required")))?;
         let treatment_city =
             city(&wire.treatment_city, "policy.treatment_city").map_err(invalid_argument)?;
-        if treatment_city == self.city || self.network.city(treatment_city).is_none() {
+        if treatment_city == self.city || self.network.pool(treatment_city).is_none() {
             return Err(invalid_argument(Invalid::new(
                 "policy.treatment_city",
                 "must be another city of the settlement network",

@@ -20,7 +20,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::Datelike;
 use prost::Message;
 use tonic::{Request, Response, Status};
-use yitong_core::{Amount, CityCode, Date, Invalid, MessageId, Network};
+use yitong_core::{Amount, Date, Invalid, MessageId, Network, PoolCode};
 use yitong_proto::catalog::v1::GetPolicyRequest;
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -48,7 +48,7 @@ const REASON_CHARS_MAX: usize = 200;
 /// The benefit service of one city, as the insured city of the persons it insures.
 #[derive(Debug, Clone)]
 pub struct BenefitNode {
-    city: CityCode,
+    city: PoolCode,
     store: Store,
     network: Arc<Network>,
     identity: IdentityServiceClient<PeerChannel>,
@@ -73,13 +73,13 @@ impl BenefitNode {
     /// The benefit service shares its city's settlement store, and reads persons and policies
     /// from its own city's identity and catalog services.
     pub fn new(
-        city: CityCode,
+        city: PoolCode,
         store: Store,
         network: Arc<Network>,
         access: &PeerAccess,
     ) -> Result<Self, tonic::transport::Error> {
         let own = network
-            .city(city)
+            .pool(city)
             .expect("a node runs for a city of its network");
         let identity = IdentityServiceClient::new(peer_channel(&own.identity, access)?);
         let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, access)?);
@@ -92,7 +92,7 @@ impl BenefitNode {
         })
     }
 
-    pub fn city(&self) -> CityCode {
+    pub fn city(&self) -> PoolCode {
         self.city
     }
 
@@ -117,7 +117,7 @@ impl BenefitNode {
         }
         if !self
             .network
-            .city(asked.treatment_city)
+            .pool(asked.treatment_city)
             .is_some_and(|city| city.enabled)
         {
             return Err(Invalid::new(

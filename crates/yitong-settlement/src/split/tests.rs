@@ -1,5 +1,5 @@
-//! Tests of the benefit arithmetic: a hand-worked table over the four pilot cities, the
-//! refusals, and properties over generated settlements.
+//! Tests of the benefit arithmetic: a hand-worked table over the four pilot cities and a second
+//! pool of Dongying's, the refusals, and properties over generated settlements.
 
 use std::str::FromStr;
 
@@ -12,6 +12,9 @@ const ZIBO: &str = "370300";
 const DONGYING: &str = "370500";
 const BINZHOU: &str = "371600";
 const CITIES: [&str; 4] = [JINAN, ZIBO, DONGYING, BINZHOU];
+/// A second pool of Dongying (the Shengli Oilfield's, illustrative): its own catalog and
+/// policy, a party like any city's pool.
+const OILFIELD: &str = "370590";
 
 fn yuan(text: &str) -> Amount {
     Amount::parse_signed(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
@@ -74,6 +77,12 @@ const CATALOGS: &[(&str, &str, G, Option<&str>)] = &[
     (BINZHOU, "C004", G::B("0.25"), Some("7.50")),
     (BINZHOU, "S005", G::A, None),
     (BINZHOU, "S006", G::B("0.10"), None),
+    // The Oilfield's pool, hosted by Dongying, lists the national codes on its own terms:
+    //   X002 B 5%, cap 3.40;  Z003 B 10%;  S005 B 20%, cap 170.00;  S006 A;  X007 not listed.
+    (OILFIELD, "X002", G::B("0.05"), Some("3.40")),
+    (OILFIELD, "Z003", G::B("0.10"), None),
+    (OILFIELD, "S005", G::B("0.20"), Some("170.00")),
+    (OILFIELD, "S006", G::A, None),
 ];
 
 /// The treatment city's catalog entry for a code; `None` when the city does not list it.
@@ -148,6 +157,14 @@ const POLICIES: &[(&str, Person, &str, &str, &str)] = &[
         "3200.00",
     ),
     (BINZHOU, Person::Resident, "80.00", "0.50", "1000.00"),
+    // The Oilfield's pool: employee in service 250.00, 0.80, 2500.00.
+    (
+        OILFIELD,
+        Person::EmployeeInService,
+        "250.00",
+        "0.80",
+        "2500.00",
+    ),
 ];
 
 /// The insured city's policy row for the person, and the person's insurance type.
@@ -292,6 +309,30 @@ const CASES: &[Case] = &[
     Case { name: "pair Binzhou treats, Binzhou insures", treated_in: BINZHOU, insured_in: BINZHOU,
         person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
         want: ["295.00", "20.00", "10.00", "12.80", "252.20", "50.00", "121.32", "173.68", "100.00", "73.68", "0.00", "1078.68", "0.00"] },
+
+    // ---- Two pools of one city: Dongying's and the Oilfield's. ----
+    // The basket at the Oilfield's institution, by the Oilfield's catalog (the treatment pool):
+    //   X002 B 5% cap 3.40: over 0.10x10 = 1.00, pre 34.00x0.05 = 1.70, in 32.30
+    //   Z003 B 10%: pre 6.00, in 54.00;  S005 B 20% cap 170.00: over 10.00, pre 34.00, in 136.00
+    //   X007 unlisted: full 20.00  => full 20.00, over 11.00, pre 41.70, in-scope 222.30
+    // under Dongying's policy (the insured pool): deductible left 200.00, applied 200.00;
+    // fund 22.30x0.65 = 14.495 -> 14.50; share 280.50 = 100.00 + 180.50; cap left
+    // 2000.00-(1000.00+14.50) = 985.50
+    Case { name: "pools Oilfield treats, Dongying insures", treated_in: OILFIELD, insured_in: DONGYING,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "11.00", "41.70", "222.30", "200.00", "14.50", "280.50", "100.00", "180.50", "0.00", "985.50", "0.00"] },
+    // The basket at Dongying's institution, by Dongying's catalog: in-scope 243.00 (above);
+    // under the Oilfield's policy: deductible left 250.00-100.00 = 150.00, applied 150.00;
+    // fund 93.00x0.80 = 74.40; share 220.60 = 100.00 + 120.60; cap left
+    // 2500.00-(1000.00+74.40) = 1425.60
+    Case { name: "pools Dongying treats, Oilfield insures", treated_in: DONGYING, insured_in: OILFIELD,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "23.00", "9.00", "243.00", "150.00", "74.40", "220.60", "100.00", "120.60", "0.00", "1425.60", "0.00"] },
+    // The Oilfield's own: its catalog and its policy. in 222.30, deductible 150.00; fund
+    // 72.30x0.80 = 57.84; share 237.16 = 100.00 + 137.16; cap left 2500.00-1057.84 = 1442.16
+    Case { name: "pools Oilfield treats, Oilfield insures", treated_in: OILFIELD, insured_in: OILFIELD,
+        person: Person::EmployeeInService, lines: BASKET, before: BASKET_BEFORE, use_account: true,
+        want: ["295.00", "20.00", "11.00", "41.70", "222.30", "150.00", "57.84", "237.16", "100.00", "137.16", "0.00", "1442.16", "0.00"] },
 
     // ---- Grades, price caps and rounding. ----
     // X001 A: 3 x 12.50 = 37.50 all in scope; a fresh year's 200.00 deductible takes all of it,
@@ -965,7 +1006,9 @@ fn table_covers_every_ordered_city_pair() {
     }
 }
 
-// Proves the pair cases differ by both cities: the same basket gives 16 distinct splits.
+// Proves the pair cases differ by both pools: the same basket gives 19 distinct splits (the
+// four cities' 16 pairs and the three with Dongying's second pool), so a visit between two pools
+// of one city takes the treatment pool's catalog and the insured pool's policy, not the city's.
 #[test]
 fn every_city_pair_splits_differently() {
     let distinct: std::collections::HashSet<_> = CASES
@@ -976,7 +1019,7 @@ fn every_city_pair_splits_differently() {
             (split.in_scope_amount().fen(), split.fund_pay().fen())
         })
         .collect();
-    assert_eq!(distinct.len(), 16);
+    assert_eq!(distinct.len(), 19);
 }
 
 // Proves the rounding rule is half away from zero at the half fen, not the banker's rule.

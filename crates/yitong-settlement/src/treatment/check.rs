@@ -3,7 +3,7 @@
 //! insured city holds them. Both only read: nothing is stored, no message id is claimed.
 
 use tonic_types::StatusExt;
-use yitong_core::{Amount, CityCode, Date, InstitutionCode, Invalid};
+use yitong_core::{Amount, Date, InstitutionCode, Invalid, PoolCode};
 use yitong_proto::catalog::v1::{GetInstitutionRequest, Institution};
 use yitong_proto::identity::v1::{Credential, InsuredPerson, credential::Kind};
 use yitong_proto::settlement::v1 as pb;
@@ -109,7 +109,7 @@ impl SettlementNode {
     async fn totals(
         &self,
         query: &PersonQuery,
-        insured_city: CityCode,
+        insured_city: PoolCode,
         institution: &Institution,
         date: Date,
     ) -> Result<

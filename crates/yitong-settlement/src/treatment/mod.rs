@@ -41,7 +41,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use prost::Message;
 use tokio_util::sync::CancellationToken;
-use yitong_core::{Amount, CityCode, InstitutionCode, MessageId, Network};
+use yitong_core::{Amount, CityCode, InstitutionCode, MessageId, Network, PoolCode};
 use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use yitong_proto::identity::v1::identity_service_client::IdentityServiceClient;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
@@ -102,16 +102,18 @@ impl Default for TreatmentOptions {
 /// The settlement service of one city, as the treatment city of the visits it settles.
 #[derive(Debug, Clone)]
 pub struct SettlementNode {
-    city: CityCode,
+    city: PoolCode,
+    /// The city that hosts this pool, for the metrics' `city` label beside `pool`.
+    host_city: CityCode,
     store: Store,
     identity: IdentityServiceClient<PeerChannel>,
     catalog: CatalogServiceClient<PeerChannel>,
     /// The BenefitService of every enabled city, this one included (same-city visits).
-    benefits: Arc<HashMap<CityCode, BenefitServiceClient<PeerChannel>>>,
+    benefits: Arc<HashMap<PoolCode, BenefitServiceClient<PeerChannel>>>,
     /// The FilingService of every enabled city, served beside its BenefitService.
-    filings: Arc<HashMap<CityCode, FilingServiceClient<PeerChannel>>>,
+    filings: Arc<HashMap<PoolCode, FilingServiceClient<PeerChannel>>>,
     /// The CertificationService of every enabled city, served beside its BenefitService.
-    certifications: Arc<HashMap<CityCode, CertificationServiceClient<PeerChannel>>>,
+    certifications: Arc<HashMap<PoolCode, CertificationServiceClient<PeerChannel>>>,
     ledger: LedgerServiceClient<PeerChannel>,
     options: TreatmentOptions,
 }
@@ -146,20 +148,20 @@ impl SettlementNode {
     /// (the settlement endpoint of each city serves it) and to the clearing house's ledger,
     /// every one with the network's call deadlines. Nothing connects until first used.
     pub fn new(
-        city: CityCode,
+        city: PoolCode,
         store: Store,
         network: Arc<Network>,
         access: &PeerAccess,
     ) -> Result<Self, tonic::transport::Error> {
         let own = network
-            .city(city)
+            .pool(city)
             .expect("a node runs for a city of its network");
         let identity = IdentityServiceClient::new(peer_channel(&own.identity, access)?);
         let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, access)?);
         let mut benefits = HashMap::new();
         let mut filings = HashMap::new();
         let mut certifications = HashMap::new();
-        for peer in network.enabled_cities() {
+        for peer in network.enabled_pools() {
             let channel = peer_channel(&peer.settlement, access)?;
             benefits.insert(peer.code, BenefitServiceClient::new(channel.clone()));
             filings.insert(peer.code, FilingServiceClient::new(channel.clone()));
@@ -168,13 +170,17 @@ impl SettlementNode {
         let ledger =
             LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, access)?);
         let insured: Vec<String> = network
-            .enabled_cities()
+            .enabled_pools()
             .map(|peer| peer.code.to_string())
             .collect();
-        yitong_telemetry::metrics()
-            .start_treatment_city(&city.to_string(), insured.iter().map(String::as_str));
+        yitong_telemetry::metrics().start_treatment_city(
+            &city.to_string(),
+            &own.city.to_string(),
+            insured.iter().map(String::as_str),
+        );
         Ok(SettlementNode {
             city,
+            host_city: own.city,
             store,
             identity,
             catalog,
@@ -192,7 +198,7 @@ impl SettlementNode {
         self
     }
 
-    pub fn city(&self) -> CityCode {
+    pub fn city(&self) -> PoolCode {
         self.city
     }
 

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use yitong_core::{CityCode, Date, InstitutionCode, Invalid, PersonNo};
+use yitong_core::{Date, InstitutionCode, Invalid, PersonNo, PoolCode};
 use yitong_proto::catalog::v1::{ItemGrade, LookupItemsRequest, LookupOutcome};
 use yitong_proto::identity::v1::{Credential, GetInsuredPersonRequest, InsuredPerson};
 use yitong_proto::settlement::v1 as pb;
@@ -72,7 +72,7 @@ impl SettlementNode {
 
     pub(super) fn benefit(
         &self,
-        city: CityCode,
+        city: PoolCode,
     ) -> Result<BenefitServiceClient<PeerChannel>, TreatmentError> {
         self.benefits.get(&city).cloned().ok_or_else(|| {
             TreatmentError::refused(
@@ -84,7 +84,7 @@ impl SettlementNode {
 
     pub(super) fn certification(
         &self,
-        city: CityCode,
+        city: PoolCode,
     ) -> Result<CertificationServiceClient<PeerChannel>, TreatmentError> {
         self.certifications.get(&city).cloned().ok_or_else(|| {
             TreatmentError::refused(
@@ -96,7 +96,7 @@ impl SettlementNode {
 
     pub(super) fn filing(
         &self,
-        city: CityCode,
+        city: PoolCode,
     ) -> Result<FilingServiceClient<PeerChannel>, TreatmentError> {
         self.filings.get(&city).cloned().ok_or_else(|| {
             TreatmentError::refused(

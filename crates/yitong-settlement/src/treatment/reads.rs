@@ -94,7 +94,7 @@ impl SettlementNode {
         institution: &str,
     ) -> Result<(), yitong_rpc::Denied> {
         match caller {
-            Caller::Bureau(_) => caller.require_bureau(Owner::City(self.city)),
+            Caller::Bureau(_) => caller.require_bureau(Owner::Pool(self.city)),
             Caller::Operator(_) => Ok(()),
             _ => caller.require_institution_code(institution),
         }

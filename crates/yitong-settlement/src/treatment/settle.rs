@@ -46,7 +46,7 @@
 
 use prost::Message;
 use sha2::{Digest, Sha256};
-use yitong_core::{Amount, CityCode, InstitutionCode, MessageId};
+use yitong_core::{Amount, InstitutionCode, MessageId, PoolCode};
 use yitong_proto::ledger::v1::{
     self as ledger, ClearingType, CreateTransferResult, PendingTransferResult, TransferCode,
     TransferFlags,
@@ -162,8 +162,8 @@ fn benefit_error(status: tonic::Status) -> TreatmentError {
     TreatmentError::remote("insured city's benefit service", status)
 }
 
-fn city(text: &str) -> Result<CityCode, TreatmentError> {
-    CityCode::parse(text).map_err(|_| TreatmentError::Corrupt(format!("city {text:?}")))
+fn city(text: &str) -> Result<PoolCode, TreatmentError> {
+    PoolCode::parse(text).map_err(|_| TreatmentError::Corrupt(format!("city {text:?}")))
 }
 
 impl SettlementNode {
@@ -1103,8 +1103,9 @@ impl SettlementNode {
         };
         yitong_telemetry::metrics()
             .settlements_in_doubt
-            .get_or_create(&yitong_telemetry::CityLabels {
-                city: self.city.to_string(),
+            .get_or_create(&yitong_telemetry::PoolLabels {
+                city: self.host_city.to_string(),
+                pool: self.city.to_string(),
             })
             .set(in_doubt);
         Ok(report)

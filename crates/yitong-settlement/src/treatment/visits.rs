@@ -1,7 +1,7 @@
 //! Visits and their fee lines: registration, uploads and cancellations under the visit's
 //! lock, and what a PreSettle or Settle reads of them.
 
-use yitong_core::{Amount, CityCode, Date, Invalid};
+use yitong_core::{Amount, Date, Invalid, PoolCode};
 use yitong_proto::settlement::v1 as pb;
 use yitong_store::now_ms;
 
@@ -496,7 +496,7 @@ impl SettlementNode {
         input: SettleInput,
     ) -> Result<pb::PreSettleResponse, TreatmentError> {
         let (row, claim) = self.prepare(&input).await?;
-        let insured = CityCode::parse(&row.insured_city).map_err(|_| {
+        let insured = PoolCode::parse(&row.insured_city).map_err(|_| {
             TreatmentError::Corrupt(format!("insured city of visit {}", row.visit_id))
         })?;
         let quote = self

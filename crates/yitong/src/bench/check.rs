@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::client::Channel;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use yitong_core::{Amount, CityCode};
+use yitong_core::{Amount, PoolCode};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::ledger::v1::{GetBalancesRequest, VerifyJournalRequest};
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
@@ -40,7 +40,7 @@ pub struct Snapshot {
 }
 
 /// The advances and pool of every city, and the obligation of every ordered pair.
-fn settlement_accounts(cities: &[CityCode]) -> Vec<String> {
+fn settlement_accounts(cities: &[PoolCode]) -> Vec<String> {
     let mut ids = Vec::new();
     for treatment in cities {
         ids.push(format!("{treatment}.advances"));
@@ -64,7 +64,7 @@ fn fen(text: &str) -> anyhow::Result<i64> {
 
 pub async fn snapshot(
     ledger: &mut LedgerServiceClient<Channel>,
-    cities: &[CityCode],
+    cities: &[PoolCode],
 ) -> anyhow::Result<Snapshot> {
     let reply = ledger
         .get_balances(crate::output::request(
@@ -119,10 +119,10 @@ pub enum Known {
 /// Everything the check needs.
 pub struct CheckInput<'a> {
     pub ledger: LedgerServiceClient<Channel>,
-    pub settlement: HashMap<CityCode, SettlementServiceClient<Channel>>,
-    pub cities: &'a [CityCode],
+    pub settlement: HashMap<PoolCode, SettlementServiceClient<Channel>>,
+    pub cities: &'a [PoolCode],
     /// Every institution the run may have settled at, by city.
-    pub institutions: Vec<(CityCode, String)>,
+    pub institutions: Vec<(PoolCode, String)>,
     pub run_tag: &'a str,
     /// First and last settlement dates of the run ("YYYY-MM-DD", UTC+8).
     pub from_date: String,

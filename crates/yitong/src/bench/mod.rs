@@ -29,7 +29,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
-use yitong_core::{CityCode, Network, Owner};
+use yitong_core::{Network, Owner, PoolCode};
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 use yitong_rpc::Caller;
@@ -126,7 +126,7 @@ const FAILED_VISIT_PAUSE: Duration = Duration::from_millis(100);
 /// Everything the client tasks share.
 struct Shared {
     population: Arc<Population>,
-    clients: HashMap<CityCode, SettlementServiceClient<Channel>>,
+    clients: HashMap<PoolCode, SettlementServiceClient<Channel>>,
     mix: Mix,
     stats: Stats,
     run_tag: String,
@@ -210,13 +210,13 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
 
 /// The network as the bench reaches it: HIS clients, bureau clients and the clearing house.
 struct Reached {
-    cities: Vec<CityCode>,
+    cities: Vec<PoolCode>,
     credentials: yitong_auth::Credentials,
     population: Arc<Population>,
     /// SettlementService of each city, called as each hospital's HIS.
-    clients: HashMap<CityCode, SettlementServiceClient<Channel>>,
+    clients: HashMap<PoolCode, SettlementServiceClient<Channel>>,
     /// SettlementService of each city, as that city's bureau: the check lists settlements.
-    bureau_clients: HashMap<CityCode, SettlementServiceClient<crate::client::Channel>>,
+    bureau_clients: HashMap<PoolCode, SettlementServiceClient<crate::client::Channel>>,
     /// The ledger, as the clearing house's staff, who read every balance and verify the journal.
     ledger: LedgerServiceClient<crate::client::Channel>,
     /// A connection of its own to each city's settlement server, for health checks.
@@ -225,20 +225,20 @@ struct Reached {
 
 async fn reach(args: &BenchArgs, lines: u32) -> anyhow::Result<Reached> {
     let network = Network::load(&args.seeds.join("network.toml"))?;
-    let cities: Vec<CityCode> = network.enabled_cities().map(|city| city.code).collect();
+    let cities: Vec<PoolCode> = network.enabled_pools().map(|city| city.code).collect();
     let credentials = crate::client::load_credentials(&args.credentials)?;
     let mut population = Population::load(&args.seeds, cities.clone(), lines)?;
     population.authorize(&credentials)?;
     let mut clients = HashMap::new();
     let mut bureau_clients = HashMap::new();
     let mut health = Vec::new();
-    for city in network.enabled_cities() {
+    for city in network.enabled_pools() {
         health.push(connect(&city.settlement).await?);
         clients.insert(
             city.code,
             SettlementServiceClient::new(connect(&city.settlement).await?),
         );
-        let bureau = Caller::Bureau(Owner::City(city.code));
+        let bureau = Caller::Bureau(Owner::Pool(city.code));
         bureau_clients.insert(
             city.code,
             SettlementServiceClient::new(as_caller(&credentials, &bureau, &city.settlement).await?),

@@ -20,7 +20,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tonic::Code;
 use tonic::transport::Channel;
-use yitong_core::{CityCode, InstitutionCode};
+use yitong_core::{InstitutionCode, PoolCode};
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 
 use super::calls::{Answer, Call, Sent};
@@ -80,7 +80,7 @@ pub struct ReplayReport {
 
 /// Sends calls again as their HIS.
 pub struct Replayer {
-    pub clients: HashMap<CityCode, SettlementServiceClient<Channel>>,
+    pub clients: HashMap<PoolCode, SettlementServiceClient<Channel>>,
     pub credentials: yitong_auth::Credentials,
     pub timeout: Duration,
 }
@@ -93,7 +93,7 @@ impl Replayer {
         let city = sent
             .institution_code()
             .get(1..7)
-            .and_then(|code| CityCode::parse(code).ok())
+            .and_then(|code| PoolCode::parse(code).ok())
             .with_context(|| format!("no city in {}", sent.institution_code()))?;
         let mut client = self
             .clients

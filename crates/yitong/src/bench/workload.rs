@@ -12,7 +12,7 @@ use rand::rngs::StdRng;
 use serde::Deserialize;
 use tonic::Request;
 use tonic::transport::Channel;
-use yitong_core::{Amount, CardNumber, CityCode};
+use yitong_core::{Amount, CardNumber, PoolCode};
 use yitong_proto::identity::v1::{Credential, InsuranceType, credential::Kind};
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
 use yitong_proto::settlement::v1::{
@@ -56,10 +56,10 @@ struct Patient {
 #[derive(Debug)]
 pub struct Population {
     /// The enabled cities, in network-file order.
-    pub cities: Vec<CityCode>,
-    patients: HashMap<CityCode, Vec<Patient>>,
+    pub cities: Vec<PoolCode>,
+    patients: HashMap<PoolCode, Vec<Patient>>,
     /// Networked hospitals of each city (cross-city visits need a networked institution).
-    hospitals: HashMap<CityCode, Vec<String>>,
+    hospitals: HashMap<PoolCode, Vec<String>>,
     /// Each hospital's `authorization` metadata: its HIS's API key ([`Population::authorize`]).
     authorizations: HashMap<String, http::HeaderValue>,
     /// Items every enabled city's catalog holds without an end date and with a price cap, so
@@ -73,7 +73,7 @@ struct Item {
     code: String,
     /// Drugs are dispensed one to three packs at a time; a service is performed once.
     drug: bool,
-    cap_fen: HashMap<CityCode, i64>,
+    cap_fen: HashMap<PoolCode, i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,11 +102,11 @@ struct ItemRow {
 
 impl Population {
     /// Reads `persons.csv`, `institutions.csv` and `catalog_items.csv` under `seeds`.
-    pub fn load(seeds: &Path, cities: Vec<CityCode>, lines: u32) -> anyhow::Result<Self> {
-        let mut patients: HashMap<CityCode, Vec<Patient>> = HashMap::new();
-        let mut position: HashMap<CityCode, usize> = HashMap::new();
+    pub fn load(seeds: &Path, cities: Vec<PoolCode>, lines: u32) -> anyhow::Result<Self> {
+        let mut patients: HashMap<PoolCode, Vec<Patient>> = HashMap::new();
+        let mut position: HashMap<PoolCode, usize> = HashMap::new();
         for row in read_csv::<PersonRow>(&seeds.join("persons.csv"))? {
-            let city = CityCode::parse(&row.insured_city)
+            let city = PoolCode::parse(&row.insured_city)
                 .map_err(|_| anyhow::anyhow!("bad insured_city {}", row.insured_city))?;
             let serial = position.entry(city).or_default();
             *serial += 1;
@@ -126,7 +126,7 @@ impl Population {
                 insurance_type,
             });
         }
-        let mut hospitals: HashMap<CityCode, Vec<String>> = HashMap::new();
+        let mut hospitals: HashMap<PoolCode, Vec<String>> = HashMap::new();
         for row in read_csv::<InstitutionRow>(&seeds.join("institutions.csv"))? {
             if row.kind != "hospital" || row.networked_since.is_empty() {
                 continue;
@@ -134,7 +134,7 @@ impl Population {
             let Some(city) = row
                 .code
                 .get(1..7)
-                .and_then(|code| CityCode::parse(code).ok())
+                .and_then(|code| PoolCode::parse(code).ok())
             else {
                 bail!("bad institution code {}", row.code);
             };
@@ -144,12 +144,12 @@ impl Population {
         // cities' hospitals are drawn from (and hold keys).
         hospitals.retain(|city, _| cities.contains(city));
         // Items by code: whether a drug, and the cap of each city that holds it open-ended.
-        let mut held: BTreeMap<String, (bool, HashMap<CityCode, i64>)> = BTreeMap::new();
+        let mut held: BTreeMap<String, (bool, HashMap<PoolCode, i64>)> = BTreeMap::new();
         for row in read_csv::<ItemRow>(&seeds.join("catalog_items.csv"))? {
             if !row.valid_until.is_empty() || row.price_cap.is_empty() {
                 continue;
             }
-            let city = CityCode::parse(&row.city)
+            let city = PoolCode::parse(&row.city)
                 .map_err(|_| anyhow::anyhow!("bad city {} in catalog_items.csv", row.city))?;
             let cap = Amount::parse(&row.price_cap)
                 .map_err(|_| anyhow::anyhow!("bad price_cap {} of {}", row.price_cap, row.code))?;
@@ -211,7 +211,7 @@ impl Population {
 
 impl Population {
     /// Every hospital visits may be drawn at, with its city.
-    pub fn hospitals(&self) -> Vec<(CityCode, String)> {
+    pub fn hospitals(&self) -> Vec<(PoolCode, String)> {
         self.cities
             .iter()
             .flat_map(|city| {
@@ -255,8 +255,8 @@ pub struct Mix {
 pub struct Plan {
     /// Sequence number of the visit in the run; part of every message id.
     pub number: u64,
-    treatment: CityCode,
-    insured: CityCode,
+    treatment: PoolCode,
+    insured: PoolCode,
     patient: Patient,
     hospital: String,
     /// The hospital's API key, as its HIS presents it.
@@ -287,7 +287,7 @@ impl Plan {
         let cities = &population.cities;
         let treatment = cities[rng.random_range(0..cities.len())];
         let insured = if cities.len() > 1 && rng.random_range(0..100) < mix.cross_city_percent {
-            let others: Vec<CityCode> = cities
+            let others: Vec<PoolCode> = cities
                 .iter()
                 .copied()
                 .filter(|city| *city != treatment)
@@ -336,7 +336,7 @@ impl Plan {
         }
     }
 
-    pub fn treatment(&self) -> CityCode {
+    pub fn treatment(&self) -> PoolCode {
         self.treatment
     }
 
@@ -631,8 +631,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn city(code: &str) -> CityCode {
-        CityCode::parse(code).expect("a city code")
+    fn city(code: &str) -> PoolCode {
+        PoolCode::parse(code).expect("a city code")
     }
 
     /// Two cities, a hundred patients each, two drugs and two services with different caps in

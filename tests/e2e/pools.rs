@@ -1,0 +1,353 @@
+//! Two pools of one city: Dongying's own pool (370500) and the Shengli Oilfield's (370590,
+//! illustrative), each with its own node, catalog, policy and fund. A visit between them is a
+//! cross-pool settlement: the treatment pool's catalog classifies the lines, the insured pool's
+//! policy prices them, and it is owed between the pools on an obligation, never paid from
+//! either pool's own account. Hand-worked from the seeds, on both databases.
+//!
+//! And the upgrade of a running network: stores made by the schema on main before pools, under
+//! the network file as it was then (one `[[city]]` per city), with settlements in them, started
+//! again under today's network file with a second pool enabled. Pools reuse the columns a city's
+//! code was stored in (the same six digits, the same numbers), so no migration runs for them;
+//! the test proves the old rows read right: every day reconciles to the fen as before, the
+//! balances are unchanged, and the new pool settles with the old ones.
+
+use std::collections::BTreeMap;
+
+use yitong_core::{Network, PoolCode};
+use yitong_proto::ledger::v1::reconciliation_scope::Subject;
+use yitong_proto::ledger::v1::{
+    GetBalancesRequest, ReconcileTotalsRequest, ReconciliationResult, ReconciliationScope,
+};
+use yitong_proto::settlement::v1::{Settlement, SettlementStatus};
+use yitong_sandbox::{Database, Sandbox};
+
+use crate::circle::totals_of;
+use crate::settlement::{
+    fen, register_request, settle_as_an_his_would, upload_request, visit_lines,
+};
+
+const DONGYING: &str = "370500";
+const OILFIELD: &str = "370590";
+const JINAN: &str = "370100";
+const ZIBO: &str = "370300";
+
+/// The seeds' network file with the Oilfield's pool enabled beside the four pilot cities.
+fn with_the_oilfield() -> Network {
+    let mut network = yitong_sandbox::seeds_network();
+    let oilfield = PoolCode::parse(OILFIELD).expect("a pool code");
+    network
+        .pools
+        .iter_mut()
+        .find(|pool| pool.code == oilfield)
+        .expect("the seeds hold the Oilfield's pool")
+        .enabled = true;
+    network
+}
+
+/// The network file as it was before pools: one `[[city]]` per city, the four pilot cities.
+fn before_pools() -> Network {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("e2e/fixtures/network-before-pools.toml"),
+    )
+    .expect("the fixture");
+    assert!(text.contains("[[city]]") && !text.contains("[[pool]]"));
+    Network::from_toml(&text).expect("a network file written before pools still reads")
+}
+
+/// Registers the `n`-th seeded person of `insured` at `institution`, uploads the visit's lines
+/// (`visit_lines`: a consultation, twenty head CTs, a patent medicine) and settles, as an HIS.
+async fn settle_at(
+    net: &Sandbox,
+    institution: &str,
+    treatment: &str,
+    insured: &str,
+    n: u32,
+    tag: &str,
+) -> Settlement {
+    let mut his = net.his_settlement(institution);
+    let mut register = register_request(&format!("R-{tag}"), treatment, insured, n);
+    register.institution_code = institution.to_owned();
+    let visit = his
+        .register_visit(register)
+        .await
+        .unwrap_or_else(|status| panic!("{tag} registers: {status:?}"))
+        .into_inner()
+        .visit
+        .expect("visit");
+    let visit = his
+        .upload_fee_lines(upload_request(&format!("U-{tag}"), &visit, visit_lines()))
+        .await
+        .unwrap_or_else(|status| panic!("{tag} uploads: {status:?}"))
+        .into_inner()
+        .visit
+        .expect("visit");
+    let settled = settle_as_an_his_would(&mut his, &format!("S-{tag}"), &visit, n)
+        .await
+        .unwrap_or_else(|status| panic!("{tag} settles: {status:?}"));
+    assert_eq!(settled.status, SettlementStatus::Settled as i32, "{tag}");
+    settled
+}
+
+/// The split's figures that the catalog and the policy decide, in fen: total, over-cap
+/// self-pay, pre-self-pay, in-scope, deductible applied, fund pay.
+fn figures(settlement: &Settlement) -> [i64; 6] {
+    let split = settlement.split.as_ref().expect("split");
+    [
+        fen(&split.total_amount),
+        fen(&split.over_cap_self_pay),
+        fen(&split.pre_self_pay),
+        fen(&split.in_scope_amount),
+        fen(&split.deductible_applied),
+        fen(&split.fund_pay),
+    ]
+}
+
+/// What the insured pool owes for a settlement: fund pay and personal-account pay.
+fn owed(settlement: &Settlement) -> i64 {
+    let split = settlement.split.as_ref().expect("split");
+    fen(&split.fund_pay) + fen(&split.account_pay)
+}
+
+/// The ledger's posted balances of `ids`, in fen.
+async fn balances(net: &Sandbox, ids: &[String]) -> BTreeMap<String, i64> {
+    net.ledger()
+        .get_balances(GetBalancesRequest {
+            account_ids: ids.to_vec(),
+            cities: vec![],
+        })
+        .await
+        .expect("balances")
+        .into_inner()
+        .accounts
+        .into_iter()
+        .map(|account| (account.id, fen(&account.balance)))
+        .collect()
+}
+
+async fn cross_pool_case(net: &Sandbox) {
+    // A Dongying employee in service (person 1) at the Oilfield's level-3 hospital. The
+    // Oilfield's catalog: the consultation (20.00) is capped at 14.00, so 6.00 over the cap and
+    // 14.00 in scope (grade A); the twenty head CTs (3000.00) are grade B at 20% under a cap of
+    // 155.00, so 600.00 pre-self-pay and 2400.00 in scope; the patent medicine (2 x 16.00) is
+    // grade B at 15% under a cap of 16.00, so 4.80 pre-self-pay and 27.20 in scope. In scope
+    // 2441.20. Dongying's policy for an employee in service at level 3: deductible 600.00,
+    // ratio 60%: fund pay (2441.20 - 600.00) x 0.60 = 1104.72.
+    let dongying_at_oilfield = settle_at(
+        net,
+        &format!("H{OILFIELD}00001"),
+        OILFIELD,
+        DONGYING,
+        1,
+        "DY-AT-OF",
+    )
+    .await;
+    assert_eq!(dongying_at_oilfield.treatment_city, OILFIELD);
+    assert_eq!(dongying_at_oilfield.insured_city, DONGYING);
+    assert_eq!(
+        figures(&dongying_at_oilfield),
+        [305_200, 600, 60_480, 244_120, 60_000, 110_472]
+    );
+
+    // An Oilfield retired employee (person 2) at Dongying's level-3 hospital. Dongying's
+    // catalog: the consultation capped at 13.00 (7.00 over, 13.00 in scope); the CTs grade A
+    // under a cap of 145.00 (20 x 5.00 = 100.00 over, 2900.00 in scope); the patent medicine
+    // grade B at 10% under a cap of 15.50 (2 x 0.50 = 1.00 over, 3.10 pre-self-pay, 27.90 in
+    // scope). In scope 2940.90, over the caps 108.00. The Oilfield's policy for a retired
+    // employee at level 3: deductible 300.00, ratio 70%: fund pay 2640.90 x 0.70 = 1848.63.
+    let oilfield_at_dongying = settle_at(
+        net,
+        &format!("H{DONGYING}00001"),
+        DONGYING,
+        OILFIELD,
+        2,
+        "OF-AT-DY",
+    )
+    .await;
+    assert_eq!(oilfield_at_dongying.treatment_city, DONGYING);
+    assert_eq!(oilfield_at_dongying.insured_city, OILFIELD);
+    assert_eq!(
+        figures(&oilfield_at_dongying),
+        [305_200, 10_800, 310, 294_090, 30_000, 184_863]
+    );
+
+    // The same Dongying person at Dongying's own hospital is a same-pool visit, priced by
+    // Dongying's catalog (in scope 2940.90, as above) and policy; the Oilfield visit used the
+    // year's deductible, so the fund pays 2940.90 x 0.60 = 1764.54.
+    let dongying_at_home = settle_at(
+        net,
+        &format!("H{DONGYING}00001"),
+        DONGYING,
+        DONGYING,
+        1,
+        "DY-AT-DY",
+    )
+    .await;
+    assert_eq!(
+        figures(&dongying_at_home),
+        [305_200, 10_800, 310, 294_090, 0, 176_454]
+    );
+
+    // The ledger: the two visits between the pools of one city are owed on the obligations
+    // between the pools, never paid from a pool's own account; the same-pool one is.
+    let ids = [
+        format!("{DONGYING}->{OILFIELD}.obligation"),
+        format!("{OILFIELD}->{DONGYING}.obligation"),
+        format!("{DONGYING}.pool"),
+        format!("{OILFIELD}.pool"),
+    ];
+    let expected = BTreeMap::from([
+        (ids[0].clone(), owed(&dongying_at_oilfield)),
+        (ids[1].clone(), owed(&oilfield_at_dongying)),
+        (ids[2].clone(), owed(&dongying_at_home)),
+        (ids[3].clone(), 0),
+    ]);
+    assert_eq!(balances(net, &ids).await, expected);
+}
+
+// Proves a visit between Dongying's two pools uses the treatment pool's catalog and the insured
+// pool's policy and clears between the pools, on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_of_one_city_settle_across_sqlite() {
+    let net = Sandbox::start_network(Database::Sqlite, with_the_oilfield())
+        .await
+        .expect("SQLite always starts");
+    cross_pool_case(&net).await;
+    net.shut_down().await;
+}
+
+// Proves the same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_of_one_city_settle_across_postgres() {
+    let Some(net) = Sandbox::start_network(Database::Postgres, with_the_oilfield()).await else {
+        return;
+    };
+    cross_pool_case(&net).await;
+    net.shut_down().await;
+}
+
+/// Each of `pools` reconciles today's `settled` as treatment and as insured pool, and the
+/// ledger agrees to the fen; `round` keeps the message ids of each round apart.
+async fn reconciles(net: &Sandbox, pools: &[&str], settled: &[Settlement], round: &str) {
+    let today = yitong_core::today();
+    for pool in pools {
+        let mut bureau = net.bureau(pool).ledger();
+        for (what, subject, rows) in [
+            (
+                "treatment",
+                Subject::TreatmentCity((*pool).to_owned()),
+                settled
+                    .iter()
+                    .filter(|s| s.treatment_city == *pool)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "insured",
+                Subject::InsuredCity((*pool).to_owned()),
+                settled.iter().filter(|s| s.insured_city == *pool).collect(),
+            ),
+        ] {
+            let reply = bureau
+                .reconcile_totals(ReconcileTotalsRequest {
+                    message_id: format!("TOTALS-{round}-{what}-{pool}"),
+                    scope: Some(ReconciliationScope {
+                        subject: Some(subject),
+                    }),
+                    from_date: today.to_string(),
+                    to_date: today.to_string(),
+                    totals: Some(totals_of(rows.iter().copied())),
+                    operator_id: format!("{pool}-bureau"),
+                    ..Default::default()
+                })
+                .await
+                .expect("reconciled")
+                .into_inner();
+            assert_eq!(
+                reply.result(),
+                ReconciliationResult::Matched,
+                "{round}: {pool} as {what} pool: {reply:?}"
+            );
+        }
+    }
+}
+
+async fn upgrade_case(net: Sandbox) {
+    // Before: the four pilot cities under the old file, settling across and within cities.
+    let before = [
+        (ZIBO, JINAN, 1, "ZB-JN"),
+        (JINAN, DONGYING, 2, "JN-DY"),
+        (DONGYING, ZIBO, 3, "DY-ZB"),
+        (DONGYING, DONGYING, 4, "DY-DY"),
+    ];
+    let mut settled = Vec::new();
+    for (treatment, insured, n, tag) in before {
+        let institution = format!("H{treatment}00001");
+        settled.push(settle_at(&net, &institution, treatment, insured, n, tag).await);
+    }
+    let pilot = [JINAN, ZIBO, DONGYING];
+    reconciles(&net, &pilot, &settled, "before").await;
+    let ids: Vec<String> = [
+        format!("{JINAN}->{ZIBO}.obligation"),
+        format!("{DONGYING}->{JINAN}.obligation"),
+        format!("{ZIBO}->{DONGYING}.obligation"),
+        format!("{DONGYING}.pool"),
+        format!("{DONGYING}.advances"),
+    ]
+    .into();
+    let balances_before = balances(&net, &ids).await;
+    assert!(balances_before.values().all(|fen| *fen > 0));
+
+    // The upgrade: the same stores under today's file, the Oilfield's pool enabled.
+    let net = net.restart_with(with_the_oilfield()).await;
+    assert_eq!(
+        balances(&net, &ids).await,
+        balances_before,
+        "the old rows read the same"
+    );
+    reconciles(&net, &pilot, &settled, "after").await;
+
+    // The new pool settles with the old ones, and every pool still reconciles to the fen.
+    settled.push(
+        settle_at(
+            &net,
+            &format!("H{OILFIELD}00001"),
+            OILFIELD,
+            DONGYING,
+            1,
+            "DY-AT-OF",
+        )
+        .await,
+    );
+    settled.push(
+        settle_at(
+            &net,
+            &format!("H{JINAN}00001"),
+            JINAN,
+            OILFIELD,
+            1,
+            "OF-AT-JN",
+        )
+        .await,
+    );
+    reconciles(&net, &[JINAN, ZIBO, DONGYING, OILFIELD], &settled, "joined").await;
+    net.shut_down().await;
+}
+
+// Proves stores made before pools, with settlements in them, keep reconciling to the fen under
+// the pools' network file and settle with a new pool, on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_from_before_pools_upgrades_sqlite() {
+    let net = Sandbox::start_network(Database::Sqlite, before_pools())
+        .await
+        .expect("SQLite always starts");
+    upgrade_case(net).await;
+}
+
+// Proves the same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_from_before_pools_upgrades_postgres() {
+    let Some(net) = Sandbox::start_network(Database::Postgres, before_pools()).await else {
+        return;
+    };
+    upgrade_case(net).await;
+}
