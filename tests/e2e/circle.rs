@@ -15,13 +15,11 @@ use std::collections::BTreeMap;
 use yitong_core::Network;
 use yitong_ledger::Period;
 use yitong_proto::ledger::v1::ledger_service_client::LedgerServiceClient;
-use yitong_proto::ledger::v1::reconciliation_scope::Subject;
 use yitong_proto::ledger::v1::{
     ApplyClearingRequest, ClearingTotals, CloseClearingPeriodRequest,
     ConfirmClearingDetailsRequest, ConfirmationStatus, CreateTransferResult,
     CreateTransfersRequest, DetailDecision, GetBalancesRequest, ListClearingDetailsRequest,
-    ReconcileTotalsRequest, ReconciliationResult, ReconciliationScope, ReconciliationTotals,
-    SettlementRecord,
+    ReconciliationTotals, SettlementRecord,
 };
 use yitong_proto::settlement::v1::{Settlement, SettlementStatus};
 use yitong_sandbox::{Channel, Database, Sandbox};
@@ -207,48 +205,15 @@ async fn case(net: &Sandbox) {
     assert_eq!(posted(&mut ledger, ids).await, expected);
 
     // Today reconciles: each pool's bureau submits its totals as treatment pool and as insured
-    // pool, and the ledger agrees.
-    let today = yitong_core::today();
+    // pool (one settlement with every pool, each way), and the ledger agrees.
     for city in &cities {
-        let mut bureau = net.bureau(city).ledger();
-        for (what, subject, rows) in [
-            (
-                "treatment",
-                Subject::TreatmentCity(city.clone()),
-                settled
-                    .iter()
-                    .filter(|s| &s.treatment_city == city)
-                    .collect::<Vec<_>>(),
-            ),
-            (
-                "insured",
-                Subject::InsuredCity(city.clone()),
-                settled.iter().filter(|s| &s.insured_city == city).collect(),
-            ),
-        ] {
-            assert_eq!(rows.len(), cities.len());
-            let reply = bureau
-                .reconcile_totals(ReconcileTotalsRequest {
-                    message_id: format!("TOTALS-{what}-{city}"),
-                    scope: Some(ReconciliationScope {
-                        subject: Some(subject),
-                    }),
-                    from_date: today.to_string(),
-                    to_date: today.to_string(),
-                    totals: Some(totals_of(rows.iter().copied())),
-                    operator_id: format!("{city}-bureau"),
-                    ..Default::default()
-                })
-                .await
-                .expect("reconciled")
-                .into_inner();
-            assert_eq!(
-                reply.result(),
-                ReconciliationResult::Matched,
-                "{city} as {what} city: {reply:?}"
-            );
-        }
+        let treated = settled.iter().filter(|s| &s.treatment_city == city).count();
+        let insured = settled.iter().filter(|s| &s.insured_city == city).count();
+        assert_eq!((treated, insured), (cities.len(), cities.len()));
     }
+    let pools: Vec<&str> = cities.iter().map(String::as_str).collect();
+    crate::pools::reconciles(net, &pools, &settled, "circle").await;
+    let today = yitong_core::today();
 
     // Last month: a cross-pool settlement of every ordered pair, each of another amount, booked
     // by its treatment pool's node.

@@ -228,7 +228,7 @@ async fn two_pools_of_one_city_settle_across_postgres() {
 
 /// Each of `pools` reconciles today's `settled` as treatment and as insured pool, and the
 /// ledger agrees to the fen; `round` keeps the message ids of each round apart.
-async fn reconciles(net: &Sandbox, pools: &[&str], settled: &[Settlement], round: &str) {
+pub(crate) async fn reconciles(net: &Sandbox, pools: &[&str], settled: &[Settlement], round: &str) {
     let today = yitong_core::today();
     for pool in pools {
         let mut bureau = net.bureau(pool).ledger();
