@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::Invalid;
+use crate::{Invalid, PoolCode};
 
 /// A six-digit national administrative division code of a prefecture-level city ("370100").
 ///
@@ -12,36 +12,30 @@ use crate::Invalid;
 /// per city, the metrics' `city` label. Parsing checks the form only; whether the city belongs
 /// to the network is the network configuration's business (see [`crate::Network`]).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct CityCode(u32);
+pub struct CityCode(PoolCode);
 
 impl CityCode {
     /// Accepts exactly six ASCII digits, the first not zero, ending in "00" (a prefecture-level
     /// city, not a district).
     pub fn parse(text: &str) -> Result<Self, Invalid> {
-        let well_formed = text.len() == 6
-            && text.bytes().all(|b| b.is_ascii_digit())
-            && !text.starts_with('0')
-            && text.ends_with("00");
-        if !well_formed {
-            return Err(Invalid::new(
+        match PoolCode::parse(text) {
+            Ok(code) if text.ends_with("00") => Ok(CityCode(code)),
+            _ => Err(Invalid::new(
                 "",
                 "must be a six-digit city region code such as 370100",
-            ));
+            )),
         }
-        text.parse()
-            .map(CityCode)
-            .map_err(|_| Invalid::new("", "not a region code"))
     }
 
     /// The code as a number, for compact storage.
     pub fn as_u32(self) -> u32 {
-        self.0
+        self.0.as_u32()
     }
 }
 
 impl fmt::Display for CityCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:06}", self.0)
+        self.0.fmt(f)
     }
 }
 
