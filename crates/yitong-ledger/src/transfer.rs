@@ -849,24 +849,7 @@ pub(crate) mod tests {
             assert_eq!(refused_at(transfer), field);
         }
 
-        let mut cancellation = itemised_settlement();
-        cancellation.code = pb::TransferCode::Cancellation as i32;
-        std::mem::swap(
-            &mut cancellation.debit_account_id,
-            &mut cancellation.credit_account_id,
-        );
-        let record = cancellation.settlement.as_mut().unwrap();
-        record.cancellation = true;
-        record.settlement_id = "C3703002026030100001".into();
-        record.original_settlement_id = "T3703002026030100001".into();
-        for amount in [
-            &mut record.total_amount,
-            &mut record.fund_pay,
-            &mut record.account_pay,
-            &mut record.cash_pay,
-        ] {
-            amount.insert(0, '-');
-        }
+        let mut cancellation = cancellation_of(itemised_settlement());
         assert_eq!(
             refused_at(cancellation.clone()),
             "settlement.fund_payments[0].amount",
@@ -943,11 +926,8 @@ pub(crate) mod tests {
         }
     }
 
-    // Proves a cancellation mirrors the settlement: accounts swapped, amounts negative, the
-    // transfer's amount still positive.
-    #[test]
-    fn cancellation_mirrors_settlement() {
-        let mut transfer = settlement();
+    /// The cancellation of `transfer`: its code, accounts swapped, the record's amounts negated.
+    fn cancellation_of(mut transfer: pb::Transfer) -> pb::Transfer {
         transfer.code = pb::TransferCode::Cancellation as i32;
         std::mem::swap(
             &mut transfer.debit_account_id,
@@ -965,6 +945,14 @@ pub(crate) mod tests {
         ] {
             amount.insert(0, '-');
         }
+        transfer
+    }
+
+    // Proves a cancellation mirrors the settlement: accounts swapped, amounts negative, the
+    // transfer's amount still positive.
+    #[test]
+    fn cancellation_mirrors_settlement() {
+        let transfer = cancellation_of(settlement());
         let parsed = Transfer::try_from(transfer).expect("a valid cancellation");
         assert_eq!(parsed.amount, Amount::from_fen(8_000));
         assert_eq!(
