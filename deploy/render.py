@@ -323,13 +323,13 @@ def dashboard(enabled: list[dict]) -> str:
         })
         y += 1
         panels += [
-            panel("Settlements treated here, by insured city and outcome (per second)", [
-                (f'sum by (insured_city, outcome) (rate(yitong_settlements_total{{treatment_city="{code}"}}[5m]))',
-                 "{{insured_city}} {{outcome}}"),
+            panel("Settlements treated here, by insured pool and outcome (per second)", [
+                (f'sum by (insured_pool, outcome) (rate(yitong_settlements_total{{treatment_pool="{code}"}}[5m]))',
+                 "{{insured_pool}} {{outcome}}"),
             ], 0, 8, "ops"),
-            panel("Fund pay for its insured persons, by treatment city (yuan per second)", [
-                (f'sum by (treatment_city) (rate(yitong_fund_paid_fen_total{{insured_city="{code}"}}[5m])) / 100',
-                 "at {{treatment_city}}"),
+            panel("Fund pay for its insured persons, by treatment pool (yuan per second)", [
+                (f'sum by (treatment_pool) (rate(yitong_fund_paid_fen_total{{insured_pool="{code}"}}[5m])) / 100',
+                 "at {{treatment_pool}}"),
             ], 8, 8, "currencyCNY"),
             # A method without errors has no series of a code other than OK: it shows 0.
             panel("RPC errors (share of calls not OK)", [
@@ -346,7 +346,7 @@ def dashboard(enabled: list[dict]) -> str:
                  "{{method}}"),
             ], 0, 8, "s"),
             panel("Settles refused here, by reason (per second)", [
-                (f'sum by (reason) (rate(yitong_settlement_refusals_total{{treatment_city="{code}"}}[5m]))',
+                (f'sum by (reason) (rate(yitong_settlement_refusals_total{{treatment_pool="{code}"}}[5m]))',
                  "{{reason}}"),
             ], 8, 8, "ops"),
             panel("Settlements in doubt (left by the recovery sweep)", [
@@ -369,6 +369,14 @@ def dashboard(enabled: list[dict]) -> str:
         panel("Reconciliation breaks by class (per hour)", [
             ("sum by (subject, class) (increase(yitong_reconciliation_breaks_total[1h]))", "{{subject}} {{class}}"),
         ], 12, 12),
+    ]
+    y += 8
+    panels += [
+        # A city's pools summed: the `*_city` labels name each pool's host city.
+        panel("Settled visits between cities, their pools summed (per second)", [
+            ('sum by (treatment_city, insured_city) (rate(yitong_settlements_total{outcome="settled"}[5m]))',
+             "{{treatment_city}} to {{insured_city}}"),
+        ], 0, 24, "ops"),
     ]
     board = {
         "uid": "yitong-cities",

@@ -238,6 +238,13 @@ network_test! {
         assert_eq!(summary["result"], "matched");
         assert_eq!(summary["matched"], count);
         assert_eq!(summary["rows_in_ledger"], count);
+        // The city's scope: Zibo hosts one pool, its own, so the same file matches it.
+        let mut args = vec!["reconcile", "details", "--format", "csv", "--file"];
+        args.push(clean_file.to_str().unwrap());
+        args.extend(["--treatment-host-city", ZIBO, "--from", "2026-03-01", "--to", "2026-03-07"]);
+        let city = run(net, &args).await;
+        assert_eq!(city.code, 0, "{city:?}");
+        assert!(city.stdout.contains(&format!("rows_in_ledger,{count}")), "{}", city.stdout);
 
         // The fourth row deleted locally; the second altered (fund pay one yuan less).
         let mut altered = first_week.clone();

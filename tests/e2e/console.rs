@@ -1095,6 +1095,8 @@ network_test! {
         let (mut house, _) = Browser::signed_in(&router, "house").await;
         let text = house.get("/").await.text();
         assert!(matrix_cell(&text, "matrix-month", &format!("{ZIBO}-{BINZHOU}")).is_some(), "{text}");
+        // Every city hosts one pool here: no cities' matrix repeats the pools'.
+        assert!(!text.contains("matrix-month-cities"), "{text}");
         for city in yitong_sandbox::PILOT_CITIES {
             assert!(text.contains(&format!("id=\"fund-chart-{city}\"")), "{city}: {text}");
         }
@@ -1104,6 +1106,125 @@ network_test! {
         assert!(text.contains("Reconciliation calendar") && text.contains("lang=\"en\""), "{text}");
         console.staff.close().await;
     }
+}
+
+/// The clearing house's overview of a network where Dongying hosts two pools: the pools'
+/// matrix tells Dongying's pool and the Oilfield's apart, the cities' matrix sums them, the two
+/// visits between the pools and the one within Dongying's own on Dongying's diagonal; a pool's
+/// bureau sees its own pool and no cities' matrix.
+async fn overview_sums_a_citys_pools(net: &Sandbox) {
+    use crate::pools::{DONGYING, OILFIELD, settle_at};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (console, router) = console(net, dir.path()).await;
+    let settled = [
+        settle_at(
+            net,
+            &format!("H{OILFIELD}00001"),
+            OILFIELD,
+            DONGYING,
+            1,
+            "CON-DY-AT-OF",
+        )
+        .await,
+        settle_at(
+            net,
+            &format!("H{DONGYING}00001"),
+            DONGYING,
+            OILFIELD,
+            2,
+            "CON-OF-AT-DY",
+        )
+        .await,
+        settle_at(
+            net,
+            &format!("H{DONGYING}00001"),
+            DONGYING,
+            DONGYING,
+            1,
+            "CON-DY-AT-DY",
+        )
+        .await,
+    ];
+    let total: i64 = settled
+        .iter()
+        .map(|s| crate::settlement::fen(&s.split.as_ref().expect("split").total_amount))
+        .sum();
+    let fund: i64 = settled
+        .iter()
+        .map(|s| crate::settlement::fen(&s.split.as_ref().expect("split").fund_pay))
+        .sum();
+
+    let (mut house, _) = Browser::signed_in(&router, "house").await;
+    let text = house.get("/").await.text();
+    for pair in [
+        format!("{OILFIELD}-{DONGYING}"),
+        format!("{DONGYING}-{OILFIELD}"),
+        format!("{DONGYING}-{DONGYING}"),
+    ] {
+        let cell =
+            matrix_cell(&text, "matrix-month", &pair).unwrap_or_else(|| panic!("{pair}: {text}"));
+        assert!(
+            cell.starts_with("1<br>"),
+            "{pair}: one visit a pair of pools: {cell}"
+        );
+    }
+    let city = matrix_cell(
+        &text,
+        "matrix-month-cities",
+        &format!("{DONGYING}-{DONGYING}"),
+    )
+    .unwrap_or_else(|| panic!("{text}"));
+    let yuan = yitong_console::text::fen_to_yuan;
+    assert_eq!(
+        city,
+        format!("3<br>{}<br>{}", yuan(total), yuan(fund)),
+        "Dongying's pools summed"
+    );
+    assert!(
+        matrix_cell(
+            &text,
+            "matrix-month-cities",
+            &format!("{OILFIELD}-{DONGYING}")
+        )
+        .is_none(),
+        "a pool is no city's column: {text}"
+    );
+
+    let (mut jinan, _) = Browser::signed_in(&router, "jinan").await;
+    let text = jinan.get("/").await.text();
+    assert!(
+        !text.contains("matrix-month-cities"),
+        "a pool's bureau sees its pool: {text}"
+    );
+    console.staff.close().await;
+}
+
+// Proves the overview's cities' matrix on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_sums_a_citys_pools_sqlite() {
+    let net = Sandbox::start_network(
+        yitong_sandbox::Database::Sqlite,
+        crate::pools::with_the_oilfield(),
+    )
+    .await
+    .expect("SQLite always starts");
+    overview_sums_a_citys_pools(&net).await;
+    net.shut_down().await;
+}
+
+// Proves the same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overview_sums_a_citys_pools_postgres() {
+    let Some(net) = Sandbox::start_network(
+        yitong_sandbox::Database::Postgres,
+        crate::pools::with_the_oilfield(),
+    )
+    .await
+    else {
+        return;
+    };
+    overview_sums_a_citys_pools(&net).await;
+    net.shut_down().await;
 }
 
 network_test! {

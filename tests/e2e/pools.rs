@@ -26,13 +26,13 @@ use crate::settlement::{
     fen, register_request, settle_as_an_his_would, upload_request, visit_lines,
 };
 
-const DONGYING: &str = "370500";
-const OILFIELD: &str = "370590";
+pub(crate) const DONGYING: &str = "370500";
+pub(crate) const OILFIELD: &str = "370590";
 const JINAN: &str = "370100";
 const ZIBO: &str = "370300";
 
 /// The seeds' network file with the Oilfield's pool enabled beside the four pilot cities.
-fn with_the_oilfield() -> Network {
+pub(crate) fn with_the_oilfield() -> Network {
     let mut network = yitong_sandbox::seeds_network();
     let oilfield = PoolCode::parse(OILFIELD).expect("a pool code");
     network
@@ -57,7 +57,7 @@ fn before_pools() -> Network {
 
 /// Registers the `n`-th seeded person of `insured` at `institution`, uploads the visit's lines
 /// (`visit_lines`: a consultation, twenty head CTs, a patent medicine) and settles, as an HIS.
-async fn settle_at(
+pub(crate) async fn settle_at(
     net: &Sandbox,
     institution: &str,
     treatment: &str,
@@ -203,6 +203,73 @@ async fn cross_pool_case(net: &Sandbox) {
         (ids[3].clone(), 0),
     ]);
     assert_eq!(balances(net, &ids).await, expected);
+
+    let all = [dongying_at_oilfield, oilfield_at_dongying, dongying_at_home];
+    // Each pool reconciles its own rows; Dongying's bureau reconciles the city's too, over its
+    // two pools as one: all three visits as treatment city and as insured city, the two
+    // between its pools counted once.
+    reconciles(net, &[DONGYING, OILFIELD], &all, "pools").await;
+    let today = yitong_core::today();
+    let mut bureau = net.bureau(DONGYING).ledger();
+    for (what, subject) in [
+        ("treatment", Subject::TreatmentHostCity(DONGYING.to_owned())),
+        ("insured", Subject::InsuredHostCity(DONGYING.to_owned())),
+    ] {
+        let reply = bureau
+            .reconcile_totals(ReconcileTotalsRequest {
+                message_id: format!("TOTALS-CITY-{what}-{DONGYING}"),
+                scope: Some(ReconciliationScope {
+                    subject: Some(subject.clone()),
+                }),
+                from_date: today.to_string(),
+                to_date: today.to_string(),
+                totals: Some(totals_of(all.iter())),
+                operator_id: format!("{DONGYING}-bureau"),
+                ..Default::default()
+            })
+            .await
+            .expect("reconciled")
+            .into_inner();
+        assert_eq!(
+            reply.result(),
+            ReconciliationResult::Matched,
+            "Dongying as {what} city: {reply:?}"
+        );
+        assert_eq!(reply.ledger.expect("the ledger's totals").count, 3);
+        // The Oilfield's bureau may reconcile its own pool, not the city that hosts it.
+        let refused = net
+            .bureau(OILFIELD)
+            .ledger()
+            .reconcile_totals(ReconcileTotalsRequest {
+                message_id: format!("TOTALS-CITY-{what}-BY-{OILFIELD}"),
+                scope: Some(ReconciliationScope {
+                    subject: Some(subject),
+                }),
+                from_date: today.to_string(),
+                to_date: today.to_string(),
+                totals: Some(totals_of(all.iter())),
+                ..Default::default()
+            })
+            .await
+            .expect_err("another pool's bureau");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    }
+
+    // The settlement counters label each pool beside its host city: the Oilfield's visit at
+    // Dongying is Dongying's city on both sides, told apart by pool.
+    let exposition = yitong_telemetry::metrics().encode();
+    let series = format!(
+        r#"yitong_settlements_total{{treatment_city="{DONGYING}",treatment_pool="{DONGYING}",insured_city="{DONGYING}",insured_pool="{OILFIELD}",outcome="settled"}} "#
+    );
+    let settled: u64 = exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .unwrap_or_else(|| panic!("{series} in\n{exposition}"))
+        .trim()
+        .parse()
+        .expect("a count");
+    // At least this test's visit: the process's counters are shared with the tests beside it.
+    assert!(settled >= 1, "{series}{settled}");
 }
 
 // Proves a visit between Dongying's two pools uses the treatment pool's catalog and the insured

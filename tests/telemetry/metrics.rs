@@ -218,7 +218,10 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
         ),
     }
 
-    let pair = format!(r#"treatment_city="{BINZHOU}",insured_city="{DONGYING}""#);
+    // A city's own pool has the city's code: each pool is labelled beside its host city.
+    let pair = format!(
+        r#"treatment_city="{BINZHOU}",treatment_pool="{BINZHOU}",insured_city="{DONGYING}",insured_pool="{DONGYING}""#
+    );
     let expected = [
         (
             format!(r#"yitong_settlements_total{{{pair},outcome="settled"}}"#),
@@ -259,13 +262,13 @@ async fn the_metrics_endpoint_counts_known_traffic_and_promtool_accepts_it() {
         // From start-up, before first use.
         (
             format!(
-                r#"yitong_settlements_total{{treatment_city="{JINAN}",insured_city="{BINZHOU}",outcome="cancelled"}}"#
+                r#"yitong_settlements_total{{treatment_city="{JINAN}",treatment_pool="{JINAN}",insured_city="{BINZHOU}",insured_pool="{BINZHOU}",outcome="cancelled"}}"#
             ),
             "0".to_owned(),
         ),
         (
             format!(
-                r#"yitong_fund_paid_fen_total{{treatment_city="{JINAN}",insured_city="{BINZHOU}"}}"#
+                r#"yitong_fund_paid_fen_total{{treatment_city="{JINAN}",treatment_pool="{JINAN}",insured_city="{BINZHOU}",insured_pool="{BINZHOU}"}}"#
             ),
             "0".to_owned(),
         ),

@@ -252,7 +252,15 @@ async fn the_dashboard_draws_a_line_per_city_from_the_compose_scrape() {
             assert!(!result.is_empty(), "{title}: {expr} returns no series");
             // A legend naming a city or pool label draws a line per pool (the seeds' network
             // runs each pilot city's own pool, whose code is the city's).
-            for label in ["insured_city", "treatment_city", "city", "pool", "subject"] {
+            for label in [
+                "insured_city",
+                "treatment_city",
+                "insured_pool",
+                "treatment_pool",
+                "city",
+                "pool",
+                "subject",
+            ] {
                 if !legend.contains(&format!("{{{{{label}}}}}")) {
                     continue;
                 }

@@ -90,6 +90,53 @@ impl Sums {
         self.total_fen += text::fen(&day.total_amount);
         self.fund_fen += text::fen(&day.fund_pay);
     }
+
+    fn absorb(&mut self, other: &Sums) {
+        self.settlements += other.settlements;
+        self.cancellations += other.cancellations;
+        self.pending += other.pending;
+        self.total_fen += other.total_fen;
+        self.fund_fen += other.fund_fen;
+    }
+}
+
+/// The pairs' sums by (treatment host city, insured host city): each city's pools summed, a
+/// visit between two pools of one city on the city's own diagonal. A code the network does not
+/// hold stays as it is.
+fn by_host_city(
+    console: &Shared,
+    sums: &BTreeMap<(String, String), Sums>,
+) -> BTreeMap<(String, String), Sums> {
+    let host = |pool: &str| -> String {
+        pool.parse()
+            .ok()
+            .and_then(|code| console.network.city_of(code))
+            .map_or_else(|| pool.to_owned(), |city| city.to_string())
+    };
+    let mut cities: BTreeMap<(String, String), Sums> = BTreeMap::new();
+    for ((treatment, insured), sum) in sums {
+        cities
+            .entry((host(treatment), host(insured)))
+            .or_default()
+            .absorb(sum);
+    }
+    cities
+}
+
+/// The host cities of the enabled pools, when one of them hosts more than one (otherwise the
+/// cities' matrix would repeat the pools').
+fn cities_with_pools(console: &Shared) -> Option<Vec<String>> {
+    let mut cities: Vec<String> = Vec::new();
+    let mut several = false;
+    for pool in console.network.enabled_pools() {
+        let city = pool.city.to_string();
+        if cities.contains(&city) {
+            several = true;
+        } else {
+            cities.push(city);
+        }
+    }
+    several.then_some(cities)
 }
 
 /// Sums by (treatment city, insured city) of the pair-days `keep` admits.
@@ -169,6 +216,11 @@ pub async fn page(
         .enabled_pools()
         .map(|city| city.code.to_string())
         .collect();
+    // The clearing house and operators see every pool: a city hosting several is summed too.
+    let host_cities = match signed.caller() {
+        Caller::Bureau(Owner::Pool(_)) => None,
+        _ => cities_with_pools(&console),
+    };
     let previous = first.pred_opt().map(|day| day.format("%Y-%m").to_string());
     let next = last.succ_opt().map(|day| day.format("%Y-%m").to_string());
     let month_label = first.format("%Y-%m").to_string();
@@ -184,6 +236,10 @@ pub async fn page(
         (matrix(&console, "matrix-today", &matrix_cities, &today_sums, lang))
         h2 { (lang.t("matrix_month")) }
         (matrix(&console, "matrix-month", &matrix_cities, &month_sums, lang))
+        @if let Some(host_cities) = &host_cities {
+            h2 { (lang.t("matrix_month_cities")) }
+            (matrix(&console, "matrix-month-cities", host_cities, &by_host_city(&console, &month_sums), lang))
+        }
         h2 { (lang.t("volume_per_day")) }
         (volume_chart(&console, &activity.pairs, first, last, lang))
         h2 { (lang.t("prepaid")) }
@@ -230,11 +286,7 @@ fn totals_table(
     let total = |sums: &BTreeMap<(String, String), Sums>| {
         let mut all = Sums::default();
         for sum in sums.values() {
-            all.settlements += sum.settlements;
-            all.cancellations += sum.cancellations;
-            all.pending += sum.pending;
-            all.total_fen += sum.total_fen;
-            all.fund_fen += sum.fund_fen;
+            all.absorb(sum);
         }
         all
     };

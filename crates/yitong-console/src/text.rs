@@ -155,6 +155,10 @@ impl Lang {
                 "本月结算（就医地 × 参保地）",
                 "This month by pair of cities",
             ),
+            "matrix_month_cities" => (
+                "本月结算（按城市，合计其各统筹区）",
+                "This month by pair of cities, their pools summed",
+            ),
             "matrix_cell" => (
                 "每格：笔数、医疗费总额、基金支付（元）",
                 "each cell: rows, total, fund pay (yuan)",

@@ -49,7 +49,7 @@ use std::collections::VecDeque;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::Status;
-use yitong_core::{Amount, Date, InstitutionCode, Invalid, MessageId, PoolCode};
+use yitong_core::{Amount, CityCode, Date, InstitutionCode, Invalid, MessageId, Network, PoolCode};
 use yitong_proto::ledger::v1 as pb;
 use yitong_proto::ledger::v1::reconciliation_scope::Subject as WireSubject;
 use yitong_store::sqlx::{self, AnyConnection, AssertSqlSafe, Row, any::AnyRow};
@@ -70,29 +70,49 @@ pub const LEDGER_ROWS_PER_PAGE_MAX: i64 = 1_000;
 /// Replies a detail run may have waiting for the client before it stops reading.
 pub const RESPONSES_BUFFERED_MAX: usize = 256;
 
-/// Whose records are reconciled: the journal column that names the submitter, and its value.
+/// Whose records are reconciled: the journal column that names the submitter, and its values.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Subject {
     Institution(InstitutionCode),
-    TreatmentCity(PoolCode),
-    InsuredCity(PoolCode),
+    /// As treatment pool: one pool (`treatment_city`), or every pool a city hosts
+    /// (`treatment_host_city`).
+    Treatment(Vec<PoolCode>),
+    /// As insured pool: one pool (`insured_city`), or every pool a city hosts
+    /// (`insured_host_city`).
+    Insured(Vec<PoolCode>),
 }
 
 impl Subject {
     fn column(&self) -> &'static str {
         match self {
             Subject::Institution(_) => "institution_code",
-            Subject::TreatmentCity(_) => "treatment_city",
-            Subject::InsuredCity(_) => "insured_city",
+            Subject::Treatment(_) => "treatment_city",
+            Subject::Insured(_) => "insured_city",
         }
     }
 
-    fn value(&self) -> String {
+    fn values(&self) -> Vec<String> {
         match self {
-            Subject::Institution(code) => code.as_str().to_owned(),
-            Subject::TreatmentCity(city) | Subject::InsuredCity(city) => city.to_string(),
+            Subject::Institution(code) => vec![code.as_str().to_owned()],
+            Subject::Treatment(pools) | Subject::Insured(pools) => {
+                pools.iter().map(PoolCode::to_string).collect()
+            }
         }
     }
+}
+
+/// The pools `text` (a city's region code, at `field`) hosts in `network`, enabled or not: a
+/// pool that has left keeps its rows in the journal.
+fn hosted(network: &Network, text: &str, field: &str) -> Result<Vec<PoolCode>, Invalid> {
+    let city = CityCode::parse(text).map_err(|invalid| invalid.at(field))?;
+    let pools: Vec<PoolCode> = network.pools_of(city).map(|pool| pool.code).collect();
+    if pools.is_empty() {
+        return Err(Invalid::new(
+            field,
+            format!("no pool of the network is hosted by city {city}"),
+        ));
+    }
+    Ok(pools)
 }
 
 /// The rows a reconciliation covers: a subject, optional insurance and clearing types, and an
@@ -110,7 +130,9 @@ pub(crate) struct Filter {
 
 impl Filter {
     /// Field paths are the request's own ("scope.institution_code", "to_date").
+    /// A host city's scope covers the pools `network` says it hosts.
     pub(crate) fn parse(
+        network: &Network,
         scope: Option<&pb::ReconciliationScope>,
         insurance_type: i32,
         clearing_type: i32,
@@ -121,19 +143,26 @@ impl Filter {
             None => {
                 return Err(Invalid::new(
                     "scope",
-                    "name an institution_code, a treatment_city or an insured_city",
+                    "name an institution_code, a treatment_city, an insured_city, a \
+                     treatment_host_city or an insured_host_city",
                 ));
             }
             Some(WireSubject::InstitutionCode(code)) => Subject::Institution(
                 InstitutionCode::parse(code)
                     .map_err(|invalid| invalid.at("scope.institution_code"))?,
             ),
-            Some(WireSubject::TreatmentCity(city)) => Subject::TreatmentCity(
+            Some(WireSubject::TreatmentCity(city)) => Subject::Treatment(vec![
                 PoolCode::parse(city).map_err(|invalid| invalid.at("scope.treatment_city"))?,
-            ),
-            Some(WireSubject::InsuredCity(city)) => Subject::InsuredCity(
+            ]),
+            Some(WireSubject::InsuredCity(city)) => Subject::Insured(vec![
                 PoolCode::parse(city).map_err(|invalid| invalid.at("scope.insured_city"))?,
-            ),
+            ]),
+            Some(WireSubject::TreatmentHostCity(city)) => {
+                Subject::Treatment(hosted(network, city, "scope.treatment_host_city")?)
+            }
+            Some(WireSubject::InsuredHostCity(city)) => {
+                Subject::Insured(hosted(network, city, "scope.insured_host_city")?)
+            }
         };
         let insurance_type = match insurance_type {
             0 => None,
@@ -213,10 +242,17 @@ impl Query {
         };
         let sequence = query.bind(Bind::Int(snapshot));
         query.conditions.push(format!("c.sequence <= {sequence}"));
-        let subject = query.bind(Bind::Text(filter.subject.value()));
-        query
-            .conditions
-            .push(format!("c.{} = {subject}", filter.subject.column()));
+        let column = filter.subject.column();
+        let values: Vec<String> = filter
+            .subject
+            .values()
+            .into_iter()
+            .map(|value| query.bind(Bind::Text(value)))
+            .collect();
+        query.conditions.push(match values.as_slice() {
+            [one] => format!("c.{column} = {one}"),
+            many => format!("c.{column} IN ({})", many.join(", ")),
+        });
         if let Some(insurance_type) = filter.insurance_type {
             let value = query.bind(Bind::Int(insurance_type));
             query.conditions.push(format!("c.insurance_type = {value}"));
@@ -747,14 +783,16 @@ pub(crate) struct Header {
 /// Prefix of a resume token, naming its version.
 const TOKEN_PREFIX: &str = "ckpt1.";
 
-impl TryFrom<pb::ReconcileDetailsHeader> for Header {
-    type Error = Invalid;
-
+impl Header {
     /// Field paths are relative to the header ("from_date").
-    fn try_from(header: pb::ReconcileDetailsHeader) -> Result<Self, Invalid> {
+    pub(crate) fn parse(
+        network: &Network,
+        header: pb::ReconcileDetailsHeader,
+    ) -> Result<Self, Invalid> {
         let message_id =
             MessageId::parse(&header.message_id).map_err(|invalid| invalid.at("message_id"))?;
         let filter = Filter::parse(
+            network,
             header.scope.as_ref(),
             header.insurance_type,
             header.clearing_type,
@@ -1350,12 +1388,82 @@ mod tests {
     }
 
     // Proves the range rules: at most 31 days, not backwards.
+    fn seeds_network() -> Network {
+        Network::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../seeds/network.toml"),
+        )
+        .expect("the seeded network file is valid")
+    }
+
+    // Proves a host city's scope covers every pool the city hosts, enabled or not (Dongying's
+    // own and the Oilfield's), read as one IN list, and that a code hosting no pool, or not a
+    // city's, is refused at its field.
+    #[test]
+    fn a_host_city_scope_covers_its_pools() {
+        let network = seeds_network();
+        let parse = |subject: WireSubject| {
+            Filter::parse(
+                &network,
+                Some(&pb::ReconciliationScope {
+                    subject: Some(subject),
+                }),
+                0,
+                0,
+                "2026-03-01",
+                "2026-03-01",
+            )
+        };
+        let pools = |codes: &[&str]| -> Vec<PoolCode> {
+            codes
+                .iter()
+                .map(|code| PoolCode::parse(code).unwrap())
+                .collect()
+        };
+        let dongying = parse(WireSubject::TreatmentHostCity("370500".into())).unwrap();
+        assert_eq!(
+            dongying.subject,
+            Subject::Treatment(pools(&["370500", "370590"]))
+        );
+        let query = Query::new(&dongying, 9);
+        assert!(
+            query
+                .conditions
+                .contains(&"c.treatment_city IN ($2, $3)".to_owned()),
+            "{:?}",
+            query.conditions
+        );
+        assert_eq!(
+            parse(WireSubject::InsuredHostCity("370300".into()))
+                .unwrap()
+                .subject,
+            Subject::Insured(pools(&["370300"]))
+        );
+        let one = Query::new(
+            &parse(WireSubject::InsuredCity("370590".into())).unwrap(),
+            9,
+        );
+        assert!(one.conditions.contains(&"c.insured_city = $2".to_owned()));
+        for (subject, field) in [
+            (
+                WireSubject::TreatmentHostCity("370200".into()),
+                "scope.treatment_host_city",
+            ),
+            (
+                WireSubject::InsuredHostCity("370590".into()),
+                "scope.insured_host_city",
+            ),
+        ] {
+            assert_eq!(parse(subject).unwrap_err().field(), field);
+        }
+    }
+
     #[test]
     fn ranges_are_bounded() {
         let scope = pb::ReconciliationScope {
             subject: Some(WireSubject::TreatmentCity("370300".into())),
         };
-        let parse = |from: &str, to: &str| Filter::parse(Some(&scope), 0, 0, from, to);
+        let network = seeds_network();
+        let parse = |from: &str, to: &str| Filter::parse(&network, Some(&scope), 0, 0, from, to);
         assert!(parse("2026-03-01", "2026-04-01").is_ok());
         assert_eq!(
             parse("2026-03-01", "2026-04-02").unwrap_err().field(),
@@ -1366,13 +1474,13 @@ mod tests {
             "to_date"
         );
         assert_eq!(
-            Filter::parse(None, 0, 0, "2026-03-01", "2026-03-01")
+            Filter::parse(&network, None, 0, 0, "2026-03-01", "2026-03-01")
                 .unwrap_err()
                 .field(),
             "scope"
         );
         assert_eq!(
-            Filter::parse(Some(&scope), 311, 0, "2026-03-01", "2026-03-01")
+            Filter::parse(&network, Some(&scope), 311, 0, "2026-03-01", "2026-03-01")
                 .unwrap_err()
                 .field(),
             "insurance_type"

@@ -428,6 +428,7 @@ impl LedgerNode {
     ) -> Result<pb::ReconcileTotalsResponse, LedgerError> {
         let message_id = message_id(&request.message_id)?;
         let filter = Filter::parse(
+            &self.network,
             request.scope.as_ref(),
             request.insurance_type,
             request.clearing_type,
@@ -498,7 +499,7 @@ impl LedgerNode {
         };
         reconcile_for(caller, header.scope.as_ref())?;
         let header_scope = header.scope.clone();
-        let header = Header::try_from(header)
+        let header = Header::parse(&self.network, header)
             .map_err(|invalid| invalid_argument(invalid.within("header")))?;
         let opened = DetailRun::open(&self.store, header).await?;
         let (replies, receiver) = mpsc::channel(RESPONSES_BUFFERED_MAX);
@@ -561,6 +562,8 @@ fn count_breaks<'a>(
         Some(Subject::InstitutionCode(code)) => ("institution", code.as_str()),
         Some(Subject::TreatmentCity(city)) => ("treatment_city", city.as_str()),
         Some(Subject::InsuredCity(city)) => ("insured_city", city.as_str()),
+        Some(Subject::TreatmentHostCity(city)) => ("treatment_host_city", city.as_str()),
+        Some(Subject::InsuredHostCity(city)) => ("insured_host_city", city.as_str()),
         None => ("none", ""),
     };
     for (class, breaks) in classes {
@@ -791,8 +794,9 @@ fn act_for_city(caller: &Caller, city: &str) -> Result<(), Status> {
     }
 }
 
-/// Reconciling a scope: an institution its own settlements, a bureau its own city's (as
-/// treatment or insured city), the clearing house's staff any scope.
+/// Reconciling a scope: an institution its own settlements, a bureau its own pool's (as
+/// treatment or insured pool) and, the bureau of a city's own pool, the city's (every pool it
+/// hosts), the clearing house's staff any scope.
 fn reconcile_for(caller: &Caller, scope: Option<&pb::ReconciliationScope>) -> Result<(), Status> {
     use pb::reconciliation_scope::Subject;
     let subject = scope.and_then(|scope| scope.subject.as_ref());
@@ -806,6 +810,12 @@ fn reconcile_for(caller: &Caller, scope: Option<&pb::ReconciliationScope>) -> Re
         (
             Caller::Bureau(Owner::Pool(own)),
             Some(Subject::TreatmentCity(city) | Subject::InsuredCity(city)),
+        ) => own.to_string() == *city,
+        // A city's figures over all its pools: the bureau of the city's own pool (whose code
+        // is the city's), not the bureau of another pool it hosts.
+        (
+            Caller::Bureau(Owner::Pool(own)),
+            Some(Subject::TreatmentHostCity(city) | Subject::InsuredHostCity(city)),
         ) => own.to_string() == *city,
         // No subject: the request is refused as invalid by the handler.
         (Caller::Institution(_) | Caller::Bureau(_), None) => true,

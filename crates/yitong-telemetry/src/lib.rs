@@ -17,7 +17,7 @@ mod serve;
 
 pub use metrics::{
     BREAK_CLASSES, BUSINESS_REFUSALS, BreakLabels, CITY_BREAK_SCOPES, MethodLabels, Metrics,
-    PairLabels, PoolLabels, REFUSAL_CLASSES, RefusalLabels, RpcLabels, SETTLEMENT_OUTCOMES,
+    PairLabels, PoolLabels, PoolOf, REFUSAL_CLASSES, RefusalLabels, RpcLabels, SETTLEMENT_OUTCOMES,
     SettlementLabels, business_refusal, metrics, refusal_reasons,
 };
 pub use serve::serve_metrics;

@@ -35,20 +35,20 @@ pub struct MethodLabels {
     pub method: String,
 }
 
-/// A settlement's city pair and what became of it.
+/// A settlement's pair of pools and what became of it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SettlementLabels {
-    pub treatment_city: String,
-    pub insured_city: String,
+    #[prometheus(flatten)]
+    pub pair: PairLabels,
     /// "settled", "refused" (the Settle failed before it was recorded), "cancelled".
     pub outcome: String,
 }
 
-/// A Settle refused at the treatment city: its city pair and why ([`refusal_reasons`]).
+/// A Settle refused at the treatment city: its pair of pools and why ([`refusal_reasons`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
-    pub treatment_city: String,
-    pub insured_city: String,
+    #[prometheus(flatten)]
+    pub pair: PairLabels,
     /// A business refusal's own reason, as its google.rpc.ErrorInfo names it to the HIS
     /// ([`BUSINESS_REFUSALS`]: "INSURANCE_SUSPENDED", "CARD_LOST", "NOT_FILED",
     /// "VISIT_SETTLED", ...), or else the class of the status it was answered with:
@@ -129,11 +129,37 @@ pub const BREAK_CLASSES: [&str; 6] = [
 /// The scopes of `yitong_reconciliation_breaks_total` whose subject is a city.
 pub const CITY_BREAK_SCOPES: [&str; 2] = ["treatment_city", "insured_city"];
 
-/// A city pair, for fund pay.
+/// A settlement's treatment and insured pools, each beside the city that hosts it: a query sums
+/// a city's pools by `*_city` or tells them apart by `*_pool` (a city's own pool has the city's
+/// code in both).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PairLabels {
+    /// The treatment pool's host city (`yitong_core::CityCode`).
     pub treatment_city: String,
+    /// The treatment pool (`yitong_core::PoolCode`). national: mdtrtarea_admvs.
+    pub treatment_pool: String,
+    /// The insured pool's host city.
     pub insured_city: String,
+    /// The insured pool. national: insuplc_admdvs.
+    pub insured_pool: String,
+}
+
+/// A pool and its host city, as the pair labels take them.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolOf<'a> {
+    pub city: &'a str,
+    pub pool: &'a str,
+}
+
+impl PairLabels {
+    pub fn new(treatment: PoolOf<'_>, insured: PoolOf<'_>) -> PairLabels {
+        PairLabels {
+            treatment_city: treatment.city.to_owned(),
+            treatment_pool: treatment.pool.to_owned(),
+            insured_city: insured.city.to_owned(),
+            insured_pool: insured.pool.to_owned(),
+        }
+    }
 }
 
 /// A pool, and the city that hosts it: a city's two pools are two series a query can sum by
@@ -213,22 +239,22 @@ impl Metrics {
         );
         registry.register(
             "settlements",
-            "settles, refusals and cancellations at the treatment city, by city pair and outcome",
+            "settles, refusals and cancellations at the treatment pool, by pair of pools (each with its host city) and outcome",
             metrics.settlements.clone(),
         );
         registry.register(
             "settlement_refusals",
-            "settles refused at the treatment city (counted as outcome refused too), by city pair and the gRPC status they were answered with",
+            "settles refused at the treatment city (counted as outcome refused too), by pair of pools and reason (the ErrorInfo reason the HIS got, or the status class)",
             metrics.settlement_refusals.clone(),
         );
         registry.register(
             "fund_paid_fen",
-            "fund pay of settlements recorded at the treatment city, in fen, by city pair (cancellations do not subtract: the net is this less yitong_fund_returned_fen_total)",
+            "fund pay of settlements recorded at the treatment city, in fen, by pair of pools (cancellations do not subtract: the net is this less yitong_fund_returned_fen_total)",
             metrics.fund_paid_fen.clone(),
         );
         registry.register(
             "fund_returned_fen",
-            "fund pay given back by cancellations recorded at the treatment city, in fen, by city pair",
+            "fund pay given back by cancellations recorded at the treatment city, in fen, by pair of pools",
             metrics.fund_returned_fen.clone(),
         );
         registry.register(
@@ -288,17 +314,10 @@ impl Metrics {
 
     /// One settlement outcome at the treatment city, with the fund pay it moved: paid by a
     /// settled one, given back by a cancelled one (zero for a refusal).
-    pub fn observe_settlement(
-        &self,
-        treatment_city: &str,
-        insured_city: &str,
-        outcome: &str,
-        fund_pay_fen: u64,
-    ) {
+    pub fn observe_settlement(&self, pair: &PairLabels, outcome: &str, fund_pay_fen: u64) {
         self.settlements
             .get_or_create(&SettlementLabels {
-                treatment_city: treatment_city.to_owned(),
-                insured_city: insured_city.to_owned(),
+                pair: pair.clone(),
                 outcome: outcome.to_owned(),
             })
             .inc();
@@ -308,26 +327,21 @@ impl Metrics {
             _ => return,
         };
         if fund_pay_fen > 0 {
-            fund.get_or_create(&PairLabels {
-                treatment_city: treatment_city.to_owned(),
-                insured_city: insured_city.to_owned(),
-            })
-            .inc_by(fund_pay_fen);
+            fund.get_or_create(pair).inc_by(fund_pay_fen);
         }
     }
 
     /// One refused Settle at the treatment city: outcome "refused", and its reason (one of
     /// [`refusal_reasons`]).
-    pub fn observe_refusal(&self, treatment_city: &str, insured_city: &str, reason: &str) {
+    pub fn observe_refusal(&self, pair: &PairLabels, reason: &str) {
         debug_assert!(
             refusal_reasons().any(|listed| listed == reason),
             "reason {reason}"
         );
-        self.observe_settlement(treatment_city, insured_city, "refused", 0);
+        self.observe_settlement(pair, "refused", 0);
         self.settlement_refusals
             .get_or_create(&RefusalLabels {
-                treatment_city: treatment_city.to_owned(),
-                insured_city: insured_city.to_owned(),
+                pair: pair.clone(),
                 reason: reason.to_owned(),
             })
             .inc();
@@ -338,35 +352,29 @@ impl Metrics {
     /// sees the first increment.
     pub fn start_treatment_city<'a>(
         &self,
-        treatment_city: &str,
-        host_city: &str,
-        insured_cities: impl IntoIterator<Item = &'a str>,
+        treatment: PoolOf<'_>,
+        insured_pools: impl IntoIterator<Item = PoolOf<'a>>,
     ) {
-        for insured_city in insured_cities {
+        for insured in insured_pools {
+            let pair = PairLabels::new(treatment, insured);
             for outcome in SETTLEMENT_OUTCOMES {
                 let _ = self.settlements.get_or_create(&SettlementLabels {
-                    treatment_city: treatment_city.to_owned(),
-                    insured_city: insured_city.to_owned(),
+                    pair: pair.clone(),
                     outcome: outcome.to_owned(),
                 });
             }
             for reason in refusal_reasons() {
                 let _ = self.settlement_refusals.get_or_create(&RefusalLabels {
-                    treatment_city: treatment_city.to_owned(),
-                    insured_city: insured_city.to_owned(),
+                    pair: pair.clone(),
                     reason: reason.to_owned(),
                 });
             }
-            let pair = PairLabels {
-                treatment_city: treatment_city.to_owned(),
-                insured_city: insured_city.to_owned(),
-            };
             let _ = self.fund_paid_fen.get_or_create(&pair);
             let _ = self.fund_returned_fen.get_or_create(&pair);
         }
         let _ = self.settlements_in_doubt.get_or_create(&PoolLabels {
-            city: host_city.to_owned(),
-            pool: treatment_city.to_owned(),
+            city: treatment.city.to_owned(),
+            pool: treatment.pool.to_owned(),
         });
     }
 

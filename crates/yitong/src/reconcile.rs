@@ -45,19 +45,26 @@ enum ReconcileAction {
     Details(DetailsArgs),
 }
 
-/// Whose records are reconciled: exactly one of the three.
+/// Whose records are reconciled: exactly one of the five.
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 struct ScopeArgs {
     /// A designated institution reconciling its own settlements.
     #[arg(long)]
     institution: Option<String>,
-    /// A treatment city's bureau, for the settlements at its institutions.
+    /// A treatment pool's bureau, for the settlements at its institutions (a city's own pool
+    /// has the city's code).
     #[arg(long)]
     treatment_city: Option<String>,
-    /// An insured city's bureau, for the settlements of the persons it insures.
+    /// An insured pool's bureau, for the settlements of the persons it insures.
     #[arg(long)]
     insured_city: Option<String>,
+    /// A city's bureau, for the settlements at the institutions of every pool the city hosts.
+    #[arg(long)]
+    treatment_host_city: Option<String>,
+    /// A city's bureau, for the settlements of the persons every pool the city hosts insures.
+    #[arg(long)]
+    insured_host_city: Option<String>,
 }
 
 /// Whose records are reconciled, the date range and the filters.
@@ -88,17 +95,25 @@ struct RangeArgs {
 impl RangeArgs {
     fn scope(&self) -> Option<ReconciliationScope> {
         let scope = &self.scope;
-        let subject = match (
-            &scope.institution,
-            &scope.treatment_city,
-            &scope.insured_city,
-        ) {
-            (Some(code), _, _) => Subject::InstitutionCode(code.clone()),
-            (_, Some(city), _) => Subject::TreatmentCity(city.clone()),
-            (_, _, Some(city)) => Subject::InsuredCity(city.clone()),
-            // clap's required group guarantees one of the three.
-            (None, None, None) => unreachable!("clap requires a scope"),
-        };
+        let named = [
+            scope.institution.clone().map(Subject::InstitutionCode),
+            scope.treatment_city.clone().map(Subject::TreatmentCity),
+            scope.insured_city.clone().map(Subject::InsuredCity),
+            scope
+                .treatment_host_city
+                .clone()
+                .map(Subject::TreatmentHostCity),
+            scope
+                .insured_host_city
+                .clone()
+                .map(Subject::InsuredHostCity),
+        ];
+        // clap's required group guarantees exactly one of the five.
+        let subject = named
+            .into_iter()
+            .flatten()
+            .next()
+            .expect("clap requires a scope");
         Some(ReconciliationScope {
             subject: Some(subject),
         })

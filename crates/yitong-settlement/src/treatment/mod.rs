@@ -52,6 +52,7 @@ use yitong_rpc::{PeerAccess, PeerChannel, peer_channel};
 use yitong_store::Store;
 use yitong_store::replies::{self, Claim, Scope};
 use yitong_store::sqlx::{Any, Transaction};
+use yitong_telemetry::{PairLabels, PoolOf};
 
 pub use error::TreatmentError;
 pub use repo::{Kind, Phase};
@@ -105,6 +106,9 @@ pub struct SettlementNode {
     city: PoolCode,
     /// The city that hosts this pool, for the metrics' `city` label beside `pool`.
     host_city: CityCode,
+    /// The host city of every pool of the network, for the metrics' `insured_city` label
+    /// beside `insured_pool`.
+    hosts: Arc<HashMap<PoolCode, CityCode>>,
     store: Store,
     identity: IdentityServiceClient<PeerChannel>,
     catalog: CatalogServiceClient<PeerChannel>,
@@ -144,6 +148,26 @@ fn fen(text: &str, what: &str) -> Result<Amount, TreatmentError> {
 }
 
 impl SettlementNode {
+    /// The metrics' labels of a settlement here for the persons of `insured_pool` (as the
+    /// record stores it): each pool beside its host city. A code the network does not hold (a
+    /// peer's malformed answer) is labelled its own city.
+    fn pair(&self, insured_pool: &str) -> PairLabels {
+        let insured_city = PoolCode::parse(insured_pool)
+            .ok()
+            .and_then(|pool| self.hosts.get(&pool))
+            .map_or_else(|| insured_pool.to_owned(), CityCode::to_string);
+        PairLabels::new(
+            PoolOf {
+                city: &self.host_city.to_string(),
+                pool: &self.city.to_string(),
+            },
+            PoolOf {
+                city: &insured_city,
+                pool: insured_pool,
+            },
+        )
+    }
+
     /// Clients to this city's identity and catalog, to every enabled city's benefit service
     /// (the settlement endpoint of each city serves it) and to the clearing house's ledger,
     /// every one with the network's call deadlines. Nothing connects until first used.
@@ -169,18 +193,22 @@ impl SettlementNode {
         }
         let ledger =
             LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, access)?);
-        let insured: Vec<String> = network
+        let insured: Vec<(String, String)> = network
             .enabled_pools()
-            .map(|peer| peer.code.to_string())
+            .map(|peer| (peer.city.to_string(), peer.code.to_string()))
             .collect();
         yitong_telemetry::metrics().start_treatment_city(
-            &city.to_string(),
-            &own.city.to_string(),
-            insured.iter().map(String::as_str),
+            PoolOf {
+                city: &own.city.to_string(),
+                pool: &city.to_string(),
+            },
+            insured.iter().map(|(city, pool)| PoolOf { city, pool }),
         );
+        let hosts = network.pools.iter().map(|pool| (pool.code, pool.city));
         Ok(SettlementNode {
             city,
             host_city: own.city,
+            hosts: Arc::new(hosts.collect()),
             store,
             identity,
             catalog,

@@ -313,11 +313,7 @@ impl SettlementNode {
         // visit already settled) or after it (the insured city's refusal), by its reason.
         let refused = |error: TreatmentError, insured_city: &str| {
             if let Some(reason) = error.refusal_reason() {
-                yitong_telemetry::metrics().observe_refusal(
-                    &self.city.to_string(),
-                    insured_city,
-                    reason,
-                );
+                yitong_telemetry::metrics().observe_refusal(&self.pair(insured_city), reason);
             }
             error
         };
@@ -365,8 +361,7 @@ impl SettlementNode {
     /// Counts one outcome of a Settle or a cancellation in the process's metrics.
     pub(super) fn observe(&self, insured_city: &str, outcome: &str, fund_pay_fen: u64) {
         yitong_telemetry::metrics().observe_settlement(
-            &self.city.to_string(),
-            insured_city,
+            &self.pair(insured_city),
             outcome,
             fund_pay_fen,
         );
