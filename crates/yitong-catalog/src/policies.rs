@@ -91,6 +91,74 @@ pub(crate) async fn in_force(
     Ok(Some(policy))
 }
 
+/// The key's head: the first day of its latest version (`policy_heads`), which moves forward
+/// with every version recorded; `None` for a key with no version.
+pub(crate) async fn head(
+    conn: &mut AnyConnection,
+    key: PolicyKey,
+) -> Result<Option<Date>, CatalogError> {
+    let head: Option<String> = sqlx::query_scalar(
+        "SELECT latest_effective_from FROM policy_heads \
+         WHERE insurance_type = $1 AND person_type = $2 AND hospital_level = $3",
+    )
+    .bind(key.insurance_type as i64)
+    .bind(key.person_type as i64)
+    .bind(key.hospital_level as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    head.map(|text| {
+        yitong_core::parse_date(&text)
+            .map_err(|_| CatalogError::Corrupt(format!("policy head {text} is malformed")))
+    })
+    .transpose()
+}
+
+/// Up to `limit` versions of `key`, by first day (`cache` holds them).
+pub(crate) async fn versions(
+    conn: &mut AnyConnection,
+    city: PoolCode,
+    key: PolicyKey,
+    limit: usize,
+) -> Result<Vec<RecordedPolicy>, CatalogError> {
+    let sql = format!(
+        "SELECT {POLICY_COLUMNS} FROM policies \
+         WHERE insurance_type = $1 AND person_type = $2 AND hospital_level = $3 \
+         ORDER BY effective_from LIMIT $4"
+    );
+    let rows: Vec<PolicyRow> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(key.insurance_type as i64)
+        .bind(key.person_type as i64)
+        .bind(key.hospital_level as i64)
+        .bind(i64::try_from(limit).expect("limits are small"))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter()
+        .map(|row| policy_from_row(city, row))
+        .collect()
+}
+
+/// The version in force on `date` among a key's `versions` (by first day), with its last day
+/// when a later version exists: the rule `in_force` reads from the store.
+pub(crate) fn in_force_among(versions: &[RecordedPolicy], date: Date) -> Option<RecordedPolicy> {
+    debug_assert!(
+        versions
+            .windows(2)
+            .all(|pair| pair[0].version.effective_from < pair[1].version.effective_from),
+        "a key's versions are ordered by first day"
+    );
+    let index = versions
+        .iter()
+        .rposition(|policy| policy.version.effective_from <= date)?;
+    let mut policy = versions[index].clone();
+    policy.effective_until = versions.get(index + 1).map(|next| {
+        next.version
+            .effective_from
+            .pred_opt()
+            .expect("a later version starts after the first day")
+    });
+    Some(policy)
+}
+
 /// The first day of the version after the one starting on `from`, if any.
 async fn next_first_day(
     conn: &mut AnyConnection,
