@@ -373,3 +373,65 @@ pub async fn seed_policies(
     tracing::info!(city = %city, policies = versions.len(), "seeded policies");
     Ok(versions.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(from: &str, ratio_bp: i64) -> RecordedPolicy {
+        let key = PolicyKey {
+            insurance_type: InsuranceType::Employee,
+            person_type: PersonType::InService,
+            hospital_level: HospitalLevel::Three,
+        };
+        let city = PoolCode::parse("370100").expect("pool");
+        let version = PolicyVersion {
+            key,
+            terms: PolicyTerms::new(
+                Amount::from_fen(70_000),
+                Ratio::from_basis_points(ratio_bp).expect("ratio"),
+                Amount::from_fen(400_000),
+            )
+            .expect("terms"),
+            effective_from: yitong_core::parse_date(from).expect("date"),
+        };
+        RecordedPolicy {
+            policy_id: version.policy_id(city),
+            city,
+            version,
+            effective_until: None,
+            recorded_at_ms: 0,
+        }
+    }
+
+    // Proves the rule applied to a node's copy of a key's versions is the store's: the latest
+    // version starting on or before the date, ending the day before the next one starts, and
+    // none before the first.
+    #[test]
+    fn the_version_in_force_among_a_key_s_versions() {
+        let versions = [version("2025-01-01", 5_500), version("2026-01-01", 6_000)];
+        let on = |date: &str| in_force_among(&versions, yitong_core::parse_date(date).unwrap());
+        assert!(on("2024-12-31").is_none());
+        let first = on("2025-01-01").expect("in force");
+        assert_eq!(first.policy_id, "370100-310-1-3-2025-01-01");
+        assert_eq!(
+            first
+                .effective_until
+                .map(|date| date.to_string())
+                .as_deref(),
+            Some("2025-12-31")
+        );
+        assert_eq!(
+            on("2025-12-31").expect("in force").policy_id,
+            first.policy_id
+        );
+        let latest = on("2026-01-01").expect("in force");
+        assert_eq!(latest.policy_id, "370100-310-1-3-2026-01-01");
+        assert_eq!(latest.effective_until, None);
+        assert_eq!(
+            on("2099-12-31").expect("in force").policy_id,
+            latest.policy_id
+        );
+        assert!(in_force_among(&[], yitong_core::parse_date("2026-01-01").unwrap()).is_none());
+    }
+}
