@@ -163,7 +163,11 @@ async fn policy_on(
         .expect("policy")
 }
 
-fn new_policy_version(message_id: &str, effective_from: &str, ratio: &str) -> UpsertPolicyRequest {
+pub(crate) fn new_policy_version(
+    message_id: &str,
+    effective_from: &str,
+    ratio: &str,
+) -> UpsertPolicyRequest {
     UpsertPolicyRequest {
         message_id: message_id.to_owned(),
         policy: Some(Policy {

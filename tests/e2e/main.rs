@@ -25,6 +25,7 @@ mod pools;
 mod properties;
 mod protocol;
 mod reconciliation;
+mod reference;
 mod settlement;
 mod support;
 mod tls;

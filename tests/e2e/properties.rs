@@ -8,13 +8,17 @@
 //! disease's own totals, which the cancellation restores as exactly, and the fund itemised sums
 //! to the fund pay in every case. The treatment city's reconciliation totals of the day (3201)
 //! move by exactly the settlement's clearing type and fund lines, and the cancellation takes the
-//! amounts back (its row still counts).
+//! amounts back (its row still counts). An ordinary case may first have the insured city's
+//! bureau record a version of the patient's policy from today (once a key, as a day takes one
+//! version): that Settle, and every later one of the key, is priced under it, which the
+//! catalog node's copy of its policies must see the moment it is recorded.
 
 use std::collections::HashMap;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use yitong_core::Amount;
+use yitong_proto::catalog::v1::{Policy, UpsertPolicyRequest};
 use yitong_proto::ledger::v1::reconciliation_scope::Subject;
 use yitong_proto::ledger::v1::{
     ClearingTypeTotals, FundTypeTotal, GetBalancesRequest, ReconcileTotalsRequest,
@@ -55,6 +59,9 @@ struct Case {
     /// A chronic-disease visit for this disease of `DISEASES`, the person certified for it;
     /// an ordinary outpatient visit when absent.
     disease: Option<usize>,
+    /// For an ordinary visit, a version of the patient's policy from today, at this
+    /// reimbursement ratio in percent, recorded before the visit (when its key has none yet).
+    new_ratio: Option<u32>,
 }
 
 impl Case {
@@ -73,9 +80,10 @@ fn cases() -> impl Strategy<Value = Case> {
         prop::option::of(1..=6i32),
         prop::collection::vec((0..200usize, 1..=5u32, 1..=500_000_000i64), 1..=4),
         prop::option::of(0..DISEASES.len()),
+        prop::option::of(40..=95u32),
     )
         .prop_map(
-            |(treatment, insured, person, use_account, policy, filed, lines, disease)| Case {
+            |(
                 treatment,
                 insured,
                 person,
@@ -84,6 +92,17 @@ fn cases() -> impl Strategy<Value = Case> {
                 filed,
                 lines,
                 disease,
+                new_ratio,
+            )| Case {
+                treatment,
+                insured,
+                person,
+                use_account,
+                policy,
+                filed,
+                lines,
+                disease,
+                new_ratio,
             },
         )
 }
@@ -231,13 +250,69 @@ async fn file(net: &Sandbox, case: &Case, tag: u32) -> (Option<u32>, Option<Stri
     (cut, filing)
 }
 
+/// The policy key of a case's patient at a level-3 hospital: insured city, insurance type,
+/// person type (the seeds' fixtures: 1 and 8 employees in service, 2 retired, 3 a resident,
+/// 4 a retired resident).
+fn policy_key(case: &Case) -> (&'static str, i32, i32) {
+    let insurance_type = if matches!(case.person, 1 | 2 | 8) {
+        310
+    } else {
+        390
+    };
+    let person_type = if matches!(case.person, 2 | 4) { 2 } else { 1 };
+    (PILOT_CITIES[case.insured], insurance_type, person_type)
+}
+
+/// Records the case's new policy version, if it draws one and its key has none from today yet:
+/// `recorded` keeps the policy id of each key's version from today.
+async fn record_policy(
+    net: &Sandbox,
+    case: &Case,
+    tag: u32,
+    recorded: &mut HashMap<(&'static str, i32, i32), String>,
+) {
+    let key = policy_key(case);
+    let (Some(percent), None) = (case.new_ratio, case.disease) else {
+        return;
+    };
+    if recorded.contains_key(&key) {
+        return;
+    }
+    let (insured, insurance_type, person_type) = key;
+    let today = yitong_core::today().to_string();
+    let reply = net
+        .catalog(insured)
+        .upsert_policy(UpsertPolicyRequest {
+            message_id: format!("P-POL-{tag}"),
+            policy: Some(Policy {
+                insured_city: insured.into(),
+                insurance_type,
+                person_type,
+                hospital_level: 3,
+                deductible: "300.00".into(),
+                reimbursement_ratio: format!("0.{percent:02}"),
+                annual_cap: "6000.00".into(),
+                effective_from: today,
+                ..Default::default()
+            }),
+            reason: "a version from today, drawn".into(),
+            operator_id: "bureau-op".into(),
+        })
+        .await
+        .expect("policy version recorded")
+        .into_inner();
+    recorded.insert(key, reply.policy.expect("policy").policy_id);
+}
+
 async fn settle_then_cancel(
     net: &Sandbox,
     codes: &HashMap<String, Vec<String>>,
     case: &Case,
     tag: u32,
+    recorded: &mut HashMap<(&'static str, i32, i32), String>,
 ) {
     let (treatment, insured) = (PILOT_CITIES[case.treatment], PILOT_CITIES[case.insured]);
+    record_policy(net, case, tag, recorded).await;
     let (cut, filing) = file(net, case, tag).await;
     let certification = match case.disease {
         Some(_) => Some(
@@ -347,6 +422,17 @@ async fn settle_then_cancel(
         total
     );
     assert_eq!(split.disease_code, case.disease_code(), "{case:?}");
+    if case.disease.is_none() {
+        let today = yitong_core::today().to_string();
+        match recorded.get(&policy_key(case)) {
+            Some(policy_id) => assert_eq!(&split.policy_id, policy_id, "{case:?}"),
+            None => assert!(
+                !split.policy_id.ends_with(&today),
+                "{case:?}: {}",
+                split.policy_id
+            ),
+        }
+    }
     assert_eq!(
         split
             .fund_payments
@@ -496,6 +582,8 @@ fn settle_then_cancel_restores_everything(database: Database) {
     let codes = codes();
     // The runner takes a `Fn`: the counter that keeps message ids apart is shared, not mutable.
     let tag = std::sync::atomic::AtomicU32::new(0);
+    // The policy versions recorded from today, by key, across the cases of this network.
+    let recorded = std::cell::RefCell::new(HashMap::new());
     let mut runner = TestRunner::new(Config {
         cases: CASES,
         failure_persistence: None,
@@ -503,7 +591,8 @@ fn settle_then_cancel_restores_everything(database: Database) {
     });
     let outcome = runner.run(&cases(), |case| {
         let tag = tag.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        runtime.block_on(settle_then_cancel(&net, &codes, &case, tag));
+        let mut recorded = recorded.borrow_mut();
+        runtime.block_on(settle_then_cancel(&net, &codes, &case, tag, &mut recorded));
         Ok(())
     });
     runtime.block_on(net.shut_down());

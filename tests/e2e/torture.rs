@@ -17,6 +17,7 @@ use tokio::task::JoinSet;
 use tonic::Code;
 use tonic_types::StatusExt;
 use yitong_core::{Owner, PoolCode, Service};
+use yitong_proto::catalog::v1::{Policy, UpsertPolicyRequest};
 use yitong_proto::identity::v1::InsuranceType;
 use yitong_proto::ledger::v1::VerifyJournalRequest;
 use yitong_proto::settlement::v1::settlement_service_client::SettlementServiceClient;
@@ -166,6 +167,8 @@ struct Seeded {
     balance_fen: i64,
     annual_cap_fen: i64,
     deductible_fen: i64,
+    /// The national person type: 1 in service, 2 retired.
+    person_type: i32,
 }
 
 fn seeded(patient: Patient) -> Seeded {
@@ -201,8 +204,12 @@ fn seeded(patient: Patient) -> Seeded {
         balance_fen: fen(columns[7]),
         annual_cap_fen: fen(policy[6]),
         deductible_fen: fen(policy[4]),
+        person_type: if person_type == "retired" { 2 } else { 1 },
     }
 }
+
+/// The pause before each patient's policy change during the run, in ms.
+const POLICY_CHANGE_GAP_MS: std::ops::Range<u64> = 100..2_000;
 
 /// Out of a hundred, how often a visit is an outpatient chronic-disease visit (medical type 14)
 /// for a disease drawn from the seeded catalog.
@@ -2577,6 +2584,160 @@ where
         .map_err(|status| (status.code(), reason_of(&status)))
 }
 
+/// A version of a patient's policy from today, recorded by the insured city's bureau during
+/// the run: when the call was sent and answered (on the HIS calls' clock), and what it answered.
+#[derive(Debug, Clone)]
+struct PolicyChange {
+    city: &'static str,
+    sent: u64,
+    answered: u64,
+    answer: Result<String, (Code, String)>,
+}
+
+/// Each patient's insured city's bureau records, once during the run at a random moment, a
+/// version of the patient's policy (level-3 hospital) from today: the seeds' deductible and
+/// annual cap (which invariant 4 holds the totals to), another reimbursement ratio. Sent again
+/// under its message id while its answer is transient.
+async fn change_policies(
+    net: &Sandbox,
+    torture: Arc<Torture>,
+    mut rng: ChaCha8Rng,
+    stop: &AtomicBool,
+) -> Vec<PolicyChange> {
+    let mut changes = Vec::new();
+    for patient in PATIENTS {
+        tokio::time::sleep(Duration::from_millis(
+            rng.random_range(POLICY_CHANGE_GAP_MS),
+        ))
+        .await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let seeds = seeded(patient);
+        let percent: u32 = rng.random_range(50..=90);
+        let request = UpsertPolicyRequest {
+            message_id: format!("TPOL-{}", patient.city),
+            policy: Some(Policy {
+                insured_city: patient.city.into(),
+                insurance_type: 310,
+                person_type: seeds.person_type,
+                hospital_level: 3,
+                deductible: yuan(seeds.deductible_fen),
+                reimbursement_ratio: format!("0.{percent:02}"),
+                annual_cap: yuan(seeds.annual_cap_fen),
+                effective_from: yitong_core::today().to_string(),
+                ..Default::default()
+            }),
+            reason: "a ratio changed under the run".into(),
+            operator_id: "torture-bureau".into(),
+        };
+        let sent = torture.tick();
+        let client = net.catalog(patient.city);
+        let answer = bureau_call(|| {
+            let (mut client, request) = (client.clone(), request.clone());
+            async move { client.upsert_policy(timed(request, CALL_DEADLINE)).await }
+        })
+        .await
+        .map(|reply| {
+            reply
+                .policy
+                .map(|policy| policy.policy_id)
+                .unwrap_or_default()
+        });
+        let answered = torture.tick();
+        changes.push(PolicyChange {
+            city: patient.city,
+            sent,
+            answered,
+            answer,
+        });
+    }
+    changes
+}
+
+/// Invariant 9: every policy change was recorded, and the catalog node's copy of its policies
+/// followed it at once: an ordinary PreSettle or Settle of the city's patient sent after the
+/// change was answered is priced under the new version (a Settle by the first sending of its
+/// message id, since a replay answers as the first call did), and one answered before the
+/// change was sent under an earlier one.
+fn check_policy_changes(
+    changes: &[PolicyChange],
+    exchanges: &[Exchange],
+    violations: &mut Violations,
+) -> String {
+    let mut first_sent: HashMap<&str, u64> = HashMap::new();
+    for exchange in exchanges {
+        let sent = first_sent
+            .entry(&exchange.message_id)
+            .or_insert(exchange.sent);
+        *sent = (*sent).min(exchange.sent);
+    }
+    let mut checked = 0;
+    for change in changes {
+        let policy_id = match &change.answer {
+            Ok(policy_id) => policy_id,
+            Err(failed) => {
+                violations.add(
+                    9,
+                    format!("the policy change of {} failed: {failed:?}", change.city),
+                );
+                continue;
+            }
+        };
+        for exchange in exchanges {
+            let (split, insured, sent) = match &exchange.answer {
+                Answer::Ok(Reply::PreSettle(reply)) => (
+                    reply.split.as_ref(),
+                    reply
+                        .visit
+                        .as_ref()
+                        .map(|visit| visit.insured_city.as_str()),
+                    exchange.sent,
+                ),
+                Answer::Ok(Reply::Settle(reply)) => (
+                    reply
+                        .settlement
+                        .as_ref()
+                        .and_then(|settlement| settlement.split.as_ref()),
+                    reply
+                        .settlement
+                        .as_ref()
+                        .map(|settlement| settlement.insured_city.as_str()),
+                    first_sent[exchange.message_id.as_str()],
+                ),
+                _ => continue,
+            };
+            let Some(split) = split.filter(|split| split.disease_code.is_empty()) else {
+                continue;
+            };
+            if insured != Some(change.city) {
+                continue;
+            }
+            let priced_new = &split.policy_id == policy_id;
+            if sent > change.answered && !priced_new {
+                violations.add(9, format!(
+                    "{} {} sent after {}'s policy change was answered, priced under {} instead of {policy_id}",
+                    exchange.rpc, exchange.message_id, change.city, split.policy_id
+                ));
+            }
+            if exchange.answered < change.sent && priced_new {
+                violations.add(
+                    9,
+                    format!(
+                        "{} {} answered before {}'s policy change was sent, priced under it",
+                        exchange.rpc, exchange.message_id, change.city
+                    ),
+                );
+            }
+            checked += 1;
+        }
+    }
+    format!(
+        "{} policy changes, {checked} quotes and settlements checked against them",
+        changes.len()
+    )
+}
+
 /// The patients' bureaus certify them for diseases of the catalog (from yesterday, open-ended or
 /// for a week, at any institution or at one pilot city's hospital) and cancel certifications,
 /// while the HIS workers settle chronic-disease visits and the servers crash, until `stop`.
@@ -2968,10 +3129,12 @@ network_test! {
         };
         let fault_rng = ChaCha8Rng::seed_from_u64(seed.rotate_left(32) ^ 0xFA17);
         let certifying_rng = ChaCha8Rng::seed_from_u64(seed.rotate_left(48) ^ 0xCE27);
-        let (faults, filings, certifying, ()) = tokio::join!(
+        let policy_rng = ChaCha8Rng::seed_from_u64(seed.rotate_left(8) ^ 0x9011);
+        let (faults, filings, certifying, policy_changes, ()) = tokio::join!(
             inject_faults(net, fault_rng, &stop),
             file_and_cancel(net, filing_rng, &stop),
             certify_and_cancel(net, certifying_rng, &stop),
+            change_policies(net, torture.clone(), policy_rng, &stop),
             run
         );
         let ran = started.elapsed();
@@ -2989,6 +3152,7 @@ network_test! {
         check_replies(&exchanges, &mut violations);
         let filed = check_filings(net, &policies, &filings, &mut violations).await;
         let diseased = check_diseases(&stores, &exchanges, &certifying, &mut violations);
+        let repriced = check_policy_changes(&policy_changes, &exchanges, &mut violations);
 
         let completed = stores.treatment.values().filter(|row| row.phase == "completed").count();
         let voided = stores.treatment.values().filter(|row| row.phase == "voided").count();
@@ -3014,7 +3178,8 @@ network_test! {
         eprintln!(
             "torture on {:?}, seed {seed}: {} calls in {} visits over {ran:?}, {} outages; \
              sweeps took {swept:?} ({sweeps:?}); {completed} rows completed, {voided} voided; \
-             {} filing calls ({filed}); {} certification calls ({diseased}); {patients:?}\n  \
+             {} filing calls ({filed}); {} certification calls ({diseased}); {repriced}; \
+             {patients:?}\n  \
              answers: {}",
             net.database(),
             exchanges.len(),

@@ -99,6 +99,27 @@ pub(crate) async fn histories(
     Ok(histories)
 }
 
+/// Up to `limit` changes published after `since` and up to `target`, by version then code: what
+/// a node's copy of the catalog lacks (`cache`).
+pub(crate) async fn changes_after(
+    conn: &mut AnyConnection,
+    since: u64,
+    target: u64,
+    limit: usize,
+) -> Result<Vec<Change>, CatalogError> {
+    let sql = format!(
+        "SELECT {CHANGE_COLUMNS} FROM catalog_changes WHERE version > $1 AND version <= $2 \
+         ORDER BY version, code LIMIT $3"
+    );
+    let rows: Vec<ChangeRow> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(as_i64(since))
+        .bind(as_i64(target))
+        .bind(i64::try_from(limit).expect("limits are small"))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter().map(change_from_row).collect()
+}
+
 /// Where a download has got to: the last change sent, or the client's version at the start.
 #[derive(Debug, Clone)]
 pub(crate) enum Cursor {

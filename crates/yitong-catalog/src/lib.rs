@@ -3,9 +3,11 @@
 //!
 //! The catalog (`item`, `catalog`) is a history of published changes per code, read at a
 //! version and a date; policies (`policy`, `policies`) are effective-dated versions;
-//! institutions are a registry. A node answers for its own city and asks the owning city's
+//! institutions are a registry. The node holds its catalog and policies in memory, checked
+//! against their version heads on every read (`cache`). A node answers for its own city and asks the owning city's
 //! node for another city's policies and institutions (`routing`).
 
+mod cache;
 mod catalog;
 mod diseases;
 mod error;

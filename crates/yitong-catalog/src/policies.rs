@@ -91,6 +91,74 @@ pub(crate) async fn in_force(
     Ok(Some(policy))
 }
 
+/// The key's head: the first day of its latest version (`policy_heads`), which moves forward
+/// with every version recorded; `None` for a key with no version.
+pub(crate) async fn head(
+    conn: &mut AnyConnection,
+    key: PolicyKey,
+) -> Result<Option<Date>, CatalogError> {
+    let head: Option<String> = sqlx::query_scalar(
+        "SELECT latest_effective_from FROM policy_heads \
+         WHERE insurance_type = $1 AND person_type = $2 AND hospital_level = $3",
+    )
+    .bind(key.insurance_type as i64)
+    .bind(key.person_type as i64)
+    .bind(key.hospital_level as i64)
+    .fetch_optional(&mut *conn)
+    .await?;
+    head.map(|text| {
+        yitong_core::parse_date(&text)
+            .map_err(|_| CatalogError::Corrupt(format!("policy head {text} is malformed")))
+    })
+    .transpose()
+}
+
+/// Up to `limit` versions of `key`, by first day (`cache` holds them).
+pub(crate) async fn versions(
+    conn: &mut AnyConnection,
+    city: PoolCode,
+    key: PolicyKey,
+    limit: usize,
+) -> Result<Vec<RecordedPolicy>, CatalogError> {
+    let sql = format!(
+        "SELECT {POLICY_COLUMNS} FROM policies \
+         WHERE insurance_type = $1 AND person_type = $2 AND hospital_level = $3 \
+         ORDER BY effective_from LIMIT $4"
+    );
+    let rows: Vec<PolicyRow> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(key.insurance_type as i64)
+        .bind(key.person_type as i64)
+        .bind(key.hospital_level as i64)
+        .bind(i64::try_from(limit).expect("limits are small"))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter()
+        .map(|row| policy_from_row(city, row))
+        .collect()
+}
+
+/// The version in force on `date` among a key's `versions` (by first day), with its last day
+/// when a later version exists: the rule `in_force` reads from the store.
+pub(crate) fn in_force_among(versions: &[RecordedPolicy], date: Date) -> Option<RecordedPolicy> {
+    debug_assert!(
+        versions
+            .windows(2)
+            .all(|pair| pair[0].version.effective_from < pair[1].version.effective_from),
+        "a key's versions are ordered by first day"
+    );
+    let index = versions
+        .iter()
+        .rposition(|policy| policy.version.effective_from <= date)?;
+    let mut policy = versions[index].clone();
+    policy.effective_until = versions.get(index + 1).map(|next| {
+        next.version
+            .effective_from
+            .pred_opt()
+            .expect("a later version starts after the first day")
+    });
+    Some(policy)
+}
+
 /// The first day of the version after the one starting on `from`, if any.
 async fn next_first_day(
     conn: &mut AnyConnection,
@@ -304,4 +372,66 @@ pub async fn seed_policies(
     tx.commit().await?;
     tracing::info!(city = %city, policies = versions.len(), "seeded policies");
     Ok(versions.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(from: &str, ratio_bp: i64) -> RecordedPolicy {
+        let key = PolicyKey {
+            insurance_type: InsuranceType::Employee,
+            person_type: PersonType::InService,
+            hospital_level: HospitalLevel::Three,
+        };
+        let city = PoolCode::parse("370100").expect("pool");
+        let version = PolicyVersion {
+            key,
+            terms: PolicyTerms::new(
+                Amount::from_fen(70_000),
+                Ratio::from_basis_points(ratio_bp).expect("ratio"),
+                Amount::from_fen(400_000),
+            )
+            .expect("terms"),
+            effective_from: yitong_core::parse_date(from).expect("date"),
+        };
+        RecordedPolicy {
+            policy_id: version.policy_id(city),
+            city,
+            version,
+            effective_until: None,
+            recorded_at_ms: 0,
+        }
+    }
+
+    // Proves the rule applied to a node's copy of a key's versions is the store's: the latest
+    // version starting on or before the date, ending the day before the next one starts, and
+    // none before the first.
+    #[test]
+    fn the_version_in_force_among_a_key_s_versions() {
+        let versions = [version("2025-01-01", 5_500), version("2026-01-01", 6_000)];
+        let on = |date: &str| in_force_among(&versions, yitong_core::parse_date(date).unwrap());
+        assert!(on("2024-12-31").is_none());
+        let first = on("2025-01-01").expect("in force");
+        assert_eq!(first.policy_id, "370100-310-1-3-2025-01-01");
+        assert_eq!(
+            first
+                .effective_until
+                .map(|date| date.to_string())
+                .as_deref(),
+            Some("2025-12-31")
+        );
+        assert_eq!(
+            on("2025-12-31").expect("in force").policy_id,
+            first.policy_id
+        );
+        let latest = on("2026-01-01").expect("in force");
+        assert_eq!(latest.policy_id, "370100-310-1-3-2026-01-01");
+        assert_eq!(latest.effective_until, None);
+        assert_eq!(
+            on("2099-12-31").expect("in force").policy_id,
+            latest.policy_id
+        );
+        assert!(in_force_among(&[], yitong_core::parse_date("2026-01-01").unwrap()).is_none());
+    }
 }

@@ -13,6 +13,7 @@ use yitong_rpc::{PeerAccess, invalid_argument};
 use yitong_store::Store;
 use yitong_store::replies::{self, Claim};
 
+use crate::cache::ReferenceCache;
 use crate::catalog::{self, ChangeSet, Cursor};
 use crate::item::{Outcome, classify};
 use crate::requests::{Download, Listing, Lookup, PolicyQuery, PolicyUpsert};
@@ -29,6 +30,8 @@ pub struct CatalogNode {
     store: Store,
     network: Arc<Network>,
     peers: Peers,
+    /// The catalog and policies as last read, shared by the node's clones (`cache`).
+    cache: Arc<ReferenceCache>,
 }
 
 impl CatalogNode {
@@ -46,6 +49,7 @@ impl CatalogNode {
             store,
             network,
             peers,
+            cache: Arc::default(),
         })
     }
 
@@ -96,11 +100,24 @@ impl CatalogNode {
 
     async fn look_up(&self, lookup: Lookup) -> Result<pb::LookupItemsResponse, CatalogError> {
         let mut conn = self.store.pool().acquire().await?;
-        let version = catalog::current_version(&mut conn).await?;
-        let mut distinct: Vec<&ItemCode> = lookup.codes.iter().collect();
-        distinct.sort();
-        distinct.dedup();
-        let histories = catalog::histories(&mut conn, &distinct, version).await?;
+        let head = catalog::current_version(&mut conn).await?;
+        let held = self.cache.catalog(&mut conn, head).await?;
+        let (version, read) = match &held {
+            Some(copy) => (copy.version, None),
+            None => {
+                let mut distinct: Vec<&ItemCode> = lookup.codes.iter().collect();
+                distinct.sort();
+                distinct.dedup();
+                let read = catalog::histories(&mut conn, &distinct, head).await?;
+                (head, Some(read))
+            }
+        };
+        drop(conn);
+        let histories = held
+            .as_ref()
+            .map(|copy| &copy.histories)
+            .or(read.as_ref())
+            .expect("the copy or the store's histories");
         let items = lookup
             .codes
             .iter()
@@ -198,7 +215,9 @@ impl CatalogNode {
             return Ok(reply);
         }
         let mut conn = self.store.pool().acquire().await?;
-        let policy = policies::in_force(&mut conn, self.city, query.key, query.date)
+        let policy = self
+            .cache
+            .policy_in_force(&mut conn, self.city, query.key, query.date)
             .await?
             .ok_or(CatalogError::NoPolicy {
                 city: self.city,
