@@ -209,24 +209,18 @@ async fn cross_pool_case(net: &Sandbox) {
     // two pools as one: all three visits as treatment city and as insured city, the two
     // between its pools counted once.
     reconciles(net, &[DONGYING, OILFIELD], &all, "pools").await;
-    let today = yitong_core::today();
     let mut bureau = net.bureau(DONGYING).ledger();
     for (what, subject) in [
         ("treatment", Subject::TreatmentHostCity(DONGYING.to_owned())),
         ("insured", Subject::InsuredHostCity(DONGYING.to_owned())),
     ] {
         let reply = bureau
-            .reconcile_totals(ReconcileTotalsRequest {
-                message_id: format!("TOTALS-CITY-{what}-{DONGYING}"),
-                scope: Some(ReconciliationScope {
-                    subject: Some(subject.clone()),
-                }),
-                from_date: today.to_string(),
-                to_date: today.to_string(),
-                totals: Some(totals_of(all.iter())),
-                operator_id: format!("{DONGYING}-bureau"),
-                ..Default::default()
-            })
+            .reconcile_totals(today_totals(
+                format!("TOTALS-CITY-{what}-{DONGYING}"),
+                subject.clone(),
+                &all,
+                DONGYING,
+            ))
             .await
             .expect("reconciled")
             .into_inner();
@@ -240,16 +234,12 @@ async fn cross_pool_case(net: &Sandbox) {
         let refused = net
             .bureau(OILFIELD)
             .ledger()
-            .reconcile_totals(ReconcileTotalsRequest {
-                message_id: format!("TOTALS-CITY-{what}-BY-{OILFIELD}"),
-                scope: Some(ReconciliationScope {
-                    subject: Some(subject),
-                }),
-                from_date: today.to_string(),
-                to_date: today.to_string(),
-                totals: Some(totals_of(all.iter())),
-                ..Default::default()
-            })
+            .reconcile_totals(today_totals(
+                format!("TOTALS-CITY-{what}-BY-{OILFIELD}"),
+                subject,
+                &all,
+                OILFIELD,
+            ))
             .await
             .expect_err("another pool's bureau");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
@@ -293,10 +283,30 @@ async fn two_pools_of_one_city_settle_across_postgres() {
     net.shut_down().await;
 }
 
+/// A totals reconciliation of today's `rows` under `subject`, by the bureau of `pool`.
+fn today_totals<'a>(
+    message_id: String,
+    subject: Subject,
+    rows: impl IntoIterator<Item = &'a Settlement>,
+    pool: &str,
+) -> ReconcileTotalsRequest {
+    let today = yitong_core::today().to_string();
+    ReconcileTotalsRequest {
+        message_id,
+        scope: Some(ReconciliationScope {
+            subject: Some(subject),
+        }),
+        from_date: today.clone(),
+        to_date: today,
+        totals: Some(totals_of(rows)),
+        operator_id: format!("{pool}-bureau"),
+        ..Default::default()
+    }
+}
+
 /// Each of `pools` reconciles today's `settled` as treatment and as insured pool, and the
 /// ledger agrees to the fen; `round` keeps the message ids of each round apart.
 pub(crate) async fn reconciles(net: &Sandbox, pools: &[&str], settled: &[Settlement], round: &str) {
-    let today = yitong_core::today();
     for pool in pools {
         let mut bureau = net.bureau(pool).ledger();
         for (what, subject, rows) in [
@@ -315,17 +325,12 @@ pub(crate) async fn reconciles(net: &Sandbox, pools: &[&str], settled: &[Settlem
             ),
         ] {
             let reply = bureau
-                .reconcile_totals(ReconcileTotalsRequest {
-                    message_id: format!("TOTALS-{round}-{what}-{pool}"),
-                    scope: Some(ReconciliationScope {
-                        subject: Some(subject),
-                    }),
-                    from_date: today.to_string(),
-                    to_date: today.to_string(),
-                    totals: Some(totals_of(rows.iter().copied())),
-                    operator_id: format!("{pool}-bureau"),
-                    ..Default::default()
-                })
+                .reconcile_totals(today_totals(
+                    format!("TOTALS-{round}-{what}-{pool}"),
+                    subject,
+                    rows.iter().copied(),
+                    pool,
+                ))
                 .await
                 .expect("reconciled")
                 .into_inner();
