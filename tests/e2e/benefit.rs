@@ -260,14 +260,18 @@ network_test! {
     /// answered alone, one after another: two reservations of one person see each other in
     /// order (the second's deductible, cap and account start where the first's end); a replay
     /// in the same group gets the first's reservation; the settlement id reused with other
-    /// content is ALREADY_EXISTS; a refused claim (NOT_CERTIFIED, decided inside the group)
-    /// stores nothing while the others are held; and the held ones post as any others.
+    /// content is ALREADY_EXISTS; a refused claim (NOT_CERTIFIED, decided inside the group
+    /// after its person's yearly totals were locked, which creates them) stores nothing, its
+    /// totals row included, while the others are held; and the held ones post as any others.
     async fn a_group_books_each_request_as_if_alone(net) {
         let (deductible, _, _) = policy();
         let opening = balance(net).await;
         let node = jinan_instance(net).await;
         let zibo = zibo_caller();
+        // Jinan's third seeded person, a resident with no totals yet.
         let mut uncertified = claim("200.00", false);
+        uncertified.person_no = "3701000000000003".into();
+        uncertified.insurance_type = InsuranceType::Resident as i32;
         uncertified.disease_code = "M03900".into();
         let requests = [
             reserve("G1", claim("300.00", true)),
@@ -300,6 +304,12 @@ network_test! {
 
         let status = zibo_node(net).post(PostRequest { message_id: "P-G3".into(), settlement_id: "G3".into() }).await.unwrap_err();
         assert_eq!(status.code(), Code::NotFound, "the refused claim stored nothing: {status:?}");
+        let totals: i64 = yitong_store::sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM benefit_years WHERE person_no = $1")
+            .bind("3701000000000003")
+            .fetch_one(node.store().pool())
+            .await
+            .expect("totals read");
+        assert_eq!(totals, 0, "the refused claim's lock was rolled back with it");
         assert_eq!(post(net, "G1").await, ReservationStatus::Posted);
         assert_eq!(post(net, "G2").await, ReservationStatus::Posted);
         assert_eq!(balance(net).await, opening - fen(&g1.account_pay) - fen(&g2.account_pay));

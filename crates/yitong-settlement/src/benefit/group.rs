@@ -46,18 +46,22 @@ pub const GROUP_REQUESTS_MAX: usize = 64;
 /// Requests that may wait for a group; a handler waits for room beyond that.
 const QUEUED_REQUESTS_MAX: usize = 1_024;
 
+/// A new settlement's hold, with the person and the policy its handler read.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    pub message_id: MessageId,
+    pub settlement_id: String,
+    pub claim: BenefitClaim,
+    pub context: Context,
+    pub timeout_seconds: u32,
+    pub digest: String,
+}
+
 /// What one request books, with what its handler read before it queued.
 #[derive(Debug)]
 pub(crate) enum Work {
     /// Holds a new settlement's benefit.
-    Reserve {
-        message_id: MessageId,
-        settlement_id: String,
-        claim: BenefitClaim,
-        context: Context,
-        timeout_seconds: u32,
-        digest: String,
-    },
+    Reserve(Hold),
     /// Holds the exact reversal of a posted settlement's benefit; `original` as read before
     /// the lock (read again under it).
     Cancel {
@@ -82,9 +86,9 @@ impl Prepared {
             Prepared::Done(_) => return ("", 0),
         };
         match work {
-            Work::Reserve { claim, .. } => (
-                claim.person_no.as_str(),
-                i64::from(chrono::Datelike::year(&claim.service_date)),
+            Work::Reserve(hold) => (
+                hold.claim.person_no.as_str(),
+                i64::from(chrono::Datelike::year(&hold.claim.service_date)),
             ),
             Work::Cancel { original, .. } => (&original.person_no, original.benefit_year),
             Work::Post { found, .. } => (&found.person_no, found.benefit_year),
@@ -314,25 +318,7 @@ impl BenefitNode {
     /// view.
     async fn book_one(&self, conn: &mut AnyConnection, work: &Work) -> Reply {
         match work {
-            Work::Reserve {
-                message_id,
-                settlement_id,
-                claim,
-                context,
-                timeout_seconds,
-                digest,
-            } => {
-                self.reserve_settlement_locked(
-                    conn,
-                    message_id,
-                    settlement_id,
-                    claim,
-                    context,
-                    *timeout_seconds,
-                    digest,
-                )
-                .await
-            }
+            Work::Reserve(hold) => self.reserve_settlement_locked(conn, hold).await,
             Work::Cancel {
                 message_id,
                 settlement_id,

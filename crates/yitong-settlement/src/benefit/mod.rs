@@ -37,7 +37,7 @@ pub use disease::{DiseasePolicy, parse_disease_code, seed_disease_policies};
 pub use error::BenefitError;
 pub use filing::{seed_filing_policies, set_policy as set_filing_policy};
 pub use group::{GROUP_REQUESTS_MAX, Staged, Write};
-use group::{Prepared, Work, Writes};
+use group::{Hold, Prepared, Work, Writes};
 use repo::{ReservationKind, ReservationRow, ReservationStatus};
 
 use crate::split::{self, InsuranceType, Policy, RunningTotals, Split};
@@ -472,28 +472,31 @@ impl BenefitNode {
         digest: String,
     ) -> Result<Write, BenefitError> {
         let context = self.context(&claim).await?;
-        Ok(Write(Prepared::Book(Work::Reserve {
+        Ok(Write(Prepared::Book(Work::Reserve(Hold {
             message_id,
             settlement_id,
             claim,
             context,
             timeout_seconds,
             digest,
-        })))
+        }))))
     }
 
     /// The hold of a new settlement, under the person's lock, in a group's transaction.
-    #[allow(clippy::too_many_arguments)]
     async fn reserve_settlement_locked(
         &self,
         tx: &mut yitong_store::sqlx::AnyConnection,
-        message_id: &MessageId,
-        settlement_id: &str,
-        claim: &BenefitClaim,
-        context: &Context,
-        timeout_seconds: u32,
-        digest: &str,
+        hold: &Hold,
     ) -> Result<ReservationRow, BenefitError> {
+        let Hold {
+            message_id,
+            settlement_id,
+            claim,
+            context,
+            timeout_seconds,
+            digest,
+        } = hold;
+        let (settlement_id, timeout_seconds) = (settlement_id.as_str(), *timeout_seconds);
         let year = i64::from(claim.service_date.year());
         repo::lock_year(tx, claim.person_no.as_str(), year).await?;
         if let Some(existing) = repo::reservation(tx, settlement_id).await? {
