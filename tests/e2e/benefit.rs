@@ -1,6 +1,7 @@
 //! The insured city's side of a settlement (BenefitService): quotes, reservations, posting,
 //! voiding and cancelling, and the annual cap under concurrency.
 
+use std::sync::Arc;
 use tonic::Code;
 use yitong_core::Amount;
 use yitong_proto::identity::v1::{
@@ -11,12 +12,16 @@ use yitong_proto::settlement::v1::{
     BenefitClaim, ClaimAmounts, PostRequest, QuoteRequest, ReservationKind, ReservationStatus,
     ReserveRequest, SettlementSplit, VoidRequest,
 };
+
+use yitong_core::{Owner, PoolCode, Service};
+use yitong_rpc::Caller;
 use yitong_sandbox::{JINAN, Sandbox, ZIBO, network_test};
+use yitong_settlement::benefit::BenefitNode;
 
 use crate::support::assert_refused;
 
 /// Jinan's first seeded person: an employee in service with a personal account.
-const PERSON: &str = "3701000000000001";
+pub(crate) const PERSON: &str = "3701000000000001";
 const SERVICE_DATE: &str = "2026-11-20";
 
 /// Jinan's 2026 policy for employees in service at level-3 hospitals, from the seeds:
@@ -42,15 +47,29 @@ fn policy() -> (i64, i64, i64) {
 
 /// Jinan's benefit service as Zibo's node, the treatment city of every claim here: a node
 /// quotes and reserves only claims treated in its own city.
-fn zibo_node(net: &Sandbox) -> BenefitServiceClient<yitong_sandbox::Channel> {
+pub(crate) fn zibo_node(net: &Sandbox) -> BenefitServiceClient<yitong_sandbox::Channel> {
     net.node(ZIBO).benefit(JINAN)
 }
 
-fn fen(text: &str) -> i64 {
+/// Jinan's benefit service as a second instance on Jinan's own store (as a city scaled out
+/// runs it), whose groups a test stages by hand. Close its store when done.
+pub(crate) async fn jinan_instance(net: &Sandbox) -> BenefitNode {
+    let city = PoolCode::parse(JINAN).expect("city");
+    let store = net.store(Owner::Pool(city), Service::Settlement).await;
+    let network = Arc::new(net.network().clone());
+    BenefitNode::new(city, store, network, &net.peer_access(Owner::Pool(city))).expect("node")
+}
+
+/// Zibo's node, the caller of every group staged here.
+pub(crate) fn zibo_caller() -> Caller {
+    Caller::Node(Owner::Pool(PoolCode::parse(ZIBO).expect("city")))
+}
+
+pub(crate) fn fen(text: &str) -> i64 {
     Amount::parse_signed(text).expect("amount").fen()
 }
 
-fn claim(in_scope: &str, use_account: bool) -> BenefitClaim {
+pub(crate) fn claim(in_scope: &str, use_account: bool) -> BenefitClaim {
     BenefitClaim {
         person_no: PERSON.into(),
         service_date: SERVICE_DATE.into(),
@@ -71,7 +90,7 @@ fn claim(in_scope: &str, use_account: bool) -> BenefitClaim {
     }
 }
 
-fn reserve(settlement_id: &str, claim: BenefitClaim) -> ReserveRequest {
+pub(crate) fn reserve(settlement_id: &str, claim: BenefitClaim) -> ReserveRequest {
     ReserveRequest {
         message_id: format!("M-{settlement_id}"),
         settlement_id: settlement_id.into(),
@@ -93,7 +112,7 @@ fn cancellation(settlement_id: &str, original: &str) -> ReserveRequest {
     }
 }
 
-async fn quote(net: &Sandbox, claim: BenefitClaim) -> SettlementSplit {
+pub(crate) async fn quote(net: &Sandbox, claim: BenefitClaim) -> SettlementSplit {
     zibo_node(net)
         .quote(QuoteRequest { claim: Some(claim) })
         .await
@@ -103,7 +122,7 @@ async fn quote(net: &Sandbox, claim: BenefitClaim) -> SettlementSplit {
         .expect("split")
 }
 
-async fn post(net: &Sandbox, settlement_id: &str) -> ReservationStatus {
+pub(crate) async fn post(net: &Sandbox, settlement_id: &str) -> ReservationStatus {
     let request = PostRequest {
         message_id: format!("P-{settlement_id}"),
         settlement_id: settlement_id.into(),
@@ -118,7 +137,7 @@ async fn post(net: &Sandbox, settlement_id: &str) -> ReservationStatus {
     ReservationStatus::try_from(reservation.status).expect("status")
 }
 
-async fn balance(net: &Sandbox) -> i64 {
+pub(crate) async fn balance(net: &Sandbox) -> i64 {
     let request = GetInsuredPersonRequest {
         credential: Some(Credential {
             kind: Some(Kind::PersonNo(PERSON.into())),
@@ -233,6 +252,68 @@ network_test! {
         let after = quote(net, claim("1.00", false)).await;
         assert_eq!(fen(&after.annual_cap_left), 0);
         assert_eq!(fen(&after.fund_pay), 0);
+    }
+}
+
+network_test! {
+    /// Proves a group of Reserves booked in one transaction answers each as it would be
+    /// answered alone, one after another: two reservations of one person see each other in
+    /// order (the second's deductible, cap and account start where the first's end); a replay
+    /// in the same group gets the first's reservation; the settlement id reused with other
+    /// content is ALREADY_EXISTS; a refused claim (NOT_CERTIFIED, decided inside the group
+    /// after its person's yearly totals were locked, which creates them) stores nothing, its
+    /// totals row included, while the others are held; and the held ones post as any others.
+    async fn a_group_books_each_request_as_if_alone(net) {
+        let (deductible, _, _) = policy();
+        let opening = balance(net).await;
+        let node = jinan_instance(net).await;
+        let zibo = zibo_caller();
+        // Jinan's third seeded person, a resident with no totals yet.
+        let mut uncertified = claim("200.00", false);
+        uncertified.person_no = "3701000000000003".into();
+        uncertified.insurance_type = InsuranceType::Resident as i32;
+        uncertified.disease_code = "M03900".into();
+        let requests = [
+            reserve("G1", claim("300.00", true)),
+            reserve("G2", claim("300.00", true)),
+            reserve("G1", claim("300.00", true)),
+            reserve("G1", claim("299.00", true)),
+            reserve("G3", uncertified),
+        ];
+        let mut writes = Vec::new();
+        for request in requests {
+            writes.push(node.prepare_reserve(&zibo, request).await.expect("prepared"));
+        }
+        let staged = zibo.scope(node.stage(&writes)).await.expect("staged");
+        let mut answers = node.commit(staged).await.expect("committed").into_iter();
+        let mut next = || answers.next().expect("an answer per request");
+        let g1 = next().expect("G1 held").split.expect("split");
+        let g2 = next().expect("G2 held").split.expect("split");
+        assert_eq!(next().expect("G1 replayed").split.as_ref(), Some(&g1), "a replay in the group gets the first answer");
+        assert_eq!(next().expect_err("G1 reused").code(), Code::AlreadyExists);
+        assert_refused(&next().expect_err("G3 refused"), "NOT_CERTIFIED");
+
+        assert_eq!(fen(&g1.deductible_applied), deductible.min(30_000));
+        assert_eq!(fen(&g2.deductible_applied), (deductible - 30_000).clamp(0, 30_000), "the second sees the first's deductible");
+        assert_eq!(fen(&g2.deductible_left), fen(&g1.deductible_left) - fen(&g2.deductible_applied));
+        assert_eq!(fen(&g2.annual_cap_left), fen(&g1.annual_cap_left) - fen(&g2.fund_pay));
+        assert!(fen(&g2.account_pay) > 0, "the employee's share is paid from the account");
+        assert_eq!(fen(&g2.account_balance), fen(&g1.account_balance) - fen(&g2.account_pay), "the second sees the first's account pay held");
+        let after = quote(net, claim("1.00", false)).await;
+        assert_eq!(fen(&after.deductible_left) + fen(&after.deductible_applied), fen(&g2.deductible_left), "both are held");
+
+        let status = zibo_node(net).post(PostRequest { message_id: "P-G3".into(), settlement_id: "G3".into() }).await.unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "the refused claim stored nothing: {status:?}");
+        let totals: i64 = yitong_store::sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM benefit_years WHERE person_no = $1")
+            .bind("3701000000000003")
+            .fetch_one(node.store().pool())
+            .await
+            .expect("totals read");
+        assert_eq!(totals, 0, "the refused claim's lock was rolled back with it");
+        assert_eq!(post(net, "G1").await, ReservationStatus::Posted);
+        assert_eq!(post(net, "G2").await, ReservationStatus::Posted);
+        assert_eq!(balance(net).await, opening - fen(&g1.account_pay) - fen(&g2.account_pay));
+        node.store().close().await;
     }
 }
 

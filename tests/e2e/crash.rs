@@ -14,6 +14,7 @@ use yitong_proto::settlement::v1::{
 };
 use yitong_sandbox::{BINZHOU, JINAN, Sandbox, network_test};
 use yitong_settlement::SettlementNode;
+use yitong_settlement::benefit::BenefitNode;
 use yitong_settlement::treatment::Started;
 
 use crate::protocol::open_own_visit;
@@ -282,5 +283,95 @@ network_test! {
         }
         assert_ledger_agrees(net, &completed).await;
         node.store().close().await;
+    }
+}
+
+/// Each reservation of `ids` as Jinan's store holds it: (settlement id, status, account moved),
+/// in id order; an id not held is absent.
+async fn held(net: &Sandbox, ids: &[&str]) -> Vec<(String, String, i64)> {
+    use yitong_store::sqlx;
+    let owner = Owner::Pool(yitong_core::PoolCode::parse(JINAN).expect("city"));
+    let store = net.store(owner, Service::Settlement).await;
+    let mut held = Vec::new();
+    for id in ids {
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT settlement_id, status, account_moved FROM reservations WHERE settlement_id = $1",
+        )
+        .bind(*id)
+        .fetch_optional(store.pool())
+        .await
+        .expect("reservations read");
+        held.extend(row);
+    }
+    store.close().await;
+    held
+}
+
+network_test! {
+    /// Proves a crash inside a group commit at the insured city loses the whole group and
+    /// half-writes none of it: a group of a Post (whose personal-account movement identity
+    /// made before the crash) and two Reserves, one of the same person, is booked in its
+    /// transaction and the instance dies before the commit; nothing of it is in the store.
+    /// Booked again by a restarted instance, every request takes effect once (the account moved
+    /// once, the second Reserve seeing the Post and the first), and the whole group sent once
+    /// more is answered as replays, changing nothing.
+    async fn a_crash_before_a_groups_commit_loses_the_whole_group(net) {
+        use crate::benefit::{balance, claim, fen, jinan_instance, reserve, zibo_caller};
+        let zibo = zibo_caller();
+        let opening = balance(net).await;
+        let node = jinan_instance(net).await;
+        let first = node.prepare_reserve(&zibo, reserve("C0", claim("300.00", true))).await.expect("prepared");
+        let staged = zibo.clone().scope(node.stage(&[first])).await.expect("staged");
+        let c0 = node.commit(staged).await.expect("committed").remove(0).expect("C0 held");
+        let c0_account = fen(&c0.split.expect("split").account_pay);
+        assert!(c0_account > 0, "the employee's share is paid from the account");
+        let mut other = claim("500.00", false);
+        other.person_no = "3701000000000002".into();
+        let group = |node: &BenefitNode| {
+            let node = node.clone();
+            let zibo = zibo.clone();
+            let other = other.clone();
+            async move {
+                vec![
+                    node.prepare_post(PostRequest { message_id: "P-C0".into(), settlement_id: "C0".into() }).await.expect("prepared"),
+                    node.prepare_reserve(&zibo, reserve("C1", claim("300.00", true))).await.expect("prepared"),
+                    node.prepare_reserve(&zibo, reserve("C2", other)).await.expect("prepared"),
+                ]
+            }
+        };
+
+        let writes = group(&node).await;
+        let staged = zibo.clone().scope(node.stage(&writes)).await.expect("staged");
+        assert_eq!(balance(net).await, opening - c0_account, "identity moved the account inside the group");
+        // The instance dies here, its group booked and not committed: nothing more runs.
+        drop(staged);
+        node.store().close().await;
+        drop(node);
+        assert_eq!(
+            held(net, &["C0", "C1", "C2"]).await,
+            [("C0".to_owned(), "reserved".to_owned(), 0)],
+            "the crash lost the whole group: C0 still reserved, C1 and C2 never held"
+        );
+
+        let restarted = jinan_instance(net).await;
+        let writes = group(&restarted).await;
+        let staged = zibo.clone().scope(restarted.stage(&writes)).await.expect("staged");
+        let answers: Vec<_> = restarted.commit(staged).await.expect("committed").into_iter().map(|answer| answer.expect("booked")).collect();
+        assert_eq!(answers[0].status, ReservationStatus::Posted as i32);
+        let c1 = answers[1].split.clone().expect("split");
+        assert_eq!(balance(net).await, opening - c0_account, "the account moved once");
+        assert_eq!(fen(&c1.account_balance), opening - c0_account - fen(&c1.account_pay), "C1 sees C0 posted");
+        assert_eq!(
+            held(net, &["C0", "C1", "C2"]).await,
+            [("C0".to_owned(), "posted".to_owned(), 1), ("C1".to_owned(), "reserved".to_owned(), 0), ("C2".to_owned(), "reserved".to_owned(), 0)],
+        );
+
+        // The treatment city's retries of the whole group are replays.
+        let writes = group(&restarted).await;
+        let staged = zibo.clone().scope(restarted.stage(&writes)).await.expect("staged");
+        let replayed: Vec<_> = restarted.commit(staged).await.expect("committed").into_iter().map(|answer| answer.expect("replayed")).collect();
+        assert_eq!(replayed, answers);
+        assert_eq!(balance(net).await, opening - c0_account);
+        restarted.store().close().await;
     }
 }

@@ -113,6 +113,10 @@ pub(crate) struct Bookings {
 impl Bookings {
     /// Starts the booking task of `store`; it ends when every handle is dropped.
     pub fn start(store: Store, network: Arc<Network>) -> Bookings {
+        // The group counters are there from start-up, at zero.
+        let metrics = yitong_telemetry::metrics();
+        let _ = metrics.group_commits.get_or_create(&group_labels());
+        let _ = metrics.group_requests.get_or_create(&group_labels());
         let (queue, requests) = mpsc::channel(QUEUED_REQUESTS_MAX);
         let booker = Booker { store, network };
         tokio::spawn(booker.run(requests));
@@ -188,6 +192,7 @@ impl Booker {
         let span = group[0].span.clone();
         match self.try_group(&mut group).instrument(span).await {
             Ok(booked) => {
+                observe_group(size);
                 for (booking, booked) in group.into_iter().zip(booked) {
                     let reply = match booked {
                         Booked::Reply(reply) => Ok(reply),
@@ -269,6 +274,24 @@ async fn book_one(appender: &mut Appender<'_>, booking: &Booking) -> Result<Book
     appender.flush().await?;
     replies::record(appender.conn(), message_id, &reply).await?;
     Ok(Booked::Reply(reply))
+}
+
+/// The labels of the ledger's group commit in the metrics.
+pub(crate) fn group_labels() -> yitong_telemetry::GroupLabels {
+    yitong_telemetry::GroupLabels {
+        owner: "clearing".into(),
+        queue: "ledger".into(),
+    }
+}
+
+/// Counts a committed group and its requests, so the mean group size is their ratio.
+fn observe_group(size: usize) {
+    let metrics = yitong_telemetry::metrics();
+    metrics.group_commits.get_or_create(&group_labels()).inc();
+    metrics
+        .group_requests
+        .get_or_create(&group_labels())
+        .inc_by(u64::try_from(size).unwrap_or(u64::MAX));
 }
 
 /// The city's low-balance threshold from the network file, in fen; zero when it names none.

@@ -16,9 +16,9 @@ mod metrics;
 mod serve;
 
 pub use metrics::{
-    BREAK_CLASSES, BUSINESS_REFUSALS, BreakLabels, CITY_BREAK_SCOPES, MethodLabels, Metrics,
-    PairLabels, PoolLabels, PoolOf, REFUSAL_CLASSES, RefusalLabels, RpcLabels, SETTLEMENT_OUTCOMES,
-    SettlementLabels, business_refusal, metrics, refusal_reasons,
+    BREAK_CLASSES, BUSINESS_REFUSALS, BreakLabels, CITY_BREAK_SCOPES, GroupLabels, MethodLabels,
+    Metrics, PairLabels, PoolLabels, PoolOf, REFUSAL_CLASSES, RefusalLabels, RpcLabels,
+    SETTLEMENT_OUTCOMES, SettlementLabels, business_refusal, metrics, refusal_reasons,
 };
 pub use serve::serve_metrics;
 

@@ -172,6 +172,15 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+/// One queue of a group commit: the ledger's bookings, a benefit service's Reserves and Posts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// Whose queue: a pool's code, or `clearing`.
+    pub owner: String,
+    /// Which queue of the owner's (`benefit`, `ledger`).
+    pub queue: String,
+}
+
 /// Reconciliation breaks of one class found for one submitter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BreakLabels {
@@ -198,6 +207,10 @@ pub struct Metrics {
     pub reconciliation_breaks: Family<BreakLabels, Counter>,
     pub prepaid_available_fen: Family<PoolLabels, Gauge>,
     pub prepaid_below_threshold: Family<PoolLabels, Gauge>,
+    /// Groups committed: with `group_requests`, the mean group size.
+    pub group_commits: Family<GroupLabels, Counter>,
+    /// Requests answered by committed groups.
+    pub group_requests: Family<GroupLabels, Counter>,
 }
 
 /// The process's metrics.
@@ -225,6 +238,8 @@ impl Metrics {
             reconciliation_breaks: Family::default(),
             prepaid_available_fen: Family::default(),
             prepaid_below_threshold: Family::default(),
+            group_commits: Family::default(),
+            group_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -276,6 +291,16 @@ impl Metrics {
             "prepaid_below_threshold",
             "1 while a city's available prepaid fund is below its low-balance threshold",
             metrics.prepaid_below_threshold.clone(),
+        );
+        registry.register(
+            "group_commits",
+            "transactions committed by a group commit, by owner and queue",
+            metrics.group_commits.clone(),
+        );
+        registry.register(
+            "group_requests",
+            "requests answered by a group commit's committed transactions, by owner and queue: divided by yitong_group_commits_total, the mean group size",
+            metrics.group_requests.clone(),
         );
         Metrics {
             registry,

@@ -11,9 +11,10 @@ mod dated;
 mod disease;
 mod error;
 mod filing;
+mod group;
 mod repo;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -35,6 +36,8 @@ pub use claim::{Asked, BenefitClaim, parse_id};
 pub use disease::{DiseasePolicy, parse_disease_code, seed_disease_policies};
 pub use error::BenefitError;
 pub use filing::{seed_filing_policies, set_policy as set_filing_policy};
+pub use group::{GROUP_REQUESTS_MAX, Staged, Write};
+use group::{Hold, Prepared, Work, Writes};
 use repo::{ReservationKind, ReservationRow, ReservationStatus};
 
 use crate::split::{self, InsuranceType, Policy, RunningTotals, Split};
@@ -53,11 +56,14 @@ pub struct BenefitNode {
     network: Arc<Network>,
     identity: IdentityServiceClient<PeerChannel>,
     catalog: CatalogServiceClient<PeerChannel>,
+    /// The queue of the group commit that books Reserves and Posts ([`group`]), started by
+    /// the first of them; shared by every clone of the node.
+    writes: Arc<OnceLock<Writes>>,
 }
 
 /// The person and the policy a claim is priced under.
 #[derive(Debug)]
-struct Context {
+pub(crate) struct Context {
     policy: Policy,
     policy_id: String,
     account_balance: Amount,
@@ -83,13 +89,65 @@ impl BenefitNode {
             .expect("a node runs for a city of its network");
         let identity = IdentityServiceClient::new(peer_channel(&own.identity, access)?);
         let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, access)?);
-        Ok(BenefitNode {
+        let node = BenefitNode {
             city,
             store,
             network,
             identity,
             catalog,
-        })
+            writes: Arc::new(OnceLock::new()),
+        };
+        // The group counters are there from start-up, at zero.
+        let metrics = yitong_telemetry::metrics();
+        let _ = metrics.group_commits.get_or_create(&group::labels(&node));
+        let _ = metrics.group_requests.get_or_create(&group::labels(&node));
+        Ok(node)
+    }
+
+    /// Books a prepared write in the next group commit (or answers it, if it needs none).
+    async fn write(&self, write: Write) -> Result<ReservationRow, BenefitError> {
+        match write.0 {
+            Prepared::Done(row) => Ok(row),
+            book => {
+                let writes = self.writes.get_or_init(|| {
+                    // The booking task's own node has a queue of its own, never started: it
+                    // books through `stage_requests`, and holding this queue would keep the
+                    // task alive after the last handle is dropped.
+                    let booker = BenefitNode {
+                        writes: Arc::new(OnceLock::new()),
+                        ..self.clone()
+                    };
+                    Writes::start(booker)
+                });
+                writes.book(book).await
+            }
+        }
+    }
+
+    /// Books `writes` in one transaction, as the group commit books a group, and leaves it
+    /// open: [`BenefitNode::commit`] commits it, and dropping it is a crash before the commit.
+    pub async fn stage(&self, writes: &[Write]) -> Result<Staged, Status> {
+        let requests: Vec<group::Request<'_>> = writes
+            .iter()
+            .map(|write| group::Request {
+                work: &write.0,
+                caller: Caller::current(),
+                span: tracing::Span::current(),
+            })
+            .collect();
+        Ok(self.stage_requests(&requests).await?)
+    }
+
+    /// Commits a staged group and returns each write's answer, as its RPC would.
+    pub async fn commit(
+        &self,
+        staged: Staged,
+    ) -> Result<Vec<Result<pb::Reservation, Status>>, Status> {
+        let replies = staged.commit().await?;
+        Ok(replies
+            .into_iter()
+            .map(|reply| Ok(self.reservation_wire(&reply?)?))
+            .collect())
     }
 
     pub fn city(&self) -> PoolCode {
@@ -403,35 +461,54 @@ impl BenefitNode {
         Ok((totals, filing::standing_wire(&standing), certification))
     }
 
-    /// Holds a new settlement's benefit.
+    /// Holds a new settlement's benefit: reads the person and the policy, then books the hold
+    /// in a group.
     async fn reserve_settlement(
         &self,
-        message_id: &MessageId,
-        settlement_id: &str,
+        message_id: MessageId,
+        settlement_id: String,
         claim: BenefitClaim,
         timeout_seconds: u32,
         digest: String,
-    ) -> Result<ReservationRow, BenefitError> {
+    ) -> Result<Write, BenefitError> {
         let context = self.context(&claim).await?;
-        let year = i64::from(claim.service_date.year());
-        let mut tx = self.store.begin_write().await?;
-        repo::lock_year(&mut tx, claim.person_no.as_str(), year).await?;
-        if let Some(existing) = repo::reservation(&mut tx, settlement_id).await? {
-            return Self::replayed(existing, &digest);
-        }
-        let asked = Asked::of_claim(&claim);
-        let (base, policy_id) = Self::base_policy(&mut tx, &asked, &context).await?;
-        let (standing, policy) = self.filed_policy(&mut tx, &asked, &base).await?;
-        let disease = claim.disease_code.clone().unwrap_or_default();
-        let used = repo::used(
-            &mut tx,
-            claim.person_no.as_str(),
-            year,
-            &disease,
+        Ok(Write(Prepared::Book(Work::Reserve(Hold {
+            message_id,
             settlement_id,
-        )
-        .await?;
+            claim,
+            context,
+            timeout_seconds,
+            digest,
+        }))))
+    }
+
+    /// The hold of a new settlement, under the person's lock, in a group's transaction.
+    async fn reserve_settlement_locked(
+        &self,
+        tx: &mut yitong_store::sqlx::AnyConnection,
+        hold: &Hold,
+    ) -> Result<ReservationRow, BenefitError> {
+        let Hold {
+            message_id,
+            settlement_id,
+            claim,
+            context,
+            timeout_seconds,
+            digest,
+        } = hold;
+        let (settlement_id, timeout_seconds) = (settlement_id.as_str(), *timeout_seconds);
+        let year = i64::from(claim.service_date.year());
+        repo::lock_year(tx, claim.person_no.as_str(), year).await?;
+        if let Some(existing) = repo::reservation(tx, settlement_id).await? {
+            return Self::replayed(existing, digest);
+        }
+        let asked = Asked::of_claim(claim);
+        let (base, policy_id) = Self::base_policy(tx, &asked, context).await?;
+        let (standing, policy) = self.filed_policy(tx, &asked, &base).await?;
+        let disease = claim.disease_code.clone().unwrap_or_default();
+        let used = repo::used(tx, claim.person_no.as_str(), year, &disease, settlement_id).await?;
         let balance = match claim.use_personal_account {
+            // Read under the person's lock: see `live_balance`.
             true => {
                 self.live_balance(claim.person_no.as_str(), claim.service_date)
                     .await?
@@ -457,7 +534,7 @@ impl BenefitNode {
             institution_code: claim.institution_code.to_string(),
             visit_id: claim.visit_id.clone(),
             message_id: message_id.to_string(),
-            request_digest: digest,
+            request_digest: digest.to_owned(),
             total_fen: fen(claim.amounts.total_amount()),
             full_self_pay_fen: fen(claim.amounts.full_self_pay()),
             over_cap_self_pay_fen: fen(claim.amounts.over_cap_self_pay()),
@@ -491,31 +568,98 @@ impl BenefitNode {
             disease_code: disease.clone(),
             ..ReservationRow::default()
         };
-        if !repo::insert_reservation(&mut tx, &row).await? {
-            return self.raced(tx, settlement_id, &row.request_digest).await;
+        if !repo::insert_reservation(tx, &row).await? {
+            return Self::raced(tx, settlement_id, &row.request_digest).await;
         }
-        audit::record(&mut tx, "Reserve", message_id.as_str()).await?;
-        tx.commit().await?;
+        audit::record(tx, "Reserve", message_id.as_str()).await?;
         Ok(row)
     }
 
     /// A Reserve whose insert met a row of its settlement id that a racing Void (which does not
-    /// take the person's lock for an id it has never seen) inserted first: answered as a
-    /// replay would be.
+    /// take the person's lock for an id it has never seen) inserted and committed first:
+    /// answered as a replay would be. The insert waited for that commit, so a read of the same
+    /// transaction sees the row (on SQLite no other writer runs beside a transaction).
     async fn raced(
-        &self,
-        tx: yitong_store::sqlx::Transaction<'static, yitong_store::sqlx::Any>,
+        tx: &mut yitong_store::sqlx::AnyConnection,
         settlement_id: &str,
         digest: &str,
     ) -> Result<ReservationRow, BenefitError> {
-        tx.rollback().await?;
-        let mut conn = self.store.pool().acquire().await?;
-        let existing = repo::reservation(&mut conn, settlement_id)
-            .await?
-            .ok_or_else(|| {
-                BenefitError::Corrupt(format!("reservation {settlement_id} vanished"))
-            })?;
+        let existing = repo::reservation(tx, settlement_id).await?.ok_or_else(|| {
+            BenefitError::Corrupt(format!("reservation {settlement_id} vanished"))
+        })?;
         Self::replayed(existing, digest)
+    }
+
+    /// A Reserve checked and read as far as it can be before its group (the person and the
+    /// policy, or the original a cancellation reverses), by `caller`.
+    pub async fn prepare_reserve(
+        &self,
+        caller: &Caller,
+        request: pb::ReserveRequest,
+    ) -> Result<Write, Status> {
+        let digest = reserve_digest(&request);
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
+        let settlement_id =
+            parse_id(&request.settlement_id, "settlement_id").map_err(invalid_argument)?;
+        let timeout_seconds = match request.timeout_seconds {
+            0 => TIMEOUT_SECONDS_DEFAULT,
+            seconds if seconds <= TIMEOUT_SECONDS_MAX => seconds,
+            _ => {
+                return Err(invalid_argument(Invalid::new(
+                    "timeout_seconds",
+                    format!(
+                        "must be 0 (default {TIMEOUT_SECONDS_DEFAULT}) to {TIMEOUT_SECONDS_MAX}"
+                    ),
+                )));
+            }
+        };
+        let write = match pb::ReservationKind::try_from(request.kind) {
+            Ok(pb::ReservationKind::Settlement) => {
+                if !request.original_settlement_id.is_empty() {
+                    return Err(invalid_argument(Invalid::new(
+                        "original_settlement_id",
+                        "must be empty for a settlement",
+                    )));
+                }
+                let claim = BenefitClaim::try_from(request.claim).map_err(invalid_argument)?;
+                require_treating_node(caller, &claim)?;
+                self.reserve_settlement(message_id, settlement_id, claim, timeout_seconds, digest)
+                    .await?
+            }
+            Ok(pb::ReservationKind::Cancellation) => {
+                if request.claim.is_some() {
+                    return Err(invalid_argument(Invalid::new(
+                        "claim",
+                        "must be absent for a cancellation: the original is reversed exactly",
+                    )));
+                }
+                let original = parse_id(&request.original_settlement_id, "original_settlement_id")
+                    .map_err(invalid_argument)?;
+                self.reserve_cancellation(
+                    message_id,
+                    settlement_id,
+                    &original,
+                    timeout_seconds,
+                    digest,
+                )
+                .await?
+            }
+            _ => {
+                return Err(invalid_argument(Invalid::new(
+                    "kind",
+                    "must be RESERVATION_KIND_SETTLEMENT or RESERVATION_KIND_CANCELLATION",
+                )));
+            }
+        };
+        Ok(write)
+    }
+
+    /// A Post checked and its reservation found before its group.
+    pub async fn prepare_post(&self, request: pb::PostRequest) -> Result<Write, Status> {
+        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
+        let settlement_id =
+            parse_id(&request.settlement_id, "settlement_id").map_err(invalid_argument)?;
+        Ok(BenefitNode::post(self, message_id, &settlement_id).await?)
     }
 
     /// The split a stored settlement reservation was computed with, recomputed exactly.
@@ -576,27 +720,47 @@ impl BenefitNode {
         Ok(split)
     }
 
-    /// Holds the exact reversal of a posted settlement's benefit.
+    /// Holds the exact reversal of a posted settlement's benefit: finds the original, then
+    /// books the hold in a group.
     async fn reserve_cancellation(
         &self,
-        message_id: &MessageId,
-        settlement_id: &str,
+        message_id: MessageId,
+        settlement_id: String,
         original_id: &str,
         timeout_seconds: u32,
         digest: String,
-    ) -> Result<ReservationRow, BenefitError> {
+    ) -> Result<Write, BenefitError> {
         let mut conn = self.store.pool().acquire().await?;
         let original = repo::reservation(&mut conn, original_id).await?;
         drop(conn);
         let original = original
             .filter(|original| original.kind == ReservationKind::Settlement)
             .ok_or_else(|| BenefitError::NotFound(original_id.to_owned()))?;
-        let mut tx = self.store.begin_write().await?;
-        repo::lock_year(&mut tx, &original.person_no, original.benefit_year).await?;
-        if let Some(existing) = repo::reservation(&mut tx, settlement_id).await? {
-            return Self::replayed(existing, &digest);
+        Ok(Write(Prepared::Book(Work::Cancel {
+            message_id,
+            settlement_id,
+            original,
+            timeout_seconds,
+            digest,
+        })))
+    }
+
+    /// The hold of a cancellation, under the person's lock, in a group's transaction.
+    async fn reserve_cancellation_locked(
+        &self,
+        tx: &mut yitong_store::sqlx::AnyConnection,
+        message_id: &MessageId,
+        settlement_id: &str,
+        found: &ReservationRow,
+        timeout_seconds: u32,
+        digest: &str,
+    ) -> Result<ReservationRow, BenefitError> {
+        let original_id = found.settlement_id.as_str();
+        repo::lock_year(tx, &found.person_no, found.benefit_year).await?;
+        if let Some(existing) = repo::reservation(tx, settlement_id).await? {
+            return Self::replayed(existing, digest);
         }
-        let original = repo::reservation(&mut tx, original_id)
+        let original = repo::reservation(tx, original_id)
             .await?
             .ok_or_else(|| BenefitError::NotFound(original_id.to_owned()))?;
         if original.status != ReservationStatus::Posted {
@@ -612,7 +776,7 @@ impl BenefitNode {
             ));
         }
         let (deductible_used, fund_paid) = repo::posted(
-            &mut tx,
+            tx,
             &original.person_no,
             original.benefit_year,
             &original.disease_code,
@@ -625,7 +789,7 @@ impl BenefitNode {
             0 => Amount::ZERO,
             _ => {
                 let used = repo::used(
-                    &mut tx,
+                    tx,
                     &original.person_no,
                     original.benefit_year,
                     &original.disease_code,
@@ -656,7 +820,7 @@ impl BenefitNode {
             original_settlement_id: Some(original_id.to_owned()),
             status: ReservationStatus::Reserved,
             message_id: message_id.to_string(),
-            request_digest: digest,
+            request_digest: digest.to_owned(),
             deductible_applied_fen: fen(reversal.deductible_applied()),
             fund_pay_fen: fen(reversal.fund_pay()),
             account_pay_fen: fen(reversal.account_pay()),
@@ -681,12 +845,11 @@ impl BenefitNode {
             // defined by them, and its own figures are the negated ones above.
             ..original.clone()
         };
-        if !repo::insert_reservation(&mut tx, &row).await? {
-            return self.raced(tx, settlement_id, &row.request_digest).await;
+        if !repo::insert_reservation(tx, &row).await? {
+            return Self::raced(tx, settlement_id, &row.request_digest).await;
         }
-        repo::set_reversed_by(&mut tx, original_id, Some(settlement_id)).await?;
-        audit::record(&mut tx, "Reserve", message_id.as_str()).await?;
-        tx.commit().await?;
+        repo::set_reversed_by(tx, original_id, Some(settlement_id)).await?;
+        audit::record(tx, "Reserve", message_id.as_str()).await?;
         Ok(row)
     }
 
@@ -708,11 +871,13 @@ impl BenefitNode {
         Ok(existing)
     }
 
+    /// Posts a reservation: finds it, answers at once if it is posted and its account moved,
+    /// else books the post in a group.
     async fn post(
         &self,
-        message_id: &MessageId,
+        message_id: MessageId,
         settlement_id: &str,
-    ) -> Result<ReservationRow, BenefitError> {
+    ) -> Result<Write, BenefitError> {
         let mut conn = self.store.pool().acquire().await?;
         let found = repo::reservation(&mut conn, settlement_id).await?;
         drop(conn);
@@ -722,11 +887,21 @@ impl BenefitNode {
         if found.status == ReservationStatus::Posted
             && (found.account_pay_fen == 0 || found.account_moved == 1)
         {
-            return Ok(found);
+            return Ok(Write(Prepared::Done(found)));
         }
-        let mut tx = self.store.begin_write().await?;
-        repo::lock_year(&mut tx, &found.person_no, found.benefit_year).await?;
-        let mut row = repo::reservation(&mut tx, settlement_id)
+        Ok(Write(Prepared::Book(Work::Post { message_id, found })))
+    }
+
+    /// The post of a reservation, under the person's lock, in a group's transaction.
+    async fn post_locked(
+        &self,
+        tx: &mut yitong_store::sqlx::AnyConnection,
+        message_id: &MessageId,
+        found: &ReservationRow,
+    ) -> Result<ReservationRow, BenefitError> {
+        let settlement_id = found.settlement_id.as_str();
+        repo::lock_year(tx, &found.person_no, found.benefit_year).await?;
+        let mut row = repo::reservation(tx, settlement_id)
             .await?
             .ok_or_else(|| BenefitError::NotFound(settlement_id.to_owned()))?;
         match row.status {
@@ -739,18 +914,17 @@ impl BenefitNode {
             // Held until the treatment city decides, past its timeout too: its room was never
             // given to another settlement, so the post always fits.
             ReservationStatus::Reserved => {
-                row.posted_at(repo::post(&mut tx, &row).await?);
-                audit::record(&mut tx, "Post", message_id.as_str()).await?;
+                row.posted_at(repo::post(tx, &row).await?);
+                audit::record(tx, "Post", message_id.as_str()).await?;
             }
             ReservationStatus::Posted => {}
         }
         // The account moves under the person's lock, in the transaction that posts: a Reserve
         // of the same person reads the balance either before both or after both.
         if self.move_account(&row).await? {
-            repo::mark_account_moved(&mut tx, &row.settlement_id).await?;
+            repo::mark_account_moved(tx, &row.settlement_id).await?;
             row.account_moved = 1;
         }
-        tx.commit().await?;
         Ok(row)
     }
 
@@ -955,61 +1129,8 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         request: Request<pb::ReserveRequest>,
     ) -> Result<Response<pb::ReserveResponse>, Status> {
         let caller = Caller::of(&request);
-        let request = request.into_inner();
-        let digest = reserve_digest(&request);
-        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
-        let settlement_id =
-            parse_id(&request.settlement_id, "settlement_id").map_err(invalid_argument)?;
-        let timeout_seconds = match request.timeout_seconds {
-            0 => TIMEOUT_SECONDS_DEFAULT,
-            seconds if seconds <= TIMEOUT_SECONDS_MAX => seconds,
-            _ => {
-                return Err(invalid_argument(Invalid::new(
-                    "timeout_seconds",
-                    format!(
-                        "must be 0 (default {TIMEOUT_SECONDS_DEFAULT}) to {TIMEOUT_SECONDS_MAX}"
-                    ),
-                )));
-            }
-        };
-        let row = match pb::ReservationKind::try_from(request.kind) {
-            Ok(pb::ReservationKind::Settlement) => {
-                if !request.original_settlement_id.is_empty() {
-                    return Err(invalid_argument(Invalid::new(
-                        "original_settlement_id",
-                        "must be empty for a settlement",
-                    )));
-                }
-                let claim = BenefitClaim::try_from(request.claim).map_err(invalid_argument)?;
-                require_treating_node(&caller, &claim)?;
-                self.reserve_settlement(&message_id, &settlement_id, claim, timeout_seconds, digest)
-                    .await?
-            }
-            Ok(pb::ReservationKind::Cancellation) => {
-                if request.claim.is_some() {
-                    return Err(invalid_argument(Invalid::new(
-                        "claim",
-                        "must be absent for a cancellation: the original is reversed exactly",
-                    )));
-                }
-                let original = parse_id(&request.original_settlement_id, "original_settlement_id")
-                    .map_err(invalid_argument)?;
-                self.reserve_cancellation(
-                    &message_id,
-                    &settlement_id,
-                    &original,
-                    timeout_seconds,
-                    digest,
-                )
-                .await?
-            }
-            _ => {
-                return Err(invalid_argument(Invalid::new(
-                    "kind",
-                    "must be RESERVATION_KIND_SETTLEMENT or RESERVATION_KIND_CANCELLATION",
-                )));
-            }
-        };
+        let write = self.prepare_reserve(&caller, request.into_inner()).await?;
+        let row = self.write(write).await?;
         Ok(Response::new(pb::ReserveResponse {
             reservation: Some(self.reservation_wire(&row)?),
         }))
@@ -1019,11 +1140,8 @@ impl pb::benefit_service_server::BenefitService for BenefitNode {
         &self,
         request: Request<pb::PostRequest>,
     ) -> Result<Response<pb::PostResponse>, Status> {
-        let request = request.into_inner();
-        let message_id = message_id(&request.message_id).map_err(invalid_argument)?;
-        let settlement_id =
-            parse_id(&request.settlement_id, "settlement_id").map_err(invalid_argument)?;
-        let row = BenefitNode::post(self, &message_id, &settlement_id).await?;
+        let write = self.prepare_post(request.into_inner()).await?;
+        let row = self.write(write).await?;
         Ok(Response::new(pb::PostResponse {
             reservation: Some(self.reservation_wire(&row)?),
         }))
