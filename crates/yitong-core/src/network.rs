@@ -8,6 +8,10 @@
 //! The file lists pools (`[[pool]]`: its admdvs code, names, the city that hosts it, its node's
 //! endpoints). A file written before pools, one `[[city]]` per city, still reads: each city is
 //! its own pool, with the city's code. The two may be mixed.
+//!
+//! Pools of one city that list the same three endpoints are served by one node: one process
+//! (one listener per service) holding each pool's stores and services, which dispatches every
+//! call to the pool its `yitong-pool` metadata names (the national envelope's region code).
 
 use std::path::Path;
 
@@ -212,6 +216,7 @@ impl Network {
                 )));
             }
         }
+        self.check_shared_nodes()?;
         let endpoints = self
             .pools
             .iter()
@@ -225,6 +230,54 @@ impl Network {
             }
         }
         Ok(())
+    }
+
+    /// Pools that share a node share all of it: a node is one process for the three services,
+    /// in one city, so two pools that list one endpoint in common must list the same three and
+    /// be hosted by the same city. And the clearing house's ledger runs apart from every node.
+    fn check_shared_nodes(&self) -> Result<(), NetworkError> {
+        for (index, pool) in self.pools.iter().enumerate() {
+            let endpoints = [&pool.identity, &pool.catalog, &pool.settlement];
+            if let Some(endpoint) = endpoints
+                .iter()
+                .find(|endpoint| ***endpoint == self.clearing_house.ledger)
+            {
+                return Err(NetworkError::Inconsistent(format!(
+                    "pool {} lists the clearing house's ledger endpoint {endpoint}",
+                    pool.code
+                )));
+            }
+            for other in &self.pools[index + 1..] {
+                let theirs = [&other.identity, &other.catalog, &other.settlement];
+                let shared = endpoints
+                    .iter()
+                    .find(|endpoint| theirs.contains(endpoint));
+                let Some(shared) = shared else { continue };
+                if endpoints != theirs {
+                    return Err(NetworkError::Inconsistent(format!(
+                        "pools {} and {} share endpoint {shared}, so they share a node and must \
+                         list the same identity, catalog and settlement endpoints",
+                        pool.code, other.code
+                    )));
+                }
+                if pool.city != other.city {
+                    return Err(NetworkError::Inconsistent(format!(
+                        "pools {} and {} share a node ({shared}) but are hosted by cities {} and \
+                         {}: a node serves pools of one city",
+                        pool.code, other.code, pool.city, other.city
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The enabled pools served by the node that serves `pool` (the pool itself among them), in
+    /// file order: those that list the same endpoints.
+    pub fn node_pools(&self, pool: &Pool) -> Vec<&Pool> {
+        self.enabled_pools()
+            .filter(|other| other.identity == pool.identity)
+            .collect()
     }
 
     /// A pool of the network, enabled or not.
@@ -422,6 +475,55 @@ mod tests {
             Network::from_toml(&format!("{TWO_CITIES}{twice}")),
             Err(NetworkError::Inconsistent(_))
         ));
+    }
+
+    // Proves two pools of one city listing the same endpoints are one node, and that a file is
+    // refused, naming both pools, when pools share a node only in part, share one across
+    // cities, or list the ledger's endpoint.
+    #[test]
+    fn pools_of_one_city_may_share_a_node() {
+        let shared = SECOND_POOL
+            .replace("7191", "7161")
+            .replace("7192", "7162")
+            .replace("7193", "7163");
+        let network = Network::from_toml(&format!("{TWO_CITIES}{shared}")).unwrap();
+        let taian = network.pool(PoolCode::parse("370900").unwrap()).unwrap();
+        assert_eq!(
+            network
+                .node_pools(taian)
+                .iter()
+                .map(|pool| pool.code.to_string())
+                .collect::<Vec<_>>(),
+            // Tai'an's own pool is disabled: the node serves the enabled one.
+            ["370990"]
+        );
+        let jinan = network.pool(PoolCode::parse("370100").unwrap()).unwrap();
+        assert_eq!(network.node_pools(jinan).len(), 1);
+
+        let in_part = SECOND_POOL.replace("7191", "7161");
+        let Err(NetworkError::Inconsistent(message)) =
+            Network::from_toml(&format!("{TWO_CITIES}{in_part}"))
+        else {
+            panic!("a node shared in part is refused");
+        };
+        assert!(message.contains("370900") && message.contains("370990"), "{message}");
+        assert!(message.contains("same identity, catalog and settlement"), "{message}");
+
+        let across = shared.replace("city = \"370900\"", "city = \"370100\"");
+        let Err(NetworkError::Inconsistent(message)) =
+            Network::from_toml(&format!("{TWO_CITIES}{across}"))
+        else {
+            panic!("a node shared across cities is refused");
+        };
+        assert!(message.contains("pools of one city"), "{message}");
+
+        let ledger = SECOND_POOL.replace("7193", "7400");
+        let Err(NetworkError::Inconsistent(message)) =
+            Network::from_toml(&format!("{TWO_CITIES}{ledger}"))
+        else {
+            panic!("a pool on the ledger's endpoint is refused");
+        };
+        assert!(message.contains("ledger"), "{message}");
     }
 
     // Proves a duplicated city code is refused.
