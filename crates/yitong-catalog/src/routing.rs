@@ -41,7 +41,7 @@ impl Peers {
         let mut clients = HashMap::new();
         for city in network.enabled_pools().filter(|city| city.code != own) {
             let channel =
-                peer_channel(&city.catalog, access).map_err(|source| PeerEndpointError {
+                peer_channel(&city.catalog, Some(city.code), access).map_err(|source| PeerEndpointError {
                     city: city.code,
                     endpoint: city.catalog.clone(),
                     source,
