@@ -130,8 +130,9 @@ pub async fn serve(
 /// reflection service; every call goes to the pool it addresses ([`crate::dispatch`]). Every
 /// call of a pool's services gets a server span (which continues the caller's trace) and is
 /// counted in the process's metrics under its pool; every call is authenticated and checked
-/// against the permission matrix as its pool's (`yitong_auth`), then shed beyond `shed`, which
-/// the node's pools share ([`crate::shed`]). Without a PKI the server speaks plaintext, and
+/// against the permission matrix as its pool's (`yitong_auth`), then shed beyond `shed`, counted
+/// per pool as at a node of its own, since each pool's calls wait on its own stores
+/// ([`crate::shed`]). Without a PKI the server speaks plaintext, and
 /// refuses to unless it listens on a loopback address; with one it presents the certificate of
 /// its first pool's node.
 pub async fn serve_node(
@@ -175,8 +176,6 @@ pub async fn serve_node(
         .build_v1alpha()
         .expect("descriptor sets are well formed");
 
-    // One shedding layer for the node: its pools share the process's capacity.
-    let shed = ShedLayer::new(shed);
     let mut stacks: Vec<(Owner, Stack)> = Vec::new();
     for (owner, role) in roles {
         start_metrics(&owner.to_string(), &names);
@@ -205,7 +204,7 @@ pub async fn serve_node(
         let stack = tower::ServiceBuilder::new()
             .layer(ServerLayer::new(owner.to_string()))
             .layer(AuthLayer::new(owner, security.keyring.clone()))
-            .layer(shed.clone())
+            .layer(ShedLayer::new(shed))
             .layer(FrameCheckLayer)
             .service(routes.prepare());
         stacks.push((owner, Stack::new(stack)));
