@@ -19,12 +19,12 @@ use std::collections::BTreeMap;
 
 use tonic_types::StatusExt;
 use yitong_core::{Network, Owner, PoolCode, Service};
-use yitong_rpc::POOL_METADATA;
 use yitong_proto::ledger::v1::reconciliation_scope::Subject;
 use yitong_proto::ledger::v1::{
     GetBalancesRequest, ReconcileTotalsRequest, ReconciliationResult, ReconciliationScope,
 };
 use yitong_proto::settlement::v1::{ListSettlementsRequest, Settlement, SettlementStatus};
+use yitong_rpc::POOL_METADATA;
 use yitong_sandbox::{Database, Sandbox};
 
 use crate::circle::totals_of;
@@ -247,7 +247,11 @@ fn one_node_for_dongying() -> Network {
         .expect("seeds/network.toml");
     let entry = format!("code = \"{OILFIELD}\"");
     let at = text.find(&entry).expect("the Oilfield's entry");
-    let mut block = text[at..].splitn(2, "\n\n").next().expect("an entry").to_owned();
+    let mut block = text[at..]
+        .splitn(2, "\n\n")
+        .next()
+        .expect("an entry")
+        .to_owned();
     let whole = block.clone();
     block = block.replace("enabled = false", "enabled = true");
     for (theirs, ours) in [
@@ -375,7 +379,11 @@ async fn one_node_case(net: &Sandbox) {
         .await
         .expect_err("Jinan's node serves Jinan's pool only");
     assert_refused_for_the_pool(&status, &[ZIBO, JINAN]);
-    assert_eq!(net.row_counts().await, before, "refused calls store nothing");
+    assert_eq!(
+        net.row_counts().await,
+        before,
+        "refused calls store nothing"
+    );
 
     // An HIS that names no pool goes to its institution's pool, at the shared node and at a
     // node of one pool.
@@ -399,7 +407,10 @@ async fn one_node_case(net: &Sandbox) {
             .visit
             .expect("visit");
         assert_eq!(visit.treatment_city, treatment);
-        assert!(visit.visit_id.starts_with(&format!("S{treatment}")), "{visit:?}");
+        assert!(
+            visit.visit_id.starts_with(&format!("S{treatment}")),
+            "{visit:?}"
+        );
     }
 }
 

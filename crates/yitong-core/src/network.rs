@@ -249,9 +249,7 @@ impl Network {
             }
             for other in &self.pools[index + 1..] {
                 let theirs = [&other.identity, &other.catalog, &other.settlement];
-                let shared = endpoints
-                    .iter()
-                    .find(|endpoint| theirs.contains(endpoint));
+                let shared = endpoints.iter().find(|endpoint| theirs.contains(endpoint));
                 let Some(shared) = shared else { continue };
                 if endpoints != theirs {
                     return Err(NetworkError::Inconsistent(format!(
@@ -506,8 +504,14 @@ mod tests {
         else {
             panic!("a node shared in part is refused");
         };
-        assert!(message.contains("370900") && message.contains("370990"), "{message}");
-        assert!(message.contains("same identity, catalog and settlement"), "{message}");
+        assert!(
+            message.contains("370900") && message.contains("370990"),
+            "{message}"
+        );
+        assert!(
+            message.contains("same identity, catalog and settlement"),
+            "{message}"
+        );
 
         let across = shared.replace("city = \"370900\"", "city = \"370100\"");
         let Err(NetworkError::Inconsistent(message)) =

@@ -238,9 +238,8 @@ impl LocalNetwork {
         let security = self.security.clone();
         let stop = shutdown.clone();
         let shed = self.shed;
-        let task = tokio::spawn(async move {
-            serve_node(roles, listener, &security, shed, stop).await
-        });
+        let task =
+            tokio::spawn(async move { serve_node(roles, listener, &security, shed, stop).await });
         let mut servers = self.servers.lock().expect("server table");
         servers.tasks.insert(node, (task, shutdown));
         Ok(())

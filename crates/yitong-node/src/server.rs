@@ -23,8 +23,8 @@ use yitong_settlement::{BenefitNode, SettlementNode};
 use yitong_telemetry::grpc::ServerLayer;
 
 use crate::Security;
-use crate::dispatch::{Dispatch, Stack};
 use crate::audit::AuditNode;
+use crate::dispatch::{Dispatch, Stack};
 use yitong_auth::AuthLayer;
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,8 @@ pub mod visibility;
 
 pub use caller::{BadCaller, Caller, Denied, Role};
 pub use channel::{
-    Authorized, CallLimits, POOL_METADATA, PeerAccess, PeerChannel, bearer, peer_channel, pool_header,
+    Authorized, CallLimits, POOL_METADATA, PeerAccess, PeerChannel, bearer, peer_channel,
+    pool_header,
 };
 pub use invalid::invalid_argument;
 pub use peer::PeerFault;

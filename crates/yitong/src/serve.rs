@@ -304,7 +304,10 @@ mod tests {
         let refusal = alone_at_its_node(&shared, dongying.code)
             .expect_err("Dongying's node is shared")
             .to_string();
-        assert!(refusal.contains("370500") && refusal.contains("370590"), "{refusal}");
+        assert!(
+            refusal.contains("370500") && refusal.contains("370590"),
+            "{refusal}"
+        );
         assert!(alone_at_its_node(&shared, code("370100")).is_ok());
     }
 }
