@@ -248,7 +248,7 @@ fn one_node_for_dongying() -> Network {
     let entry = format!("code = \"{OILFIELD}\"");
     let at = text.find(&entry).expect("the Oilfield's entry");
     let mut block = text[at..]
-        .splitn(2, "\n\n")
+        .split("\n\n")
         .next()
         .expect("an entry")
         .to_owned();
