@@ -138,6 +138,15 @@ impl Pool {
     }
 }
 
+/// Whether an endpoint names port 0 ("http://127.0.0.1:0"): a server put wherever the kernel
+/// picks, as `yitong dev`'s tests start one, never a node another pool shares.
+pub fn is_ephemeral(endpoint: &str) -> bool {
+    endpoint
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port == "0")
+}
+
 /// Reads a threshold as a non-negative yuan string, so a malformed one refuses the whole file.
 fn threshold<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
@@ -235,13 +244,14 @@ impl Network {
     /// Pools that share a node share all of it: a node is one process for the three services,
     /// in one city, so two pools that list one endpoint in common must list the same three and
     /// be hosted by the same city. And the clearing house's ledger runs apart from every node.
+    /// An endpoint on port 0 is no address (its server listens where the kernel puts it, and
+    /// the network is told), so it is shared with nothing.
     fn check_shared_nodes(&self) -> Result<(), NetworkError> {
         for (index, pool) in self.pools.iter().enumerate() {
             let endpoints = [&pool.identity, &pool.catalog, &pool.settlement];
-            if let Some(endpoint) = endpoints
-                .iter()
-                .find(|endpoint| ***endpoint == self.clearing_house.ledger)
-            {
+            if let Some(endpoint) = endpoints.iter().find(|endpoint| {
+                ***endpoint == self.clearing_house.ledger && !is_ephemeral(endpoint)
+            }) {
                 return Err(NetworkError::Inconsistent(format!(
                     "pool {} lists the clearing house's ledger endpoint {endpoint}",
                     pool.code
@@ -249,7 +259,9 @@ impl Network {
             }
             for other in &self.pools[index + 1..] {
                 let theirs = [&other.identity, &other.catalog, &other.settlement];
-                let shared = endpoints.iter().find(|endpoint| theirs.contains(endpoint));
+                let shared = endpoints
+                    .iter()
+                    .find(|endpoint| theirs.contains(endpoint) && !is_ephemeral(endpoint));
                 let Some(shared) = shared else { continue };
                 if endpoints != theirs {
                     return Err(NetworkError::Inconsistent(format!(
@@ -274,7 +286,10 @@ impl Network {
     /// file order: those that list the same endpoints.
     pub fn node_pools(&self, pool: &Pool) -> Vec<&Pool> {
         self.enabled_pools()
-            .filter(|other| other.identity == pool.identity)
+            .filter(|other| {
+                other.code == pool.code
+                    || (other.identity == pool.identity && !is_ephemeral(&pool.identity))
+            })
             .collect()
     }
 
@@ -520,6 +535,15 @@ mod tests {
             panic!("a node shared across cities is refused");
         };
         assert!(message.contains("pools of one city"), "{message}");
+
+        // Port 0 is no address: pools listing it share nothing.
+        let mut ephemeral = format!("{TWO_CITIES}{SECOND_POOL}");
+        for port in ["7111", "7112", "7113", "7191", "7192", "7193", "7400"] {
+            ephemeral = ephemeral.replace(&format!(":{port}"), ":0");
+        }
+        let network = Network::from_toml(&ephemeral).expect("ephemeral endpoints share nothing");
+        let mines = network.pool(PoolCode::parse("370990").unwrap()).unwrap();
+        assert_eq!(network.node_pools(mines).len(), 1);
 
         let ledger = SECOND_POOL.replace("7193", "7400");
         let Err(NetworkError::Inconsistent(message)) =

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_diseases, seed_institutions, seed_items, seed_policies};
-use yitong_core::{Network, Owner, PoolCode, Service};
+use yitong_core::{Network, Owner, PoolCode, Service, is_ephemeral};
 use yitong_rpc::CallLimits;
 use yitong_settlement::benefit::{seed_disease_policies, seed_filing_policies};
 
@@ -136,10 +136,10 @@ impl LocalNetwork {
                 }
                 Owner::ClearingHouse => network.clearing_house.ledger.clone(),
             };
-            match planned
-                .iter_mut()
-                .find(|(other, url, _)| *other == service && *url == configured)
-            {
+            // An endpoint on port 0 is a server of its own wherever the file lists it.
+            match planned.iter_mut().find(|(other, url, _)| {
+                *other == service && *url == configured && !is_ephemeral(&configured)
+            }) {
                 Some((_, _, owners)) => owners.push(owner),
                 None => planned.push((service, configured, vec![owner])),
             }
