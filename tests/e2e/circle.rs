@@ -4,7 +4,8 @@
 //! started with the committed seed files and nothing else. No line here names a city or a pool:
 //! every pool comes from the network file, so the test proves that routing, catalogs, policies,
 //! the ledger's chart, reconciliation, clearing and netting grow with the network, and that two
-//! pools of one city settle and clear between each other as any two pools do.
+//! pools of one city settle and clear between each other as any two pools do, here on one node
+//! of their city (each second pool is served by its host city's node).
 //!
 //! The month closed is the last one: a period closes only once it has ended, and the visits
 //! settled here are settled today. Its rows are booked as the treatment nodes book a Settle
@@ -32,12 +33,38 @@ use crate::support::{settlement_transfer, yuan};
 type Ledger = LedgerServiceClient<Channel>;
 
 /// The seeds' network file with every pool of it enabled, edited as text the way a bureau
-/// edits its copy.
+/// edits its copy; and every second pool of a city served by its host city's node (its entry
+/// listing the endpoints of the city's own pool), so the circle runs nodes of one pool beside
+/// nodes shared by two, and every call between them is dispatched by the pool it names.
 fn whole_circle() -> Network {
     let text = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("network.toml"))
         .expect("seeds/network.toml");
-    let enabled = text.replace("enabled = false", "enabled = true");
-    Network::from_toml(&enabled).expect("the edited network file is valid")
+    let mut enabled = text.replace("enabled = false", "enabled = true");
+    let own_nodes = Network::from_toml(&enabled).expect("the edited network file is valid");
+    for pool in &own_nodes.pools {
+        let host = own_nodes
+            .pool(pool.city.into())
+            .expect("a host city has its own pool");
+        if host.code == pool.code {
+            continue;
+        }
+        for (theirs, ours) in [
+            (&pool.identity, &host.identity),
+            (&pool.catalog, &host.catalog),
+            (&pool.settlement, &host.settlement),
+        ] {
+            enabled = enabled.replace(&format!("\"{theirs}\""), &format!("\"{ours}\""));
+        }
+    }
+    let network = Network::from_toml(&enabled).expect("the shared nodes' file is valid");
+    assert!(
+        network
+            .pools
+            .iter()
+            .any(|pool| network.node_pools(pool).len() > 1),
+        "some node serves two pools"
+    );
+    network
 }
 
 /// Registers the `n`-th seeded person of `insured` at `treatment`'s level-3 hospital, uploads

@@ -4,6 +4,10 @@
 //! policy prices them, and it is owed between the pools on an obligation, never paid from
 //! either pool's own account. Hand-worked from the seeds, on both databases.
 //!
+//! The same two pools served by one node (the Oilfield's pool listing Dongying's endpoints):
+//! every call names the pool it addresses, an HIS's call without the name goes to its
+//! institution's pool, and a call addressed to no pool of the node is refused storing nothing.
+//!
 //! And the upgrade of a running network: stores made by the schema on main before pools, under
 //! the network file as it was then (one `[[city]]` per city), with settlements in them, started
 //! again under today's network file with a second pool enabled. Pools reuse the columns a city's
@@ -13,12 +17,14 @@
 
 use std::collections::BTreeMap;
 
-use yitong_core::{Network, PoolCode};
+use tonic_types::StatusExt;
+use yitong_core::{Network, Owner, PoolCode, Service};
 use yitong_proto::ledger::v1::reconciliation_scope::Subject;
 use yitong_proto::ledger::v1::{
     GetBalancesRequest, ReconcileTotalsRequest, ReconciliationResult, ReconciliationScope,
 };
-use yitong_proto::settlement::v1::{Settlement, SettlementStatus};
+use yitong_proto::settlement::v1::{ListSettlementsRequest, Settlement, SettlementStatus};
+use yitong_rpc::POOL_METADATA;
 use yitong_sandbox::{Database, Sandbox};
 
 use crate::circle::totals_of;
@@ -125,7 +131,9 @@ async fn balances(net: &Sandbox, ids: &[String]) -> BTreeMap<String, i64> {
         .collect()
 }
 
-async fn cross_pool_case(net: &Sandbox) {
+/// Settles the hand-worked visits between Dongying's two pools and one within Dongying, checks
+/// their figures and the ledger's balances, and returns them.
+async fn cross_pool_case(net: &Sandbox) -> Vec<Settlement> {
     // A Dongying employee in service (person 1) at the Oilfield's level-3 hospital. The
     // Oilfield's catalog: the consultation (20.00) is capped at 14.00, so 6.00 over the cap and
     // 14.00 in scope (grade A); the twenty head CTs (3000.00) are grade B at 20% under a cap of
@@ -260,6 +268,7 @@ async fn cross_pool_case(net: &Sandbox) {
         .expect("a count");
     // At least this test's visit: the process's counters are shared with the tests beside it.
     assert!(settled >= 1, "{series}{settled}");
+    all.into()
 }
 
 // Proves a visit between Dongying's two pools uses the treatment pool's catalog and the insured
@@ -302,6 +311,208 @@ fn today_totals<'a>(
         operator_id: format!("{pool}-bureau"),
         ..Default::default()
     }
+}
+
+/// The seeds' network file with the Oilfield's pool enabled and served by Dongying's node: its
+/// entry lists Dongying's three endpoints, as a bureau running both pools in one process
+/// writes it, and the file is loaded (and checked) from that text.
+fn one_node_for_dongying() -> Network {
+    let seeds = yitong_sandbox::seeds_network();
+    let code = |text: &str| PoolCode::parse(text).expect("a pool code");
+    let dongying = seeds.pool(code(DONGYING)).expect("Dongying's pool");
+    let oilfield = seeds.pool(code(OILFIELD)).expect("the Oilfield's pool");
+    let mut text = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("network.toml"))
+        .expect("seeds/network.toml");
+    let entry = format!("code = \"{OILFIELD}\"");
+    let at = text.find(&entry).expect("the Oilfield's entry");
+    let mut block = text[at..]
+        .split("\n\n")
+        .next()
+        .expect("an entry")
+        .to_owned();
+    let whole = block.clone();
+    block = block.replace("enabled = false", "enabled = true");
+    for (theirs, ours) in [
+        (&oilfield.identity, &dongying.identity),
+        (&oilfield.catalog, &dongying.catalog),
+        (&oilfield.settlement, &dongying.settlement),
+    ] {
+        block = block.replace(&format!("\"{theirs}\""), &format!("\"{ours}\""));
+    }
+    text = text.replacen(&whole, &block, 1);
+    let network = Network::from_toml(&text).expect("a node shared by two pools of a city is valid");
+    let oilfield = network.pool(code(OILFIELD)).expect("the Oilfield's pool");
+    assert!(oilfield.enabled && oilfield.settlement == dongying.settlement);
+    network
+}
+
+/// The status a refused call must get: INVALID_ARGUMENT naming the `yitong-pool` metadata.
+fn assert_refused_for_the_pool(status: &tonic::Status, mentions: &[&str]) {
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let bad_request = status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("a field violation: {status:?}"));
+    assert_eq!(bad_request.field_violations[0].field, POOL_METADATA);
+    for text in mentions {
+        assert!(status.message().contains(text), "{text} in {status:?}");
+    }
+}
+
+/// `request` with its `yitong-pool` metadata set to `pool`.
+fn addressed<T>(request: T, pool: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(request);
+    request
+        .metadata_mut()
+        .insert(POOL_METADATA, pool.parse().expect("ASCII"));
+    request
+}
+
+async fn one_node_case(net: &Sandbox) {
+    // One node: each service of the two pools listens at one address.
+    let pool = |text: &str| Owner::Pool(PoolCode::parse(text).expect("a pool code"));
+    for service in [Service::Identity, Service::Catalog, Service::Settlement] {
+        assert_eq!(
+            net.endpoint(pool(DONGYING), service),
+            net.endpoint(pool(OILFIELD), service)
+        );
+    }
+    assert_ne!(
+        net.endpoint(pool(DONGYING), Service::Settlement),
+        net.endpoint(pool(JINAN), Service::Settlement)
+    );
+
+    // Across the pools both ways and within Dongying, hand-worked as with a node per pool; and
+    // within the Oilfield (person 3, a resident), paid from the Oilfield's own pool account.
+    // The clearing house sees two parties: what each pool owes the other stands on its own
+    // obligation (checked in the case), and each pool reconciles to the fen as both sides.
+    let mut settled = cross_pool_case(net).await;
+    let oilfield_at_home = settle_at(
+        net,
+        &format!("H{OILFIELD}00001"),
+        OILFIELD,
+        OILFIELD,
+        3,
+        "OF-AT-OF",
+    )
+    .await;
+    let own = format!("{OILFIELD}.pool");
+    assert_eq!(
+        balances(net, std::slice::from_ref(&own)).await,
+        BTreeMap::from([(own.clone(), owed(&oilfield_at_home))])
+    );
+    settled.push(oilfield_at_home);
+    reconciles(net, &[DONGYING, OILFIELD], &settled, "one-node").await;
+
+    // Refused before any handler, storing nothing: a pool the node does not serve, a name
+    // that is no pool's code, a call naming no pool from a caller of no one pool (a bureau,
+    // an anonymous caller), and at a node of one pool a name of another. An HIS of one pool
+    // addressing the other pool of its node is that pool's caller no more than at two nodes.
+    let before = net.row_counts().await;
+    let oilfield_hospital = format!("H{OILFIELD}00001");
+    let mut his = net.his(&oilfield_hospital).settlement(OILFIELD);
+    let mut register = register_request("R-ELSEWHERE", OILFIELD, OILFIELD, 4);
+    register.institution_code = oilfield_hospital.clone();
+    let status = his
+        .register_visit(addressed(register.clone(), JINAN))
+        .await
+        .expect_err("Jinan is not served here");
+    assert_refused_for_the_pool(&status, &[JINAN, &format!("{DONGYING}, {OILFIELD}")]);
+    let status = his
+        .register_visit(addressed(register.clone(), "37059"))
+        .await
+        .expect_err("not a pool code");
+    assert_refused_for_the_pool(&status, &["six-digit"]);
+    let status = his
+        .register_visit(addressed(register.clone(), DONGYING))
+        .await
+        .expect_err("an Oilfield HIS at Dongying's pool");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    let listing = ListSettlementsRequest {
+        institution_code: format!("H{DONGYING}00001"),
+        ..Default::default()
+    };
+    let status = net
+        .bureau(DONGYING)
+        .unaddressed()
+        .settlement(DONGYING)
+        .list_settlements(listing.clone())
+        .await
+        .expect_err("a bureau names its pool");
+    assert_refused_for_the_pool(&status, &[&format!("bureau:{DONGYING}")]);
+    let status = net
+        .anonymous()
+        .unaddressed()
+        .settlement(DONGYING)
+        .list_settlements(listing)
+        .await
+        .expect_err("nobody's pool");
+    assert_refused_for_the_pool(&status, &["anonymous"]);
+    let jinan_hospital = format!("H{JINAN}00001");
+    let mut jinan_register = register_request("R-JN-ELSEWHERE", JINAN, JINAN, 4);
+    jinan_register.institution_code = jinan_hospital.clone();
+    let status = net
+        .his(&jinan_hospital)
+        .settlement(JINAN)
+        .register_visit(addressed(jinan_register.clone(), ZIBO))
+        .await
+        .expect_err("Jinan's node serves Jinan's pool only");
+    assert_refused_for_the_pool(&status, &[ZIBO, JINAN]);
+    assert_eq!(
+        net.row_counts().await,
+        before,
+        "refused calls store nothing"
+    );
+
+    // An HIS that names no pool goes to its institution's pool, at the shared node and at a
+    // node of one pool.
+    for (institution, treatment, register) in [
+        (oilfield_hospital.as_str(), OILFIELD, register),
+        (
+            &format!("H{DONGYING}00001"),
+            DONGYING,
+            register_request("R-DY-UNNAMED", DONGYING, DONGYING, 4),
+        ),
+        (jinan_hospital.as_str(), JINAN, jinan_register),
+    ] {
+        let visit = net
+            .his(institution)
+            .unaddressed()
+            .settlement(treatment)
+            .register_visit(register)
+            .await
+            .unwrap_or_else(|status| panic!("{institution} registers unnamed: {status:?}"))
+            .into_inner()
+            .visit
+            .expect("visit");
+        assert_eq!(visit.treatment_city, treatment);
+        assert!(
+            visit.visit_id.starts_with(&format!("S{treatment}")),
+            "{visit:?}"
+        );
+    }
+}
+
+// Proves two pools of one city served by one node settle across and within the pools,
+// reconcile to the fen, and that the node dispatches each call to the pool it addresses (or
+// its HIS's pool), refusing the rest storing nothing, on SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_serves_two_pools_sqlite() {
+    let net = Sandbox::start_network(Database::Sqlite, one_node_for_dongying())
+        .await
+        .expect("SQLite always starts");
+    one_node_case(&net).await;
+    net.shut_down().await;
+}
+
+// Proves the same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_serves_two_pools_postgres() {
+    let Some(net) = Sandbox::start_network(Database::Postgres, one_node_for_dongying()).await
+    else {
+        return;
+    };
+    one_node_case(&net).await;
+    net.shut_down().await;
 }
 
 /// Each of `pools` reconciles today's `settled` as treatment and as insured pool, and the

@@ -55,7 +55,10 @@ pub struct Auth<S> {
 /// otherwise an API key does (over TLS, a certificate naming no caller, such as an HIS
 /// vendor's gateway, still needs one); otherwise the caller is anonymous. A key that does not
 /// authenticate is an error, not anonymity: the caller meant to be someone.
-fn authenticate<B>(request: &Request<B>, keyring: &SharedKeyring) -> Result<Caller, tonic::Status> {
+pub fn authenticate<B>(
+    request: &Request<B>,
+    keyring: &SharedKeyring,
+) -> Result<Caller, tonic::Status> {
     let certified = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()

@@ -14,6 +14,6 @@ pub mod permissions;
 pub mod pki;
 
 pub use keys::{ApiKey, Credentials, KeyEntry, KeyFile, Keyring, KeyringError, SharedKeyring};
-pub use layer::AuthLayer;
+pub use layer::{AuthLayer, authenticate};
 pub use permissions::{Grant, MATRIX, Verdict};
 pub use pki::{Pki, PkiError, Validity};

@@ -41,10 +41,12 @@ impl Peers {
         let mut clients = HashMap::new();
         for city in network.enabled_pools().filter(|city| city.code != own) {
             let channel =
-                peer_channel(&city.catalog, access).map_err(|source| PeerEndpointError {
-                    city: city.code,
-                    endpoint: city.catalog.clone(),
-                    source,
+                peer_channel(&city.catalog, Some(city.code), access).map_err(|source| {
+                    PeerEndpointError {
+                        city: city.code,
+                        endpoint: city.catalog.clone(),
+                        source,
+                    }
                 })?;
             clients.insert(city.code, CatalogServiceClient::new(channel));
         }

@@ -101,6 +101,13 @@ impl Connect for NetworkConnect {
             .key(caller)
             .with_context(|| format!("the credentials hold no key for {caller}"))?;
         let authorization = bearer(key).context("the key is not a header value")?;
-        Ok(boxed(Authorized::new(channel, authorization)))
+        // A node may serve several pools of its city: every call names the one it addresses.
+        let pool = match owner {
+            Owner::Pool(code) => Some(code),
+            Owner::ClearingHouse => None,
+        };
+        Ok(boxed(
+            Authorized::new(channel, authorization).addressed_to(pool),
+        ))
     }
 }

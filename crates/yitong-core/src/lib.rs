@@ -23,7 +23,7 @@ pub use date::{Date, china, date_of_ms, parse_date, today};
 pub use ids::{InstitutionCode, MessageId, PersonNo};
 pub use invalid::Invalid;
 pub use money::Amount;
-pub use network::{ClearingHouse, Network, NetworkError, Pool};
+pub use network::{ClearingHouse, Network, NetworkError, Pool, is_ephemeral};
 pub use pool::PoolCode;
 pub use report::cause_chain;
 pub use service::{Owner, Service};

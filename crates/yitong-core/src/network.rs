@@ -8,6 +8,10 @@
 //! The file lists pools (`[[pool]]`: its admdvs code, names, the city that hosts it, its node's
 //! endpoints). A file written before pools, one `[[city]]` per city, still reads: each city is
 //! its own pool, with the city's code. The two may be mixed.
+//!
+//! Pools of one city that list the same three endpoints are served by one node: one process
+//! (one listener per service) holding each pool's stores and services, which dispatches every
+//! call to the pool its `yitong-pool` metadata names (the national envelope's region code).
 
 use std::path::Path;
 
@@ -134,6 +138,15 @@ impl Pool {
     }
 }
 
+/// Whether an endpoint names port 0 ("http://127.0.0.1:0"): a server put wherever the kernel
+/// picks, as `yitong dev`'s tests start one, never a node another pool shares.
+pub fn is_ephemeral(endpoint: &str) -> bool {
+    endpoint
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port == "0")
+}
+
 /// Reads a threshold as a non-negative yuan string, so a malformed one refuses the whole file.
 fn threshold<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
@@ -212,6 +225,7 @@ impl Network {
                 )));
             }
         }
+        self.check_shared_nodes()?;
         let endpoints = self
             .pools
             .iter()
@@ -225,6 +239,58 @@ impl Network {
             }
         }
         Ok(())
+    }
+
+    /// Pools that share a node share all of it: a node is one process for the three services,
+    /// in one city, so two pools that list one endpoint in common must list the same three and
+    /// be hosted by the same city. And the clearing house's ledger runs apart from every node.
+    /// An endpoint on port 0 is no address (its server listens where the kernel puts it, and
+    /// the network is told), so it is shared with nothing.
+    fn check_shared_nodes(&self) -> Result<(), NetworkError> {
+        for (index, pool) in self.pools.iter().enumerate() {
+            let endpoints = [&pool.identity, &pool.catalog, &pool.settlement];
+            if let Some(endpoint) = endpoints.iter().find(|endpoint| {
+                ***endpoint == self.clearing_house.ledger && !is_ephemeral(endpoint)
+            }) {
+                return Err(NetworkError::Inconsistent(format!(
+                    "pool {} lists the clearing house's ledger endpoint {endpoint}",
+                    pool.code
+                )));
+            }
+            for other in &self.pools[index + 1..] {
+                let theirs = [&other.identity, &other.catalog, &other.settlement];
+                let shared = endpoints
+                    .iter()
+                    .find(|endpoint| theirs.contains(endpoint) && !is_ephemeral(endpoint));
+                let Some(shared) = shared else { continue };
+                if endpoints != theirs {
+                    return Err(NetworkError::Inconsistent(format!(
+                        "pools {} and {} share endpoint {shared}, so they share a node and must \
+                         list the same identity, catalog and settlement endpoints",
+                        pool.code, other.code
+                    )));
+                }
+                if pool.city != other.city {
+                    return Err(NetworkError::Inconsistent(format!(
+                        "pools {} and {} share a node ({shared}) but are hosted by cities {} and \
+                         {}: a node serves pools of one city",
+                        pool.code, other.code, pool.city, other.city
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The enabled pools served by the node that serves `pool` (the pool itself among them), in
+    /// file order: those that list the same endpoints.
+    pub fn node_pools(&self, pool: &Pool) -> Vec<&Pool> {
+        self.enabled_pools()
+            .filter(|other| {
+                other.code == pool.code
+                    || (other.identity == pool.identity && !is_ephemeral(&pool.identity))
+            })
+            .collect()
     }
 
     /// A pool of the network, enabled or not.
@@ -422,6 +488,70 @@ mod tests {
             Network::from_toml(&format!("{TWO_CITIES}{twice}")),
             Err(NetworkError::Inconsistent(_))
         ));
+    }
+
+    // Proves two pools of one city listing the same endpoints are one node, and that a file is
+    // refused, naming both pools, when pools share a node only in part, share one across
+    // cities, or list the ledger's endpoint.
+    #[test]
+    fn pools_of_one_city_may_share_a_node() {
+        let shared = SECOND_POOL
+            .replace("7191", "7161")
+            .replace("7192", "7162")
+            .replace("7193", "7163");
+        let network = Network::from_toml(&format!("{TWO_CITIES}{shared}")).unwrap();
+        let taian = network.pool(PoolCode::parse("370900").unwrap()).unwrap();
+        assert_eq!(
+            network
+                .node_pools(taian)
+                .iter()
+                .map(|pool| pool.code.to_string())
+                .collect::<Vec<_>>(),
+            // Tai'an's own pool is disabled: the node serves the enabled one.
+            ["370990"]
+        );
+        let jinan = network.pool(PoolCode::parse("370100").unwrap()).unwrap();
+        assert_eq!(network.node_pools(jinan).len(), 1);
+
+        let in_part = SECOND_POOL.replace("7191", "7161");
+        let Err(NetworkError::Inconsistent(message)) =
+            Network::from_toml(&format!("{TWO_CITIES}{in_part}"))
+        else {
+            panic!("a node shared in part is refused");
+        };
+        assert!(
+            message.contains("370900") && message.contains("370990"),
+            "{message}"
+        );
+        assert!(
+            message.contains("same identity, catalog and settlement"),
+            "{message}"
+        );
+
+        let across = shared.replace("city = \"370900\"", "city = \"370100\"");
+        let Err(NetworkError::Inconsistent(message)) =
+            Network::from_toml(&format!("{TWO_CITIES}{across}"))
+        else {
+            panic!("a node shared across cities is refused");
+        };
+        assert!(message.contains("pools of one city"), "{message}");
+
+        // Port 0 is no address: pools listing it share nothing.
+        let mut ephemeral = format!("{TWO_CITIES}{SECOND_POOL}");
+        for port in ["7111", "7112", "7113", "7191", "7192", "7193", "7400"] {
+            ephemeral = ephemeral.replace(&format!(":{port}"), ":0");
+        }
+        let network = Network::from_toml(&ephemeral).expect("ephemeral endpoints share nothing");
+        let mines = network.pool(PoolCode::parse("370990").unwrap()).unwrap();
+        assert_eq!(network.node_pools(mines).len(), 1);
+
+        let ledger = SECOND_POOL.replace("7193", "7400");
+        let Err(NetworkError::Inconsistent(message)) =
+            Network::from_toml(&format!("{TWO_CITIES}{ledger}"))
+        else {
+            panic!("a pool on the ledger's endpoint is refused");
+        };
+        assert!(message.contains("ledger"), "{message}");
     }
 
     // Proves a duplicated city code is refused.

@@ -26,7 +26,7 @@ impl Peers {
         for city in network.enabled_pools().filter(|city| city.code != own) {
             clients.insert(
                 city.code,
-                IdentityServiceClient::new(peer_channel(&city.identity, access)?),
+                IdentityServiceClient::new(peer_channel(&city.identity, Some(city.code), access)?),
             );
         }
         Ok(Peers { clients })

@@ -1,4 +1,5 @@
-//! Every service of every enabled city and the clearing house, in one process.
+//! Every service of every enabled city and the clearing house, in one process: one server per
+//! node and service, a node serving one pool or several pools of a city.
 //!
 //! `yitong dev` runs it on the ports of the network file; the test sandbox runs it on ports the
 //! kernel picks (port 0), and rewrites the network so the nodes find each other there.
@@ -11,7 +12,7 @@ use std::sync::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use yitong_catalog::{CatalogNode, seed_diseases, seed_institutions, seed_items, seed_policies};
-use yitong_core::{Network, Owner, PoolCode, Service};
+use yitong_core::{Network, Owner, PoolCode, Service, is_ephemeral};
 use yitong_rpc::CallLimits;
 use yitong_settlement::benefit::{seed_disease_policies, seed_filing_policies};
 
@@ -24,7 +25,7 @@ use yitong_store::{Location, PoolLimits, Store, StoreError};
 
 use yitong_seeds::Seeds;
 
-use crate::{Role, serve};
+use crate::{Role, serve_node};
 
 /// Where the servers of a local network listen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +90,13 @@ pub struct Endpoint {
 #[derive(Debug)]
 pub struct LocalNetwork {
     network: Arc<Network>,
-    /// Every server, in start order; `stores[i]` is the store of `endpoints[i]`.
+    /// Every pool's (and the clearing house's) service, in start order; `stores[i]` is the
+    /// store of `endpoints[i]`.
     endpoints: Vec<Endpoint>,
     stores: Vec<Store>,
+    /// Every server: the indices in `endpoints` of the owners it serves, one for a node of one
+    /// pool or the ledger, several for a node shared by pools of one city, all at one URL.
+    nodes: Vec<Vec<usize>>,
     calls: CallLimits,
     shed: ShedLimits,
     security: Security,
@@ -99,10 +104,10 @@ pub struct LocalNetwork {
     servers: Mutex<Servers>,
 }
 
-/// The running server tasks, by owner and service, each with its own shutdown token.
+/// The running server tasks, by their index in `nodes`, each with its own shutdown token.
 #[derive(Debug, Default)]
 struct Servers {
-    tasks: HashMap<(Owner, Service), (ServerTask, CancellationToken)>,
+    tasks: HashMap<usize, (ServerTask, CancellationToken)>,
 }
 
 type ServerTask = tokio::task::JoinHandle<Result<(), ServeError>>;
@@ -112,13 +117,14 @@ const CITY_SERVICES: [Service; 3] = [Service::Identity, Service::Catalog, Servic
 
 impl LocalNetwork {
     /// Binds every server, opens and migrates every store, seeds empty ones, and starts serving.
+    /// Pools that list the same endpoints in the network file share one server per service.
     pub async fn start(options: LocalNetworkOptions) -> Result<LocalNetwork, NodeError> {
         let mut network = options.network;
         let cities: Vec<PoolCode> = network.enabled_pools().map(|city| city.code).collect();
 
-        // Bind first: on ephemeral ports, the addresses are only known now, and every node
-        // must be told them before it starts calling the others.
-        let mut listeners = Vec::new();
+        // The servers, each with the endpoint the network file gives it and the owners it
+        // serves, in the order their first owner comes.
+        let mut planned: Vec<(Service, String, Vec<Owner>)> = Vec::new();
         for (owner, service) in cities
             .iter()
             .flat_map(|city| CITY_SERVICES.map(|service| (Owner::Pool(*city), service)))
@@ -130,6 +136,21 @@ impl LocalNetwork {
                 }
                 Owner::ClearingHouse => network.clearing_house.ledger.clone(),
             };
+            // An endpoint on port 0 is a server of its own wherever the file lists it.
+            match planned.iter_mut().find(|(other, url, _)| {
+                *other == service && *url == configured && !is_ephemeral(&configured)
+            }) {
+                Some((_, _, owners)) => owners.push(owner),
+                None => planned.push((service, configured, vec![owner])),
+            }
+        }
+
+        // Bind first: on ephemeral ports, the addresses are only known now, and every node
+        // must be told them before it starts calling the others.
+        let mut endpoints = Vec::new();
+        let mut nodes = Vec::new();
+        let mut listeners = Vec::new();
+        for (service, configured, owners) in planned {
             let address = match options.bind {
                 Bind::FromNetwork => socket_address(&configured)?,
                 Bind::Ephemeral => "127.0.0.1:0".to_owned(),
@@ -147,34 +168,38 @@ impl LocalNetwork {
                 "http"
             };
             let url = format!("{scheme}://{local}");
-            let code = match owner {
-                Owner::Pool(city) => city,
-                Owner::ClearingHouse => cities[0],
-            };
-            network.set_endpoint(code, service, url.clone());
-            listeners.push((
-                Endpoint {
+            let mut served = Vec::new();
+            for owner in owners {
+                let code = match owner {
+                    Owner::Pool(city) => city,
+                    Owner::ClearingHouse => cities[0],
+                };
+                network.set_endpoint(code, service, url.clone());
+                served.push(endpoints.len());
+                endpoints.push(Endpoint {
                     owner,
                     service,
-                    url,
-                },
-                listener,
-            ));
+                    url: url.clone(),
+                });
+            }
+            nodes.push(served);
+            listeners.push(listener);
         }
         let network = Arc::new(network);
 
         let shutdown = CancellationToken::new();
         let mut running = LocalNetwork {
             network,
-            endpoints: Vec::new(),
+            endpoints,
             stores: Vec::new(),
+            nodes,
             calls: options.calls,
             shed: options.shed,
             security: options.security,
             shutdown,
             servers: Mutex::new(Servers::default()),
         };
-        for (endpoint, listener) in listeners {
+        for endpoint in &running.endpoints {
             let store = Store::open(
                 &options.location,
                 endpoint.service,
@@ -183,26 +208,54 @@ impl LocalNetwork {
             )
             .await?;
             store.migrate().await?;
-            running
-                .spawn(&endpoint, &store, listener, options.seeds.as_ref())
-                .await?;
             running.stores.push(store);
-            running.endpoints.push(endpoint);
+        }
+        for (node, listener) in listeners.into_iter().enumerate() {
+            running
+                .spawn(node, listener, options.seeds.as_ref())
+                .await?;
         }
         Ok(running)
     }
 
-    /// Builds the role of one server and serves it on `listener`, under its own shutdown token
-    /// (a child of the network's) so that it can be stopped alone.
+    /// Builds the roles of one server, one per owner it serves, and serves them on `listener`,
+    /// under its own shutdown token (a child of the network's) so that it can be stopped alone.
     async fn spawn(
         &self,
-        endpoint: &Endpoint,
-        store: &Store,
+        node: usize,
         listener: TcpListener,
         seeds: Option<&Seeds>,
     ) -> Result<(), NodeError> {
-        let network = &self.network;
         let shutdown = self.shutdown.child_token();
+        let mut roles = Vec::new();
+        for &index in &self.nodes[node] {
+            let endpoint = &self.endpoints[index];
+            let role = self
+                .role(endpoint, &self.stores[index], seeds, &shutdown)
+                .await?;
+            roles.push((endpoint.owner, role));
+        }
+        let security = self.security.clone();
+        let stop = shutdown.clone();
+        let shed = self.shed;
+        let task =
+            tokio::spawn(async move { serve_node(roles, listener, &security, shed, stop).await });
+        let mut servers = self.servers.lock().expect("server table");
+        servers.tasks.insert(node, (task, shutdown));
+        Ok(())
+    }
+
+    /// The role of one owner's service on its store, seeded from `seeds` when given; its
+    /// background work (a settlement node's recovery sweep, the ledger's expiry sweep) runs
+    /// until `shutdown`.
+    async fn role(
+        &self,
+        endpoint: &Endpoint,
+        store: &Store,
+        seeds: Option<&Seeds>,
+        shutdown: &CancellationToken,
+    ) -> Result<Role, NodeError> {
+        let network = &self.network;
         let access = self.security.peer_access(endpoint.owner, self.calls)?;
         let access = &access;
         let role = match (endpoint.owner, endpoint.service) {
@@ -287,44 +340,46 @@ impl LocalNetwork {
             }
             (owner, service) => unreachable!("{owner} does not run {service}"),
         };
-        let security = self.security.clone();
-        let owner = endpoint.owner;
-        let stop = shutdown.clone();
-        let shed = self.shed;
-        let task =
-            tokio::spawn(async move { serve(owner, role, listener, &security, shed, stop).await });
-        let key = (endpoint.owner, endpoint.service);
-        let mut servers = self.servers.lock().expect("server table");
-        servers.tasks.insert(key, (task, shutdown));
-        Ok(())
+        Ok(role)
     }
 
-    /// Kills one server as a crash would: calls in flight are cut, nothing is drained, and its
-    /// background work (a settlement node's recovery sweep, the ledger's expiry sweep) stops
-    /// with it. Its store stays.
-    pub fn abort(&self, owner: Owner, service: Service) {
-        let mut servers = self.servers.lock().expect("server table");
-        if let Some((task, shutdown)) = servers.tasks.remove(&(owner, service)) {
-            shutdown.cancel();
-            task.abort();
-        }
-    }
-
-    /// Starts a server again on its address and its store, as a restarted process would.
-    pub async fn restart(&self, owner: Owner, service: Service) -> Result<(), NodeError> {
-        self.abort(owner, service);
+    /// The server that serves `owner`'s `service`.
+    fn node_of(&self, owner: Owner, service: Service) -> usize {
         let index = self
             .endpoints
             .iter()
             .position(|endpoint| endpoint.owner == owner && endpoint.service == service)
             .unwrap_or_else(|| panic!("{owner} runs no {service} service"));
-        let endpoint = self.endpoints[index].clone();
-        let address = socket_address(&endpoint.url)?;
+        self.nodes
+            .iter()
+            .position(|served| served.contains(&index))
+            .expect("every endpoint is served by a node")
+    }
+
+    /// Kills the server of `owner`'s `service` as a crash would: calls in flight are cut,
+    /// nothing is drained, and its background work (a settlement node's recovery sweep, the
+    /// ledger's expiry sweep) stops with it. At a node shared by several pools, every pool's
+    /// service there goes down with it, as the one process would. Its stores stay.
+    pub fn abort(&self, owner: Owner, service: Service) {
+        let node = self.node_of(owner, service);
+        let mut servers = self.servers.lock().expect("server table");
+        if let Some((task, shutdown)) = servers.tasks.remove(&node) {
+            shutdown.cancel();
+            task.abort();
+        }
+    }
+
+    /// Starts the server of `owner`'s `service` again on its address and its stores, as a
+    /// restarted process would.
+    pub async fn restart(&self, owner: Owner, service: Service) -> Result<(), NodeError> {
+        self.abort(owner, service);
+        let node = self.node_of(owner, service);
+        let url = &self.endpoints[self.nodes[node][0]].url;
+        let address = socket_address(url)?;
         let listener = TcpListener::bind(&address)
             .await
             .map_err(|source| NodeError::Bind { address, source })?;
-        self.spawn(&endpoint, &self.stores[index], listener, None)
-            .await
+        self.spawn(node, listener, None).await
     }
 
     /// The network as it runs, with the endpoints actually bound.

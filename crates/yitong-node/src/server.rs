@@ -1,4 +1,6 @@
-//! One service on one listener, with grpc.health.v1 and server reflection (v1 and v1alpha).
+//! One service on one listener, with grpc.health.v1 and server reflection (v1 and v1alpha): of
+//! one pool, of several pools of one city (dispatched by the pool each call addresses), or the
+//! clearing house's.
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +24,7 @@ use yitong_telemetry::grpc::ServerLayer;
 
 use crate::Security;
 use crate::audit::AuditNode;
+use crate::dispatch::{Dispatch, Stack};
 use yitong_auth::AuthLayer;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,12 +111,8 @@ fn start_metrics(owner: &str, services: &[&str]) {
     }
 }
 
-/// Serves `role`, run by `owner`, on `listener` until `shutdown` is cancelled, then finishes
-/// the calls in flight and returns. Every call of the role's services gets a server span (which
-/// continues the caller's trace) and is counted in the process's metrics under `owner`; every
-/// call is authenticated and checked against the permission matrix (`yitong_auth`), then shed
-/// beyond `shed` ([`crate::shed`]). Without a PKI the server speaks plaintext, and refuses to
-/// unless it listens on a loopback address.
+/// Serves `role`, run by `owner`, on `listener` until `shutdown` is cancelled: a node of one
+/// pool, or the clearing house's ledger. See [`serve_node`].
 pub async fn serve(
     owner: Owner,
     role: Role,
@@ -122,13 +121,38 @@ pub async fn serve(
     shed: ShedLimits,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let tls = security.server_tls(owner)?;
+    serve_node(vec![(owner, role)], listener, security, shed, shutdown).await
+}
+
+/// Serves the roles of a node on `listener` until `shutdown` is cancelled, then finishes the
+/// calls in flight and returns: one role per pool the node serves (all of one service), each
+/// with its own services and store, behind one listener with one health service and one
+/// reflection service; every call goes to the pool it addresses ([`crate::dispatch`]). Every
+/// call of a pool's services gets a server span (which continues the caller's trace) and is
+/// counted in the process's metrics under its pool; every call is authenticated and checked
+/// against the permission matrix as its pool's (`yitong_auth`), then shed beyond `shed`, counted
+/// per pool as at a node of its own, since each pool's calls wait on its own stores
+/// ([`crate::shed`]). Without a PKI the server speaks plaintext, and
+/// refuses to unless it listens on a loopback address; with one it presents the certificate of
+/// its first pool's node.
+pub async fn serve_node(
+    roles: Vec<(Owner, Role)>,
+    listener: TcpListener,
+    security: &Security,
+    shed: ShedLimits,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let first = roles.first().expect("a node serves at least one owner").0;
+    let tls = security.server_tls(first)?;
     let address = listener.local_addr().map_err(ServeError::Address)?;
     if tls.is_none() && !address.ip().is_loopback() {
         return Err(ServeError::Plaintext(address));
     }
-    let names = role.service_names();
-    start_metrics(&owner.to_string(), &names);
+    let names = roles[0].1.service_names();
+    assert!(
+        roles.iter().all(|(_, role)| role.service_names() == names),
+        "a node's pools run the same service"
+    );
     let (health, health_service) = tonic_health::server::health_reporter();
 
     // Reflection lists exactly what this server serves, so `grpcurl list` tells the truth.
@@ -152,38 +176,47 @@ pub async fn serve(
         .build_v1alpha()
         .expect("descriptor sets are well formed");
 
+    let mut stacks: Vec<(Owner, Stack)> = Vec::new();
+    for (owner, role) in roles {
+        start_metrics(&owner.to_string(), &names);
+        let routes = tonic::service::Routes::new(health_service.clone())
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone())
+            .add_service(AuditServiceServer::new(AuditNode::new(
+                owner,
+                role.store().clone(),
+            )));
+        let routes = match role {
+            Role::Identity(node) => routes.add_service(limited!(IdentityServiceServer::new(*node))),
+            Role::Catalog(node) => routes.add_service(limited!(CatalogServiceServer::new(node))),
+            Role::Settlement(settlement, benefit) => routes
+                .add_service(limited!(SettlementServiceServer::new(settlement)))
+                .add_service(limited!(FilingServiceServer::new(benefit.clone())))
+                .add_service(limited!(CertificationServiceServer::new(benefit.clone())))
+                .add_service(limited!(BenefitServiceServer::new(benefit))),
+            Role::Ledger(node) => routes.add_service(limited!(LedgerServiceServer::new(node))),
+        };
+        // Outermost first: every call is traced and counted, then authenticated (so a refusal
+        // costs no handler), then shed by its authenticated caller when too many are in
+        // flight; what is admitted has its request body checked frame by frame, so a message
+        // that does not decode is refused INVALID_ARGUMENT (and counted so) before tonic
+        // reads it.
+        let stack = tower::ServiceBuilder::new()
+            .layer(ServerLayer::new(owner.to_string()))
+            .layer(AuthLayer::new(owner, security.keyring.clone()))
+            .layer(ShedLayer::new(shed))
+            .layer(FrameCheckLayer)
+            .service(routes.prepare());
+        stacks.push((owner, Stack::new(stack)));
+    }
+    let dispatch = Dispatch::new(stacks, security.keyring.clone());
+
     let mut builder = Server::builder()
         .max_concurrent_streams(limits::STREAMS_PER_CONNECTION_MAX)
         .http2_max_header_list_size(limits::HEADER_LIST_BYTES_MAX);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    // Outermost first: every call is traced and counted, then authenticated (so a refusal
-    // costs no handler), then shed by its authenticated caller when too many are in flight;
-    // what is admitted has its request body checked frame by frame, so a message that does not
-    // decode is refused INVALID_ARGUMENT (and counted so) before tonic reads it.
-    let router = builder
-        .layer(ServerLayer::new(owner.to_string()))
-        .layer(AuthLayer::new(owner, security.keyring.clone()))
-        .layer(ShedLayer::new(shed))
-        .layer(FrameCheckLayer)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(AuditServiceServer::new(AuditNode::new(
-            owner,
-            role.store().clone(),
-        )));
-    let router = match role {
-        Role::Identity(node) => router.add_service(limited!(IdentityServiceServer::new(*node))),
-        Role::Catalog(node) => router.add_service(limited!(CatalogServiceServer::new(node))),
-        Role::Settlement(settlement, benefit) => router
-            .add_service(limited!(SettlementServiceServer::new(settlement)))
-            .add_service(limited!(FilingServiceServer::new(benefit.clone())))
-            .add_service(limited!(CertificationServiceServer::new(benefit.clone())))
-            .add_service(limited!(BenefitServiceServer::new(benefit))),
-        Role::Ledger(node) => router.add_service(limited!(LedgerServiceServer::new(node))),
-    };
     for name in &names {
         health
             .set_service_status(*name, tonic_health::ServingStatus::Serving)
@@ -206,8 +239,8 @@ pub async fn serve(
     // Without TCP_NODELAY a reply split over several segments waits for the client's delayed
     // ACK: about 40 ms added to every larger answer.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    router
-        .serve_with_incoming_shutdown(incoming, shutting_down)
+    builder
+        .serve_with_incoming_shutdown(dispatch, incoming, shutting_down)
         .await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use yitong_core::PoolCode;
 
 /// Limits on every call one node makes to another.
 #[derive(Debug, Clone, Copy)]
@@ -65,12 +66,25 @@ impl PeerAccess {
     }
 }
 
+/// The metadata key that names the pool a call is addressed to: the national envelope's
+/// `mdtrtarea_admvs`, the region of the node's side of the call. A node that serves several
+/// pools of its city dispatches each call by it; a node of one pool takes a call without it,
+/// and refuses one naming another pool.
+pub const POOL_METADATA: &str = "yitong-pool";
+
+/// The `yitong-pool` value of `pool`. A pool code is six ASCII digits, always a header value.
+pub fn pool_header(pool: PoolCode) -> http::HeaderValue {
+    http::HeaderValue::from_str(&pool.to_string()).expect("a pool code is a header value")
+}
+
 /// A channel that presents a credential on every call: the `authorization` metadata, unless
-/// the call carries its own.
+/// the call carries its own; and, when it reaches a pool's node, the pool it addresses
+/// (`yitong-pool`), unless the call names one itself.
 #[derive(Debug, Clone)]
 pub struct Authorized<C> {
     inner: C,
     authorization: Option<http::HeaderValue>,
+    pool: Option<http::HeaderValue>,
 }
 
 impl<C> Authorized<C> {
@@ -78,7 +92,15 @@ impl<C> Authorized<C> {
         Authorized {
             inner,
             authorization,
+            pool: None,
         }
+    }
+
+    /// Every call addresses `pool` at the node it reaches (`None`: the clearing house, which
+    /// serves no pool).
+    pub fn addressed_to(mut self, pool: Option<PoolCode>) -> Authorized<C> {
+        self.pool = pool.map(pool_header);
+        self
     }
 }
 
@@ -104,6 +126,12 @@ where
                 .entry(http::header::AUTHORIZATION)
                 .or_insert_with(|| value.clone());
         }
+        if let Some(value) = &self.pool {
+            request
+                .headers_mut()
+                .entry(POOL_METADATA)
+                .or_insert_with(|| value.clone());
+        }
         self.inner.call(request)
     }
 }
@@ -124,9 +152,11 @@ pub fn bearer(key: &str) -> Result<Option<http::HeaderValue>, http::header::Inva
 pub type PeerChannel = yitong_telemetry::grpc::Traced<Authorized<Channel>>;
 
 /// A channel to another node that connects on first use and reconnects after failures, with a
-/// deadline on every call, so a node never waits without bound on a peer.
+/// deadline on every call, so a node never waits without bound on a peer. Every call names
+/// `pool`, the pool it addresses at that node (`None` for the clearing house's ledger).
 pub fn peer_channel(
     endpoint: &str,
+    pool: Option<PoolCode>,
     access: &PeerAccess,
 ) -> Result<PeerChannel, tonic::transport::Error> {
     let limits = access.limits;
@@ -144,7 +174,7 @@ pub fn peer_channel(
         .tcp_nodelay(true);
     let server = builder.uri().clone();
     Ok(yitong_telemetry::grpc::Traced::new(
-        Authorized::new(builder.connect_lazy(), access.authorization.clone()),
+        Authorized::new(builder.connect_lazy(), access.authorization.clone()).addressed_to(pool),
         &server,
     ))
 }

@@ -12,7 +12,10 @@ mod timestamp;
 pub mod visibility;
 
 pub use caller::{BadCaller, Caller, Denied, Role};
-pub use channel::{Authorized, CallLimits, PeerAccess, PeerChannel, bearer, peer_channel};
+pub use channel::{
+    Authorized, CallLimits, POOL_METADATA, PeerAccess, PeerChannel, bearer, peer_channel,
+    pool_header,
+};
 pub use invalid::invalid_argument;
 pub use peer::PeerFault;
 pub use timestamp::{ms_of_timestamp, timestamp_of_ms};

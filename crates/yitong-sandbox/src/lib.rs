@@ -59,11 +59,15 @@ pub const RESTART_TRIES: u32 = 120;
 const RESTART_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A client channel of the sandbox: it presents its caller's API key on every call, unless the
-/// call carries its own `authorization` ([`as_its_bureau`]).
+/// call carries its own `authorization` ([`as_its_bureau`]), and names the pool it addresses
+/// (`yitong-pool`) at a pool's node, as every Yitong client does, unless the call names one
+/// itself or the channel was made [`As::unaddressed`].
 #[derive(Debug, Clone)]
 pub struct Channel {
     inner: tonic::transport::Channel,
     credential: Credential,
+    /// The `yitong-pool` value every call carries, if any.
+    pool: Option<http::HeaderValue>,
     owner: Owner,
     service: Service,
     journal: journal::Journal,
@@ -119,6 +123,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
                 .headers_mut()
                 .entry(http::header::AUTHORIZATION)
                 .or_insert(value);
+        }
+        if let Some(value) = &self.pool {
+            request
+                .headers_mut()
+                .entry(yitong_rpc::POOL_METADATA)
+                .or_insert_with(|| value.clone());
         }
         let caller = request
             .headers()
@@ -734,6 +744,7 @@ impl Sandbox {
         As {
             sandbox: self,
             credential: Credential::Fixed(header_of(caller)),
+            addressed: true,
         }
     }
 
@@ -742,6 +753,7 @@ impl Sandbox {
         As {
             sandbox: self,
             credential: Credential::Anonymous,
+            addressed: true,
         }
     }
 
@@ -831,6 +843,7 @@ impl Sandbox {
                 node: header_of(&format!("node:{JINAN}")),
                 house: header_of("bureau:clearing"),
             },
+            addressed: true,
         };
         view.ledger()
     }
@@ -890,9 +903,18 @@ impl Sandbox {
 pub struct As<'a> {
     sandbox: &'a Sandbox,
     credential: Credential,
+    /// Whether calls name the pool they address (`yitong-pool`), as Yitong's clients do.
+    addressed: bool,
 }
 
 impl As<'_> {
+    /// The same caller, its calls naming no pool: as an HIS that knows nothing of the
+    /// metadata calls, to be dispatched by its credential.
+    pub fn unaddressed(mut self) -> Self {
+        self.addressed = false;
+        self
+    }
+
     /// A channel to one server whose calls are cut off after 30 s.
     pub fn channel(&self, owner: Owner, service: Service) -> Channel {
         self.channel_with_timeout(owner, service, Duration::from_secs(30))
@@ -909,9 +931,14 @@ impl As<'_> {
             .expect("endpoint URL is valid")
             .timeout(timeout)
             .connect_lazy();
+        let pool = match owner {
+            Owner::Pool(code) if self.addressed => Some(yitong_rpc::pool_header(code)),
+            _ => None,
+        };
         Channel {
             inner: channel,
             credential: self.credential.clone(),
+            pool,
             owner,
             service,
             journal: self.sandbox.journal.clone(),

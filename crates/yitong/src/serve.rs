@@ -98,6 +98,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
+    if let Owner::Pool(code) = owner {
+        alone_at_its_node(&network, code)
+            .with_context(|| format!("cannot serve from {}", network_path.display()))?;
+    }
     let database_url = settings.database_url.as_ref().context(
         "no database: set --database-url, YITONG_DATABASE_URL or database_url in the config file",
     )?;
@@ -241,4 +245,69 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     serve(owner, role, listener, &security, shed, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Refuses a pool whose node the network file shares with other pools of its city: this
+/// process would serve one pool on an endpoint every one of them is reached at, and the others
+/// would find their calls refused. A shared node runs in `yitong dev` (and the sandbox); a
+/// process serving every pool of its endpoint, with each pool's keys, is not built yet.
+fn alone_at_its_node(network: &Network, code: PoolCode) -> anyhow::Result<()> {
+    let pool = network.pool(code).expect("the pool is in the network");
+    let others: Vec<String> = network
+        .node_pools(pool)
+        .iter()
+        .filter(|other| other.code != code)
+        .map(|other| other.code.to_string())
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "pool {code} shares its node ({}, {}, {}) with pool {}: `yitong serve` runs the node of \
+         one pool; give each pool endpoints of its own, or run the shared node in `yitong dev`",
+        pool.identity,
+        pool.catalog,
+        pool.settlement,
+        others.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Proves a pool of a node of its own is served, and a pool whose node the file shares with
+    // another pool of its city is refused, naming both pools.
+    #[test]
+    fn a_pool_of_a_shared_node_is_refused() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../seeds/network.toml"
+        ))
+        .expect("seeds/network.toml");
+        let code = |text: &str| PoolCode::parse(text).expect("a pool code");
+        let seeds = Network::from_toml(&text).expect("the seeds' network");
+        let dongying = seeds.pool(code("370500")).expect("Dongying");
+        let oilfield = seeds.pool(code("370590")).expect("the Oilfield");
+        assert!(alone_at_its_node(&seeds, dongying.code).is_ok());
+
+        let mut shared = text.clone();
+        for (theirs, ours) in [
+            (&oilfield.identity, &dongying.identity),
+            (&oilfield.catalog, &dongying.catalog),
+            (&oilfield.settlement, &dongying.settlement),
+        ] {
+            shared = shared.replace(&format!("\"{theirs}\""), &format!("\"{ours}\""));
+        }
+        let shared = shared.replace("enabled = false", "enabled = true");
+        let shared = Network::from_toml(&shared).expect("a shared node is valid");
+        let refusal = alone_at_its_node(&shared, dongying.code)
+            .expect_err("Dongying's node is shared")
+            .to_string();
+        assert!(
+            refusal.contains("370500") && refusal.contains("370590"),
+            "{refusal}"
+        );
+        assert!(alone_at_its_node(&shared, code("370100")).is_ok());
+    }
 }

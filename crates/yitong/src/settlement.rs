@@ -83,11 +83,18 @@ async fn show(args: ShowArgs) -> anyhow::Result<Outcome> {
             network.endpoint(city, Service::Settlement)
         }
     };
+    // The institution's pool is the pool the call addresses at its node, which may serve
+    // several pools of the city.
+    let pool = args
+        .institution
+        .get(1..7)
+        .and_then(|code| PoolCode::parse(code).ok());
     let channel = args
         .client
         .connect(&url, Duration::from_secs(10))
         .await
-        .context("cannot reach the settlement service")?;
+        .context("cannot reach the settlement service")?
+        .addressed_to(pool);
     let mut request = tonic::Request::new(pb::GetSettlementRequest {
         key: Some(pb::get_settlement_request::Key::SettlementId(
             args.settlement_id.clone(),

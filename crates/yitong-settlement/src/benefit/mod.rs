@@ -87,8 +87,8 @@ impl BenefitNode {
         let own = network
             .pool(city)
             .expect("a node runs for a city of its network");
-        let identity = IdentityServiceClient::new(peer_channel(&own.identity, access)?);
-        let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, access)?);
+        let identity = IdentityServiceClient::new(peer_channel(&own.identity, Some(city), access)?);
+        let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, Some(city), access)?);
         let node = BenefitNode {
             city,
             store,

@@ -180,19 +180,19 @@ impl SettlementNode {
         let own = network
             .pool(city)
             .expect("a node runs for a city of its network");
-        let identity = IdentityServiceClient::new(peer_channel(&own.identity, access)?);
-        let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, access)?);
+        let identity = IdentityServiceClient::new(peer_channel(&own.identity, Some(city), access)?);
+        let catalog = CatalogServiceClient::new(peer_channel(&own.catalog, Some(city), access)?);
         let mut benefits = HashMap::new();
         let mut filings = HashMap::new();
         let mut certifications = HashMap::new();
         for peer in network.enabled_pools() {
-            let channel = peer_channel(&peer.settlement, access)?;
+            let channel = peer_channel(&peer.settlement, Some(peer.code), access)?;
             benefits.insert(peer.code, BenefitServiceClient::new(channel.clone()));
             filings.insert(peer.code, FilingServiceClient::new(channel.clone()));
             certifications.insert(peer.code, CertificationServiceClient::new(channel));
         }
         let ledger =
-            LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, access)?);
+            LedgerServiceClient::new(peer_channel(&network.clearing_house.ledger, None, access)?);
         let insured: Vec<(String, String)> = network
             .enabled_pools()
             .map(|peer| (peer.city.to_string(), peer.code.to_string()))

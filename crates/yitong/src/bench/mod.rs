@@ -241,7 +241,11 @@ async fn reach(args: &BenchArgs, lines: u32) -> anyhow::Result<Reached> {
         let bureau = Caller::Bureau(Owner::Pool(city.code));
         bureau_clients.insert(
             city.code,
-            SettlementServiceClient::new(as_caller(&credentials, &bureau, &city.settlement).await?),
+            SettlementServiceClient::new(
+                as_caller(&credentials, &bureau, &city.settlement)
+                    .await?
+                    .addressed_to(Some(city.code)),
+            ),
         );
     }
     let house = Caller::Bureau(Owner::ClearingHouse);
