@@ -317,6 +317,17 @@ fn today_totals<'a>(
 /// entry lists Dongying's three endpoints, as a bureau running both pools in one process
 /// writes it, and the file is loaded (and checked) from that text.
 fn one_node_for_dongying() -> Network {
+    let network = Network::from_toml(&one_node_for_dongying_text())
+        .expect("a node shared by two pools of a city is valid");
+    let code = |text: &str| PoolCode::parse(text).expect("a pool code");
+    let dongying = network.pool(code(DONGYING)).expect("Dongying's pool");
+    let oilfield = network.pool(code(OILFIELD)).expect("the Oilfield's pool");
+    assert!(oilfield.enabled && oilfield.settlement == dongying.settlement);
+    network
+}
+
+/// The text of that network file.
+fn one_node_for_dongying_text() -> String {
     let seeds = yitong_sandbox::seeds_network();
     let code = |text: &str| PoolCode::parse(text).expect("a pool code");
     let dongying = seeds.pool(code(DONGYING)).expect("Dongying's pool");
@@ -339,11 +350,174 @@ fn one_node_for_dongying() -> Network {
     ] {
         block = block.replace(&format!("\"{theirs}\""), &format!("\"{ours}\""));
     }
-    text = text.replacen(&whole, &block, 1);
-    let network = Network::from_toml(&text).expect("a node shared by two pools of a city is valid");
-    let oilfield = network.pool(code(OILFIELD)).expect("the Oilfield's pool");
-    assert!(oilfield.enabled && oilfield.settlement == dongying.settlement);
-    network
+    text.replacen(&whole, &block, 1)
+}
+
+/// Proves `yitong serve` runs a shared node as one process: with the Oilfield's pool on
+/// Dongying's node in the network file, `yitong serve catalog --city 370500` serves both pools'
+/// catalogs on the one endpoint, each from its own store, with a node key for each pool; an
+/// Oilfield hospital's call without the pool metadata is answered from the Oilfield's catalog
+/// (its consultation capped at 14.00), a call addressed to Dongying's pool from Dongying's
+/// (13.00), each naming its pool. Real processes on embedded SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yitong_serve_runs_a_shared_node() {
+    use yitong_proto::catalog::v1::LookupItemsRequest;
+    use yitong_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let seeds = dir.path().join("seeds");
+    std::fs::create_dir(&seeds).expect("the seeds directory");
+    for entry in std::fs::read_dir(yitong_sandbox::seeds_dir()).expect("the seeds") {
+        let path = entry.expect("a seed file").path();
+        if path.is_file() {
+            std::fs::copy(&path, seeds.join(path.file_name().unwrap())).expect("copied");
+        }
+    }
+    // Dongying's node (and so the Oilfield's) on free ports of this machine.
+    let mut text = one_node_for_dongying_text();
+    let dongying = yitong_sandbox::seeds_network()
+        .pool(PoolCode::parse(DONGYING).unwrap())
+        .cloned()
+        .expect("Dongying");
+    for configured in [&dongying.identity, &dongying.catalog, &dongying.settlement] {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = free.local_addr().unwrap().port();
+        text = text.replace(
+            &format!("\"{configured}\""),
+            &format!("\"http://127.0.0.1:{port}\""),
+        );
+    }
+    let network_file = seeds.join("network.toml");
+    std::fs::write(&network_file, &text).expect("the network file");
+    let network = Network::from_toml(&text).expect("valid");
+    let endpoint = network
+        .pool(PoolCode::parse(OILFIELD).unwrap())
+        .expect("the Oilfield")
+        .catalog
+        .clone();
+
+    let data = dir.path().join("data");
+    let yitong = |args: &[&str]| {
+        let output = std::process::Command::new(yitong_tests::yitong())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("the binary runs");
+        assert!(output.status.success(), "yitong {args:?}: {output:?}");
+        String::from_utf8(output.stdout)
+            .expect("UTF-8")
+            .trim()
+            .to_owned()
+    };
+    let (seeds_arg, data_arg) = (seeds.to_str().unwrap(), data.to_str().unwrap());
+    yitong(&[
+        "seed",
+        "--seeds",
+        seeds_arg,
+        "--database-url",
+        data_arg,
+        "--dev-keys",
+    ]);
+    let keys = dir.path().join("keys.toml");
+    let keys_arg = keys.to_str().unwrap();
+    let mut issued = BTreeMap::new();
+    for caller in [
+        format!("node:{DONGYING}"),
+        format!("node:{OILFIELD}"),
+        format!("institution:H{DONGYING}00001"),
+        format!("institution:H{OILFIELD}00001"),
+    ] {
+        issued.insert(
+            caller.clone(),
+            yitong(&["key", "issue", &caller, "--keys", keys_arg]),
+        );
+    }
+    let node_keys = format!(
+        "{DONGYING}={},{OILFIELD}={}",
+        issued[&format!("node:{DONGYING}")],
+        issued[&format!("node:{OILFIELD}")]
+    );
+    let mut server = tokio::process::Command::new(yitong_tests::yitong())
+        .args(["serve", "catalog", "--city", DONGYING, "--network"])
+        .arg(&network_file)
+        .args([
+            "--database-url",
+            data_arg,
+            "--keys",
+            keys_arg,
+            "--node-key",
+            &node_keys,
+        ])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("yitong serve starts");
+
+    let channel = tonic::transport::Endpoint::from_shared(endpoint)
+        .expect("an endpoint")
+        .connect_lazy();
+    let ask = |institution: &str, pool: Option<&str>| {
+        let mut request = tonic::Request::new(LookupItemsRequest {
+            codes: vec!["001102000010000".to_owned()],
+            institution_code: institution.to_owned(),
+            ..Default::default()
+        });
+        let key = &issued[&format!("institution:{institution}")];
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {key}").parse().expect("a header value"),
+        );
+        if let Some(pool) = pool {
+            request
+                .metadata_mut()
+                .insert(POOL_METADATA, pool.parse().expect("a header value"));
+        }
+        request
+    };
+    let oilfield_hospital = format!("H{OILFIELD}00001");
+    let started = std::time::Instant::now();
+    let reply = loop {
+        match CatalogServiceClient::new(channel.clone())
+            .lookup_items(ask(&oilfield_hospital, None))
+            .await
+        {
+            Ok(reply) => break reply.into_inner(),
+            Err(status) if started.elapsed() < std::time::Duration::from_secs(60) => {
+                assert!(
+                    server.try_wait().expect("the server's state").is_none(),
+                    "yitong serve stopped: {status:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(status) => panic!("the shared node never answered: {status:?}"),
+        }
+    };
+    assert_eq!(reply.city, OILFIELD, "{reply:?}");
+    assert_eq!(
+        reply.items[0]
+            .item
+            .as_ref()
+            .expect("in the catalog")
+            .price_cap,
+        "14.00"
+    );
+
+    let dongying_hospital = format!("H{DONGYING}00001");
+    let reply = CatalogServiceClient::new(channel.clone())
+        .lookup_items(ask(&dongying_hospital, Some(DONGYING)))
+        .await
+        .expect("Dongying's catalog answers")
+        .into_inner();
+    assert_eq!(reply.city, DONGYING, "{reply:?}");
+    assert_eq!(
+        reply.items[0]
+            .item
+            .as_ref()
+            .expect("in the catalog")
+            .price_cap,
+        "13.00"
+    );
+    server.kill().await.expect("stopped");
 }
 
 /// The status a refused call must get: INVALID_ARGUMENT naming the `yitong-pool` metadata.

@@ -26,8 +26,9 @@ const ENV_PREFIX: &str = "YITONG_";
 #[derive(Debug, Default, Clone, Args, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Region code of the pool this node serves: a city's own pool has the city's code (not for
-    /// the ledger, which the clearing house runs).
+    /// Region code of a pool this node serves: a city's own pool has the city's code (not for
+    /// the ledger, which the clearing house runs). A node the network file shares among pools
+    /// of one city serves all of them, named by any one.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub city: Option<String>,
@@ -51,8 +52,9 @@ pub struct Settings {
     #[arg(long, value_parser = secret)]
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "expose")]
     pub pii_hash_key: Option<SecretString>,
-    /// Base64 of the city's 32-byte Ed25519 key that signs e-vouchers (identity only); its
-    /// public half is the city's `e_voucher_key` in the network file.
+    /// Base64 of the pool's 32-byte Ed25519 key that signs e-vouchers (identity only); its
+    /// public half is the pool's `e_voucher_key` in the network file. A node of several pools
+    /// takes one key a pool, separated by commas, each matched to its pool by its public half.
     #[arg(long, value_parser = secret)]
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "expose")]
     pub e_voucher_signing_key: Option<SecretString>,
@@ -90,7 +92,8 @@ pub struct Settings {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keys: Option<PathBuf>,
-    /// This node's own API key, presented to its peers on a loopback network without a PKI.
+    /// This node's own API key, presented to its peers on a loopback network without a PKI. A
+    /// node of several pools takes POOL=KEY for each, separated by commas.
     #[arg(long, value_parser = secret)]
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "expose")]
     pub node_key: Option<SecretString>,

@@ -41,7 +41,8 @@ enum Command {
     /// Run the four pilot cities and the clearing house in one process, on embedded SQLite
     /// under ./data (or PostgreSQL with --database-url). Seeds empty stores on first start.
     Dev(dev::DevArgs),
-    /// Run one service of one city (or the clearing house's ledger) as its own process.
+    /// Run one service of one pool's node (every pool the network file puts on it), or the
+    /// clearing house's ledger, as its own process.
     Serve(serve::ServeArgs),
     /// Print fresh secrets for one city's identity node, and the public e-voucher key for the
     /// network file.
