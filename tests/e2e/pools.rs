@@ -332,7 +332,7 @@ fn one_node_for_dongying_text() -> String {
     let code = |text: &str| PoolCode::parse(text).expect("a pool code");
     let dongying = seeds.pool(code(DONGYING)).expect("Dongying's pool");
     let oilfield = seeds.pool(code(OILFIELD)).expect("the Oilfield's pool");
-    let mut text = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("network.toml"))
+    let text = std::fs::read_to_string(yitong_sandbox::seeds_dir().join("network.toml"))
         .expect("seeds/network.toml");
     let entry = format!("code = \"{OILFIELD}\"");
     let at = text.find(&entry).expect("the Oilfield's entry");
