@@ -316,7 +316,7 @@ fn today_totals<'a>(
 /// The seeds' network file with the Oilfield's pool enabled and served by Dongying's node: its
 /// entry lists Dongying's three endpoints, as a bureau running both pools in one process
 /// writes it, and the file is loaded (and checked) from that text.
-fn one_node_for_dongying() -> Network {
+pub(crate) fn one_node_for_dongying() -> Network {
     let network = Network::from_toml(&one_node_for_dongying_text())
         .expect("a node shared by two pools of a city is valid");
     let code = |text: &str| PoolCode::parse(text).expect("a pool code");

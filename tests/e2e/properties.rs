@@ -11,7 +11,9 @@
 //! amounts back (its row still counts). An ordinary case may first have the insured city's
 //! bureau record a version of the patient's policy from today (once a key, as a day takes one
 //! version): that Settle, and every later one of the key, is priced under it, which the
-//! catalog node's copy of its policies must see the moment it is recorded.
+//! catalog node's copy of its policies must see the moment it is recorded. The cities are
+//! pools: the four pilot cities' and the Shengli Oilfield's, which Dongying's node serves beside
+//! Dongying's own, so cases cross two pools of one city and a node shared by both.
 
 use std::collections::HashMap;
 
@@ -34,6 +36,17 @@ use yitong_sandbox::{Database, PILOT_CITIES, Sandbox};
 use crate::settlement::{
     cancel_request, card, fen, hospital, line, register_request, upload_request,
 };
+
+/// The pools the cases are drawn from: the four pilot cities' and the Shengli Oilfield's, which
+/// the network of these cases serves on Dongying's node (`pools::one_node_for_dongying`), so
+/// that random visits cross a shared node and two pools of one city as well.
+fn pools() -> Vec<&'static str> {
+    PILOT_CITIES
+        .iter()
+        .copied()
+        .chain([crate::pools::OILFIELD])
+        .collect()
+}
 
 /// Seeded persons whose insurance is active: employees 1, 2, 8 (with an account), residents 3, 4.
 const ENTITLED: [u32; 5] = [1, 2, 3, 4, 8];
@@ -72,8 +85,8 @@ impl Case {
 
 fn cases() -> impl Strategy<Value = Case> {
     (
-        0..PILOT_CITIES.len(),
-        0..PILOT_CITIES.len(),
+        0..pools().len(),
+        0..pools().len(),
         prop::sample::select(ENTITLED.to_vec()),
         any::<bool>(),
         0..3u8,
@@ -127,7 +140,7 @@ fn codes() -> HashMap<String, Vec<String>> {
 
 /// What the insured city would answer for a one-yuan claim now: its view of the running totals.
 async fn totals(net: &Sandbox, case: &Case) -> (String, String, String) {
-    let (treatment, insured) = (PILOT_CITIES[case.treatment], PILOT_CITIES[case.insured]);
+    let (treatment, insured) = (pools()[case.treatment], pools()[case.insured]);
     let employee = matches!(case.person, 1 | 2 | 8);
     let claim = BenefitClaim {
         person_no: format!("{insured}{:010}", case.person),
@@ -167,10 +180,11 @@ async fn totals(net: &Sandbox, case: &Case) -> (String, String, String) {
 /// Every settlement-related account balance of the ledger.
 async fn balances(net: &Sandbox) -> HashMap<String, String> {
     let mut ids = Vec::new();
-    for treatment in PILOT_CITIES {
+    let pools = pools();
+    for &treatment in &pools {
         ids.push(format!("{treatment}.advances"));
         ids.push(format!("{treatment}.pool"));
-        for insured in PILOT_CITIES.iter().filter(|insured| **insured != treatment) {
+        for insured in pools.iter().filter(|insured| **insured != treatment) {
             ids.push(format!("{insured}->{treatment}.obligation"));
         }
     }
@@ -193,7 +207,7 @@ async fn balances(net: &Sandbox) -> HashMap<String, String> {
 /// Sets the case's filing policy and files its filing (a cross-city case only): the cut the
 /// settlement must carry, `None` when it must be refused, and the filing to cancel afterwards.
 async fn file(net: &Sandbox, case: &Case, tag: u32) -> (Option<u32>, Option<String>) {
-    let (treatment, insured) = (PILOT_CITIES[case.treatment], PILOT_CITIES[case.insured]);
+    let (treatment, insured) = (pools()[case.treatment], pools()[case.insured]);
     if treatment == insured {
         return (Some(0), None);
     }
@@ -260,7 +274,7 @@ fn policy_key(case: &Case) -> (&'static str, i32, i32) {
         390
     };
     let person_type = if matches!(case.person, 2 | 4) { 2 } else { 1 };
-    (PILOT_CITIES[case.insured], insurance_type, person_type)
+    (pools()[case.insured], insurance_type, person_type)
 }
 
 /// Records the case's new policy version, if it draws one and its key has none from today yet:
@@ -311,7 +325,7 @@ async fn settle_then_cancel(
     tag: u32,
     recorded: &mut HashMap<(&'static str, i32, i32), String>,
 ) {
-    let (treatment, insured) = (PILOT_CITIES[case.treatment], PILOT_CITIES[case.insured]);
+    let (treatment, insured) = (pools()[case.treatment], pools()[case.insured]);
     record_policy(net, case, tag, recorded).await;
     let (cut, filing) = file(net, case, tag).await;
     let certification = match case.disease {
@@ -559,7 +573,7 @@ async fn cancel_certification(net: &Sandbox, case: &Case, certification: Option<
     let Some(certification_id) = certification else {
         return;
     };
-    let insured = PILOT_CITIES[case.insured];
+    let insured = pools()[case.insured];
     net.bureau(insured)
         .certification(insured)
         .cancel_certification(CancelCertificationRequest {
@@ -576,7 +590,10 @@ fn settle_then_cancel_restores_everything(database: Database) {
         .enable_all()
         .build()
         .expect("runtime");
-    let Some(net) = runtime.block_on(Sandbox::start(database)) else {
+    let Some(net) = runtime.block_on(Sandbox::start_network(
+        database,
+        crate::pools::one_node_for_dongying(),
+    )) else {
         return;
     };
     let codes = codes();
