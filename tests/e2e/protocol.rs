@@ -521,8 +521,8 @@ struct PeerFaultCase {
 
 network_test! {
     /// Proves a peer's answer to the node's own call never reaches the HIS as if it were about
-    /// the HIS's request (defect 6): an insured city's service that refuses the node's Reserve
-    /// naming `claim.person_no` (the network file sends Jinan's claims to Zibo), a peer that
+    /// the HIS's request (defect 6): a peer node that refuses the node's Reserve naming its
+    /// `yitong-pool` metadata (the network file sends Jinan's claims to Zibo's node), a peer that
     /// does not accept the node's key (a stale secret), and peers that refuse the node
     /// permission (it presents an HIS's key) each leave the HIS an opaque INTERNAL, without the
     /// peer's field path or words. Nothing is left in doubt: the sweep leaves nothing behind,
@@ -543,9 +543,11 @@ network_test! {
                     let jinan = network.pools.iter_mut().find(|city| city.code.to_string() == JINAN).expect("Jinan");
                     jinan.settlement = zibo_settlement.clone();
                 }),
-                peer_said: ["claim.person_no", "is not insured"],
+                // Zibo's node serves no pool 370100: it refuses every call the node addresses
+                // to Jinan's pool, the Reserve and then the void, so the void is the sweep's.
+                peer_said: ["yitong-pool", "which this node does not serve"],
                 intent: true,
-                voided_by_sweep: 0,
+                voided_by_sweep: 1,
             },
             PeerFaultCase {
                 tag: "stale-key",
