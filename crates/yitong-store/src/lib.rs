@@ -212,7 +212,15 @@ impl Store {
             .max_connections(limits.connections_max)
             .min_connections(limits.connections_min.min(limits.connections_max))
             .acquire_timeout(Duration::from_millis(limits.acquire_timeout_ms))
-            .idle_timeout(Duration::from_secs(60));
+            // No idle timeout and no lifetime: sqlx 0.9.0's maintenance task, which they start,
+            // loops `0..num_idle()` without yielding, and `num_idle` (an atomic that `release`
+            // raises after pushing the connection, which another task may already have popped
+            // and counted down) can read as usize::MAX under churn: the loop then holds its
+            // tokio worker for good. Seen as a test runtime that never shut down, its worker
+            // spinning in `spawn_maintenance_tasks`. A store's pool is small and bounded; a
+            // connection the server closed is found by the test before each acquire.
+            .idle_timeout(None)
+            .max_lifetime(None);
         let (pool, backend) = match location {
             Location::Sqlite { dir } => {
                 let owner_dir = dir.join(owner.to_string());
