@@ -217,8 +217,9 @@ impl Store {
             // raises after pushing the connection, which another task may already have popped
             // and counted down) can read as usize::MAX under churn: the loop then holds its
             // tokio worker for good. Seen as a test runtime that never shut down, its worker
-            // spinning in `spawn_maintenance_tasks`. A store's pool is small and bounded; a
-            // connection the server closed is found by the test before each acquire.
+            // spinning in `spawn_maintenance_tasks` (sqlx issue #3645, fixed upstream by PR
+            // #4289, not in 0.9.0). A store's pool is small and bounded; a connection the server
+            // closed is found by the test before each acquire.
             .idle_timeout(None)
             .max_lifetime(None);
         let (pool, backend) = match location {
