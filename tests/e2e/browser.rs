@@ -346,7 +346,15 @@ async fn every_role_walks_the_console_in_a_browser() {
     walk.goto("/statement?year=2026&month=3").await;
     walk.check("bureau-statement-issued").await;
     walk.click("form[action='/statement/confirm'] button").await;
-    walk.wait_for("#confirmed-by").await;
+    // The cell is on the page, empty, before the confirmation: wait for its name.
+    walk.client
+        .wait()
+        .at_most(PAGE_WAIT)
+        .for_element(Locator::XPath(
+            "//td[@id='confirmed-by' and normalize-space()='jinan']",
+        ))
+        .await
+        .unwrap_or_else(|error| panic!("the statement was not confirmed: {error}"));
     let page = walk.text().await;
     assert!(
         page.contains("<td id=\"confirmed-by\">jinan</td>"),
