@@ -423,19 +423,27 @@ async fn intents_lost(net: &Sandbox) {
             "{message_id}: the crash lost its intent: {status:?}"
         );
     }
+    settle_everywhere(net, &restarted, &[("S-CX", &x, 1), ("S-CY", &y, 2)]).await;
+    restarted.store().close().await;
+}
+
+/// Settles each (message id, visit, person) at `node` as Binzhou's hospital, asserts each
+/// complete everywhere, and the ledger in agreement with them.
+async fn settle_everywhere(net: &Sandbox, node: &SettlementNode, settles: &[(&str, &Visit, u32)]) {
     let mut live = Vec::new();
-    for (message_id, visit, n) in [("S-CX", &x, 1), ("S-CY", &y, 2)] {
-        let settled = restarted
-            .settle(his_request(settle_request(message_id, visit, n, true)))
+    for (message_id, visit, n) in settles {
+        let settled = node
+            .settle(crate::settlement::his_request(settle_request(
+                message_id, visit, *n, true,
+            )))
             .await
-            .expect("settled when sent again")
+            .expect("settled")
             .into_inner()
             .settlement
             .expect("settlement");
-        live.push(assert_complete_everywhere(net, &restarted, &settled.settlement_id).await);
+        live.push(assert_complete_everywhere(net, node, &settled.settlement_id).await);
     }
     assert_ledger_agrees(net, &live).await;
-    restarted.store().close().await;
 }
 
 network_test! {
@@ -470,18 +478,7 @@ network_test! {
         assert_eq!((report.voided, report.completed, report.left), (2, 0, 0), "both were left intents");
         assert_voided_everywhere(net, &restarted, &ids[0], "S-CZ", &z, 1).await;
         assert_voided_everywhere(net, &restarted, &ids[1], "S-CW", &w, 2).await;
-        let mut live = Vec::new();
-        for (message_id, visit, n) in [("S-CZ2", &z, 1), ("S-CW2", &w, 2)] {
-            let settled = restarted
-                .settle(crate::settlement::his_request(settle_request(message_id, visit, n, true)))
-                .await
-                .expect("settled under a new message id")
-                .into_inner()
-                .settlement
-                .expect("settlement");
-            live.push(assert_complete_everywhere(net, &restarted, &settled.settlement_id).await);
-        }
-        assert_ledger_agrees(net, &live).await;
+        settle_everywhere(net, &restarted, &[("S-CZ2", &z, 1), ("S-CW2", &w, 2)]).await;
         restarted.store().close().await;
     }
 }

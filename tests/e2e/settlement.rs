@@ -636,6 +636,12 @@ pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> Settlement
         pending_grace_ms: 0,
         ..TreatmentOptions::default()
     };
+    binzhou_node(net, store).with_options(options)
+}
+
+/// A settlement node of Binzhou's on `store`, talking to the sandbox's network.
+fn binzhou_node(net: &Sandbox, store: Store) -> SettlementNode {
+    let city = PoolCode::parse(BINZHOU).expect("city");
     SettlementNode::new(
         city,
         store,
@@ -643,7 +649,6 @@ pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> Settlement
         &net.peer_access(Owner::Pool(city)),
     )
     .expect("node")
-    .with_options(options)
 }
 
 /// A settlement node of Binzhou's of the test's own on the sandbox's own Binzhou store
@@ -651,14 +656,7 @@ pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> Settlement
 /// test stages itself, beside the sandbox's node of the same store.
 pub(crate) async fn city_node(net: &Sandbox) -> SettlementNode {
     let city = PoolCode::parse(BINZHOU).expect("city");
-    let store = net.store(Owner::Pool(city), Service::Settlement).await;
-    SettlementNode::new(
-        city,
-        store,
-        Arc::new(net.network().clone()),
-        &net.peer_access(Owner::Pool(city)),
-    )
-    .expect("node")
+    binzhou_node(net, net.store(Owner::Pool(city), Service::Settlement).await)
 }
 
 /// Binzhou's hospital as the server layer authenticates it: what a test runs the requests it

@@ -427,9 +427,8 @@ impl SettlementNode {
         &self,
         request: &pb::SettleRequest,
     ) -> Result<Started, TreatmentError> {
-        let input = SettleInput::try_from(request)?;
-        self.prepare(&input).await?;
-        self.intend(&input, &super::digest(request)).await
+        let write = self.prepare_intent(request).await?;
+        self.book_write(write).await?.started()
     }
 
     pub(super) async fn intend(

@@ -220,6 +220,11 @@ impl SettlementNode {
         queue.book(Write(work)).await
     }
 
+    /// Books a prepared write in the next group commit.
+    pub(super) async fn book_write(&self, write: Write) -> Result<Booked, TreatmentError> {
+        self.write(write.0).await
+    }
+
     /// Step 1 of a Settle as a write to stage, from the wire request: checks the request, the
     /// visit and the credential first, as [`SettlementNode::step_intent`] does.
     pub async fn prepare_intent(
