@@ -164,10 +164,17 @@ async fn book_group<B: Booker>(booker: &B, mut group: Vec<Queued<B>>) {
                 span: queued.span.clone(),
             })
             .collect();
-        match stage(booker, &requests).await {
-            Ok(staged) => staged.commit().await,
-            Err(error) => Err(error),
+        // The group's own statements (begin, its opening locks, commit) run in the span of
+        // its first request.
+        let span = group[0].span.clone();
+        async {
+            match stage(booker, &requests).await {
+                Ok(staged) => staged.commit().await,
+                Err(error) => Err(error),
+            }
         }
+        .instrument(span)
+        .await
     };
     match committed {
         Ok(replies) => {
