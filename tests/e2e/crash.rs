@@ -375,3 +375,110 @@ network_test! {
         restarted.store().close().await;
     }
 }
+
+network_test! {
+    /// Proves a crash inside a group commit at the treatment city loses the whole group and
+    /// half-writes none of it: a group of two Settles' intents is booked on the city's own
+    /// store and the node dies before the commit; neither message id then has a settlement,
+    /// and sent again to a restarted node both settle and complete everywhere.
+    async fn a_crash_before_a_treatment_groups_commit_loses_its_intents(net) {
+        crate::settlement::binzhou_hospital().scope(intents_lost(net)).await;
+    }
+}
+
+/// The steps of `a_crash_before_a_treatment_groups_commit_loses_its_intents`, run as Binzhou's
+/// hospital.
+async fn intents_lost(net: &Sandbox) {
+    use crate::settlement::{city_node, his_request};
+    let node = city_node(net).await;
+    let x = open_own_visit(&node, "CX", JINAN, 1).await;
+    let y = open_own_visit(&node, "CY", JINAN, 2).await;
+    let writes = vec![
+        node.prepare_intent(&settle_request("S-CX", &x, 1, true))
+            .await
+            .expect("prepared"),
+        node.prepare_intent(&settle_request("S-CY", &y, 2, true))
+            .await
+            .expect("prepared"),
+    ];
+    let staged = node.stage(&writes).await.expect("staged");
+    // The node dies here, its group booked and not committed: nothing more runs.
+    drop(staged);
+    node.store().close().await;
+    drop(node);
+
+    let restarted = city_node(net).await;
+    for message_id in ["S-CX", "S-CY"] {
+        let get = GetSettlementRequest {
+            key: Some(Key::MessageId(message_id.to_owned())),
+            institution_code: hospital(BINZHOU),
+        };
+        let status = restarted
+            .get_settlement(his_request(get))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            tonic::Code::NotFound,
+            "{message_id}: the crash lost its intent: {status:?}"
+        );
+    }
+    settle_everywhere(net, &restarted, &[("S-CX", &x, 1), ("S-CY", &y, 2)]).await;
+    restarted.store().close().await;
+}
+
+/// Settles each (message id, visit, person) at `node` as Binzhou's hospital, asserts each
+/// complete everywhere, and the ledger in agreement with them.
+async fn settle_everywhere(net: &Sandbox, node: &SettlementNode, settles: &[(&str, &Visit, u32)]) {
+    let mut live = Vec::new();
+    for (message_id, visit, n) in settles {
+        let settled = node
+            .settle(crate::settlement::his_request(settle_request(
+                message_id, visit, *n, true,
+            )))
+            .await
+            .expect("settled")
+            .into_inner()
+            .settlement
+            .expect("settlement");
+        live.push(assert_complete_everywhere(net, node, &settled.settlement_id).await);
+    }
+    assert_ledger_agrees(net, &live).await;
+}
+
+network_test! {
+    /// Proves a crash inside a group commit of records at the treatment city records none of
+    /// them: two intents are written and reserved, their records booked in one group, and the
+    /// node dies before the commit. Both stay intents, the recovery sweep voids them in all
+    /// three places, and the visits then settle under new message ids.
+    async fn a_crash_before_a_treatment_groups_commit_records_nothing(net) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let node = own_node(net, dir.path()).await;
+        let z = open_own_visit(&node, "CZ", JINAN, 1).await;
+        let w = open_own_visit(&node, "CW", JINAN, 2).await;
+        let mut records = Vec::new();
+        let mut ids = Vec::new();
+        for (message_id, visit, n) in [("S-CZ", &z, 1), ("S-CW", &w, 2)] {
+            let Started::Intent(intent) = node.step_intent(&settle_request(message_id, visit, n, true)).await.expect("intent") else {
+                panic!("a fresh message id starts an intent");
+            };
+            let reservation = node.step_reserve(&intent).await.expect("reserved");
+            let transfer = node.booking(&intent, &reservation).expect("transfer");
+            records.push(node.prepare_record(&intent, &reservation, &transfer));
+            ids.push(intent.settlement_id().to_owned());
+        }
+        let staged = node.stage(&records).await.expect("staged");
+        // The node dies here, its group booked and not committed: nothing more runs.
+        drop(staged);
+        node.store().close().await;
+        drop(node);
+
+        let restarted = own_node(net, dir.path()).await;
+        let report = restarted.recover().await.expect("swept");
+        assert_eq!((report.voided, report.completed, report.left), (2, 0, 0), "both were left intents");
+        assert_voided_everywhere(net, &restarted, &ids[0], "S-CZ", &z, 1).await;
+        assert_voided_everywhere(net, &restarted, &ids[1], "S-CW", &w, 2).await;
+        settle_everywhere(net, &restarted, &[("S-CZ2", &z, 1), ("S-CW2", &w, 2)]).await;
+        restarted.store().close().await;
+    }
+}

@@ -22,7 +22,7 @@ use yitong_proto::settlement::v1::{
 };
 use yitong_sandbox::{BINZHOU, JINAN, PILOT_CITIES, Sandbox, ZIBO, network_test};
 use yitong_settlement::SettlementNode;
-use yitong_settlement::treatment::{Started, TreatmentOptions};
+use yitong_settlement::treatment::{Started, TreatmentError, TreatmentOptions};
 use yitong_store::{Location, PoolLimits, Store};
 
 use crate::support::{assert_invalid, assert_refused, seeded_card};
@@ -636,6 +636,12 @@ pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> Settlement
         pending_grace_ms: 0,
         ..TreatmentOptions::default()
     };
+    binzhou_node(net, store).with_options(options)
+}
+
+/// A settlement node of Binzhou's on `store`, talking to the sandbox's network.
+fn binzhou_node(net: &Sandbox, store: Store) -> SettlementNode {
+    let city = PoolCode::parse(BINZHOU).expect("city");
     SettlementNode::new(
         city,
         store,
@@ -643,7 +649,227 @@ pub(crate) async fn own_node(net: &Sandbox, dir: &std::path::Path) -> Settlement
         &net.peer_access(Owner::Pool(city)),
     )
     .expect("node")
-    .with_options(options)
+}
+
+/// A settlement node of Binzhou's of the test's own on the sandbox's own Binzhou store
+/// (PostgreSQL or SQLite, as the sandbox runs), with the default timings: a node whose groups a
+/// test stages itself, beside the sandbox's node of the same store.
+pub(crate) async fn city_node(net: &Sandbox) -> SettlementNode {
+    let city = PoolCode::parse(BINZHOU).expect("city");
+    binzhou_node(net, net.store(Owner::Pool(city), Service::Settlement).await)
+}
+
+/// Binzhou's hospital as the server layer authenticates it: what a test runs the requests it
+/// sends to a node of its own on the sandbox's store as, so the audit trail names it.
+pub(crate) fn binzhou_hospital() -> yitong_rpc::Caller {
+    yitong_rpc::Caller::Institution(
+        yitong_core::InstitutionCode::parse(&hospital(BINZHOU)).expect("an institution code"),
+    )
+}
+
+/// Whether `error` is the treatment city's business refusal for `reason`.
+pub(crate) fn is_refused(error: &TreatmentError, reason: &str) -> bool {
+    matches!(error, TreatmentError::Refused { reason: refused, .. } if *refused == reason)
+}
+
+network_test! {
+    /// Proves a group of intents, and then a group of records, each booked in one transaction,
+    /// answers each request as it would be answered alone, in the order given: the intents of
+    /// three visits land with distinct settlement ids; a second Settle of one of those visits in
+    /// the same group sees the first's intent and is refused SETTLEMENT_IN_PROGRESS, and one of
+    /// a visit settled since it was checked is refused VISIT_SETTLED, both storing nothing
+    /// (their message ids stay free); in the group of records, an intent voided since is
+    /// refused SETTLEMENT_VOIDED and leaves its visit open, while the others record. Every
+    /// settlement then completes, the ledger agrees, and the treatment queue's groups are
+    /// counted.
+    async fn a_group_books_each_settle_step_as_if_alone(net) {
+        binzhou_hospital().scope(group_steps(net)).await;
+    }
+}
+
+/// The steps of `a_group_books_each_settle_step_as_if_alone`, run as Binzhou's hospital.
+async fn group_steps(net: &Sandbox) {
+    use crate::protocol::open_own_visit;
+    use yitong_telemetry::GroupLabels;
+    let labels = GroupLabels {
+        owner: BINZHOU.into(),
+        queue: "treatment".into(),
+    };
+    let requests_before = yitong_telemetry::metrics()
+        .group_requests
+        .get_or_create(&labels)
+        .get();
+    let node = city_node(net).await;
+    let a = open_own_visit(&node, "GA", JINAN, 1).await;
+    let b = open_own_visit(&node, "GB", JINAN, 2).await;
+    let c = open_own_visit(&node, "GC", JINAN, 3).await;
+    let d = open_own_visit(&node, "GD", JINAN, 4).await;
+    let e = open_own_visit(&node, "GE", JINAN, 8).await;
+    let f = open_own_visit(&node, "GF", JINAN, 1).await;
+    let stale = node
+        .prepare_intent(&settle_request("S-GD", &d, 4, false))
+        .await
+        .expect("prepared while open");
+    let d_settled = node
+        .settle(his_request(settle_request("S-GD0", &d, 4, false)))
+        .await
+        .expect("settled")
+        .into_inner()
+        .settlement
+        .expect("settlement");
+    let writes = vec![
+        node.prepare_intent(&settle_request("S-GC", &c, 3, false))
+            .await
+            .expect("prepared"),
+        node.prepare_intent(&settle_request("S-GA", &a, 1, true))
+            .await
+            .expect("prepared"),
+        node.prepare_intent(&settle_request("S-GA2", &a, 1, false))
+            .await
+            .expect("prepared"),
+        stale,
+        node.prepare_intent(&settle_request("S-GB", &b, 2, false))
+            .await
+            .expect("prepared"),
+    ];
+    let staged = node.stage(&writes).await.expect("staged");
+    let mut answers = node.commit(staged).await.expect("committed").into_iter();
+    let mut intent = |visit: &Visit| match answers
+        .next()
+        .expect("an answer per request")
+        .expect("an intent")
+        .started()
+        .expect("step 1")
+    {
+        Started::Intent(intent) => {
+            assert_eq!(
+                intent.visit_id(),
+                visit.visit_id,
+                "answered in the order given"
+            );
+            intent
+        }
+        Started::Seen => panic!("a fresh message id starts an intent"),
+    };
+    let intent_c = intent(&c);
+    let intent_a = intent(&a);
+    let refused = answers
+        .next()
+        .expect("an answer")
+        .expect_err("a second settle of the visit");
+    assert!(
+        is_refused(&refused, "SETTLEMENT_IN_PROGRESS"),
+        "{refused:?}"
+    );
+    let refused = answers
+        .next()
+        .expect("an answer")
+        .expect_err("the visit is settled");
+    assert!(is_refused(&refused, "VISIT_SETTLED"), "{refused:?}");
+    let mut intent = |visit: &Visit| match answers
+        .next()
+        .expect("an answer")
+        .expect("an intent")
+        .started()
+        .expect("step 1")
+    {
+        Started::Intent(intent) => {
+            assert_eq!(intent.visit_id(), visit.visit_id);
+            intent
+        }
+        Started::Seen => panic!("a fresh message id starts an intent"),
+    };
+    let intent_b = intent(&b);
+    let ids: std::collections::HashSet<&str> = [&intent_a, &intent_b, &intent_c]
+        .into_iter()
+        .map(|intent| intent.settlement_id())
+        .collect();
+    assert_eq!(ids.len(), 3, "distinct settlement ids: {ids:?}");
+
+    // An intent voided after its reservation: its record is refused in the group.
+    let Started::Intent(intent_e) = node
+        .step_intent(&settle_request("S-GE", &e, 8, false))
+        .await
+        .expect("intent")
+    else {
+        panic!("a fresh message id starts an intent");
+    };
+    let reservation_e = node.step_reserve(&intent_e).await.expect("reserved");
+    node.void_intent(intent_e.settlement_id(), "test")
+        .await
+        .expect("voided");
+    let mut records = Vec::new();
+    for intent in [&intent_c, &intent_e, &intent_a, &intent_b] {
+        let reservation = if intent.settlement_id() == intent_e.settlement_id() {
+            reservation_e.clone()
+        } else {
+            node.step_reserve(intent).await.expect("reserved")
+        };
+        let transfer = node.booking(intent, &reservation).expect("transfer");
+        records.push(node.prepare_record(intent, &reservation, &transfer));
+    }
+    let staged = node.stage(&records).await.expect("staged");
+    let mut answers = node.commit(staged).await.expect("committed").into_iter();
+    let recorded_c = answers
+        .next()
+        .expect("answer")
+        .expect("C recorded")
+        .recorded()
+        .expect("step 3");
+    let refused = answers.next().expect("answer").expect_err("E was voided");
+    assert!(is_refused(&refused, "SETTLEMENT_VOIDED"), "{refused:?}");
+    let recorded_a = answers
+        .next()
+        .expect("answer")
+        .expect("A recorded")
+        .recorded()
+        .expect("step 3");
+    let recorded_b = answers
+        .next()
+        .expect("answer")
+        .expect("B recorded")
+        .recorded()
+        .expect("step 3");
+    assert_eq!(recorded_a.settlement_id, intent_a.settlement_id());
+    for id in [
+        intent_a.settlement_id(),
+        intent_b.settlement_id(),
+        intent_c.settlement_id(),
+    ] {
+        node.step_complete(id).await.expect("completed");
+    }
+
+    // The refused requests stored nothing: their message ids are free, and the voided
+    // record left its visit open.
+    let settle_free = |message_id: &'static str, visit: Visit, n: u32| {
+        let node = node.clone();
+        async move {
+            node.settle(his_request(settle_request(message_id, &visit, n, false)))
+                .await
+                .expect("settled")
+                .into_inner()
+                .settlement
+                .expect("settlement")
+        }
+    };
+    let again_e = settle_free("S-GA2", e.clone(), 8).await;
+    let again_f = settle_free("S-GD", f.clone(), 1).await;
+    assert_ledger_agrees(
+        net,
+        &[
+            d_settled, recorded_a, recorded_b, recorded_c, again_e, again_f,
+        ],
+    )
+    .await;
+    let requests_after = yitong_telemetry::metrics()
+        .group_requests
+        .get_or_create(&labels)
+        .get();
+    assert!(
+        requests_after >= requests_before + 5 + 4,
+        "the treatment queue's requests are counted: {requests_before} then {requests_after}"
+    );
+    node.store().close().await;
 }
 
 network_test! {

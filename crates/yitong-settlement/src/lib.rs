@@ -3,6 +3,7 @@
 //! (`benefit`), over the pure split arithmetic (`split`).
 
 pub mod benefit;
+pub mod group;
 pub mod split;
 mod stored;
 pub mod treatment;

@@ -177,7 +177,7 @@ pub struct PoolLabels {
 pub struct GroupLabels {
     /// Whose queue: a pool's code, or `clearing`.
     pub owner: String,
-    /// Which queue of the owner's (`benefit`, `ledger`).
+    /// Which queue of the owner's (`benefit`, `treatment`, `ledger`).
     pub queue: String,
 }
 

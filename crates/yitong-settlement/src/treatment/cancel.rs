@@ -6,10 +6,12 @@ use yitong_core::{Invalid, MessageId};
 use yitong_proto::settlement::v1 as pb;
 use yitong_store::now_ms;
 use yitong_store::replies::{self, Claim, ReplyError, Scope};
+use yitong_store::sqlx::AnyConnection;
 
 use super::repo::{self, Kind, Phase, SettlementRow};
 use super::request::{CancelInput, ReverseInput};
 use super::settle::{Intent, Started, VOID_REVERSED, VoidDecision};
+use super::writes::Work;
 use super::{SettlementNode, TreatmentError, decode, decode_reply, encode};
 
 impl SettlementNode {
@@ -126,86 +128,101 @@ impl SettlementNode {
         // An earlier undo of this visit whose void is decided but not yet carried still holds
         // its cancellation's booking at the ledger: carry it first.
         self.carry_voids_of_visit(&original.visit_id).await;
+        let work = Work::CancelIntent {
+            original: Box::new(original.clone()),
+            request: Box::new(request.clone()),
+        };
+        Ok(match self.write(work).await?.started()? {
+            Started::Intent(intent) => Some(*intent),
+            Started::Seen => None,
+        })
+    }
+
+    /// Step 1's one transaction for a cancellation, in the caller's (a group's): claims its
+    /// message id, locks the settlement it cancels and writes its intent. `None` when another
+    /// call claimed the message id first.
+    pub(super) async fn intend_cancel_locked(
+        &self,
+        tx: &mut AnyConnection,
+        original: &SettlementRow,
+        request: &CancelRequest,
+    ) -> Result<Option<Intent>, TreatmentError> {
+        // Among the asking institution's message ids: `original_of` checked that the
+        // settlement it cancels is that institution's.
+        match replies::claim_in(
+            tx,
+            Scope::Institution(&original.institution_code),
+            request.message_id.as_str(),
+            request.rpc,
+            &request.digest,
+        )
+        .await?
         {
-            let mut tx = self.store.begin_write().await?;
-            // Among the asking institution's message ids: `original_of` checked that the
-            // settlement it cancels is that institution's.
-            match replies::claim_in(
-                &mut tx,
-                Scope::Institution(&original.institution_code),
-                request.message_id.as_str(),
-                request.rpc,
-                &request.digest,
-            )
-            .await?
-            {
-                Claim::Replay(_) => return Ok(None),
-                Claim::Fresh => {}
-            }
-            let original = repo::lock_settlement(&mut tx, &original.settlement_id)
-                .await?
-                .ok_or_else(|| TreatmentError::Corrupt("a settlement vanished".into()))?;
-            if let Some(by) = &original.cancelled_by {
-                return Err(TreatmentError::refused(
-                    "ALREADY_CANCELLED",
-                    format!(
-                        "settlement {} is already cancelled by {by}",
-                        original.settlement_id
-                    ),
-                ));
-            }
-            Self::check_not_in_flight(&mut tx, &original.visit_id).await?;
-            if original.phase != Phase::Completed {
-                return Err(TreatmentError::Unavailable {
-                    service: "completion of the original settlement",
-                    status: tonic::Status::unavailable("not complete"),
-                });
-            }
-            let (cancellation_id, today) = self.new_settlement_id(&mut tx).await?;
-            let reserve = pb::ReserveRequest {
-                message_id: request.message_id.to_string(),
-                settlement_id: cancellation_id.clone(),
-                kind: pb::ReservationKind::Cancellation as i32,
-                original_settlement_id: original.settlement_id.clone(),
-                claim: None,
-                timeout_seconds: self.options.reservation_timeout_seconds,
-            };
-            let mut draft: pb::Settlement = decode(&original.record, "settlement record")?;
-            draft.status = pb::SettlementStatus::Cancelled as i32;
-            draft.cancellation = Some(pb::Cancellation {
-                cancellation_id: cancellation_id.clone(),
-                kind: request.kind as i32,
-                message_id: request.message_id.to_string(),
-                cancelled_at: None,
-                cancellation_date: today.to_string(),
-                reason: request.reason.clone(),
-                operator_id: request.operator_id.clone(),
-                split: None,
-            });
-            let row = SettlementRow {
-                settlement_id: cancellation_id,
-                kind: Kind::Cancellation,
-                original_settlement_id: Some(original.settlement_id.clone()),
-                visit_id: original.visit_id.clone(),
-                institution_code: original.institution_code.clone(),
-                insured_city: original.insured_city.clone(),
-                person_no: original.person_no.clone(),
-                message_id: request.message_id.to_string(),
-                phase: Phase::Pending,
-                reserve_request: encode(&reserve),
-                settlement_date: today.to_string(),
-                record: encode(&draft),
-                created_at_ms: now_ms(),
-                ..SettlementRow::default()
-            };
-            self.write_intent(&mut tx, &row).await?;
-            tx.commit().await?;
-            Ok(Some(Intent {
-                row,
-                reserve,
-                draft,
-            }))
+            Claim::Replay(_) => return Ok(None),
+            Claim::Fresh => {}
         }
+        let original = repo::lock_settlement(tx, &original.settlement_id)
+            .await?
+            .ok_or_else(|| TreatmentError::Corrupt("a settlement vanished".into()))?;
+        if let Some(by) = &original.cancelled_by {
+            return Err(TreatmentError::refused(
+                "ALREADY_CANCELLED",
+                format!(
+                    "settlement {} is already cancelled by {by}",
+                    original.settlement_id
+                ),
+            ));
+        }
+        Self::check_not_in_flight(tx, &original.visit_id).await?;
+        if original.phase != Phase::Completed {
+            return Err(TreatmentError::Unavailable {
+                service: "completion of the original settlement",
+                status: tonic::Status::unavailable("not complete"),
+            });
+        }
+        let (cancellation_id, today) = self.new_settlement_id(tx).await?;
+        let reserve = pb::ReserveRequest {
+            message_id: request.message_id.to_string(),
+            settlement_id: cancellation_id.clone(),
+            kind: pb::ReservationKind::Cancellation as i32,
+            original_settlement_id: original.settlement_id.clone(),
+            claim: None,
+            timeout_seconds: self.options.reservation_timeout_seconds,
+        };
+        let mut draft: pb::Settlement = decode(&original.record, "settlement record")?;
+        draft.status = pb::SettlementStatus::Cancelled as i32;
+        draft.cancellation = Some(pb::Cancellation {
+            cancellation_id: cancellation_id.clone(),
+            kind: request.kind as i32,
+            message_id: request.message_id.to_string(),
+            cancelled_at: None,
+            cancellation_date: today.to_string(),
+            reason: request.reason.clone(),
+            operator_id: request.operator_id.clone(),
+            split: None,
+        });
+        let row = SettlementRow {
+            settlement_id: cancellation_id,
+            kind: Kind::Cancellation,
+            original_settlement_id: Some(original.settlement_id.clone()),
+            visit_id: original.visit_id.clone(),
+            institution_code: original.institution_code.clone(),
+            insured_city: original.insured_city.clone(),
+            person_no: original.person_no.clone(),
+            message_id: request.message_id.to_string(),
+            phase: Phase::Pending,
+            reserve_request: encode(&reserve),
+            settlement_date: today.to_string(),
+            record: encode(&draft),
+            created_at_ms: now_ms(),
+            ..SettlementRow::default()
+        };
+        self.write_intent(tx, &row).await?;
+        Ok(Some(Intent {
+            row,
+            reserve,
+            draft,
+        }))
     }
 
     /// ReverseByMessageId: a Settle recorded under the message id is cancelled; one still in
@@ -383,8 +400,8 @@ const DEAD_DIGEST: &str = "dead";
 const REVERSE_ROUNDS_MAX: usize = 4;
 
 /// What a cancellation needs besides the settlement it cancels.
-#[derive(Debug)]
-struct CancelRequest {
+#[derive(Debug, Clone)]
+pub(super) struct CancelRequest {
     message_id: MessageId,
     rpc: &'static str,
     digest: String,

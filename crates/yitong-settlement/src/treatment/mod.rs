@@ -17,7 +17,8 @@
 //!
 //! Where things are: this file holds the node, its options and its message-id helpers;
 //! `service` the tonic handlers; `request` the parsed requests; `visits` visits and fee lines;
-//! `peers` the calls to identity, catalog and the insured city; `check` the benefit check and
+//! `peers` the calls to identity, catalog and the insured city; `writes` the group commit of
+//! the Settle's local transactions; `check` the benefit check and
 //! the running totals an HIS reads about a person; `settle` the Settle protocol and
 //! the recovery sweep; `cancel` cancellation and reversal; `reads` what callers read; `repo`
 //! the SQL; `error` the one mapping to gRPC.
@@ -32,9 +33,10 @@ mod request;
 mod service;
 mod settle;
 mod visits;
+mod writes;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -57,6 +59,7 @@ use yitong_telemetry::{PairLabels, PoolOf};
 pub use error::TreatmentError;
 pub use repo::{Kind, Phase};
 pub use settle::{Intent, RecoveryReport, SWEEP_BACKOFF_MAX_MS, Started, transfer_id};
+pub use writes::{Booked, Staged, Write};
 
 /// Timing of the settle protocol and of its recovery sweep, and how far back a visit may lie.
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +123,9 @@ pub struct SettlementNode {
     certifications: Arc<HashMap<PoolCode, CertificationServiceClient<PeerChannel>>>,
     ledger: LedgerServiceClient<PeerChannel>,
     options: TreatmentOptions,
+    /// The queue of the group commit that books intents, records and completions
+    /// ([`writes`]), started by the first of them; shared by every clone of the node.
+    writes: Arc<OnceLock<crate::group::Queue<SettlementNode>>>,
 }
 
 /// A write request's message id has either been answered before or starts a transaction.
@@ -205,7 +211,7 @@ impl SettlementNode {
             insured.iter().map(|(city, pool)| PoolOf { city, pool }),
         );
         let hosts = network.pools.iter().map(|pool| (pool.code, pool.city));
-        Ok(SettlementNode {
+        let node = SettlementNode {
             city,
             host_city: own.city,
             hosts: Arc::new(hosts.collect()),
@@ -217,7 +223,10 @@ impl SettlementNode {
             certifications: Arc::new(certifications),
             ledger,
             options: TreatmentOptions::default(),
-        })
+            writes: Arc::new(OnceLock::new()),
+        };
+        node.start_group_metrics();
+        Ok(node)
     }
 
     /// The same node with other protocol timings.

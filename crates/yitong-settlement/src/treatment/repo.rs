@@ -138,6 +138,20 @@ pub async fn next_serial(conn: &mut AnyConnection, prefix: &str) -> Result<i64, 
     Ok(serial)
 }
 
+/// Locks the counter row of `prefix` until the transaction ends, creating it (at zero, so the
+/// first serial [`next_serial`] hands out is still 1) when the prefix is new: a group of
+/// intents takes it before any visit (`writes`).
+pub async fn lock_serial(conn: &mut AnyConnection, prefix: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO id_serials (prefix, last_serial) VALUES ($1, 0) \
+         ON CONFLICT (prefix) DO UPDATE SET last_serial = id_serials.last_serial",
+    )
+    .bind(prefix)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// One row of `visits`.
 #[derive(Debug, Clone)]
 pub struct VisitRow {

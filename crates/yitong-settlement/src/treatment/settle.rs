@@ -17,6 +17,11 @@
 //!    CANCELLATION) transfer in the ledger, posted at once, under a UUID derived from the
 //!    settlement id, so a retry creates nothing twice (`completed`).
 //!
+//! The local transactions of steps 1, 3 and 4 are booked by the node's group commit
+//! (`writes`): each step queues its transaction, as a unit of work that reads again under its
+//! locks everything it decides on, and is answered once the group holding it commits, with the
+//! outcome it would have had alone.
+//!
 //! The ledger hears of a settlement once, after its point of no return: nothing is held there
 //! that a void would have to release, and a recorded settlement is never voided. Nodes before
 //! issue 21 booked the transfer pending between steps 2 and 3 and posted it at completion
@@ -54,6 +59,7 @@ use yitong_proto::ledger::v1::{
 use yitong_proto::settlement::v1 as pb;
 use yitong_store::now_ms;
 use yitong_store::replies::{self, Claim, ReplyError, Scope};
+use yitong_store::sqlx::AnyConnection;
 
 use std::time::Duration;
 
@@ -61,6 +67,7 @@ use tokio::time::Instant;
 
 use super::repo::{self, Kind, Phase, SettlementRow};
 use super::request::SettleInput;
+use super::writes::Work;
 use super::{SettlementNode, TreatmentError, decode, decode_reply, encode, fen, timestamp};
 
 /// The fund pay of a recorded settlement, in fen (its split is written by this node, so it
@@ -95,6 +102,10 @@ pub struct Intent {
 impl Intent {
     pub fn settlement_id(&self) -> &str {
         &self.row.settlement_id
+    }
+
+    pub fn visit_id(&self) -> &str {
+        &self.row.visit_id
     }
 }
 
@@ -238,19 +249,25 @@ impl SettlementNode {
     /// caller's write transaction: `J`, the city, the date and a serial of the day.
     pub(super) async fn new_settlement_id(
         &self,
-        tx: &mut yitong_store::sqlx::AnyConnection,
+        tx: &mut AnyConnection,
     ) -> Result<(String, yitong_core::Date), TreatmentError> {
         let today = yitong_core::today();
-        let prefix = format!("J{}{}", self.city, today.format("%y%m%d"));
+        let prefix = self.settlement_prefix(today);
         let serial = repo::next_serial(tx, &prefix).await?;
         Ok((format!("{prefix}{serial:07}"), today))
+    }
+
+    /// The prefix of this city's settlement (and cancellation) ids of `day`, under which
+    /// `id_serials` counts them.
+    pub(super) fn settlement_prefix(&self, day: yitong_core::Date) -> String {
+        format!("J{}{}", self.city, day.format("%y%m%d"))
     }
 
     /// Writes an intent inside the caller's write transaction; the sweep first looks at it once
     /// its grace period is over.
     pub(super) async fn write_intent(
         &self,
-        tx: &mut yitong_store::sqlx::AnyConnection,
+        tx: &mut AnyConnection,
         row: &SettlementRow,
     ) -> Result<(), TreatmentError> {
         repo::insert_intent(tx, row, row.created_at_ms + self.options.pending_grace_ms).await
@@ -260,7 +277,7 @@ impl SettlementNode {
     /// id is refused; one claimed by another call is `Seen`, for [`Self::first_answer`].
     async fn claim_settle(
         &self,
-        tx: &mut yitong_store::sqlx::AnyConnection,
+        tx: &mut AnyConnection,
         institution: &InstitutionCode,
         message_id: &MessageId,
         digest: &str,
@@ -410,9 +427,8 @@ impl SettlementNode {
         &self,
         request: &pb::SettleRequest,
     ) -> Result<Started, TreatmentError> {
-        let input = SettleInput::try_from(request)?;
-        self.prepare(&input).await?;
-        self.intend(&input, &super::digest(request)).await
+        let write = self.prepare_intent(request).await?;
+        self.book_write(write).await?.started()
     }
 
     pub(super) async fn intend(
@@ -420,25 +436,40 @@ impl SettlementNode {
         input: &SettleInput,
         digest: &str,
     ) -> Result<Started, TreatmentError> {
-        let scope = &input.scope;
         // An earlier Settle of this visit whose void is decided but not carried still holds
         // the person's benefit at the insured city: carry it first.
-        self.carry_voids_of_visit(&scope.visit_id).await;
-        let mut tx = self.store.begin_write().await?;
+        self.carry_voids_of_visit(&input.scope.visit_id).await;
+        self.write(Work::Intent {
+            input: input.clone(),
+            digest: digest.to_owned(),
+        })
+        .await?
+        .started()
+    }
+
+    /// Step 1's one transaction, in the caller's (a group's): claims the message id, locks the
+    /// visit, reads its lines again and writes the intent under a new settlement id.
+    pub(super) async fn intend_locked(
+        &self,
+        tx: &mut AnyConnection,
+        input: &SettleInput,
+        digest: &str,
+    ) -> Result<Started, TreatmentError> {
+        let scope = &input.scope;
         if let Claimed::Seen = self
-            .claim_settle(&mut tx, &scope.institution, &scope.message_id, digest)
+            .claim_settle(tx, &scope.institution, &scope.message_id, digest)
             .await?
         {
             return Ok(Started::Seen);
         }
-        let visit = Self::check_visit(repo::lock_visit(&mut tx, &scope.visit_id).await?, scope)?;
+        let visit = Self::check_visit(repo::lock_visit(tx, &scope.visit_id).await?, scope)?;
         Self::check_open(&visit)?;
-        Self::check_not_in_flight(&mut tx, &visit.visit_id).await?;
+        Self::check_not_in_flight(tx, &visit.visit_id).await?;
         // The lines are read again under the visit's lock: what was checked outside may have
         // changed since, and the claim must be exactly what the visit holds now.
-        let lines = repo::live_lines(&mut tx, &visit.visit_id).await?;
+        let lines = repo::live_lines(tx, &visit.visit_id).await?;
         let claim = Self::claim_of(&visit.visit_id, &lines, input.total_amount)?;
-        let (settlement_id, today) = self.new_settlement_id(&mut tx).await?;
+        let (settlement_id, today) = self.new_settlement_id(tx).await?;
         let registered: pb::Visit = decode(&visit.registered, "registered visit")?;
         let reserve = pb::ReserveRequest {
             message_id: scope.message_id.to_string(),
@@ -506,8 +537,7 @@ impl SettlementNode {
             created_at_ms: now_ms(),
             ..SettlementRow::default()
         };
-        self.write_intent(&mut tx, &row).await?;
-        tx.commit().await?;
+        self.write_intent(tx, &row).await?;
         Ok(Started::Intent(Box::new(Intent {
             row,
             reserve,
@@ -690,6 +720,24 @@ impl SettlementNode {
         reservation: &pb::Reservation,
         transfer: &ledger::Transfer,
     ) -> Result<pb::Settlement, TreatmentError> {
+        self.write(Work::Record {
+            intent: Box::new(intent.clone()),
+            reservation: Box::new(reservation.clone()),
+            transfer: Box::new(transfer.clone()),
+        })
+        .await?
+        .recorded()
+    }
+
+    /// Step 3's one transaction, in the caller's (a group's): under the visit's lock, the
+    /// intent becomes the record, unless its void was decided first.
+    pub(super) async fn record_locked(
+        &self,
+        tx: &mut AnyConnection,
+        intent: &Intent,
+        reservation: &pb::Reservation,
+        transfer: &ledger::Transfer,
+    ) -> Result<pb::Settlement, TreatmentError> {
         let split = reservation
             .split
             .clone()
@@ -711,8 +759,7 @@ impl SettlementNode {
                 ),
             )
         };
-        let mut tx = self.store.begin_write().await?;
-        let visit = repo::lock_visit(&mut tx, &row.visit_id)
+        let visit = repo::lock_visit(tx, &row.visit_id)
             .await?
             .ok_or_else(|| TreatmentError::Corrupt(format!("visit {} vanished", row.visit_id)))?;
         let reply = match row.kind {
@@ -723,7 +770,7 @@ impl SettlementNode {
                 settlement.split = Some(split);
                 settlement.settled_at = Some(timestamp(now));
                 repo::set_visit_status(
-                    &mut tx,
+                    tx,
                     &row.visit_id,
                     repo::VisitStatus::Settled,
                     Some(&row.settlement_id),
@@ -744,10 +791,9 @@ impl SettlementNode {
                 cancellation.split = Some(split);
                 cancellation.cancelled_at = Some(timestamp(now));
                 let kind = cancellation.kind;
-                repo::set_cancelled_by(&mut tx, &original, &row.settlement_id).await?;
-                repo::set_record(&mut tx, &original, &encode(&settlement)).await?;
-                repo::set_visit_status(&mut tx, &row.visit_id, repo::VisitStatus::Open, None)
-                    .await?;
+                repo::set_cancelled_by(tx, &original, &row.settlement_id).await?;
+                repo::set_record(tx, &original, &encode(&settlement)).await?;
+                repo::set_visit_status(tx, &row.visit_id, repo::VisitStatus::Open, None).await?;
                 if kind == pb::CancellationKind::Reversal as i32 {
                     let outcome = pb::ReversalOutcome::Cancelled as i32;
                     pb::ReverseByMessageIdResponse {
@@ -764,12 +810,11 @@ impl SettlementNode {
             }
         };
         row.record = encode(&settlement);
-        if !repo::record(&mut tx, &row, now).await? {
+        if !repo::record(tx, &row, now).await? {
             return Err(voided());
         }
         let scope = Scope::Institution(&row.institution_code);
-        replies::record_in(&mut tx, scope, &row.message_id, &reply).await?;
-        tx.commit().await?;
+        replies::record_in(tx, scope, &row.message_id, &reply).await?;
         Ok(settlement)
     }
 
@@ -817,23 +862,35 @@ impl SettlementNode {
         } else {
             self.book_posted(settlement_id, transfer).await?;
         }
+        self.write(Work::Complete { row: Box::new(row) })
+            .await?
+            .completed()
+    }
+
+    /// Step 4's last transaction, in the caller's (a group's): the settlement is `completed`,
+    /// and a settlement's reply (not a cancellation's) says when. Returns the record of a
+    /// settlement it completed; `None` when another actor completed it first.
+    pub(super) async fn complete_locked(
+        &self,
+        tx: &mut AnyConnection,
+        row: &SettlementRow,
+    ) -> Result<Option<pb::Settlement>, TreatmentError> {
+        let settlement_id = row.settlement_id.as_str();
         let now = now_ms();
-        let mut tx = self.store.begin_write().await?;
         let mut completed = None;
-        if repo::complete(&mut tx, settlement_id, now).await? && row.kind == Kind::Settlement {
+        if repo::complete(tx, settlement_id, now).await? && row.kind == Kind::Settlement {
             // The HIS's answer says when completion happened; a replay of its Settle says the
             // same, so the recorded reply is brought up to date with the record.
             let mut settlement: pb::Settlement = decode(&row.record, "settlement record")?;
             settlement.completed_at = Some(timestamp(now));
-            repo::set_record(&mut tx, settlement_id, &encode(&settlement)).await?;
+            repo::set_record(tx, settlement_id, &encode(&settlement)).await?;
             let reply = pb::SettleResponse {
                 settlement: Some(settlement.clone()),
             };
             let scope = Scope::Institution(&row.institution_code);
-            replies::record_in(&mut tx, scope, &row.message_id, &reply.encode_to_vec()).await?;
+            replies::record_in(tx, scope, &row.message_id, &reply.encode_to_vec()).await?;
             completed = Some(settlement);
         }
-        tx.commit().await?;
         Ok(completed)
     }
 
