@@ -1,8 +1,8 @@
 //! Group commit of re-runnable units of work: requests queue to one task per [`Booker`], which
 //! books whatever has queued (up to [`GROUP_REQUESTS_MAX`]) in one write transaction and one
-//! commit, and then answers each. The treatment city's intents, records and completions go
-//! through it (`treatment::writes`); the insured city's Reserves and Posts have a group commit
-//! of their own written before this one (`benefit::group`), with the same guarantees.
+//! commit, and then answers each. The treatment city's intents, records and completions
+//! (`treatment::writes`) and the insured city's Reserves and Posts (`benefit::writes`) go
+//! through it.
 //!
 //! In a group, each request keeps what it had alone:
 //!

@@ -11,10 +11,10 @@ mod dated;
 mod disease;
 mod error;
 mod filing;
-mod group;
 mod repo;
+mod writes;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -32,13 +32,14 @@ use yitong_proto::settlement::v1 as pb;
 use yitong_rpc::{Caller, Denied, PeerAccess, PeerChannel, invalid_argument, peer_channel};
 use yitong_store::{Store, audit, now_ms};
 
+pub use crate::group::GROUP_REQUESTS_MAX;
 pub use claim::{Asked, BenefitClaim, parse_id};
 pub use disease::{DiseasePolicy, parse_disease_code, seed_disease_policies};
 pub use error::BenefitError;
 pub use filing::{seed_filing_policies, set_policy as set_filing_policy};
-pub use group::{GROUP_REQUESTS_MAX, Staged, Write};
-use group::{Hold, Prepared, Work, Writes};
 use repo::{ReservationKind, ReservationRow, ReservationStatus};
+use writes::{Hold, Prepared, Work, Writes};
+pub use writes::{Staged, Write};
 
 use crate::split::{self, InsuranceType, Policy, RunningTotals, Split};
 
@@ -56,9 +57,9 @@ pub struct BenefitNode {
     network: Arc<Network>,
     identity: IdentityServiceClient<PeerChannel>,
     catalog: CatalogServiceClient<PeerChannel>,
-    /// The queue of the group commit that books Reserves and Posts ([`group`]), started by
+    /// The queue of the group commit that books Reserves and Posts ([`writes`]), started by
     /// the first of them; shared by every clone of the node.
-    writes: Arc<OnceLock<Writes>>,
+    writes: Writes,
 }
 
 /// The person and the policy a claim is priced under.
@@ -95,59 +96,10 @@ impl BenefitNode {
             network,
             identity,
             catalog,
-            writes: Arc::new(OnceLock::new()),
+            writes: Writes::default(),
         };
-        // The group counters are there from start-up, at zero.
-        let metrics = yitong_telemetry::metrics();
-        let _ = metrics.group_commits.get_or_create(&group::labels(&node));
-        let _ = metrics.group_requests.get_or_create(&group::labels(&node));
+        node.start_group_metrics();
         Ok(node)
-    }
-
-    /// Books a prepared write in the next group commit (or answers it, if it needs none).
-    async fn write(&self, write: Write) -> Result<ReservationRow, BenefitError> {
-        match write.0 {
-            Prepared::Done(row) => Ok(row),
-            book => {
-                let writes = self.writes.get_or_init(|| {
-                    // The booking task's own node has a queue of its own, never started: it
-                    // books through `stage_requests`, and holding this queue would keep the
-                    // task alive after the last handle is dropped.
-                    let booker = BenefitNode {
-                        writes: Arc::new(OnceLock::new()),
-                        ..self.clone()
-                    };
-                    Writes::start(booker)
-                });
-                writes.book(book).await
-            }
-        }
-    }
-
-    /// Books `writes` in one transaction, as the group commit books a group, and leaves it
-    /// open: [`BenefitNode::commit`] commits it, and dropping it is a crash before the commit.
-    pub async fn stage(&self, writes: &[Write]) -> Result<Staged, Status> {
-        let requests: Vec<group::Request<'_>> = writes
-            .iter()
-            .map(|write| group::Request {
-                work: &write.0,
-                caller: Caller::current(),
-                span: tracing::Span::current(),
-            })
-            .collect();
-        Ok(self.stage_requests(&requests).await?)
-    }
-
-    /// Commits a staged group and returns each write's answer, as its RPC would.
-    pub async fn commit(
-        &self,
-        staged: Staged,
-    ) -> Result<Vec<Result<pb::Reservation, Status>>, Status> {
-        let replies = staged.commit().await?;
-        Ok(replies
-            .into_iter()
-            .map(|reply| Ok(self.reservation_wire(&reply?)?))
-            .collect())
     }
 
     pub fn city(&self) -> PoolCode {
